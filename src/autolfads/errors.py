@@ -1,0 +1,21 @@
+"""Errors a user can act on. The CLI prints their message and exits non-zero, never a traceback."""
+
+
+class AutoLFADSError(Exception):
+    """Base class: the message names the file, key, shape or value and what was expected."""
+
+
+class ConfigError(AutoLFADSError):
+    """A configuration file, key or value is invalid."""
+
+
+class DataError(AutoLFADSError):
+    """A data file is missing, unreadable, or does not hold what the model needs."""
+
+
+class CheckpointError(AutoLFADSError):
+    """A checkpoint folder is missing, corrupt, or belongs to a different model."""
+
+
+class TrainingDiverged(AutoLFADSError):
+    """Every member's loss became NaN or infinite."""
