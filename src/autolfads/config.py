@@ -1,0 +1,509 @@
+"""Run configuration: typed, validated settings; YAML in our schema or lfads-tf2's; command-line overrides.
+
+Our schema has three sections, `model`, `train` and `data`, with lower-case keys (see `examples/configs/`).
+lfads-tf2 / AutoLFADS YAMLs (MODEL / TRAIN with upper-case nested keys) are read too and mapped onto it,
+so `TRAIN.LR.INIT 0.003` works on the command line exactly as it did with the old container.
+Every user-facing problem is a `ConfigError` that names the file (or the overrides) and the key.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import os
+import secrets
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from autolfads.errors import ConfigError
+
+# TensorFlow's Adam adds its epsilon ("epsilon-hat") to sqrt(v) before bias correction, PyTorch adds eps after
+# it, so eps_torch = eps_tf / sqrt(1 - beta2**t). We take t = 1, the usual convention (TF 1e-7 -> 3.16e-6);
+# later in training the exact equivalent shrinks towards eps_tf.
+TF_ADAM_EPSILON_FACTOR = 1.0 / math.sqrt(1.0 - 0.999)
+
+
+class _Section(BaseModel):
+    """Unknown keys are errors and every assignment is validated, cross-field checks included."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    _section: ClassVar[str] = ""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        previous = self.__dict__.get(name)
+        try:
+            super().__setattr__(name, value)
+        except ValidationError as err:
+            if name in type(self).model_fields:
+                # pydantic keeps the new value when a model-level check fails: undo it
+                self.__dict__[name] = previous
+            raise ConfigError("; ".join(_explain(err, root=self._section))) from None
+
+
+class ModelConfig(_Section):
+    _section: ClassVar[str] = "model"
+
+    data_dim: int | None = Field(None, ge=1, description="Neurons, held-in + held-out (None: from the data).")
+    cs_dim: int = Field(0, ge=0, description="Held-out (co-smoothing) neurons: the LAST cs_dim columns, never encoded.")
+    seq_len: int | None = Field(None, ge=1, description="Time bins incl. forward-prediction (None: from the data).")
+    fp_len: int = Field(0, ge=0, description="Forward-prediction bins: the LAST fp_len bins, never encoded.")
+    ext_input_dim: int | None = Field(None, ge=0, description="External inputs to the generator (None: from the data).")
+    ic_enc_seq_len: int = Field(0, ge=0, description="Leading bins seen only by the initial-condition encoder.")
+    ic_enc_dim: int = Field(64, ge=1, description="Initial-condition encoder GRU size, per direction.")
+    ci_enc_dim: int = Field(64, ge=0, description="Controller-input encoder GRU size per direction (0: none).")
+    con_dim: int = Field(64, ge=0, description="Controller GRU size (0: no controller).")
+    co_dim: int = Field(4, ge=0, description="Controller outputs (inferred inputs) per bin (0: no controller).")
+    ic_dim: int = Field(64, ge=1, description="Dimension of the initial-condition latent.")
+    gen_dim: int = Field(100, ge=1, description="Generator GRU size.")
+    fac_dim: int = Field(40, ge=1, description="Latent factors read out from the generator.")
+    ci_lag: int = Field(1, ge=0, description="Bins the controller input is delayed (forward) / advanced (backward) by.")
+    cell_clip: float = Field(5.0, gt=0, description="GRU states are clamped to [-cell_clip, cell_clip] every step.")
+    dropout_rate: float = Field(0.05, ge=0, lt=1, description="Dropout rate at every dropout site.")
+    cd_rate: float = Field(0.3, ge=0, lt=1, description="Coordinated dropout: input entries dropped per step.")
+    cd_pass_rate: float = Field(0.0, ge=0, le=1, description="Kept CD entries that still pass gradient (lfads-torch).")
+    sv_rate: float = Field(0.0, ge=0, lt=1, description="Sample validation: held-in entries hidden and scored apart.")
+    sv_seed: int = Field(0, ge=0, description="Seed of the fixed sample-validation mask.")
+    ic_prior_var: float = Field(0.1, gt=0, description="Fixed variance of the initial-condition prior.")
+    ic_post_var_min: float = Field(1e-4, ge=0, description="Floor added to the initial-condition posterior variance.")
+    co_prior_tau: float = Field(10.0, gt=0, description="Initial time constant (bins) of the AR(1) controller prior.")
+    co_prior_nvar: float = Field(0.1, gt=0, description="Initial noise variance of the AR(1) controller prior.")
+    reconstruction: Literal["poisson", "gaussian"] = Field("poisson", description="Observation model of the data.")
+
+    @model_validator(mode="after")
+    def _check_sizes(self) -> ModelConfig:
+        if self.data_dim is not None and self.cs_dim >= self.data_dim:
+            raise ValueError(
+                f"cs_dim ({self.cs_dim}) must be smaller than data_dim ({self.data_dim}): some neurons must be held in"
+            )
+        if self.seq_len is not None:
+            if self.fp_len >= self.seq_len:
+                raise ValueError(f"fp_len ({self.fp_len}) must be smaller than seq_len ({self.seq_len})")
+            if self.ic_enc_seq_len >= self.seq_len - self.fp_len:
+                encod = self.seq_len - self.fp_len
+                raise ValueError(
+                    f"ic_enc_seq_len ({self.ic_enc_seq_len}) must be smaller than seq_len - fp_len ({encod})"
+                )
+        return self
+
+    def _known(self, name: str) -> int:
+        value = getattr(self, name)
+        if value is None:
+            raise ConfigError(f"model.{name} is not set yet: it is read from the data file, which has not been loaded")
+        return value
+
+    @property
+    def encod_dim(self) -> int:
+        """Held-in neurons: what the encoders see."""
+        return self._known("data_dim") - self.cs_dim
+
+    @property
+    def encod_seq_len(self) -> int:
+        """Bins the encoders see (forward-prediction bins excluded)."""
+        return self._known("seq_len") - self.fp_len
+
+    @property
+    def recon_dim(self) -> int:
+        """Neurons the model reconstructs: held-in + held-out."""
+        return self._known("data_dim")
+
+    @property
+    def recon_seq_len(self) -> int:
+        """Bins the model reconstructs: encoded + forward-prediction."""
+        return self._known("seq_len")
+
+    @property
+    def use_controller(self) -> bool:
+        return self.ci_enc_dim > 0 and self.con_dim > 0 and self.co_dim > 0
+
+
+class TrainConfig(_Section):
+    _section: ClassVar[str] = "train"
+
+    batch_size: int = Field(128, ge=1, description="Trials per training step.")
+    max_epochs: int = Field(500, ge=1, description="Upper bound on training epochs.")
+    patience: int = Field(200, ge=0, description="Early stopping: epochs without a better smoothed valid NLL.")
+    seed: int = Field(0, ge=0, description="Seed for initialisation, batching and dropout.")
+    threads: int | None = Field(1, ge=1, description="torch CPU threads (None: torch's default).")
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="'auto', 'cpu', 'cuda' or 'cuda:N'.")
+    lr_init: float = Field(4e-3, gt=0, description="Initial learning rate.")
+    lr_schedule: bool = Field(False, description="Decay the learning rate when the smoothed valid loss plateaus.")
+    lr_decay: float = Field(0.95, gt=0, lt=1, description="Factor of each scheduled learning-rate decay.")
+    lr_patience: int = Field(6, ge=0, description="Epochs without improvement before a scheduled decay.")
+    lr_stop: float = Field(1e-5, ge=0, description="Training stops once the scheduled learning rate falls below this.")
+    adam_epsilon: float = Field(
+        1e-8,
+        gt=0,
+        description="Adam epsilon as PyTorch defines it. lfads-tf2's TRAIN.ADAM_EPSILON (TensorFlow's epsilon-hat) "
+        "is converted to eps / sqrt(1 - 0.999): 1e-7 -> 3.16e-6.",
+    )
+    weight_decay: float = Field(0.0, ge=0, description="AdamW decoupled weight decay (0: plain Adam).")
+    max_grad_norm: float = Field(200.0, gt=0, description="Global gradient-norm clip, on the scaled loss.")
+    loss_scale: float = Field(1e4, gt=0, description="Multiplier on the whole loss before backpropagation.")
+    kl_start_epoch: int = Field(0, ge=0, description="Epoch at which the KL ramp starts.")
+    kl_increase_epoch: int = Field(80, ge=0, description="Epochs over which the KL weights ramp up to full.")
+    kl_ic_weight: float = Field(1e-4, ge=0, description="Initial-condition KL weight (mean-reduced NLL convention).")
+    kl_co_weight: float = Field(1e-4, ge=0, description="Controller-output KL weight (mean-reduced NLL convention).")
+    l2_start_epoch: int = Field(0, ge=0, description="Epoch at which the L2 ramp starts.")
+    l2_increase_epoch: int = Field(80, ge=0, description="Epochs over which the L2 weights ramp up to full.")
+    l2_gen_scale: float = Field(1e-4, ge=0, description="L2 penalty on the generator's recurrent kernel.")
+    l2_con_scale: float = Field(1e-4, ge=0, description="L2 penalty on the controller's recurrent kernel.")
+    l2_ic_enc_scale: float = Field(0.0, ge=0, description="L2 penalty on the IC encoder's recurrent kernels.")
+    l2_ci_enc_scale: float = Field(0.0, ge=0, description="L2 penalty on the CI encoder's recurrent kernels.")
+    num_samples: int = Field(50, ge=1, description="Posterior samples averaged into the output rates file.")
+
+
+class DataConfig(_Section):
+    # a numeric-looking prefix (`prefix: 2021`) is still a file-name prefix
+    model_config = ConfigDict(coerce_numbers_to_str=True)
+    _section: ClassVar[str] = "data"
+
+    dir: str | None = Field(None, description="Folder holding the HDF5 data files (None: given on the command line).")
+    prefix: str = Field("", description="Only data files whose names start with this prefix are used.")
+
+
+class Config(_Section):
+    model: ModelConfig = Field(default_factory=ModelConfig, description="Model architecture and regularisers.")
+    train: TrainConfig = Field(default_factory=TrainConfig, description="Optimisation, loss weights, stopping.")
+    data: DataConfig = Field(default_factory=DataConfig, description="Where the data files are.")
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        """Plain nested dict of our schema (what save_config writes)."""
+        return self.model_dump()
+
+
+def default_config() -> Config:
+    return Config()
+
+
+# Every leaf key of our schema, "section.field".
+_OWN_KEYS = {
+    f"{section}.{field}" for section, info in Config.model_fields.items() for field in info.annotation.model_fields
+}
+
+# ---------------------------------------------------------------------------------------------------------------
+# lfads-tf2 schema
+
+# Keys that carry over unchanged (the KL and L2 weights too: lfads-tf2 also uses the mean-reduced NLL).
+_TF2_RENAMES = {
+    "SEED": "train.seed",  # top level in early lfads-tf2
+    "MODEL.DATA_DIM": "model.data_dim",
+    "MODEL.CS_DIM": "model.cs_dim",
+    "MODEL.SEQ_LEN": "model.seq_len",
+    "MODEL.FP_LEN": "model.fp_len",
+    "MODEL.EXT_INPUT_DIM": "model.ext_input_dim",
+    "MODEL.IC_ENC_SEQ_LEN": "model.ic_enc_seq_len",
+    "MODEL.IC_ENC_DIM": "model.ic_enc_dim",
+    "MODEL.CI_ENC_DIM": "model.ci_enc_dim",
+    "MODEL.CON_DIM": "model.con_dim",
+    "MODEL.CO_DIM": "model.co_dim",
+    "MODEL.IC_DIM": "model.ic_dim",
+    "MODEL.GEN_DIM": "model.gen_dim",
+    "MODEL.FAC_DIM": "model.fac_dim",
+    "MODEL.DROPOUT_RATE": "model.dropout_rate",
+    "MODEL.CD_RATE": "model.cd_rate",
+    "MODEL.CD_PASS_RATE": "model.cd_pass_rate",
+    "MODEL.SV_RATE": "model.sv_rate",
+    "MODEL.SV_SEED": "model.sv_seed",
+    "MODEL.CELL_CLIP": "model.cell_clip",
+    "MODEL.CI_LAG": "model.ci_lag",
+    "MODEL.IC_POST_VAR_MIN": "model.ic_post_var_min",
+    "MODEL.IC_PRIOR_VAR": "model.ic_prior_var",
+    "MODEL.CO_PRIOR_TAU": "model.co_prior_tau",
+    "MODEL.CO_PRIOR_NVAR": "model.co_prior_nvar",
+    "TRAIN.SEED": "train.seed",
+    "TRAIN.DATA.DIR": "data.dir",
+    "TRAIN.DATA.PREFIX": "data.prefix",
+    "TRAIN.BATCH_SIZE": "train.batch_size",
+    "TRAIN.MAX_EPOCHS": "train.max_epochs",
+    "TRAIN.PATIENCE": "train.patience",
+    "TRAIN.LOSS_SCALE": "train.loss_scale",
+    "TRAIN.MAX_GRAD_NORM": "train.max_grad_norm",
+    "TRAIN.LR.INIT": "train.lr_init",
+    "TRAIN.LR.STOP": "train.lr_stop",
+    "TRAIN.LR.PATIENCE": "train.lr_patience",
+    "TRAIN.L2.START_EPOCH": "train.l2_start_epoch",
+    "TRAIN.L2.INCREASE_EPOCH": "train.l2_increase_epoch",
+    "TRAIN.L2.IC_ENC_SCALE": "train.l2_ic_enc_scale",
+    "TRAIN.L2.CI_ENC_SCALE": "train.l2_ci_enc_scale",
+    "TRAIN.L2.GEN_SCALE": "train.l2_gen_scale",
+    "TRAIN.L2.CON_SCALE": "train.l2_con_scale",
+    "TRAIN.KL.START_EPOCH": "train.kl_start_epoch",
+    "TRAIN.KL.INCREASE_EPOCH": "train.kl_increase_epoch",
+    "TRAIN.KL.IC_WEIGHT": "train.kl_ic_weight",
+    "TRAIN.KL.CO_WEIGHT": "train.kl_co_weight",
+}
+
+# Keys whose value must be what we implement; they change nothing else.
+_TF2_REQUIRED = {
+    "MODEL.CO_AUTOREG_PRIOR": (True, "only the autoregressive controller-output prior is implemented"),
+    "MODEL.SAMPLE_POSTERIORS": (True, "training always samples the posteriors"),
+    "MODEL.ALIGN_MODE": (False, "multi-session alignment is not implemented"),
+    "TRAIN.NLL_MEAN": (True, "the NLL is always mean-reduced; the KL and L2 weights assume it"),
+    "TRAIN.ENCODERS_ONLY": (False, "training only the encoders is not implemented"),
+}
+
+# Keys about lfads-tf2's own logging, folders and run modes: accepted, reported, skipped.
+_TF2_IGNORED = {
+    "TRAIN.USE_TB",
+    "TRAIN.MODEL_DIR",
+    "TRAIN.OVERWRITE",
+    "TRAIN.LOG_EPOCHS",
+    "TRAIN.LOG_HPS",
+    "TRAIN.TUNE_MODE",
+    "TRAIN.PBT_MODE",
+    "TRAIN.EAGER_MODE",
+    "TRAIN.L2.READIN_SCALE",  # penalises a read-in layer we never build
+    "MODEL.GAMMA_PRIOR",  # only for a Gamma observation model
+}
+
+_TF2_CONVERTED = {"TRAIN.ADAM_EPSILON", "TRAIN.LR.DECAY", "MODEL.READIN_DIM"}
+_TF2_KEYS = set(_TF2_RENAMES) | set(_TF2_REQUIRED) | _TF2_IGNORED | _TF2_CONVERTED
+_TF2_SECTIONS = {"MODEL", "TRAIN", "TRAIN.DATA", "TRAIN.LR", "TRAIN.L2", "TRAIN.KL"}
+_TF2_TOP = {"MODEL", "TRAIN", "SEED"}
+
+# A tf2 file means what it meant in lfads-tf2, so keys it leaves out take lfads-tf2's defaults (defaults.py),
+# not ours. The data shapes stay "from the data file"; lfads-tf2 required them to match it anyway.
+_TF2_DEFAULTS = {
+    "MODEL.IC_ENC_DIM": 128,
+    "MODEL.CI_ENC_DIM": 128,
+    "MODEL.CON_DIM": 128,
+    "MODEL.CO_DIM": 1,
+    "MODEL.IC_DIM": 64,
+    "MODEL.GEN_DIM": 200,
+    "MODEL.FAC_DIM": 50,
+    "MODEL.DROPOUT_RATE": 0.05,
+    "MODEL.CD_RATE": 0.0,
+    "MODEL.CD_PASS_RATE": 0.0,
+    "MODEL.SV_RATE": 0.0,
+    "MODEL.SV_SEED": 0,
+    "MODEL.CO_PRIOR_TAU": 10.0,
+    "MODEL.CO_PRIOR_NVAR": 0.1,
+    "MODEL.IC_PRIOR_VAR": 0.1,
+    "MODEL.IC_POST_VAR_MIN": 1e-4,
+    "MODEL.CELL_CLIP": 5.0,
+    "MODEL.CI_LAG": 1,
+    "TRAIN.PATIENCE": 200,
+    "TRAIN.BATCH_SIZE": 128,
+    "TRAIN.MAX_EPOCHS": 10000,
+    "TRAIN.MAX_GRAD_NORM": 200.0,
+    "TRAIN.LOSS_SCALE": 1e4,
+    "TRAIN.LR.INIT": 0.01,
+    "TRAIN.LR.STOP": 1e-5,
+    "TRAIN.LR.DECAY": 0.95,
+    "TRAIN.LR.PATIENCE": 6,
+    "TRAIN.ADAM_EPSILON": 1e-7,
+    "TRAIN.L2.START_EPOCH": 0,
+    "TRAIN.L2.INCREASE_EPOCH": 500,
+    "TRAIN.L2.IC_ENC_SCALE": 0.0,
+    "TRAIN.L2.CI_ENC_SCALE": 0.0,
+    "TRAIN.L2.GEN_SCALE": 2000.0,
+    "TRAIN.L2.CON_SCALE": 0.0,
+    "TRAIN.KL.START_EPOCH": 0,
+    "TRAIN.KL.INCREASE_EPOCH": 500,
+    "TRAIN.KL.IC_WEIGHT": 1.0,
+    "TRAIN.KL.CO_WEIGHT": 1.0,
+}
+
+
+def _flatten_tf2(node: Mapping[Any, Any], prefix: str, source: str) -> dict[str, Any]:
+    """Nested lfads-tf2 mapping -> {"TRAIN.LR.INIT": value, ...}."""
+    flat: dict[str, Any] = {}
+    for name, value in node.items():
+        key = f"{prefix}{name}"
+        if key not in _TF2_SECTIONS:
+            flat[key] = value
+        elif isinstance(value, Mapping):
+            flat.update(_flatten_tf2(value, key + ".", source))
+        elif value is not None:  # an empty section (`LR:` with nothing under it) is fine
+            raise ConfigError(f"{source}: {key}: expected a mapping of lfads-tf2 keys, got {value!r}")
+    return flat
+
+
+def _tf2_number(key: str, value: Any, source: str) -> float:
+    try:
+        if isinstance(value, bool):
+            raise ValueError
+        return float(value)  # also takes '1e-7', which YAML 1.1 reads as a string
+    except (TypeError, ValueError):
+        raise ConfigError(f"{source}: {key}: expected a number, got {value!r}") from None
+
+
+def _from_tf2(flat: Mapping[str, Any], data_dim: Any, source: str) -> tuple[dict[str, Any], dict[str, str], list[str]]:
+    """lfads-tf2 keys -> (our dotted keys -> values, our key -> the tf2 key it came from, ignored tf2 keys)."""
+    updates: dict[str, Any] = {}
+    names: dict[str, str] = {}
+    ignored: list[str] = []
+    for key, value in flat.items():
+        if key in _TF2_RENAMES:
+            updates[_TF2_RENAMES[key]] = value
+            names[_TF2_RENAMES[key]] = key
+        elif key == "TRAIN.ADAM_EPSILON":
+            eps = _tf2_number(key, value, source)
+            if eps <= 0:
+                raise ConfigError(f"{source}: {key}: expected a number > 0, got {value!r}")
+            updates["train.adam_epsilon"] = eps * TF_ADAM_EPSILON_FACTOR
+            names["train.adam_epsilon"] = key
+        elif key == "TRAIN.LR.DECAY":
+            # lfads-tf2 decays on plateau unless DECAY is 1.0
+            decay = _tf2_number(key, value, source)
+            updates["train.lr_schedule"] = decay != 1.0
+            if decay != 1.0:
+                updates["train.lr_decay"] = decay
+            names["train.lr_schedule"] = names["train.lr_decay"] = key
+        elif key == "MODEL.READIN_DIM":
+            # <= 0 is lfads-tf2's "no read-in layer". A square read-in only re-mixes the neurons before the
+            # encoders; we never build one, so that value is accepted and reported as ignored.
+            if not isinstance(value, int) or isinstance(value, bool) or not (value <= 0 or value == data_dim):
+                raise ConfigError(
+                    f"{source}: {key}: a low-dimensional read-in layer is not supported; "
+                    f"expected -1 or MODEL.DATA_DIM ({data_dim}), got {value!r}"
+                )
+            ignored.append(key)
+        elif key in _TF2_REQUIRED:
+            expected, why = _TF2_REQUIRED[key]
+            if value is not expected:
+                raise ConfigError(f"{source}: {key}: {value!r} is not supported ({why}); expected {expected}")
+            ignored.append(key)
+        elif key in _TF2_IGNORED:
+            ignored.append(key)
+        else:
+            raise ConfigError(f"{source}: {key}: unknown lfads-tf2 key{_did_you_mean(key, _TF2_KEYS)}")
+    return updates, names, ignored
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Validation and error messages
+
+
+def _join(*parts: str) -> str:
+    return ".".join(p for p in parts if p)
+
+
+def _did_you_mean(key: str, candidates: set[str]) -> str:
+    close = difflib.get_close_matches(key, sorted(candidates), n=1)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+def _explain(error: ValidationError, names: Mapping[str, str] | None = None, root: str = "") -> list[str]:
+    """One 'key: problem' line per pydantic error, keys spelled the way the user wrote them."""
+    names = names or {}
+    lines = []
+    for e in error.errors():
+        path = _join(root, *map(str, e["loc"]))
+        key = names.get(path, path)
+        if e["type"] in ("extra_forbidden", "no_such_attribute"):
+            lines.append(f"{key}: unknown key{_did_you_mean(path, _OWN_KEYS)}")
+        elif e["type"] == "value_error":  # our cross-field checks
+            lines.append(f"{key}: {e['msg'].removeprefix('Value error, ')}")
+        else:
+            lines.append(f"{key}: {e['msg']} (got {e['input']!r})")
+    return lines
+
+
+def _validate(tree: Mapping[str, Any], source: str, names: Mapping[str, str] | None = None) -> Config:
+    try:
+        return Config.model_validate(tree)
+    except ValidationError as err:
+        raise ConfigError(f"{source}: " + "; ".join(_explain(err, names))) from None
+
+
+def _nest(tree: dict[str, Any], updates: Mapping[str, Any]) -> dict[str, Any]:
+    for dotted, value in updates.items():
+        section, field = dotted.split(".")
+        tree.setdefault(section, {})[field] = value
+    return tree
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Public API
+
+
+def parse_config(raw: Any, source: str = "<config>") -> tuple[Config, list[str]]:
+    """A parsed YAML document in either schema -> (Config, lfads-tf2 keys that were accepted but ignored)."""
+    if not isinstance(raw, Mapping):
+        raise ConfigError(
+            f"{source}: expected a mapping at the top level (model/train/data, or lfads-tf2's MODEL/TRAIN), "
+            f"got {type(raw).__name__}"
+        )
+    if not raw.keys() & _TF2_TOP:
+        # an empty section (`data:` with everything commented out) means defaults
+        return _validate({k: {} if v is None else v for k, v in raw.items()}, source), []
+    flat = {**_TF2_DEFAULTS, **_flatten_tf2(raw, "", source)}
+    updates, names, ignored = _from_tf2(flat, flat.get("MODEL.DATA_DIM"), source)
+    names |= {"model": "MODEL", "train": "TRAIN", "data": "TRAIN.DATA"}
+    return _validate(_nest({}, updates), source, names), ignored
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    """Read a YAML config in our schema or lfads-tf2's. Ignored lfads-tf2 keys are reported with warnings.warn."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: cannot read config file: {err}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: invalid YAML: {err}") from None
+    if raw is None:
+        raise ConfigError(f"{path}: config file is empty")
+    config, ignored = parse_config(raw, str(path))
+    if ignored:
+        warnings.warn(f"{path}: lfads-tf2 keys with no effect here were ignored: {', '.join(ignored)}", stacklevel=2)
+    return config
+
+
+def apply_overrides(config: Config, pairs: Sequence[str]) -> Config:
+    """A new Config with command-line `KEY VALUE ...` pairs applied; keys in our schema or lfads-tf2's.
+
+    Values are YAML scalars ("1e-3", "true", "null"), then validated like file values.
+    """
+    source = "command-line overrides"
+    if len(pairs) % 2:
+        raise ConfigError(
+            f"{source}: expected KEY VALUE pairs, got an odd number of items ({len(pairs)}): {' '.join(pairs)}"
+        )
+    tree = config.to_dict()
+    names: dict[str, str] = {}
+    ignored: list[str] = []
+    for key, text in zip(pairs[::2], pairs[1::2], strict=True):
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{source}: {key}: cannot parse {text!r}: {err}") from None
+        if key in _OWN_KEYS:
+            _nest(tree, {key: value})
+            names.pop(key, None)
+        elif key in _TF2_KEYS:
+            updates, tf2_names, skipped = _from_tf2({key: value}, tree["model"]["data_dim"], source)
+            _nest(tree, updates)
+            names |= tf2_names
+            ignored += skipped
+        else:
+            raise ConfigError(f"{source}: {key}: unknown key{_did_you_mean(key, _OWN_KEYS | _TF2_KEYS)}")
+    if ignored:
+        warnings.warn(f"{source}: lfads-tf2 keys with no effect here were ignored: {', '.join(ignored)}", stacklevel=2)
+    return _validate(tree, source, names)
+
+
+def save_config(config: Config, path: str | os.PathLike[str]) -> Path:
+    """Write `config` in our schema, atomically (readers never see a half-written file). Returns the path."""
+    path = Path(path)
+    body = yaml.safe_dump(config.to_dict(), sort_keys=False, default_flow_style=False)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write("# autolfads configuration (load with autolfads.config.load_config)\n" + body)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise ConfigError(f"{path}: cannot write config file: {err}") from None
+    return path
