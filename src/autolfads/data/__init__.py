@@ -1,0 +1,19 @@
+"""LFADS data: HDF5 reading/writing and synthetic data sets with ground truth."""
+
+from autolfads.data.dataset import SPLIT_NAMES, LFADSData, Split
+from autolfads.data.hdf5 import RECONSTRUCTIONS, find_data_file, load_data, write_lfads_h5
+from autolfads.data.synthetic import SYNTHETIC_SETS, make_chaotic_rnn, make_lorenz, write_synthetic
+
+__all__ = [
+    "RECONSTRUCTIONS",
+    "SPLIT_NAMES",
+    "SYNTHETIC_SETS",
+    "LFADSData",
+    "Split",
+    "find_data_file",
+    "load_data",
+    "make_chaotic_rnn",
+    "make_lorenz",
+    "write_lfads_h5",
+    "write_synthetic",
+]

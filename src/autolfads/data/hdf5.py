@@ -1,0 +1,372 @@
+"""Read LFADS-format HDF5 data files with clear errors, and write HDF5 files atomically.
+
+Two layouts are read:
+- "single": train_data, valid_data [, test_data] hold every neuron and bin; the last cs_dim columns are
+  held-out neurons and the last fp_len steps forward-prediction bins.
+- "encod_recon": {train,valid}_encod_data and {train,valid}_recon_data [, test_encod_data, test_recon_data];
+  held-out neurons and forward bins are implied by the shape difference.
+Both may carry {split}_ext_input, {split}_truth, {split}_inds and conversion_factor. Other keys are ignored.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import torch
+
+from autolfads.data.dataset import SPLIT_NAMES, LFADSData, Split
+from autolfads.errors import ConfigError, DataError
+
+DATA_SUFFIXES = (".h5", ".hdf5")
+
+
+def _is_count(array: np.ndarray) -> np.ndarray:
+    ok = array >= 0
+    if np.issubdtype(array.dtype, np.floating):  # integer dtypes need no rounding check (or its copy)
+        ok &= array == np.round(array)
+    return ok
+
+
+# What each reconstruction distribution needs from the data, beyond being finite.
+_VALUE_RULES: dict[str, tuple[Callable[[np.ndarray], np.ndarray], str] | None] = {
+    "poisson": (_is_count, "non-negative integer spike counts"),
+    "gaussian": None,
+    "mse": None,
+    "gamma": (lambda a: a > 0, "positive values"),
+    "zig": (lambda a: a >= 0, "non-negative values"),
+}
+RECONSTRUCTIONS = tuple(_VALUE_RULES)
+
+
+def find_data_file(path: str | Path, prefix: str = "") -> Path:
+    """The single *.h5 / *.hdf5 file in directory `path` whose name starts with `prefix`."""
+    directory = Path(path)
+    if not directory.is_dir():
+        raise DataError(f"data directory {directory} does not exist")
+    entries = sorted(directory.iterdir())
+    matches = [p for p in entries if p.is_file() and p.suffix in DATA_SUFFIXES and p.name.startswith(prefix)]
+    if not matches:
+        raise DataError(
+            f"no *.h5 or *.hdf5 file whose name starts with {prefix!r} in {directory}; "
+            f"it holds: {_preview([p.name for p in entries])}"
+        )
+    if len(matches) > 1:
+        raise DataError(
+            f"{len(matches)} data files start with {prefix!r} in {directory}: {_preview([p.name for p in matches])}; "
+            "several files mean several sessions, which is not supported yet: pass one file, or a prefix that "
+            "selects one"
+        )
+    return matches[0]
+
+
+def load_data(
+    path: str | Path,
+    *,
+    cs_dim: int = 0,
+    fp_len: int = 0,
+    prefix: str = "",
+    reconstruction: str = "poisson",
+) -> LFADSData:
+    """Load and check an LFADS data file (or the one file in directory `path` starting with `prefix`).
+
+    cs_dim / fp_len: held-out neurons (last columns) and forward-prediction bins (last steps). In the
+    "single" layout they split the data; in the "encod_recon" layout the file implies them, and a
+    non-zero value passed here must agree. Every problem raises DataError naming the file and key.
+    """
+    if reconstruction not in _VALUE_RULES:
+        raise ConfigError(f"unknown reconstruction {reconstruction!r}; expected one of {', '.join(RECONSTRUCTIONS)}")
+    file = Path(path)
+    if file.is_dir():
+        file = find_data_file(file, prefix)
+    elif not file.exists():
+        raise DataError(f"data file {file} does not exist")
+    for name, value in (("cs_dim", cs_dim), ("fp_len", fp_len)):
+        if value < 0:
+            raise DataError(f"{file}: {name} must be >= 0, got {value}")
+    try:
+        h5 = h5py.File(file, "r")
+    except OSError as err:
+        raise DataError(f"{file}: cannot open as HDF5 (truncated or not an HDF5 file?): {err}") from err
+    with h5:
+        try:
+            return _Reader(h5, file, reconstruction).load(cs_dim, fp_len)
+        except OSError as err:  # damage that only shows when a part of the file is read
+            raise DataError(f"{file}: cannot read the file (truncated or corrupt?): {err}") from err
+
+
+def write_lfads_h5(
+    path: str | Path,
+    arrays: Mapping[str, np.ndarray | float | int | str],
+    attrs: Mapping[str, Any] | None = None,
+    *,
+    compression: bool = False,
+) -> Path:
+    """Write `arrays` as datasets (and `attrs` as file attributes) to `path`, atomically.
+
+    The file is written under a temporary name in the same directory and renamed over `path` only once
+    complete, so readers never see a partial file and a failed write leaves an existing file untouched.
+    compression: gzip every non-scalar dataset.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with h5py.File(tmp, "x") as h5:
+            for key, value in arrays.items():
+                _write_dataset(h5, key, value, compression)
+            for key, value in (attrs or {}).items():
+                h5.attrs[key] = value
+            h5.flush()
+        # fsync before the rename so a crash cannot leave the final name pointing at unwritten blocks.
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException as err:
+        tmp.unlink(missing_ok=True)
+        if isinstance(err, OSError):
+            raise DataError(f"cannot write {path}: {err}") from err
+        raise
+    return path
+
+
+def _write_dataset(h5: h5py.File, key: str, value: np.ndarray | float | int | str, compression: bool) -> None:
+    array = np.asarray(value)
+    if array.dtype.kind == "U":  # HDF5 has no fixed-width unicode type
+        array = array.astype(h5py.string_dtype())
+    compress = compression and array.ndim > 0 and array.size > 0  # scalars cannot be chunked
+    h5.create_dataset(key, data=array, compression="gzip" if compress else None)
+
+
+def _preview(names: list[str], limit: int = 20) -> str:
+    if not names:
+        return "nothing"
+    more = f" ... ({len(names) - limit} more)" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more
+
+
+def _tensor(array: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+
+
+class _Reader:
+    """Reads one open file; every problem becomes a DataError that names the file and key."""
+
+    def __init__(self, h5: h5py.File, file: Path, reconstruction: str) -> None:
+        self.h5 = h5
+        self.file = file
+        self.keys = set(h5.keys())
+        self.value_rule = _VALUE_RULES[reconstruction]
+        self.reconstruction = reconstruction
+
+    def error(self, message: str) -> DataError:
+        return DataError(f"{self.file}: {message}")
+
+    def load(self, cs_dim: int, fp_len: int) -> LFADSData:
+        if "train_encod_data" in self.keys or "valid_encod_data" in self.keys:
+            layout, targets = "encod_recon", self._encod_recon_targets(cs_dim, fp_len)
+        elif "train_data" in self.keys or "valid_data" in self.keys:
+            layout, targets = "single", self._single_targets(cs_dim, fp_len)
+        else:
+            raise self.error(
+                "not an LFADS data file: expected train_data and valid_data (single layout) or "
+                "train_encod_data, train_recon_data, valid_encod_data and valid_recon_data (encod/recon layout); "
+                f"it has keys: {_preview(sorted(self.keys))}"
+            )
+        conversion_factor = self._conversion_factor()
+        recon_shape = targets["train"][1].shape[1:]
+        splits = {
+            name: self._split(name, encod, recon, recon_shape, conversion_factor)
+            for name, (encod, recon) in targets.items()
+        }
+        self._check_ext_inputs_agree(splits)
+        return LFADSData(
+            path=self.file,
+            layout=layout,
+            train=splits["train"],
+            valid=splits["valid"],
+            test=splits.get("test"),
+            conversion_factor=conversion_factor,
+        )
+
+    # --- layouts: each returns {split: (encod, recon)} as checked numpy arrays ---
+
+    def _single_targets(self, cs_dim: int, fp_len: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        names = [name for name in SPLIT_NAMES if name != "test" or "test_data" in self.keys]
+        data = {name: self._data(f"{name}_data") for name in names}
+        for name in names[1:]:
+            self._check_same_sizes(f"{name}_data", data[name], "train_data", data["train"])
+        n_bins, n_neurons = data["train"].shape[1:]
+        if cs_dim >= n_neurons:
+            raise self.error(
+                f"cs_dim={cs_dim} held-out neurons leaves none held in: train_data has {n_neurons} neurons"
+            )
+        if fp_len >= n_bins:
+            raise self.error(f"fp_len={fp_len} forward bins leaves no trial bins: train_data has {n_bins} time bins")
+        return {name: (array[:, : n_bins - fp_len, : n_neurons - cs_dim], array) for name, array in data.items()}
+
+    def _encod_recon_targets(self, cs_dim: int, fp_len: int) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
+        targets: dict[str, tuple[np.ndarray, np.ndarray | None]] = {}
+        for name in SPLIT_NAMES:
+            encod_key, recon_key = f"{name}_encod_data", f"{name}_recon_data"
+            if name == "test" and encod_key not in self.keys:
+                if recon_key in self.keys:
+                    raise self.error(f"{recon_key!r} is present but {encod_key!r} is missing")
+                continue
+            encod = self._data(encod_key)
+            recon = self._data(recon_key) if name != "test" or recon_key in self.keys else None
+            if recon is not None and recon.shape[0] != encod.shape[0]:
+                raise self.error(
+                    f"{encod_key!r} has {encod.shape[0]} trials but {recon_key!r} has {recon.shape[0]}; they must match"
+                )
+            if name == "train":
+                self._check_encod_fits_recon(encod.shape, recon.shape, cs_dim, fp_len)
+            else:
+                self._check_same_sizes(encod_key, encod, "train_encod_data", targets["train"][0])
+                if recon is not None:
+                    self._check_same_sizes(recon_key, recon, "train_recon_data", targets["train"][1])
+            targets[name] = (encod, recon)
+        return targets
+
+    def _check_encod_fits_recon(self, encod_shape: tuple, recon_shape: tuple, cs_dim: int, fp_len: int) -> None:
+        (_, encod_bins, encod_neurons), (_, recon_bins, recon_neurons) = encod_shape, recon_shape
+        if encod_neurons > recon_neurons or encod_bins > recon_bins:
+            raise self.error(
+                f"train_encod_data is {encod_bins} bins x {encod_neurons} neurons but train_recon_data is "
+                f"{recon_bins} x {recon_neurons}; encod must be the leading bins and neurons of recon"
+            )
+        for name, passed, implied in (
+            ("cs_dim", cs_dim, recon_neurons - encod_neurons),
+            ("fp_len", fp_len, recon_bins - encod_bins),
+        ):
+            if passed and passed != implied:
+                raise self.error(
+                    f"{name}={passed} was requested but train_encod_data ({encod_bins} x {encod_neurons}) and "
+                    f"train_recon_data ({recon_bins} x {recon_neurons}) imply {name}={implied}"
+                )
+
+    # --- per-split extras ---
+
+    def _split(
+        self,
+        name: str,
+        encod: np.ndarray,
+        recon: np.ndarray | None,
+        recon_shape: tuple[int, int],
+        conversion_factor: float | None,
+    ) -> Split:
+        n_trials = encod.shape[0]
+        ext_input = self._optional(f"{name}_ext_input", 3)
+        if ext_input is not None and ext_input.shape[:2] != (n_trials, recon_shape[0]):
+            raise self.error(
+                f"'{name}_ext_input' has shape {ext_input.shape}; expected {n_trials} trials x {recon_shape[0]} "
+                "bins (the reconstructed bins) x inputs"
+            )
+        truth = self._optional(f"{name}_truth", 3)
+        if truth is not None and truth.shape != (n_trials, *recon_shape):
+            raise self.error(f"'{name}_truth' has shape {truth.shape}; expected {(n_trials, *recon_shape)}")
+        return Split(
+            name=name,
+            encod=_tensor(encod),
+            recon=None if recon is None else _tensor(recon),
+            ext_input=None if ext_input is None else _tensor(ext_input),
+            truth=None if truth is None else self._truth_counts(truth, conversion_factor),
+            inds=self._inds(f"{name}_inds", n_trials),
+        )
+
+    @staticmethod
+    def _truth_counts(truth: np.ndarray, conversion_factor: float | None) -> torch.Tensor:
+        tensor = _tensor(truth)
+        return tensor if conversion_factor is None else tensor / conversion_factor
+
+    def _inds(self, key: str, n_trials: int) -> np.ndarray:
+        inds = self._optional(key, 1)
+        if inds is None:
+            return np.arange(n_trials, dtype=np.int64)
+        if inds.shape[0] != n_trials:
+            raise self.error(f"{key!r} has {inds.shape[0]} entries but the split has {n_trials} trials")
+        if not np.array_equal(inds, np.round(inds)):
+            raise self.error(f"{key!r} must hold integer trial indices")
+        return inds.astype(np.int64)
+
+    def _check_ext_inputs_agree(self, splits: dict[str, Split]) -> None:
+        dims = {name: None if s.ext_input is None else s.ext_input.shape[2] for name, s in splits.items()}
+        if len(set(dims.values())) > 1:
+            found = ", ".join(
+                f"{name}_ext_input: {'missing' if d is None else f'{d} inputs'}" for name, d in dims.items()
+            )
+            raise self.error(f"external inputs must be given for every split with the same width; found {found}")
+
+    def _conversion_factor(self) -> float | None:
+        if "conversion_factor" in self.keys:
+            value = self._read("conversion_factor")
+        elif "conversion_factor" in self.h5.attrs:
+            value = np.asarray(self.h5.attrs["conversion_factor"])
+        else:
+            return None
+        is_real = np.issubdtype(value.dtype, np.integer) or np.issubdtype(value.dtype, np.floating)
+        factor = float(value.reshape(())) if is_real and value.size == 1 else float("nan")
+        if not (np.isfinite(factor) and factor > 0):
+            raise self.error(f"'conversion_factor' must be one positive finite number, got {value.tolist()!r}")
+        return factor
+
+    # --- reading and checking single datasets ---
+
+    def _read(self, key: str) -> np.ndarray:
+        node = self.h5[key]
+        if not isinstance(node, h5py.Dataset):
+            raise self.error(f"{key!r} is a group; expected a dataset")
+        try:
+            return np.asarray(node[()])
+        except (OSError, RuntimeError, KeyError) as err:
+            raise self.error(f"cannot read {key!r} (truncated or corrupt file?): {err}") from err
+
+    def _optional(self, key: str, rank: int) -> np.ndarray | None:
+        return self._checked(key, rank) if key in self.keys else None
+
+    def _checked(self, key: str, rank: int) -> np.ndarray:
+        """A real-valued, finite, non-empty array of the given rank."""
+        if key not in self.keys:
+            raise self.error(f"required key {key!r} is missing; the file has: {_preview(sorted(self.keys))}")
+        array = self._read(key)
+        if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
+            raise self.error(f"{key!r} has dtype {array.dtype}; expected integers or floats")
+        if array.ndim != rank:
+            expected = "trials x time x neurons" if rank == 3 else "one entry per trial"
+            raise self.error(f"{key!r} has shape {array.shape} ({array.ndim}-D); expected {rank}-D ({expected})")
+        if array.shape[0] == 0:
+            raise self.error(f"{key!r} is empty: shape {array.shape} has 0 trials")
+        if 0 in array.shape:
+            raise self.error(f"{key!r} is empty: shape {array.shape}")
+        if np.issubdtype(array.dtype, np.floating):
+            n_bad = int(array.size - np.count_nonzero(np.isfinite(array)))
+            if n_bad:
+                raise self.error(f"{key!r} holds {n_bad} NaN or infinite values")
+        return array
+
+    def _data(self, key: str) -> np.ndarray:
+        """A data array (trials x time x neurons) that also meets the reconstruction's value rule."""
+        array = self._checked(key, 3)
+        if self.value_rule is not None:
+            is_ok, expected = self.value_rule
+            bad = ~is_ok(array)
+            n_bad = int(np.count_nonzero(bad))
+            if n_bad:
+                index = tuple(int(i) for i in np.unravel_index(int(np.argmax(bad)), array.shape))
+                raise self.error(
+                    f"{key!r} must hold {expected} for {self.reconstruction} reconstruction, but {n_bad} entries "
+                    f"do not, e.g. {key}[{', '.join(map(str, index))}] = {array[index].item()!r}"
+                )
+        return array
+
+    def _check_same_sizes(self, key: str, array: np.ndarray, ref_key: str, ref: np.ndarray) -> None:
+        if array.shape[1:] != ref.shape[1:]:
+            raise self.error(
+                f"{key!r} has {array.shape[1]} time bins x {array.shape[2]} neurons but {ref_key!r} has "
+                f"{ref.shape[1]} x {ref.shape[2]}; they must agree across splits"
+            )
