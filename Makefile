@@ -1,0 +1,34 @@
+# Two commands on a fresh machine:  `make demo` (train LFADS on synthetic Lorenz data)  and  `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# These machines carry the CPU wheel of torch 2.13.0 on disk. With a GPU: make setup TORCH=torch
+TORCH ?= torch==2.13.0
+DEMO ?= runs/demo
+
+.PHONY: setup demo test test-fast bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check "$(TORCH)"
+	$(BIN)/pip install --quiet --disable-pip-version-check -e ".[dev]"
+	touch $@
+
+demo: setup
+	$(BIN)/autolfads data lorenz --out $(DEMO)/lorenz.h5
+	$(BIN)/autolfads train --data $(DEMO)/lorenz.h5 --checkpoint $(DEMO)/model --config-file examples/configs/lorenz.yaml --quiet
+
+test: setup
+	$(BIN)/pytest
+
+test-fast: setup
+	$(BIN)/pytest -m "not slow"
+
+bench: setup
+	$(BIN)/python benchmarks/train_throughput.py
+	$(BIN)/python benchmarks/lorenz_quality.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

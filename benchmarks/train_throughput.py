@@ -1,0 +1,53 @@
+"""Training-step throughput (trials/s) on the NLB mc_maze_small shape, one thread by default.
+
+107 held-in / 142 total neurons, 140 -> 180 bins, ic_enc 100, ci_enc 80, con 80, co 4, ic 100, gen 100,
+fac 40, batch 64. A step is the full training step: coordinated dropout, forward, loss, backward,
+per-member gradient clipping and the Adam update. Random Poisson data; timing excludes warm-up.
+
+    python benchmarks/train_throughput.py [--threads 1] [--batch 64] [--steps 10] [--population 1]
+"""
+
+import argparse
+import time
+
+import numpy as np
+import torch
+
+from autolfads.config import Config, ModelConfig, TrainConfig
+from autolfads.data import LFADSData, Split
+from autolfads.train.trainer import Trainer
+
+MC_MAZE_SMALL = dict(data_dim=142, cs_dim=35, seq_len=180, fp_len=40, ext_input_dim=0, ic_enc_dim=100, ci_enc_dim=80,
+                     con_dim=80, co_dim=4, ic_dim=100, gen_dim=100, fac_dim=40, dropout_rate=0.02, cd_rate=0.3)
+
+
+def synthetic_split(name: str, n: int, cfg: ModelConfig, generator: torch.Generator) -> Split:
+    recon = torch.poisson(torch.full((n, cfg.recon_seq_len, cfg.recon_dim), 0.2), generator=generator)
+    return Split(name, recon[:, : cfg.encod_seq_len, : cfg.encod_dim].clone(), recon, None, None, np.arange(n))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--population", type=int, default=1)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    config = Config(model=ModelConfig(**MC_MAZE_SMALL), train=TrainConfig(batch_size=args.batch, device=args.device))
+    generator = torch.Generator().manual_seed(0)
+    n = args.batch * args.steps
+    data = LFADSData(None, "single", synthetic_split("train", n, config.model, generator), synthetic_split("valid", args.batch, config.model, generator), None, None)
+    trainer = Trainer(config, data, population=[{}] * args.population, member_seeds=range(args.population))
+    trainer.train_epoch()  # warm-up
+    start = time.perf_counter()
+    trainer.train_epoch()
+    elapsed = time.perf_counter() - start
+    print(f"config: mc_maze_small shape {MC_MAZE_SMALL}")
+    print(f"torch {torch.__version__}, device {trainer.device}, threads {torch.get_num_threads()}, batch {args.batch}, population {args.population}, steps {args.steps}")
+    print(f"step time {elapsed / args.steps * 1000:.1f} ms; throughput {n / elapsed:.1f} trials/s; {n * args.population / elapsed:.1f} member-trials/s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,128 @@
+"""The `autolfads` command: a thin layer over the Python API.
+
+    autolfads data lorenz --out data/lorenz.h5
+    autolfads train --data data/lorenz.h5 --checkpoint runs/lorenz --config-file examples/configs/lorenz.yaml
+    autolfads train --data /share/data --checkpoint /share/output --config-file cfg.yaml --epochs 50 TRAIN.LR.INIT 0.003
+    autolfads sample --checkpoint runs/lorenz
+"""
+
+import argparse
+import inspect
+import sys
+from pathlib import Path
+
+from . import __version__
+from .errors import AutoLFADSError, TrainingDiverged
+
+KATIB_CHECKPOINT_DIR = "/var/log/katib/checkpoints"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    options = [item for item in unknown if item.startswith("--")]
+    if options or (unknown and args.command != "train"):
+        parser.error(f"unrecognized arguments: {' '.join(options or unknown)}")
+    try:
+        return args.handler(args, unknown)
+    except TrainingDiverged as err:
+        print(f"autolfads: training diverged: {err}", file=sys.stderr)
+        return 3
+    except AutoLFADSError as err:
+        print(f"autolfads: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("autolfads: interrupted; the last checkpoint is intact, rerun the same command to continue", file=sys.stderr)
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="autolfads", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"autolfads {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    train = commands.add_parser(
+        "train",
+        help="train (or resume) one LFADS model",
+        description="Train one LFADS model, or continue the one in --checkpoint. Trailing KEY VALUE pairs override the "
+        "config, in our schema (train.lr_init 0.003) or lfads-tf2's (TRAIN.LR.INIT 0.003). Every epoch prints "
+        "name=value metric lines on stdout (Katib's StdOut metrics collector reads them).",
+        epilog="example: autolfads train --data data/lorenz.h5 --checkpoint runs/lorenz --config-file examples/configs/lorenz.yaml model.dropout_rate 0.1",
+    )
+    train.add_argument("--data", type=Path, help="HDF5 data file, or a folder holding one (see data.prefix); default: data.dir of the config")
+    train.add_argument("--checkpoint", type=Path, default=Path(KATIB_CHECKPOINT_DIR), help=f"run folder: checkpoints, logs, outputs (default {KATIB_CHECKPOINT_DIR}, as in the Katib container)")
+    train.add_argument("--config-file", type=Path, help="YAML config, our schema or lfads-tf2's; default: the run folder's config.yaml, else built-in defaults")
+    train.add_argument("--epochs", type=int, help="train exactly this many more epochs and return (one PBT generation); default: until early stopping or max_epochs")
+    outputs = train.add_mutually_exclusive_group()
+    outputs.add_argument("--output", dest="write_outputs", action="store_true", default=None, help="always write lfads_output.h5 at the end")
+    outputs.add_argument("--no-output", dest="write_outputs", action="store_false", help="never write lfads_output.h5 (default: write it once training is complete)")
+    train.add_argument("--quiet", action="store_true", help="do not print the per-epoch name=value metric lines")
+    train.set_defaults(handler=run_train)
+
+    sample = commands.add_parser("sample", help="write posterior-sampled rates and latents from a checkpoint", description="Sample the best (else last) checkpoint's posterior into an LFADS output file.")
+    sample.add_argument("--checkpoint", type=Path, required=True, help="run folder written by `autolfads train`")
+    sample.add_argument("--data", type=Path, help="data to sample (default: the data the model was trained on)")
+    sample.add_argument("--output", type=Path, help="output file (default: CHECKPOINT/lfads_output.h5)")
+    sample.add_argument("--num-samples", type=int, help="posterior samples per trial (default: train.num_samples, 50)")
+    sample.set_defaults(handler=run_sample)
+
+    data = commands.add_parser("data", help="make data sets", description="Write synthetic data sets with ground truth in the LFADS HDF5 layout.")
+    kinds = data.add_subparsers(dest="kind", metavar="KIND", required=True)
+    from .data import SYNTHETIC_SETS
+
+    for kind, make in SYNTHETIC_SETS.items():
+        summary = (inspect.getdoc(make) or "").split("\n")[0]
+        sub = kinds.add_parser(kind, help=summary, description=inspect.getdoc(make), formatter_class=argparse.RawDescriptionHelpFormatter)
+        sub.add_argument("--out", type=Path, required=True, help="HDF5 file to write")
+        for name, param in inspect.signature(make).parameters.items():
+            if param.default is not inspect.Parameter.empty:
+                sub.add_argument(f"--{name.replace('_', '-')}", dest=name, type=type(param.default), default=param.default, help=f"(default {param.default})")
+        sub.set_defaults(handler=run_data, make_kind=kind)
+    return parser
+
+
+def run_train(args: argparse.Namespace, overrides: list[str]) -> int:
+    from .config import Config, apply_overrides, load_config
+    from .train import train
+
+    config_file = args.config_file
+    if config_file is None and (args.checkpoint / "config.yaml").exists():
+        config_file = args.checkpoint / "config.yaml"
+    config = load_config(config_file) if config_file else Config()
+    config = apply_overrides(config, overrides)
+    if args.epochs is not None and args.epochs < 1:
+        raise_config(f"--epochs must be >= 1, got {args.epochs}")
+    result = train(config, args.data, args.checkpoint, epochs=args.epochs, write_outputs=args.write_outputs, echo=None if args.quiet else print)
+    if result.output is not None:
+        print(f"# output: {result.output}", file=sys.stderr)
+    return 0
+
+
+def run_sample(args: argparse.Namespace, _: list[str]) -> int:
+    from .train import sample
+
+    path = sample(args.checkpoint, args.data, args.output, args.num_samples)
+    print(path)
+    return 0
+
+
+def run_data(args: argparse.Namespace, _: list[str]) -> int:
+    from .data import SYNTHETIC_SETS, write_synthetic
+
+    params = {name: getattr(args, name) for name in inspect.signature(SYNTHETIC_SETS[args.make_kind]).parameters}
+    path = write_synthetic(args.make_kind, args.out, **params)
+    print(path)
+    return 0
+
+
+def raise_config(message: str) -> None:
+    from .errors import ConfigError
+
+    raise ConfigError(message)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

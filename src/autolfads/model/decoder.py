@@ -1,0 +1,122 @@
+"""Decoder: the controller and the generator unrolled over the reconstruction window."""
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..config import ModelConfig
+from .population import MemberRNG, PopulationLinear, dropout_mask, member_dropout
+from .recurrent import ClippedGRUCell, gru_step
+
+
+@dataclass
+class DecoderStates:
+    """Per-step decoder quantities, each (P, B, T, dim); con/co entries are empty without a controller."""
+
+    gen_init: torch.Tensor  # (P, B, gen_dim)
+    gen_states: torch.Tensor
+    factors: torch.Tensor
+    con_states: torch.Tensor
+    co_means: torch.Tensor
+    co_stds: torch.Tensor
+    gen_inputs: torch.Tensor  # the controller outputs fed to the generator (sampled or means)
+
+
+class Decoder(nn.Module):
+    def __init__(self, cfg: ModelConfig, rng: MemberRNG):
+        super().__init__()
+        self.cfg = cfg
+        self.ic_to_gen = PopulationLinear(rng, cfg.ic_dim, cfg.gen_dim)
+        if cfg.use_controller:
+            self.con_cell = ClippedGRUCell(rng, 2 * cfg.ci_enc_dim + cfg.fac_dim, cfg.con_dim, cfg.cell_clip, encoder_init=False)
+            self.con_h0 = nn.Parameter(torch.zeros(len(rng), cfg.con_dim, device=rng.device))
+            self.co_linear = PopulationLinear(rng, cfg.con_dim, 2 * cfg.co_dim)
+        co_dim = cfg.co_dim if cfg.use_controller else 0
+        self.gen_cell = ClippedGRUCell(rng, co_dim + cfg.ext_input_dim, cfg.gen_dim, cfg.cell_clip, encoder_init=False)
+        self.factor_readout = PopulationLinear(rng, cfg.gen_dim, cfg.fac_dim, bias=False, normalized=True)
+
+    def forward(
+        self,
+        ic_sample: torch.Tensor,
+        ci: torch.Tensor | None,
+        ext_input: torch.Tensor | None,
+        dropout_rate: torch.Tensor,
+        rng: MemberRNG,
+        training: bool,
+        sample: bool,
+    ) -> DecoderStates:
+        """ic_sample (P, B, ic_dim); ci (P, B, T, 2 ci_enc_dim) or None; ext_input (1 or P, B, T, E) or None."""
+        cfg = self.cfg
+        members, batch = ic_sample.shape[:2]
+        steps = cfg.recon_seq_len
+        use_con = ci is not None
+        co_dim = cfg.co_dim if use_con else 0
+
+        # Everything that does not depend on the previous step is computed for all steps at once.
+        gen_init = self.ic_to_gen(ic_sample)
+        factor_weight = self.factor_readout.effective_weight()
+        factor = torch.bmm(member_dropout(gen_init, dropout_rate, rng, training), factor_weight)
+        gen_w_ih = self.gen_cell.weight_ih
+        gen_in_proj = self.gen_cell.bias.unsqueeze(1).unsqueeze(1).expand(members, batch, steps, -1)
+        if cfg.ext_input_dim > 0:
+            ext = member_dropout(ext_input, dropout_rate, rng, training)
+            gen_in_proj = gen_in_proj + torch.matmul(ext.expand(members, -1, -1, -1), gen_w_ih[:, None, co_dim:])
+        # unbind, not [t] indexing: the backward of per-step indexing allocates a full-size gradient each step.
+        gen_in_proj = gen_in_proj.permute(2, 0, 1, 3).unbind(0)  # T x (P, B, 3H)
+        gen_w_co = gen_w_ih[:, :co_dim].contiguous()
+        gen_zr, gen_n = self.gen_cell.split_recurrent()
+        gen_mask = self._step_masks(dropout_rate, rng, training, steps, batch, cfg.gen_dim)
+
+        if use_con:
+            ci_dim = 2 * cfg.ci_enc_dim
+            con_w_ih = self.con_cell.weight_ih
+            con_in_proj = torch.baddbmm(
+                self.con_cell.bias.unsqueeze(1),
+                member_dropout(ci, dropout_rate, rng, training).reshape(members, -1, ci_dim),
+                con_w_ih[:, :ci_dim],
+            ).reshape(members, batch, steps, -1).permute(2, 0, 1, 3).unbind(0)
+            con_w_fac = con_w_ih[:, ci_dim:].contiguous()
+            con_zr, con_n = self.con_cell.split_recurrent()
+            con_mask = self._step_masks(dropout_rate, rng, training, steps, batch, cfg.fac_dim)
+            co_noise = rng.normal(steps, batch, co_dim).transpose(0, 1) if sample else None
+            con_h = self.con_h0.unsqueeze(1).expand(members, batch, cfg.con_dim)
+        gen_h = gen_init
+
+        gen_states, factors, con_states, co_means, co_stds, gen_inputs = [], [], [], [], [], []
+        for t in range(steps):
+            gen_proj = gen_in_proj[t]
+            if use_con:
+                con_factor = factor if con_mask is None else factor * con_mask[t]
+                con_h = gru_step(torch.baddbmm(con_in_proj[t], con_factor, con_w_fac), con_h, con_zr, con_n, cfg.cell_clip)
+                co_mean, co_logvar = self.co_linear(con_h).split(co_dim, dim=-1)
+                co_std = torch.exp(0.5 * co_logvar)
+                co = co_mean + co_std * co_noise[t] if sample else co_mean
+                gen_proj = torch.baddbmm(gen_proj, co, gen_w_co)
+                con_states.append(con_h), co_means.append(co_mean), co_stds.append(co_std), gen_inputs.append(co)
+            gen_h = gru_step(gen_proj, gen_h, gen_zr, gen_n, cfg.cell_clip)
+            # The carried generator state is never dropped; only its copy going to the factors is.
+            factor = torch.bmm(gen_h if gen_mask is None else gen_h * gen_mask[t], factor_weight)
+            gen_states.append(gen_h), factors.append(factor)
+
+        def stack(seq: list[torch.Tensor], dim: int) -> torch.Tensor:
+            if not seq:
+                return gen_init.new_zeros(members, batch, steps, dim)
+            return torch.stack(seq, dim=2)
+
+        return DecoderStates(
+            gen_init=gen_init,
+            gen_states=stack(gen_states, cfg.gen_dim),
+            factors=stack(factors, cfg.fac_dim),
+            con_states=stack(con_states, cfg.con_dim if use_con else 0),
+            co_means=stack(co_means, co_dim),
+            co_stds=stack(co_stds, co_dim),
+            gen_inputs=stack(gen_inputs, co_dim),
+        )
+
+    @staticmethod
+    def _step_masks(rate: torch.Tensor, rng: MemberRNG, training: bool, steps: int, batch: int, dim: int):
+        """Dropout masks for every step drawn up front, (T, P, B, dim); None when not training."""
+        if not training:
+            return None
+        return dropout_mask(rate, rng, (steps, batch, dim)).transpose(0, 1)

@@ -1,0 +1,106 @@
+"""LFADS, top to bottom: encoders -> IC/controller posteriors -> generator -> factors -> rates.
+
+    data --dropout--> IC encoder --> q(ic) --sample--> gen_init
+                   \-> CI encoder --> ci_t --+
+    controller_t(concat(ci_t, factor_{t-1})) --> q(co_t) --sample--> generator_t --> factor_t --> readout
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..config import ModelConfig
+from .decoder import Decoder, DecoderStates
+from .encoder import Encoder
+from .population import MemberRNG, PopulationLinear, member_dropout
+from .priors import AutoregressivePrior, GaussianPrior
+from .reconstruction import RECONSTRUCTIONS
+
+L2_GROUPS = ("ic_enc", "ci_enc", "gen", "con")  # recurrent kernels penalised by l2_{group}_scale
+
+
+@dataclass
+class LFADSOutput:
+    output_params: torch.Tensor  # (P, B, T, N, n_params): e.g. Poisson log-rates
+    rates: torch.Tensor  # (P, B, T, N): distribution means
+    ic_mean: torch.Tensor  # (P, B, ic_dim)
+    ic_std: torch.Tensor
+    states: DecoderStates
+    kl_ic: torch.Tensor  # (P,)
+    kl_co: torch.Tensor  # (P,)
+
+
+class LFADS(nn.Module):
+    """P independent LFADS models; member p is initialised and driven by the generator seeded with seeds[p]."""
+
+    def __init__(self, cfg: ModelConfig, member_seeds: Sequence[int], device: torch.device | str = "cpu"):
+        super().__init__()
+        self.cfg = cfg
+        self.rng = MemberRNG(member_seeds, device)
+        self.reconstruction = RECONSTRUCTIONS[cfg.reconstruction]()
+        self.encoder = Encoder(cfg, self.rng)
+        self.decoder = Decoder(cfg, self.rng)
+        self.readout = PopulationLinear(self.rng, cfg.fac_dim, cfg.recon_dim * self.reconstruction.n_params)
+        self.ic_prior = GaussianPrior(self.rng, cfg.ic_dim, cfg.ic_prior_var)
+        self.co_prior = AutoregressivePrior(self.rng, cfg.co_dim, cfg.co_prior_tau, cfg.co_prior_nvar) if cfg.use_controller else None
+
+    @property
+    def population_size(self) -> int:
+        return len(self.rng)
+
+    def forward(
+        self,
+        encod: torch.Tensor,
+        dropout_rate: torch.Tensor,
+        ext_input: torch.Tensor | None = None,
+        sample: bool | None = None,
+    ) -> LFADSOutput:
+        """encod: (B, T_enc, N_enc) shared by all members, or (P, B, T_enc, N_enc) per member (e.g. after
+        coordinated dropout). dropout_rate: (P,). ext_input: (B, T_recon, E). Posteriors are sampled when
+        `sample` (default: in training mode), else their means are used."""
+        sample = self.training if sample is None else sample
+        return self.decode(*self.encode(encod, dropout_rate), ext_input, dropout_rate, sample)
+
+    def encode(self, encod: torch.Tensor, dropout_rate: torch.Tensor):
+        """-> ic_mean, ic_std (P, B, ic_dim), controller inputs (P, B, T_recon, 2 ci_enc_dim) or None."""
+        encod = encod.expand(self.population_size, *encod.shape[-3:])
+        data = member_dropout(encod, dropout_rate, self.rng, self.training)
+        return self.encoder(data, dropout_rate, self.rng, self.training)
+
+    def decode(self, ic_mean, ic_std, ci, ext_input, dropout_rate, sample: bool) -> LFADSOutput:
+        rng = self.rng
+        ic = ic_mean + ic_std * rng.normal(*ic_mean.shape[1:]) if sample else ic_mean
+        ext = ext_input.unsqueeze(0) if ext_input is not None else None
+        states = self.decoder(ic, ci, ext, dropout_rate, rng, self.training, sample)
+        params = self.readout(states.factors).unflatten(-1, (self.cfg.recon_dim, self.reconstruction.n_params))
+        kl_ic = self.ic_prior.kl(ic_mean, ic_std)
+        if self.co_prior is None:
+            kl_co = torch.zeros_like(kl_ic)
+        else:
+            kl_co = self.co_prior.kl(states.co_means, states.co_stds, states.gen_inputs)
+        return LFADSOutput(params, self.reconstruction.mean(params), ic_mean, ic_std, states, kl_ic, kl_co)
+
+    def recurrent_kernels(self) -> dict[str, list[torch.Tensor]]:
+        kernels = {
+            "ic_enc": [self.encoder.ic_enc.forward_cell.weight_hh, self.encoder.ic_enc.backward_cell.weight_hh],
+            "gen": [self.decoder.gen_cell.weight_hh],
+            "ci_enc": [],
+            "con": [],
+        }
+        if self.cfg.use_controller:
+            kernels["ci_enc"] = [self.encoder.ci_enc.forward_cell.weight_hh, self.encoder.ci_enc.backward_cell.weight_hh]
+            kernels["con"] = [self.decoder.con_cell.weight_hh]
+        return kernels
+
+    def l2_penalty(self, scales: dict[str, torch.Tensor]) -> torch.Tensor:
+        """sum_k scale_k * 0.5 * ||W_k||^2 / (elements of the kernels with scale_k > 0), per member (P,)."""
+        penalty = torch.zeros(self.population_size, device=self.rng.device)
+        size = torch.zeros_like(penalty)
+        for group, kernels in self.recurrent_kernels().items():
+            scale = scales[group]
+            for kernel in kernels:
+                penalty = penalty + scale * 0.5 * kernel.square().flatten(1).sum(1)
+                size = size + (scale > 0) * kernel[0].numel()
+        return penalty / size.clamp_min(1)

@@ -1,0 +1,93 @@
+"""The LFADS recurrent cell: a GRU with reset-before-matmul, no hidden-hidden bias, clipped state.
+
+    z, r = sigmoid(x W_iz + b_z + h W_hz), sigmoid(x W_ir + b_r + h W_hr)
+    n    = tanh(x W_in + b_n + (r * h) W_hn)        # TF's reset_after=False, unlike cuDNN's nn.GRU
+    h'   = clamp(z * h + (1 - z) * n, -clip, clip)
+
+Input projections of whole sequences are computed up front in one matmul; only h W_hh stays in the loop.
+"""
+
+import torch
+from torch import nn
+
+from .population import MemberRNG, member_normal
+
+
+class ClippedGRUCell(nn.Module):
+    """Population GRU cell. weight_ih: (P, in, 3H), weight_hh: (P, H, 3H), bias: (P, 3H); gate order z, r, n."""
+
+    def __init__(self, rng: MemberRNG, input_size: int, hidden_size: int, clip: float, encoder_init: bool):
+        super().__init__()
+        self.input_size, self.hidden_size, self.clip = input_size, hidden_size, clip
+        if encoder_init:  # encoder cells: N(0, 1/(in + hidden)) for both kernels
+            std_ih = std_hh = (input_size + hidden_size) ** -0.5
+        else:  # decoder cells: N(0, 1/fan_in)
+            std_ih = input_size**-0.5 if input_size > 0 else 0.0
+            std_hh = hidden_size**-0.5
+        self.weight_ih = nn.Parameter(member_normal(rng, (input_size, 3 * hidden_size), std_ih))
+        self.weight_hh = nn.Parameter(member_normal(rng, (hidden_size, 3 * hidden_size), std_hh))
+        bias = torch.zeros(len(rng), 3 * hidden_size, device=rng.device)
+        bias[:, : 2 * hidden_size] = 1.0  # update and reset gates start open
+        self.bias = nn.Parameter(bias)
+
+    def project_inputs(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (P, ..., in) -> x W_ih + b: (P, ..., 3H)."""
+        lead = x.shape[:-1]
+        flat = x.reshape(lead[0], -1, self.input_size)
+        out = torch.baddbmm(self.bias.unsqueeze(1), flat, self.weight_ih)
+        return out.reshape(*lead, 3 * self.hidden_size)
+
+    def split_recurrent(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(W_hz|W_hr: (P, H, 2H), W_hn: (P, H, H)), contiguous so the loop's bmm does not copy."""
+        hidden = self.hidden_size
+        return self.weight_hh[..., : 2 * hidden].contiguous(), self.weight_hh[..., 2 * hidden :].contiguous()
+
+
+def gru_step(x_proj: torch.Tensor, h: torch.Tensor, w_zr: torch.Tensor, w_n: torch.Tensor, clip: float) -> torch.Tensor:
+    """One step for G groups: x_proj (G, B, 3H), h (G, B, H), w_zr (G, H, 2H), w_n (G, H, H)."""
+    hidden = h.shape[-1]
+    x_zr, x_n = x_proj.split([2 * hidden, hidden], dim=-1)  # split, not slicing: a cheaper backward
+    z, r = torch.sigmoid(torch.baddbmm(x_zr, h, w_zr)).chunk(2, dim=-1)
+    n = torch.tanh(torch.baddbmm(x_n, r * h, w_n))
+    return torch.clamp(n + z * (h - n), -clip, clip)
+
+
+def gru_sequence(x_proj: torch.Tensor, h0: torch.Tensor, w_zr: torch.Tensor, w_n: torch.Tensor, clip: float) -> torch.Tensor:
+    """Run over time: x_proj (T, G, B, 3H), h0 (G, B, H) -> states (T, G, B, H)."""
+    states = []
+    h = h0
+    for x_t in x_proj.unbind(0):  # unbind: one backward node; indexing x_proj[t] would add a full-size zero gradient per step
+        h = gru_step(x_t, h, w_zr, w_n, clip)
+        states.append(h)
+    return torch.stack(states)
+
+
+class BidirectionalGRU(nn.Module):
+    """Forward and backward clipped GRUs with learnable initial states h0: (P, 2, H).
+
+    Both directions run in the same time loop as 2P groups of one batched matmul.
+    """
+
+    def __init__(self, rng: MemberRNG, input_size: int, hidden_size: int, clip: float):
+        super().__init__()
+        self.hidden_size, self.clip = hidden_size, clip
+        self.forward_cell = ClippedGRUCell(rng, input_size, hidden_size, clip, encoder_init=True)
+        self.backward_cell = ClippedGRUCell(rng, input_size, hidden_size, clip, encoder_init=True)
+        self.h0 = nn.Parameter(torch.zeros(len(rng), 2, hidden_size, device=rng.device))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x: (P, B, T, in) -> forward states (P, B, T, H), backward states (P, B, T, H) aligned to input
+        time, and the final states concat(last forward, first backward): (P, B, 2H)."""
+        members, batch, steps, _ = x.shape
+        hidden = self.hidden_size
+        proj = torch.stack([self.forward_cell.project_inputs(x), self.backward_cell.project_inputs(x.flip(2))], 1)
+        proj = proj.reshape(2 * members, batch, steps, 3 * hidden).permute(2, 0, 1, 3)
+        (fz, fn), (bz, bn) = self.forward_cell.split_recurrent(), self.backward_cell.split_recurrent()
+        w_zr = torch.stack([fz, bz], 1).reshape(2 * members, hidden, 2 * hidden)
+        w_n = torch.stack([fn, bn], 1).reshape(2 * members, hidden, hidden)
+        h0 = self.h0.reshape(2 * members, 1, hidden).expand(2 * members, batch, hidden)
+        states = gru_sequence(proj, h0, w_zr, w_n, self.clip)  # (T, 2P, B, H)
+        states = states.reshape(steps, members, 2, batch, hidden).permute(2, 1, 3, 0, 4)  # (2, P, B, T, H)
+        forward_states, backward_states = states[0], states[1].flip(2)
+        final = torch.cat([forward_states[:, :, -1], backward_states[:, :, 0]], dim=-1)
+        return forward_states, backward_states, final

@@ -1,0 +1,60 @@
+"""Checkpoint files: written atomically, read with weights_only=True.
+
+A checkpoint is a plain dict of tensors, numbers, strings and lists (no pickled objects), so loading
+one cannot execute code. Writes go to a temporary file in the same folder, are flushed to disk and then
+renamed over the old file: a kill at any moment leaves either the old or the new checkpoint, whole.
+"""
+
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+from ..errors import CheckpointError
+
+FORMAT_VERSION = 1
+LAST, BEST = "last.ckpt", "best.ckpt"
+
+
+def save_checkpoint(payload: dict, path: Path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save({"format_version": FORMAT_VERSION, **payload}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # torch raises many types for truncated or foreign files
+        raise CheckpointError(f"checkpoint {path} cannot be read ({type(exc).__name__}: {exc}); it is corrupt or not an autolfads checkpoint") from None
+    if not isinstance(payload, dict) or payload.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(f"checkpoint {path} is not an autolfads checkpoint of format version {FORMAT_VERSION}")
+    return payload
+
+
+def remove_stale_temporaries(folder: Path) -> None:
+    """Temporary files left by a killed writer are never valid checkpoints."""
+    for tmp in Path(folder).glob(".*.tmp"):
+        tmp.unlink(missing_ok=True)
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

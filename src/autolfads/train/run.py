@@ -1,0 +1,255 @@
+"""A training run on disk: data in, checkpoints, logs and the output file out; resumable at any point.
+
+The checkpoint folder holds
+    config.yaml         the resolved configuration (dimensions filled in from the data)
+    last.ckpt           the most recent epoch (weights, optimizer, training state, RNG, history)
+    best.ckpt           the best epoch by smoothed validation NLL, counted once the KL/L2 ramps are done
+    metrics.csv         one row per epoch, rewritten atomically from the checkpoint's history
+    train.log           plain-text log
+    tensorboard/        TensorBoard scalars
+    lfads_output.h5     posterior-sampled rates and latents, written when training is complete
+Running the same command again continues from last.ckpt; a kill -9 loses at most the current epoch.
+"""
+
+import csv
+import io
+import math
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..config import Config, ModelConfig, load_config, save_config
+from ..data import LFADSData, load_data
+from ..errors import CheckpointError, ConfigError, TrainingDiverged
+from ..output import write_output
+from .checkpoint import BEST, LAST, load_checkpoint, remove_stale_temporaries, save_checkpoint
+from .trainer import MEMBER_HPARAMS, METRIC, Trainer, member_hparams
+
+CONFIG_FILE, METRICS_FILE, LOG_FILE, OUTPUT_FILE = "config.yaml", "metrics.csv", "train.log", "lfads_output.h5"
+DATA_DIMS = ("data_dim", "cs_dim", "seq_len", "fp_len", "ext_input_dim")
+
+
+@dataclass
+class TrainResult:
+    checkpoint_dir: Path
+    epochs: int  # epochs completed in total
+    complete: bool  # stopped early or reached max_epochs
+    metrics: dict[str, float]  # the last epoch's row
+    best_epoch: int
+    output: Path | None
+
+
+def load_run_data(config: Config, data_path: str | Path | None) -> tuple[Config, LFADSData]:
+    """Load the data named on the command line (or in config.data) and fill the model's dimensions from it."""
+    path = data_path or config.data.dir
+    if path is None:
+        raise ConfigError("no data given: pass --data PATH or set data.dir (TRAIN.DATA.DIR) in the config")
+    model = config.model
+    data = load_data(path, cs_dim=model.cs_dim, fp_len=model.fp_len, prefix=config.data.prefix, reconstruction=model.reconstruction)
+    # The resolved config records the data it was fitted to, so `autolfads sample` finds it again.
+    data_config = config.data.model_copy(update={"dir": str(Path(data.path).resolve())})
+    return config.model_copy(update={"model": resolve_model_config(model, data), "data": data_config}), data
+
+
+def resolve_model_config(model: ModelConfig, data: LFADSData) -> ModelConfig:
+    found = {"data_dim": data.recon_dim, "cs_dim": data.cs_dim, "seq_len": data.recon_seq_len, "fp_len": data.fp_len, "ext_input_dim": data.ext_input_dim}
+    for key, value in found.items():
+        given = getattr(model, key)
+        if given is not None and given != value:
+            raise ConfigError(f"model.{key} is {given} in the config, but the data file {data.path} has {value}; fix the config or leave the key out to take it from the data")
+    if model.ic_enc_seq_len >= data.encod_seq_len:
+        raise ConfigError(f"model.ic_enc_seq_len ({model.ic_enc_seq_len}) must be smaller than the {data.encod_seq_len} encoded bins of {data.path}")
+    return ModelConfig.model_validate({**model.model_dump(), **found})
+
+
+def train(
+    config: Config,
+    data_path: str | Path | None,
+    checkpoint_dir: str | Path,
+    epochs: int | None = None,
+    write_outputs: bool | None = None,
+    echo: Callable[[str], None] | None = print,
+) -> TrainResult:
+    """Train (or resume) one model. `epochs`: train exactly that many more epochs (one PBT generation),
+    ignoring max_epochs and early stopping; None: train until early stopping or max_epochs.
+    write_outputs: sample the posterior into lfads_output.h5 (None: when training is complete).
+    echo: receives Katib-style `name=value` metric lines every epoch (None: silent)."""
+    folder = Path(checkpoint_dir)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise CheckpointError(f"cannot create checkpoint folder {folder}: {err}") from None
+    remove_stale_temporaries(folder)
+    config, data = load_run_data(config, data_path)
+    if config.train.threads is not None:
+        torch.set_num_threads(config.train.threads)
+    log = RunLog(folder / LOG_FILE)
+    trainer = Trainer(config, data)
+    if (folder / LAST).exists():
+        payload = load_checkpoint(folder / LAST, map_location=trainer.device)
+        check_compatible(Config.model_validate(payload["config"]), config, folder / LAST)
+        trainer.load_state_dict(payload)
+        # Hyperparameters given now (e.g. by a Katib PBT trial) apply after the restore.
+        changed = {k: v for k, v in member_hparams(config).items() if v != trainer.member_hparams(0)[k]}
+        trainer.set_member_hparams(0, changed)
+        log(f"resumed from {folder / LAST} at epoch {trainer.epoch}" + (f" with new {changed}" if changed else ""))
+    else:
+        log(f"new run: {data.path} ({data.train.n_trials} train / {data.valid.n_trials} valid trials), device {trainer.device}, threads {torch.get_num_threads()}")
+    save_config(config, folder / CONFIG_FILE)
+
+    target = trainer.epoch + epochs if epochs is not None else config.train.max_epochs
+    progress = Progress(trainer.epoch, target, log)
+    writer = TensorBoard(folder / "tensorboard")
+    try:
+        while trainer.epoch < target and (epochs is not None or not bool(trainer.stopped.all())):
+            metrics = trainer.run_epoch()
+            if bool(trainer.diverged.all()):
+                raise TrainingDiverged(
+                    f"the loss became NaN or infinite in epoch {trainer.epoch - 1}; {folder / LAST} keeps the last good epoch. "
+                    f"Lower train.lr_init (now {trainer.member_hparams(0)['lr_init']:g}) or train.max_grad_norm and rerun."
+                )
+            save_checkpoint({**trainer.state_dict(), "config": config.to_dict()}, folder / LAST)
+            if bool(metrics["improved"][0]):
+                save_checkpoint({**trainer.state_dict(), "config": config.to_dict()}, folder / BEST)
+            row = trainer.history[-1]
+            write_metrics_csv(folder / METRICS_FILE, trainer.history)
+            writer.add(row)
+            if echo is not None:
+                for name, value in row.items():
+                    if name != "member":
+                        echo(f"{name}={value:.6g}" if isinstance(value, float) else f"{name}={value}")
+                sys.stdout.flush()
+            progress.update(trainer.epoch, row)
+    finally:
+        writer.close()
+        progress.close()
+
+    complete = bool(trainer.stopped.all()) or trainer.epoch >= config.train.max_epochs
+    output = None
+    if write_outputs or (write_outputs is None and complete):
+        output = sample(folder, data_path, data=data, config=config, log=log)
+    best_epoch = int(trainer.best_epoch[0])
+    last = trainer.history[-1] if trainer.history else {}
+    log(f"{'complete' if complete else 'paused'} after {trainer.epoch} epochs")
+    best = next((row for row in trainer.history if row["epoch"] == best_epoch), None)
+    if best is not None:
+        shown = [METRIC, "val_nll_heldin", "val_bps", "val_co_bps", "val_fp_bps", "val_r2"]
+        log(f"best epoch {best_epoch}: " + ", ".join(f"{name} {best[name]:.4f}" for name in shown if name in best))
+    return TrainResult(folder, trainer.epoch, complete, last, best_epoch, output)
+
+
+def check_compatible(saved: Config, current: Config, path: Path) -> None:
+    """A checkpoint can continue under new per-member hyperparameters, never under a different model."""
+    mutable = {name for name, section in MEMBER_HPARAMS.items() if section == "model"}
+    old, new = saved.model.model_dump(), current.model.model_dump()
+    differences = [f"model.{key}: {old[key]} -> {new[key]}" for key in old if key not in mutable and old[key] != new[key]]
+    if differences:
+        raise CheckpointError(f"{path} was trained with a different model ({'; '.join(differences)}); use a new --checkpoint folder or restore the config")
+
+
+def sample(
+    checkpoint_dir: str | Path,
+    data_path: str | Path | None = None,
+    output: str | Path | None = None,
+    num_samples: int | None = None,
+    data: LFADSData | None = None,
+    config: Config | None = None,
+    log: Callable[[str], None] | None = None,
+) -> Path:
+    """Posterior-sample the best checkpoint (the last one if none is best yet) into an LFADS output file."""
+    folder = Path(checkpoint_dir)
+    if config is None:
+        if not (folder / CONFIG_FILE).exists():
+            raise CheckpointError(f"{folder} holds no {CONFIG_FILE}: not an autolfads checkpoint folder")
+        config = load_config(folder / CONFIG_FILE)
+    if data is None:
+        config, data = load_run_data(config, data_path)  # dimensions in config.yaml must match the data
+    path = folder / BEST if (folder / BEST).exists() else folder / LAST
+    payload = load_checkpoint(path)
+    trainer = Trainer(config, data)
+    trainer.load_state_dict(payload)
+    samples = num_samples or config.train.num_samples
+    start = time.perf_counter()
+    out = write_output(Path(output) if output else folder / OUTPUT_FILE, trainer.model, data, samples, attrs={"checkpoint": str(path), "epoch": trainer.epoch})
+    (log or RunLog(folder / LOG_FILE))(f"wrote {out} ({samples} posterior samples of {path.name}, epoch {trainer.epoch}) in {time.perf_counter() - start:.1f} s")
+    return out
+
+
+def write_metrics_csv(path: Path, history: list[dict]) -> None:
+    """Rewrite the whole CSV atomically from the checkpoint's history, so it never disagrees with it."""
+    columns = list(dict.fromkeys(key for row in history for key in row))
+    buffer = io.StringIO()
+    csv_writer = csv.DictWriter(buffer, fieldnames=columns, restval="")
+    csv_writer.writeheader()
+    csv_writer.writerows(history)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(buffer.getvalue())
+    os.replace(tmp, path)
+
+
+class RunLog:
+    """Appends timestamped lines to train.log and shows them on stderr."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __call__(self, message: str) -> None:
+        line = f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}"
+        with open(self.path, "a") as f:
+            f.write(line + "\n")
+        print(line, file=sys.stderr, flush=True)
+
+
+class Progress:
+    """A tqdm bar on a terminal; otherwise a plain line at most every 30 seconds (and at the end)."""
+
+    def __init__(self, start: int, total: int, log: Callable[[str], None], interval_s: float = 30.0):
+        self.start, self.total, self.log, self.interval_s = start, total, log, interval_s
+        self.began = self.last_line = time.monotonic()
+        self.bar = None
+        if sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(initial=start, total=total, unit="epoch", file=sys.stderr, dynamic_ncols=True)
+
+    def update(self, epoch: int, row: dict) -> None:
+        summary = f"val nll {row.get('val_nll_heldin', math.nan):.5f} | smoothed {row.get(METRIC, math.nan):.5f}"
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix_str(summary)
+            return
+        now = time.monotonic()
+        if now - self.last_line >= self.interval_s or epoch >= self.total:
+            done = epoch - self.start
+            eta = (now - self.began) / done * (self.total - epoch) if done else math.nan
+            self.log(f"epoch {epoch}/{self.total} | {summary} | eta {eta / 60:.1f} min")
+            self.last_line = now
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+class TensorBoard:
+    """Scalars of every epoch under tensorboard/ (opened lazily: importing TensorBoard takes a second)."""
+
+    def __init__(self, folder: Path):
+        self.folder, self.writer = folder, None
+
+    def add(self, row: dict) -> None:
+        if self.writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(self.folder))
+        for name, value in row.items():
+            if name not in ("epoch", "member") and math.isfinite(value):
+                self.writer.add_scalar(name, value, row["epoch"])
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()

@@ -1,0 +1,328 @@
+"""Training a population of P LFADS models: a short, explicit loop over epochs and batches.
+
+The Trainer owns the model, optimizer and training state, and does no file I/O; `autolfads.train.run`
+adds checkpoints, logs and outputs around it. P = 1 is an ordinary single-model run.
+"""
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from ..config import Config
+from ..data import LFADSData, Split
+from ..model import LFADS
+from ..model.augmentations import coordinated_dropout, sample_validation_mask
+from .metrics import R2Accumulator, bits_per_spike, null_nll_sum, smooth
+from .objective import ramp, reconstruction_loss, total_loss
+from .optim import PopulationAdam, clip_member_grad_norms
+
+# Hyperparameters each member may hold its own value of (PBT changes them), and their config section.
+MEMBER_HPARAMS = {
+    "lr_init": "train",
+    "dropout_rate": "model",
+    "cd_rate": "model",
+    "kl_ic_weight": "train",
+    "kl_co_weight": "train",
+    "l2_gen_scale": "train",
+    "l2_con_scale": "train",
+    "l2_ic_enc_scale": "train",
+    "l2_ci_enc_scale": "train",
+}
+METRIC = "smth_val_nll_heldin"  # early stopping, best checkpoint and PBT metric
+
+
+def member_hparams(config: Config) -> dict[str, float]:
+    return {name: float(getattr(getattr(config, section), name)) for name, section in MEMBER_HPARAMS.items()}
+
+
+def with_member_hparams(config: Config, values: Mapping[str, float]) -> Config:
+    """A copy of `config` with per-member hyperparameters replaced (validated by the config schema)."""
+    unknown = set(values) - set(MEMBER_HPARAMS)
+    if unknown:
+        raise KeyError(f"not per-member hyperparameters: {sorted(unknown)}; known: {sorted(MEMBER_HPARAMS)}")
+    data = config.to_dict()
+    for name, value in values.items():
+        data[MEMBER_HPARAMS[name]][name] = float(value)
+    return type(config).model_validate(data)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+@dataclass
+class Batch:
+    encod: torch.Tensor  # (B, T_enc, N_enc)
+    recon: torch.Tensor  # (B, T_recon, N_recon)
+    ext_input: torch.Tensor | None
+    truth: torch.Tensor | None
+    sv_weight: torch.Tensor | None  # sample-validation mask scaled by 1 / (1 - sv_rate); 0 = held back
+
+
+class Trainer:
+    def __init__(
+        self,
+        config: Config,
+        data: LFADSData,
+        population: Sequence[Mapping[str, float]] | None = None,
+        member_seeds: Sequence[int] | None = None,
+    ):
+        """config: resolved against the data (dimensions set). population: per-member hyperparameter values
+        overriding the config's (one mapping per member; default one member with the config's values)."""
+        self.config = config
+        train = config.train
+        members = [dict(member_hparams(config), **(values or {})) for values in (population or [{}])]
+        for values in members:
+            with_member_hparams(config, values)  # validates ranges member by member
+        seeds = list(member_seeds) if member_seeds is not None else [train.seed + p for p in range(len(members))]
+        if len(seeds) != len(members):
+            raise ValueError(f"{len(members)} members but {len(seeds)} seeds")
+        self.device = resolve_device(train.device)
+        self.model = LFADS(config.model, seeds, self.device)
+        self.params = list(self.model.parameters())
+        self.optimizer = PopulationAdam(self.params, eps=train.adam_epsilon, weight_decay=train.weight_decay)
+        size = len(members)
+        self.hp = {name: torch.tensor([m[name] for m in members], device=self.device) for name in MEMBER_HPARAMS}
+        self.lr = self.hp["lr_init"].clone()
+        self.epoch = 0  # epochs completed
+        nan, inf = torch.full((size,), math.nan), torch.full((size,), math.inf)
+        self.smth_metric, self.best_metric, self.lr_best_metric = nan.clone(), inf.clone(), inf.clone()
+        self.best_epoch = torch.full((size,), -1)
+        self.plateau_epochs = torch.zeros(size, dtype=torch.long)
+        self.stopped = torch.zeros(size, dtype=torch.bool)
+        self.diverged = torch.zeros(size, dtype=torch.bool)
+        self.data_rng = torch.Generator().manual_seed(train.seed + 7_919)
+        self.history: list[dict[str, float]] = []
+        self.data = data
+        self.splits = {split.name: self._to_device(split) for split in data.splits if split.recon is not None}
+        self._sv_weights: dict[str, torch.Tensor] = {}
+        self.null_nll = {name: self._null_nll(split) for name, split in self.splits.items()}
+        self.ramp_end_epoch = max(train.kl_start_epoch + train.kl_increase_epoch, train.l2_start_epoch + train.l2_increase_epoch)
+
+    @property
+    def population_size(self) -> int:
+        return self.model.population_size
+
+    # ---------------------------------------------------------------- per-member hyperparameters
+    def set_member_hparams(self, member: int, values: Mapping[str, float]) -> None:
+        """Apply new hyperparameters to one member (after any state restore, so they are not overwritten)."""
+        with_member_hparams(self.config, {**{n: float(t[member]) for n, t in self.hp.items()}, **values})
+        for name, value in values.items():
+            self.hp[name][member] = value
+        if "lr_init" in values:
+            self.lr[member] = values["lr_init"]
+
+    def member_hparams(self, member: int) -> dict[str, float]:
+        return {name: float(values[member]) for name, values in self.hp.items()}
+
+    # ---------------------------------------------------------------- one epoch
+    def run_epoch(self) -> dict[str, torch.Tensor]:
+        """Train one epoch, validate, update smoothing / schedules / early stopping. Metrics are (P,)."""
+        metrics = self.train_epoch()
+        metrics.update(self.evaluate("valid"))
+        self._end_epoch(metrics)
+        self.epoch += 1
+        return metrics
+
+    def train_epoch(self) -> dict[str, torch.Tensor]:
+        cfg, train = self.config.model, self.config.train
+        kl_ramp = ramp(self.epoch, train.kl_start_epoch, train.kl_increase_epoch)
+        l2_ramp = ramp(self.epoch, train.l2_start_epoch, train.l2_increase_epoch)
+        split = self.splits["train"]
+        order = torch.randperm(split.n_trials, generator=self.data_rng)
+        self.model.train()
+        totals: dict[str, torch.Tensor] = {}
+        for indices in order.split(train.batch_size):
+            batch = self._batch(split, indices)
+            encod = batch.encod if batch.sv_weight is None else batch.encod * batch.sv_weight
+            inputs, grad_mask = coordinated_dropout(encod, self.hp["cd_rate"], cfg.cd_pass_rate, self.model.rng, cfg.ic_enc_seq_len)
+            out = self.model(inputs, self.hp["dropout_rate"], batch.ext_input)
+            nll = self.model.reconstruction.nll(out.output_params, batch.recon)
+            recon = reconstruction_loss(nll, grad_mask, batch.sv_weight)
+            l2 = self.model.l2_penalty(self._l2_scales())
+            loss = total_loss(recon, out.kl_ic, out.kl_co, l2, self.hp["kl_ic_weight"], self.hp["kl_co_weight"], kl_ramp, l2_ramp, train.loss_scale)
+            self.optimizer.zero_grad()
+            loss.sum().backward()  # members share no weights: each gets exactly its own gradient
+            grad_norm = clip_member_grad_norms(self.params, train.max_grad_norm)
+            self.diverged |= ~torch.isfinite(loss.detach()).cpu()
+            active = ~(self.diverged | self.stopped).to(self.device) & torch.isfinite(grad_norm)
+            self.optimizer.step(self.lr, active)
+            heldin = nll[:, :, : cfg.encod_seq_len, : cfg.encod_dim].detach().mean((1, 2, 3))
+            values = {"loss": loss, "recon": recon, "nll_heldin": heldin, "kl_ic": out.kl_ic, "kl_co": out.kl_co, "l2": l2, "grad_norm": grad_norm}
+            for name, value in values.items():
+                totals[name] = totals.get(name, 0) + value.detach().cpu().double() * len(indices)
+        metrics = {name: (total / split.n_trials).float() for name, total in totals.items()}
+        metrics["kl_ramp"] = torch.full((self.population_size,), kl_ramp)
+        metrics["l2_ramp"] = torch.full((self.population_size,), l2_ramp)
+        metrics["lr"] = self.lr.detach().cpu().clone()
+        return metrics
+
+    @torch.no_grad()
+    def evaluate(self, split_name: str) -> dict[str, torch.Tensor]:
+        """Validation metrics with posterior means and no dropout, prefixed `val_` for the valid split."""
+        cfg, train = self.config.model, self.config.train
+        split = self.splits[split_name]
+        self.model.eval()
+        t_enc, n_enc = cfg.encod_seq_len, cfg.encod_dim
+        regions = {"nll_heldin": (slice(0, t_enc), slice(0, n_enc))}
+        if cfg.cs_dim > 0:
+            regions["nll_heldout"] = (slice(0, t_enc), slice(n_enc, None))
+        if cfg.fp_len > 0:
+            regions["nll_fp"] = (slice(t_enc, None), slice(None))
+        sums: dict[str, torch.Tensor] = {}
+        r2 = R2Accumulator(split.truth) if split.truth is not None else None
+
+        def add(name: str, value: torch.Tensor) -> None:
+            sums[name] = sums.get(name, 0) + value.double().cpu()
+
+        for indices in torch.arange(split.n_trials).split(train.batch_size):
+            batch = self._batch(split, indices)
+            encod = batch.encod if batch.sv_weight is None else batch.encod * batch.sv_weight
+            out = self.model(encod, self.hp["dropout_rate"], batch.ext_input)
+            nll = self.model.reconstruction.nll(out.output_params, batch.recon)
+            add("recon", nll.sum((1, 2, 3)))
+            add("kl_ic", out.kl_ic * len(indices))
+            add("kl_co", out.kl_co * len(indices))
+            for name, (bins, neurons) in regions.items():
+                region = nll[:, :, bins, neurons]
+                if name == "nll_heldin" and batch.sv_weight is not None:
+                    kept = (batch.sv_weight[:, bins] > 0).to(region.dtype)
+                    add("sv_nll", (region * (1 - kept)).sum((1, 2, 3)))
+                    region = region * kept
+                add(name, region.sum((1, 2, 3)))
+            if r2 is not None:
+                r2.add(out.rates, batch.truth)
+        counts = self._region_counts(split, regions)
+        metrics = {"recon": sums["recon"] / split.recon.numel(), "kl_ic": sums["kl_ic"] / split.n_trials, "kl_co": sums["kl_co"] / split.n_trials}
+        for name in regions:
+            metrics[name] = sums[name] / counts[name]
+        if "sv_nll" in sums:
+            metrics["sv_nll"] = sums["sv_nll"] / counts["sv_nll"]
+        if cfg.reconstruction == "poisson":
+            for name, bps_name in (("nll_heldin", "bps"), ("nll_heldout", "co_bps"), ("nll_fp", "fp_bps")):
+                if name in regions and not (name == "nll_heldin" and "sv_nll" in sums):
+                    null_sum, spikes = self.null_nll[split_name][name]
+                    metrics[bps_name] = bits_per_spike(sums[name], torch.tensor(null_sum, dtype=torch.float64), spikes)
+        if r2 is not None:
+            metrics["r2"] = r2.value().cpu()
+        l2 = self.model.l2_penalty(self._l2_scales()).double().cpu()
+        kl_ramp = ramp(self.epoch, train.kl_start_epoch, train.kl_increase_epoch)
+        l2_ramp = ramp(self.epoch, train.l2_start_epoch, train.l2_increase_epoch)
+        hp = {name: value.double().cpu() for name, value in self.hp.items()}
+        metrics["loss"] = total_loss(metrics["recon"], metrics["kl_ic"], metrics["kl_co"], l2, hp["kl_ic_weight"], hp["kl_co_weight"], kl_ramp, l2_ramp, train.loss_scale)
+        prefix = "val_" if split_name == "valid" else f"{split_name}_"
+        return {prefix + name: value.float() for name, value in metrics.items()}
+
+    def _end_epoch(self, metrics: dict[str, torch.Tensor]) -> None:
+        train = self.config.train
+        current = torch.where(self.diverged, math.nan, metrics["val_nll_heldin"])
+        self.smth_metric = smooth(self.smth_metric, current)
+        metrics[METRIC] = self.smth_metric.clone()
+        ramps_done = self.epoch >= self.ramp_end_epoch
+        improved = ramps_done & (self.smth_metric < self.best_metric)
+        self.best_metric = torch.where(improved, self.smth_metric, self.best_metric)
+        self.best_epoch = torch.where(improved, self.epoch, self.best_epoch)
+        metrics["improved"] = improved.float()
+        if train.lr_schedule:
+            better = self.smth_metric < self.lr_best_metric
+            self.lr_best_metric = torch.where(better, self.smth_metric, self.lr_best_metric)
+            self.plateau_epochs = torch.where(better, 0, self.plateau_epochs + 1)
+            decay = self.plateau_epochs >= train.lr_patience
+            self.lr = torch.where(decay.to(self.device), self.lr * train.lr_decay, self.lr)
+            self.plateau_epochs = torch.where(decay, 0, self.plateau_epochs)
+            self.stopped |= (self.lr < train.lr_stop).cpu()
+        if ramps_done:
+            since_best = self.epoch - torch.clamp(self.best_epoch, min=self.ramp_end_epoch)
+            self.stopped |= since_best >= train.patience
+        for member in range(self.population_size):
+            row = {"epoch": self.epoch, "member": member}
+            row.update({name: float(value[member]) for name, value in metrics.items() if name != "improved"})
+            self.history.append(row)
+
+    # ---------------------------------------------------------------- state for checkpoints
+    def state_dict(self) -> dict:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "trainer": {
+                "epoch": self.epoch,
+                "lr": self.lr.cpu(),
+                "hp": {name: value.cpu() for name, value in self.hp.items()},
+                "smth_metric": self.smth_metric,
+                "best_metric": self.best_metric,
+                "lr_best_metric": self.lr_best_metric,
+                "best_epoch": self.best_epoch,
+                "plateau_epochs": self.plateau_epochs,
+                "stopped": self.stopped,
+                "diverged": self.diverged,
+            },
+            "rng": {"members": self.model.rng.get_state(), "data": self.data_rng.get_state()},
+            "history": list(self.history),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        trainer = state["trainer"]
+        self.epoch = int(trainer["epoch"])
+        self.lr = trainer["lr"].to(self.device)
+        self.hp = {name: value.to(self.device) for name, value in trainer["hp"].items()}
+        for name in ("smth_metric", "best_metric", "lr_best_metric", "best_epoch", "plateau_epochs", "stopped", "diverged"):
+            setattr(self, name, trainer[name].clone())
+        self.model.rng.set_state(state["rng"]["members"])
+        self.data_rng.set_state(state["rng"]["data"])
+        self.history = list(state["history"])
+
+    # ---------------------------------------------------------------- helpers
+    def _l2_scales(self) -> dict[str, torch.Tensor]:
+        return {group: self.hp[f"l2_{group}_scale"] for group in ("ic_enc", "ci_enc", "gen", "con")}
+
+    def _to_device(self, split: Split) -> Split:
+        def move(t):
+            return None if t is None else t.to(self.device)
+
+        return Split(split.name, move(split.encod), move(split.recon), move(split.ext_input), move(split.truth), split.inds)
+
+    def _sv_weight(self, split: Split) -> torch.Tensor | None:
+        cfg = self.config.model
+        if cfg.sv_rate == 0:
+            return None
+        if split.name not in self._sv_weights:
+            # One fixed mask per split, seeded by sv_seed and the split's name so train and valid differ.
+            seed = cfg.sv_seed * 3 + ("train", "valid", "test").index(split.name)
+            mask = sample_validation_mask(tuple(split.encod.shape), cfg.sv_rate, seed, cfg.ic_enc_seq_len).to(self.device)
+            weight = mask / (1 - cfg.sv_rate)
+            weight[:, : cfg.ic_enc_seq_len] = 1.0
+            self._sv_weights[split.name] = weight
+        return self._sv_weights[split.name]
+
+    def _batch(self, split: Split, indices: torch.Tensor) -> Batch:
+        indices = indices.to(self.device)
+
+        def take(t):
+            return None if t is None else t[indices]
+
+        return Batch(split.encod[indices], split.recon[indices], take(split.ext_input), take(split.truth), take(self._sv_weight(split)))
+
+    def _null_nll(self, split: Split) -> dict[str, tuple[float, float]]:
+        """Null-model NLL sums and spike counts per region: the data-only half of bits per spike."""
+        cfg = self.config.model
+        recon = split.recon.double().cpu()
+        t_enc, n_enc = cfg.encod_seq_len, cfg.encod_dim
+        regions = {"nll_heldin": recon[:, :t_enc, :n_enc], "nll_heldout": recon[:, :t_enc, n_enc:], "nll_fp": recon[:, t_enc:]}
+        return {name: (null_nll_sum(counts), float(counts.sum())) for name, counts in regions.items() if counts.numel() > 0}
+
+    def _region_counts(self, split: Split, regions: dict) -> dict[str, float]:
+        counts = {}
+        for name, (bins, neurons) in regions.items():
+            counts[name] = float(split.recon[:, bins, neurons].numel())
+        weight = self._sv_weight(split)
+        if weight is not None:
+            held_back = float((weight[:, : self.config.model.encod_seq_len] == 0).sum())
+            counts["sv_nll"] = max(held_back, 1.0)
+            counts["nll_heldin"] -= held_back
+        return counts
