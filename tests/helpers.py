@@ -1,0 +1,104 @@
+"""Shared helpers for the model and training tests: tiny configs, in-memory data and a NumPy reference cell."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from autolfads.config import Config, ModelConfig, TrainConfig
+from autolfads.data import LFADSData, Split
+
+# Small enough that a forward pass takes milliseconds, big enough that every part of the model is exercised.
+TINY_MODEL = dict(
+    data_dim=6,
+    cs_dim=2,
+    seq_len=12,
+    fp_len=2,
+    ext_input_dim=0,
+    ic_enc_dim=5,
+    ci_enc_dim=4,
+    con_dim=4,
+    co_dim=2,
+    ic_dim=3,
+    gen_dim=7,
+    fac_dim=3,
+    dropout_rate=0.2,
+    cd_rate=0.3,
+)
+
+
+def model_config(**overrides) -> ModelConfig:
+    return ModelConfig(**{**TINY_MODEL, **overrides})
+
+
+def train_config(**overrides) -> TrainConfig:
+    base = dict(batch_size=16, max_epochs=100, device="cpu", kl_increase_epoch=2, l2_increase_epoch=2, seed=0)
+    return TrainConfig(**{**base, **overrides})
+
+
+def config(model: dict | None = None, train: dict | None = None) -> Config:
+    return Config(model=model_config(**(model or {})), train=train_config(**(train or {})))
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def numpy_gru_step(x, h, w_ih, w_hh, bias, clip):
+    """The spec's cell for one member, float64: gate order z, r, n; reset before the matmul; no h-h bias.
+
+    x (B, in), h (B, H), w_ih (in, 3H), w_hh (H, 3H), bias (3H,).
+    """
+    hidden = h.shape[-1]
+    x_proj = x @ w_ih + bias
+    z = sigmoid(x_proj[:, :hidden] + h @ w_hh[:, :hidden])
+    r = sigmoid(x_proj[:, hidden : 2 * hidden] + h @ w_hh[:, hidden : 2 * hidden])
+    n = np.tanh(x_proj[:, 2 * hidden :] + (r * h) @ w_hh[:, 2 * hidden :])
+    return np.clip(z * h + (1 - z) * n, -clip, clip)
+
+
+def numpy_gru_sequence(x, h0, w_ih, w_hh, bias, clip):
+    """x (B, T, in), h0 (B, H) -> states (B, T, H)."""
+    states, h = [], h0
+    for t in range(x.shape[1]):
+        h = numpy_gru_step(x[:, t], h, w_ih, w_hh, bias, clip)
+        states.append(h)
+    return np.stack(states, axis=1)
+
+
+def member(param: torch.Tensor, p: int) -> np.ndarray:
+    """Member p of a population tensor as float64 NumPy."""
+    return param[p].detach().double().numpy()
+
+
+def make_split(name: str, n: int, cfg: ModelConfig, rng: np.random.Generator, rates: np.ndarray | None = None) -> Split:
+    t_recon, n_recon = cfg.recon_seq_len, cfg.recon_dim
+    if rates is None:
+        rates = rng.uniform(0.5, 3.0, size=(n, t_recon, n_recon))
+    counts = rng.poisson(rates).astype(np.float32)
+    recon = torch.from_numpy(counts)
+    encod = recon[:, : cfg.encod_seq_len, : cfg.encod_dim].clone()
+    ext = None
+    if cfg.ext_input_dim:
+        ext = torch.from_numpy(rng.normal(size=(n, t_recon, cfg.ext_input_dim)).astype(np.float32))
+    truth = torch.from_numpy(rates.astype(np.float32))
+    return Split(name, encod, recon, ext, truth, np.arange(n))
+
+
+def make_data(cfg: ModelConfig, n_train: int = 40, n_valid: int = 10, seed: int = 0, learnable: bool = False) -> LFADSData:
+    """Random Poisson counts shaped for cfg. `learnable`: rates follow a few smooth latent trajectories shared
+    by all trials (one per trial class), so a model can lower its loss below the null model's."""
+    rng = np.random.default_rng(seed)
+    splits = {}
+    loadings = rng.normal(size=(2, cfg.recon_dim))
+    times = np.linspace(0, 2 * np.pi, cfg.recon_seq_len)
+    for name, n in (("train", n_train), ("valid", n_valid)):
+        rates = None
+        if learnable:
+            phase = rng.uniform(0, 2 * np.pi, size=(n, 1))
+            latents = np.stack([np.sin(times + phase), np.cos(2 * times + phase)], -1)  # (n, T, 2)
+            rates = np.exp(0.3 + 1.2 * np.tanh(latents @ loadings))
+        splits[name] = make_split(name, n, cfg, rng, rates)
+    return LFADSData(Path("in-memory"), "encod_recon", splits["train"], splits["valid"], None, None)

@@ -1,0 +1,333 @@
+"""The population Trainer on tiny in-memory data: member independence, learning, metrics, state round trips,
+per-member hyperparameters, divergence handling and early stopping."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+
+from autolfads.errors import ConfigError
+from autolfads.train.checkpoint import load_checkpoint, save_checkpoint
+from autolfads.train.trainer import METRIC, Trainer
+
+try:
+    from helpers import config, make_data
+except ImportError:  # tests/ imported as a package
+    from tests.helpers import config, make_data
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def cfg():
+    return config()
+
+
+@pytest.fixture(scope="module")
+def data(cfg):
+    return make_data(cfg.model)
+
+
+def member_state(trainer: Trainer, p: int) -> dict[str, torch.Tensor]:
+    return {name: value[p : p + 1] for name, value in trainer.model.state_dict().items()}
+
+
+def assert_member_equal(pop: Trainer, p: int, other: Trainer, exact: bool = True, q: int = 0) -> None:
+    """Member p of `pop` has the same weights as member q of `other` (exactly, or to float rounding)."""
+    ours, theirs = member_state(pop, p), member_state(other, q)
+    for name, value in theirs.items():
+        if exact:
+            assert torch.equal(ours[name], value), f"{name} of member {p}"
+        else:
+            torch.testing.assert_close(ours[name], value, atol=1e-6, rtol=1e-5, msg=f"{name} of member {p}")
+
+
+def params_snapshot(trainer: Trainer) -> list[torch.Tensor]:
+    return [p.detach().clone() for p in trainer.params]
+
+
+# ============================================================================ population == separate runs
+
+POPULATIONS = {
+    "lr": [{"lr_init": 1e-3}, {"lr_init": 1e-2}],
+    "many": [
+        {"lr_init": 1e-3, "dropout_rate": 0.1, "cd_rate": 0.0, "kl_ic_weight": 1e-3, "l2_gen_scale": 1e-2},
+        {"lr_init": 1e-2, "dropout_rate": 0.3, "cd_rate": 0.5, "kl_co_weight": 1e-2, "l2_ic_enc_scale": 1e-3},
+    ],
+}
+
+
+@pytest.mark.parametrize("population", POPULATIONS.values(), ids=POPULATIONS.keys())
+def test_population_members_equal_separate_runs(cfg, data, population):
+    pop = Trainer(cfg, data, population=population, member_seeds=[0, 1])
+    singles = [Trainer(cfg, data, population=[population[p]], member_seeds=[p]) for p in range(2)]
+    for _ in range(2):
+        metrics = pop.run_epoch()
+        single_metrics = [single.run_epoch() for single in singles]
+        for p in range(2):
+            for name in ("loss", "val_nll_heldin", "val_loss", METRIC):
+                torch.testing.assert_close(metrics[name][p : p + 1], single_metrics[p][name], rtol=1e-5, atol=1e-7, msg=name)
+    for p in range(2):
+        assert_member_equal(pop, p, singles[p], exact=False)
+        for ours, theirs in zip(pop.optimizer.exp_avg_sq, singles[p].optimizer.exp_avg_sq):
+            torch.testing.assert_close(ours[p : p + 1], theirs, rtol=1e-4, atol=1e-12)
+    assert pop.optimizer.steps.tolist() == [6.0, 6.0]  # 40 trials / batches of 16 = 3 steps per epoch
+
+
+def test_learning_rate_changes_the_run(cfg, data):
+    """Same seed for both members, different learning rates: same start, different weights."""
+    pop = Trainer(cfg, data, population=POPULATIONS["lr"], member_seeds=[0, 0])
+    start = params_snapshot(pop)
+    assert all(torch.equal(w[0], w[1]) for w in start)
+    pop.run_epoch()
+    pop.run_epoch()
+    moved = [sum(float((p.detach()[m] - s[m]).abs().sum()) for p, s in zip(pop.params, start)) for m in range(2)]
+    assert moved[1] > 3 * moved[0] > 0  # lr 1e-2 moves the weights much further than lr 1e-3
+
+
+# ============================================================================ learning
+
+
+def test_loss_decreases_on_learnable_data():
+    cfg = config(model=dict(dropout_rate=0.05, cd_rate=0.2), train=dict(lr_init=1e-2))
+    data = make_data(cfg.model, n_train=48, n_valid=16, seed=3, learnable=True)
+    trainer = Trainer(cfg, data, member_seeds=[0])
+    history = [trainer.run_epoch() for _ in range(20)]
+    first, last = history[0], history[-1]
+    assert last["val_nll_heldin"].item() < first["val_nll_heldin"].item() - 0.05
+    assert last["recon"].item() < first["recon"].item()
+    assert last["val_bps"].item() > first["val_bps"].item()
+    assert last["val_r2"].item() > first["val_r2"].item() + 0.1
+    assert last[METRIC].item() < history[1][METRIC].item()
+
+
+# ============================================================================ metrics
+
+
+TRAIN_KEYS = {"loss", "recon", "nll_heldin", "kl_ic", "kl_co", "l2", "grad_norm", "kl_ramp", "l2_ramp", "lr"}
+VAL_KEYS = {"val_recon", "val_kl_ic", "val_kl_co", "val_nll_heldin", "val_r2", "val_loss", METRIC, "improved"}
+
+
+@pytest.mark.parametrize(
+    ("model", "extra", "absent"),
+    [
+        (dict(), {"val_nll_heldout", "val_nll_fp", "val_bps", "val_co_bps", "val_fp_bps"}, set()),
+        (dict(cs_dim=0, fp_len=0), {"val_bps"}, {"val_nll_heldout", "val_nll_fp", "val_co_bps", "val_fp_bps"}),
+        (dict(fp_len=0), {"val_nll_heldout", "val_co_bps", "val_bps"}, {"val_nll_fp", "val_fp_bps"}),
+        (dict(sv_rate=0.2), {"val_sv_nll", "val_co_bps", "val_fp_bps"}, {"val_bps"}),
+    ],
+)
+def test_metric_keys_and_shapes(model, extra, absent):
+    cfg = config(model=model)
+    trainer = Trainer(cfg, make_data(cfg.model, n_train=20, n_valid=8), population=[{}, {}, {}], member_seeds=[0, 1, 2])
+    metrics = trainer.run_epoch()
+    assert TRAIN_KEYS | VAL_KEYS | extra <= set(metrics)
+    assert not (absent & set(metrics))
+    for name, value in metrics.items():
+        assert value.shape == (3,), name
+        assert torch.all(torch.isfinite(value)), name
+    assert torch.equal(metrics["kl_ramp"], torch.full((3,), 1 / 3)) and torch.equal(metrics["l2_ramp"], torch.full((3,), 1 / 3))
+    assert len(trainer.history) == 3 and {row["member"] for row in trainer.history} == {0, 1, 2}
+
+
+def test_validation_metrics_by_hand(cfg, data):
+    trainer = Trainer(cfg, data, population=[{}, {"lr_init": 1e-2}], member_seeds=[4, 5])
+    first = trainer.run_epoch()
+    # after run_epoch the weights are those evaluate() used
+    valid = data.valid
+    trainer.model.eval()
+    with torch.no_grad():
+        out = trainer.model(valid.encod, torch.zeros(2))
+    rates = out.rates.double()
+    counts = valid.recon.double()
+    nll = rates - counts * rates.log()  # Poisson NLL without log k!
+    T, N = cfg.model.encod_seq_len, cfg.model.encod_dim
+    regions = {
+        "heldin": (slice(0, T), slice(0, N), ""),
+        "heldout": (slice(0, T), slice(N, None), "co_"),
+        "fp": (slice(T, None), slice(None), "fp_"),
+    }
+    for name, (bins, neurons, bps_prefix) in regions.items():
+        region_nll = nll[:, :, bins, neurons]
+        torch.testing.assert_close(first[f"val_nll_{name}"].double(), region_nll.mean((1, 2, 3)), rtol=1e-5, atol=0)
+        region_counts = counts[:, bins, neurons]
+        null_rate = region_counts.mean((0, 1))  # each neuron's mean count over trials and bins
+        null = (null_rate - region_counts * null_rate.log()).sum()
+        bps = (null - region_nll.sum((1, 2, 3))) / (region_counts.sum() * math.log(2))
+        torch.testing.assert_close(first[f"val_{bps_prefix}bps"].double(), bps, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(first["val_recon"].double(), nll.mean((1, 2, 3)), rtol=1e-5, atol=0)
+    truth = valid.truth.double()
+    ss_res = (rates - truth).square().sum((1, 2))
+    ss_tot = (truth - truth.mean((0, 1))).square().sum((0, 1))
+    torch.testing.assert_close(first["val_r2"].double(), (1 - ss_res / ss_tot).mean(-1), rtol=1e-4, atol=1e-5)
+    # smoothing: the first value is taken as is, then 0.3 previous + 0.7 current
+    assert torch.equal(first[METRIC], first["val_nll_heldin"])
+    second = trainer.run_epoch()
+    torch.testing.assert_close(second[METRIC], 0.3 * first[METRIC] + 0.7 * second["val_nll_heldin"])
+
+
+# ============================================================================ state round trips
+
+
+def test_state_round_trip_then_one_epoch_is_bit_identical(cfg, data, tmp_path):
+    population = POPULATIONS["lr"]
+    uninterrupted = Trainer(cfg, data, population=population, member_seeds=[0, 1])
+    for _ in range(2):
+        uninterrupted.run_epoch()
+    path = tmp_path / "last.ckpt"
+    save_checkpoint(uninterrupted.state_dict(), path)  # weights_only round trip, as a real resume does
+    state = load_checkpoint(path)
+
+    resumed = Trainer(cfg, data, population=population, member_seeds=[0, 1])
+    resumed.load_state_dict(state)
+    assert resumed.epoch == 2 and torch.equal(resumed.smth_metric, uninterrupted.smth_metric)
+    want = uninterrupted.run_epoch()
+    got = resumed.run_epoch()
+    for a, b in zip(uninterrupted.params, resumed.params):
+        assert torch.equal(a, b)
+    for a, b in zip(uninterrupted.optimizer.exp_avg + uninterrupted.optimizer.exp_avg_sq, resumed.optimizer.exp_avg + resumed.optimizer.exp_avg_sq):
+        assert torch.equal(a, b)
+    for name, value in want.items():
+        assert torch.equal(value, got[name]), name
+    assert resumed.history == uninterrupted.history and resumed.epoch == 3
+
+
+def test_set_member_hparams_applies_after_state_load(cfg, data):
+    source = Trainer(cfg, data, population=[{"lr_init": 1e-3}, {"lr_init": 1e-3}], member_seeds=[0, 1])
+    source.run_epoch()
+    state = copy.deepcopy(source.state_dict())
+    # a trainer built with other learning rates: loading the state restores the saved ones ...
+    target = Trainer(cfg, data, population=[{"lr_init": 5e-3}, {"lr_init": 5e-3}], member_seeds=[0, 1])
+    target.load_state_dict(state)
+    torch.testing.assert_close(target.lr, torch.tensor([1e-3, 1e-3]))
+    # ... and hyperparameters set afterwards stick
+    target.set_member_hparams(1, {"lr_init": 1e-2, "cd_rate": 0.1})
+    torch.testing.assert_close(target.lr, torch.tensor([1e-3, 1e-2]))
+    assert target.member_hparams(1)["lr_init"] == pytest.approx(1e-2)
+    assert target.member_hparams(1)["cd_rate"] == pytest.approx(0.1)
+    assert target.member_hparams(0)["cd_rate"] == pytest.approx(cfg.model.cd_rate)
+    metrics = target.run_epoch()
+    torch.testing.assert_close(metrics["lr"], torch.tensor([1e-3, 1e-2]))
+    source.run_epoch()
+    assert_member_equal(target, 0, source, q=0)  # the untouched member continues exactly
+    assert not torch.equal(target.model.decoder.gen_cell.weight_hh[1], source.model.decoder.gen_cell.weight_hh[1])
+    # the perturbed member equals a single run given the same change at the same point
+    single = Trainer(cfg, data, population=[{"lr_init": 1e-3}], member_seeds=[1])
+    single.run_epoch()
+    single.set_member_hparams(0, {"lr_init": 1e-2, "cd_rate": 0.1})
+    single.run_epoch()
+    assert_member_equal(target, 1, single, exact=False)
+
+
+def test_set_member_hparams_validates(cfg, data):
+    trainer = Trainer(cfg, data, population=[{}, {}], member_seeds=[0, 1])
+    before = trainer.member_hparams(1)
+    with pytest.raises(ConfigError):
+        trainer.set_member_hparams(1, {"cd_rate": 1.5})
+    with pytest.raises(KeyError):
+        trainer.set_member_hparams(1, {"batch_size": 3})
+    assert trainer.member_hparams(1) == before
+
+
+def test_invalid_member_hparams_raise_config_error(cfg, data):
+    with pytest.raises(ConfigError, match="cd_rate"):
+        Trainer(cfg, data, population=[{"cd_rate": 1.5}], member_seeds=[0])
+    trainer = Trainer(cfg, data, population=[{}], member_seeds=[0])
+    with pytest.raises(ConfigError, match="lr_init"):
+        trainer.set_member_hparams(0, {"lr_init": -1.0})
+
+
+def test_loaded_state_is_not_aliased(cfg, data):
+    """PBT copies one state into several trainers and perturbs each: the copies must not share tensors."""
+    source = Trainer(cfg, data, population=[{"lr_init": 1e-3}, {"lr_init": 1e-3}], member_seeds=[0, 1])
+    state = source.state_dict()
+    first = Trainer(cfg, data, population=[{}, {}], member_seeds=[0, 1])
+    second = Trainer(cfg, data, population=[{}, {}], member_seeds=[0, 1])
+    first.load_state_dict(state)
+    second.load_state_dict(state)
+    first.set_member_hparams(0, {"lr_init": 5e-2, "cd_rate": 0.1})  # a PBT perturbation of one copy
+    assert second.lr[0].item() == pytest.approx(1e-3)
+    assert second.member_hparams(0)["cd_rate"] == pytest.approx(cfg.model.cd_rate)
+    assert source.lr[0].item() == pytest.approx(1e-3)
+    # and a state is a snapshot of the training state: the source moving on does not change it
+    source.set_member_hparams(1, {"lr_init": 2e-2})
+    source.stopped[0] = True
+    assert state["trainer"]["lr"].tolist() == pytest.approx([1e-3, 1e-3]) and not state["trainer"]["stopped"].any()
+
+
+# ============================================================================ divergence and stopping
+
+
+def test_diverged_member_is_frozen_and_the_other_trains_on(cfg, data):
+    pop = Trainer(cfg, data, population=POPULATIONS["lr"], member_seeds=[0, 1])
+    single = Trainer(cfg, data, population=[POPULATIONS["lr"][1]], member_seeds=[1])
+    pop.run_epoch()
+    single.run_epoch()
+    with torch.no_grad():
+        pop.model.readout.bias[0, 0] = math.nan
+    before = params_snapshot(pop)
+    moments = [t.clone() for t in pop.optimizer.exp_avg + pop.optimizer.exp_avg_sq]
+    metrics = pop.run_epoch()
+    single.run_epoch()
+    assert pop.diverged.tolist() == [True, False]
+    for param, old in zip(pop.params, before):
+        torch.testing.assert_close(param[0], old[0], equal_nan=True, atol=0, rtol=0)
+    for t, old in zip(pop.optimizer.exp_avg + pop.optimizer.exp_avg_sq, moments):
+        assert torch.equal(t[0], old[0])
+    assert pop.optimizer.steps.tolist() == [3.0, 6.0]
+    assert_member_equal(pop, 1, single, exact=False)  # member 1 is untouched by member 0's NaNs
+    assert math.isnan(metrics[METRIC][0].item()) and math.isfinite(metrics[METRIC][1].item())
+    pop.run_epoch()  # and the run goes on
+    assert pop.diverged.tolist() == [True, False] and pop.epoch == 3
+
+
+def _stub_epochs(trainer: Trainer, values: list[list[float]]):
+    """Replace training and validation by a scripted validation NLL per epoch and member."""
+    script = iter(values)
+    trainer.train_epoch = lambda: {}
+    trainer.evaluate = lambda split_name: {"val_nll_heldin": torch.tensor(next(script))}
+
+
+def test_early_stopping_only_after_the_ramps(data):
+    # KL ramp over epochs 0..3 (complete at epoch 3), L2 ramp over 0..2: ramps end at epoch 3
+    cfg = config(train=dict(kl_increase_epoch=3, l2_increase_epoch=2, patience=2))
+    trainer = Trainer(cfg, data, population=[{}, {}], member_seeds=[0, 1])
+    assert trainer.ramp_end_epoch == 3
+    # member 0 keeps improving; member 1 never does (not even before the ramps end)
+    _stub_epochs(trainer, [[10.0 - epoch, 5.0] for epoch in range(8)])
+    stopped, improved = [], []
+    for _ in range(8):
+        metrics = trainer.run_epoch()
+        stopped.append(trainer.stopped.tolist())
+        improved.append(metrics["improved"].tolist())
+    # nothing counts before epoch 3; member 1's first (only) best is epoch 3; 4 and 5 are without progress
+    assert [row[1] for row in improved] == [0, 0, 0, 1, 0, 0, 0, 0]
+    assert [row[0] for row in improved] == [0, 0, 0, 1, 1, 1, 1, 1]
+    assert [row[1] for row in stopped] == [False] * 5 + [True] * 3
+    assert [row[0] for row in stopped] == [False] * 8
+    assert trainer.best_epoch.tolist() == [7, 3]
+    assert trainer.best_metric[1].item() == 5.0
+
+
+def test_learning_rate_schedule_decays_on_plateau_and_stops(data):
+    cfg = config(train=dict(lr_schedule=True, lr_patience=2, lr_decay=0.5, lr_init=1e-3, lr_stop=2e-4))
+    trainer = Trainer(cfg, data, population=[{}, {}], member_seeds=[0, 1])
+    _stub_epochs(trainer, [[10.0 - epoch, 5.0] for epoch in range(7)])
+    lrs = []
+    for _ in range(7):
+        trainer.run_epoch()
+        lrs.append(trainer.lr.tolist())
+    # member 1: epoch 0 sets the best, epochs 1 and 2 do not improve -> halve after epoch 2, again after 4, 6
+    want = [1e-3, 1e-3, 5e-4, 5e-4, 2.5e-4, 2.5e-4, 1.25e-4]
+    assert [row[1] for row in lrs] == pytest.approx(want)
+    assert [row[0] for row in lrs] == pytest.approx([1e-3] * 7)
+    assert trainer.stopped.tolist() == [False, True]  # 1.25e-4 < lr_stop
