@@ -61,6 +61,6 @@ def write_output(path: Path, model: LFADS, data: LFADSData, num_samples: int, me
         for name, value in posterior_sample(model, split, num_samples).items():
             arrays[f"{split.name}_{name}"] = value[member]
         arrays[f"{split.name}_inds"] = np.asarray(split.inds)
-    header = {"autolfads_version": __version__, "num_samples": num_samples, "data_file": str(data.path)}
+    header = {"autolfads_version": __version__, "num_samples": num_samples, "data_file": str(Path(data.path).resolve())}
     write_lfads_h5(path, arrays, attrs={**header, **(attrs or {})})
     return Path(path)

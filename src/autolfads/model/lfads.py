@@ -1,7 +1,7 @@
 """LFADS, top to bottom: encoders -> IC/controller posteriors -> generator -> factors -> rates.
 
     data --dropout--> IC encoder --> q(ic) --sample--> gen_init
-                   \-> CI encoder --> ci_t --+
+                   `-> CI encoder --> ci_t --+
     controller_t(concat(ci_t, factor_{t-1})) --> q(co_t) --sample--> generator_t --> factor_t --> readout
 """
 

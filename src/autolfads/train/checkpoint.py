@@ -26,6 +26,7 @@ def save_checkpoint(payload: dict, path: Path) -> None:
             torch.save({"format_version": FORMAT_VERSION, **payload}, f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; other users or pods on a shared volume must read it
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -40,7 +41,8 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises many types for truncated or foreign files
-        raise CheckpointError(f"checkpoint {path} cannot be read ({type(exc).__name__}: {exc}); it is corrupt or not an autolfads checkpoint") from None
+        # torch's own message runs to many lines and suggests weights_only=False: never the right advice here.
+        raise CheckpointError(f"checkpoint {path} cannot be read ({type(exc).__name__}); it is corrupt or not an autolfads checkpoint") from None
     if not isinstance(payload, dict) or payload.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(f"checkpoint {path} is not an autolfads checkpoint of format version {FORMAT_VERSION}")
     return payload

@@ -169,14 +169,17 @@ def sample(
         config = load_config(folder / CONFIG_FILE)
     if data is None:
         config, data = load_run_data(config, data_path)  # dimensions in config.yaml must match the data
+    if config.train.threads is not None:
+        torch.set_num_threads(config.train.threads)
     path = folder / BEST if (folder / BEST).exists() else folder / LAST
     payload = load_checkpoint(path)
     trainer = Trainer(config, data)
     trainer.load_state_dict(payload)
     samples = num_samples or config.train.num_samples
     start = time.perf_counter()
-    out = write_output(Path(output) if output else folder / OUTPUT_FILE, trainer.model, data, samples, attrs={"checkpoint": str(path), "epoch": trainer.epoch})
-    (log or RunLog(folder / LOG_FILE))(f"wrote {out} ({samples} posterior samples of {path.name}, epoch {trainer.epoch}) in {time.perf_counter() - start:.1f} s")
+    epoch = trainer.epoch - 1  # the checkpoint's last completed epoch, numbered from 0 as in metrics.csv
+    out = write_output(Path(output) if output else folder / OUTPUT_FILE, trainer.model, data, samples, attrs={"checkpoint": str(path.resolve()), "epoch": epoch})
+    (log or RunLog(folder / LOG_FILE))(f"wrote {out} ({samples} posterior samples of {path.name}, epoch {epoch}) in {time.perf_counter() - start:.1f} s")
     return out
 
 

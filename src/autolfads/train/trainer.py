@@ -9,9 +9,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
+from pydantic import ValidationError
 
 from ..config import Config
 from ..data import LFADSData, Split
+from ..errors import ConfigError
 from ..model import LFADS
 from ..model.augmentations import coordinated_dropout, sample_validation_mask
 from .metrics import R2Accumulator, bits_per_spike, null_nll_sum, smooth
@@ -45,7 +47,11 @@ def with_member_hparams(config: Config, values: Mapping[str, float]) -> Config:
     data = config.to_dict()
     for name, value in values.items():
         data[MEMBER_HPARAMS[name]][name] = float(value)
-    return type(config).model_validate(data)
+    try:
+        return type(config).model_validate(data)
+    except ValidationError as err:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
+        raise ConfigError(f"invalid member hyperparameters {dict(values)}: {problems}") from None
 
 
 def resolve_device(name: str) -> torch.device:
@@ -86,15 +92,16 @@ class Trainer:
         self.params = list(self.model.parameters())
         self.optimizer = PopulationAdam(self.params, eps=train.adam_epsilon, weight_decay=train.weight_decay)
         size = len(members)
-        self.hp = {name: torch.tensor([m[name] for m in members], device=self.device) for name in MEMBER_HPARAMS}
+        self.members = members  # exact values; self.hp holds them as (P,) tensors for the computation
+        self.hp = self._hp_tensors()
         self.lr = self.hp["lr_init"].clone()
         self.epoch = 0  # epochs completed
         nan, inf = torch.full((size,), math.nan), torch.full((size,), math.inf)
         self.smth_metric, self.best_metric, self.lr_best_metric = nan.clone(), inf.clone(), inf.clone()
         self.best_epoch = torch.full((size,), -1)
         self.plateau_epochs = torch.zeros(size, dtype=torch.long)
-        self.stopped = torch.zeros(size, dtype=torch.bool)
-        self.diverged = torch.zeros(size, dtype=torch.bool)
+        self.stopped = torch.zeros(size, dtype=torch.bool)  # early stopping or lr_stop reached: the caller decides
+        self.diverged = torch.zeros(size, dtype=torch.bool)  # NaN/Inf loss seen: updates skipped until PBT replaces it
         self.data_rng = torch.Generator().manual_seed(train.seed + 7_919)
         self.history: list[dict[str, float]] = []
         self.data = data
@@ -110,14 +117,18 @@ class Trainer:
     # ---------------------------------------------------------------- per-member hyperparameters
     def set_member_hparams(self, member: int, values: Mapping[str, float]) -> None:
         """Apply new hyperparameters to one member (after any state restore, so they are not overwritten)."""
-        with_member_hparams(self.config, {**{n: float(t[member]) for n, t in self.hp.items()}, **values})
-        for name, value in values.items():
-            self.hp[name][member] = value
+        updated = {**self.members[member], **{name: float(value) for name, value in values.items()}}
+        with_member_hparams(self.config, updated)
+        self.members[member] = updated
+        self.hp = self._hp_tensors()
         if "lr_init" in values:
-            self.lr[member] = values["lr_init"]
+            self.lr[member] = updated["lr_init"]
 
     def member_hparams(self, member: int) -> dict[str, float]:
-        return {name: float(values[member]) for name, values in self.hp.items()}
+        return dict(self.members[member])
+
+    def _hp_tensors(self) -> dict[str, torch.Tensor]:
+        return {name: torch.tensor([m[name] for m in self.members], device=self.device) for name in MEMBER_HPARAMS}
 
     # ---------------------------------------------------------------- one epoch
     def run_epoch(self) -> dict[str, torch.Tensor]:
@@ -149,7 +160,7 @@ class Trainer:
             loss.sum().backward()  # members share no weights: each gets exactly its own gradient
             grad_norm = clip_member_grad_norms(self.params, train.max_grad_norm)
             self.diverged |= ~torch.isfinite(loss.detach()).cpu()
-            active = ~(self.diverged | self.stopped).to(self.device) & torch.isfinite(grad_norm)
+            active = ~self.diverged.to(self.device) & torch.isfinite(grad_norm)
             self.optimizer.step(self.lr, active)
             heldin = nll[:, :, : cfg.encod_seq_len, : cfg.encod_dim].detach().mean((1, 2, 3))
             values = {"loss": loss, "recon": recon, "nll_heldin": heldin, "kl_ic": out.kl_ic, "kl_co": out.kl_co, "l2": l2, "grad_norm": grad_norm}
@@ -244,21 +255,17 @@ class Trainer:
             self.history.append(row)
 
     # ---------------------------------------------------------------- state for checkpoints
+    _STATE_TENSORS = ("smth_metric", "best_metric", "lr_best_metric", "best_epoch", "plateau_epochs", "stopped", "diverged")
+
     def state_dict(self) -> dict:
         return {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "trainer": {
                 "epoch": self.epoch,
-                "lr": self.lr.cpu(),
-                "hp": {name: value.cpu() for name, value in self.hp.items()},
-                "smth_metric": self.smth_metric,
-                "best_metric": self.best_metric,
-                "lr_best_metric": self.lr_best_metric,
-                "best_epoch": self.best_epoch,
-                "plateau_epochs": self.plateau_epochs,
-                "stopped": self.stopped,
-                "diverged": self.diverged,
+                "lr": self.lr.cpu().clone(),
+                "members": [dict(values) for values in self.members],
+                **{name: getattr(self, name).clone() for name in self._STATE_TENSORS},
             },
             "rng": {"members": self.model.rng.get_state(), "data": self.data_rng.get_state()},
             "history": list(self.history),
@@ -269,9 +276,10 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         trainer = state["trainer"]
         self.epoch = int(trainer["epoch"])
-        self.lr = trainer["lr"].to(self.device)
-        self.hp = {name: value.to(self.device) for name, value in trainer["hp"].items()}
-        for name in ("smth_metric", "best_metric", "lr_best_metric", "best_epoch", "plateau_epochs", "stopped", "diverged"):
+        self.lr = trainer["lr"].to(self.device).clone()
+        self.members = [dict(values) for values in trainer["members"]]
+        self.hp = self._hp_tensors()
+        for name in self._STATE_TENSORS:
             setattr(self, name, trainer[name].clone())
         self.model.rng.set_state(state["rng"]["members"])
         self.data_rng.set_state(state["rng"]["data"])
