@@ -1,4 +1,4 @@
-# Two commands on a fresh machine:  `make demo` (train LFADS on synthetic Lorenz data)  and  `make test`.
+# Two commands on a fresh machine:  `make demo` (an AutoLFADS search on synthetic Lorenz data)  and  `make test`.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -16,9 +16,11 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet --disable-pip-version-check -e ".[dev]"
 	touch $@
 
+# A small AutoLFADS search (4 members, embedded backend) on synthetic Lorenz data; rerunning resumes it.
 demo: setup
 	$(BIN)/autolfads data lorenz --out $(DEMO)/lorenz.h5
-	$(BIN)/autolfads train --data $(DEMO)/lorenz.h5 --checkpoint $(DEMO)/model --config-file examples/configs/lorenz.yaml --quiet
+	$(BIN)/autolfads search --data $(DEMO)/lorenz.h5 --config-file examples/configs/lorenz.yaml --workdir $(DEMO)/search \
+		--population 4 --epochs-per-generation 10 --max-generations 5 train.kl_increase_epoch 20 train.l2_increase_epoch 20
 
 test: setup
 	$(BIN)/pytest
@@ -29,6 +31,7 @@ test-fast: setup
 bench: setup
 	$(BIN)/python benchmarks/train_throughput.py
 	$(BIN)/python benchmarks/lorenz_quality.py
+	$(BIN)/python benchmarks/pbt_lorenz.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

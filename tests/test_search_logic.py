@@ -82,12 +82,6 @@ def test_hyperparameter_valid_edges_and_defaults():
         hp.low = 0.2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="space.py HyperParameter._check_range only checks `initial` when enforce_limits=True, so a negative "
-    "initial of an unenforced hyperparameter is accepted; perturb multiplies it and keeps it negative, while the "
-    "spec keeps unenforced values in [0, inf)",
-)
 def test_hyperparameter_negative_initial_without_limits_raises():
     with pytest.raises(ValidationError):
         HyperParameter(low=1e-4, high=1.0, log=True, enforce_limits=False, initial=-1.0)
@@ -482,11 +476,6 @@ def test_tournament_inf_loses_to_finite():
     assert binary_tournament([1.0, INF], rng(0)) == [(1, 0)]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pbt.py _rank_key maps NaN to inf, so NaN vs inf is a tie broken by index: binary_tournament([nan, inf]) "
-    "returns [(1, 0)] and the NaN member wins; the spec says a NaN member always loses",
-)
 def test_tournament_nan_loses_to_inf():
     assert binary_tournament([NAN, INF], rng(0)) == [(0, 1)]
     assert binary_tournament([INF, NAN], rng(0)) == [(1, 0)]
@@ -599,11 +588,6 @@ def test_best_member(metrics, best):
     assert best_member(metrics) == best
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pbt.py best_member ranks NaN as inf, so best_member([nan, inf]) returns 0 (the NaN member); "
-    "NaN must never win unless every metric is NaN",
-)
 def test_best_member_nan_never_beats_inf():
     assert best_member([NAN, INF]) == 1
 

@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     options = [item for item in unknown if item.startswith("--")]
-    if options or (unknown and args.command != "train"):
+    if options or (unknown and args.command not in ("train", "search")):
         parser.error(f"unrecognized arguments: {' '.join(options or unknown)}")
     try:
         return args.handler(args, unknown)
@@ -62,6 +62,32 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--quiet", action="store_true", help="do not print the per-epoch name=value metric lines")
     train.set_defaults(handler=run_train)
 
+    search = commands.add_parser(
+        "search",
+        help="AutoLFADS: population-based training of LFADS hyperparameters",
+        description="Population-based training (AutoLFADS): members train in synchronous generations; after each, random "
+        "pairs compete on the smoothed validation NLL and each loser copies the winner's weights and optimizer state and "
+        "perturbs its hyperparameters. Rerunning the same command resumes from the last completed generation. Trailing "
+        "KEY VALUE pairs override the config as in `autolfads train`.",
+        epilog="examples:\n  autolfads search --data data/lorenz.h5 --config-file examples/configs/lorenz.yaml --population 8 --workdir runs/search\n"
+        "  autolfads search ... --backend ray --address auto --cpus-per-member 2 --gpus-per-member 0.5",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    search.add_argument("--data", type=Path, help="HDF5 data file, or a folder holding one; default: data.dir of the config")
+    search.add_argument("--config-file", type=Path, help="YAML config (our schema or lfads-tf2's); default: built-in defaults")
+    search.add_argument("--search-space", type=Path, help="YAML search space (name: {low, high, log, explore_weight, enforce_limits, initial}); default: the published AutoLFADS one")
+    search.add_argument("--population", type=int, default=8, help="members (default 8)")
+    search.add_argument("--workdir", type=Path, required=True, help="folder for the search's checkpoints, tables, logs and best model")
+    search.add_argument("--epochs-per-generation", type=int, default=25, help="epochs between exploits (default 25; the first generation adds the KL/L2 ramps)")
+    search.add_argument("--max-generations", type=int, default=50, help="upper bound on generations (default 50)")
+    search.add_argument("--seed", type=int, default=0, help="seed of the sampling, tournaments and perturbations (default 0)")
+    search.add_argument("--backend", choices=["embedded", "ray"], default="embedded", help="embedded: one process, the population batched (default); ray: one Ray Tune trial per member")
+    search.add_argument("--address", help="Ray cluster to join: auto or HOST:PORT (default: start a local Ray instance on 127.0.0.1)")
+    search.add_argument("--cpus-per-member", type=float, default=1.0, help="Ray: CPUs per member, also its torch thread count (default 1)")
+    search.add_argument("--gpus-per-member", type=float, default=0.0, help="Ray: GPUs per member, fractions allowed (default 0)")
+    search.add_argument("--resume", action="store_true", help="require an existing search in --workdir to continue (rerunning resumes anyway)")
+    search.set_defaults(handler=run_search)
+
     sample = commands.add_parser("sample", help="write posterior-sampled rates and latents from a checkpoint", description="Sample the best (else last) checkpoint's posterior into an LFADS output file.")
     sample.add_argument("--checkpoint", type=Path, required=True, help="run folder written by `autolfads train`")
     sample.add_argument("--data", type=Path, help="data to sample (default: the data the model was trained on)")
@@ -98,6 +124,26 @@ def run_train(args: argparse.Namespace, overrides: list[str]) -> int:
     result = train(config, args.data, args.checkpoint, epochs=args.epochs, write_outputs=args.write_outputs, echo=None if args.quiet else print)
     if result.output is not None:
         print(f"# output: {result.output}", file=sys.stderr)
+    return 0
+
+
+def run_search(args: argparse.Namespace, overrides: list[str]) -> int:
+    from .config import Config, apply_overrides, load_config
+    from .errors import ConfigError
+    from .search import SearchSettings, load_search_space, search
+    from .search.results import SETTINGS_FILE
+
+    if args.resume and not (args.workdir / SETTINGS_FILE).exists():
+        raise ConfigError(f"--resume: {args.workdir} holds no search to continue")
+    config = apply_overrides(load_config(args.config_file) if args.config_file else Config(), overrides)
+    try:
+        settings = SearchSettings(population=args.population, epochs_per_generation=args.epochs_per_generation, max_generations=args.max_generations, seed=args.seed, backend=args.backend)
+    except ValueError as err:
+        raise ConfigError(f"invalid search settings: {err}") from None
+    space = load_search_space(args.search_space) if args.search_space else None
+    options = {"address": args.address, "cpus_per_member": args.cpus_per_member, "gpus_per_member": args.gpus_per_member} if args.backend == "ray" else {}
+    outcome = search(config, args.data, args.workdir, settings, space, **options)
+    print(outcome.summary())
     return 0
 
 

@@ -117,7 +117,7 @@ def train(
             if bool(metrics["improved"][0]):
                 save_checkpoint({**trainer.state_dict(), "config": config.to_dict()}, folder / BEST)
             row = trainer.history[-1]
-            write_metrics_csv(folder / METRICS_FILE, trainer.history)
+            write_csv(folder / METRICS_FILE, trainer.history)
             writer.add(row)
             if echo is not None:
                 for name, value in row.items():
@@ -183,13 +183,13 @@ def sample(
     return out
 
 
-def write_metrics_csv(path: Path, history: list[dict]) -> None:
-    """Rewrite the whole CSV atomically from the checkpoint's history, so it never disagrees with it."""
-    columns = list(dict.fromkeys(key for row in history for key in row))
+def write_csv(path: Path, rows: list[dict]) -> None:
+    """Rewrite a whole CSV atomically from rows kept in a checkpoint, so it never disagrees with it."""
+    columns = list(dict.fromkeys(key for row in rows for key in row))
     buffer = io.StringIO()
     csv_writer = csv.DictWriter(buffer, fieldnames=columns, restval="")
     csv_writer.writeheader()
-    csv_writer.writerows(history)
+    csv_writer.writerows(rows)
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(buffer.getvalue())
     os.replace(tmp, path)

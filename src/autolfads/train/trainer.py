@@ -127,6 +127,36 @@ class Trainer:
     def member_hparams(self, member: int) -> dict[str, float]:
         return dict(self.members[member])
 
+    @torch.no_grad()
+    def copy_member(self, source: int, target: int) -> None:
+        """PBT exploit: `target` takes `source`'s weights, optimizer state and training state (its own
+        random stream stays). Set new hyperparameters afterwards with set_member_hparams."""
+        for tensor in [*self.model.state_dict().values(), self.optimizer.steps, *self.optimizer.exp_avg, *self.optimizer.exp_avg_sq, self.lr]:
+            tensor[target] = tensor[source]
+        for name in self._STATE_TENSORS:
+            getattr(self, name)[target] = getattr(self, name)[source]
+        self.members[target] = dict(self.members[source])
+        self.hp = self._hp_tensors()
+
+    def member_state(self, member: int) -> dict:
+        """The state_dict of a one-member Trainer holding `member` (e.g. the best of a search)."""
+        state = self.state_dict()
+        one = slice(member, member + 1)
+        optimizer = state["optimizer"]
+        trainer = state["trainer"]
+        return {
+            "model": {name: tensor[one].clone() for name, tensor in state["model"].items()},
+            "optimizer": {"steps": optimizer["steps"][one].clone(), "exp_avg": [t[one].clone() for t in optimizer["exp_avg"]], "exp_avg_sq": [t[one].clone() for t in optimizer["exp_avg_sq"]]},
+            "trainer": {
+                "epoch": trainer["epoch"],
+                "lr": trainer["lr"][one].clone(),
+                "members": [trainer["members"][member]],
+                **{name: trainer[name][one].clone() for name in self._STATE_TENSORS},
+            },
+            "rng": {"members": [state["rng"]["members"][member]], "data": state["rng"]["data"]},
+            "history": [{**row, "member": 0} for row in state["history"] if row["member"] == member],
+        }
+
     def _hp_tensors(self) -> dict[str, torch.Tensor]:
         return {name: torch.tensor([m[name] for m in self.members], device=self.device) for name in MEMBER_HPARAMS}
 

@@ -1,0 +1,97 @@
+"""AutoLFADS on the default Lorenz set: search quality, population throughput and PBT overhead.
+
+Side by side, in one run, with threads, population and config printed:
+ 1. rate R^2 (valid trials, 50-sample posterior) of the best member after an embedded search of
+    population P vs a single model with the config's default hyperparameters trained for the same
+    number of epochs;
+ 2. embedded population throughput (member-epochs/s) vs the same P members trained one after another;
+ 3. the per-generation overhead of the search (exploit, checkpoint, tables) as a fraction of its time.
+
+    python benchmarks/pbt_lorenz.py [--population 8] [--epochs-per-generation 10] [--generations 8] [--threads 1]
+"""
+
+import argparse
+import csv
+import time
+from pathlib import Path
+
+import h5py
+import torch
+
+from autolfads.config import apply_overrides, load_config
+from autolfads.data import load_data, write_synthetic
+from autolfads.search import SearchSettings, search
+from autolfads.train import Trainer, load_run_data, train
+from autolfads.train.metrics import r2_score
+
+CONFIG = Path(__file__).resolve().parent.parent / "examples" / "configs" / "lorenz.yaml"
+
+
+def valid_r2(output: Path, data_file: Path) -> float:
+    with h5py.File(output) as f:
+        rates = torch.from_numpy(f["valid_rates"][()])[None]
+    return float(r2_score(rates, load_data(data_file).valid.truth))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workdir", type=Path, default=Path("runs/bench-pbt"))
+    parser.add_argument("--population", type=int, default=8)
+    parser.add_argument("--epochs-per-generation", type=int, default=10)
+    parser.add_argument("--generations", type=int, default=8)
+    parser.add_argument("--ramp", type=int, default=20, help="KL/L2 ramp epochs (the burn-in generation adds them)")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--throughput-epochs", type=int, default=3)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    data_file = write_synthetic("lorenz", args.workdir / "lorenz.h5")
+    config = apply_overrides(
+        load_config(CONFIG),
+        ["train.threads", str(args.threads), "train.kl_increase_epoch", str(args.ramp), "train.l2_increase_epoch", str(args.ramp), "train.patience", "100000"],
+    )
+    total_epochs = args.ramp + args.epochs_per_generation * args.generations
+    print(f"config: {CONFIG.name}, ramps {args.ramp}; population {args.population}, {args.generations} generations x {args.epochs_per_generation} epochs (+ramp) = {total_epochs} epochs")
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, batch {config.train.batch_size}")
+
+    # 1. quality: search vs a default single model, same epochs
+    settings = SearchSettings(population=args.population, epochs_per_generation=args.epochs_per_generation, max_generations=args.generations)
+    start = time.perf_counter()
+    outcome = search(config, data_file, args.workdir / "search", settings)
+    search_time = time.perf_counter() - start
+    single_config = apply_overrides(config, ["train.max_epochs", str(total_epochs)])
+    start = time.perf_counter()
+    single = train(single_config, data_file, args.workdir / "single", write_outputs=True, echo=None)
+    single_time = time.perf_counter() - start
+    print(f"[1] rate R^2 on valid: search best member {valid_r2(outcome.output, data_file):.4f} ({outcome.generations} generations, {search_time / 60:.1f} min) "
+          f"vs default single model {valid_r2(single.output, data_file):.4f} ({single.epochs} epochs, {single_time / 60:.1f} min)")
+
+    # 2. throughput: the population on its axis vs the same members one after another
+    resolved, data = load_run_data(config, data_file)
+    population = Trainer(resolved, data, population=[{}] * args.population, member_seeds=range(args.population))
+    population.run_epoch()  # warm-up
+    start = time.perf_counter()
+    for _ in range(args.throughput_epochs):
+        population.run_epoch()
+    together = args.population * args.throughput_epochs / (time.perf_counter() - start)
+    alone_time = 0.0
+    for member in range(args.population):
+        one = Trainer(resolved, data, member_seeds=[member])
+        one.run_epoch()
+        start = time.perf_counter()
+        for _ in range(args.throughput_epochs):
+            one.run_epoch()
+        alone_time += time.perf_counter() - start
+    alone = args.population * args.throughput_epochs / alone_time
+    print(f"[2] member-epochs/s: population of {args.population} in one process {together:.2f} vs one after another {alone:.2f} (ratio {together / alone:.2f}x)")
+
+    # 3. overhead: generation wall time minus the epochs' own time, from the search's own records
+    with open(args.workdir / "search" / "metrics.csv") as f:
+        epochs = len(list(csv.DictReader(f))) // args.population
+    epoch_time = args.population / together
+    overhead = 1 - epochs * epoch_time / search_time
+    print(f"[3] search overhead (exploit, checkpoints, tables, output sampling) {overhead * 100:.1f}% of {search_time:.0f} s "
+          f"({epochs} epochs at {epoch_time:.2f} s/epoch measured in [2])")
+
+
+if __name__ == "__main__":
+    main()

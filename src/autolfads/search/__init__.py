@@ -1,0 +1,37 @@
+"""AutoLFADS: population-based training of LFADS models.
+
+Pure logic (`space`, `pbt`), the shared results layout (`results`) and the backends: `embedded` (one
+process, the population on the model's population axis) and `ray_backend` (one Ray Tune trial per member).
+"""
+
+from pathlib import Path
+
+from ..config import Config
+from ..train.run import load_run_data
+from .embedded import count_parameters, estimated_bytes, run_embedded, torch_threads
+from .results import SearchOutcome, SearchSettings, prepare_workdir
+from .space import HyperParameter, SearchSpace, default_search_space, load_search_space
+
+__all__ = ["HyperParameter", "SearchOutcome", "SearchSettings", "SearchSpace", "default_search_space", "load_search_space", "search"]
+
+
+def search(
+    config: Config,
+    data_path: str | Path | None,
+    workdir: str | Path,
+    settings: SearchSettings = SearchSettings(),
+    space: SearchSpace | None = None,
+    **backend_options,
+) -> SearchOutcome:
+    """Run (or resume) an AutoLFADS search; rerunning with the same arguments continues where it stopped.
+    backend_options go to the Ray backend (address, cpus_per_member, gpus_per_member)."""
+    space = space or default_search_space()
+    workdir = Path(workdir)
+    config, data = load_run_data(config, data_path)
+    prepare_workdir(workdir, settings, config, space, estimated_bytes(count_parameters(config), settings.population, data, config))
+    torch_threads(config)
+    if settings.backend == "ray":
+        from .ray_backend import run_ray
+
+        return run_ray(config, data, space, settings, workdir, **backend_options)
+    return run_embedded(config, data, space, settings, workdir)

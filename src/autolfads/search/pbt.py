@@ -1,0 +1,81 @@
+"""Population-based training decisions, as pure functions of metrics and hyperparameters.
+
+A generation: every member trains the same number of epochs (the first one longer: the KL/L2 ramps plus
+one interval), then members are paired at random (disjoint pairs, as lfads-torch's binary tournament);
+in each pair the member with the higher smoothed validation NLL - or a NaN - loses, copies the winner's
+weights and optimizer state, and perturbs the winner's hyperparameters. The backends apply the new
+hyperparameters AFTER restoring the copied state.
+"""
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from .space import SearchSpace
+
+STOP_WINDOW = 4  # generations over which the improvement ratio is measured
+STOP_RATIO = 5e-4  # stop when the best metric improved by at most this fraction over the window
+
+
+@dataclass(frozen=True)
+class Exploit:
+    generation: int
+    loser: int
+    winner: int
+    loser_metric: float
+    winner_metric: float
+    old: dict[str, float]  # the loser's hyperparameters before
+    new: dict[str, float]  # the winner's, perturbed
+
+
+def _rank_key(metric: float) -> tuple[bool, float]:
+    """Sort key: NaN after everything, inf included."""
+    return (True, 0.0) if math.isnan(metric) else (False, metric)
+
+
+def binary_tournament(metrics: Sequence[float], rng: np.random.Generator) -> list[tuple[int, int]]:
+    """Random disjoint pairs -> (loser, winner). NaN always loses; ties go to the lower index; with an odd
+    population one random member sits out."""
+    order = rng.permutation(len(metrics))
+    pairs = []
+    for a, b in zip(order[0::2], order[1::2]):
+        a, b = int(a), int(b)
+        a_loses = (_rank_key(metrics[a]), a) > (_rank_key(metrics[b]), b)
+        pairs.append((a, b) if a_loses else (b, a))
+    return pairs
+
+
+def plan_exploits(
+    generation: int, metrics: Sequence[float], hparams: Sequence[Mapping[str, float]], space: SearchSpace, rng: np.random.Generator
+) -> list[Exploit]:
+    """The exploit/explore decisions at the end of a generation."""
+    return [
+        Exploit(generation, loser, winner, float(metrics[loser]), float(metrics[winner]), dict(hparams[loser]), space.perturb(hparams[winner], rng))
+        for loser, winner in binary_tournament(metrics, rng)
+    ]
+
+
+def best_member(metrics: Sequence[float]) -> int:
+    """Index of the lowest metric (NaN never wins)."""
+    return min(range(len(metrics)), key=lambda i: (_rank_key(metrics[i]), i))
+
+
+def should_stop(best_by_generation: Sequence[float], max_generations: int) -> bool:
+    """Stop after max_generations, or once the running best improved by a ratio <= STOP_RATIO over the
+    last STOP_WINDOW generations."""
+    if len(best_by_generation) >= max_generations:
+        return True
+    if len(best_by_generation) <= STOP_WINDOW:
+        return False
+    running = np.fmin.accumulate(np.asarray(best_by_generation, dtype=float))
+    before, now = running[-1 - STOP_WINDOW], running[-1]
+    if not math.isfinite(before):
+        return False
+    return (before - now) / abs(before) <= STOP_RATIO
+
+
+def generation_epochs(generation: int, epochs_per_generation: int, ramp_epochs: int) -> int:
+    """The first generation is the burn-in: the KL/L2 ramps plus one interval."""
+    return ramp_epochs + epochs_per_generation if generation == 0 else epochs_per_generation

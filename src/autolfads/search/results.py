@@ -1,0 +1,174 @@
+"""What a search keeps in its workdir, the same for every backend.
+
+    search.yaml         the search settings; config.yaml and search_space.yaml: what is searched
+    state.csv           generation, member, epoch, hyperparameters and metrics at the end of each generation
+    exploits.csv        generation, loser, winner, their metrics, the loser's old and new hyperparameters
+    metrics.csv         every member's per-epoch metrics
+    search.log          plain-text log
+    best_model/         the best member as an ordinary run folder (config.yaml, last.ckpt, metrics.csv)
+                        with its posterior-sampled lfads_output.h5
+The tables are rewritten atomically from the search's checkpointed record after every generation.
+"""
+
+import math
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..config import Config, load_config, save_config
+from ..data import LFADSData
+from ..errors import CheckpointError, ConfigError
+from ..train.checkpoint import LAST, save_checkpoint
+from ..train.run import CONFIG_FILE, METRICS_FILE, RunLog, sample, write_csv
+from ..train.trainer import METRIC, with_member_hparams
+from .pbt import Exploit
+from .space import SearchSpace, load_search_space
+
+SUMMARY_METRICS = ("val_nll_heldin", "val_bps", "val_co_bps", "val_fp_bps", "val_r2")
+SETTINGS_FILE, SPACE_FILE, STATE_FILE, EXPLOITS_FILE, LOG_FILE, BEST_DIR = (
+    "search.yaml",
+    "search_space.yaml",
+    "state.csv",
+    "exploits.csv",
+    "search.log",
+    "best_model",
+)
+
+
+class SearchSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    population: int = Field(8, ge=2, description="Members trained side by side.")
+    epochs_per_generation: int = Field(25, ge=1, description="Epochs between exploit/explore steps (the first generation adds the KL/L2 ramps).")
+    max_generations: int = Field(50, ge=1, description="Upper bound on generations; the search usually stops earlier on a plateau.")
+    seed: int = Field(0, ge=0, description="Seed of the initial sampling, the tournaments and the perturbations.")
+    backend: Literal["embedded", "ray"] = "embedded"
+
+
+@dataclass
+class SearchRecord:
+    """Every decision a search has made; saved with the search's weights, so a resume continues exactly."""
+
+    generation: int = 0  # generations completed
+    best_by_generation: list[float] = field(default_factory=list)
+    state_rows: list[dict] = field(default_factory=list)
+    exploit_rows: list[dict] = field(default_factory=list)
+    rng_state: dict = field(default_factory=dict)
+    finished: bool = False
+    wall_time_s: float = 0.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "SearchRecord":
+        return cls(**data)
+
+    def add_generation(self, epoch: int, hparams: list[dict[str, float]], metrics: dict[str, list[float]]) -> None:
+        """Record the end of a generation: one row per member, before any exploit."""
+        for member, values in enumerate(hparams):
+            row = {"generation": self.generation, "member": member, "epoch": epoch, **values}
+            row.update({name: column[member] for name, column in metrics.items()})
+            self.state_rows.append(row)
+        finite = [value for value in metrics[METRIC] if math.isfinite(value)]
+        self.best_by_generation.append(min(finite) if finite else math.nan)
+
+    def add_exploits(self, exploits: list[Exploit]) -> None:
+        for e in exploits:
+            row = {"generation": e.generation, "loser": e.loser, "winner": e.winner, "loser_metric": e.loser_metric, "winner_metric": e.winner_metric}
+            row.update({f"old_{name}": value for name, value in e.old.items()})
+            row.update({f"new_{name}": value for name, value in e.new.items()})
+            self.exploit_rows.append(row)
+
+
+@dataclass
+class SearchOutcome:
+    workdir: Path
+    generations: int
+    best_member: int
+    best_metric: float
+    best_hparams: dict[str, float]
+    best_model: Path
+    output: Path
+    wall_time_s: float
+    best_metrics: dict[str, float] = field(default_factory=dict)  # the best member's last validation metrics
+
+    def summary(self) -> str:
+        hparams = ", ".join(f"{name} {value:.4g}" for name, value in self.best_hparams.items())
+        shown = ", ".join(f"{name} {self.best_metrics[name]:.4f}" for name in SUMMARY_METRICS if name in self.best_metrics)
+        return (
+            f"search complete: {self.generations} generations in {self.wall_time_s / 60:.1f} min; best member {self.best_member}, "
+            f"{METRIC} {self.best_metric:.5f}\n  validation: {shown}\n  hyperparameters: {hparams}\n"
+            f"  best model: {self.best_model}\n  rates and latents: {self.output}"
+        )
+
+
+def prepare_workdir(workdir: Path, settings: SearchSettings, config: Config, space: SearchSpace, needed_bytes: int) -> None:
+    """Check the workdir is writable with room to spare, and that a rerun searches the same thing."""
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+        probe = workdir / ".write-probe"
+        probe.write_bytes(b"\0" * 4096)
+        probe.unlink()
+    except OSError as err:
+        raise CheckpointError(f"the search workdir {workdir} is not writable: {err}") from None
+    free = shutil.disk_usage(workdir).free
+    if free < needed_bytes:
+        raise CheckpointError(f"the search workdir {workdir} has {free / 2**20:.0f} MiB free; this search needs about {needed_bytes / 2**20:.0f} MiB (checkpoints and outputs)")
+    settings_path = workdir / SETTINGS_FILE
+    if settings_path.exists():
+        saved = SearchSettings.model_validate(yaml.safe_load(settings_path.read_text()))
+        saved_config, saved_space = load_config(workdir / CONFIG_FILE), load_search_space(workdir / SPACE_FILE)
+        changed = [name for name, old, new in (("settings", saved, settings), ("space", saved_space, space)) if old != new]
+        if _comparable(saved_config) != _comparable(config):
+            changed.append("config")
+        if changed:
+            raise ConfigError(f"{workdir} holds a search with different {', '.join(changed)}; rerun with the same ones to resume, or use a new --workdir")
+        return
+    save_config(config, workdir / CONFIG_FILE)
+    _write_yaml(workdir / SPACE_FILE, space.to_dict())
+    _write_yaml(settings_path, settings.model_dump())
+
+
+def write_tables(workdir: Path, record: SearchRecord, metric_rows: list[dict]) -> None:
+    write_csv(workdir / STATE_FILE, record.state_rows)
+    if record.exploit_rows:
+        write_csv(workdir / EXPLOITS_FILE, record.exploit_rows)
+    write_csv(workdir / METRICS_FILE, metric_rows)
+
+
+def write_best_model(workdir: Path, config: Config, hparams: dict[str, float], member_state: dict, data: LFADSData, log: RunLog) -> Path:
+    """The best member as a run folder that `autolfads sample` and `autolfads train` accept; returns its output file."""
+    folder = workdir / BEST_DIR
+    folder.mkdir(exist_ok=True)
+    member_config = with_member_hparams(config, hparams)
+    save_config(member_config, folder / CONFIG_FILE)
+    save_checkpoint({**member_state, "config": member_config.to_dict()}, folder / LAST)
+    write_csv(folder / METRICS_FILE, member_state["history"])
+    return sample(folder, data=data, config=member_config, log=log)
+
+
+def search_log(workdir: Path) -> RunLog:
+    return RunLog(workdir / LOG_FILE)
+
+
+def elapsed_since(start: float, record: SearchRecord) -> float:
+    return record.wall_time_s + time.perf_counter() - start
+
+
+def _comparable(config: Config) -> dict:
+    data = config.to_dict()
+    for key in ("threads", "device"):  # where it runs may change between reruns, what it computes may not
+        data["train"].pop(key)
+    return data
+
+
+def _write_yaml(path: Path, data: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(yaml.safe_dump(data, sort_keys=False))
+    tmp.replace(path)

@@ -1,0 +1,202 @@
+"""The embedded AutoLFADS search: real PBT on the population axis, results layout, resume, faults."""
+
+import csv
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import namedtuple
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from autolfads.config import Config, ModelConfig, TrainConfig
+from autolfads.data import write_synthetic
+from autolfads.errors import CheckpointError, ConfigError
+from autolfads.search import SearchSettings, default_search_space, search
+from autolfads.search import embedded
+from autolfads.search.pbt import plan_exploits
+from autolfads.train.checkpoint import load_checkpoint
+from autolfads.train.trainer import METRIC, Trainer
+
+TINY = dict(ic_enc_dim=8, ci_enc_dim=8, con_dim=8, co_dim=1, ic_dim=8, gen_dim=16, fac_dim=4)
+TINY_OVERRIDES = [item for key, value in TINY.items() for item in (f"model.{key}", str(value))] + [
+    "train.batch_size", "16", "train.kl_increase_epoch", "2", "train.l2_increase_epoch", "2",
+]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def lorenz(tmp_path_factory) -> Path:
+    return write_synthetic("lorenz", tmp_path_factory.mktemp("data") / "lorenz.h5", n_conditions=8, trials_per_condition=5, seq_len=20, n_neurons=10)
+
+
+def tiny_config() -> Config:
+    return Config(model=ModelConfig(**TINY), train=TrainConfig(batch_size=16, kl_increase_epoch=2, l2_increase_epoch=2))
+
+
+def read_csv(path: Path) -> list[dict]:
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+Saved = namedtuple("Saved", "generation model optimizer exploits")
+
+
+@pytest.fixture(scope="module")
+def finished_search(lorenz, tmp_path_factory):
+    """Population 4, three generations; every search checkpoint is captured as it is written."""
+    saved = []
+    real_save = embedded.save_checkpoint
+
+    def capture(payload, path):
+        record = payload["search"]
+        copy = {name: tensor.clone() for name, tensor in payload["model"].items()}
+        optimizer = {"exp_avg": [t.clone() for t in payload["optimizer"]["exp_avg"]], "steps": payload["optimizer"]["steps"].clone()}
+        saved.append(Saved(record["generation"] - 1, copy, optimizer, [row for row in record["exploit_rows"] if row["generation"] == record["generation"] - 1]))
+        real_save(payload, path)
+
+    embedded.save_checkpoint = capture
+    try:
+        workdir = tmp_path_factory.mktemp("search")
+        outcome = search(tiny_config(), lorenz, workdir, SearchSettings(population=4, epochs_per_generation=2, max_generations=3))
+    finally:
+        embedded.save_checkpoint = real_save
+    return outcome, workdir, saved
+
+
+def test_search_tables_and_best_model(finished_search):
+    outcome, workdir, _ = finished_search
+    state = read_csv(workdir / "state.csv")
+    assert [(int(r["generation"]), int(r["member"])) for r in state] == [(g, m) for g in range(3) for m in range(4)]
+    # generation 0 is the burn-in: ramps (2 epochs) + one interval (2); then 2 epochs per generation
+    assert [int(r["epoch"]) for r in state[::4]] == [4, 6, 8]
+    metrics = read_csv(workdir / "metrics.csv")
+    assert len(metrics) == 4 * 8 and {int(r["generation"]) for r in metrics} == {0, 1, 2}
+    exploits = read_csv(workdir / "exploits.csv")
+    assert len(exploits) == 2 * 2  # two disjoint pairs after generations 0 and 1, none after the last
+    assert outcome.generations == 3 and 0 <= outcome.best_member < 4
+    final = [float(r[METRIC]) for r in state if int(r["generation"]) == 2]
+    assert outcome.best_metric == pytest.approx(min(final))
+    with h5py.File(outcome.output) as f:
+        assert f["valid_rates"].shape[1:] == (20, 10) and np.all(np.asarray(f["valid_rates"]) > 0)
+    best = load_checkpoint(workdir / "best_model" / "last.ckpt")
+    assert best["trainer"]["members"][0] == outcome.best_hparams
+    assert all(tensor.shape[0] == 1 for tensor in best["model"].values())
+    assert "generation 2" in (workdir / "search.log").read_text()
+
+
+def test_exploits_copy_weights_and_optimizer_state_then_perturb(finished_search):
+    _, workdir, saved = finished_search
+    state = read_csv(workdir / "state.csv")
+    space = default_search_space()
+    checked = 0
+    for snapshot in saved[:2]:  # checkpoints written right after the exploits of generations 0 and 1
+        pairs = [(int(row["loser"]), int(row["winner"])) for row in snapshot.exploits]
+        assert len({m for pair in pairs for m in pair}) == 4  # disjoint pairs covering the population
+        for row, (loser, winner) in zip(snapshot.exploits, pairs):
+            assert float(row["loser_metric"]) >= float(row["winner_metric"])
+            for name, tensor in snapshot.model.items():
+                assert torch.equal(tensor[loser], tensor[winner]), name
+            for moment in snapshot.optimizer["exp_avg"]:
+                assert torch.equal(moment[loser], moment[winner])
+            assert snapshot.optimizer["steps"][loser] == snapshot.optimizer["steps"][winner]
+            # the loser goes on with the winner's hyperparameters, perturbed, as state.csv shows next generation
+            winner_row = next(r for r in state if int(r["generation"]) == snapshot.generation and int(r["member"]) == winner)
+            loser_next = next(r for r in state if int(r["generation"]) == snapshot.generation + 1 and int(r["member"]) == loser)
+            for name in space.params:
+                assert float(loser_next[name]) == pytest.approx(row[f"new_{name}"])
+                assert row[f"new_{name}"] != pytest.approx(float(winner_row[name]), rel=1e-9)
+            checked += 1
+    assert checked == 4
+
+
+def test_rerunning_a_finished_search_retrains_nothing(finished_search, lorenz):
+    outcome, workdir, _ = finished_search
+    before = (workdir / "state.csv").read_text(), (workdir / "search.ckpt").read_bytes()
+    again = search(tiny_config(), lorenz, workdir, SearchSettings(population=4, epochs_per_generation=2, max_generations=3))
+    assert ((workdir / "state.csv").read_text(), (workdir / "search.ckpt").read_bytes()) == before
+    assert again.best_member == outcome.best_member and again.best_metric == outcome.best_metric
+
+
+def test_same_seed_same_search(lorenz, tmp_path):
+    settings = SearchSettings(population=3, epochs_per_generation=1, max_generations=2, seed=7)
+    search(tiny_config(), lorenz, tmp_path / "a", settings)
+    search(tiny_config(), lorenz, tmp_path / "b", settings)
+    assert (tmp_path / "a" / "state.csv").read_text() == (tmp_path / "b" / "state.csv").read_text()
+    assert (tmp_path / "a" / "exploits.csv").read_text() == (tmp_path / "b" / "exploits.csv").read_text()
+
+
+def test_diverged_member_loses_and_is_replaced(lorenz):
+    from autolfads.train.run import load_run_data
+
+    config, data = load_run_data(tiny_config(), lorenz)
+    trainer = Trainer(config, data, population=[{}, {}], member_seeds=[0, 1])
+    with torch.no_grad():
+        trainer.model.decoder.gen_cell.weight_hh[1] = math.nan
+    trainer.run_epoch()
+    assert trainer.diverged.tolist() == [False, True] and math.isnan(trainer.smth_metric[1])
+    exploits = plan_exploits(0, trainer.smth_metric.tolist(), [trainer.member_hparams(m) for m in range(2)], default_search_space(), np.random.default_rng(0))
+    assert [(e.loser, e.winner) for e in exploits] == [(1, 0)]
+    trainer.copy_member(0, 1)
+    trainer.set_member_hparams(1, exploits[0].new)
+    assert not trainer.diverged[1]
+    trainer.run_epoch()
+    assert torch.isfinite(trainer.smth_metric).all() and not trainer.diverged.any()
+
+
+def test_unwritable_or_full_workdir_fails_at_start(lorenz, tmp_path, monkeypatch):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    with pytest.raises(CheckpointError, match="not writable"):
+        search(tiny_config(), lorenz, blocker / "workdir", SearchSettings(population=2, epochs_per_generation=1, max_generations=1))
+    import autolfads.search.results as results
+
+    monkeypatch.setattr(results.shutil, "disk_usage", lambda path: namedtuple("usage", "total used free")(10**9, 10**9, 1000))
+    with pytest.raises(CheckpointError, match="MiB free"):
+        search(tiny_config(), lorenz, tmp_path / "full", SearchSettings(population=2, epochs_per_generation=1, max_generations=1))
+    assert not (tmp_path / "full" / "search.ckpt").exists()
+
+
+def test_a_rerun_with_other_settings_is_refused(finished_search, lorenz):
+    _, workdir, _ = finished_search
+    with pytest.raises(ConfigError, match="different settings"):
+        search(tiny_config(), lorenz, workdir, SearchSettings(population=6, epochs_per_generation=2, max_generations=3))
+
+
+@pytest.mark.slow
+def test_killed_search_resumes_from_the_last_completed_generation(lorenz, tmp_path):
+    workdir = tmp_path / "search"
+    command = [
+        sys.executable, "-m", "autolfads.cli", "search", "--data", str(lorenz), "--population", "3", "--workdir", str(workdir),
+        "--epochs-per-generation", "3", "--max-generations", "8", *TINY_OVERRIDES,
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if (workdir / "state.csv").exists() and len(read_csv(workdir / "state.csv")) >= 6:
+                break
+            time.sleep(0.05)
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.wait()
+    completed = read_csv(workdir / "state.csv")
+    assert 6 <= len(completed) < 24, "the kill should land mid-search"
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    final = read_csv(workdir / "state.csv")
+    assert [(int(r["generation"]), int(r["member"])) for r in final] == [(g, m) for g in range(8) for m in range(3)]
+    assert final[: len(completed)] == completed  # completed generations were not retrained
+    assert "resumed the search" in (workdir / "search.log").read_text()
+    assert "search complete" in result.stdout
