@@ -6,9 +6,11 @@ process, the population on the model's population axis) and `ray_backend` (one R
 
 from pathlib import Path
 
+import torch
+
 from ..config import Config
 from ..train.run import load_run_data
-from .embedded import count_parameters, estimated_bytes, run_embedded, torch_threads
+from .embedded import run_embedded
 from .results import SearchOutcome, SearchSettings, prepare_workdir
 from .space import HyperParameter, SearchSpace, default_search_space, load_search_space
 
@@ -28,8 +30,9 @@ def search(
     space = space or default_search_space()
     workdir = Path(workdir)
     config, data = load_run_data(config, data_path)
-    prepare_workdir(workdir, settings, config, space, estimated_bytes(count_parameters(config), settings.population, data, config))
-    torch_threads(config)
+    prepare_workdir(workdir, settings, config, space, data)
+    if config.train.threads is not None:
+        torch.set_num_threads(config.train.threads)
     if settings.backend == "ray":
         from .ray_backend import run_ray
 

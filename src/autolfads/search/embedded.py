@@ -11,8 +11,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
-
 from ..config import Config
 from ..data import LFADSData
 from ..train.checkpoint import load_checkpoint, remove_stale_temporaries, save_checkpoint
@@ -85,24 +83,3 @@ def run_embedded(config: Config, data: LFADSData, space: SearchSpace, settings: 
     outcome = SearchOutcome(workdir, record.generation, best, final_rows[best][METRIC], hparams, output.parent, output, record.wall_time_s, final_rows[best])
     log(outcome.summary())
     return outcome
-
-
-def estimated_bytes(trainer_params: int, population: int, data: LFADSData, config: Config) -> int:
-    """Checkpoint (weights + Adam moments, written beside the old one) and the output file, with margin."""
-    checkpoint = trainer_params * 4 * 3 * population * 2
-    cfg = config.model
-    per_step = cfg.recon_dim + cfg.fac_dim + cfg.gen_dim + cfg.con_dim + 3 * cfg.co_dim
-    trials = sum(split.n_trials for split in data.splits)
-    output = trials * cfg.recon_seq_len * per_step * 4
-    return int(2 * (checkpoint + output))
-
-
-def count_parameters(config: Config) -> int:
-    from ..model import LFADS
-
-    return sum(p.numel() for p in LFADS(config.model, [0]).parameters())
-
-
-def torch_threads(config: Config) -> None:
-    if config.train.threads is not None:
-        torch.set_num_threads(config.train.threads)

@@ -108,8 +108,9 @@ class SearchOutcome:
         )
 
 
-def prepare_workdir(workdir: Path, settings: SearchSettings, config: Config, space: SearchSpace, needed_bytes: int) -> None:
+def prepare_workdir(workdir: Path, settings: SearchSettings, config: Config, space: SearchSpace, data: LFADSData) -> None:
     """Check the workdir is writable with room to spare, and that a rerun searches the same thing."""
+    needed_bytes = estimated_bytes(config, settings.population, data)
     try:
         workdir.mkdir(parents=True, exist_ok=True)
         probe = workdir / ".write-probe"
@@ -133,6 +134,18 @@ def prepare_workdir(workdir: Path, settings: SearchSettings, config: Config, spa
     save_config(config, workdir / CONFIG_FILE)
     _write_yaml(workdir / SPACE_FILE, space.to_dict())
     _write_yaml(settings_path, settings.model_dump())
+
+
+def estimated_bytes(config: Config, population: int, data: LFADSData) -> int:
+    """Twice the checkpoint (weights + Adam moments, old and new copy during a write) and output file."""
+    from ..model import LFADS
+
+    parameters = sum(p.numel() for p in LFADS(config.model, [0]).parameters())
+    checkpoint = parameters * 4 * 3 * population * 2
+    cfg = config.model
+    per_step = cfg.recon_dim + cfg.fac_dim + cfg.gen_dim + cfg.con_dim + 3 * cfg.co_dim
+    output = sum(split.n_trials for split in data.splits) * cfg.recon_seq_len * per_step * 4
+    return 2 * (checkpoint + output)
 
 
 def write_tables(workdir: Path, record: SearchRecord, metric_rows: list[dict]) -> None:
