@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import torch
 
 # `autolfads data lorenz` arguments of the tiny set: 8 conditions x 5 trials (32 train / 8 valid), 20 bins, 10 neurons.
 TINY_DATA_ARGS = ["--n-conditions", "8", "--trials-per-condition", "5", "--seq-len", "20", "--n-neurons", "10"]
@@ -78,3 +79,12 @@ def lorenz_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert result.returncode == 0, result.stderr
     assert path.is_file()
     return path
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Small recurrent models run fastest (and deterministically) on one thread; see platform notes."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -23,18 +23,7 @@ from autolfads.train.metrics import R2Accumulator, bits_per_spike, null_nll_sum,
 from autolfads.train.objective import ramp, reconstruction_loss, total_loss
 from autolfads.train.optim import PopulationAdam, clip_member_grad_norms
 
-try:
-    from helpers import member, model_config, numpy_gru_sequence, numpy_gru_step, sigmoid
-except ImportError:  # tests/ imported as a package
-    from tests.helpers import member, model_config, numpy_gru_sequence, numpy_gru_step, sigmoid
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+from helpers import member, model_config, numpy_gru_sequence, numpy_gru_step, sigmoid
 
 
 def randomize_(module: torch.nn.Module, seed: int, scale: float = 0.5) -> None:

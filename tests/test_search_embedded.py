@@ -30,11 +30,6 @@ TINY_OVERRIDES = [item for key, value in TINY.items() for item in (f"model.{key}
 ]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    torch.set_num_threads(1)
-
-
 @pytest.fixture(scope="module")
 def lorenz(tmp_path_factory) -> Path:
     return write_synthetic("lorenz", tmp_path_factory.mktemp("data") / "lorenz.h5", n_conditions=8, trials_per_condition=5, seq_len=20, n_neurons=10)

@@ -13,18 +13,7 @@ from autolfads.errors import ConfigError
 from autolfads.train.checkpoint import load_checkpoint, save_checkpoint
 from autolfads.train.trainer import METRIC, Trainer
 
-try:
-    from helpers import config, make_data
-except ImportError:  # tests/ imported as a package
-    from tests.helpers import config, make_data
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+from helpers import config, make_data
 
 
 @pytest.fixture(scope="module")
