@@ -2,7 +2,8 @@
 
 107 held-in / 142 total neurons, 140 -> 180 bins, ic_enc 100, ci_enc 80, con 80, co 4, ic 100, gen 100,
 fac 40, batch 64. A step is the full training step: coordinated dropout, forward, loss, backward,
-per-member gradient clipping and the Adam update. Random Poisson data; timing excludes warm-up.
+per-member gradient clipping and the Adam update. Random Poisson data. The fast recurrent core
+(`train.fused_rnn`, hand-written backward) and plain autograd are timed alternately in one run.
 
     python benchmarks/train_throughput.py [--threads 1] [--batch 64] [--steps 10] [--population 1]
 """
@@ -33,20 +34,30 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--population", type=int, default=1)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--rounds", type=int, default=3, help="timed epochs per core (after one warm-up)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     config = Config(model=ModelConfig(**MC_MAZE_SMALL), train=TrainConfig(batch_size=args.batch, device=args.device))
     generator = torch.Generator().manual_seed(0)
     n = args.batch * args.steps
     data = LFADSData(None, "single", synthetic_split("train", n, config.model, generator), synthetic_split("valid", args.batch, config.model, generator), None, None)
-    trainer = Trainer(config, data, population=[{}] * args.population, member_seeds=range(args.population))
-    trainer.train_epoch()  # warm-up
-    start = time.perf_counter()
-    trainer.train_epoch()
-    elapsed = time.perf_counter() - start
     print(f"config: mc_maze_small shape {MC_MAZE_SMALL}")
-    print(f"torch {torch.__version__}, device {trainer.device}, threads {torch.get_num_threads()}, batch {args.batch}, population {args.population}, steps {args.steps}")
-    print(f"step time {elapsed / args.steps * 1000:.1f} ms; throughput {n / elapsed:.1f} trials/s; {n * args.population / elapsed:.1f} member-trials/s")
+    print(f"torch {torch.__version__}, device {config.train.device}, threads {torch.get_num_threads()}, batch {args.batch}, population {args.population}, steps {args.steps}")
+    # Fast core and plain autograd alternate epoch by epoch so machine noise hits both alike; best of rounds.
+    trainers = {
+        core: Trainer(config.model_copy(update={"train": config.train.model_copy(update={"fused_rnn": core == "fused"})}), data, population=[{}] * args.population, member_seeds=range(args.population))
+        for core in ("eager", "fused")
+    }
+    best = {core: float("inf") for core in trainers}
+    for round_ in range(args.rounds + 1):
+        for core, trainer in trainers.items():
+            start = time.perf_counter()
+            trainer.train_epoch()
+            if round_ > 0:  # round 0 warms up
+                best[core] = min(best[core], time.perf_counter() - start)
+    for core, elapsed in best.items():
+        print(f"{core:>5}: step time {elapsed / args.steps * 1000:.1f} ms; throughput {n / elapsed:.1f} trials/s; {n * args.population / elapsed:.1f} member-trials/s")
+    print(f"fast core vs eager: {best['eager'] / best['fused']:.2f}x")
 
 
 if __name__ == "__main__":

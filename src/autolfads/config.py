@@ -155,6 +155,7 @@ class TrainConfig(_Section):
     l2_ic_enc_scale: float = Field(0.0, ge=0, description="L2 penalty on the IC encoder's recurrent kernels.")
     l2_ci_enc_scale: float = Field(0.0, ge=0, description="L2 penalty on the CI encoder's recurrent kernels.")
     num_samples: int = Field(50, ge=1, description="Posterior samples averaged into the output rates file.")
+    fused_rnn: bool = Field(True, description="Recurrent loops with the hand-written backward (fast); False: plain autograd, same numbers to float rounding.")
 
 
 class DataConfig(_Section):

@@ -7,6 +7,7 @@ from torch import nn
 
 from ..config import ModelConfig
 from .population import MemberRNG, PopulationLinear, dropout_mask, member_dropout
+from .fused import FusedDecoder
 from .recurrent import ClippedGRUCell, gru_step
 
 
@@ -24,9 +25,9 @@ class DecoderStates:
 
 
 class Decoder(nn.Module):
-    def __init__(self, cfg: ModelConfig, rng: MemberRNG):
+    def __init__(self, cfg: ModelConfig, rng: MemberRNG, fused: bool = True):
         super().__init__()
-        self.cfg = cfg
+        self.cfg, self.fused = cfg, fused
         self.ic_to_gen = PopulationLinear(rng, cfg.ic_dim, cfg.gen_dim)
         if cfg.use_controller:
             self.con_cell = ClippedGRUCell(rng, 2 * cfg.ci_enc_dim + cfg.fac_dim, cfg.con_dim, cfg.cell_clip, encoder_init=False)
@@ -55,19 +56,18 @@ class Decoder(nn.Module):
 
         # Everything that does not depend on the previous step is computed for all steps at once.
         gen_init = self.ic_to_gen(ic_sample)
-        factor_weight = self.factor_readout.effective_weight()
-        factor = torch.bmm(member_dropout(gen_init, dropout_rate, rng, training), factor_weight)
+        factor_w = self.factor_readout.effective_weight()
+        factor0 = torch.bmm(member_dropout(gen_init, dropout_rate, rng, training), factor_w)
         gen_w_ih = self.gen_cell.weight_ih
         gen_in_proj = self.gen_cell.bias.unsqueeze(1).unsqueeze(1).expand(members, batch, steps, -1)
         if cfg.ext_input_dim > 0:
             ext = member_dropout(ext_input, dropout_rate, rng, training)
             gen_in_proj = gen_in_proj + torch.matmul(ext.expand(members, -1, -1, -1), gen_w_ih[:, None, co_dim:])
-        # unbind, not [t] indexing: the backward of per-step indexing allocates a full-size gradient each step.
-        gen_in_proj = gen_in_proj.permute(2, 0, 1, 3).unbind(0)  # T x (P, B, 3H)
+        gen_in_proj = gen_in_proj.permute(2, 0, 1, 3)  # time-major: (T, P, B, 3H)
         gen_w_co = gen_w_ih[:, :co_dim].contiguous()
         gen_zr, gen_n = self.gen_cell.split_recurrent()
         gen_mask = self._step_masks(dropout_rate, rng, training, steps, batch, cfg.gen_dim)
-
+        con_h0 = con_in_proj = con_w_fac = con_zr = con_n = co_w = co_b = con_mask = co_noise = None
         if use_con:
             ci_dim = 2 * cfg.ci_enc_dim
             con_w_ih = self.con_cell.weight_ih
@@ -75,44 +75,18 @@ class Decoder(nn.Module):
                 self.con_cell.bias.unsqueeze(1),
                 member_dropout(ci, dropout_rate, rng, training).reshape(members, -1, ci_dim),
                 con_w_ih[:, :ci_dim],
-            ).reshape(members, batch, steps, -1).permute(2, 0, 1, 3).unbind(0)
+            ).reshape(members, batch, steps, -1).permute(2, 0, 1, 3)
             con_w_fac = con_w_ih[:, ci_dim:].contiguous()
             con_zr, con_n = self.con_cell.split_recurrent()
+            co_w, co_b = self.co_linear.weight, self.co_linear.bias
             con_mask = self._step_masks(dropout_rate, rng, training, steps, batch, cfg.fac_dim)
             co_noise = rng.normal(steps, batch, co_dim).transpose(0, 1) if sample else None
-            con_h = self.con_h0.unsqueeze(1).expand(members, batch, cfg.con_dim)
-        gen_h = gen_init
+            con_h0 = self.con_h0.unsqueeze(1).expand(members, batch, cfg.con_dim)
 
-        gen_states, factors, con_states, co_means, co_stds, gen_inputs = [], [], [], [], [], []
-        for t in range(steps):
-            gen_proj = gen_in_proj[t]
-            if use_con:
-                con_factor = factor if con_mask is None else factor * con_mask[t]
-                con_h = gru_step(torch.baddbmm(con_in_proj[t], con_factor, con_w_fac), con_h, con_zr, con_n, cfg.cell_clip)
-                co_mean, co_logvar = self.co_linear(con_h).split(co_dim, dim=-1)
-                co_std = torch.exp(0.5 * co_logvar)
-                co = co_mean + co_std * co_noise[t] if sample else co_mean
-                gen_proj = torch.baddbmm(gen_proj, co, gen_w_co)
-                con_states.append(con_h), co_means.append(co_mean), co_stds.append(co_std), gen_inputs.append(co)
-            gen_h = gru_step(gen_proj, gen_h, gen_zr, gen_n, cfg.cell_clip)
-            # The carried generator state is never dropped; only its copy going to the factors is.
-            factor = torch.bmm(gen_h if gen_mask is None else gen_h * gen_mask[t], factor_weight)
-            gen_states.append(gen_h), factors.append(factor)
-
-        def stack(seq: list[torch.Tensor], dim: int) -> torch.Tensor:
-            if not seq:
-                return gen_init.new_zeros(members, batch, steps, dim)
-            return torch.stack(seq, dim=2)
-
-        return DecoderStates(
-            gen_init=gen_init,
-            gen_states=stack(gen_states, cfg.gen_dim),
-            factors=stack(factors, cfg.fac_dim),
-            con_states=stack(con_states, cfg.con_dim if use_con else 0),
-            co_means=stack(co_means, co_dim),
-            co_stds=stack(co_stds, co_dim),
-            gen_inputs=stack(gen_inputs, co_dim),
-        )
+        loop = FusedDecoder.apply if self.fused else eager_decode
+        outputs = loop(gen_init, factor0, con_h0, con_in_proj, gen_in_proj, con_w_fac, con_zr, con_n, co_w, co_b, gen_w_co, gen_zr, gen_n, factor_w, con_mask, gen_mask, co_noise, cfg.cell_clip)
+        gen_states, factors, con_states, co_means, co_stds, gen_inputs = (out.permute(1, 2, 0, 3) for out in outputs)
+        return DecoderStates(gen_init, gen_states, factors, con_states, co_means, co_stds, gen_inputs)
 
     @staticmethod
     def _step_masks(rate: torch.Tensor, rng: MemberRNG, training: bool, steps: int, batch: int, dim: int):
@@ -120,3 +94,36 @@ class Decoder(nn.Module):
         if not training:
             return None
         return dropout_mask(rate, rng, (steps, batch, dim)).transpose(0, 1)
+
+
+def eager_decode(gen_init, factor0, con_h0, con_in_proj, gen_in_proj, con_w_fac, con_zr, con_n, co_w, co_b, gen_w_co, gen_zr, gen_n, factor_w, con_mask, gen_mask, co_noise, clip):
+    """The decoder's time loop with plain autograd: the reference `fused.FusedDecoder` must match.
+
+    Time-major (T, P, B, .) in and out; returns gen_states, factors, con_states, co_means, co_stds, gen_inputs.
+    """
+    use_con = con_in_proj is not None
+    steps, members, batch = gen_in_proj.shape[:3]
+    gen_h, con_h, factor = gen_init, con_h0, factor0
+    gen_states, factors, con_states, co_means, co_stds, gen_inputs = [], [], [], [], [], []
+    # unbind, not [t] indexing: the backward of per-step indexing allocates a full-size gradient each step.
+    gen_in_steps = gen_in_proj.unbind(0)
+    con_in_steps = con_in_proj.unbind(0) if use_con else None
+    for t in range(steps):
+        gen_x = gen_in_steps[t]
+        if use_con:
+            con_factor = factor if con_mask is None else factor * con_mask[t]
+            con_h = gru_step(torch.baddbmm(con_in_steps[t], con_factor, con_w_fac), con_h, con_zr, con_n, clip)
+            co_mean, co_logvar = torch.baddbmm(co_b.unsqueeze(1), con_h, co_w).split(gen_w_co.shape[1], dim=-1)
+            co_std = torch.exp(0.5 * co_logvar)
+            co = co_mean + co_std * co_noise[t] if co_noise is not None else co_mean
+            gen_x = torch.baddbmm(gen_x, co, gen_w_co)
+            con_states.append(con_h), co_means.append(co_mean), co_stds.append(co_std), gen_inputs.append(co)
+        gen_h = gru_step(gen_x, gen_h, gen_zr, gen_n, clip)
+        # The carried generator state is never dropped; only its copy going to the factors is.
+        factor = torch.bmm(gen_h if gen_mask is None else gen_h * gen_mask[t], factor_w)
+        gen_states.append(gen_h), factors.append(factor)
+
+    def stack(seq: list[torch.Tensor]) -> torch.Tensor:
+        return torch.stack(seq) if seq else gen_init.new_zeros(steps, members, batch, 0)
+
+    return stack(gen_states), stack(factors), stack(con_states), stack(co_means), stack(co_stds), stack(gen_inputs)

@@ -33,15 +33,18 @@ class LFADSOutput:
 
 
 class LFADS(nn.Module):
-    """P independent LFADS models; member p is initialised and driven by the generator seeded with seeds[p]."""
+    """P independent LFADS models; member p is initialised and driven by the generator seeded with seeds[p].
 
-    def __init__(self, cfg: ModelConfig, member_seeds: Sequence[int], device: torch.device | str = "cpu"):
+    fused: the recurrent loops use the hand-written backward of `fused.py` (fast); False: plain autograd.
+    """
+
+    def __init__(self, cfg: ModelConfig, member_seeds: Sequence[int], device: torch.device | str = "cpu", fused: bool = True):
         super().__init__()
         self.cfg = cfg
         self.rng = MemberRNG(member_seeds, device)
         self.reconstruction = RECONSTRUCTIONS[cfg.reconstruction]()
-        self.encoder = Encoder(cfg, self.rng)
-        self.decoder = Decoder(cfg, self.rng)
+        self.encoder = Encoder(cfg, self.rng, fused)
+        self.decoder = Decoder(cfg, self.rng, fused)
         self.readout = PopulationLinear(self.rng, cfg.fac_dim, cfg.recon_dim * self.reconstruction.n_params)
         self.ic_prior = GaussianPrior(self.rng, cfg.ic_dim, cfg.ic_prior_var)
         self.co_prior = AutoregressivePrior(self.rng, cfg.co_dim, cfg.co_prior_tau, cfg.co_prior_nvar) if cfg.use_controller else None

@@ -10,6 +10,7 @@ Input projections of whole sequences are computed up front in one matmul; only h
 import torch
 from torch import nn
 
+from .fused import FusedGRUSequence
 from .population import MemberRNG, member_normal
 
 
@@ -68,9 +69,9 @@ class BidirectionalGRU(nn.Module):
     Both directions run in the same time loop as 2P groups of one batched matmul.
     """
 
-    def __init__(self, rng: MemberRNG, input_size: int, hidden_size: int, clip: float):
+    def __init__(self, rng: MemberRNG, input_size: int, hidden_size: int, clip: float, fused: bool = True):
         super().__init__()
-        self.hidden_size, self.clip = hidden_size, clip
+        self.hidden_size, self.clip, self.fused = hidden_size, clip, fused
         self.forward_cell = ClippedGRUCell(rng, input_size, hidden_size, clip, encoder_init=True)
         self.backward_cell = ClippedGRUCell(rng, input_size, hidden_size, clip, encoder_init=True)
         self.h0 = nn.Parameter(torch.zeros(len(rng), 2, hidden_size, device=rng.device))
@@ -86,7 +87,7 @@ class BidirectionalGRU(nn.Module):
         w_zr = torch.stack([fz, bz], 1).reshape(2 * members, hidden, 2 * hidden)
         w_n = torch.stack([fn, bn], 1).reshape(2 * members, hidden, hidden)
         h0 = self.h0.reshape(2 * members, 1, hidden).expand(2 * members, batch, hidden)
-        states = gru_sequence(proj, h0, w_zr, w_n, self.clip)  # (T, 2P, B, H)
+        states = (FusedGRUSequence.apply if self.fused else gru_sequence)(proj, h0, w_zr, w_n, self.clip)  # (T, 2P, B, H)
         states = states.reshape(steps, members, 2, batch, hidden).permute(2, 1, 3, 0, 4)  # (2, P, B, T, H)
         forward_states, backward_states = states[0], states[1].flip(2)
         final = torch.cat([forward_states[:, :, -1], backward_states[:, :, 0]], dim=-1)

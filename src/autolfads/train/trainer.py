@@ -88,7 +88,7 @@ class Trainer:
         if len(seeds) != len(members):
             raise ValueError(f"{len(members)} members but {len(seeds)} seeds")
         self.device = resolve_device(train.device)
-        self.model = LFADS(config.model, seeds, self.device)
+        self.model = LFADS(config.model, seeds, self.device, fused=train.fused_rnn)
         self.params = list(self.model.parameters())
         self.optimizer = PopulationAdam(self.params, eps=train.adam_epsilon, weight_decay=train.weight_decay)
         size = len(members)

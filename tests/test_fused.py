@@ -1,0 +1,123 @@
+"""The fast recurrent core (hand-written backward) against plain autograd: same values, same gradients."""
+
+import pytest
+import torch
+
+from autolfads.config import ModelConfig
+from autolfads.model import LFADS
+from autolfads.model.decoder import eager_decode
+from autolfads.model.fused import FusedDecoder, FusedGRUSequence
+from autolfads.model.recurrent import gru_sequence
+from autolfads.train.trainer import Trainer
+from helpers import config, make_data
+
+
+def grads_of(function, inputs, weights):
+    """Value of `function(*inputs)` and the gradients of a fixed random projection of its outputs."""
+    for t in inputs:
+        if isinstance(t, torch.Tensor) and t.requires_grad:
+            t.grad = None
+    outputs = function(*inputs)
+    outputs = outputs if isinstance(outputs, tuple) else (outputs,)
+    loss = sum((out * w).sum() for out, w in zip(outputs, weights))
+    loss.backward()
+    return [out.detach() for out in outputs], [t.grad.clone() if isinstance(t, torch.Tensor) and t.grad is not None else None for t in inputs]
+
+
+def assert_close_grads(a, b, rtol=1e-5):
+    for x, y in zip(a, b):
+        if x is None or y is None:  # one side leaves an unused input without a gradient, the other gives zeros
+            assert all(g is None or not g.abs().any() for g in (x, y))
+            continue
+        scale = max(float(x.abs().max()), 1e-6)
+        assert float((x - y).abs().max()) <= rtol * scale
+
+
+@pytest.mark.parametrize("clip", [5.0, 0.6])
+def test_fused_gru_sequence_matches_autograd(clip):
+    generator = torch.Generator().manual_seed(0)
+    steps, groups, batch, hidden = 9, 3, 4, 5
+    x_proj = (torch.randn(steps, groups, batch, 3 * hidden, generator=generator) * 2).requires_grad_()
+    h0 = torch.randn(groups, 1, hidden, generator=generator).requires_grad_()
+    w_zr = torch.randn(groups, hidden, 2 * hidden, generator=generator).requires_grad_()
+    w_n = torch.randn(groups, hidden, hidden, generator=generator).requires_grad_()
+    weights = [torch.randn(steps, groups, batch, hidden, generator=generator)]
+    inputs = [x_proj, h0, w_zr, w_n]
+    eager_out, eager_grads = grads_of(lambda x, h, a, b: gru_sequence(x, h.expand(groups, batch, hidden), a, b, clip), inputs, weights)
+    fused_out, fused_grads = grads_of(lambda x, h, a, b: FusedGRUSequence.apply(x, h.expand(groups, batch, hidden), a, b, clip), inputs, weights)
+    assert torch.equal(eager_out[0], fused_out[0])  # the forward is the same arithmetic
+    if clip < 1:
+        assert (eager_out[0].abs() == clip).float().mean() > 0.1  # the clamp is really exercised
+    assert_close_grads(eager_grads, fused_grads)
+
+
+@pytest.mark.parametrize("use_con", [True, False])
+@pytest.mark.parametrize("training", [True, False])
+def test_fused_decoder_matches_autograd(use_con, training):
+    generator = torch.Generator().manual_seed(1)
+
+    def rand(*shape, scale=1.0):
+        return (torch.randn(*shape, generator=generator) * scale).requires_grad_()
+
+    steps, members, batch, gen, con, fac, co = 7, 2, 3, 6, 5, 4, 2
+    co_dim = co if use_con else 0
+    inputs = [
+        rand(members, batch, gen),  # gen_init
+        rand(members, batch, fac),  # factor0
+        rand(members, batch, con) if use_con else None,  # con_h0
+        rand(steps, members, batch, 3 * con) if use_con else None,  # con_in_proj
+        rand(steps, members, batch, 3 * gen),  # gen_in_proj
+        rand(members, fac, 3 * con, scale=0.5) if use_con else None,  # con_w_fac
+        rand(members, con, 2 * con, scale=0.5) if use_con else None,  # con_zr
+        rand(members, con, con, scale=0.5) if use_con else None,  # con_n
+        rand(members, con, 2 * co, scale=0.5) if use_con else None,  # co_w
+        rand(members, 2 * co) if use_con else None,  # co_b
+        rand(members, co_dim, 3 * gen, scale=0.5),  # gen_w_co
+        rand(members, gen, 2 * gen, scale=0.5),  # gen_zr
+        rand(members, gen, gen, scale=0.5),  # gen_n
+        rand(members, gen, fac, scale=0.5),  # factor_w
+        (torch.rand(steps, members, batch, fac, generator=generator) > 0.3).float() / 0.7 if training and use_con else None,
+        (torch.rand(steps, members, batch, gen, generator=generator) > 0.3).float() / 0.7 if training else None,
+        torch.randn(steps, members, batch, co, generator=generator) if training and use_con else None,
+        0.9,  # a tight clip, so clamping happens
+    ]
+    dims = (gen, fac, con if use_con else 0, co_dim, co_dim, co_dim)
+    weights = [torch.randn(steps, members, batch, d, generator=generator) for d in dims]
+    eager_out, eager_grads = grads_of(eager_decode, inputs, weights)
+    fused_out, fused_grads = grads_of(FusedDecoder.apply, inputs, weights)
+    for a, b in zip(eager_out, fused_out):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+    assert_close_grads(eager_grads, fused_grads)
+
+
+@pytest.mark.parametrize("co_dim,ext", [(2, 3), (0, 0)])
+def test_lfads_loss_and_gradients_fused_vs_eager(co_dim, ext):
+    cfg = ModelConfig(data_dim=8, cs_dim=2, seq_len=10, fp_len=2, ext_input_dim=ext, co_dim=co_dim, ic_enc_dim=5, ci_enc_dim=4, con_dim=4, ic_dim=3, gen_dim=6, fac_dim=3, cell_clip=1.0)
+    generator = torch.Generator().manual_seed(2)
+    data = torch.poisson(torch.full((4, 8, 6), 1.5), generator=generator)
+    target = torch.poisson(torch.full((4, 10, 8), 1.5), generator=generator)
+    ext_input = torch.randn(4, 10, ext, generator=generator) if ext else None
+    results = []
+    for fused in (False, True):
+        model = LFADS(cfg, [3, 4], fused=fused).train()
+        out = model(data, torch.tensor([0.1, 0.2]), ext_input)
+        loss = model.reconstruction.nll(out.output_params, target).mean() + 1e-3 * (out.kl_ic + out.kl_co).sum()
+        loss.backward()
+        results.append((loss.detach(), {name: p.grad for name, p in model.named_parameters() if p.grad is not None}))
+    (eager_loss, eager_grads), (fused_loss, fused_grads) = results
+    assert torch.equal(eager_loss, fused_loss)
+    assert eager_grads.keys() <= fused_grads.keys()
+    assert_close_grads([eager_grads[k] for k in eager_grads], [fused_grads[k] for k in eager_grads])
+
+
+def test_training_with_the_fast_core_follows_the_eager_run():
+    cfg = config()
+    runs = []
+    for fused in (False, True):
+        fast = cfg.model_copy(update={"train": cfg.train.model_copy(update={"fused_rnn": fused})})
+        trainer = Trainer(fast, make_data(fast.model), member_seeds=[0])
+        for _ in range(3):
+            trainer.run_epoch()
+        runs.append(trainer)
+    for (name, a), b in zip(runs[0].model.named_parameters(), runs[1].model.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)
