@@ -19,3 +19,11 @@ class CheckpointError(AutoLFADSError):
 
 class TrainingDiverged(AutoLFADSError):
     """Every member's loss became NaN or infinite."""
+
+
+class EvaluationError(AutoLFADSError):
+    """Rates or evaluation targets that cannot be scored (NaN or negative rates, missing trials or keys)."""
+
+
+class MissingDependency(AutoLFADSError):
+    """An optional package a command needs is not installed; the message gives the install command."""

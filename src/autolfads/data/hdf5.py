@@ -137,6 +137,13 @@ def write_lfads_h5(
 
 def _write_dataset(h5: h5py.File, key: str, value: np.ndarray | float | int | str, compression: bool) -> None:
     array = np.asarray(value)
+    if array.dtype == object:  # ragged numeric rows (e.g. NLB's trials per condition): variable-length arrays
+        rows = [np.asarray(row) for row in value]
+        ragged = np.empty(len(rows), dtype=object)
+        for i, row in enumerate(rows):  # one by one: numpy would stack rows of equal length into 2-D
+            ragged[i] = row
+        h5.create_dataset(key, data=ragged, dtype=h5py.vlen_dtype(np.result_type(*rows)))
+        return
     if array.dtype.kind == "U":  # HDF5 has no fixed-width unicode type
         array = array.astype(h5py.string_dtype())
     compress = compression and array.ndim > 0 and array.size > 0  # scalars cannot be chunked

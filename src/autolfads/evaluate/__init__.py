@@ -1,0 +1,32 @@
+"""Neural Latents Benchmark evaluation: NLB's metrics in NumPy, scoring rules, targets and submission files.
+
+    autolfads evaluate --output runs/mc_maze/lfads_output.h5 --targets data/mc_maze_targets.h5 --json scores.json
+"""
+
+from pathlib import Path
+
+import numpy as np
+
+from .files import read_output_rates, read_targets, write_json, write_submission, write_targets
+from .scoring import METRIC_NAMES, SUBMISSION_KEYS, Targets, format_table, score, submission_from_rates
+
+__all__ = [
+    "METRIC_NAMES",
+    "SUBMISSION_KEYS",
+    "Targets",
+    "evaluate_output",
+    "format_table",
+    "read_output_rates",
+    "read_targets",
+    "score",
+    "submission_from_rates",
+    "write_json",
+    "write_submission",
+    "write_targets",
+]
+
+
+def evaluate_output(output: str | Path, targets: Targets) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """Score an LFADS output file against NLB targets -> (metrics by NLB name, the submission)."""
+    submission = submission_from_rates(read_output_rates(output), targets)
+    return score(targets, submission), submission
