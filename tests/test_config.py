@@ -362,6 +362,15 @@ def test_overrides_parse_yaml_scalars():
     assert (cfg.train.device, cfg.train.batch_size) == ("cuda:1", 4)
 
 
+def test_nlb_keys_default_off_and_override():
+    cfg = default_config()
+    assert (cfg.train.nlb_every, cfg.data.nlb_targets) == (0, None)
+    cfg = apply_overrides(cfg, ["train.nlb_every", "5", "data.nlb_targets", "data/mc_maze_targets.h5"])
+    assert (cfg.train.nlb_every, cfg.data.nlb_targets) == (5, "data/mc_maze_targets.h5")
+    with pytest.raises(ConfigError, match=r"train\.nlb_every: .*greater than or equal to 0"):
+        apply_overrides(cfg, ["train.nlb_every", "-1"])
+
+
 @pytest.mark.parametrize(
     "pairs, message",
     [

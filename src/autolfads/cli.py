@@ -86,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--cpus-per-member", type=float, default=1.0, help="Ray: CPUs per member, also its torch thread count (default 1)")
     search.add_argument("--gpus-per-member", type=float, default=0.0, help="Ray: GPUs per member, fractions allowed (default 0)")
     search.add_argument("--resume", action="store_true", help="require an existing search in --workdir to continue (rerunning resumes anyway)")
+    from .train.trainer import METRIC, PBT_METRICS
+
+    search.add_argument("--metric", default=METRIC, choices=list(PBT_METRICS), help=f"what PBT ranks members by: {METRIC} (default, lower is better) or an NLB metric (higher is better; needs data.nlb_targets)")
     search.set_defaults(handler=run_search)
 
     sample = commands.add_parser("sample", help="write posterior-sampled rates and latents from a checkpoint", description="Sample the best (else last) checkpoint's posterior into an LFADS output file.")
@@ -107,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
             if param.default is not inspect.Parameter.empty:
                 sub.add_argument(f"--{name.replace('_', '-')}", dest=name, type=type(param.default), default=param.default, help=f"(default {param.default})")
         sub.set_defaults(handler=run_data, make_kind=kind)
+    add_nlb_parsers(commands, kinds)
     return parser
 
 
@@ -137,7 +141,7 @@ def run_search(args: argparse.Namespace, overrides: list[str]) -> int:
         raise ConfigError(f"--resume: {args.workdir} holds no search to continue")
     config = apply_overrides(load_config(args.config_file) if args.config_file else Config(), overrides)
     try:
-        settings = SearchSettings(population=args.population, epochs_per_generation=args.epochs_per_generation, max_generations=args.max_generations, seed=args.seed, backend=args.backend)
+        settings = SearchSettings(population=args.population, epochs_per_generation=args.epochs_per_generation, max_generations=args.max_generations, seed=args.seed, backend=args.backend, metric=args.metric)
     except ValueError as err:
         raise ConfigError(f"invalid search settings: {err}") from None
     space = load_search_space(args.search_space) if args.search_space else None
@@ -161,6 +165,69 @@ def run_data(args: argparse.Namespace, _: list[str]) -> int:
     params = {name: getattr(args, name) for name in inspect.signature(SYNTHETIC_SETS[args.make_kind]).parameters}
     path = write_synthetic(args.make_kind, args.out, **params)
     print(path)
+    return 0
+
+
+def add_nlb_parsers(commands: argparse._SubParsersAction, kinds: argparse._SubParsersAction) -> None:
+    """`autolfads data nlb`, `autolfads data nlb-synthetic` and `autolfads evaluate`."""
+    from .data import nlb, nlb_synthetic
+
+    prepare = kinds.add_parser("nlb", help="an NLB data set from its NWB file(s): training file + evaluation targets", description=nlb.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    prepare.add_argument("--dataset", required=True, choices=list(nlb.DATASETS), help="NLB data set")
+    prepare.add_argument("--nwb", type=Path, required=True, help="the data set's NWB file, or a folder of its NWB files (e.g. NLB's train and test files)")
+    prepare.add_argument("--bin-ms", type=int, default=5, help="bin width in ms (default 5; NLB scores 5 and 20)")
+    prepare.add_argument("--out", type=Path, required=True, help="training file to write")
+    prepare.add_argument("--targets", type=Path, help="evaluation targets file to write (default: OUT's name + _targets.h5)")
+    prepare.add_argument("--truth", type=Path, help="true rates of a synthetic file (NAME_truth.h5 of `data nlb-synthetic`), stored as {split}_truth")
+    prepare.set_defaults(handler=run_data_nlb)
+
+    synthetic = kinds.add_parser("nlb-synthetic", help="a synthetic NLB session (NWB, mc_maze layout) with known rates", description=nlb_synthetic.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    synthetic.add_argument("--out", type=Path, required=True, help="NWB file to write; its true rates go to NAME_truth.h5 beside it")
+    for name, param in inspect.signature(nlb_synthetic.write_nlb_synthetic).parameters.items():
+        if param.kind is inspect.Parameter.KEYWORD_ONLY:
+            synthetic.add_argument(f"--{name.replace('_', '-')}", dest=name, type=int, default=param.default, help=f"(default {param.default})")
+    synthetic.set_defaults(handler=run_data_nlb_synthetic)
+
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="NLB metrics of an LFADS output; NLB submission files",
+        description="Score an LFADS output file with the Neural Latents Benchmark's metrics (co-bps, vel R2 or tp corr, psth R2, "
+        "fp-bps: the same numbers as nlb_tools' evaluate) against the targets of `autolfads data nlb`; print a table, and "
+        "optionally write JSON and the rates as an NLB submission file.",
+        epilog="example: autolfads evaluate --output runs/mc_maze/lfads_output.h5 --targets data/mc_maze_targets.h5 --json scores.json --nlb-submission submission.h5",
+    )
+    evaluate.add_argument("--output", type=Path, required=True, help="LFADS output file (lfads_output.h5 of `autolfads train` or `sample`)")
+    evaluate.add_argument("--targets", type=Path, required=True, help="NLB targets file written by `autolfads data nlb`")
+    evaluate.add_argument("--json", type=Path, help="also write the metrics to this JSON file")
+    evaluate.add_argument("--nlb-submission", type=Path, help="write the rates as an NLB submission h5 (an existing file keeps its other data sets)")
+    evaluate.set_defaults(handler=run_evaluate)
+
+
+def run_data_nlb(args: argparse.Namespace, _: list[str]) -> int:
+    from .data.nlb import prepare_nlb
+
+    print(prepare_nlb(args.dataset, args.nwb, args.bin_ms, args.out, args.targets, args.truth).summary)
+    return 0
+
+
+def run_data_nlb_synthetic(args: argparse.Namespace, _: list[str]) -> int:
+    from .data.nlb_synthetic import write_nlb_synthetic
+
+    options = {name: getattr(args, name) for name in ("seed", "conditions", "trials_per_condition", "heldin", "heldout")}
+    print("\n".join(map(str, write_nlb_synthetic(args.out, **options))))
+    return 0
+
+
+def run_evaluate(args: argparse.Namespace, _: list[str]) -> int:
+    from .evaluate import evaluate_output, format_table, read_targets, write_json, write_submission
+
+    targets = read_targets(args.targets)
+    scores, submission = evaluate_output(args.output, targets)
+    print(format_table({targets.name: scores}))
+    if args.json:
+        write_json(args.json, {"dataset": targets.name, "output": str(args.output), "targets": str(args.targets), "metrics": scores})
+    if args.nlb_submission:
+        print(f"# NLB submission ({targets.name}): {write_submission(args.nlb_submission, targets.name, submission)}", file=sys.stderr)
     return 0
 
 

@@ -155,6 +155,7 @@ class TrainConfig(_Section):
     l2_ic_enc_scale: float = Field(0.0, ge=0, description="L2 penalty on the IC encoder's recurrent kernels.")
     l2_ci_enc_scale: float = Field(0.0, ge=0, description="L2 penalty on the CI encoder's recurrent kernels.")
     num_samples: int = Field(50, ge=1, description="Posterior samples averaged into the output rates file.")
+    nlb_every: int = Field(0, ge=0, description="Score NLB metrics (nlb_co_bps, ...) of posterior means every N epochs (0: never); needs data.nlb_targets.")
     fused_rnn: bool = Field(True, description="Recurrent loops with the hand-written backward (fast); False: plain autograd, same numbers to float rounding.")
 
 
@@ -165,6 +166,7 @@ class DataConfig(_Section):
 
     dir: str | None = Field(None, description="Folder holding the HDF5 data files (None: given on the command line).")
     prefix: str = Field("", description="Only data files whose names start with this prefix are used.")
+    nlb_targets: str | None = Field(None, description="NLB targets file of `autolfads data nlb`: NLB metrics in training and as PBT metrics.")
 
 
 class Config(_Section):

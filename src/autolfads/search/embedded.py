@@ -15,13 +15,13 @@ from ..config import Config
 from ..data import LFADSData
 from ..train.checkpoint import load_checkpoint, remove_stale_temporaries, save_checkpoint
 from ..train.run import TensorBoard
-from ..train.trainer import METRIC, Trainer
+from ..train.trainer import METRIC, PBT_METRICS, Trainer
 from .pbt import best_member, generation_epochs, plan_exploits, should_stop
 from .results import SearchOutcome, SearchRecord, SearchSettings, elapsed_since, search_log, write_best_model, write_tables
 from .space import SearchSpace
 
 CHECKPOINT = "search.ckpt"
-STATE_METRICS = (METRIC, "val_nll_heldin", "val_bps", "val_co_bps", "val_fp_bps", "val_r2", "lr")  # copied into state.csv
+STATE_METRICS = (METRIC, "val_nll_heldin", "val_bps", "val_co_bps", "val_fp_bps", "val_r2", "lr", *(name for name in PBT_METRICS if name != METRIC))  # copied into state.csv
 
 
 def run_embedded(config: Config, data: LFADSData, space: SearchSpace, settings: SearchSettings, workdir: Path) -> SearchOutcome:
@@ -46,8 +46,9 @@ def run_embedded(config: Config, data: LFADSData, space: SearchSpace, settings: 
     try:
         while not record.finished:
             began = time.perf_counter()
-            for _ in range(generation_epochs(record.generation, settings.epochs_per_generation, trainer.ramp_end_epoch)):
-                trainer.run_epoch()
+            epochs = generation_epochs(record.generation, settings.epochs_per_generation, trainer.ramp_end_epoch)
+            for done in range(1, epochs + 1):
+                trainer.run_epoch(nlb=settings.metric != METRIC and done == epochs)  # NLB metrics to rank by
                 for row in trainer.history[-settings.population :]:
                     row["generation"] = record.generation
                     boards[row["member"]].add(row)
@@ -56,7 +57,7 @@ def run_embedded(config: Config, data: LFADSData, space: SearchSpace, settings: 
             hparams = [trainer.member_hparams(m) for m in range(settings.population)]
             record.add_generation(trainer.epoch, hparams, metrics)
             record.finished = should_stop(record.best_by_generation, settings.max_generations)
-            exploits = [] if record.finished else plan_exploits(record.generation, metrics[METRIC], hparams, space, rng)
+            exploits = [] if record.finished else plan_exploits(record.generation, ranked(metrics[settings.metric], settings.metric), hparams, space, rng)
             for exploit in exploits:  # restore the winner's state first, then apply the new hyperparameters
                 trainer.copy_member(exploit.winner, exploit.loser)
                 trainer.set_member_hparams(exploit.loser, exploit.new)
@@ -77,9 +78,14 @@ def run_embedded(config: Config, data: LFADSData, space: SearchSpace, settings: 
             board.close()
 
     final_rows = trainer.history[-settings.population :]
-    best = best_member([row[METRIC] for row in final_rows])
+    best = best_member(ranked([row[settings.metric] for row in final_rows], settings.metric))
     hparams = trainer.member_hparams(best)
     output = write_best_model(workdir, config, hparams, trainer.member_state(best), data, log)
     outcome = SearchOutcome(workdir, record.generation, best, final_rows[best][METRIC], hparams, output.parent, output, record.wall_time_s, final_rows[best])
     log(outcome.summary())
     return outcome
+
+
+def ranked(values: list[float], metric: str) -> list[float]:
+    """Metric values as PBT ranks them: lower is better."""
+    return [PBT_METRICS[metric] * value for value in values]

@@ -25,7 +25,7 @@ from ..data import LFADSData
 from ..errors import CheckpointError, ConfigError
 from ..train.checkpoint import LAST, save_checkpoint
 from ..train.run import CONFIG_FILE, METRICS_FILE, RunLog, sample, write_csv
-from ..train.trainer import METRIC, with_member_hparams
+from ..train.trainer import METRIC, PBT_METRICS, with_member_hparams
 from .pbt import Exploit
 from .space import SearchSpace, load_search_space
 
@@ -48,6 +48,9 @@ class SearchSettings(BaseModel):
     max_generations: int = Field(50, ge=1, description="Upper bound on generations; the search usually stops earlier on a plateau.")
     seed: int = Field(0, ge=0, description="Seed of the initial sampling, the tournaments and the perturbations.")
     backend: Literal["embedded", "ray"] = "embedded"
+    # What PBT ranks members by: METRIC (lower is better) or an NLB metric (higher is better; needs data.nlb_targets).
+    # Early stopping, the best checkpoint and the stopping rule keep METRIC.
+    metric: Literal[tuple(PBT_METRICS)] = METRIC  # type: ignore[valid-type]
 
 
 @dataclass

@@ -52,15 +52,20 @@ def load_run_data(config: Config, data_path: str | Path | None) -> tuple[Config,
     model = config.model
     data = load_data(path, cs_dim=model.cs_dim, fp_len=model.fp_len, prefix=config.data.prefix, reconstruction=model.reconstruction)
     # The resolved config records the data it was fitted to, so `autolfads sample` finds it again.
-    data_config = config.data.model_copy(update={"dir": str(Path(data.path).resolve())})
+    paths = {"dir": str(Path(data.path).resolve())}
+    if config.data.nlb_targets is not None:
+        paths["nlb_targets"] = str(Path(config.data.nlb_targets).resolve())
+    data_config = config.data.model_copy(update=paths)
     return config.model_copy(update={"model": resolve_model_config(model, data), "data": data_config}), data
 
 
 def resolve_model_config(model: ModelConfig, data: LFADSData) -> ModelConfig:
     found = {"data_dim": data.recon_dim, "cs_dim": data.cs_dim, "seq_len": data.recon_seq_len, "fp_len": data.fp_len, "ext_input_dim": data.ext_input_dim}
+    # In the encod/recon layout the file says which neurons and bins are held out: cs_dim / fp_len 0 (the default) defer to it.
+    deferred = ("cs_dim", "fp_len") if data.layout == "encod_recon" else ()
     for key, value in found.items():
         given = getattr(model, key)
-        if given is not None and given != value:
+        if given is not None and given != value and not (key in deferred and given == 0):
             raise ConfigError(f"model.{key} is {given} in the config, but the data file {data.path} has {value}; fix the config or leave the key out to take it from the data")
     if model.ic_enc_seq_len >= data.encod_seq_len:
         raise ConfigError(f"model.ic_enc_seq_len ({model.ic_enc_seq_len}) must be smaller than the {data.encod_seq_len} encoded bins of {data.path}")

@@ -8,12 +8,14 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from pydantic import ValidationError
 
 from ..config import Config
 from ..data import LFADSData, Split
 from ..errors import ConfigError
+from ..evaluate import METRIC_NAMES, read_targets, score, submission_from_rates
 from ..model import LFADS
 from ..model.augmentations import coordinated_dropout, sample_validation_mask
 from .metrics import R2Accumulator, bits_per_spike, null_nll_sum, smooth
@@ -33,6 +35,8 @@ MEMBER_HPARAMS = {
     "l2_ci_enc_scale": "train",
 }
 METRIC = "smth_val_nll_heldin"  # early stopping, best checkpoint and PBT metric
+# Metrics PBT can rank members by, with their sign: +1 lower is better, -1 higher is better (NLB metrics need data.nlb_targets).
+PBT_METRICS = {METRIC: 1.0, **{f"nlb_{name}": -1.0 for name in METRIC_NAMES.values()}}
 
 
 def member_hparams(config: Config) -> dict[str, float]:
@@ -108,6 +112,7 @@ class Trainer:
         self.splits = {split.name: self._to_device(split) for split in data.splits if split.recon is not None}
         self._sv_weights: dict[str, torch.Tensor] = {}
         self.null_nll = {name: self._null_nll(split) for name, split in self.splits.items()}
+        self.nlb_targets = self._load_nlb_targets()
         self.ramp_end_epoch = max(train.kl_start_epoch + train.kl_increase_epoch, train.l2_start_epoch + train.l2_increase_epoch)
 
     @property
@@ -161,10 +166,14 @@ class Trainer:
         return {name: torch.tensor([m[name] for m in self.members], device=self.device) for name in MEMBER_HPARAMS}
 
     # ---------------------------------------------------------------- one epoch
-    def run_epoch(self) -> dict[str, torch.Tensor]:
-        """Train one epoch, validate, update smoothing / schedules / early stopping. Metrics are (P,)."""
+    def run_epoch(self, nlb: bool = False) -> dict[str, torch.Tensor]:
+        """Train one epoch, validate, update smoothing / schedules / early stopping. Metrics are (P,).
+        nlb: score NLB metrics this epoch too (they are every train.nlb_every epochs anyway)."""
         metrics = self.train_epoch()
         metrics.update(self.evaluate("valid"))
+        every = self.config.train.nlb_every
+        if nlb or (every and (self.epoch + 1) % every == 0):
+            metrics.update(self.nlb_metrics())
         self._end_epoch(metrics)
         self.epoch += 1
         return metrics
@@ -258,6 +267,30 @@ class Trainer:
         prefix = "val_" if split_name == "valid" else f"{split_name}_"
         return {prefix + name: value.float() for name, value in metrics.items()}
 
+    @torch.no_grad()
+    def nlb_metrics(self) -> dict[str, torch.Tensor]:
+        """NLB's metrics (nlb_co_bps, nlb_vel_r2 or nlb_tp_corr, nlb_psth_r2, nlb_fp_bps) of each member's
+        posterior-mean rates (no sampling, no dropout) against data.nlb_targets; NaN for a member whose rates
+        are not finite."""
+        if self.nlb_targets is None:
+            raise ConfigError("NLB metrics need data.nlb_targets: the targets file of `autolfads data nlb`")
+        self.model.eval()
+        no_dropout = torch.zeros(self.population_size, device=self.device)
+        rates = {}
+        for name, split in self.splits.items():
+            batches = []
+            for indices in torch.arange(split.n_trials, device=self.device).split(self.config.train.batch_size):
+                ext_input = None if split.ext_input is None else split.ext_input[indices]
+                batches.append(self.model(split.encod[indices], no_dropout, ext_input).rates.float().cpu())
+            rates[name] = (split.inds, torch.cat(batches, dim=1).numpy())
+        rows = []
+        for member in range(self.population_size):
+            member_rates = {name: (inds, values[member]) for name, (inds, values) in rates.items()}
+            finite = all(np.isfinite(values).all() for _, values in member_rates.values())
+            rows.append(score(self.nlb_targets, submission_from_rates(member_rates, self.nlb_targets)) if finite else {})
+        names = dict.fromkeys(name for row in rows for name in row)
+        return {f"nlb_{METRIC_NAMES[name]}": torch.tensor([row.get(name, math.nan) for row in rows]) for name in names}
+
     def _end_epoch(self, metrics: dict[str, torch.Tensor]) -> None:
         train = self.config.train
         current = torch.where(self.diverged, math.nan, metrics["val_nll_heldin"])
@@ -316,6 +349,25 @@ class Trainer:
         self.history = list(state["history"])
 
     # ---------------------------------------------------------------- helpers
+    def _load_nlb_targets(self):
+        """data.nlb_targets, checked against the data: the same trials, bins and neurons."""
+        path = self.config.data.nlb_targets
+        if path is None:
+            if self.config.train.nlb_every:
+                raise ConfigError("train.nlb_every needs data.nlb_targets: the targets file of `autolfads data nlb`")
+            return None
+        targets = read_targets(path)
+        cfg = self.config.model
+        shape = (targets.trial_bins + targets.forward_bins, targets.heldin + targets.heldout, targets.heldin)
+        known = np.concatenate([split.inds for split in self.splits.values()])
+        missing = np.setdiff1d(np.concatenate([targets.train_ids, targets.eval_ids]), known)
+        if shape != (cfg.recon_seq_len, cfg.recon_dim, cfg.encod_dim) or missing.size:
+            raise ConfigError(
+                f"data.nlb_targets {path} ({targets.name}: {shape[0]} bins, {shape[2]}+{shape[1] - shape[2]} neurons) does not belong to the data "
+                f"{self.data.path} ({cfg.recon_seq_len} bins, {cfg.encod_dim}+{cfg.cs_dim} neurons" + (f", no trial {int(missing[0])})" if missing.size else ")")
+            )
+        return targets
+
     def _l2_scales(self) -> dict[str, torch.Tensor]:
         return {group: self.hp[f"l2_{group}_scale"] for group in ("ic_enc", "ci_enc", "gen", "con")}
 
