@@ -111,6 +111,10 @@ def build_parser() -> argparse.ArgumentParser:
                 sub.add_argument(f"--{name.replace('_', '-')}", dest=name, type=type(param.default), default=param.default, help=f"(default {param.default})")
         sub.set_defaults(handler=run_data, make_kind=kind)
     add_nlb_parsers(commands, kinds)
+
+    from .deploy.commands import add_kubeflow_parser
+
+    add_kubeflow_parser(commands)
     return parser
 
 

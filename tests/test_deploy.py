@@ -1,0 +1,157 @@
+"""deploy/: the container images (what can be checked without building them), docker-compose, and the
+Kubernetes pieces (examples regenerate exactly, the kustomization builds with `kubectl kustomize`).
+
+Images cannot be built here (no Docker engine). The slow test runs the images' install sequence
+(deploy/docker/install.sh) in a fresh virtual environment from a copy of the build context that
+.dockerignore lets through, then uses the installed `autolfads` entry point the way `docker run` does.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+
+try:
+    from conftest import cli_env, tiny_overrides
+except ImportError:  # pytest --import-mode=importlib
+    from tests.conftest import cli_env, tiny_overrides
+
+REPO = Path(__file__).resolve().parents[1]
+DOCKER = REPO / "deploy" / "docker"
+KUBE = REPO / "deploy" / "kubernetes"
+DOCKERFILES = [DOCKER / "Dockerfile.cpu", DOCKER / "Dockerfile.gpu"]
+
+
+# ---------------------------------------------------------------------------------------------- Dockerfiles
+
+
+def instructions(dockerfile: Path) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
+    text = re.sub(r"\\\n", " ", dockerfile.read_text())
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("#")]
+    return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1] if " " in line else "") for line in lines]
+
+
+def dockerignore_allows(path: str) -> bool:
+    """Docker's rule: the last .dockerignore pattern matching the path or one of its parents decides."""
+    allowed = True
+    parts = path.split("/")
+    for raw in (REPO / ".dockerignore").read_text().splitlines():
+        pattern = raw.strip()
+        if not pattern or pattern.startswith("#"):
+            continue
+        negate = pattern.startswith("!")
+        pattern = pattern.lstrip("!").rstrip("/")
+        candidates = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+        if any(fnmatch.fnmatch(c, pattern) or fnmatch.fnmatch(c, pattern.replace("**/", "")) for c in candidates):
+            allowed = negate
+    return allowed
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
+def test_dockerfile_copies_only_existing_paths_inside_the_build_context(dockerfile):
+    copies = [args for op, args in instructions(dockerfile) if op == "COPY" and not args.startswith("--from")]
+    assert copies
+    for args in copies:
+        *sources, _ = shlex.split(args)
+        for source in sources:
+            assert (REPO / source).exists(), f"{dockerfile.name} copies {source}, which does not exist"
+            assert dockerignore_allows(source), f"{source} is excluded from the build context by .dockerignore"
+    install = next(args for op, args in instructions(dockerfile) if op == "RUN" and "install.sh" in args)
+    assert "/build/deploy/docker/install.sh" in install and "SRC=/build" in install
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
+def test_dockerfile_is_multi_stage_non_root_with_the_autolfads_entrypoint(dockerfile):
+    steps = instructions(dockerfile)
+    stages = [args for op, args in steps if op == "FROM"]
+    assert len(stages) == 2 and stages[0].endswith("AS build")
+    final = steps[max(i for i, (op, _) in enumerate(steps) if op == "FROM") :]
+    assert ("COPY", "--from=build /opt/autolfads /opt/autolfads") in final  # the runtime stage gets the venv only
+    (user,) = [args for op, args in final if op == "USER"]
+    uid = user.split(":")[0]
+    assert uid.isdigit() and int(uid) != 0, "numeric non-root USER (Kubernetes' runAsNonRoot can check it)"
+    assert ("ENTRYPOINT", '["autolfads"]') in final
+    assert not any(op == "RUN" and "pip" in args for op, args in final), "no installs in the runtime stage"
+
+
+@pytest.mark.parametrize("dockerfile, build", [(DOCKERFILES[0], "cpu"), (DOCKERFILES[1], "cu")], ids=["cpu", "gpu"])
+def test_versions_are_pinned(dockerfile, build):
+    args = dict(a.split("=", 1) for op, a in instructions(dockerfile) if op == "ARG" and "=" in a)
+    assert re.fullmatch(r"python:3\.11\.\d+-slim-bookworm", args["PYTHON_IMAGE"])
+    assert re.fullmatch(rf"torch==\d+\.\d+\.\d+\+{build}\d*", args["TORCH"]), "torch pinned with its build"
+    assert args["TORCH_INDEX"].endswith(args["TORCH"].split("+")[1])
+
+
+def test_requirements_pin_every_dependency_exactly():
+    pins = {}
+    for name in ("requirements.txt", "requirements-ray.txt"):
+        for line in (DOCKER / name).read_text().splitlines():
+            if line and not line.startswith("#"):
+                match = re.fullmatch(r"([A-Za-z0-9_.-]+)(\[[a-z]+\])?==[0-9][^ ]*", line)
+                assert match, f"{name}: {line!r} is not pinned exactly"
+                pins[match.group(1).lower().replace("_", "-")] = name
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    for requirement in project["dependencies"]:
+        name = re.split(r"[<>=\[ ]", requirement)[0].lower()
+        if name != "torch":  # installed on its own, from PyTorch's index for the chosen build
+            assert pins.get(name) == "requirements.txt", f"{name} (a dependency of autolfads) is not pinned"
+    assert pins["ray"] == "requirements-ray.txt"
+
+
+def test_compose_runs_train_with_a_gpu_profile():
+    compose = yaml.safe_load((DOCKER / "docker-compose.yaml").read_text())
+    services = compose["services"]
+    assert set(services) == {"train", "train-gpu"}
+    for service in services.values():
+        assert service["command"][0] == "train" and service["volumes"][0].endswith(":/share")
+        context = (DOCKER / service["build"]["context"]).resolve()
+        assert context == REPO and (context / service["build"]["dockerfile"]).is_file()
+    assert "profiles" not in services["train"] and services["train-gpu"]["profiles"] == ["gpu"]
+    devices = services["train-gpu"]["deploy"]["resources"]["reservations"]["devices"]
+    assert devices == [{"driver": "nvidia", "count": "all", "capabilities": ["gpu"]}]
+    assert services["train-gpu"]["build"]["dockerfile"].endswith("Dockerfile.gpu")
+
+
+@pytest.mark.slow
+def test_image_install_sequence_gives_a_working_autolfads(tmp_path, lorenz_file):
+    """install.sh in a fresh venv, from the files .dockerignore lets into the build context (the CPU build;
+    torch from pip's configured sources instead of PyTorch's index, which is not reachable here). Then the
+    entry point, run the way `docker run IMAGE train --data /share/data ...` runs it."""
+    context = tmp_path / "context"
+    for source in ("pyproject.toml", "README.md", "src", "deploy/docker"):
+        target = context / source
+        if (REPO / source).is_dir():
+            shutil.copytree(REPO / source, target, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(REPO / source, target)
+    env = {**cli_env(), "VENV": str(tmp_path / "venv"), "TORCH": "torch==2.13.0+cpu", "TORCH_INDEX": "", "SRC": str(context), "PYTHON": sys._base_executable}
+    env.pop("VIRTUAL_ENV", None)
+    result = subprocess.run(["sh", str(context / "deploy/docker/install.sh")], env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    autolfads = tmp_path / "venv" / "bin" / "autolfads"
+    version = subprocess.run([autolfads, "--version"], capture_output=True, text=True, env=cli_env())
+    assert version.returncode == 0 and version.stdout.startswith("autolfads ")
+
+    share = tmp_path / "share"
+    (share / "data").mkdir(parents=True)
+    shutil.copy(lorenz_file, share / "data" / "lorenz.h5")
+    (share / "data" / "config.yaml").write_text(yaml.safe_dump({"model": {"gen_dim": 16}}))
+    run = subprocess.run([autolfads, "train", "--data", share / "data", "--checkpoint", share / "output",
+                          "--config-file", share / "data" / "config.yaml", "--epochs", "2", *tiny_overrides()],
+                         capture_output=True, text=True, env=cli_env(), cwd=tmp_path, timeout=300)  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "smth_val_nll_heldin=" in run.stdout and (share / "output" / "last.ckpt").is_file()
+    # It is the installed copy that ran, not this checkout.
+    where = subprocess.run([tmp_path / "venv" / "bin" / "python", "-c", "import autolfads; print(autolfads.__file__)"], capture_output=True, text=True)
+    assert str(tmp_path / "venv") in where.stdout
