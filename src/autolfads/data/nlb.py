@@ -205,6 +205,7 @@ def check_nwb(files: list[Path], dataset: str) -> None:
     spec = DATASETS[dataset]
     columns: set[str] = set()
     series: set[str] = set()
+    counts: dict[Path, tuple[int, int]] = {}  # held-in and total units of the files with training trials
     for file in files:
         try:
             with NWBHDF5IO(str(file), "r") as io:
@@ -213,9 +214,10 @@ def check_nwb(files: list[Path], dataset: str) -> None:
                 if nwb.trials is None:
                     raise DataError(f"{file}: the NWB file has no trials table")
                 columns |= set(nwb.trials.colnames)
-                if "split" in nwb.trials.colnames and "train" in set(nwb.trials["split"][:]):
-                    _check_neuron_counts(file, nwb, dataset, spec)
                 series |= _timeseries_names(nwb)
+                if nwb.session_description != SYNTHETIC_DESCRIPTION and "split" in nwb.trials.colnames and "train" in set(nwb.trials["split"][:]):
+                    heldout = int(np.sum(nwb.units["heldout"][:]))
+                    counts[file] = (len(nwb.units) - heldout, len(nwb.units))
         except (OSError, ValueError, KeyError) as err:
             raise DataError(f"{file}: cannot read as an NWB file: {err}") from None
     where = files[0] if len(files) == 1 else files[0].parent
@@ -230,6 +232,11 @@ def check_nwb(files: list[Path], dataset: str) -> None:
             f"{where}: no behaviour TimeSeries {spec.behavior!r}, which {dataset} needs"
             f"{_other_datasets(columns, series, dataset)}; time series found: {', '.join(sorted(series)) or 'none'}"
         )
+    for file, found in counts.items():
+        if found != spec.neurons:
+            same = [name for name, other in DATASETS.items() if other.neurons == found]
+            hint = f": these are {same[0]}'s" if same else ""
+            raise DataError(f"{file}: {found[0]} held-in of {found[1]} units, but {dataset} has {spec.neurons[0]} of {spec.neurons[1]}{hint}; is --dataset right?")
 
 
 def _check_units(file: Path, nwb) -> None:
@@ -238,17 +245,6 @@ def _check_units(file: Path, nwb) -> None:
     for column in ("spike_times", "obs_intervals", "heldout"):
         if column not in nwb.units.colnames:
             raise DataError(f"{file}: the units table has no {column!r} column, which NLB data sets have (it has: {', '.join(nwb.units.colnames)})")
-
-
-def _check_neuron_counts(file: Path, nwb, dataset: str, spec: NLBDataset) -> None:
-    if nwb.session_description == SYNTHETIC_DESCRIPTION:
-        return
-    heldout = int(np.sum(nwb.units["heldout"][:]))
-    found = (len(nwb.units) - heldout, len(nwb.units))
-    if found != spec.neurons:
-        same = [name for name, other in DATASETS.items() if other.neurons == found]
-        hint = f": these are {same[0]}'s" if same else ""
-        raise DataError(f"{file}: {found[0]} held-in of {found[1]} units, but {dataset} has {spec.neurons[0]} of {spec.neurons[1]}{hint}; is --dataset right?")
 
 
 def _other_datasets(columns: set[str], series: set[str], dataset: str) -> str:

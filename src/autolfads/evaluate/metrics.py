@@ -10,6 +10,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ..errors import EvaluationError
+
 RIDGE_ALPHAS = np.logspace(-4, 0, 9)  # nlb_tools' GridSearchCV grid
 CV_FOLDS = 5  # scikit-learn's default: contiguous folds, no shuffling
 ZERO_RATE = 1e-9  # a predicted rate of exactly 0 counts as this
@@ -103,6 +105,8 @@ def psth_r2(psth: np.ndarray, eval_rates: np.ndarray, cond_idx: Sequence[np.ndar
             continue
         average = np.mean([_shift(eval_rates[t], jitter[t]) for t in trials], axis=0)
         defined = ~np.isnan(psth[condition, :, 0])
+        if np.isnan(average[defined]).any():
+            raise EvaluationError(f"condition {condition}: jittered rates do not cover the bins of its PSTH")
         truth.append(psth[condition][defined])
         pred.append(average[defined])
     return r2_score(np.vstack(truth), np.vstack(pred))
