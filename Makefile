@@ -14,6 +14,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check "$(TORCH)"
 	$(BIN)/pip install --quiet --disable-pip-version-check -e ".[dev]"
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps nlb-tools==0.0.4  # its pins predate Python 3.11
 	touch $@
 
 # A small AutoLFADS search (4 members, embedded backend) on synthetic Lorenz data; rerunning resumes it.
