@@ -29,6 +29,8 @@ from autolfads.data.nlb_synthetic import SYNTHETIC_DESCRIPTION, true_counts
 from autolfads.errors import ConfigError, DataError, MissingDependency
 
 NLB_INSTALL = "pip install pynwb scikit-learn scipy 'pandas<3' && pip install --no-deps nlb-tools==0.0.4"
+SPLITS = {"train": "train", "valid": "val", "test": "test"}  # LFADS split -> NLB split
+TRUTH_FIELDS = {"spk_field": "truth", "hospk_field": "heldout_truth"}  # where _add_truth puts the true rates
 
 
 @dataclass(frozen=True)
@@ -102,46 +104,43 @@ def prepare_nlb(
 
     ds = nlb("load the NWB data", NWBDataset, str(nwb))
     nlb(f"resample to {bin_ms} ms", ds.resample, bin_ms)
-    split = ds.trial_info.split
     if truth is not None:
         _add_truth(ds, truth, bin_ms)
-    tensors = {
-        name: nlb(f"make the {nlb_split} tensors", make_tensors.make_train_input_tensors, ds, dataset, nlb_split, save_file=False, include_behavior=True, include_forward_pred=True)
-        for name, nlb_split in (("train", "train"), ("valid", "val"))
-    }
-    has_test = bool((split == "test").any())
-    test = nlb("make the test tensors", make_tensors.make_eval_input_tensors, ds, dataset, "test", save_file=False) if has_test else None
-    has_psth = "psth_params" in params
-    targets = nlb("make the evaluation targets", make_tensors.make_eval_target_tensors, ds, dataset, "train", "val", save_file=False, include_psth=has_psth)
-    (group, target_arrays), = targets.items()
-
+    info = ds.trial_info
     align = params["make_params"].get("align_field", "start_time")
-    ids = {name: ds.trial_info.loc[(split == nlb_split) & ds.trial_info[align].notna(), "trial_id"].to_numpy() for name, nlb_split in (("train", "train"), ("valid", "val"), ("test", "test"))}
-    notes: list[str] = []
+    for name in ("train", "valid"):
+        if not (info.split == SPLITS[name]).any():
+            raise DataError(f"{nwb}: no trial has split {SPLITS[name]!r}; NLB data sets have 'train' and 'val' trials")
+    splits = [name for name in SPLITS if (info.split == SPLITS[name]).any()]
+
     arrays: dict[str, np.ndarray] = {}
-    for name, values in tensors.items():
-        arrays[f"{name}_encod_data"] = _counts(values["train_spikes_heldin"], f"{name}_encod_data", notes)
-        arrays[f"{name}_recon_data"] = _counts(_recon(values, "train_spikes"), f"{name}_recon_data", notes)
-        arrays[f"{name}_behavior"] = values["train_behavior"].astype(np.float32)
-    if test is not None:
-        arrays["test_encod_data"] = _counts(test["eval_spikes_heldin"], "test_encod_data", notes)
-    for name in ("train", "valid", "test") if test is not None else ("train", "valid"):
-        arrays[f"{name}_inds"] = ids[name]
-        if arrays[f"{name}_encod_data"].shape[0] != ids[name].size:
-            raise DataError(f"{nwb}: nlb_tools made {arrays[f'{name}_encod_data'].shape[0]} {name} trials but {ids[name].size} have a {align}")
+    notes: list[str] = []
+    for name in splits:
+        mask = info.split == SPLITS[name]
+        if name == "test":  # held-in neurons only, as NLB gives test trials
+            spikes = nlb("make the test tensors", make_tensors.make_eval_input_tensors, ds, dataset, "test", save_file=False)
+            arrays["test_encod_data"] = _counts(spikes["eval_spikes_heldin"], "test_encod_data", notes)
+        else:
+            spikes = nlb(f"make the {SPLITS[name]} tensors", make_tensors.make_train_input_tensors, ds, dataset, SPLITS[name], save_file=False, include_behavior=True, include_forward_pred=True)
+            arrays[f"{name}_encod_data"] = _counts(spikes["train_spikes_heldin"], f"{name}_encod_data", notes)
+            arrays[f"{name}_recon_data"] = _counts(_recon(spikes), f"{name}_recon_data", notes)
+            arrays[f"{name}_behavior"] = spikes["train_behavior"].astype(np.float32)
+        arrays[f"{name}_inds"] = info.loc[mask & info[align].notna(), "trial_id"].to_numpy()
+        if len(arrays[f"{name}_encod_data"]) != len(arrays[f"{name}_inds"]):
+            raise DataError(f"{nwb}: nlb_tools made {len(arrays[f'{name}_encod_data'])} {name} trials but {len(arrays[f'{name}_inds'])} have a {align}")
+        if truth is not None:  # windowed exactly as the spikes
+            rates = nlb(f"window the true rates of the {SPLITS[name]} trials", make_tensors.make_train_input_tensors, ds, dataset, mask.to_numpy(), update_params=TRUTH_FIELDS, save_file=False, include_forward_pred=True)
+            arrays[f"{name}_truth"] = _recon(rates).astype(np.float32)
+
+    has_psth = "psth_params" in params
+    (group, target_arrays), = nlb("make the evaluation targets", make_tensors.make_eval_target_tensors, ds, dataset, "train", "val", save_file=False, include_psth=has_psth).items()
     if has_psth:
         arrays["psth"] = target_arrays["psth"].astype(np.float32)
-        arrays["train_condition"] = _condition_labels(target_arrays["train_cond_idx"], ids["train"].size)
-        arrays["valid_condition"] = _condition_labels(target_arrays["eval_cond_idx"], ids["valid"].size)
-    if truth is not None:
-        truth_fields = {"spk_field": "truth", "hospk_field": "heldout_truth"}
-        for name in ("train", "valid", "test") if test is not None else ("train", "valid"):
-            mask = (split == {"valid": "val"}.get(name, name)).to_numpy()
-            values = nlb(f"window the true rates of the {name} trials", make_tensors.make_train_input_tensors, ds, dataset, mask, update_params=truth_fields, save_file=False, include_forward_pred=True)
-            arrays[f"{name}_truth"] = _recon(values, "train_spikes").astype(np.float32)
+        arrays["train_condition"] = _condition_labels(target_arrays["train_cond_idx"], len(arrays["train_inds"]))
+        arrays["valid_condition"] = _condition_labels(target_arrays["eval_cond_idx"], len(arrays["valid_inds"]))
 
-    heldin, heldout = tensors["train"]["train_spikes_heldin"].shape[2], tensors["train"]["train_spikes_heldout"].shape[2]
-    trial_bins, forward_bins = tensors["train"]["train_spikes_heldin"].shape[1], tensors["train"]["train_spikes_heldin_forward"].shape[1]
+    (_, trial_bins, heldin), (_, bins, neurons) = arrays["train_encod_data"].shape, arrays["train_recon_data"].shape
+    heldout, forward_bins = neurons - heldin, bins - trial_bins
     lo, hi = params["make_params"].get("align_range", (None, None))
     attrs = {
         "nlb_dataset": dataset,
@@ -159,12 +158,12 @@ def prepare_nlb(
     from autolfads.evaluate import Targets, write_targets
 
     target_arrays = {key: _target_array(value) for key, value in target_arrays.items()}
-    write_targets(targets_out, Targets(group, dataset, bin_ms, target_arrays, ids["train"], ids["valid"]))
-    counts = f"train {ids['train'].size} / valid {ids['valid'].size}" + (f" / test {ids['test'].size}" if test is not None else "")
+    write_targets(targets_out, Targets(group, dataset, bin_ms, target_arrays, arrays["train_inds"], arrays["valid_inds"]))
+    counts = " / ".join(f"{name} {len(arrays[f'{name}_inds'])}" for name in splits)
     summary = (
         f"{out}: {dataset} at {bin_ms} ms, {counts} trials, {trial_bins}+{forward_bins} bins, {heldin}+{heldout} neurons"
         + "".join(f"; {note}" for note in notes)
-        + f"\n{targets_out}: NLB evaluation targets ({group}) of the {ids['valid'].size} 'val' trials"
+        + f"\n{targets_out}: NLB evaluation targets ({group}) of the {len(arrays['valid_inds'])} 'val' trials"
     )
     return NLBFiles(out, targets_out, summary)
 
@@ -291,10 +290,10 @@ def _add_truth(ds, path: str | Path, bin_ms: int) -> None:
     ds.data = pd.concat([ds.data, *frames], axis=1)
 
 
-def _recon(values: dict[str, np.ndarray], prefix: str) -> np.ndarray:
-    """Held-in then held-out neurons, trial then forward bins."""
-    trial = np.concatenate([values[f"{prefix}_heldin"], values[f"{prefix}_heldout"]], axis=2)
-    forward = np.concatenate([values[f"{prefix}_heldin_forward"], values[f"{prefix}_heldout_forward"]], axis=2)
+def _recon(values: dict[str, np.ndarray]) -> np.ndarray:
+    """make_train_input_tensors' arrays as held-in then held-out neurons x trial then forward bins."""
+    trial = np.concatenate([values["train_spikes_heldin"], values["train_spikes_heldout"]], axis=2)
+    forward = np.concatenate([values["train_spikes_heldin_forward"], values["train_spikes_heldout_forward"]], axis=2)
     return np.concatenate([trial, forward], axis=1)
 
 
