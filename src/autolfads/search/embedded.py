@@ -17,6 +17,7 @@ from ..train.checkpoint import load_checkpoint, remove_stale_temporaries, save_c
 from ..train.run import TensorBoard
 from ..train.trainer import METRIC, PBT_METRICS, Trainer
 from .pbt import best_member, generation_epochs, plan_exploits, should_stop
+from .progress import SearchProgress
 from .results import SearchOutcome, SearchRecord, SearchSettings, elapsed_since, search_log, write_best_model, write_tables
 from .space import SearchSpace
 
@@ -42,6 +43,7 @@ def run_embedded(config: Config, data: LFADSData, space: SearchSpace, settings: 
         trainer = Trainer(config, data, population=space.sample_initial(settings.population, rng), member_seeds=seeds)
         log(f"new search: population {settings.population} on {trainer.device}, {settings.epochs_per_generation} epochs per generation after a {trainer.ramp_end_epoch}-epoch ramp")
     boards = [TensorBoard(workdir / "tensorboard" / f"member_{m:02d}") for m in range(settings.population)]
+    progress = SearchProgress(settings.population, settings.max_generations, record.generation, log)
     start = time.perf_counter()
     try:
         while not record.finished:
@@ -52,6 +54,7 @@ def run_embedded(config: Config, data: LFADSData, space: SearchSpace, settings: 
                 for row in trainer.history[-settings.population :]:
                     row["generation"] = record.generation
                     boards[row["member"]].add(row)
+                progress.epoch(done, epochs)
             last_rows = trainer.history[-settings.population :]
             metrics = {name: [row.get(name, math.nan) for row in last_rows] for name in STATE_METRICS if name in last_rows[0]}
             hparams = [trainer.member_hparams(m) for m in range(settings.population)]
@@ -73,7 +76,11 @@ def run_embedded(config: Config, data: LFADSData, space: SearchSpace, settings: 
                 f"generation {record.generation - 1}: {time.perf_counter() - began:.1f} s, best {METRIC} {metrics[METRIC][best]:.5f} "
                 f"(member {best}), {len(exploits)} exploits{'; stopping' if record.finished else ''}"
             )
+            for member, value in enumerate(metrics[METRIC]):
+                progress.member_done(member, value)
+            progress.generation_done(record.finished)
     finally:
+        progress.close()
         for board in boards:
             board.close()
 

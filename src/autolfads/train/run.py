@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
 
 from ..config import Config, ModelConfig, load_config, save_config
 from ..data import LFADSData, load_data
@@ -210,7 +211,8 @@ class RunLog:
         line = f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}"
         with open(self.path, "a") as f:
             f.write(line + "\n")
-        print(line, file=sys.stderr, flush=True)
+        tqdm.write(line, file=sys.stderr)  # above a progress bar, if one is showing
+        sys.stderr.flush()
 
 
 class Progress:
@@ -221,8 +223,6 @@ class Progress:
         self.began = self.last_line = time.monotonic()
         self.bar = None
         if sys.stderr.isatty():
-            from tqdm import tqdm
-
             self.bar = tqdm(initial=start, total=total, unit="epoch", file=sys.stderr, dynamic_ncols=True)
 
     def update(self, epoch: int, row: dict) -> None:
