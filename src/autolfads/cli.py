@@ -60,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     outputs.add_argument("--output", dest="write_outputs", action="store_true", default=None, help="always write lfads_output.h5 at the end")
     outputs.add_argument("--no-output", dest="write_outputs", action="store_false", help="never write lfads_output.h5 (default: write it once training is complete)")
     train.add_argument("--quiet", action="store_true", help="do not print the per-epoch name=value metric lines")
+    train.add_argument("--no-report", dest="report", action="store_false", help="do not write report.html when training completes")
     train.set_defaults(handler=run_train)
 
     search = commands.add_parser(
@@ -89,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .train.trainer import METRIC, PBT_METRICS
 
     search.add_argument("--metric", default=METRIC, choices=list(PBT_METRICS), help=f"what PBT ranks members by: {METRIC} (default, lower is better) or an NLB metric (higher is better; needs data.nlb_targets)")
+    search.add_argument("--no-report", dest="report", action="store_false", help="do not write WORKDIR/report.html at the end")
     search.set_defaults(handler=run_search)
 
     sample = commands.add_parser("sample", help="write posterior-sampled rates and latents from a checkpoint", description="Sample the best (else last) checkpoint's posterior into an LFADS output file.")
@@ -112,6 +114,19 @@ def build_parser() -> argparse.ArgumentParser:
         sub.set_defaults(handler=run_data, make_kind=kind)
     add_nlb_parsers(commands, kinds)
 
+    report = commands.add_parser(
+        "report",
+        help="an HTML report with figures of a training run or a search",
+        description="Write one self-contained HTML file (figures embedded, opens offline) about a run folder or search workdir:\n"
+        "training curves, hyperparameters per generation with exploits and the best member's lineage, inferred rates\n"
+        "against spikes and true rates, PSTHs, latent factors, a single-trial raster and a summary table.",
+        epilog="examples:\n  autolfads report runs/lorenz                  # -> runs/lorenz/report.html\n  autolfads report runs/search -o search.html",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    report.add_argument("folder", type=Path, metavar="RUN_DIR", help="a run folder (autolfads train --checkpoint) or a search workdir (autolfads search --workdir)")
+    report.add_argument("-o", "--output", type=Path, help="HTML file to write (default: RUN_DIR/report.html)")
+    report.set_defaults(handler=run_report)
+
     from .deploy.commands import add_kubeflow_parser
 
     add_kubeflow_parser(commands)
@@ -129,9 +144,11 @@ def run_train(args: argparse.Namespace, overrides: list[str]) -> int:
     config = apply_overrides(config, overrides)
     if args.epochs is not None and args.epochs < 1:
         raise_config(f"--epochs must be >= 1, got {args.epochs}")
-    result = train(config, args.data, args.checkpoint, epochs=args.epochs, write_outputs=args.write_outputs, echo=None if args.quiet else print)
+    result = train(config, args.data, args.checkpoint, epochs=args.epochs, write_outputs=args.write_outputs, echo=None if args.quiet else print, report=args.report)
     if result.output is not None:
         print(f"# output: {result.output}", file=sys.stderr)
+    if result.report is not None:
+        print(f"# report: {result.report}", file=sys.stderr)
     return 0
 
 
@@ -150,7 +167,7 @@ def run_search(args: argparse.Namespace, overrides: list[str]) -> int:
         raise ConfigError(f"invalid search settings: {err}") from None
     space = load_search_space(args.search_space) if args.search_space else None
     options = {"address": args.address, "cpus_per_member": args.cpus_per_member, "gpus_per_member": args.gpus_per_member} if args.backend == "ray" else {}
-    outcome = search(config, args.data, args.workdir, settings, space, **options)
+    outcome = search(config, args.data, args.workdir, settings, space, report=args.report, **options)
     print(outcome.summary())
     return 0
 
@@ -160,6 +177,13 @@ def run_sample(args: argparse.Namespace, _: list[str]) -> int:
 
     path = sample(args.checkpoint, args.data, args.output, args.num_samples)
     print(path)
+    return 0
+
+
+def run_report(args: argparse.Namespace, _: list[str]) -> int:
+    from .report import write_report
+
+    print(write_report(args.folder, args.output))
     return 0
 
 

@@ -21,6 +21,10 @@ class TrainingDiverged(AutoLFADSError):
     """Every member's loss became NaN or infinite."""
 
 
+class ReportError(AutoLFADSError):
+    """A folder cannot be reported on: not a run folder or search workdir, or its tables are unreadable."""
+
+
 class EvaluationError(AutoLFADSError):
     """Rates or evaluation targets that cannot be scored (NaN or negative rates, missing trials or keys)."""
 

@@ -13,7 +13,7 @@ from ..errors import ConfigError
 from ..train.run import load_run_data
 from ..train.trainer import METRIC
 from .embedded import run_embedded
-from .results import SearchOutcome, SearchSettings, prepare_workdir
+from .results import SearchOutcome, SearchSettings, prepare_workdir, search_log
 from .space import HyperParameter, SearchSpace, default_search_space, load_search_space
 
 __all__ = ["HyperParameter", "SearchOutcome", "SearchSettings", "SearchSpace", "default_search_space", "load_search_space", "search"]
@@ -25,9 +25,11 @@ def search(
     workdir: str | Path,
     settings: SearchSettings = SearchSettings(),
     space: SearchSpace | None = None,
+    report: bool = False,
     **backend_options,
 ) -> SearchOutcome:
     """Run (or resume) an AutoLFADS search; rerunning with the same arguments continues where it stopped.
+    report: write WORKDIR/report.html at the end (the command line does unless --no-report).
     backend_options go to the Ray backend (address, cpus_per_member, gpus_per_member)."""
     space = space or default_search_space()
     workdir = Path(workdir)
@@ -40,5 +42,11 @@ def search(
     if settings.backend == "ray":
         from .ray_backend import run_ray
 
-        return run_ray(config, data, space, settings, workdir, **backend_options)
-    return run_embedded(config, data, space, settings, workdir)
+        outcome = run_ray(config, data, space, settings, workdir, **backend_options)
+    else:
+        outcome = run_embedded(config, data, space, settings, workdir)
+    if report:  # one place for every backend; matplotlib is imported only when a report is made
+        from ..report import report_at_end
+
+        outcome.report = report_at_end(workdir, search_log(workdir))
+    return outcome

@@ -100,6 +100,7 @@ class SearchOutcome:
     output: Path
     wall_time_s: float
     best_metrics: dict[str, float] = field(default_factory=dict)  # the best member's last validation metrics
+    report: Path | None = None  # report.html, when one was written
 
     def summary(self) -> str:
         hparams = ", ".join(f"{name} {value:.4g}" for name, value in self.best_hparams.items())
@@ -107,7 +108,7 @@ class SearchOutcome:
         return (
             f"search complete: {self.generations} generations in {self.wall_time_s / 60:.1f} min; best member {self.best_member}, "
             f"{METRIC} {self.best_metric:.5f}\n  validation: {shown}\n  hyperparameters: {hparams}\n"
-            f"  best model: {self.best_model}\n  rates and latents: {self.output}"
+            f"  best model: {self.best_model}\n  rates and latents: {self.output}" + (f"\n  report: {self.report}" if self.report else "")
         )
 
 

@@ -43,6 +43,7 @@ class TrainResult:
     metrics: dict[str, float]  # the last epoch's row
     best_epoch: int
     output: Path | None
+    report: Path | None = None  # report.html, when one was written
 
 
 def load_run_data(config: Config, data_path: str | Path | None) -> tuple[Config, LFADSData]:
@@ -80,11 +81,13 @@ def train(
     epochs: int | None = None,
     write_outputs: bool | None = None,
     echo: Callable[[str], None] | None = print,
+    report: bool = False,
 ) -> TrainResult:
     """Train (or resume) one model. `epochs`: train exactly that many more epochs (one PBT generation),
     ignoring max_epochs and early stopping; None: train until early stopping or max_epochs.
     write_outputs: sample the posterior into lfads_output.h5 (None: when training is complete).
-    echo: receives Katib-style `name=value` metric lines every epoch (None: silent)."""
+    echo: receives Katib-style `name=value` metric lines every epoch (None: silent).
+    report: write report.html in the run folder once complete or sampled (the command line does unless --no-report)."""
     folder = Path(checkpoint_dir)
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -146,7 +149,12 @@ def train(
     if best is not None:
         shown = [METRIC, "val_nll_heldin", "val_bps", "val_co_bps", "val_fp_bps", "val_r2"]
         log(f"best epoch {best_epoch}: " + ", ".join(f"{name} {best[name]:.4f}" for name in shown if name in best))
-    return TrainResult(folder, trainer.epoch, complete, last, best_epoch, output)
+    report_path = None
+    if report and (complete or output is not None):
+        from ..report import report_at_end  # matplotlib is imported only when a report is made
+
+        report_path = report_at_end(folder, log)
+    return TrainResult(folder, trainer.epoch, complete, last, best_epoch, output, report_path)
 
 
 def check_compatible(saved: Config, current: Config, path: Path) -> None:

@@ -1,0 +1,232 @@
+"""What a report shows, read from disk: a training run folder or a search workdir.
+
+Everything comes from the files the run or search left behind (config.yaml, metrics.csv, the search
+tables, lfads_output.h5 and the data file recorded in config.yaml as data.dir), so a report can be made
+at any time, also of a run that is still going. A missing output or data file leaves out the figures that
+need it, with a note saying why; a folder that is neither a run nor a search is a ReportError.
+"""
+
+import csv
+import math
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import h5py
+import numpy as np
+import yaml
+
+from ..config import Config, load_config
+from ..data import LFADSData, load_data
+from ..errors import AutoLFADSError, ReportError
+from ..search.pbt import best_member
+from ..search.results import BEST_DIR, EXPLOITS_FILE, LOG_FILE as SEARCH_LOG, SETTINGS_FILE, SPACE_FILE, STATE_FILE
+from ..search.space import SearchSpace, load_search_space
+from ..train.run import CONFIG_FILE, LOG_FILE as RUN_LOG, METRICS_FILE, OUTPUT_FILE
+from ..train.trainer import METRIC, MEMBER_HPARAMS
+
+# A line that starts a training or search session in train.log / search.log ("new run", "resumed ...").
+SESSION_START = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) (new |resumed)")
+
+
+@dataclass
+class Inferred:
+    """One split's trials: the data and the posterior-sampled outputs, row for row."""
+
+    split: str
+    spikes: np.ndarray  # (n, T, N) counts: the reconstructed data (held-in + held-out neurons)
+    rates: np.ndarray  # (n, T, N) inferred rates, counts per bin
+    factors: np.ndarray  # (n, T, F)
+    truth: np.ndarray | None  # (n, T, N) true rates in counts per bin, when the data has them
+    conditions: np.ndarray | None  # (n,) condition of every trial, when the data has them
+
+
+@dataclass
+class LineageStep:
+    generation: int
+    member: int
+    metric: float
+    hparams: dict[str, float]
+    inherited_from: int | None  # the winner whose state this member copied after the previous generation
+
+
+@dataclass
+class SearchTables:
+    settings: dict
+    space: SearchSpace
+    state: list[dict[str, float]]  # state.csv: one row per member and generation
+    exploits: list[dict[str, float]]  # exploits.csv
+    best_member: int
+    lineage: list[LineageStep]  # generation 0 first
+
+
+@dataclass
+class Results:
+    kind: str  # "run" or "search"
+    folder: Path
+    config: Config  # the best member's for a search
+    metrics: list[dict[str, float]]  # metrics.csv: every member's every epoch
+    model_dir: Path  # the run folder holding lfads_output.h5 (best_model/ for a search)
+    data: LFADSData | None
+    inferred: dict[str, Inferred]
+    search: SearchTables | None
+    wall_time_s: float | None
+    hardware: str
+    output_attrs: dict = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # what is left out of the report, and why
+
+
+def load_results(folder: str | Path) -> Results:
+    folder = Path(folder)
+    if (folder / SETTINGS_FILE).is_file():
+        return _load_search(folder)
+    if (folder / CONFIG_FILE).is_file() and (folder / METRICS_FILE).is_file():
+        return _load_run(folder)
+    if not folder.exists():
+        raise ReportError(f"{folder} does not exist")
+    if not folder.is_dir():
+        raise ReportError(f"{folder} is a file: give a training run folder or a search workdir")
+    raise ReportError(f"{folder} is neither a training run folder ({CONFIG_FILE} and {METRICS_FILE}) nor a search workdir ({SETTINGS_FILE})")
+
+
+def _load_run(folder: Path) -> Results:
+    config = _config(folder / CONFIG_FILE)
+    log = folder / RUN_LOG
+    results = Results("run", folder, config, read_table(folder / METRICS_FILE), folder, None, {}, None, logged_wall_time(log), logged_hardware(log))
+    _load_inferred(results)
+    return results
+
+
+def _load_search(folder: Path) -> Results:
+    state = read_table(folder / STATE_FILE) if (folder / STATE_FILE).is_file() else []
+    if not state:
+        raise ReportError(f"{folder} holds a search that has not completed a generation yet ({STATE_FILE} is missing or empty)")
+    exploits = read_table(folder / EXPLOITS_FILE) if (folder / EXPLOITS_FILE).is_file() else []
+    try:
+        settings = yaml.safe_load((folder / SETTINGS_FILE).read_text())
+        space = load_search_space(folder / SPACE_FILE)
+    except (OSError, yaml.YAMLError, AutoLFADSError) as err:
+        raise ReportError(f"{folder}: cannot read the search settings: {err}") from None
+    last = [row for row in state if row["generation"] == state[-1]["generation"]]
+    best = int(last[best_member([row[METRIC] for row in last])]["member"])
+    tables = SearchTables(settings, space, state, exploits, best, lineage(state, exploits, best))
+    model_dir = folder / BEST_DIR
+    config = _config(model_dir / CONFIG_FILE if (model_dir / CONFIG_FILE).is_file() else folder / CONFIG_FILE)
+    log = folder / SEARCH_LOG
+    results = Results("search", folder, config, read_table(folder / METRICS_FILE), model_dir, None, {}, tables, logged_wall_time(log), logged_hardware(log))
+    _load_inferred(results)
+    return results
+
+
+def lineage(state: list[dict], exploits: list[dict], member: int) -> list[LineageStep]:
+    """Follow `member` of the last generation back to generation 0: after generation g, a loser continues
+    from its winner's state, so the member's past before an exploit is the winner's."""
+    rows = {(int(row["generation"]), int(row["member"])): row for row in state}
+    lost = {(int(row["generation"]), int(row["loser"])): int(row["winner"]) for row in exploits}
+    steps = []
+    for generation in range(int(state[-1]["generation"]), -1, -1):
+        row = rows[generation, member]
+        winner = lost.get((generation - 1, member))
+        steps.append(LineageStep(generation, member, row[METRIC], {name: row[name] for name in MEMBER_HPARAMS if name in row}, winner))
+        member = winner if winner is not None else member
+    return steps[::-1]
+
+
+def read_table(path: Path) -> list[dict[str, float]]:
+    """A CSV of numbers; empty cells are NaN."""
+    try:
+        with open(path, newline="") as f:
+            return [{name: float(value) if value != "" else math.nan for name, value in row.items()} for row in csv.DictReader(f)]
+    except (OSError, ValueError) as err:
+        raise ReportError(f"cannot read {path}: {err}") from None
+
+
+def logged_wall_time(path: Path) -> float | None:
+    """Seconds spent in the sessions a log records (each from its 'new ...'/'resumed ...' line to its last
+    line), so the time between a kill and a resume does not count."""
+    if not path.is_file():
+        return None
+    total, start, end = 0.0, None, None
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            stamp = time.mktime(time.strptime(line[:19], "%Y-%m-%d %H:%M:%S"))
+        except ValueError:
+            continue  # a continuation line (the search summary spans several)
+        if SESSION_START.match(line) or start is None:
+            total += (end - start) if start is not None else 0.0
+            start = stamp
+        end = stamp
+    return total + (end - start) if start is not None else None
+
+
+def logged_hardware(path: Path) -> str:
+    """Device and threads as the run's log recorded them at its last start."""
+    if not path.is_file():
+        return "not recorded"
+    text = path.read_text(errors="replace")
+    runs = re.findall(r"device (\S+), threads (\d+)", text)
+    if runs:
+        device, threads = runs[-1]
+        return f"{device}, {threads} torch thread{'s' if threads != '1' else ''}"
+    searches = re.findall(r"population \d+ on (\S+?),", text)
+    if searches:
+        return f"{searches[-1]} (embedded backend: the whole population in one process)"
+    if "new Ray search" in text:
+        return "Ray cluster (one trial per member)"
+    return "not recorded"
+
+
+def _config(path: Path) -> Config:
+    try:
+        return load_config(path)
+    except AutoLFADSError as err:
+        raise ReportError(str(err)) from None
+
+
+def _load_inferred(results: Results) -> None:
+    """The data file named in config.yaml and lfads_output.h5, matched trial by trial through *_inds."""
+    output = results.model_dir / OUTPUT_FILE
+    if results.kind == "search" and not output.is_file():
+        results.notes.append(f"the search has not finished: {BEST_DIR}/ and its {OUTPUT_FILE} are written at its end")
+        return
+    if not output.is_file():
+        results.notes.append(f"no {OUTPUT_FILE} in {results.model_dir} yet: write it with `autolfads sample --checkpoint {results.model_dir}`")
+        return
+    config = results.config
+    if config.data.dir is None:
+        results.notes.append(f"{results.model_dir / CONFIG_FILE} names no data file (data.dir)")
+        return
+    model = config.model
+    try:
+        results.data = load_data(config.data.dir, cs_dim=model.cs_dim, fp_len=model.fp_len, prefix=config.data.prefix, reconstruction=model.reconstruction)
+    except AutoLFADSError as err:
+        results.notes.append(f"the data file recorded in config.yaml cannot be read, so data figures are left out: {err}")
+        return
+    try:
+        with h5py.File(output, "r") as h5:
+            outputs = {key: np.asarray(h5[key]) for key in h5 if key.endswith(("_rates", "_factors", "_inds"))}
+            results.output_attrs = {key: (value.item() if hasattr(value, "item") else value) for key, value in h5.attrs.items()}
+        with h5py.File(results.data.path, "r") as h5:
+            conditions = {split.name: np.asarray(h5[f"{split.name}_cond_idx"]) for split in results.data.splits if f"{split.name}_cond_idx" in h5}
+    except OSError as err:
+        raise ReportError(f"cannot read {output} or {results.data.path}: {err}") from None
+    for split in results.data.splits:
+        if split.recon is None or f"{split.name}_rates" not in outputs:
+            continue
+        order = _match_trials(outputs[f"{split.name}_inds"], split.inds)
+        if order is None:
+            results.notes.append(f"{output} holds other {split.name} trials than {results.data.path}; its {split.name} split is left out")
+            continue
+        truth = split.truth.numpy() if split.truth is not None else None
+        results.inferred[split.name] = Inferred(
+            split.name, split.recon.numpy(), outputs[f"{split.name}_rates"][order], outputs[f"{split.name}_factors"][order], truth, conditions.get(split.name)
+        )
+
+
+def _match_trials(output_inds: np.ndarray, data_inds: np.ndarray) -> np.ndarray | None:
+    """Rows of the output file in the data file's trial order, or None if they hold different trials."""
+    position = {int(ind): row for row, ind in enumerate(output_inds)}
+    if len(position) != len(output_inds) or len(output_inds) != len(data_inds) or any(int(ind) not in position for ind in data_inds):
+        return None
+    return np.array([position[int(ind)] for ind in data_inds])

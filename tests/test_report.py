@@ -1,0 +1,312 @@
+"""Reports: built from a real (tiny) training run and a real embedded search, checked for every section and
+figure, self-containedness, decodable images and the summary's facts; rendered in headless Chromium; the
+search progress display; TensorBoard logs of every member."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+import yaml
+from PIL import Image
+
+from autolfads.config import Config, apply_overrides
+from autolfads.errors import ReportError
+from autolfads.report import REPORT_FILE, report_at_end, write_report
+from autolfads.report.load import lineage, load_results, logged_wall_time
+from autolfads.search import SearchSettings, search
+from autolfads.search.progress import SearchProgress
+from autolfads.train import train
+
+RUN_SECTIONS = ("summary", "training", "rates", "psth", "latents", "raster")
+SEARCH_SECTIONS = RUN_SECTIONS + ("search", "lineage")
+RUN_FIGURES = ("fig-training", "fig-rates", "fig-psth", "fig-latents", "fig-raster")
+SEARCH_FIGURES = RUN_FIGURES + ("fig-hyperparameters", "fig-generations")
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def tiny_config(tiny_model, **changes) -> Config:
+    return apply_overrides(Config(), tiny_model(**changes))
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, lorenz_file, tiny_model) -> Path:
+    """A complete 6-epoch training run, its report written by train(report=True)."""
+    folder = tmp_path_factory.mktemp("run") / "run"
+    result = train(tiny_config(tiny_model, train__max_epochs=6), lorenz_file, folder, echo=None, report=True)
+    assert result.report == folder / REPORT_FILE and result.report.is_file()
+    return folder
+
+
+@pytest.fixture(scope="module")
+def search_dir(tmp_path_factory, lorenz_file, tiny_model) -> Path:
+    """A 4-member, 3-generation embedded search, its report written by search(report=True)."""
+    workdir = tmp_path_factory.mktemp("search") / "search"
+    settings = SearchSettings(population=4, epochs_per_generation=2, max_generations=3)
+    outcome = search(tiny_config(tiny_model), lorenz_file, workdir, settings, report=True)
+    assert outcome.report == workdir / REPORT_FILE and outcome.report.is_file()
+    assert f"report: {outcome.report}" in outcome.summary()
+    return workdir
+
+
+def html_of(folder: Path) -> str:
+    return (folder / REPORT_FILE).read_text(encoding="utf-8")
+
+
+def embedded_images(html: str) -> list[Image.Image]:
+    images = []
+    for data in re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html):
+        image = Image.open(io.BytesIO(base64.b64decode(data, validate=True)))
+        image.load()  # decodes every pixel: a truncated PNG raises here
+        images.append(image)
+    return images
+
+
+def grey_levels(image: Image.Image) -> int:
+    return sum(1 for count in image.convert("L").histogram() if count)
+
+
+def read_csv(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+# ------------------------------------------------------------------------------------------------ content
+@pytest.mark.parametrize("kind", ["run", "search"])
+def test_every_section_and_figure_is_there_and_every_image_decodes(kind, run_dir, search_dir):
+    html = html_of(run_dir if kind == "run" else search_dir)
+    sections = SEARCH_SECTIONS if kind == "search" else RUN_SECTIONS
+    figures = SEARCH_FIGURES if kind == "search" else RUN_FIGURES
+    for section in sections:
+        assert f'<section id="{section}">' in html and f'href="#{section}"' in html, section
+    for figure in figures:
+        assert re.search(rf'<figure id="{figure}"><img src="data:image/png;base64,', html), figure
+    if kind == "run":
+        assert 'id="search"' not in html and 'id="lineage"' not in html
+    images = embedded_images(html)
+    assert len(images) == len(figures)
+    for image in images:
+        assert image.format == "PNG" and image.width > 300 and image.height > 150
+        assert grey_levels(image) > 10, "a blank figure"
+    assert 'class="note"' not in html, "a complete run with data, output and true rates leaves nothing out"
+
+
+@pytest.mark.parametrize("kind", ["run", "search"])
+def test_the_report_is_self_contained(kind, run_dir, search_dir):
+    html = html_of(run_dir if kind == "run" else search_dir)
+    assert "http://" not in html and "https://" not in html and "//" not in re.sub(r"base64,[A-Za-z0-9+/=]+", "", html).replace("file://", "")
+    for attribute, value in re.findall(r'\b(src|href)="([^"]*)"', html):
+        assert value.startswith(("data:", "#")), f"{attribute}={value[:60]} points outside the file"
+    assert "<script" not in html and "url(" not in html and "@import" not in html
+
+
+def test_run_summary_states_the_facts(run_dir):
+    html = html_of(run_dir)
+    metrics = read_csv(run_dir / "metrics.csv")
+    assert "32 train, 8 valid" in html and ">20<" in html and ">10<" in html  # trials, bins, neurons
+    assert "conditions</th><td>8<" in html and "true rates</th><td>yes" in html
+    assert f"{len(metrics)} (best: epoch" in html
+    assert "R² of the posterior-sampled rates vs true rates (valid)" in html
+    assert "cpu, 1 torch thread" in html and "wall time" in html
+    assert "Full configuration (config.yaml)" in html and "gen_dim: 16" in html
+    assert str(run_dir / "lfads_output.h5") in html
+
+
+def test_search_summary_and_lineage_match_the_search(search_dir):
+    results = load_results(search_dir)
+    state, exploits = read_csv(search_dir / "state.csv"), read_csv(search_dir / "exploits.csv")
+    last = [row for row in state if row["generation"] == "2"]
+    best = min(last, key=lambda row: float(row["smth_val_nll_heldin"]))
+    assert results.search.best_member == int(best["member"])
+    steps = results.search.lineage
+    assert [step.generation for step in steps] == [0, 1, 2] and steps[-1].member == int(best["member"])
+    for before, step in zip(steps, steps[1:]):
+        if step.inherited_from is None:
+            assert before.member == step.member
+        else:  # the member lost the tournament after the previous generation to the lineage's member there
+            assert step.inherited_from == before.member
+            assert {"generation": str(step.generation - 1), "loser": str(step.member), "winner": str(before.member)}.items() <= next(
+                row for row in exploits if row["generation"] == str(step.generation - 1) and row["loser"] == str(step.member)
+            ).items()
+    html = html_of(search_dir)
+    assert "AutoLFADS search, embedded backend" in html and f"member {results.search.best_member} (smth_val_nll_heldin" in html
+    assert "1e-05 … 0.005 (log)" in html  # the searched range of lr_init, from search_space.yaml
+    assert f"exploits</th><td>{len(exploits)}<" in html
+
+
+def test_lineage_follows_exploits_backwards():
+    state = [{"generation": g, "member": m, "smth_val_nll_heldin": 1.0 - 0.1 * g - 0.01 * m, "lr_init": 0.001 * (m + 1)} for g in range(3) for m in range(4)]
+    exploits = [
+        {"generation": 0, "loser": 2, "winner": 1},  # 2 continues from 1 in generation 1
+        {"generation": 1, "loser": 0, "winner": 2},  # 0 continues from 2 in generation 2
+    ]
+    steps = lineage(state, exploits, 0)
+    assert [(s.generation, s.member, s.inherited_from) for s in steps] == [(0, 1, None), (1, 2, 1), (2, 0, 2)]
+    assert [(s.generation, s.member) for s in lineage(state, exploits, 3)] == [(0, 3), (1, 3), (2, 3)]
+
+
+# ------------------------------------------------------------------------------------------------ missing pieces and errors
+def test_a_run_without_its_output_or_data_is_reported_with_notes(run_dir, tmp_path):
+    no_output = tmp_path / "no_output"
+    shutil.copytree(run_dir, no_output)
+    (no_output / "lfads_output.h5").unlink()
+    html = write_report(no_output).read_text()
+    assert "no lfads_output.h5" in html and "autolfads sample --checkpoint" in html
+    assert 'id="fig-training"' in html and 'id="fig-rates"' not in html and '<section id="rates">' in html
+
+    no_data = tmp_path / "no_data"
+    shutil.copytree(run_dir, no_data)
+    config = yaml.safe_load((no_data / "config.yaml").read_text())
+    config["data"]["dir"] = str(tmp_path / "moved.h5")
+    (no_data / "config.yaml").write_text(yaml.safe_dump(config))
+    html = write_report(no_data, tmp_path / "elsewhere" / "r.html").read_text()
+    assert "cannot be read" in html and "moved.h5" in html
+    assert not list((tmp_path / "elsewhere").glob(".*.tmp"))
+
+
+def test_a_folder_that_is_neither_a_run_nor_a_search_is_a_clear_error(tmp_path):
+    with pytest.raises(ReportError, match="neither a training run folder"):
+        write_report(tmp_path)
+    with pytest.raises(ReportError, match="does not exist"):
+        write_report(tmp_path / "missing")
+    (tmp_path / "data.h5").write_bytes(b"")
+    with pytest.raises(ReportError, match="is a file"):
+        write_report(tmp_path / "data.h5")
+    logged = []
+    assert report_at_end(tmp_path, logged.append) is None
+    assert "report not written" in logged[0] and f"autolfads report {tmp_path}" in logged[0]
+
+
+def test_wall_time_counts_sessions_not_the_pause_between_them(tmp_path):
+    log = tmp_path / "train.log"
+    log.write_text(
+        "2026-01-01 10:00:00 new run: x\n2026-01-01 10:00:30 epoch 3/9\n"  # 30 s
+        "2026-01-01 12:00:00 resumed from last.ckpt at epoch 3\n2026-01-01 12:01:00 complete after 9 epochs\n"  # 60 s
+    )
+    assert logged_wall_time(log) == 90
+
+
+# ------------------------------------------------------------------------------------------------ progress and TensorBoard
+def test_search_progress_degrades_to_plain_lines(monkeypatch):
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: False)
+    lines = []
+    progress = SearchProgress(population=4, max_generations=3, log=lines.append, interval_s=0.0)
+    progress.epoch(1, 5)
+    assert lines[-1].startswith("search: generation 1/3 | members 0/4 | epoch 1/5 | best smth_val_nll_heldin —")
+    progress.member_done(0, 0.9)
+    progress.member_done(1, float("nan"))
+    assert "members 2/4" in lines[-1] and "best smth_val_nll_heldin 0.90000" in lines[-1] and "eta <= " in lines[-1]
+    for member in (2, 3):
+        progress.member_done(member, 0.8)
+    progress.generation_done()
+    assert "generation 2/3 | members 0/4" in lines[-1] and "0.80000" in lines[-1]
+    progress.generation_done(finished=True)
+    assert "done after 2 generations" in lines[-1] and "eta" not in lines[-1]
+    progress.close()
+
+    quiet = []  # the default interval: at most a line every 30 s, and the last one
+    progress = SearchProgress(4, 3, log=quiet.append)
+    progress.epoch(1, 5)
+    progress.member_done(0, 0.5)
+    progress.generation_done(finished=True)
+    assert len(quiet) == 1 and "done after 1 generations" in quiet[0]
+
+
+def test_search_progress_shows_a_bar_on_a_terminal(monkeypatch):
+    stream = io.StringIO()
+    stream.isatty = lambda: True
+    monkeypatch.setattr(sys, "stderr", stream)
+    progress = SearchProgress(population=2, max_generations=2, log=pytest.fail)
+    progress.member_done(0, 0.7)
+    progress.member_done(1, 0.6)
+    progress.generation_done()
+    progress.close()
+    assert "member-gen" in stream.getvalue() and "2/4" in stream.getvalue() and "best smth_val_nll_heldin 0.60000" in stream.getvalue()
+
+
+def test_tensorboard_shows_every_member_of_a_search(search_dir):
+    from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
+
+    # what `tensorboard --logdir WORKDIR` loads: every folder of event files under the workdir is a run
+    multiplexer = EventMultiplexer().AddRunsFromDirectory(str(search_dir))
+    multiplexer.Reload()
+    runs = sorted(multiplexer.Runs())
+    assert runs == [f"tensorboard/member_{m:02d}" for m in range(4)]
+    metrics = read_csv(search_dir / "metrics.csv")
+    for m, run in enumerate(runs):
+        events = multiplexer.Scalars(run, "smth_val_nll_heldin")
+        mine = [row for row in metrics if row["member"] == str(m)]
+        assert [e.step for e in events] == [int(row["epoch"]) for row in mine]
+        assert [e.value for e in events] == pytest.approx([float(row["smth_val_nll_heldin"]) for row in mine])
+
+
+# ------------------------------------------------------------------------------------------------ the command line and a browser
+@pytest.mark.slow
+def test_cli_train_and_search_write_and_print_the_report_and_report_rewrites_it(autolfads, lorenz_file, tiny_model, tmp_path):
+    result = autolfads("train", "--data", lorenz_file, "--checkpoint", tmp_path / "run", "--quiet", *tiny_model())
+    assert result.returncode == 0, result.stderr
+    assert f"# report: {tmp_path / 'run' / REPORT_FILE}" in result.stderr and (tmp_path / "run" / REPORT_FILE).is_file()
+
+    result = autolfads("train", "--data", lorenz_file, "--checkpoint", tmp_path / "quiet", "--quiet", "--no-report", *tiny_model())
+    assert result.returncode == 0, result.stderr
+    assert "report" not in result.stderr and not (tmp_path / "quiet" / REPORT_FILE).exists()
+
+    workdir = tmp_path / "search"
+    args = ["search", "--data", lorenz_file, "--workdir", workdir, "--population", "2", "--epochs-per-generation", "1", "--max-generations", "2"]
+    result = autolfads(*args, *tiny_model())
+    assert result.returncode == 0, result.stderr
+    assert f"report: {workdir / REPORT_FILE}" in result.stdout and (workdir / REPORT_FILE).is_file()
+    assert "search: done after 2 generations" in result.stderr  # the progress line when stderr is no terminal
+
+    result = autolfads("report", workdir, "-o", tmp_path / "copy.html")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == str(tmp_path / "copy.html") and 'id="fig-hyperparameters"' in (tmp_path / "copy.html").read_text()
+
+    result = autolfads("report", tmp_path / "nothing-here")
+    assert result.returncode == 2 and result.stderr.startswith("autolfads: error: ") and "Traceback" not in result.stderr
+
+
+def chromium_screenshot(page: Path, screenshot: Path) -> str:
+    """Render `page` in headless Chromium with a fresh profile; returns its log (console messages included)."""
+    with tempfile.TemporaryDirectory() as profile:
+        command = [
+            CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run",
+            "--disable-component-update", "--disable-sync", f"--user-data-dir={profile}", f"--screenshot={screenshot}",
+            "--window-size=1280,2400", "--enable-logging=stderr", "--v=0", page.resolve().as_uri(),
+        ]  # fmt: skip
+        result = subprocess.run(command, capture_output=True, text=True, timeout=90)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium is not installed (Debian: apt-get install chromium)")
+@pytest.mark.parametrize("kind", ["run", "search"])
+def test_the_report_renders_in_headless_chromium_without_console_errors(kind, run_dir, search_dir, tmp_path):
+    screenshot = tmp_path / f"{kind}.png"
+    log = chromium_screenshot((run_dir if kind == "run" else search_dir) / REPORT_FILE, screenshot)
+    console = [line for line in log.splitlines() if ":CONSOLE" in line]
+    assert not console, console
+    image = Image.open(screenshot)
+    image.load()
+    assert image.size == (1280, 2400)
+    assert grey_levels(image) > 50, "the page rendered blank"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium is not installed (Debian: apt-get install chromium)")
+def test_the_console_check_sees_page_errors(tmp_path):
+    """The check above would notice: a page that logs errors shows them in Chromium's log."""
+    page = tmp_path / "broken.html"
+    page.write_text('<!DOCTYPE html><html><head><link rel="icon" href="data:,"></head><body><script>console.error("boom"); missing();</script></body></html>')
+    log = chromium_screenshot(page, tmp_path / "broken.png")
+    console = [line for line in log.splitlines() if ":CONSOLE" in line]
+    assert any("boom" in line for line in console) and any("missing is not defined" in line for line in console)
