@@ -1,9 +1,14 @@
 """The `autolfads` command: a thin layer over the Python API.
 
+examples:
     autolfads data lorenz --out data/lorenz.h5
     autolfads train --data data/lorenz.h5 --checkpoint runs/lorenz --config-file examples/configs/lorenz.yaml
     autolfads train --data /share/data --checkpoint /share/output --config-file cfg.yaml --epochs 50 TRAIN.LR.INIT 0.003
     autolfads sample --checkpoint runs/lorenz
+    autolfads search --data data/lorenz.h5 --config-file examples/configs/lorenz.yaml --workdir runs/search
+    autolfads report runs/search                 # -> runs/search/report.html (train and search write it too)
+    autolfads config init my_config.yaml         # a documented default config to edit (--tf2: lfads-tf2 keys)
+    autolfads doctor                             # versions, devices, Ray, thread settings
 """
 
 import argparse
@@ -93,20 +98,32 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--no-report", dest="report", action="store_false", help="do not write WORKDIR/report.html at the end")
     search.set_defaults(handler=run_search)
 
-    sample = commands.add_parser("sample", help="write posterior-sampled rates and latents from a checkpoint", description="Sample the best (else last) checkpoint's posterior into an LFADS output file.")
+    sample = commands.add_parser(
+        "sample",
+        help="write posterior-sampled rates and latents from a checkpoint",
+        description="Sample the best (else last) checkpoint's posterior into an LFADS output file.",
+        epilog="examples:\n  autolfads sample --checkpoint runs/lorenz\n  autolfads sample --checkpoint runs/search/best_model --data data/other_session.h5 --output rates.h5 --num-samples 200",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sample.add_argument("--checkpoint", type=Path, required=True, help="run folder written by `autolfads train`")
     sample.add_argument("--data", type=Path, help="data to sample (default: the data the model was trained on)")
     sample.add_argument("--output", type=Path, help="output file (default: CHECKPOINT/lfads_output.h5)")
     sample.add_argument("--num-samples", type=int, help="posterior samples per trial (default: train.num_samples, 50)")
     sample.set_defaults(handler=run_sample)
 
-    data = commands.add_parser("data", help="make data sets", description="Write synthetic data sets with ground truth in the LFADS HDF5 layout.")
+    data = commands.add_parser(
+        "data",
+        help="make data sets",
+        description="Write synthetic data sets with ground truth in the LFADS HDF5 layout.",
+        epilog="examples:\n  autolfads data lorenz --out data/lorenz.h5\n  autolfads data chaotic-rnn --out data/rnn.h5 --n-conditions 20 --seed 1",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     kinds = data.add_subparsers(dest="kind", metavar="KIND", required=True)
     from .data import SYNTHETIC_SETS
 
     for kind, make in SYNTHETIC_SETS.items():
         summary = (inspect.getdoc(make) or "").split("\n")[0]
-        sub = kinds.add_parser(kind, help=summary, description=inspect.getdoc(make), formatter_class=argparse.RawDescriptionHelpFormatter)
+        sub = kinds.add_parser(kind, help=summary, description=inspect.getdoc(make), epilog=f"example: autolfads data {kind} --out data/{kind}.h5 --seed 1", formatter_class=argparse.RawDescriptionHelpFormatter)
         sub.add_argument("--out", type=Path, required=True, help="HDF5 file to write")
         for name, param in inspect.signature(make).parameters.items():
             if param.default is not inspect.Parameter.empty:
@@ -126,6 +143,31 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("folder", type=Path, metavar="RUN_DIR", help="a run folder (autolfads train --checkpoint) or a search workdir (autolfads search --workdir)")
     report.add_argument("-o", "--output", type=Path, help="HTML file to write (default: RUN_DIR/report.html)")
     report.set_defaults(handler=run_report)
+
+    config = commands.add_parser(
+        "config",
+        help="print or write a documented default config",
+        description="The default configuration with every key documented, in our schema or (--tf2) lfads-tf2's MODEL/TRAIN keys.",
+        epilog="examples:\n  autolfads config show\n  autolfads config init my_config.yaml --tf2\n"
+        "  autolfads train --config-file my_config.yaml --data data/lorenz.h5 --checkpoint runs/mine",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    actions = config.add_subparsers(dest="action", metavar="ACTION", required=True)
+    show = actions.add_parser("show", help="print the documented default config", description="Print the documented default config.", epilog="example: autolfads config show --tf2")
+    init = actions.add_parser("init", help="write the documented default config to FILE", description="Write the documented default config to FILE (never over an existing file unless --force).", epilog="example: autolfads config init my_config.yaml && autolfads train --config-file my_config.yaml --data data/lorenz.h5 --checkpoint runs/mine")
+    init.add_argument("file", type=Path, metavar="FILE", help="YAML file to write")
+    init.add_argument("--force", action="store_true", help="overwrite FILE if it exists")
+    for sub in (show, init):
+        sub.add_argument("--tf2", action="store_true", help="lfads-tf2 keys (MODEL.*, TRAIN.*) instead of our schema")
+        sub.set_defaults(handler=run_config)
+
+    doctor = commands.add_parser(
+        "doctor",
+        help="show versions, devices, Ray and thread settings",
+        description="Print versions (python, torch, numpy, ray ...), torch devices, CUDA and Ray availability, thread settings and the recommended thread setting.",
+        epilog="example: autolfads doctor",
+    )
+    doctor.set_defaults(handler=run_doctor)
 
     from .deploy.commands import add_kubeflow_parser
 
@@ -184,6 +226,23 @@ def run_report(args: argparse.Namespace, _: list[str]) -> int:
     from .report import write_report
 
     print(write_report(args.folder, args.output))
+    return 0
+
+
+def run_config(args: argparse.Namespace, _: list[str]) -> int:
+    from .config_template import default_config_text, write_default_config
+
+    if args.action == "show":
+        print(default_config_text(args.tf2), end="")
+    else:
+        print(write_default_config(args.file, args.tf2, args.force))
+    return 0
+
+
+def run_doctor(args: argparse.Namespace, _: list[str]) -> int:
+    from .doctor import report
+
+    print(report())
     return 0
 
 

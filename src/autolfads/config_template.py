@@ -1,0 +1,107 @@
+"""Documented default configurations: what `autolfads config show` prints and `autolfads config init` writes.
+
+Our schema lists every key with its default and its description. The lfads-tf2 spelling (MODEL.*, TRAIN.*)
+holds the same configuration under lfads-tf2's keys, converted where the conventions differ, so that either
+file loads as exactly our defaults; keys lfads-tf2 has no name for keep our defaults and are listed at the top.
+"""
+
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .config import _TF2_RENAMES, _TF2_REQUIRED, TF_ADAM_EPSILON_FACTOR, Config  # the lfads-tf2 mapping tables
+from .errors import ConfigError
+
+USAGE = "autolfads train --config-file {name} --data DATA.h5 --checkpoint RUN_DIR [KEY VALUE ...]"
+# our key -> its lfads-tf2 key (TRAIN.SEED rather than early lfads-tf2's top-level SEED)
+_TF2_NAMES = {ours: tf2 for tf2, ours in _TF2_RENAMES.items() if tf2 != "SEED"}
+
+
+def default_config_text(tf2: bool = False, name: str = "FILE") -> str:
+    return _tf2_text(name) if tf2 else _own_text(name)
+
+
+def write_default_config(path: str | Path, tf2: bool = False, force: bool = False) -> Path:
+    """Write the documented defaults to `path` atomically; an existing file is kept unless `force`."""
+    path = Path(path)
+    if path.exists() and not force:
+        raise ConfigError(f"{path} exists; choose another name or pass --force to overwrite it")
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        tmp.write_text(default_config_text(tf2, path.name), encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise ConfigError(f"{path}: cannot write config file: {err}") from None
+    return path
+
+
+def _own_text(name: str) -> str:
+    lines = [
+        "# autolfads configuration: every key with its default value and what it does.",
+        f"# Use it with:  {USAGE.format(name=name)}",
+        "# Leave out any key to take its default; override any on the command line (train.lr_init 0.003).",
+        "# null dimensions are read from the data file; null data.dir means --data gives the file.",
+    ]
+    config = Config()
+    for section, info in Config.model_fields.items():
+        lines.append(f"\n{section}:  # {info.description}")
+        values = getattr(config, section)
+        for field, field_info in type(values).model_fields.items():
+            lines.append(_line(1, field, getattr(values, field), field_info.description))
+    return "\n".join(lines) + "\n"
+
+
+def _tf2_text(name: str) -> str:
+    config = Config()
+    entries: list[tuple[str, Any, str]] = []  # (lfads-tf2 key, value, comment)
+    unnamed = []
+    for section, info in Config.model_fields.items():
+        values = getattr(config, section)
+        for field, field_info in type(values).model_fields.items():
+            ours, value = f"{section}.{field}", getattr(values, field)
+            if ours in _TF2_NAMES:
+                entries.append((_TF2_NAMES[ours], value, f"{ours}: {field_info.description}"))
+            elif ours == "train.adam_epsilon":
+                entries.append(("TRAIN.ADAM_EPSILON", value / TF_ADAM_EPSILON_FACTOR, f"TensorFlow's epsilon-hat; {ours} = this * {TF_ADAM_EPSILON_FACTOR:.4g} = {value:g}"))
+            elif ours == "train.lr_schedule":
+                decay = config.train.lr_decay if value else 1.0
+                entries.append(("TRAIN.LR.DECAY", decay, "1.0: no decay on plateau (train.lr_schedule false); < 1: decay by this factor"))
+            elif ours != "train.lr_decay":
+                unnamed.append(ours)
+    tree: dict = {}
+    for key, value, comment in entries:
+        *parents, leaf = key.split(".")
+        node = tree
+        for parent in parents:
+            node = node.setdefault(parent, {})
+        node[leaf] = (value, comment)
+    lines = [
+        "# autolfads configuration in lfads-tf2's spelling (MODEL.*, TRAIN.*), holding autolfads' defaults.",
+        f"# Use it with:  {USAGE.format(name=name)}",
+        "# Keys left out of an lfads-tf2 file take lfads-tf2's defaults, so keep the ones you do not change.",
+        "# Override on the command line in either spelling (TRAIN.LR.INIT 0.003 or train.lr_init 0.003).",
+        "# No lfads-tf2 name, autolfads defaults apply: " + ", ".join(unnamed),
+        "# Left out, as they can only be: " + ", ".join(f"{key} {str(expected).lower()}" for key, (expected, _) in _TF2_REQUIRED.items()),
+    ]
+    lines += _tree_lines(tree, 0)
+    return "\n".join(lines) + "\n"
+
+
+def _tree_lines(tree: dict, depth: int) -> list[str]:
+    lines = []
+    for key, node in tree.items():
+        if isinstance(node, dict):
+            lines.append(("\n" if depth == 0 else "") + "  " * depth + f"{key}:")
+            lines += _tree_lines(node, depth + 1)
+        else:
+            lines.append(_line(depth, key, *node))
+    return lines
+
+
+def _line(depth: int, key: str, value: Any, comment: str | None) -> str:
+    text = "  " * depth + yaml.safe_dump({key: value}, default_flow_style=False).strip()
+    return f"{text:<33} # {comment.replace('None:', 'null:')}" if comment else text

@@ -1,0 +1,62 @@
+"""`autolfads doctor`: what this machine offers autolfads, in one screen.
+
+Versions, torch devices, CUDA and Ray availability, and the thread settings that decide CPU speed. Ray is
+looked up, not imported (importing it takes seconds); nothing here changes any setting.
+"""
+
+import importlib.metadata
+import importlib.util
+import os
+import platform
+import sys
+
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+def report() -> str:
+    import torch
+
+    from . import __version__
+
+    rows = [("autolfads", __version__), ("python", f"{platform.python_version()} ({sys.executable})"), ("platform", platform.platform())]
+    rows += [(name, version(name)) for name in ("torch", "numpy", "h5py", "matplotlib", "tensorboard", "ray")]
+    cuda = torch.cuda.is_available()
+    devices = ["cpu"] + [f"cuda:{i} {torch.cuda.get_device_name(i)}" for i in range(torch.cuda.device_count() if cuda else 0)]
+    rows.append(("torch devices", ", ".join(devices)))
+    built = torch.version.cuda
+    rows.append(("CUDA available", "yes" if cuda else f"no ({f'torch built for CUDA {built}, no GPU visible' if built else 'CPU-only torch build'})"))
+    ray = importlib.util.find_spec("ray") is not None
+    address = os.environ.get("RAY_ADDRESS")
+    rows.append(("Ray", ("installed: --backend ray works" + (f"; RAY_ADDRESS={address}" if address else "")) if ray else "not installed: pip install 'autolfads[ray]' for --backend ray"))
+    cores = usable_cores()
+    rows.append(("CPU cores", f"{cores} usable of {os.cpu_count()}"))
+    rows.append(("torch threads", f"{torch.get_num_threads()} intra-op, {torch.get_num_interop_threads()} inter-op (autolfads sets intra-op from train.threads)"))
+    rows += [(name, os.environ.get(name, "unset")) for name in THREAD_VARIABLES]
+    rows.append(("recommended", recommendation(cores, cuda)))
+    width = max(len(name) for name, _ in rows)
+    return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
+
+
+def version(package: str) -> str:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))  # what a container or taskset allows, not the whole machine
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def recommendation(cores: int, cuda: bool) -> str:
+    """LFADS-sized recurrent models are latency-bound on a CPU: one thread per model is fastest, and more
+    cores are best used by more models at once (benchmarks/RESULTS.md)."""
+    text = "OMP_NUM_THREADS=1 and train.threads 1 (the default): small recurrent models run fastest on one thread"
+    if cuda:
+        return text + "; on a GPU the threads only feed it, so 1 is enough"
+    if cores > 1:
+        return text + f"; use the {cores} cores by training members side by side: autolfads search --backend ray --cpus-per-member 1"
+    return text

@@ -1,0 +1,115 @@
+"""The friendly command line: help texts with examples, --version, `config show|init` (both schemas, and an
+initialised config trains), `doctor`."""
+
+from __future__ import annotations
+
+import argparse
+import warnings
+
+import pytest
+import yaml
+
+from autolfads import __version__
+from autolfads.cli import build_parser, main
+from autolfads.config import Config, load_config, parse_config
+from autolfads.config_template import default_config_text
+
+
+def subcommands(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()) -> dict[tuple[str, ...], argparse.ArgumentParser]:
+    """Every (sub)command parser under `parser`, by its command path."""
+    found = {}
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                found[path + (name,)] = sub
+                found.update(subcommands(sub, path + (name,)))
+    return found
+
+
+def test_top_level_help_lists_every_command_with_examples(capsys):
+    with pytest.raises(SystemExit) as exit:
+        main(["--help"])
+    assert exit.value.code == 0
+    out = capsys.readouterr().out
+    assert "examples:" in out
+    for command in ("train", "search", "sample", "data", "report", "config", "doctor"):
+        assert f"\n    {command}" in out and f"autolfads {command}" in out, command
+
+
+# The commands of the local workflow; a new command adds itself here with an example in its help.
+COMMANDS = [("train",), ("search",), ("sample",), ("data",), ("data", "lorenz"), ("data", "chaotic-rnn"), ("report",), ("config",), ("config", "show"), ("config", "init"), ("doctor",)]
+
+
+def test_every_subcommand_help_has_an_example():
+    commands = subcommands(build_parser())
+    for path in COMMANDS:
+        text = commands[path].format_help()
+        assert "example" in text and "autolfads " + path[0] in text, f"`autolfads {' '.join(path)} --help` shows no example"
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exit:
+        main(["--version"])
+    assert exit.value.code == 0 and capsys.readouterr().out.strip() == f"autolfads {__version__}"
+
+
+@pytest.mark.parametrize("tf2", [False, True])
+def test_config_show_prints_the_documented_defaults(tf2, capsys):
+    assert main(["config", "show", *(["--tf2"] if tf2 else [])]) == 0
+    text = capsys.readouterr().out
+    assert text == default_config_text(tf2)
+    config, ignored = parse_config(yaml.safe_load(text))
+    assert config == Config() and ignored == []  # exactly our defaults, in either spelling, nothing skipped
+    body = [line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    leaves = [line for line in body if not line.rstrip().endswith(":")]
+    assert all(" # " in line for line in leaves), "every key is documented"
+    assert ("MODEL:" in body and "TRAIN:" in body and "  LR:" in body) if tf2 else ("model:  # Model architecture and regularisers." in body)
+
+
+def test_config_init_writes_and_never_overwrites_by_accident(tmp_path, capsys):
+    path = tmp_path / "my.yaml"
+    assert main(["config", "init", str(path), "--tf2"]) == 0
+    assert capsys.readouterr().out.strip() == str(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "ignored lfads-tf2 keys" warning either
+        assert load_config(path) == Config()
+    path.write_text("# mine\n")
+    assert main(["config", "init", str(path)]) == 2
+    assert "exists" in capsys.readouterr().err and path.read_text() == "# mine\n"
+    assert main(["config", "init", str(path), "--force"]) == 0 and load_config(path) == Config()
+    assert not list(tmp_path.glob(".*.tmp"))
+    with pytest.raises(SystemExit) as exit:
+        main(["config"])  # an action is required
+    assert exit.value.code == 2
+
+
+def test_doctor_reports_versions_devices_ray_and_threads(capsys):
+    assert main(["doctor"]) == 0
+    out = capsys.readouterr().out
+    for item in ("python", "torch", "numpy", "ray", "torch devices", "CUDA available", "Ray", "torch threads", "OMP_NUM_THREADS", "recommended"):
+        assert any(line.startswith(item + " ") for line in out.splitlines()), item
+    assert "cpu" in out and "train.threads 1" in out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("tf2", [False, True])
+def test_config_init_round_trips_through_train(tf2, autolfads, lorenz_file, tiny_model, tmp_path):
+    path = tmp_path / "config.yaml"
+    result = autolfads("config", "init", path, *(["--tf2"] if tf2 else []))
+    assert result.returncode == 0, result.stderr
+    folder = tmp_path / "run"
+    result = autolfads("train", "--data", lorenz_file, "--checkpoint", folder, "--config-file", path, "--quiet", "--no-report", *tiny_model())
+    assert result.returncode == 0, result.stderr
+    assert "ignored" not in result.stderr
+    trained = load_config(folder / "config.yaml")
+    assert (trained.model.data_dim, trained.model.seq_len, trained.model.gen_dim) == (10, 20, 16)
+    assert trained.train.lr_schedule is False and trained.train.adam_epsilon == pytest.approx(Config().train.adam_epsilon)
+
+
+@pytest.mark.slow
+def test_installed_command_help_and_doctor(autolfads):
+    result = autolfads("--help")
+    assert result.returncode == 0 and "autolfads doctor" in result.stdout
+    result = autolfads("doctor")
+    assert result.returncode == 0, result.stderr
+    assert "OMP_NUM_THREADS       1" in result.stdout  # the tests run the command with OMP_NUM_THREADS=1
