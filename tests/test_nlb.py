@@ -198,6 +198,21 @@ def test_evaluate_command_writes_table_json_and_a_submission_nlb_tools_accepts(t
         assert sorted(h5) == ["mc_maze", "mc_maze_small"] and len(h5["mc_maze"]) == 6
 
 
+def test_test_phase_submission_holds_the_test_trials(tmp_path, capsys):
+    targets, submission = fake_nlb("mc_maze")
+    write_targets(tmp_path / "targets.h5", targets)
+    write_output(tmp_path / "out.h5", targets, submission)
+    args = ["evaluate", "--output", str(tmp_path / "out.h5"), "--targets", str(tmp_path / "targets.h5"), "--phase", "test", "--nlb-submission", str(tmp_path / "sub.h5")]
+    assert main(args) == 2 and "no test_rates" in capsys.readouterr().err
+    with h5py.File(tmp_path / "out.h5", "a") as h5:  # NLB test trials 7, 3, 5: held-in neurons only in the data, rates for all
+        h5["test_rates"], h5["test_inds"] = np.full((3, 25, 12), 0.5, dtype=np.float32), np.array([7, 3, 5])
+    assert main(args) == 0
+    with h5py.File(tmp_path / "sub.h5") as h5:
+        shapes = {key: h5["mc_maze"][key].shape for key in h5["mc_maze"]}
+    assert shapes["eval_rates_heldin"] == (3, 20, 8) and shapes["eval_rates_heldout_forward"] == (3, 5, 4)
+    assert shapes["train_rates_heldout"] == (52, 20, 4)  # NLB's train and val trials
+
+
 @pytest.mark.parametrize("bad", [np.nan, -1.0])
 def test_evaluate_command_refuses_bad_rates_in_one_line(tmp_path, capsys, bad):
     targets, submission = fake_nlb("mc_maze")

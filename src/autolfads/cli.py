@@ -287,6 +287,7 @@ def add_nlb_parsers(commands: argparse._SubParsersAction, kinds: argparse._SubPa
     evaluate.add_argument("--targets", type=Path, required=True, help="NLB targets file written by `autolfads data nlb`")
     evaluate.add_argument("--json", type=Path, help="also write the metrics to this JSON file")
     evaluate.add_argument("--nlb-submission", type=Path, help="write the rates as an NLB submission h5 (an existing file keeps its other data sets)")
+    evaluate.add_argument("--phase", choices=["val", "test"], default="val", help="val (default): score and submit the 'val' trials; test: submit the output's 'test' trials (nothing to score locally)")
     evaluate.set_defaults(handler=run_evaluate)
 
 
@@ -306,9 +307,15 @@ def run_data_nlb_synthetic(args: argparse.Namespace, _: list[str]) -> int:
 
 
 def run_evaluate(args: argparse.Namespace, _: list[str]) -> int:
-    from .evaluate import evaluate_output, format_table, read_targets, write_json, write_submission
+    from .evaluate import evaluate_output, format_table, read_targets, submission_for_test_phase, write_json, write_submission
 
     targets = read_targets(args.targets)
+    if args.phase == "test":
+        if not args.nlb_submission:
+            raise_config("--phase test writes a submission only: give --nlb-submission FILE")
+        submission = submission_for_test_phase(args.output, targets)
+        print(f"# NLB test-phase submission ({targets.name}): {write_submission(args.nlb_submission, targets.name, submission)}", file=sys.stderr)
+        return 0
     scores, submission = evaluate_output(args.output, targets)
     print(format_table({targets.name: scores}))
     if args.json:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import EvaluationError
 from .files import read_output_rates, read_targets, write_json, write_submission, write_targets
 from .scoring import METRIC_NAMES, SUBMISSION_KEYS, Targets, format_table, score, submission_from_rates
 
@@ -20,6 +21,7 @@ __all__ = [
     "read_targets",
     "score",
     "submission_from_rates",
+    "submission_for_test_phase",
     "write_json",
     "write_submission",
     "write_targets",
@@ -30,3 +32,13 @@ def evaluate_output(output: str | Path, targets: Targets) -> tuple[dict[str, flo
     """Score an LFADS output file against NLB targets -> (metrics by NLB name, the submission)."""
     submission = submission_from_rates(read_output_rates(output), targets)
     return score(targets, submission), submission
+
+
+def submission_for_test_phase(output: str | Path, targets: Targets) -> dict[str, np.ndarray]:
+    """NLB's test-phase submission from an LFADS output: eval = its test split (NLB's 'test' trials, whose
+    held-out neurons only NLB has), train = NLB's 'train' and 'val' trials, in trial order."""
+    rates = read_output_rates(output)
+    if "test" not in rates:
+        raise EvaluationError(f"{output}: no test_rates: the data file had no NLB 'test' trials (give `data nlb` the folder with the test NWB file)")
+    train_ids = np.sort(np.concatenate([targets.train_ids, targets.eval_ids]))
+    return submission_from_rates(rates, targets, train_ids, np.sort(rates["test"][0]))

@@ -56,9 +56,15 @@ class Targets:
         return int(self.arrays["eval_spikes_heldin_forward"].shape[1])
 
 
-def submission_from_rates(rates: Mapping[str, tuple[np.ndarray, np.ndarray]], targets: Targets) -> dict[str, np.ndarray]:
+def submission_from_rates(
+    rates: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    targets: Targets,
+    train_ids: np.ndarray | None = None,
+    eval_ids: np.ndarray | None = None,
+) -> dict[str, np.ndarray]:
     """rates: {source: (NLB trial ids (n,), rates (n, trial + forward bins, held-in + held-out neurons))},
-    e.g. one entry per split of an LFADS output. The targets' train and eval trials are looked up by id."""
+    e.g. one entry per split of an LFADS output. The train and eval trials (default: the targets') are
+    looked up by id; `targets` also gives the bins and neurons."""
     ids = np.concatenate([np.asarray(trial_ids) for trial_ids, _ in rates.values()])
     stacked = np.concatenate([np.asarray(values) for _, values in rates.values()])
     expected = (targets.trial_bins + targets.forward_bins, targets.heldin + targets.heldout)
@@ -73,10 +79,11 @@ def submission_from_rates(rates: Mapping[str, tuple[np.ndarray, np.ndarray]], ta
     def pick(wanted: np.ndarray, role: str) -> np.ndarray:
         missing = [int(trial) for trial in wanted if int(trial) not in row]
         if missing:
-            raise EvaluationError(f"the rates have no trial {missing[0]} ({len(missing)} of the {len(wanted)} {role} trials of {targets.name} are missing)")
+            raise EvaluationError(f"the rates have no trial {missing[0]} ({len(missing)} of the {len(wanted)} {role} trials are missing)")
         return stacked[[row[int(trial)] for trial in wanted]].astype(np.float64)
 
-    train, evaluated = pick(targets.train_ids, "train"), pick(targets.eval_ids, "eval")
+    train = pick(targets.train_ids if train_ids is None else train_ids, "train")
+    evaluated = pick(targets.eval_ids if eval_ids is None else eval_ids, "eval")
     return {
         "train_rates_heldin": train[:, :t, :n],
         "train_rates_heldout": train[:, :t, n:],
