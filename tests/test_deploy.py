@@ -82,6 +82,10 @@ def test_dockerfile_is_multi_stage_non_root_with_the_autolfads_entrypoint(docker
     assert uid.isdigit() and int(uid) != 0, "numeric non-root USER (Kubernetes' runAsNonRoot can check it)"
     assert ("ENTRYPOINT", '["autolfads"]') in final
     assert not any(op == "RUN" and "pip" in args for op, args in final), "no installs in the runtime stage"
+    env = next(args for op, args in final if op == "ENV")
+    assert env.startswith("PATH=/opt/autolfads/bin:$PATH")
+    # KubeRay runs `bash -lc`: /etc/profile resets PATH, so the venv must come back through profile.d.
+    assert any(op == "RUN" and "/etc/profile.d/" in args and "/opt/autolfads/bin" in args for op, args in final)
 
 
 @pytest.mark.parametrize("dockerfile, build", [(DOCKERFILES[0], "cpu"), (DOCKERFILES[1], "cu")], ids=["cpu", "gpu"])
@@ -155,3 +159,73 @@ def test_image_install_sequence_gives_a_working_autolfads(tmp_path, lorenz_file)
     # It is the installed copy that ran, not this checkout.
     where = subprocess.run([tmp_path / "venv" / "bin" / "python", "-c", "import autolfads; print(autolfads.__file__)"], capture_output=True, text=True)
     assert str(tmp_path / "venv") in where.stdout
+
+
+# ------------------------------------------------------------------------------------------ deploy/kubernetes
+
+# The commands that wrote deploy/kubernetes/examples/ (also in deploy/kubernetes/README.md).
+EXAMPLES = {
+    "lorenz-katib.yaml": "kubeflow katib --name lorenz --image ghcr.io/your-lab/autolfads:0.1.0 --data-pvc autolfads-data "
+    "--data-subpath lorenz --config-file examples/configs/lorenz.yaml --population 20 --epochs-per-generation 50",
+    "mc-maze-small-katib.yaml": "kubeflow katib --name mc-maze-small --image ghcr.io/your-lab/autolfads:0.1.0-gpu "
+    "--data-pvc autolfads-data --data-subpath mc_maze_small --config-file examples/configs/mc_maze_small.yaml "
+    "--population 20 --epochs-per-generation 50 --gpus 1 --cpus 4 --memory 8Gi",
+    "lorenz-rayjob.yaml": "kubeflow rayjob --name lorenz-ray --image ghcr.io/your-lab/autolfads:0.1.0-ray --pvc autolfads-data "
+    "--data-subpath lorenz --config-file examples/configs/lorenz.yaml --population 16 --epochs-per-generation 25 "
+    "--workers 4 --cpus-per-worker 4",
+}
+
+
+@pytest.mark.parametrize("name", sorted(EXAMPLES))
+def test_examples_are_what_the_generator_writes_today(name, tmp_path, monkeypatch):
+    from autolfads.cli import main
+
+    monkeypatch.chdir(REPO)
+    assert main([*shlex.split(EXAMPLES[name]), "-o", str(tmp_path / name)]) == 0
+    assert (tmp_path / name).read_text() == (KUBE / "examples" / name).read_text(), (
+        f"deploy/kubernetes/examples/{name} is stale; regenerate it: autolfads {EXAMPLES[name]} -o deploy/kubernetes/examples/{name}"
+    )
+
+
+def test_nlb_example_is_sized_for_mc_maze_small():
+    config_map, experiment = yaml.safe_load_all((KUBE / "examples" / "mc-maze-small-katib.yaml").read_text())
+    model = yaml.safe_load(config_map["data"]["config.yaml"])["model"]
+    assert (model["data_dim"], model["cs_dim"], model["seq_len"], model["fp_len"]) == (142, 35, 180, 40)
+    assert {"val_co_bps", "val_fp_bps"} <= set(experiment["spec"]["objective"]["additionalMetricNames"])
+    container = experiment["spec"]["trialTemplate"]["trialSpec"]["spec"]["template"]["spec"]["containers"][0]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
+
+
+def test_examples_use_the_lab_volume():
+    claim = yaml.safe_load((KUBE / "data-pvc.yaml").read_text())
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"]
+    stage = yaml.safe_load((KUBE / "staging-pod.yaml").read_text())
+    assert stage["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"] == claim["metadata"]["name"]
+    for name in EXAMPLES:
+        assert f"claimName: {claim['metadata']['name']}" in (KUBE / "examples" / name).read_text()
+
+
+def test_katib_config_gives_pbt_an_rwx_volume_and_the_images_user():
+    config_map = yaml.safe_load((KUBE / "katib-config.yaml").read_text())
+    assert (config_map["metadata"]["name"], config_map["metadata"]["namespace"]) == ("katib-config", "kubeflow")
+    katib_config = yaml.safe_load(config_map["data"]["katib-config.yaml"])
+    assert katib_config["kind"] == "KatibConfig" and katib_config["init"]["certGenerator"]["enable"] is True
+    (pbt,) = [s for s in katib_config["runtime"]["suggestions"] if s["algorithmName"] == "pbt"]
+    claim = pbt["persistentVolumeClaimSpec"]
+    assert claim["accessModes"] == ["ReadWriteMany"] and claim["storageClassName"]
+    assert pbt["podSecurityContext"]["runAsUser"] == 1000  # the images' uid: trials can write the folders it makes
+    assert {c["kind"] for c in katib_config["runtime"]["metricsCollectors"]} >= {"StdOut"}
+    images = [s["image"] for s in katib_config["runtime"]["suggestions"]] + [c["image"] for c in katib_config["runtime"]["metricsCollectors"]]
+    assert all(image.endswith(":v0.19.0") for image in images), "one pinned Katib release"
+
+
+def test_kustomization_builds_offline():
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl is not on PATH: `kubectl kustomize deploy/kubernetes` was not tried (the YAML checks above ran)")
+    result = subprocess.run([kubectl, "kustomize", str(KUBE)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    documents = {doc["kind"]: doc for doc in yaml.safe_load_all(result.stdout)}
+    assert set(documents) == {"PersistentVolumeClaim", "Pod"}
+    assert all(doc["metadata"]["namespace"] == "kubeflow-user-example-com" for doc in documents.values())
+    assert documents["Pod"]["spec"]["securityContext"]["runAsUser"] == 1000

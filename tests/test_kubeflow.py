@@ -402,7 +402,7 @@ def test_katib_pbt_flow_emulated(tmp_path, lorenz_file):
     assert child_values != parent_values
     log = run_trial(job, child_values, {CHECKPOINT_DIR: child, DATA_MOUNT: tmp_path / "share", "/etc/autolfads": tmp_path / "etc"}, tmp_path)
     assert katib_metrics(log, metric_names)["epoch"] == [2, 3]  # training continued: the epoch counter advanced
-    assert "resumed from" in log and f"at epoch 2 with new" in log
+    assert "resumed from" in log and "at epoch 2 with new" in log
     child_state = torch.load(child / "last.ckpt", weights_only=True)
     assert child_state["trainer"]["epoch"] == 4
     # Weights and optimizer continued from the parent's: Adam's step count went on, and the history holds

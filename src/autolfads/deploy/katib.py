@@ -27,7 +27,7 @@ start members at a fixed `initial` value and always keeps values inside the rang
 import json
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ..config import Config
 from ..errors import ConfigError
@@ -72,7 +72,6 @@ class KatibSettings:
     max_generations: int = 50
     run_as_user: int = 1000
     image_pull_policy: str = "IfNotPresent"
-    notes: list[str] = field(default_factory=list, compare=False)
 
     def __post_init__(self) -> None:
         problems = []
