@@ -20,10 +20,13 @@ pytest.importorskip("nlb_tools", reason="NLB tests need nlb_tools: pip install -
 from nlb_tools import evaluation as nlb_evaluation  # noqa: E402
 
 from autolfads.cli import main  # noqa: E402
+from autolfads.config import DataConfig  # noqa: E402
 from autolfads.data import write_lfads_h5  # noqa: E402
 from autolfads.data.nlb_synthetic import write_nlb_synthetic  # noqa: E402
-from autolfads.errors import EvaluationError  # noqa: E402
+from autolfads.errors import ConfigError, EvaluationError  # noqa: E402
 from autolfads.evaluate import Targets, metrics, score, write_targets  # noqa: E402
+from autolfads.train import Trainer  # noqa: E402
+from helpers import config, make_data  # noqa: E402
 
 RTOL = 1e-6
 # A small synthetic session: 4 conditions x 8 trials (6 train / 1 val / 1 test each), 20 + 6 neurons.
@@ -230,6 +233,17 @@ def test_evaluate_command_refuses_rates_of_other_data(tmp_path, capsys):
     write_output(tmp_path / "out.h5", targets, {key: value[..., :-1] for key, value in submission.items()})  # a neuron short
     assert main(["evaluate", "--output", str(tmp_path / "out.h5"), "--targets", str(tmp_path / "targets.h5")]) == 2
     assert "25 bins x 10 neurons per trial but mc_maze needs 20+5 bins x 8+4 neurons" in capsys.readouterr().err
+
+
+def test_trainer_needs_matching_nlb_targets(tmp_path):
+    with pytest.raises(ConfigError, match="train.nlb_every needs data.nlb_targets"):
+        Trainer(config(train={"nlb_every": 1}), make_data(config().model))
+    targets, _ = fake_nlb("mc_maze")  # 20 + 5 bins and 8 + 4 neurons; the tiny model has 10 + 2 bins, 4 + 2 neurons
+    write_targets(tmp_path / "targets.h5", targets)
+    cfg = config(train={"nlb_every": 1}).model_copy(update={"data": DataConfig(nlb_targets=str(tmp_path / "targets.h5"))})
+    trainer = Trainer(cfg, make_data(cfg.model))
+    with pytest.raises(ConfigError, match=r"targets.h5 \(mc_maze: 25 bins, 8\+4 neurons\) does not belong to the data in-memory \(12 bins, 4\+2 neurons"):
+        trainer.run_epoch()
 
 
 # ---------------------------------------------------------------------------------------------------------------

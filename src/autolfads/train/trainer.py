@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from ..config import Config
 from ..data import LFADSData, Split
 from ..errors import ConfigError
-from ..evaluate import METRIC_NAMES, read_targets, score, submission_from_rates
+from ..evaluate import METRIC_NAMES, Targets, read_targets, score, submission_from_rates
 from ..model import LFADS
 from ..model.augmentations import coordinated_dropout, sample_validation_mask
 from .metrics import R2Accumulator, bits_per_spike, null_nll_sum, smooth
@@ -112,7 +112,9 @@ class Trainer:
         self.splits = {split.name: self._to_device(split) for split in data.splits if split.recon is not None}
         self._sv_weights: dict[str, torch.Tensor] = {}
         self.null_nll = {name: self._null_nll(split) for name, split in self.splits.items()}
-        self.nlb_targets = self._load_nlb_targets()
+        self.nlb_targets = None  # data.nlb_targets, read when first needed (sampling never needs it)
+        if train.nlb_every and config.data.nlb_targets is None:
+            raise ConfigError("train.nlb_every needs data.nlb_targets: the targets file of `autolfads data nlb`")
         self.ramp_end_epoch = max(train.kl_start_epoch + train.kl_increase_epoch, train.l2_start_epoch + train.l2_increase_epoch)
 
     @property
@@ -273,7 +275,7 @@ class Trainer:
         posterior-mean rates (no sampling, no dropout) against data.nlb_targets; NaN for a member whose rates
         are not finite."""
         if self.nlb_targets is None:
-            raise ConfigError("NLB metrics need data.nlb_targets: the targets file of `autolfads data nlb`")
+            self.nlb_targets = self._load_nlb_targets()
         self.model.eval()
         no_dropout = torch.zeros(self.population_size, device=self.device)
         rates = {}
@@ -349,13 +351,11 @@ class Trainer:
         self.history = list(state["history"])
 
     # ---------------------------------------------------------------- helpers
-    def _load_nlb_targets(self):
+    def _load_nlb_targets(self) -> Targets:
         """data.nlb_targets, checked against the data: the same trials, bins and neurons."""
         path = self.config.data.nlb_targets
         if path is None:
-            if self.config.train.nlb_every:
-                raise ConfigError("train.nlb_every needs data.nlb_targets: the targets file of `autolfads data nlb`")
-            return None
+            raise ConfigError("NLB metrics need data.nlb_targets: the targets file of `autolfads data nlb`")
         targets = read_targets(path)
         cfg = self.config.model
         shape = (targets.trial_bins + targets.forward_bins, targets.heldin + targets.heldout, targets.heldin)
