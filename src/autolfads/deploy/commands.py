@@ -16,6 +16,9 @@ def add_kubeflow_parser(commands: argparse._SubParsersAction) -> None:
         "kubeflow",
         help="Kubernetes manifests: a Katib PBT Experiment, or a KubeRay RayJob running `autolfads search --backend ray`",
         description="Write the Kubernetes manifests of an AutoLFADS run (see deploy/kubernetes/README.md).",
+        epilog="examples:\n  autolfads kubeflow katib --name lorenz --image IMAGE --data-pvc autolfads-data --config-file cfg.yaml --population 20 --epochs-per-generation 50 -o lorenz.yaml\n"
+        "  autolfads kubeflow rayjob --name lorenz-ray --image IMAGE-ray --pvc autolfads-data --config-file cfg.yaml --population 16 --epochs-per-generation 25 --dry-run",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     kinds = kubeflow.add_subparsers(dest="manifest", metavar="KIND", required=True)
     katib = kinds.add_parser(
