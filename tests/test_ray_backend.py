@@ -1,0 +1,419 @@
+"""The Ray backend on a real two-node Ray cluster on loopback: PBT semantics, driver kill + resume, node loss.
+
+Each cluster is two `ray start` nodes (2 CPUs each) in their own sessions; teardown kills every process of
+those sessions (by session id, so no other Ray instance on the machine is touched) and, on CI
+(CI=true), also runs `ray stop --force`. Token authentication is turned off for these throwaway clusters
+(RAY_AUTH_MODE=disabled). The deploy/ray cluster YAMLs are validated against the schema in the Ray wheel.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import math
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+ray = pytest.importorskip("ray", reason="the Ray backend tests need Ray: pip install 'autolfads[ray]'", exc_type=ImportError)
+
+import h5py  # noqa: E402
+import yaml  # noqa: E402
+
+from autolfads.config import Config, ModelConfig, TrainConfig  # noqa: E402
+from autolfads.data import write_synthetic  # noqa: E402
+from autolfads.search import SearchSettings, default_search_space, search  # noqa: E402
+from autolfads.train.trainer import METRIC  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[1]
+RAY = shutil.which("ray", path=str(Path(sys.executable).parent)) or shutil.which("ray")
+SETTINGS = dict(population=4, epochs_per_generation=2, max_generations=3, backend="ray")
+TINY = dict(ic_enc_dim=8, ci_enc_dim=8, con_dim=8, co_dim=1, ic_dim=8, gen_dim=16, fac_dim=4)
+OUTPUT_FIELDS = ("rates", "factors", "gen_states", "gen_inputs", "gen_init", "con_states", "ic_mean", "ic_std", "co_means", "co_stds")
+# Fast failure detection for the node-loss test: a dead node is declared after about 3 s, not 30 s.
+CLUSTER_ENV = {
+    "RAY_AUTH_MODE": "disabled",
+    "RAY_health_check_period_ms": "1000",
+    "RAY_health_check_timeout_ms": "1000",
+    "RAY_health_check_failure_threshold": "3",
+    "OMP_NUM_THREADS": "1",
+    "PYTHONUNBUFFERED": "1",
+}
+
+
+# ------------------------------------------------------------------------------------------------ cluster
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def session_pids(session: int) -> list[int]:
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if os.getsid(int(entry)) == session:
+                    pids.append(int(entry))
+            except (ProcessLookupError, PermissionError):
+                pass
+    return pids
+
+
+def kill_session(session: int) -> None:
+    """SIGKILL every process of a session we started (the node's raylet, GCS, agents and workers)."""
+    for _ in range(5):
+        pids = session_pids(session)
+        if not pids:
+            return
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.2)
+
+
+class LoopbackCluster:
+    """A head and one worker node on 127.0.0.1, each started by `ray start` in a session of its own."""
+
+    def __init__(self) -> None:
+        self.env = {**os.environ, **CLUSTER_ENV}
+        self.temp_dir = tempfile.mkdtemp(prefix="alr")  # short: Ray's socket paths must stay under 108 bytes
+        self.port = free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self.sessions: list[int] = []
+
+    def _ray_start(self, *args: str) -> int:
+        process = subprocess.Popen([RAY, "start", *args], env=self.env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.sessions.append(process.pid)
+        output, _ = process.communicate(timeout=90)
+        assert process.returncode == 0, output
+        return process.pid
+
+    def start(self) -> LoopbackCluster:
+        self.head = self._ray_start(
+            "--head", "--port", str(self.port), "--num-cpus", "2", "--node-ip-address", "127.0.0.1",
+            "--include-dashboard=false", "--ray-client-server-port", str(free_port()), "--temp-dir", self.temp_dir,
+        )
+        self.worker = self._ray_start("--address", self.address, "--num-cpus", "2")
+        return self
+
+    def kill_worker(self) -> None:
+        kill_session(self.worker)
+
+    def stop(self) -> None:
+        for session in reversed(self.sessions):
+            kill_session(session)
+        if os.environ.get("CI"):  # dedicated CI machines: also whatever a crashed test left behind
+            subprocess.run([RAY, "stop", "--force"], env=self.env, capture_output=True, timeout=60)
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def running_cluster():
+    """A fresh two-node cluster, ALWAYS torn down (also when the test fails or times out)."""
+    saved = os.environ.get("RAY_AUTH_MODE")
+    os.environ["RAY_AUTH_MODE"] = "disabled"  # the driver in this process talks to the unauthenticated cluster
+    loopback = LoopbackCluster()
+    try:
+        yield loopback.start()
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
+        loopback.stop()
+        if saved is None:
+            os.environ.pop("RAY_AUTH_MODE", None)
+        else:
+            os.environ["RAY_AUTH_MODE"] = saved
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """Shared by the tests that leave the cluster whole."""
+    with running_cluster() as loopback:
+        yield loopback
+
+
+@pytest.fixture
+def own_cluster():
+    """For a test that kills a node."""
+    with running_cluster() as loopback:
+        yield loopback
+
+
+@contextlib.contextmanager
+def deadline(seconds: int):
+    """Fail instead of hanging CI: SIGALRM raises in the main thread (where Tune's loop runs)."""
+
+    def expired(signum, frame):
+        raise TimeoutError(f"the search took more than {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+@pytest.fixture(scope="module")
+def lorenz(tmp_path_factory) -> Path:
+    return write_synthetic("lorenz", tmp_path_factory.mktemp("data") / "lorenz.h5", n_conditions=8, trials_per_condition=5, seq_len=20, n_neurons=10)
+
+
+def tiny_config() -> Config:
+    return Config(model=ModelConfig(**TINY), train=TrainConfig(batch_size=16, kl_increase_epoch=1, l2_increase_epoch=1, num_samples=5, device="cpu"))
+
+
+def read_csv(path: Path) -> list[dict]:
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def completed_generations(workdir: Path) -> int:
+    try:
+        rows = read_csv(workdir / "state.csv")
+    except (FileNotFoundError, csv.Error):
+        return 0
+    return len({row["generation"] for row in rows if row.get("generation")})
+
+
+DRIVER = textwrap.dedent(
+    """
+    import sys
+    from autolfads.config import Config
+    from autolfads.search import SearchSettings, search
+    config = Config.model_validate_json(sys.argv[1])
+    search(config, sys.argv[2], sys.argv[3], SearchSettings(**{settings!r}), address=sys.argv[4], cpus_per_member=1)
+    """
+)
+
+
+def driver(tmp_path: Path, lorenz: Path, workdir: Path, address: str) -> list[str]:
+    script = tmp_path / "driver.py"
+    script.write_text(DRIVER.format(settings=SETTINGS))
+    return [sys.executable, str(script), tiny_config().model_dump_json(), str(lorenz), str(workdir), address]
+
+
+def start_driver(command: list[str], log: Path) -> subprocess.Popen:
+    """The driver in a process of its own, its output in a file (a full pipe would block it)."""
+    with open(log, "w") as out:
+        return subprocess.Popen(command, env={**os.environ, **CLUSTER_ENV}, stdout=out, stderr=subprocess.STDOUT)
+
+
+def wait_for(condition, timeout: float, what: str, process: subprocess.Popen | None = None, log: Path | None = None) -> None:
+    end = time.monotonic() + timeout
+    while not condition():
+        if process is not None and process.poll() is not None:
+            raise AssertionError(f"the driver exited ({process.returncode}) before {what}:\n{log.read_text() if log else ''}")
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.2)
+
+
+def check_complete(workdir: Path) -> list[dict]:
+    state = read_csv(workdir / "state.csv")
+    keys = Counter((int(row["generation"]), int(row["member"])) for row in state)
+    expected = {(g, m) for g in range(SETTINGS["max_generations"]) for m in range(SETTINGS["population"])}
+    assert set(keys) == expected and set(keys.values()) == {1}, keys
+    return state
+
+
+# ------------------------------------------------------------------------------------------------ tests
+def test_search_on_a_two_node_cluster_is_synchronous_binary_tournament_pbt(cluster, lorenz, tmp_path):
+    workdir = tmp_path / "search"
+    with deadline(300):
+        outcome = search(tiny_config(), lorenz, workdir, SearchSettings(**SETTINGS), address=cluster.address, cpus_per_member=1)
+    assert outcome.generations == 3
+    state = check_complete(workdir)
+    members = read_csv(workdir / "ray" / "members.csv")
+    assert len(members) == 12 and len({row["node_id"] for row in members}) > 1, "every trial ran on one node"
+
+    # Synchronous: no member started a generation before every member had reported the one before.
+    reports = [json.loads(line) for line in (workdir / "ray" / "reports.jsonl").read_text().splitlines() if line.strip()]
+    for generation in (1, 2):
+        assert min(r["started_at"] for r in reports if r["generation"] == generation) > max(r["time"] for r in reports if r["generation"] == generation - 1)
+
+    # Binary tournament: disjoint pairs, the loser is the worse member, its new values are the winner's perturbed.
+    space = default_search_space()
+    by_key = {(int(r["generation"]), int(r["member"])): r for r in state}
+    exploits = read_csv(workdir / "exploits.csv")
+    assert {int(e["generation"]) for e in exploits} == {0, 1}  # none after the last generation
+    for generation in (0, 1):
+        pairs = [e for e in exploits if int(e["generation"]) == generation]
+        involved = [int(e["loser"]) for e in pairs] + [int(e["winner"]) for e in pairs]
+        assert len(pairs) == 2 and len(set(involved)) == 4, pairs  # population 4: two disjoint pairs
+        for e in pairs:
+            loser, winner = by_key[(generation, int(e["loser"]))], by_key[(generation, int(e["winner"]))]
+            assert float(e["loser_metric"]) == float(loser[METRIC]) and float(e["winner_metric"]) == float(winner[METRIC])
+            assert math.isnan(float(e["loser_metric"])) or float(e["loser_metric"]) >= float(e["winner_metric"])
+            after = by_key[(generation + 1, int(e["loser"]))]
+            for name, param in space.params.items():
+                old, new = float(winner[name]), float(e[f"new_{name}"])
+                assert float(after[name]) == new  # the next generation ran with the new values
+                ratio = new / old
+                low, high = 1 + 0.002 * param.explore_weight, 1 + param.explore_weight
+                clipped = param.enforce_limits and new in (param.low, param.high)
+                assert clipped or low * (1 - 1e-9) <= max(ratio, 1 / ratio) <= high * (1 + 1e-9), (name, old, new)
+        losers = {int(e["loser"]) for e in pairs}
+        for member in set(range(4)) - losers:  # the others keep their values
+            assert all(by_key[(generation + 1, member)][n] == by_key[(generation, member)][n] for n in space.params)
+
+    # Weights and optimizer state really copied: each restore equals the checkpoint it was taken from.
+    report = {(int(r["generation"]), int(r["member"])): r for r in members}
+    winners = {(int(e["generation"]), int(e["loser"])): int(e["winner"]) for e in exploits}
+    for (generation, member), row in report.items():
+        if generation == 0:
+            assert row["restored_member"] == "-1"
+            continue
+        source = winners.get((generation - 1, member), member)
+        assert int(row["restored_member"]) == source
+        assert row["restored_checksum"] == report[(generation - 1, source)]["saved_checksum"]
+    for (generation, member), winner in winners.items():  # and a loser's state differs from its own before
+        assert report[(generation + 1, member)]["restored_checksum"] != report[(generation, member)]["saved_checksum"]
+
+    metrics = read_csv(workdir / "metrics.csv")
+    assert len(metrics) == 4 * (3 + 2 + 2)  # the first generation adds the 1-epoch ramp
+    with h5py.File(workdir / "best_model" / "lfads_output.h5", "r") as out:
+        expected = {f"{split}_{field}" for split in ("train", "valid") for field in OUTPUT_FIELDS}
+        assert expected <= set(out.keys()), expected - set(out.keys())
+        assert out["train_rates"].shape == (32, 20, 10)
+    assert (workdir / "best_model" / "last.ckpt").is_file() and (workdir / "best_model" / "config.yaml").is_file()
+    assert "search complete: 3 generations" in (workdir / "search.log").read_text()
+
+    # The embedded backend, same settings: the same columns, hyperparameters and decisions; metrics equal up to
+    # float rounding (one batched population vs one model per process).
+    twin_dir = tmp_path / "embedded"
+    search(tiny_config(), lorenz, twin_dir, SearchSettings(**{**SETTINGS, "backend": "embedded"}))
+    twin = read_csv(twin_dir / "state.csv")
+    assert list(twin[0]) == list(state[0]) and len(twin) == len(state)
+    for ours, theirs in zip(state, twin):
+        for name, value in theirs.items():
+            if name in space.params or name in ("generation", "member", "epoch"):
+                assert ours[name] == value, (name, ours, theirs)
+            else:
+                assert math.isclose(float(ours[name]), float(value), rel_tol=1e-4, abs_tol=1e-6), (name, ours[name], value)
+    twin_exploits = read_csv(twin_dir / "exploits.csv")
+    assert [(e["generation"], e["loser"], e["winner"]) for e in exploits] == [(e["generation"], e["loser"], e["winner"]) for e in twin_exploits]
+    assert outcome.best_member == search(tiny_config(), lorenz, twin_dir, SearchSettings(**{**SETTINGS, "backend": "embedded"})).best_member
+
+
+def test_a_killed_driver_resumes_without_retraining_completed_work(cluster, lorenz, tmp_path):
+    """SIGKILL the driver in the middle of generation 1, once some member has finished it; rerun."""
+    workdir = tmp_path / "search"
+    command = driver(tmp_path, lorenz, workdir, cluster.address)
+    env = {**os.environ, **CLUSTER_ENV}
+
+    def finished_generation_1() -> bool:  # a member's generation-1 checkpoint is registered
+        try:
+            return any(row["generation"] == "1" for row in read_csv(workdir / "ray" / "members.csv"))
+        except (FileNotFoundError, csv.Error, KeyError):
+            return False
+
+    first = start_driver(command, tmp_path / "driver-1.log")
+    try:
+        wait_for(finished_generation_1, 180, "a member to finish generation 1", first, tmp_path / "driver-1.log")
+    finally:
+        first.kill()  # SIGKILL: no cleanup at all
+        first.wait(timeout=30)
+    before = read_csv(workdir / "state.csv")
+    done = {int(row["generation"]) for row in before}
+    assert done == {0} or done == {0, 1}, done
+    state_at_kill = json.loads((workdir / "ray" / "pbt_state.json").read_text())
+    in_progress = state_at_kill["record"]["generation"]
+    reported = {int(m) for m, r in state_at_kill["reports"].items() if r["checkpoint"]}
+    reports_before = (workdir / "ray" / "reports.jsonl").read_text()
+
+    second = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "resumed the search" in second.stderr
+
+    state = check_complete(workdir)
+    assert state[: len(before)] == before  # completed generations: the same rows, never redone
+    reports = [json.loads(line) for line in (workdir / "ray" / "reports.jsonl").read_text().splitlines() if line.strip()]
+    trained = Counter((r["generation"], r["member"]) for r in reports)
+    kept = [(g, m) for g in done for m in range(4)] + [(in_progress, m) for m in reported]
+    assert kept and all(trained[key] == 1 for key in kept), {key: trained[key] for key in kept}
+    assert (workdir / "ray" / "reports.jsonl").read_text().startswith(reports_before)
+    assert (workdir / "best_model" / "lfads_output.h5").is_file()
+
+
+def test_a_killed_worker_node_does_not_lose_members(own_cluster, lorenz, tmp_path):
+    cluster = own_cluster
+    workdir = tmp_path / "search"
+    log = tmp_path / "driver.log"
+    process = start_driver(driver(tmp_path, lorenz, workdir, cluster.address), log)
+    try:
+        wait_for(lambda: completed_generations(workdir) >= 1, 180, "the first generation", process, log)
+
+        def trial_on_worker() -> bool:  # a member's actor is alive on the worker node: kill it mid-generation
+            for pid in session_pids(cluster.worker):
+                try:
+                    if Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"ray::ImplicitFunc.train"):  # Tune's trial actor
+                        return True
+                except OSError:
+                    pass
+            return False
+
+        wait_for(trial_on_worker, 60, "a trial on the worker node", process, log)
+        killed_at = time.time()
+        cluster.kill_worker()
+        process.wait(timeout=300)
+    finally:
+        process.kill()
+    assert process.returncode == 0, log.read_text()
+    check_complete(workdir)
+    members = read_csv(workdir / "ray" / "members.csv")
+    reports = [json.loads(line) for line in (workdir / "ray" / "reports.jsonl").read_text().splitlines() if line.strip()]
+    before = {r["node_id"] for r in reports if r["generation"] == 0}
+    after = {r["node_id"] for r in reports if r["time"] > killed_at}
+    assert len(before) == 2 and len(after) == 1 and after < before, (before, after)  # the dead node ran nothing more
+    assert len(members) == 12
+    errors = list((workdir / "ray" / "search").glob("*/error.txt"))
+    assert errors, "no trial failed: the node was not killed while a member trained on it"
+
+
+# ------------------------------------------------------------------------------------------------ deploy/ray
+@pytest.mark.parametrize("name", ["cluster-local.yaml", "cluster-aws.yaml"])
+def test_cluster_configs_match_the_schema_of_the_installed_ray(name):
+    jsonschema = pytest.importorskip("jsonschema")
+    schema = json.loads((Path(ray.__file__).parent / "autoscaler" / "ray-schema.json").read_text())
+    config = yaml.safe_load((REPO / "deploy" / "ray" / name).read_text())
+    jsonschema.validate(config, schema)
+    removed = {"autoscaling_mode", "initial_workers", "target_utilization_fraction", "min_workers", "max_workers_per_node", "head_node", "worker_nodes"}
+    assert not removed & set(config), removed & set(config)
+    provider = config["provider"]
+    if name == "cluster-local.yaml":
+        assert provider["type"] == "local" and provider["head_ip"] and provider["worker_ips"]
+        assert config["auth"]["ssh_user"] and config["auth"].get("ssh_private_key")
+    else:
+        assert provider["type"] == "aws" and provider["region"]
+        types = config["available_node_types"]
+        assert config["head_node_type"] in types and len(types) >= 2
+        for node in types.values():
+            assert {"resources", "node_config", "min_workers", "max_workers"} <= set(node) or node is types[config["head_node_type"]]
+    commands = " ".join(config.get("setup_commands", []))
+    assert "autolfads" in commands and "ray[tune]" in commands
+    assert config["cluster_name"]
+    # What `ray up` does first, offline: fill in the provider's defaults and validate again.
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    prepared = prepare_config(config)
+    validate_config(prepared)
+    assert prepared["head_node_type"] in prepared["available_node_types"]
