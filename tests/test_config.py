@@ -56,7 +56,7 @@ def test_every_field_has_a_description():
         ("model.sv_rate", 1.0),
         ("model.cs_dim", -1),
         ("model.gen_dim", 0),
-        ("model.reconstruction", "gamma"),
+        ("model.reconstruction", "lognormal"),
         ("train.lr_init", 0.0),
         ("train.adam_epsilon", -1e-8),
         ("train.lr_decay", 1.0),

@@ -72,7 +72,11 @@ class ModelConfig(_Section):
     ic_post_var_min: float = Field(1e-4, ge=0, description="Floor added to the initial-condition posterior variance.")
     co_prior_tau: float = Field(10.0, gt=0, description="Initial time constant (bins) of the AR(1) controller prior.")
     co_prior_nvar: float = Field(0.1, gt=0, description="Initial noise variance of the AR(1) controller prior.")
-    reconstruction: Literal["poisson", "gaussian"] = Field("poisson", description="Observation model of the data.")
+    reconstruction: Literal["poisson", "gaussian", "gamma", "zig"] = Field("poisson", description="Observation model of the data (gamma: positive values; zig: zero-inflated gamma, values >= 0).")
+    zig_s_min: float = Field(0.0, ge=0, description="ZIG minimum event size: events are s_min + Gamma (lfads-torch's gamma location).")
+    temporal_shift_std: float = Field(0.0, ge=0, description="Train-time temporal shift: std (bins) of each trial-neuron's shift (0: off).")
+    temporal_shift_max: int = Field(0, ge=0, description="Train-time temporal shift: shifts are clipped to +-max bins (0: off).")
+    spike_jitter_width: int = Field(0, ge=0, description="Train-time spike jitter: each spike moves by a uniform offset in [-width, width] bins (0: off).")
 
     @model_validator(mode="after")
     def _check_sizes(self) -> ModelConfig:
@@ -156,6 +160,7 @@ class TrainConfig(_Section):
     l2_ci_enc_scale: float = Field(0.0, ge=0, description="L2 penalty on the CI encoder's recurrent kernels.")
     num_samples: int = Field(50, ge=1, description="Posterior samples averaged into the output rates file.")
     nlb_every: int = Field(0, ge=0, description="Score NLB metrics (nlb_co_bps, ...) of posterior means every N epochs (0: never); needs data.nlb_targets.")
+    sbtt: bool = Field(False, description="Selective backprop through time: NaN bins in the data are missing (inputs 0, no loss there, loss re-weighted).")
     fused_rnn: bool = Field(True, description="Recurrent loops with the hand-written backward (fast); False: plain autograd, same numbers to float rounding.")
 
 

@@ -72,8 +72,12 @@ def load_data(
     fp_len: int = 0,
     prefix: str = "",
     reconstruction: str = "poisson",
+    allow_nan: bool = False,
 ) -> LFADSData:
     """Load and check an LFADS data file (or the one file in directory `path` starting with `prefix`).
+
+    allow_nan (train.sbtt): NaN entries of the data arrays are missing bins; they stay NaN in the
+    reconstruction targets and become 0 in the encoder inputs. Inf is never accepted.
 
     cs_dim / fp_len: held-out neurons (last columns) and forward-prediction bins (last steps). In the
     "single" layout they split the data; in the "encod_recon" layout the file implies them, and a
@@ -95,7 +99,7 @@ def load_data(
         raise DataError(f"{file}: cannot open as HDF5 (truncated or not an HDF5 file?): {err}") from err
     with h5:
         try:
-            return _Reader(h5, file, reconstruction).load(cs_dim, fp_len)
+            return _Reader(h5, file, reconstruction, allow_nan).load(cs_dim, fp_len)
         except OSError as err:  # damage that only shows when a part of the file is read
             raise DataError(f"{file}: cannot read the file (truncated or corrupt?): {err}") from err
 
@@ -164,7 +168,8 @@ def _tensor(array: np.ndarray) -> torch.Tensor:
 class _Reader:
     """Reads one open file; every problem becomes a DataError that names the file and key."""
 
-    def __init__(self, h5: h5py.File, file: Path, reconstruction: str) -> None:
+    def __init__(self, h5: h5py.File, file: Path, reconstruction: str, allow_nan: bool = False) -> None:
+        self.allow_nan = allow_nan
         self.h5 = h5
         self.file = file
         self.keys = set(h5.keys())
@@ -279,7 +284,7 @@ class _Reader:
             raise self.error(f"'{name}_truth' has shape {truth.shape}; expected {(n_trials, *recon_shape)}")
         return Split(
             name=name,
-            encod=_tensor(encod),
+            encod=_tensor(np.nan_to_num(encod, nan=0.0) if self.allow_nan else encod),  # SBTT: missing inputs are 0
             recon=None if recon is None else _tensor(recon),
             ext_input=None if ext_input is None else _tensor(ext_input),
             truth=None if truth is None else self._truth_counts(truth, conversion_factor),
@@ -336,8 +341,8 @@ class _Reader:
     def _optional(self, key: str, rank: int) -> np.ndarray | None:
         return self._checked(key, rank) if key in self.keys else None
 
-    def _checked(self, key: str, rank: int) -> np.ndarray:
-        """A real-valued, finite, non-empty array of the given rank."""
+    def _checked(self, key: str, rank: int, nan_ok: bool = False) -> np.ndarray:
+        """A real-valued, finite (NaN allowed if nan_ok), non-empty array of the given rank."""
         if key not in self.keys:
             raise self.error(f"required key {key!r} is missing; the file has: {_preview(sorted(self.keys))}")
         array = self._read(key)
@@ -351,25 +356,39 @@ class _Reader:
         if 0 in array.shape:
             raise self.error(f"{key!r} is empty: shape {array.shape}")
         if np.issubdtype(array.dtype, np.floating):
-            n_bad = int(array.size - np.count_nonzero(np.isfinite(array)))
-            if n_bad:
-                raise self.error(f"{key!r} holds {n_bad} NaN or infinite values")
+            n_inf = int(np.count_nonzero(np.isinf(array)))
+            n_nan = int(np.count_nonzero(np.isnan(array)))
+            if n_inf:
+                raise self.error(
+                    f"{key!r} holds {n_inf + n_nan} NaN or infinite values ({n_inf} infinite: Inf is never allowed; "
+                    "NaN may mark missing bins of the data arrays when train.sbtt is true)"
+                )
+            if n_nan and not nan_ok:
+                hint = " (data arrays may mark missing bins with NaN when train.sbtt is true)" if rank == 3 else ""
+                raise self.error(f"{key!r} holds {n_nan} NaN values{hint}")
         return array
 
     def _data(self, key: str) -> np.ndarray:
         """A data array (trials x time x neurons) that also meets the reconstruction's value rule."""
-        array = self._checked(key, 3)
+        array = self._checked(key, 3, nan_ok=self.allow_nan)
         if self.value_rule is not None:
             is_ok, expected = self.value_rule
-            bad = ~is_ok(array)
+            with np.errstate(invalid="ignore"):
+                bad = ~is_ok(array) & ~np.isnan(array)  # NaN (missing, SBTT) was checked above
             n_bad = int(np.count_nonzero(bad))
             if n_bad:
                 index = tuple(int(i) for i in np.unravel_index(int(np.argmax(bad)), array.shape))
                 raise self.error(
                     f"{key!r} must hold {expected} for {self.reconstruction} reconstruction, but {n_bad} entries "
                     f"do not, e.g. {key}[{', '.join(map(str, index))}] = {array[index].item()!r}"
+                    + self._value_hint(array)
                 )
         return array
+
+    def _value_hint(self, array: np.ndarray) -> str:
+        if self.reconstruction == "gamma" and np.any(array == 0) and not np.any(array < 0):
+            return "; zeros have no Gamma density: use model.reconstruction zig (zero-inflated Gamma) for data with zeros"
+        return ""
 
     def _check_same_sizes(self, key: str, array: np.ndarray, ref_key: str, ref: np.ndarray) -> None:
         if array.shape[1:] != ref.shape[1:]:

@@ -16,7 +16,7 @@ from .decoder import Decoder, DecoderStates
 from .encoder import Encoder
 from .population import MemberRNG, PopulationLinear, member_dropout
 from .priors import AutoregressivePrior, GaussianPrior
-from .reconstruction import RECONSTRUCTIONS
+from .reconstruction import make_reconstruction
 
 L2_GROUPS = ("ic_enc", "ci_enc", "gen", "con")  # recurrent kernels penalised by l2_{group}_scale
 
@@ -42,7 +42,7 @@ class LFADS(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.rng = MemberRNG(member_seeds, device)
-        self.reconstruction = RECONSTRUCTIONS[cfg.reconstruction]()
+        self.reconstruction = make_reconstruction(cfg)
         self.encoder = Encoder(cfg, self.rng, fused)
         self.decoder = Decoder(cfg, self.rng, fused)
         self.readout = PopulationLinear(self.rng, cfg.fac_dim, cfg.recon_dim * self.reconstruction.n_params)

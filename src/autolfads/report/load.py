@@ -199,7 +199,7 @@ def _load_inferred(results: Results) -> None:
         return
     model = config.model
     try:
-        results.data = load_data(config.data.dir, cs_dim=model.cs_dim, fp_len=model.fp_len, prefix=config.data.prefix, reconstruction=model.reconstruction)
+        results.data = load_data(config.data.dir, cs_dim=model.cs_dim, fp_len=model.fp_len, prefix=config.data.prefix, reconstruction=model.reconstruction, allow_nan=config.train.sbtt)
     except AutoLFADSError as err:
         results.notes.append(f"the data file recorded in config.yaml cannot be read, so data figures are left out: {err}")
         return

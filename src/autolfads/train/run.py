@@ -52,7 +52,7 @@ def load_run_data(config: Config, data_path: str | Path | None) -> tuple[Config,
     if path is None:
         raise ConfigError("no data given: pass --data PATH or set data.dir (TRAIN.DATA.DIR) in the config")
     model = config.model
-    data = load_data(path, cs_dim=model.cs_dim, fp_len=model.fp_len, prefix=config.data.prefix, reconstruction=model.reconstruction)
+    data = load_data(path, cs_dim=model.cs_dim, fp_len=model.fp_len, prefix=config.data.prefix, reconstruction=model.reconstruction, allow_nan=config.train.sbtt)
     # The resolved config records the data it was fitted to, so `autolfads sample` finds it again.
     paths = {"dir": str(Path(data.path).resolve())}
     if config.data.nlb_targets is not None:

@@ -17,8 +17,8 @@ from ..data import LFADSData, Split
 from ..errors import ConfigError
 from ..evaluate import METRIC_NAMES, Targets, read_targets, score, submission_from_rates
 from ..model import LFADS
-from ..model.augmentations import coordinated_dropout, sample_validation_mask
-from .metrics import R2Accumulator, bits_per_spike, null_nll_sum, smooth
+from ..model.augmentations import coordinated_dropout, sample_validation_mask, sbtt_targets, spike_jitter, temporal_shift
+from .metrics import R2Accumulator, bits_per_spike, null_nll_sum, poisson_nll, smooth
 from .objective import ramp, reconstruction_loss, total_loss
 from .optim import PopulationAdam, clip_member_grad_norms
 
@@ -112,6 +112,7 @@ class Trainer:
         self.splits = {split.name: self._to_device(split) for split in data.splits if split.recon is not None}
         self._sv_weights: dict[str, torch.Tensor] = {}
         self.null_nll = {name: self._null_nll(split) for name, split in self.splits.items()}
+        self._check_augmentations()
         self.nlb_targets = None  # data.nlb_targets, read when first needed (sampling never needs it)
         if train.nlb_every and config.data.nlb_targets is None:
             raise ConfigError("train.nlb_every needs data.nlb_targets: the targets file of `autolfads data nlb`")
@@ -189,11 +190,14 @@ class Trainer:
         self.model.train()
         totals: dict[str, torch.Tensor] = {}
         for indices in order.split(train.batch_size):
-            batch = self._batch(split, indices)
+            batch = self._augment(self._batch(split, indices))
             encod = batch.encod if batch.sv_weight is None else batch.encod * batch.sv_weight
             inputs, grad_mask = coordinated_dropout(encod, self.hp["cd_rate"], cfg.cd_pass_rate, self.model.rng, cfg.ic_enc_seq_len)
             out = self.model(inputs, self.hp["dropout_rate"], batch.ext_input)
-            nll = self.model.reconstruction.nll(out.output_params, batch.recon)
+            target, sbtt_weight = sbtt_targets(batch.recon)
+            nll = self.model.reconstruction.nll(out.output_params, target)
+            if sbtt_weight is not None:  # missing bins: no loss there, the rest re-weighted by 1 / (1 - missing)
+                nll = nll * sbtt_weight
             recon = reconstruction_loss(nll, grad_mask, batch.sv_weight)
             l2 = self.model.l2_penalty(self._l2_scales())
             loss = total_loss(recon, out.kl_ic, out.kl_co, l2, self.hp["kl_ic_weight"], self.hp["kl_co_weight"], kl_ramp, l2_ramp, train.loss_scale)
@@ -235,7 +239,10 @@ class Trainer:
             batch = self._batch(split, indices)
             encod = batch.encod if batch.sv_weight is None else batch.encod * batch.sv_weight
             out = self.model(encod, self.hp["dropout_rate"], batch.ext_input)
-            nll = self.model.reconstruction.nll(out.output_params, batch.recon)
+            target, sbtt_weight = sbtt_targets(batch.recon)
+            nll = self.model.reconstruction.nll(out.output_params, target)
+            if sbtt_weight is not None:  # missing bins count nowhere (_region_counts counts observed entries)
+                nll = nll * (sbtt_weight > 0)
             add("recon", nll.sum((1, 2, 3)))
             add("kl_ic", out.kl_ic * len(indices))
             add("kl_co", out.kl_co * len(indices))
@@ -249,7 +256,7 @@ class Trainer:
             if r2 is not None:
                 r2.add(out.rates, batch.truth)
         counts = self._region_counts(split, regions)
-        metrics = {"recon": sums["recon"] / split.recon.numel(), "kl_ic": sums["kl_ic"] / split.n_trials, "kl_co": sums["kl_co"] / split.n_trials}
+        metrics = {"recon": sums["recon"] / max(float(torch.isfinite(split.recon).sum()), 1.0), "kl_ic": sums["kl_ic"] / split.n_trials, "kl_co": sums["kl_co"] / split.n_trials}
         for name in regions:
             metrics[name] = sums[name] / counts[name]
         if "sv_nll" in sums:
@@ -398,21 +405,57 @@ class Trainer:
 
         return Batch(split.encod[indices], split.recon[indices], take(split.ext_input), take(split.truth), take(self._sv_weight(split)))
 
+    def _augment(self, batch: Batch) -> Batch:
+        """Temporal shift and spike jitter (model.temporal_shift_*, model.spike_jitter_width) of a training
+        batch, member by member: targets and inputs become (P, B, T, N), inputs the targets' leading part."""
+        cfg = self.config.model
+        shift = cfg.temporal_shift_std > 0 and cfg.temporal_shift_max > 0
+        if not shift and cfg.spike_jitter_width == 0:
+            return batch
+        recon = batch.recon
+        if cfg.spike_jitter_width:
+            recon = spike_jitter(recon, cfg.spike_jitter_width, self.model.rng)
+        if shift:
+            recon = temporal_shift(recon, cfg.temporal_shift_std, cfg.temporal_shift_max, self.model.rng)
+        encod = torch.nan_to_num(recon[..., : cfg.encod_seq_len, : cfg.encod_dim], nan=0.0)
+        return Batch(encod, recon, batch.ext_input, batch.truth, batch.sv_weight)
+
+    def _check_augmentations(self) -> None:
+        cfg = self.config.model
+        if cfg.spike_jitter_width and cfg.reconstruction != "poisson":
+            raise ConfigError(f"model.spike_jitter_width moves spikes and needs spike counts (model.reconstruction poisson), not {cfg.reconstruction}; use model.temporal_shift_std for continuous data")
+        if not (cfg.spike_jitter_width or (cfg.temporal_shift_std > 0 and cfg.temporal_shift_max > 0)):
+            return
+        split = self.splits["train"]
+        leading = torch.nan_to_num(split.recon[:, : cfg.encod_seq_len, : cfg.encod_dim], nan=0.0)
+        if not torch.equal(leading, split.encod):
+            raise ConfigError(f"temporal shift / spike jitter need encoder inputs equal to the leading bins and neurons of the reconstruction targets, which {self.data.path} does not have")
+
     def _null_nll(self, split: Split) -> dict[str, tuple[float, float]]:
         """Null-model NLL sums and spike counts per region: the data-only half of bits per spike."""
         cfg = self.config.model
         recon = split.recon.double().cpu()
         t_enc, n_enc = cfg.encod_seq_len, cfg.encod_dim
         regions = {"nll_heldin": recon[:, :t_enc, :n_enc], "nll_heldout": recon[:, :t_enc, n_enc:], "nll_fp": recon[:, t_enc:]}
-        return {name: (null_nll_sum(counts), float(counts.sum())) for name, counts in regions.items() if counts.numel() > 0}
+        return {name: _null_nll_observed(counts) for name, counts in regions.items() if counts.numel() > 0}
 
     def _region_counts(self, split: Split, regions: dict) -> dict[str, float]:
         counts = {}
         for name, (bins, neurons) in regions.items():
-            counts[name] = float(split.recon[:, bins, neurons].numel())
+            counts[name] = float(torch.isfinite(split.recon[:, bins, neurons]).sum())  # observed entries (SBTT)
         weight = self._sv_weight(split)
         if weight is not None:
             held_back = float((weight[:, : self.config.model.encod_seq_len] == 0).sum())
             counts["sv_nll"] = max(held_back, 1.0)
             counts["nll_heldin"] -= held_back
         return counts
+
+
+def _null_nll_observed(counts: torch.Tensor) -> tuple[float, float]:
+    """Null NLL sum and spike count of a region; NaN (missing, SBTT) entries count nowhere."""
+    observed = ~torch.isnan(counts)
+    if bool(observed.all()):
+        return null_nll_sum(counts), float(counts.sum())
+    filled = torch.nan_to_num(counts, nan=0.0)
+    rates = (filled.sum((0, 1)) / observed.sum((0, 1)).clamp_min(1)).expand_as(counts)
+    return float((poisson_nll(rates, filled) * observed).sum()), float(filled.sum())
