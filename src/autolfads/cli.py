@@ -130,6 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
                 sub.add_argument(f"--{name.replace('_', '-')}", dest=name, type=type(param.default), default=param.default, help=f"(default {param.default})")
         sub.set_defaults(handler=run_data, make_kind=kind)
     add_nlb_parsers(commands, kinds)
+    from .cli_continuous import add_continuous_parsers
+
+    add_continuous_parsers(kinds)
 
     report = commands.add_parser(
         "report",
