@@ -244,6 +244,7 @@ def test_search_on_a_two_node_cluster_is_synchronous_binary_tournament_pbt(clust
     state = check_complete(workdir)
     members = read_csv(workdir / "ray" / "members.csv")
     assert len(members) == 12 and len({row["node_id"] for row in members}) > 1, "every trial ran on one node"
+    assert {row["torch_threads"] for row in members} == {"1"}, "each trial uses as many torch threads as CPUs it was given"
 
     # Synchronous: no member started a generation before every member had reported the one before.
     reports = [json.loads(line) for line in (workdir / "ray" / "reports.jsonl").read_text().splitlines() if line.strip()]

@@ -63,7 +63,7 @@ NUM_TO_KEEP = 4  # checkpoints kept per trial: a loser restores from its winner'
 STATE_VERSION = 1
 _PAYLOAD_KEYS = ("model", "optimizer", "trainer", "rng", "history")
 _restoring_workdir: Path | None = None  # set by the driver while Tune unpickles the scheduler
-_REPORT_KEYS = ("epoch", "generation", "member", "node_id", "restored_member", "restored_checksum", "saved_checksum", "report_id", "started_at")
+_REPORT_KEYS = ("epoch", "generation", "member", "node_id", "torch_threads", "restored_member", "restored_checksum", "saved_checksum", "report_id", "started_at")
 
 try:  # the module imports without Ray, so that run_ray can say how to install it
     from ray.tune.schedulers import FIFOScheduler as _SchedulerBase
@@ -291,6 +291,7 @@ def member_trainable(
             generation=generation,
             member=member,
             node_id=node,
+            torch_threads=torch.get_num_threads(),
             restored_member=restored_member,
             restored_checksum=restored_checksum,
             saved_checksum=saved_checksum,
@@ -581,7 +582,7 @@ class BinaryTournamentPBT(_SchedulerBase):
 
     def _members_row(self, member: int, report: dict) -> None:
         path = self.folder / MEMBERS_FILE
-        fields = ("generation", "member", "trial_id", "node_id", "restored_member", "restored_checksum", "saved_checksum", "report_id")
+        fields = ("generation", "member", "trial_id", "node_id", "torch_threads", "restored_member", "restored_checksum", "saved_checksum", "report_id")
         trial = self._trials.get(member)
         values = {**{k: report["metrics"].get(k, "") for k in fields}, "trial_id": trial.trial_id if trial else "", "checkpoint": report["checkpoint"]}
         new = not path.exists()

@@ -1,0 +1,108 @@
+"""Ray backend scaling: member-epochs/s with 1 vs 2 worker nodes of equal size on a loopback cluster.
+
+A head node with no CPUs (it schedules, never trains) and N worker nodes of `--cpus-per-node` CPUs each
+are started with `ray start` on 127.0.0.1; the same search (population, generations) runs on 1 and on 2
+workers. Efficiency = (rate with 2 workers / rate with 1) / 2; the target is >= 85% of linear. Every
+trial's torch thread count (recorded in ray/members.csv) must equal the CPUs it was given: no
+oversubscription. Generation 0 includes the ramps, so one generation of work is large enough to time.
+
+    python benchmarks/ray_scaling.py [--cpus-per-node 1] [--population 4] [--generations 2] [--epochs-per-generation 4]
+"""
+
+import argparse
+import csv
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from autolfads.config import Config, ModelConfig, TrainConfig
+from autolfads.data import write_synthetic
+from autolfads.search import SearchSettings, search
+
+RAY = str(Path(sys.executable).with_name("ray"))
+ENV = {**os.environ, "RAY_AUTH_MODE": "disabled", "OMP_NUM_THREADS": "1"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def ray_start(args: list[str], sessions: list[int]) -> None:
+    process = subprocess.Popen([RAY, "start", *args], env=ENV, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    sessions.append(process.pid)
+    output, _ = process.communicate(timeout=120)
+    if process.returncode != 0:
+        raise RuntimeError(output)
+
+
+def stop(sessions: list[int]) -> None:
+    """Kill every process of the sessions this script started (never other Ray instances)."""
+    for session in sessions:
+        for pid in subprocess.run(["ps", "-eo", "pid=,sid="], capture_output=True, text=True).stdout.split("\n"):
+            fields = pid.split()
+            if len(fields) == 2 and int(fields[1]) == session:
+                try:
+                    os.kill(int(fields[0]), signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+
+
+def run(workers: int, args, data_file: Path, workdir: Path) -> tuple[float, set[str]]:
+    sessions: list[int] = []
+    temp_dir = tempfile.mkdtemp(prefix="als")
+    port = free_port()
+    try:
+        ray_start(["--head", "--port", str(port), "--num-cpus", "0", "--node-ip-address", "127.0.0.1", "--include-dashboard=false",
+                   "--ray-client-server-port", str(free_port()), "--temp-dir", temp_dir], sessions)
+        for _ in range(workers):
+            ray_start(["--address", f"127.0.0.1:{port}", "--num-cpus", str(args.cpus_per_node)], sessions)
+        os.environ["RAY_AUTH_MODE"] = "disabled"
+        config = Config(model=ModelConfig(ic_enc_dim=32, ci_enc_dim=32, con_dim=32, co_dim=1, ic_dim=32, gen_dim=64, fac_dim=20),
+                        train=TrainConfig(batch_size=128, kl_increase_epoch=4, l2_increase_epoch=4))
+        settings = SearchSettings(population=args.population, epochs_per_generation=args.epochs_per_generation, max_generations=args.generations, backend="ray")
+        start = time.perf_counter()
+        search(config, data_file, workdir, settings, address=f"127.0.0.1:{port}", cpus_per_member=1)
+        elapsed = time.perf_counter() - start
+        with open(workdir / "ray" / "members.csv") as f:
+            threads = {row["torch_threads"] for row in csv.DictReader(f)}
+        return elapsed, threads
+    finally:
+        import ray
+
+        if ray.is_initialized():
+            ray.shutdown()
+        stop(sessions)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cpus-per-node", type=int, default=1)
+    parser.add_argument("--population", type=int, default=4)
+    parser.add_argument("--generations", type=int, default=2)
+    parser.add_argument("--epochs-per-generation", type=int, default=4)
+    parser.add_argument("--workdir", type=Path, default=Path("runs/bench-ray-scaling"))
+    args = parser.parse_args()
+    shutil.rmtree(args.workdir, ignore_errors=True)
+    data_file = write_synthetic("lorenz", args.workdir / "lorenz.h5")
+    epochs = args.population * (4 + args.epochs_per_generation * args.generations)
+    print(f"Lorenz set (1040 train trials), population {args.population}, {args.generations} generations x {args.epochs_per_generation} epochs (+4 ramp), "
+          f"{args.cpus_per_node} CPU(s) per worker node, 1 CPU and 1 torch thread per member; {os.cpu_count()} cores on this machine")
+    rates = {}
+    for workers in (1, 2):
+        elapsed, threads = run(workers, args, data_file, args.workdir / f"workers-{workers}")
+        rates[workers] = epochs / elapsed
+        print(f"{workers} worker node(s): {elapsed:.1f} s, {rates[workers]:.2f} member-epochs/s; torch threads per trial {sorted(threads)}")
+    print(f"scaling efficiency 1 -> 2 nodes: {rates[2] / rates[1] / 2 * 100:.0f}% of linear (target >= 85%)")
+
+
+if __name__ == "__main__":
+    main()
