@@ -18,6 +18,7 @@ from pathlib import Path
 
 from . import __version__
 from .errors import AutoLFADSError, TrainingDiverged
+from .runtime import return_large_blocks_to_os
 
 KATIB_CHECKPOINT_DIR = "/var/log/katib/checkpoints"
 
@@ -31,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     options = [item for item in unknown if item.startswith("--")]
     if options or (unknown and args.command not in ("train", "search")):
         parser.error(f"unrecognized arguments: {' '.join(options or unknown)}")
+    return_large_blocks_to_os()
     try:
         return args.handler(args, unknown)
     except TrainingDiverged as err:
