@@ -11,7 +11,6 @@ from __future__ import annotations
 import difflib
 import math
 import os
-import secrets
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -21,6 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from autolfads.errors import ConfigError
+from autolfads.files import write_text_atomic
 
 # TensorFlow's Adam adds its epsilon ("epsilon-hat") to sqrt(v) before bias correction, PyTorch adds eps after
 # it, so eps_torch = eps_tf / sqrt(1 - beta2**t). We take t = 1, the usual convention (TF 1e-7 -> 3.16e-6);
@@ -504,14 +504,7 @@ def save_config(config: Config, path: str | os.PathLike[str]) -> Path:
     """Write `config` in our schema, atomically (readers never see a half-written file). Returns the path."""
     path = Path(path)
     body = yaml.safe_dump(config.to_dict(), sort_keys=False, default_flow_style=False)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write("# autolfads configuration (load with autolfads.config.load_config)\n" + body)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        return write_text_atomic(path, "# autolfads configuration (load with autolfads.config.load_config)\n" + body)
     except OSError as err:
-        tmp.unlink(missing_ok=True)
         raise ConfigError(f"{path}: cannot write config file: {err}") from None
-    return path

@@ -6,13 +6,13 @@ I/O helpers below, shared by both.
 
 import os
 import re
-import secrets
 from collections.abc import Iterable
 from pathlib import Path
 
 import yaml
 
 from ..errors import ConfigError
+from ..files import write_text_atomic
 
 # Where the trial/search containers find the user's config and search space (a ConfigMap, mounted read-only).
 CONFIG_MOUNT = "/etc/autolfads"
@@ -62,15 +62,10 @@ def to_yaml(documents: Iterable[dict], header: str = "") -> str:
 
 def write_atomic(path: str | os.PathLike[str], text: str) -> Path:
     """Write to a temporary file beside `path`, then rename: readers never see half a manifest."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
+        return write_text_atomic(path, text)
     except OSError as err:
-        tmp.unlink(missing_ok=True)
         raise ConfigError(f"{path}: cannot write the manifest: {err}") from None
-    return path
 
 
 # apiVersion/kind -> the custom resource's (group, version, plural), for CustomObjectsApi.

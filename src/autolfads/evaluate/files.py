@@ -8,7 +8,6 @@ eval_trial_ids (NLB trial ids, to match model rates to trials) and the attribute
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import h5py
@@ -16,6 +15,7 @@ import numpy as np
 
 from ..data.hdf5 import write_lfads_h5
 from ..errors import DataError, EvaluationError
+from ..files import write_text_atomic
 from .scoring import SUBMISSION_KEYS, Targets, check_rates
 
 ID_KEYS = ("train_trial_ids", "eval_trial_ids")
@@ -87,12 +87,7 @@ def write_submission(path: str | Path, name: str, submission: dict[str, np.ndarr
 
 def write_json(path: str | Path, data: dict) -> Path:
     """Write `data` as indented JSON, atomically."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
     try:
-        tmp.write_text(json.dumps(data, indent=2) + "\n")
-        os.replace(tmp, path)
+        return write_text_atomic(path, json.dumps(data, indent=2) + "\n")
     except OSError as err:
-        tmp.unlink(missing_ok=True)
         raise DataError(f"cannot write {path}: {err}") from None
-    return path

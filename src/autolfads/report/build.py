@@ -23,6 +23,7 @@ import yaml
 
 from .. import __version__
 from ..errors import ReportError
+from ..files import write_text_atomic
 from ..train.trainer import MEMBER_HPARAMS, METRIC
 from . import figures
 from .html import Section, details, grid, image, key_values, note, page, table
@@ -46,15 +47,11 @@ def write_report(folder: str | Path, output: str | Path | None = None) -> Path:
         sections(results),
         f"autolfads {__version__} · report made {time.strftime('%Y-%m-%d %H:%M')} on {host}",
     )
-    tmp = path.with_name(f".{path.name}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
+        return write_text_atomic(path, text)
     except OSError as err:
-        tmp.unlink(missing_ok=True)
         raise ReportError(f"cannot write the report {path}: {err}") from None
-    return path
 
 
 def report_at_end(folder: str | Path, log: Callable[[str], None]) -> Path | None:

@@ -122,7 +122,7 @@ def hyperparameters(state: Sequence[dict], exploits: Sequence[dict], space: dict
                 points = [(g, value[g, member][name]) for g in generations if (g, member) in value]
                 ax.plot(*zip(*points), color="#c8c8c8", lw=0.8, zorder=1)
             for row in exploits:
-                g, loser, winner = int(row["generation"]), int(row["loser"]), int(row["winner"])
+                g, winner = int(row["generation"]), int(row["winner"])
                 if (g, winner) in value and f"new_{name}" in row:
                     ax.plot([g, g + 1], [value[g, winner][name], row[f"new_{name}"]], "--", color=EXPLOIT, lw=0.9, zorder=2)
                     ax.plot(g, row[f"old_{name}"], "x", color=EXPLOIT, ms=6, mew=1.5, zorder=4)

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..config import Config, load_config, save_config
 from ..data import LFADSData
 from ..errors import CheckpointError, ConfigError
+from ..files import write_text_atomic
 from ..train.checkpoint import LAST, save_checkpoint
 from ..train.run import CONFIG_FILE, METRICS_FILE, RunLog, sample, write_csv
 from ..train.trainer import METRIC, PBT_METRICS, with_member_hparams
@@ -186,6 +187,4 @@ def _comparable(config: Config) -> dict:
 
 
 def _write_yaml(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(yaml.safe_dump(data, sort_keys=False))
-    tmp.replace(path)
+    write_text_atomic(path, yaml.safe_dump(data, sort_keys=False))

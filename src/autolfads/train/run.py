@@ -14,7 +14,6 @@ Running the same command again continues from last.ckpt; a kill -9 loses at most
 import csv
 import io
 import math
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -27,6 +26,7 @@ from tqdm import tqdm
 from ..config import Config, ModelConfig, load_config, save_config
 from ..data import LFADSData, load_data
 from ..errors import CheckpointError, ConfigError, TrainingDiverged
+from ..files import write_text_atomic
 from ..output import write_output
 from .checkpoint import BEST, LAST, load_checkpoint, remove_stale_temporaries, save_checkpoint
 from .trainer import MEMBER_HPARAMS, METRIC, Trainer, member_hparams
@@ -204,9 +204,7 @@ def write_csv(path: Path, rows: list[dict]) -> None:
     csv_writer = csv.DictWriter(buffer, fieldnames=columns, restval="")
     csv_writer.writeheader()
     csv_writer.writerows(rows)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(buffer.getvalue())
-    os.replace(tmp, path)
+    write_text_atomic(path, buffer.getvalue())
 
 
 class RunLog:
