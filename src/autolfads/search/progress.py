@@ -86,6 +86,7 @@ class SearchProgress:
             return
         now = time.monotonic()
         if force or now - self.last_line >= self.interval_s:
-            eta = "" if self.finished else f" | eta <= {self.eta_s() / 60:.1f} min"
+            eta_s = self.eta_s()
+            eta = "" if self.finished or math.isnan(eta_s) else f" | eta <= {eta_s / 60:.1f} min"
             self.log(f"search: {self.summary()} | elapsed {(now - self.began) / 60:.1f} min{eta}")
             self.last_line = now
