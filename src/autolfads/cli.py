@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
+from .cli_options import add_keyword_options, keyword_values
 from .errors import AutoLFADSError, TrainingDiverged
 from .runtime import return_large_blocks_to_os
 
@@ -127,9 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
         summary = (inspect.getdoc(make) or "").split("\n")[0]
         sub = kinds.add_parser(kind, help=summary, description=inspect.getdoc(make), epilog=f"example: autolfads data {kind} --out data/{kind}.h5 --seed 1", formatter_class=argparse.RawDescriptionHelpFormatter)
         sub.add_argument("--out", type=Path, required=True, help="HDF5 file to write")
-        for name, param in inspect.signature(make).parameters.items():
-            if param.default is not inspect.Parameter.empty:
-                sub.add_argument(f"--{name.replace('_', '-')}", dest=name, type=type(param.default), default=param.default, help=f"(default {param.default})")
+        add_keyword_options(sub, make)
         sub.set_defaults(handler=run_data, make_kind=kind)
     add_nlb_parsers(commands, kinds)
     from .cli_continuous import add_continuous_parsers
@@ -254,8 +253,7 @@ def run_doctor(args: argparse.Namespace, _: list[str]) -> int:
 def run_data(args: argparse.Namespace, _: list[str]) -> int:
     from .data import SYNTHETIC_SETS, write_synthetic
 
-    params = {name: getattr(args, name) for name in inspect.signature(SYNTHETIC_SETS[args.make_kind]).parameters}
-    path = write_synthetic(args.make_kind, args.out, **params)
+    path = write_synthetic(args.make_kind, args.out, **keyword_values(args, SYNTHETIC_SETS[args.make_kind]))
     print(path)
     return 0
 
@@ -275,9 +273,7 @@ def add_nlb_parsers(commands: argparse._SubParsersAction, kinds: argparse._SubPa
 
     synthetic = kinds.add_parser("nlb-synthetic", help="a synthetic NLB session (NWB, mc_maze layout) with known rates", description=nlb_synthetic.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     synthetic.add_argument("--out", type=Path, required=True, help="NWB file to write; its true rates go to NAME_truth.h5 beside it")
-    for name, param in inspect.signature(nlb_synthetic.write_nlb_synthetic).parameters.items():
-        if param.kind is inspect.Parameter.KEYWORD_ONLY:
-            synthetic.add_argument(f"--{name.replace('_', '-')}", dest=name, type=int, default=param.default, help=f"(default {param.default})")
+    add_keyword_options(synthetic, nlb_synthetic.write_nlb_synthetic)
     synthetic.set_defaults(handler=run_data_nlb_synthetic)
 
     evaluate = commands.add_parser(
@@ -306,7 +302,7 @@ def run_data_nlb(args: argparse.Namespace, _: list[str]) -> int:
 def run_data_nlb_synthetic(args: argparse.Namespace, _: list[str]) -> int:
     from .data.nlb_synthetic import write_nlb_synthetic
 
-    options = {name: getattr(args, name) for name in ("seed", "conditions", "trials_per_condition", "heldin", "heldout")}
+    options = keyword_values(args, write_nlb_synthetic)
     print("\n".join(map(str, write_nlb_synthetic(args.out, **options))))
     return 0
 

@@ -6,6 +6,7 @@ import argparse
 import inspect
 from pathlib import Path
 
+from .cli_options import add_keyword_options, keyword_values
 from .data import continuous
 
 
@@ -19,8 +20,7 @@ def add_continuous_parsers(kinds: argparse._SubParsersAction) -> None:
         formatter_class=fmt,
     )
     synthetic.add_argument("--out", type=Path, required=True, help="HDF5 file to write (keys data, truth, latents)")
-    for name, param in inspect.signature(continuous.make_continuous).parameters.items():
-        synthetic.add_argument(f"--{name.replace('_', '-')}", dest=name, type=type(param.default), default=param.default, help=f"(default {param.default})")
+    add_keyword_options(synthetic, continuous.make_continuous)
     synthetic.set_defaults(handler=run_continuous)
 
     chop = kinds.add_parser(
@@ -56,8 +56,7 @@ def add_continuous_parsers(kinds: argparse._SubParsersAction) -> None:
 
 
 def run_continuous(args: argparse.Namespace, _: list[str]) -> int:
-    params = {name: getattr(args, name) for name in inspect.signature(continuous.make_continuous).parameters}
-    print(continuous.write_continuous(args.out, **params))
+    print(continuous.write_continuous(args.out, **keyword_values(args, continuous.make_continuous)))
     return 0
 
 
