@@ -134,6 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .cli_continuous import add_continuous_parsers
 
     add_continuous_parsers(kinds)
+    from .cli_synthetic import add_synthetic_parsers
+
+    add_synthetic_parsers(kinds)
 
     report = commands.add_parser(
         "report",

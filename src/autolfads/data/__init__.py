@@ -1,7 +1,9 @@
 """LFADS data: HDF5 reading/writing and synthetic data sets with ground truth."""
 
+from autolfads.data.calcium_synthetic import make_calcium, write_calcium
 from autolfads.data.dataset import SPLIT_NAMES, LFADSData, Split
 from autolfads.data.hdf5 import RECONSTRUCTIONS, find_data_file, load_data, write_lfads_h5
+from autolfads.data.multisession_synthetic import make_multisession, write_multisession
 from autolfads.data.synthetic import SYNTHETIC_SETS, make_chaotic_rnn, make_lorenz, write_synthetic
 
 __all__ = [
@@ -12,8 +14,12 @@ __all__ = [
     "Split",
     "find_data_file",
     "load_data",
+    "make_calcium",
     "make_chaotic_rnn",
     "make_lorenz",
+    "make_multisession",
+    "write_calcium",
     "write_lfads_h5",
+    "write_multisession",
     "write_synthetic",
 ]

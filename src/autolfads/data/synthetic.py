@@ -43,24 +43,11 @@ def make_lorenz(
     rates never explode, and the defaults give a mean near 25 Hz and about 0.5 counts per 20 ms bin.
     """
     _check_sizes(n_conditions, trials_per_condition, n_neurons, seq_len, bin_ms, valid_fraction)
-    if not 0 < min_rate_hz < max_rate_hz:
-        raise ConfigError(f"need 0 < min_rate_hz < max_rate_hz, got {min_rate_hz} and {max_rate_hz}")
+    check_rate_range(min_rate_hz, max_rate_hz)
     rng = np.random.default_rng(seed)
-    dt = time_per_bin / substeps
-
-    def step(state: np.ndarray) -> np.ndarray:
-        return _rk4_step(_lorenz_velocity, state, dt)
-
-    start = rng.normal(loc=(0.0, 0.0, 25.0), scale=10.0, size=(n_conditions, 3))
-    for _ in range(round(burn_in / dt)):
-        start = step(start)
-    latents = _zscore(_sample_trajectory(step, start, seq_len, substeps))
-
-    projection = latents @ rng.normal(size=(3, n_neurons))  # (conditions, time, neurons)
-    low, high = projection.min(axis=(0, 1)), projection.max(axis=(0, 1))
-    unit = (projection - low) / np.maximum(high - low, 1e-12)  # each neuron spans [0, 1]
-    log_rates = np.log(min_rate_hz) + unit * np.log(max_rate_hz / min_rate_hz)
-    return _trials(np.exp(log_rates), latents, trials_per_condition, bin_ms, valid_fraction, rng)
+    latents = lorenz_latents(rng, n_conditions, seq_len, time_per_bin=time_per_bin, substeps=substeps, burn_in=burn_in)
+    rates_hz = lorenz_rates(rng, latents, n_neurons, min_rate_hz, max_rate_hz)
+    return _trials(rates_hz, latents, trials_per_condition, bin_ms, valid_fraction, rng)
 
 
 def make_chaotic_rnn(
@@ -114,6 +101,37 @@ def write_synthetic(kind: str, out: str | Path, **params: object) -> Path:
     arrays = SYNTHETIC_SETS[kind](**params)
     attrs = {"synthetic_kind": kind, "synthetic_params": json.dumps(params, sort_keys=True)}
     return write_lfads_h5(out, arrays, attrs, compression=True)
+
+
+def check_rate_range(min_rate_hz: float, max_rate_hz: float) -> None:
+    if not 0 < min_rate_hz < max_rate_hz:
+        raise ConfigError(f"need 0 < min_rate_hz < max_rate_hz, got {min_rate_hz} and {max_rate_hz}")
+
+
+def lorenz_latents(
+    rng: np.random.Generator, n_conditions: int, seq_len: int, *, time_per_bin: float, substeps: int, burn_in: float
+) -> np.ndarray:
+    """Z-scored Lorenz states (conditions, seq_len, 3): one random start per condition, burnt in onto the attractor."""
+    dt = time_per_bin / substeps
+
+    def step(state: np.ndarray) -> np.ndarray:
+        return _rk4_step(_lorenz_velocity, state, dt)
+
+    start = rng.normal(loc=(0.0, 0.0, 25.0), scale=10.0, size=(n_conditions, 3))
+    for _ in range(round(burn_in / dt)):
+        start = step(start)
+    return _zscore(_sample_trajectory(step, start, seq_len, substeps))
+
+
+def lorenz_rates(
+    rng: np.random.Generator, latents: np.ndarray, n_neurons: int, min_rate_hz: float, max_rate_hz: float
+) -> np.ndarray:
+    """Rates in Hz (conditions, time, neurons): each neuron's log-rate is a random projection of the latents,
+    scaled so that over all conditions it spans exactly log(min_rate_hz)..log(max_rate_hz)."""
+    projection = latents @ rng.normal(size=(latents.shape[-1], n_neurons))
+    low, high = projection.min(axis=(0, 1)), projection.max(axis=(0, 1))
+    unit = (projection - low) / np.maximum(high - low, 1e-12)  # each neuron spans [0, 1]
+    return np.exp(np.log(min_rate_hz) + unit * np.log(max_rate_hz / min_rate_hz))
 
 
 def _lorenz_velocity(state: np.ndarray, sigma: float = 10.0, rho: float = 28.0, beta: float = 8.0 / 3.0) -> np.ndarray:
