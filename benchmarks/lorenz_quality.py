@@ -37,7 +37,7 @@ def main() -> None:
     result = train(config, data_file, args.workdir / "model", write_outputs=True, echo=None)
     elapsed = time.perf_counter() - start
     data = load_data(data_file)
-    with h5py.File(result.output, "r") as f:
+    with h5py.File(result.outputs[0], "r") as f:
         scores = {split: float(r2_score(torch.from_numpy(f[f"{split}_rates"][()])[None], getattr(data, split).truth)) for split in ("train", "valid")}
     print(f"config: {Path(args.config).name} + {args.overrides}; torch {torch.__version__}, threads {args.threads}, batch {config.train.batch_size}")
     print(f"data: {data.train.n_trials} train / {data.valid.n_trials} valid trials, {data.recon_dim} neurons x {data.recon_seq_len} bins")

@@ -62,13 +62,13 @@ def main() -> None:
     config = apply_overrides(Config(), ["train.threads", str(args.threads), "train.max_epochs", str(args.max_epochs)])
     start = time.perf_counter()
     result = train(config, files.data, args.workdir / "lfads", write_outputs=True, echo=None)
-    rows[f"(b) LFADS, default hyperparameters ({result.epochs} epochs, best {result.best_epoch})"] = evaluate_output(result.output, targets)[0]
+    rows[f"(b) LFADS, default hyperparameters ({result.epochs} epochs, best {result.best_epoch})"] = evaluate_output(result.outputs[0], targets)[0]
     timings["lfads"] = time.perf_counter() - start
 
     start = time.perf_counter()
     settings = SearchSettings(population=args.population, epochs_per_generation=args.epochs_per_generation, max_generations=args.max_generations)
     outcome = search(apply_overrides(Config(), ["train.threads", str(args.threads)]), files.data, args.workdir / "search", settings)
-    rows[f"(c) AutoLFADS, {args.population} members, {outcome.generations} generations"] = evaluate_output(outcome.output, targets)[0]
+    rows[f"(c) AutoLFADS, {args.population} members, {outcome.generations} generations"] = evaluate_output(outcome.outputs[0], targets)[0]
     timings["autolfads"] = time.perf_counter() - start
 
     truth_rates = {split: (data[f"{split}_inds"], data[f"{split}_truth"]) for split in ("train", "valid")}

@@ -85,8 +85,8 @@ def main() -> None:
     start = time.perf_counter()
     single = train(single_config, data_file, args.workdir / "single", write_outputs=True, echo=None)
     single_time = time.perf_counter() - start
-    print(f"[1] rate R^2 on valid: search best member {valid_r2(outcome.output, data_file):.4f} ({outcome.generations} generations, {search_time / 60:.1f} min) "
-          f"vs default single model {valid_r2(single.output, data_file):.4f} ({single.epochs} epochs, {single_time / 60:.1f} min)")
+    print(f"[1] rate R^2 on valid: search best member {valid_r2(outcome.outputs[0], data_file):.4f} ({outcome.generations} generations, {search_time / 60:.1f} min) "
+          f"vs default single model {valid_r2(single.outputs[0], data_file):.4f} ({single.epochs} epochs, {single_time / 60:.1f} min)")
 
     # 2. throughput: the population on its axis vs the same members one after another
     resolved, data = load_run_data(config, data_file)

@@ -359,7 +359,7 @@ def test_decoder_matches_hand_unrolled_spec():
             gen_in = np.concatenate([co_mean, ext[:, t].double().numpy()], -1)
             gen_h = numpy_gru_step(gen_in, gen_h, member(dec.gen_cell.weight_ih, p), member(dec.gen_cell.weight_hh, p), member(dec.gen_cell.bias, p), clip)
             factor = gen_h @ w_fac
-            log_rates = factor @ member(model.readout.weight, p) + member(model.readout.bias, p)
+            log_rates = factor @ member(model.readout[0].weight, p) + member(model.readout[0].bias, p)
             for name, want in (("con_states", con_h), ("co_means", co_mean), ("co_stds", co_std), ("gen_inputs", co_mean), ("gen_states", gen_h), ("factors", factor)):
                 np.testing.assert_allclose(getattr(out.states, name)[p, :, t].detach().numpy(), want, atol=2e-5, err_msg=f"{name} t={t}")
             np.testing.assert_allclose(out.output_params[p, :, t, :, 0].detach().numpy(), log_rates, atol=2e-5)

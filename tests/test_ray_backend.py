@@ -315,6 +315,25 @@ def test_search_on_a_two_node_cluster_is_synchronous_binary_tournament_pbt(clust
     assert outcome.best_member == search(tiny_config(), lorenz, twin_dir, SearchSettings(**{**SETTINGS, "backend": "embedded"})).best_member
 
 
+def test_a_stitched_multi_session_search_runs_on_the_cluster(cluster, tmp_path):
+    """Three session files of different neuron counts: one stitched model per member, an output per session,
+    and the same decisions as the embedded backend."""
+    data = tmp_path / "sessions"
+    for index, neurons in enumerate((6, 9, 7)):
+        write_synthetic("lorenz", data / f"session_{index}.h5", n_conditions=6, trials_per_condition=4, seq_len=16, n_neurons=neurons, seed=2)
+    settings = {**SETTINGS, "population": 2, "epochs_per_generation": 1, "max_generations": 2}
+    with deadline(240):
+        outcome = search(tiny_config(), data, tmp_path / "ray", SearchSettings(**settings), address=cluster.address, cpus_per_member=1)
+    assert [p.name for p in outcome.outputs] == [f"lfads_output_session_{i}.h5" for i in range(3)]
+    for path, neurons in zip(outcome.outputs, (6, 9, 7), strict=True):
+        with h5py.File(path, "r") as out:
+            assert out["valid_rates"].shape[1:] == (16, neurons)
+    twin = search(tiny_config(), data, tmp_path / "embedded", SearchSettings(**{**settings, "backend": "embedded"}))
+    exploits = [(e["generation"], e["loser"], e["winner"]) for e in read_csv(tmp_path / "ray" / "exploits.csv")]
+    assert exploits == [(e["generation"], e["loser"], e["winner"]) for e in read_csv(tmp_path / "embedded" / "exploits.csv")]
+    assert outcome.best_member == twin.best_member
+
+
 def test_a_killed_driver_resumes_without_retraining_completed_work(cluster, lorenz, tmp_path):
     """SIGKILL the driver in the middle of generation 1, once some member has finished it; rerun."""
     workdir = tmp_path / "search"

@@ -82,7 +82,7 @@ def test_search_tables_and_best_model(finished_search):
     assert outcome.generations == 3 and 0 <= outcome.best_member < 4
     final = [float(r[METRIC]) for r in state if int(r["generation"]) == 2]
     assert outcome.best_metric == pytest.approx(min(final))
-    with h5py.File(outcome.output) as f:
+    with h5py.File(outcome.outputs[0]) as f:
         assert f["valid_rates"].shape[1:] == (20, 10) and np.all(np.asarray(f["valid_rates"]) > 0)
     best = load_checkpoint(workdir / "best_model" / "last.ckpt")
     assert best["trainer"]["members"][0] == outcome.best_hparams

@@ -262,7 +262,7 @@ def test_diverged_member_is_frozen_and_the_other_trains_on(cfg, data):
     pop.run_epoch()
     single.run_epoch()
     with torch.no_grad():
-        pop.model.readout.bias[0, 0] = math.nan
+        pop.model.readout[0].bias[0, 0] = math.nan
     before = params_snapshot(pop)
     moments = [t.clone() for t in pop.optimizer.exp_avg + pop.optimizer.exp_avg_sq]
     metrics = pop.run_epoch()

@@ -60,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
         "name=value metric lines on stdout (Katib's StdOut metrics collector reads them).",
         epilog="example: autolfads train --data data/lorenz.h5 --checkpoint runs/lorenz --config-file examples/configs/lorenz.yaml model.dropout_rate 0.1",
     )
-    train.add_argument("--data", type=Path, help="HDF5 data file, or a folder holding one (see data.prefix); default: data.dir of the config")
+    train.add_argument("--data", type=Path, help="HDF5 data file, a folder or a glob; several files are sessions of one stitched model (data.prefix selects in a folder); default: data.dir of the config")
     train.add_argument("--checkpoint", type=Path, default=Path(KATIB_CHECKPOINT_DIR), help=f"run folder: checkpoints, logs, outputs (default {KATIB_CHECKPOINT_DIR}, as in the Katib container)")
     train.add_argument("--config-file", type=Path, help="YAML config, our schema or lfads-tf2's; default: the run folder's config.yaml, else built-in defaults")
     train.add_argument("--epochs", type=int, help="train exactly this many more epochs and return (one PBT generation); default: until early stopping or max_epochs")
@@ -82,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
         "  autolfads search ... --backend ray --address auto --cpus-per-member 2 --gpus-per-member 0.5",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    search.add_argument("--data", type=Path, help="HDF5 data file, or a folder holding one; default: data.dir of the config")
+    search.add_argument("--data", type=Path, help="HDF5 data file, a folder or a glob (several files: one stitched model); default: data.dir of the config")
     search.add_argument("--config-file", type=Path, help="YAML config (our schema or lfads-tf2's); default: built-in defaults")
     search.add_argument("--search-space", type=Path, help="YAML search space (name: {low, high, log, explore_weight, enforce_limits, initial}); default: the published AutoLFADS one")
     search.add_argument("--population", type=int, default=8, help="members (default 8)")
@@ -194,8 +194,8 @@ def run_train(args: argparse.Namespace, overrides: list[str]) -> int:
     if args.epochs is not None and args.epochs < 1:
         raise_config(f"--epochs must be >= 1, got {args.epochs}")
     result = train(config, args.data, args.checkpoint, epochs=args.epochs, write_outputs=args.write_outputs, echo=None if args.quiet else print, report=args.report)
-    if result.output is not None:
-        print(f"# output: {result.output}", file=sys.stderr)
+    for output in result.outputs:
+        print(f"# output: {output}", file=sys.stderr)
     if result.report is not None:
         print(f"# report: {result.report}", file=sys.stderr)
     return 0
@@ -224,8 +224,8 @@ def run_search(args: argparse.Namespace, overrides: list[str]) -> int:
 def run_sample(args: argparse.Namespace, _: list[str]) -> int:
     from .train import sample
 
-    path = sample(args.checkpoint, args.data, args.output, args.num_samples)
-    print(path)
+    for path in sample(args.checkpoint, args.data, args.output, args.num_samples):
+        print(path)
     return 0
 
 

@@ -45,6 +45,22 @@ class _Section(BaseModel):
             raise ConfigError("; ".join(_explain(err, root=self._section))) from None
 
 
+class SessionDims(BaseModel):
+    """One session of a multi-session (stitched) model: its data file's stem and its neurons."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    data_dim: int = Field(ge=1, description="Neurons, held-in + held-out.")
+    cs_dim: int = Field(0, ge=0, description="Held-out neurons: the last cs_dim columns.")
+
+    @model_validator(mode="after")
+    def _check_held_in(self) -> SessionDims:
+        if self.cs_dim >= self.data_dim:
+            raise ValueError(f"session {self.name}: cs_dim ({self.cs_dim}) must be smaller than data_dim ({self.data_dim})")
+        return self
+
+
 class ModelConfig(_Section):
     _section: ClassVar[str] = "model"
 
@@ -77,6 +93,10 @@ class ModelConfig(_Section):
     temporal_shift_std: float = Field(0.0, ge=0, description="Train-time temporal shift: std (bins) of each trial-neuron's shift (0: off).")
     temporal_shift_max: int = Field(0, ge=0, description="Train-time temporal shift: shifts are clipped to +-max bins (0: off).")
     spike_jitter_width: int = Field(0, ge=0, description="Train-time spike jitter: each spike moves by a uniform offset in [-width, width] bins (0: off).")
+    sessions: list[SessionDims] = Field(default_factory=list, description="Several sessions (data files) stitched into one model: each one's name and neurons, from the data (empty: one session).")
+    readin_dim: int | None = Field(None, ge=1, description="Several sessions: the shared dimension each session's read-in maps its held-in neurons to (None: fac_dim).")
+    readin_init: Literal["pcr", "random"] = Field("pcr", description="Several sessions: pcr initialises read-in and read-out by principal-components regression of condition averages (needs *_cond_idx in the data); random: Gaussian.")
+    train_readin: bool = Field(False, description="Several sessions: train the read-in matrices (default: fixed at their initialisation).")
 
     @model_validator(mode="after")
     def _check_sizes(self) -> ModelConfig:
@@ -92,9 +112,18 @@ class ModelConfig(_Section):
                 raise ValueError(
                     f"ic_enc_seq_len ({self.ic_enc_seq_len}) must be smaller than seq_len - fp_len ({encod})"
                 )
+        if self.readin_init == "pcr" and self.readin_dim not in (None, self.fac_dim):
+            raise ValueError(
+                f"readin_init pcr starts each read-out at its read-in's pseudo-inverse, so readin_dim ({self.readin_dim}) must equal "
+                f"fac_dim ({self.fac_dim}): leave readin_dim out, or set readin_init random"
+            )
+        if len(self.sessions) > 1 and self.data_dim is not None:
+            raise ValueError(f"data_dim ({self.data_dim}) must be null with several sessions: each session has its own neurons (model.sessions)")
         return self
 
     def _known(self, name: str) -> int:
+        if self.multisession and name == "data_dim":
+            raise ConfigError("with several sessions each has its own neurons: take a session's dimensions from model.session(index)")
         value = getattr(self, name)
         if value is None:
             raise ConfigError(f"model.{name} is not set yet: it is read from the data file, which has not been loaded")
@@ -123,6 +152,30 @@ class ModelConfig(_Section):
     @property
     def use_controller(self) -> bool:
         return self.ci_enc_dim > 0 and self.con_dim > 0 and self.co_dim > 0
+
+    @property
+    def multisession(self) -> bool:
+        return len(self.sessions) > 1
+
+    @property
+    def n_sessions(self) -> int:
+        return max(len(self.sessions), 1)
+
+    @property
+    def input_dim(self) -> int:
+        """What the encoders read: the held-in neurons of one session, or the shared read-in space of several."""
+        if self.multisession:
+            return self.readin_dim or self.fac_dim
+        return self.encod_dim
+
+    def session(self, index: int) -> ModelConfig:
+        """This config with one session's neurons (data_dim, cs_dim): the view per-session code works with."""
+        if not self.multisession:
+            if index != 0:
+                raise IndexError(f"session {index} of a one-session model")
+            return self
+        dims = self.sessions[index]
+        return self.model_copy(update={"data_dim": dims.data_dim, "cs_dim": dims.cs_dim, "sessions": []})
 
 
 class TrainConfig(_Section):

@@ -20,8 +20,8 @@ OUTPUT_FIELDS = SAMPLED_FIELDS + ("ic_mean", "ic_std")
 
 
 @torch.no_grad()
-def posterior_sample(model: LFADS, split: Split, num_samples: int = 50, max_rows: int = 512) -> dict[str, np.ndarray]:
-    """Posterior means of every output field for one split: arrays (P, n_trials, ...)."""
+def posterior_sample(model: LFADS, split: Split, num_samples: int = 50, max_rows: int = 512, session: int = 0) -> dict[str, np.ndarray]:
+    """Posterior means of every output field for one split of one session: arrays (P, n_trials, ...)."""
     model.eval()
     device = model.rng.device
     no_dropout = torch.zeros(model.population_size, device=device)
@@ -31,7 +31,7 @@ def posterior_sample(model: LFADS, split: Split, num_samples: int = 50, max_rows
     for indices in torch.arange(split.n_trials).split(trials_per_chunk):
         encod = split.encod[indices].to(device)
         ext = split.ext_input[indices].to(device) if split.ext_input is not None else None
-        ic_mean, ic_std, ci = model.encode(encod, no_dropout)
+        ic_mean, ic_std, ci = model.encode(encod, no_dropout, session)
         sums: dict[str, np.ndarray] = {}
         for start in range(0, num_samples, samples_per_pass):
             samples = min(samples_per_pass, num_samples - start)
@@ -39,7 +39,7 @@ def posterior_sample(model: LFADS, split: Split, num_samples: int = 50, max_rows
             def tile(t: torch.Tensor | None, dim: int = 1) -> torch.Tensor | None:
                 return None if t is None else t.repeat_interleave(samples, dim=dim)
 
-            out = model.decode(tile(ic_mean), tile(ic_std), tile(ci), tile(ext, 0), no_dropout, sample=True)
+            out = model.decode(tile(ic_mean), tile(ic_std), tile(ci), tile(ext, 0), no_dropout, sample=True, session=session)
             values = {"rates": out.rates, "gen_init": out.states.gen_init}
             values.update({name: getattr(out.states, name) for name in SAMPLED_FIELDS if name not in values})
             for name, value in values.items():
@@ -54,13 +54,22 @@ def posterior_sample(model: LFADS, split: Split, num_samples: int = 50, max_rows
     return {name: np.concatenate(parts, axis=1) for name, parts in chunks.items()}
 
 
-def write_output(path: Path, model: LFADS, data: LFADSData, num_samples: int, member: int = 0, attrs: dict | None = None) -> Path:
-    """Sample every split of `data` and write `{split}_{field}` and `{split}_inds` atomically."""
+def output_paths(path: Path, sessions: list[str]) -> list[Path]:
+    """`path` for one session; for several, one file per session named after its data file's stem:
+    lfads_output.h5 -> lfads_output_<session>.h5."""
+    if len(sessions) == 1:
+        return [path]
+    return [path.with_name(f"{path.stem}_{session}{path.suffix}") for session in sessions]
+
+
+def write_output(path: Path, model: LFADS, data: LFADSData, num_samples: int, member: int = 0, attrs: dict | None = None, session: int = 0) -> Path:
+    """Sample every split of `data` (the model's session `session`) and write `{split}_{field}` and
+    `{split}_inds` atomically."""
     arrays: dict[str, np.ndarray] = {}
     for split in data.splits:
-        for name, value in posterior_sample(model, split, num_samples).items():
+        for name, value in posterior_sample(model, split, num_samples, session=session).items():
             arrays[f"{split.name}_{name}"] = value[member]
         arrays[f"{split.name}_inds"] = np.asarray(split.inds)
-    header = {"autolfads_version": __version__, "num_samples": num_samples, "data_file": str(Path(data.path).resolve())}
+    header = {"autolfads_version": __version__, "num_samples": num_samples, "data_file": str(Path(data.path).resolve()), "session": data.name}
     write_lfads_h5(path, arrays, attrs={**header, **(attrs or {})})
     return Path(path)

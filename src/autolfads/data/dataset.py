@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from autolfads.errors import DataError
+
 SPLIT_NAMES = ("train", "valid", "test")
 
 
@@ -22,6 +24,7 @@ class Split:
     ext_input: (n, recon_seq_len, ext_input_dim) or None.
     truth: (n, recon_seq_len, recon_dim) true rates in counts per bin, or None.
     inds: (n,) int64 trial indices from the file's *_inds, else arange(n).
+    conditions: (n,) int64 condition of every trial from the file's *_cond_idx, or None.
     """
 
     name: str
@@ -30,6 +33,7 @@ class Split:
     ext_input: torch.Tensor | None
     truth: torch.Tensor | None
     inds: np.ndarray
+    conditions: np.ndarray | None = None
 
     @property
     def n_trials(self) -> int:
@@ -88,8 +92,30 @@ class LFADSData:
         return [split for split in (self.train, self.valid, self.test) if split is not None]
 
     @property
+    def name(self) -> str:
+        """The session's name in multi-session runs and its output file: the data file's stem."""
+        return Path(self.path).stem
+
+    @property
     def _train_recon(self) -> torch.Tensor:
         # load_data always fills train.recon; a hand-built LFADSData without it is a programming error.
         if self.train.recon is None:
             raise ValueError("the train split must have reconstruction targets")
         return self.train.recon
+
+
+def check_sessions(sessions: list[LFADSData]) -> None:
+    """Sessions stitched into one model must share their bins, forward bins and external inputs."""
+    if not sessions:
+        raise DataError("no sessions given")
+    names = [session.name for session in sessions]
+    if len(set(names)) != len(names):
+        raise DataError(f"session files must have distinct names (each names its output file); got {names}")
+    first = sessions[0]
+    for session in sessions[1:]:
+        for what, key in (("time bins", "recon_seq_len"), ("forward-prediction bins", "fp_len"), ("external inputs", "ext_input_dim")):
+            if getattr(session, key) != getattr(first, key):
+                raise DataError(
+                    f"sessions stitched into one model must have the same {what}: {first.path} has {getattr(first, key)}, "
+                    f"{session.path} has {getattr(session, key)}; rebin or trim the sessions to a common trial length"
+                )

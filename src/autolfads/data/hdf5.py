@@ -10,6 +10,7 @@ Both may carry {split}_ext_input, {split}_truth, {split}_inds and conversion_fac
 
 from __future__ import annotations
 
+import glob
 import os
 import uuid
 from collections.abc import Callable, Mapping
@@ -20,7 +21,7 @@ import h5py
 import numpy as np
 import torch
 
-from autolfads.data.dataset import SPLIT_NAMES, LFADSData, Split
+from autolfads.data.dataset import SPLIT_NAMES, LFADSData, Split, check_sessions
 from autolfads.errors import ConfigError, DataError
 
 DATA_SUFFIXES = (".h5", ".hdf5")
@@ -44,25 +45,39 @@ _VALUE_RULES: dict[str, tuple[Callable[[np.ndarray], np.ndarray], str] | None] =
 RECONSTRUCTIONS = tuple(_VALUE_RULES)
 
 
+def find_data_files(path: str | Path, prefix: str = "") -> list[Path]:
+    """The data files `path` names: a file; every *.h5 / *.hdf5 file in a folder whose name starts with
+    `prefix` (sorted by name); or the files a glob pattern (data/session_*.h5) matches. Several files are
+    several sessions of one multi-session model."""
+    given = Path(path)
+    if given.is_dir():
+        entries = sorted(given.iterdir())
+        matches = [p for p in entries if p.is_file() and p.suffix in DATA_SUFFIXES and p.name.startswith(prefix)]
+        if not matches:
+            raise DataError(
+                f"no *.h5 or *.hdf5 file whose name starts with {prefix!r} in {given}; "
+                f"it holds: {_preview([p.name for p in entries])}"
+            )
+        return matches
+    if given.exists():
+        return [given]
+    if glob.has_magic(str(path)):
+        matches = sorted(Path(p) for p in glob.glob(str(path)) if Path(p).is_file())
+        if not matches:
+            raise DataError(f"no data file matches the pattern {str(path)!r}")
+        return matches
+    raise DataError(f"data file {given} does not exist")
+
+
 def find_data_file(path: str | Path, prefix: str = "") -> Path:
-    """The single *.h5 / *.hdf5 file in directory `path` whose name starts with `prefix`."""
-    directory = Path(path)
-    if not directory.is_dir():
-        raise DataError(f"data directory {directory} does not exist")
-    entries = sorted(directory.iterdir())
-    matches = [p for p in entries if p.is_file() and p.suffix in DATA_SUFFIXES and p.name.startswith(prefix)]
-    if not matches:
+    """The one data file `path` names (see find_data_files); several mean a multi-session data set."""
+    files = find_data_files(path, prefix)
+    if len(files) > 1:
         raise DataError(
-            f"no *.h5 or *.hdf5 file whose name starts with {prefix!r} in {directory}; "
-            f"it holds: {_preview([p.name for p in entries])}"
+            f"{len(files)} data files match {str(path)!r} (prefix {prefix!r}): {_preview([p.name for p in files])}; "
+            "several files are several sessions: load them with load_sessions, or pass one file or a prefix that selects one"
         )
-    if len(matches) > 1:
-        raise DataError(
-            f"{len(matches)} data files start with {prefix!r} in {directory}: {_preview([p.name for p in matches])}; "
-            "several files mean several sessions, which is not supported yet: pass one file, or a prefix that "
-            "selects one"
-        )
-    return matches[0]
+    return files[0]
 
 
 def load_data(
@@ -85,11 +100,7 @@ def load_data(
     """
     if reconstruction not in _VALUE_RULES:
         raise ConfigError(f"unknown reconstruction {reconstruction!r}; expected one of {', '.join(RECONSTRUCTIONS)}")
-    file = Path(path)
-    if file.is_dir():
-        file = find_data_file(file, prefix)
-    elif not file.exists():
-        raise DataError(f"data file {file} does not exist")
+    file = find_data_file(path, prefix)
     for name, value in (("cs_dim", cs_dim), ("fp_len", fp_len)):
         if value < 0:
             raise DataError(f"{file}: {name} must be >= 0, got {value}")
@@ -102,6 +113,15 @@ def load_data(
             return _Reader(h5, file, reconstruction, allow_nan).load(cs_dim, fp_len)
         except OSError as err:  # damage that only shows when a part of the file is read
             raise DataError(f"{file}: cannot read the file (truncated or corrupt?): {err}") from err
+
+
+def load_sessions(path: str | Path, *, prefix: str = "", **options: Any) -> list[LFADSData]:
+    """Every data file `path` names (a file, a folder, a glob; see find_data_files), loaded with load_data's
+    options and checked to fit one model: the same bins, forward bins and external inputs. One file is one
+    session; several are stitched (each keeps its own neurons)."""
+    sessions = [load_data(file, **options) for file in find_data_files(path, prefix)]
+    check_sessions(sessions)
+    return sessions
 
 
 def write_lfads_h5(
@@ -289,6 +309,7 @@ class _Reader:
             ext_input=None if ext_input is None else _tensor(ext_input),
             truth=None if truth is None else self._truth_counts(truth, conversion_factor),
             inds=self._inds(f"{name}_inds", n_trials),
+            conditions=self._inds(f"{name}_cond_idx", n_trials, required=False),
         )
 
     @staticmethod
@@ -296,14 +317,15 @@ class _Reader:
         tensor = _tensor(truth)
         return tensor if conversion_factor is None else tensor / conversion_factor
 
-    def _inds(self, key: str, n_trials: int) -> np.ndarray:
+    def _inds(self, key: str, n_trials: int, required: bool = True) -> np.ndarray | None:
+        """Integer labels, one per trial (trial indices, conditions); absent: arange(n), or None if not required."""
         inds = self._optional(key, 1)
         if inds is None:
-            return np.arange(n_trials, dtype=np.int64)
+            return np.arange(n_trials, dtype=np.int64) if required else None
         if inds.shape[0] != n_trials:
             raise self.error(f"{key!r} has {inds.shape[0]} entries but the split has {n_trials} trials")
         if not np.array_equal(inds, np.round(inds)):
-            raise self.error(f"{key!r} must hold integer trial indices")
+            raise self.error(f"{key!r} must hold integers, one per trial")
         return inds.astype(np.int64)
 
     def _check_ext_inputs_agree(self, splits: dict[str, Split]) -> None:

@@ -1,8 +1,11 @@
 """LFADS, top to bottom: encoders -> IC/controller posteriors -> generator -> factors -> rates.
 
-    data --dropout--> IC encoder --> q(ic) --sample--> gen_init
-                   `-> CI encoder --> ci_t --+
-    controller_t(concat(ci_t, factor_{t-1})) --> q(co_t) --sample--> generator_t --> factor_t --> readout
+    data [--session read-in] --dropout--> IC encoder --> q(ic) --sample--> gen_init
+                                       `-> CI encoder --> ci_t --+
+    controller_t(concat(ci_t, factor_{t-1})) --> q(co_t) --sample--> generator_t --> factor_t --> session read-out
+
+With several sessions (model.sessions) each has its own read-in to the shared input space and its own read-out;
+one session's model reads its neurons directly and has one read-out.
 """
 
 from collections.abc import Sequence
@@ -16,6 +19,7 @@ from .decoder import Decoder, DecoderStates
 from .encoder import Encoder
 from .population import MemberRNG, PopulationLinear, member_dropout
 from .priors import AutoregressivePrior, GaussianPrior
+from .readin_readout import SessionInit
 from .reconstruction import make_reconstruction
 
 L2_GROUPS = ("ic_enc", "ci_enc", "gen", "con")  # recurrent kernels penalised by l2_{group}_scale
@@ -43,9 +47,14 @@ class LFADS(nn.Module):
         self.cfg = cfg
         self.rng = MemberRNG(member_seeds, device)
         self.reconstruction = make_reconstruction(cfg)
+        sessions = [cfg.session(s) for s in range(cfg.n_sessions)]
+        self.readin = None
+        if cfg.multisession:
+            self.readin = nn.ModuleList(PopulationLinear(self.rng, session.encod_dim, cfg.input_dim) for session in sessions)
+            self.readin.requires_grad_(cfg.train_readin)
         self.encoder = Encoder(cfg, self.rng, fused)
         self.decoder = Decoder(cfg, self.rng, fused)
-        self.readout = PopulationLinear(self.rng, cfg.fac_dim, cfg.recon_dim * self.reconstruction.n_params)
+        self.readout = nn.ModuleList(PopulationLinear(self.rng, cfg.fac_dim, session.recon_dim * self.reconstruction.n_params) for session in sessions)
         self.ic_prior = GaussianPrior(self.rng, cfg.ic_dim, cfg.ic_prior_var)
         self.co_prior = AutoregressivePrior(self.rng, cfg.co_dim, cfg.co_prior_tau, cfg.co_prior_nvar) if cfg.use_controller else None
 
@@ -59,31 +68,51 @@ class LFADS(nn.Module):
         dropout_rate: torch.Tensor,
         ext_input: torch.Tensor | None = None,
         sample: bool | None = None,
+        session: int = 0,
     ) -> LFADSOutput:
         """encod: (B, T_enc, N_enc) shared by all members, or (P, B, T_enc, N_enc) per member (e.g. after
-        coordinated dropout). dropout_rate: (P,). ext_input: (B, T_recon, E). Posteriors are sampled when
-        `sample` (default: in training mode), else their means are used."""
+        coordinated dropout), all trials of one `session`. dropout_rate: (P,). ext_input: (B, T_recon, E).
+        Posteriors are sampled when `sample` (default: in training mode), else their means are used."""
         sample = self.training if sample is None else sample
-        return self.decode(*self.encode(encod, dropout_rate), ext_input, dropout_rate, sample)
+        return self.decode(*self.encode(encod, dropout_rate, session), ext_input, dropout_rate, sample, session)
 
-    def encode(self, encod: torch.Tensor, dropout_rate: torch.Tensor):
+    def encode(self, encod: torch.Tensor, dropout_rate: torch.Tensor, session: int = 0):
         """-> ic_mean, ic_std (P, B, ic_dim), controller inputs (P, B, T_recon, 2 ci_enc_dim) or None."""
         encod = encod.expand(self.population_size, *encod.shape[-3:])
+        if self.readin is not None:
+            encod = self.readin[session](encod)
         data = member_dropout(encod, dropout_rate, self.rng, self.training)
         return self.encoder(data, dropout_rate, self.rng, self.training)
 
-    def decode(self, ic_mean, ic_std, ci, ext_input, dropout_rate, sample: bool) -> LFADSOutput:
+    def decode(self, ic_mean, ic_std, ci, ext_input, dropout_rate, sample: bool, session: int = 0) -> LFADSOutput:
         rng = self.rng
         ic = ic_mean + ic_std * rng.normal(*ic_mean.shape[1:]) if sample else ic_mean
         ext = ext_input.unsqueeze(0) if ext_input is not None else None
         states = self.decoder(ic, ci, ext, dropout_rate, rng, self.training, sample)
-        params = self.readout(states.factors).unflatten(-1, (self.cfg.recon_dim, self.reconstruction.n_params))
+        n_params = self.reconstruction.n_params
+        readout = self.readout[session]
+        params = readout(states.factors).unflatten(-1, (readout.out_features // n_params, n_params))
         kl_ic = self.ic_prior.kl(ic_mean, ic_std)
         if self.co_prior is None:
             kl_co = torch.zeros_like(kl_ic)
         else:
             kl_co = self.co_prior.kl(states.co_means, states.co_stds, states.gen_inputs)
         return LFADSOutput(params, self.reconstruction.mean(params), ic_mean, ic_std, states, kl_ic, kl_co)
+
+    @torch.no_grad()
+    def init_sessions(self, inits: Sequence[SessionInit]) -> None:
+        """Start every member's read-ins and read-outs at the given (PCR) values; the read-outs' other output
+        parameters keep their random start."""
+        if self.readin is None or len(inits) != len(self.readin):
+            raise ValueError(f"{len(inits)} session inits for a model of {self.cfg.n_sessions} session(s)")
+        for readin, readout, init in zip(self.readin, self.readout, inits, strict=True):
+            readin.weight.copy_(torch.as_tensor(init.readin_weight, dtype=readin.weight.dtype).expand_as(readin.weight))
+            readin.bias.copy_(torch.as_tensor(init.readin_bias, dtype=readin.bias.dtype).expand_as(readin.bias))
+            n_params = init.readout_weight.shape[-1]
+            weight = readout.weight.unflatten(-1, (-1, n_params))[..., init.mean_param]
+            bias = readout.bias.unflatten(-1, (-1, n_params))[..., init.mean_param]
+            weight.copy_(torch.as_tensor(init.readout_weight[..., init.mean_param], dtype=weight.dtype).expand_as(weight))
+            bias.copy_(torch.as_tensor(init.readout_bias[..., init.mean_param], dtype=bias.dtype).expand_as(bias))
 
     def recurrent_kernels(self) -> dict[str, list[torch.Tensor]]:
         kernels = {

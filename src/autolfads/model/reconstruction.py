@@ -7,6 +7,7 @@ and the distribution mean (the "rates" users get). Gamma and zero-inflated Gamma
 import math
 from abc import ABC, abstractmethod
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -23,6 +24,14 @@ class Reconstruction(ABC):
     def mean(self, params: torch.Tensor) -> torch.Tensor:
         """params (..., N, n_params) -> distribution mean (..., N)."""
 
+    @abstractmethod
+    def linearised_mean(self, mean: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
+        """How a read-out starts at data means `mean` (N,) (multi-session PCR): the output parameter that carries
+        the mean, its value there, and its slope d(param)/d(mean), so a change d of the mean is d * slope."""
+
+
+MIN_MEAN = 1e-3  # means are floored here before a log link: a silent neuron must not give -inf or huge slopes
+
 
 class Poisson(Reconstruction):
     """Log-rate link. The NLL omits the data-only log(k!) term, as lfads-tf2 and lfads-torch do."""
@@ -36,6 +45,10 @@ class Poisson(Reconstruction):
     def mean(self, params):
         return torch.exp(params[..., 0])
 
+    def linearised_mean(self, mean):
+        mean = np.maximum(mean, MIN_MEAN)
+        return 0, np.log(mean), 1.0 / mean
+
 
 class Gaussian(Reconstruction):
     """Mean and log-variance per neuron and bin (EMG, calcium-derived and other continuous signals)."""
@@ -48,6 +61,9 @@ class Gaussian(Reconstruction):
 
     def mean(self, params):
         return params[..., 0]
+
+    def linearised_mean(self, mean):
+        return 0, mean, np.ones_like(mean)
 
 
 class Gamma(Reconstruction):
@@ -66,6 +82,11 @@ class Gamma(Reconstruction):
 
     def mean(self, params):
         return torch.exp(params[..., 0] - params[..., 1])
+
+    def linearised_mean(self, mean):
+        # log alpha starts at 0 (alpha = 1), so the mean is 1 / beta: log beta = -log(mean)
+        mean = np.maximum(mean, MIN_MEAN)
+        return 1, -np.log(mean), -1.0 / mean
 
 
 class ZeroInflatedGamma(Reconstruction):
@@ -95,6 +116,11 @@ class ZeroInflatedGamma(Reconstruction):
     def mean(self, params):
         q = torch.sigmoid(params[..., 2])
         return q * (self.s_min + torch.exp(params[..., 0] - params[..., 1]))
+
+    def linearised_mean(self, mean):
+        # q = 1/2 (logit 0) and alpha = 1 at the start: mean = (s_min + 1 / beta) / 2, so 1 / beta = 2 mean - s_min
+        size = np.maximum(2 * mean - self.s_min, MIN_MEAN)
+        return 1, -np.log(size), -2.0 / size
 
 
 RECONSTRUCTIONS: dict[str, type[Reconstruction]] = {cls.name: cls for cls in (Poisson, Gaussian, Gamma, ZeroInflatedGamma)}

@@ -18,7 +18,8 @@ import numpy as np
 import yaml
 
 from ..config import Config, load_config
-from ..data import LFADSData, load_data
+from ..data import LFADSData, load_sessions
+from ..output import output_paths
 from ..errors import AutoLFADSError, ReportError
 from ..search.pbt import best_member
 from ..search.results import BEST_DIR, EXPLOITS_FILE, LOG_FILE as SEARCH_LOG, SETTINGS_FILE, SPACE_FILE, STATE_FILE
@@ -185,8 +186,14 @@ def _config(path: Path) -> Config:
 
 
 def _load_inferred(results: Results) -> None:
-    """The data file named in config.yaml and lfads_output.h5, matched trial by trial through *_inds."""
+    """The data file named in config.yaml and lfads_output.h5, matched trial by trial through *_inds.
+    A stitched model's figures show its first session (lfads_output_<session>.h5 and that session's file)."""
     output = results.model_dir / OUTPUT_FILE
+    sessions = [dims.name for dims in results.config.model.sessions]
+    if len(sessions) > 1:
+        files = output_paths(output, sessions)
+        output = files[0]
+        results.notes.append(f"a model stitched over {len(sessions)} sessions: the figures show session {sessions[0]}; every session's rates are in {', '.join(p.name for p in files)}")
     if results.kind == "search" and not output.is_file():
         results.notes.append(f"the search has not finished: {BEST_DIR}/ and its {OUTPUT_FILE} are written at its end")
         return
@@ -199,7 +206,7 @@ def _load_inferred(results: Results) -> None:
         return
     model = config.model
     try:
-        results.data = load_data(config.data.dir, cs_dim=model.cs_dim, fp_len=model.fp_len, prefix=config.data.prefix, reconstruction=model.reconstruction, allow_nan=config.train.sbtt)
+        results.data = load_sessions(config.data.dir, cs_dim=model.cs_dim, fp_len=model.fp_len, prefix=config.data.prefix, reconstruction=model.reconstruction, allow_nan=config.train.sbtt)[0]
     except AutoLFADSError as err:
         results.notes.append(f"the data file recorded in config.yaml cannot be read, so data figures are left out: {err}")
         return

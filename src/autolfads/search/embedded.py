@@ -25,7 +25,7 @@ CHECKPOINT = "search.ckpt"
 STATE_METRICS = (METRIC, "val_nll_heldin", "val_bps", "val_co_bps", "val_fp_bps", "val_r2", "lr", *(name for name in PBT_METRICS if name != METRIC))  # copied into state.csv
 
 
-def run_embedded(config: Config, data: LFADSData, space: SearchSpace, settings: SearchSettings, workdir: Path) -> SearchOutcome:
+def run_embedded(config: Config, data: list[LFADSData], space: SearchSpace, settings: SearchSettings, workdir: Path) -> SearchOutcome:
     log = search_log(workdir)
     remove_stale_temporaries(workdir)
     rng = np.random.default_rng(settings.seed)
@@ -87,8 +87,8 @@ def run_embedded(config: Config, data: LFADSData, space: SearchSpace, settings: 
     final_rows = trainer.history[-settings.population :]
     best = best_member(ranked([row[settings.metric] for row in final_rows], settings.metric))
     hparams = trainer.member_hparams(best)
-    output = write_best_model(workdir, config, hparams, trainer.member_state(best), data, log)
-    outcome = SearchOutcome(workdir, record.generation, best, final_rows[best][METRIC], hparams, output.parent, output, record.wall_time_s, final_rows[best])
+    outputs = write_best_model(workdir, config, hparams, trainer.member_state(best), data, log)
+    outcome = SearchOutcome(workdir, record.generation, best, final_rows[best][METRIC], hparams, outputs[0].parent, outputs, record.wall_time_s, final_rows[best])
     log(outcome.summary())
     return outcome
 

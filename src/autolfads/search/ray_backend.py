@@ -78,7 +78,7 @@ class RayBackendError(AutoLFADSError):
 # ------------------------------------------------------------------------------------------------ the driver
 def run_ray(
     config: Config,
-    data: LFADSData,
+    data: list[LFADSData],
     space: SearchSpace,
     settings: SearchSettings,
     workdir: Path,
@@ -135,10 +135,10 @@ def run_ray(
     payload = load_checkpoint(workdir / final[best]["checkpoint"] / MEMBER_CKPT)
     member_state = {key: payload[key] for key in _PAYLOAD_KEYS}
     hparams = dict(scheduler.final_hparams[best])
-    output = write_best_model(workdir, config, hparams, member_state, data, log)
+    outputs = write_best_model(workdir, config, hparams, member_state, data, log)
     record = scheduler.record
     last = {name: value for name, value in final[best]["metrics"].items() if isinstance(value, float)}
-    outcome = SearchOutcome(workdir, record.generation, best, metrics[best], hparams, output.parent, output, record.wall_time_s, best_metrics=last)
+    outcome = SearchOutcome(workdir, record.generation, best, metrics[best], hparams, outputs[0].parent, outputs, record.wall_time_s, best_metrics=last)
     log(outcome.summary())
     return outcome
 
@@ -235,7 +235,7 @@ def member_trainable(
     tune_config: dict,
     *,
     config_dict: dict,
-    data: LFADSData,
+    data: list[LFADSData],
     workdir: str,
     epochs_per_generation: int,
     max_generations: int,

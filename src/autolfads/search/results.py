@@ -98,7 +98,7 @@ class SearchOutcome:
     best_metric: float
     best_hparams: dict[str, float]
     best_model: Path
-    output: Path
+    outputs: list[Path]  # the best model's lfads_output.h5, one per session of a stitched model
     wall_time_s: float
     best_metrics: dict[str, float] = field(default_factory=dict)  # the best member's last validation metrics
     report: Path | None = None  # report.html, when one was written
@@ -109,11 +109,11 @@ class SearchOutcome:
         return (
             f"search complete: {self.generations} generations in {self.wall_time_s / 60:.1f} min; best member {self.best_member}, "
             f"{METRIC} {self.best_metric:.5f}\n  validation: {shown}\n  hyperparameters: {hparams}\n"
-            f"  best model: {self.best_model}\n  rates and latents: {self.output}" + (f"\n  report: {self.report}" if self.report else "")
+            f"  best model: {self.best_model}\n  rates and latents: {', '.join(map(str, self.outputs))}" + (f"\n  report: {self.report}" if self.report else "")
         )
 
 
-def prepare_workdir(workdir: Path, settings: SearchSettings, config: Config, space: SearchSpace, data: LFADSData) -> None:
+def prepare_workdir(workdir: Path, settings: SearchSettings, config: Config, space: SearchSpace, data: list[LFADSData]) -> None:
     """Check the workdir is writable with room to spare, and that a rerun searches the same thing."""
     needed_bytes = estimated_bytes(config, settings.population, data)
     try:
@@ -141,15 +141,15 @@ def prepare_workdir(workdir: Path, settings: SearchSettings, config: Config, spa
     _write_yaml(settings_path, settings.model_dump())
 
 
-def estimated_bytes(config: Config, population: int, data: LFADSData) -> int:
+def estimated_bytes(config: Config, population: int, data: list[LFADSData]) -> int:
     """Twice the checkpoint (weights + Adam moments, old and new copy during a write) and output file."""
     from ..model import LFADS
 
     parameters = sum(p.numel() for p in LFADS(config.model, [0]).parameters())
     checkpoint = parameters * 4 * 3 * population * 2
     cfg = config.model
-    per_step = cfg.recon_dim + cfg.fac_dim + cfg.gen_dim + cfg.con_dim + 3 * cfg.co_dim
-    output = sum(split.n_trials for split in data.splits) * cfg.recon_seq_len * per_step * 4
+    per_step = cfg.fac_dim + cfg.gen_dim + cfg.con_dim + 3 * cfg.co_dim
+    output = sum(split.n_trials * (per_step + session.recon_dim) for session in data for split in session.splits) * cfg.recon_seq_len * 4
     return 2 * (checkpoint + output)
 
 
@@ -160,8 +160,8 @@ def write_tables(workdir: Path, record: SearchRecord, metric_rows: list[dict]) -
     write_csv(workdir / METRICS_FILE, metric_rows)
 
 
-def write_best_model(workdir: Path, config: Config, hparams: dict[str, float], member_state: dict, data: LFADSData, log: RunLog) -> Path:
-    """The best member as a run folder that `autolfads sample` and `autolfads train` accept; returns its output file."""
+def write_best_model(workdir: Path, config: Config, hparams: dict[str, float], member_state: dict, data: list[LFADSData], log: RunLog) -> list[Path]:
+    """The best member as a run folder that `autolfads sample` and `autolfads train` accept; returns its output files."""
     folder = workdir / BEST_DIR
     folder.mkdir(exist_ok=True)
     member_config = with_member_hparams(config, hparams)

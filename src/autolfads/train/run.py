@@ -8,6 +8,7 @@ The checkpoint folder holds
     train.log           plain-text log
     tensorboard/        TensorBoard scalars
     lfads_output.h5     posterior-sampled rates and latents, written when training is complete
+                        (a stitched model writes lfads_output_<session>.h5, one per session's data file)
 Running the same command again continues from last.ckpt; a kill -9 loses at most the current epoch.
 """
 
@@ -23,11 +24,11 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from ..config import Config, ModelConfig, load_config, save_config
-from ..data import LFADSData, load_data
+from ..config import Config, ModelConfig, SessionDims, load_config, save_config
+from ..data import LFADSData, load_sessions
 from ..errors import CheckpointError, ConfigError, TrainingDiverged
 from ..files import write_text_atomic
-from ..output import write_output
+from ..output import output_paths, write_output
 from .checkpoint import BEST, LAST, load_checkpoint, remove_stale_temporaries, save_checkpoint
 from .trainer import MEMBER_HPARAMS, METRIC, Trainer, member_hparams
 
@@ -42,35 +43,44 @@ class TrainResult:
     complete: bool  # stopped early or reached max_epochs
     metrics: dict[str, float]  # the last epoch's row
     best_epoch: int
-    output: Path | None
+    outputs: list[Path]  # lfads_output.h5, or one file per session of a stitched model; empty if none was written
     report: Path | None = None  # report.html, when one was written
 
 
-def load_run_data(config: Config, data_path: str | Path | None) -> tuple[Config, LFADSData]:
-    """Load the data named on the command line (or in config.data) and fill the model's dimensions from it."""
+def load_run_data(config: Config, data_path: str | Path | None) -> tuple[Config, list[LFADSData]]:
+    """Load the data named on the command line (or in config.data) and fill the model's dimensions from it.
+    A folder or glob naming several files gives several sessions, stitched into one model."""
     path = data_path or config.data.dir
     if path is None:
         raise ConfigError("no data given: pass --data PATH or set data.dir (TRAIN.DATA.DIR) in the config")
     model = config.model
-    data = load_data(path, cs_dim=model.cs_dim, fp_len=model.fp_len, prefix=config.data.prefix, reconstruction=model.reconstruction, allow_nan=config.train.sbtt)
+    sessions = load_sessions(path, cs_dim=model.cs_dim, fp_len=model.fp_len, prefix=config.data.prefix, reconstruction=model.reconstruction, allow_nan=config.train.sbtt)
     # The resolved config records the data it was fitted to, so `autolfads sample` finds it again.
-    paths = {"dir": str(Path(data.path).resolve())}
+    given = Path(path)
+    paths = {"dir": str(sessions[0].path.resolve() if len(sessions) == 1 else given.resolve() if given.exists() else Path.cwd() / given)}
     if config.data.nlb_targets is not None:
         paths["nlb_targets"] = str(Path(config.data.nlb_targets).resolve())
     data_config = config.data.model_copy(update=paths)
-    return config.model_copy(update={"model": resolve_model_config(model, data), "data": data_config}), data
+    return config.model_copy(update={"model": resolve_model_config(model, sessions), "data": data_config}), sessions
 
 
-def resolve_model_config(model: ModelConfig, data: LFADSData) -> ModelConfig:
-    found = {"data_dim": data.recon_dim, "cs_dim": data.cs_dim, "seq_len": data.recon_seq_len, "fp_len": data.fp_len, "ext_input_dim": data.ext_input_dim}
+def resolve_model_config(model: ModelConfig, sessions: list[LFADSData]) -> ModelConfig:
+    first = sessions[0]
+    found: dict = {"seq_len": first.recon_seq_len, "fp_len": first.fp_len, "ext_input_dim": first.ext_input_dim}
+    if len(sessions) == 1:
+        found |= {"data_dim": first.recon_dim, "cs_dim": first.cs_dim, "sessions": []}
+    else:
+        found |= {"data_dim": None, "sessions": [SessionDims(name=s.name, data_dim=s.recon_dim, cs_dim=s.cs_dim) for s in sessions]}
+    where = f"the data file {first.path}" if len(sessions) == 1 else f"the {len(sessions)} sessions {', '.join(str(s.path) for s in sessions)}"
     # In the encod/recon layout the file says which neurons and bins are held out: cs_dim / fp_len 0 (the default) defer to it.
-    deferred = ("cs_dim", "fp_len") if data.layout == "encod_recon" else ()
+    deferred = ("cs_dim", "fp_len") if first.layout == "encod_recon" else ()
     for key, value in found.items():
         given = getattr(model, key)
-        if given is not None and given != value and not (key in deferred and given == 0):
-            raise ConfigError(f"model.{key} is {given} in the config, but the data file {data.path} has {value}; fix the config or leave the key out to take it from the data")
-    if model.ic_enc_seq_len >= data.encod_seq_len:
-        raise ConfigError(f"model.ic_enc_seq_len ({model.ic_enc_seq_len}) must be smaller than the {data.encod_seq_len} encoded bins of {data.path}")
+        if given not in (None, []) and given != value and not (key in deferred and given == 0):
+            shown = [dims.model_dump() for dims in value] if key == "sessions" else value
+            raise ConfigError(f"model.{key} is {given} in the config, but {where} has {shown}; fix the config or leave the key out to take it from the data")
+    if model.ic_enc_seq_len >= first.encod_seq_len:
+        raise ConfigError(f"model.ic_enc_seq_len ({model.ic_enc_seq_len}) must be smaller than the {first.encod_seq_len} encoded bins of {first.path}")
     return ModelConfig.model_validate({**model.model_dump(), **found})
 
 
@@ -94,11 +104,11 @@ def train(
     except OSError as err:
         raise CheckpointError(f"cannot create checkpoint folder {folder}: {err}") from None
     remove_stale_temporaries(folder)
-    config, data = load_run_data(config, data_path)
+    config, sessions = load_run_data(config, data_path)
     if config.train.threads is not None:
         torch.set_num_threads(config.train.threads)
     log = RunLog(folder / LOG_FILE)
-    trainer = Trainer(config, data)
+    trainer = Trainer(config, sessions)
     if (folder / LAST).exists():
         payload = load_checkpoint(folder / LAST, map_location=trainer.device)
         check_compatible(Config.model_validate(payload["config"]), config, folder / LAST)
@@ -108,7 +118,8 @@ def train(
         trainer.set_member_hparams(0, changed)
         log(f"resumed from {folder / LAST} at epoch {trainer.epoch}" + (f" with new {changed}" if changed else ""))
     else:
-        log(f"new run: {data.path} ({data.train.n_trials} train / {data.valid.n_trials} valid trials), device {trainer.device}, threads {torch.get_num_threads()}")
+        described = ", ".join(f"{s.path} ({s.train.n_trials} train / {s.valid.n_trials} valid trials)" for s in sessions)
+        log(f"new run: {described}, device {trainer.device}, threads {torch.get_num_threads()}")
     save_config(config, folder / CONFIG_FILE)
 
     target = trainer.epoch + epochs if epochs is not None else config.train.max_epochs
@@ -139,9 +150,9 @@ def train(
         progress.close()
 
     complete = bool(trainer.stopped.all()) or trainer.epoch >= config.train.max_epochs
-    output = None
+    outputs = []
     if write_outputs or (write_outputs is None and complete):
-        output = sample(folder, data_path, data=data, config=config, log=log)
+        outputs = sample(folder, data_path, data=sessions, config=config, log=log)
     best_epoch = int(trainer.best_epoch[0])
     last = trainer.history[-1] if trainer.history else {}
     log(f"{'complete' if complete else 'paused'} after {trainer.epoch} epochs")
@@ -150,11 +161,11 @@ def train(
         shown = [METRIC, "val_nll_heldin", "val_bps", "val_co_bps", "val_fp_bps", "val_r2"]
         log(f"best epoch {best_epoch}: " + ", ".join(f"{name} {best[name]:.4f}" for name in shown if name in best))
     report_path = None
-    if report and (complete or output is not None):
+    if report and (complete or outputs):
         from ..report import report_at_end  # matplotlib is imported only when a report is made
 
         report_path = report_at_end(folder, log)
-    return TrainResult(folder, trainer.epoch, complete, last, best_epoch, output, report_path)
+    return TrainResult(folder, trainer.epoch, complete, last, best_epoch, outputs, report_path)
 
 
 def check_compatible(saved: Config, current: Config, path: Path) -> None:
@@ -171,11 +182,12 @@ def sample(
     data_path: str | Path | None = None,
     output: str | Path | None = None,
     num_samples: int | None = None,
-    data: LFADSData | None = None,
+    data: list[LFADSData] | None = None,
     config: Config | None = None,
     log: Callable[[str], None] | None = None,
-) -> Path:
-    """Posterior-sample the best checkpoint (the last one if none is best yet) into an LFADS output file."""
+) -> list[Path]:
+    """Posterior-sample the best checkpoint (the last one if none is best yet) into an LFADS output file,
+    one per session of a stitched model (`output` then names the first; the others follow its pattern)."""
     folder = Path(checkpoint_dir)
     if config is None:
         if not (folder / CONFIG_FILE).exists():
@@ -192,9 +204,12 @@ def sample(
     samples = num_samples or config.train.num_samples
     start = time.perf_counter()
     epoch = trainer.epoch - 1  # the checkpoint's last completed epoch, numbered from 0 as in metrics.csv
-    out = write_output(Path(output) if output else folder / OUTPUT_FILE, trainer.model, data, samples, attrs={"checkpoint": str(path.resolve()), "epoch": epoch})
-    (log or RunLog(folder / LOG_FILE))(f"wrote {out} ({samples} posterior samples of {path.name}, epoch {epoch}) in {time.perf_counter() - start:.1f} s")
-    return out
+    paths = output_paths(Path(output) if output else folder / OUTPUT_FILE, [session.name for session in data])
+    for session, (session_data, out) in enumerate(zip(data, paths, strict=True)):
+        write_output(out, trainer.model, session_data, samples, session=session, attrs={"checkpoint": str(path.resolve()), "epoch": epoch})
+    shown = str(paths[0]) if len(paths) == 1 else f"{len(paths)} files {', '.join(p.name for p in paths)}"
+    (log or RunLog(folder / LOG_FILE))(f"wrote {shown} ({samples} posterior samples of {path.name}, epoch {epoch}) in {time.perf_counter() - start:.1f} s")
+    return paths
 
 
 def write_csv(path: Path, rows: list[dict]) -> None:

@@ -6,17 +6,18 @@ adds checkpoints, logs and outputs around it. P = 1 is an ordinary single-model 
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 from pydantic import ValidationError
 
-from ..config import Config
+from ..config import Config, ModelConfig
 from ..data import LFADSData, Split
 from ..errors import ConfigError
 from ..evaluate import METRIC_NAMES, Targets, read_targets, score, submission_from_rates
 from ..model import LFADS
+from ..model.readin_readout import pcr_session_inits
 from ..model.augmentations import coordinated_dropout, sample_validation_mask, sbtt_targets, spike_jitter, temporal_shift
 from .metrics import R2Accumulator, bits_per_spike, null_nll_sum, poisson_nll, smooth
 from .objective import ramp, reconstruction_loss, total_loss
@@ -77,13 +78,18 @@ class Trainer:
     def __init__(
         self,
         config: Config,
-        data: LFADSData,
+        data: LFADSData | Sequence[LFADSData],
         population: Sequence[Mapping[str, float]] | None = None,
         member_seeds: Sequence[int] | None = None,
     ):
-        """config: resolved against the data (dimensions set). population: per-member hyperparameter values
+        """config: resolved against the data (dimensions set). data: one session, or the sessions of a
+        stitched model in the order of model.sessions. population: per-member hyperparameter values
         overriding the config's (one mapping per member; default one member with the config's values)."""
         self.config = config
+        self.sessions = [data] if isinstance(data, LFADSData) else list(data)
+        if len(self.sessions) != config.model.n_sessions:
+            raise ConfigError(f"the config is resolved for {config.model.n_sessions} session(s) but {len(self.sessions)} were given")
+        self.session_cfgs = [config.model.session(s) for s in range(len(self.sessions))]
         train = config.train
         members = [dict(member_hparams(config), **(values or {})) for values in (population or [{}])]
         for values in members:
@@ -93,7 +99,9 @@ class Trainer:
             raise ValueError(f"{len(members)} members but {len(seeds)} seeds")
         self.device = resolve_device(train.device)
         self.model = LFADS(config.model, seeds, self.device, fused=train.fused_rnn)
-        self.params = list(self.model.parameters())
+        if config.model.multisession and config.model.readin_init == "pcr":
+            self.model.init_sessions(pcr_session_inits(self.sessions, config.model, self.model.reconstruction))
+        self.params = [param for param in self.model.parameters() if param.requires_grad]  # fixed read-ins are not
         self.optimizer = PopulationAdam(self.params, eps=train.adam_epsilon, weight_decay=train.weight_decay)
         size = len(members)
         self.members = members  # exact values; self.hp holds them as (P,) tensors for the computation
@@ -108,14 +116,17 @@ class Trainer:
         self.diverged = torch.zeros(size, dtype=torch.bool)  # NaN/Inf loss seen: updates skipped until PBT replaces it
         self.data_rng = torch.Generator().manual_seed(train.seed + 7_919)
         self.history: list[dict[str, float]] = []
-        self.data = data
-        self.splits = {split.name: self._to_device(split) for split in data.splits if split.recon is not None}
-        self._sv_weights: dict[str, torch.Tensor] = {}
-        self.null_nll = {name: self._null_nll(split) for name, split in self.splits.items()}
-        self._check_augmentations()
+        # splits[session][name]: every split with reconstruction targets, on the device
+        self.splits = [{split.name: self._to_device(split) for split in session.splits if split.recon is not None} for session in self.sessions]
+        self._sv_weights: dict[tuple[int, str], torch.Tensor] = {}
+        self.null_nll = [{name: self._null_nll(cfg, split) for name, split in splits.items()} for cfg, splits in zip(self.session_cfgs, self.splits, strict=True)]
+        for session in range(len(self.sessions)):
+            self._check_augmentations(session)
         self.nlb_targets = None  # data.nlb_targets, read when first needed (sampling never needs it)
         if train.nlb_every and config.data.nlb_targets is None:
             raise ConfigError("train.nlb_every needs data.nlb_targets: the targets file of `autolfads data nlb`")
+        if config.model.multisession and (train.nlb_every or config.data.nlb_targets is not None):
+            raise ConfigError("NLB metrics (train.nlb_every, data.nlb_targets) score one NLB session; this model stitches several")
         self.ramp_end_epoch = max(train.kl_start_epoch + train.kl_increase_epoch, train.l2_start_epoch + train.l2_increase_epoch)
 
     @property
@@ -182,92 +193,127 @@ class Trainer:
         return metrics
 
     def train_epoch(self) -> dict[str, torch.Tensor]:
-        cfg, train = self.config.model, self.config.train
+        train = self.config.train
         kl_ramp = ramp(self.epoch, train.kl_start_epoch, train.kl_increase_epoch)
         l2_ramp = ramp(self.epoch, train.l2_start_epoch, train.l2_increase_epoch)
-        split = self.splits["train"]
-        order = torch.randperm(split.n_trials, generator=self.data_rng)
+        sizes = torch.tensor([splits["train"].n_trials for splits in self.splits])
+        starts = torch.cumsum(sizes, 0) - sizes
+        # One order over every session's trials: a batch mixes sessions in proportion to their trials.
+        order = torch.randperm(int(sizes.sum()), generator=self.data_rng)
         self.model.train()
         totals: dict[str, torch.Tensor] = {}
         for indices in order.split(train.batch_size):
-            batch = self._augment(self._batch(split, indices))
-            encod = batch.encod if batch.sv_weight is None else batch.encod * batch.sv_weight
-            inputs, grad_mask = coordinated_dropout(encod, self.hp["cd_rate"], cfg.cd_pass_rate, self.model.rng, cfg.ic_enc_seq_len)
-            out = self.model(inputs, self.hp["dropout_rate"], batch.ext_input)
-            target, sbtt_weight = sbtt_targets(batch.recon)
-            nll = self.model.reconstruction.nll(out.output_params, target)
-            if sbtt_weight is not None:  # missing bins: no loss there, the rest re-weighted by 1 / (1 - missing)
-                nll = nll * sbtt_weight
-            recon = reconstruction_loss(nll, grad_mask, batch.sv_weight)
+            session_of = torch.bucketize(indices, starts, right=True) - 1
+            parts = [self._train_part(s, indices[session_of == s] - starts[s]) for s in range(len(self.splits)) if bool((session_of == s).any())]
+            # Batch means over all parts: each part weighs by its share of the batch's elements (recon, held-in) or trials (KL).
+            elements, heldin_elements = sum(p["elements"] for p in parts), sum(p["heldin_elements"] for p in parts)
+            recon = sum(p["recon"] * (p["elements"] / elements) for p in parts)
+            heldin = sum(p["nll_heldin"] * (p["heldin_elements"] / heldin_elements) for p in parts)
+            kl_ic = sum(p["kl_ic"] * (p["trials"] / len(indices)) for p in parts)
+            kl_co = sum(p["kl_co"] * (p["trials"] / len(indices)) for p in parts)
             l2 = self.model.l2_penalty(self._l2_scales())
-            loss = total_loss(recon, out.kl_ic, out.kl_co, l2, self.hp["kl_ic_weight"], self.hp["kl_co_weight"], kl_ramp, l2_ramp, train.loss_scale)
+            loss = total_loss(recon, kl_ic, kl_co, l2, self.hp["kl_ic_weight"], self.hp["kl_co_weight"], kl_ramp, l2_ramp, train.loss_scale)
             self.optimizer.zero_grad()
             loss.sum().backward()  # members share no weights: each gets exactly its own gradient
             grad_norm = clip_member_grad_norms(self.params, train.max_grad_norm)
             self.diverged |= ~torch.isfinite(loss.detach()).cpu()
             active = ~self.diverged.to(self.device) & torch.isfinite(grad_norm)
             self.optimizer.step(self.lr, active)
-            heldin = nll[:, :, : cfg.encod_seq_len, : cfg.encod_dim].detach().mean((1, 2, 3))
-            values = {"loss": loss, "recon": recon, "nll_heldin": heldin, "kl_ic": out.kl_ic, "kl_co": out.kl_co, "l2": l2, "grad_norm": grad_norm}
+            values = {"loss": loss, "recon": recon, "nll_heldin": heldin, "kl_ic": kl_ic, "kl_co": kl_co, "l2": l2, "grad_norm": grad_norm}
             for name, value in values.items():
                 totals[name] = totals.get(name, 0) + value.detach().cpu().double() * len(indices)
-        metrics = {name: (total / split.n_trials).float() for name, total in totals.items()}
+        metrics = {name: (total / int(sizes.sum())).float() for name, total in totals.items()}
         metrics["kl_ramp"] = torch.full((self.population_size,), kl_ramp)
         metrics["l2_ramp"] = torch.full((self.population_size,), l2_ramp)
         metrics["lr"] = self.lr.detach().cpu().clone()
         return metrics
 
+    def _train_part(self, session: int, indices: torch.Tensor) -> dict:
+        """Forward one session's trials of a training batch: its mean losses (P,) and their sizes."""
+        cfg = self.session_cfgs[session]
+        batch = self._augment(self._batch(session, self.splits[session]["train"], indices), cfg)
+        encod = batch.encod if batch.sv_weight is None else batch.encod * batch.sv_weight
+        inputs, grad_mask = coordinated_dropout(encod, self.hp["cd_rate"], cfg.cd_pass_rate, self.model.rng, cfg.ic_enc_seq_len)
+        out = self.model(inputs, self.hp["dropout_rate"], batch.ext_input, session=session)
+        target, sbtt_weight = sbtt_targets(batch.recon)
+        nll = self.model.reconstruction.nll(out.output_params, target)
+        if sbtt_weight is not None:  # missing bins: no loss there, the rest re-weighted by 1 / (1 - missing)
+            nll = nll * sbtt_weight
+        heldin = nll[:, :, : cfg.encod_seq_len, : cfg.encod_dim].detach()
+        return {
+            "recon": reconstruction_loss(nll, grad_mask, batch.sv_weight),
+            "elements": nll[0].numel(),
+            "nll_heldin": heldin.mean((1, 2, 3)),
+            "heldin_elements": heldin[0].numel(),
+            "kl_ic": out.kl_ic,
+            "kl_co": out.kl_co,
+            "trials": len(indices),
+        }
+
     @torch.no_grad()
     def evaluate(self, split_name: str) -> dict[str, torch.Tensor]:
-        """Validation metrics with posterior means and no dropout, prefixed `val_` for the valid split."""
-        cfg, train = self.config.model, self.config.train
-        split = self.splits[split_name]
+        """Validation metrics with posterior means and no dropout, prefixed `val_` for the valid split.
+        With several sessions every sum and count runs over all of them (R^2: the mean over all neurons)."""
+        train = self.config.train
         self.model.eval()
-        t_enc, n_enc = cfg.encod_seq_len, cfg.encod_dim
-        regions = {"nll_heldin": (slice(0, t_enc), slice(0, n_enc))}
-        if cfg.cs_dim > 0:
-            regions["nll_heldout"] = (slice(0, t_enc), slice(n_enc, None))
-        if cfg.fp_len > 0:
-            regions["nll_fp"] = (slice(t_enc, None), slice(None))
         sums: dict[str, torch.Tensor] = {}
-        r2 = R2Accumulator(split.truth) if split.truth is not None else None
+        counts: dict[str, float] = {}
+        null: dict[str, list[float]] = {}
+        r2_parts = []
 
         def add(name: str, value: torch.Tensor) -> None:
             sums[name] = sums.get(name, 0) + value.double().cpu()
 
-        for indices in torch.arange(split.n_trials).split(train.batch_size):
-            batch = self._batch(split, indices)
-            encod = batch.encod if batch.sv_weight is None else batch.encod * batch.sv_weight
-            out = self.model(encod, self.hp["dropout_rate"], batch.ext_input)
-            target, sbtt_weight = sbtt_targets(batch.recon)
-            nll = self.model.reconstruction.nll(out.output_params, target)
-            if sbtt_weight is not None:  # missing bins count nowhere (_region_counts counts observed entries)
-                nll = nll * (sbtt_weight > 0)
-            add("recon", nll.sum((1, 2, 3)))
-            add("kl_ic", out.kl_ic * len(indices))
-            add("kl_co", out.kl_co * len(indices))
-            for name, (bins, neurons) in regions.items():
-                region = nll[:, :, bins, neurons]
-                if name == "nll_heldin" and batch.sv_weight is not None:
-                    kept = (batch.sv_weight[:, bins] > 0).to(region.dtype)
-                    add("sv_nll", (region * (1 - kept)).sum((1, 2, 3)))
-                    region = region * kept
-                add(name, region.sum((1, 2, 3)))
+        for session, (cfg, splits) in enumerate(zip(self.session_cfgs, self.splits, strict=True)):
+            split = splits[split_name]
+            t_enc, n_enc = cfg.encod_seq_len, cfg.encod_dim
+            regions = {"nll_heldin": (slice(0, t_enc), slice(0, n_enc))}
+            if cfg.cs_dim > 0:
+                regions["nll_heldout"] = (slice(0, t_enc), slice(n_enc, None))
+            if cfg.fp_len > 0:
+                regions["nll_fp"] = (slice(t_enc, None), slice(None))
+            r2 = R2Accumulator(split.truth) if split.truth is not None else None
+            for indices in torch.arange(split.n_trials).split(train.batch_size):
+                batch = self._batch(session, split, indices)
+                encod = batch.encod if batch.sv_weight is None else batch.encod * batch.sv_weight
+                out = self.model(encod, self.hp["dropout_rate"], batch.ext_input, session=session)
+                target, sbtt_weight = sbtt_targets(batch.recon)
+                nll = self.model.reconstruction.nll(out.output_params, target)
+                if sbtt_weight is not None:  # missing bins count nowhere (_region_counts counts observed entries)
+                    nll = nll * (sbtt_weight > 0)
+                add("recon", nll.sum((1, 2, 3)))
+                add("kl_ic", out.kl_ic * len(indices))
+                add("kl_co", out.kl_co * len(indices))
+                for name, (bins, neurons) in regions.items():
+                    region = nll[:, :, bins, neurons]
+                    if name == "nll_heldin" and batch.sv_weight is not None:
+                        kept = (batch.sv_weight[:, bins] > 0).to(region.dtype)
+                        add("sv_nll", (region * (1 - kept)).sum((1, 2, 3)))
+                        region = region * kept
+                    add(name, region.sum((1, 2, 3)))
+                if r2 is not None:
+                    r2.add(out.rates, batch.truth)
+            for name, count in self._region_counts(session, split, regions).items():
+                counts[name] = counts.get(name, 0.0) + count
+            counts["recon"] = counts.get("recon", 0.0) + float(torch.isfinite(split.recon).sum())
+            counts["trials"] = counts.get("trials", 0.0) + split.n_trials
+            for name, (null_sum, spikes) in self.null_nll[session][split_name].items():
+                total = null.setdefault(name, [0.0, 0.0])
+                total[0], total[1] = total[0] + null_sum, total[1] + spikes
             if r2 is not None:
-                r2.add(out.rates, batch.truth)
-        counts = self._region_counts(split, regions)
-        metrics = {"recon": sums["recon"] / max(float(torch.isfinite(split.recon).sum()), 1.0), "kl_ic": sums["kl_ic"] / split.n_trials, "kl_co": sums["kl_co"] / split.n_trials}
-        for name in regions:
-            metrics[name] = sums[name] / counts[name]
-        if "sv_nll" in sums:
-            metrics["sv_nll"] = sums["sv_nll"] / counts["sv_nll"]
-        if cfg.reconstruction == "poisson":
+                r2_parts.append((r2.value().cpu(), cfg.recon_dim))
+        metrics = {"recon": sums["recon"] / max(counts["recon"], 1.0), "kl_ic": sums["kl_ic"] / counts["trials"], "kl_co": sums["kl_co"] / counts["trials"]}
+        for name in ("nll_heldin", "nll_heldout", "nll_fp", "sv_nll"):
+            if name in sums:
+                metrics[name] = sums[name] / counts[name]
+        if self.config.model.reconstruction == "poisson":
             for name, bps_name in (("nll_heldin", "bps"), ("nll_heldout", "co_bps"), ("nll_fp", "fp_bps")):
-                if name in regions and not (name == "nll_heldin" and "sv_nll" in sums):
-                    null_sum, spikes = self.null_nll[split_name][name]
+                if name in sums and not (name == "nll_heldin" and "sv_nll" in sums):
+                    null_sum, spikes = null[name]
                     metrics[bps_name] = bits_per_spike(sums[name], torch.tensor(null_sum, dtype=torch.float64), spikes)
-        if r2 is not None:
-            metrics["r2"] = r2.value().cpu()
+        if r2_parts and len(r2_parts) == len(self.splits):
+            neurons = sum(n for _, n in r2_parts)
+            metrics["r2"] = sum(value * (n / neurons) for value, n in r2_parts)
         l2 = self.model.l2_penalty(self._l2_scales()).double().cpu()
         kl_ramp = ramp(self.epoch, train.kl_start_epoch, train.kl_increase_epoch)
         l2_ramp = ramp(self.epoch, train.l2_start_epoch, train.l2_increase_epoch)
@@ -286,7 +332,7 @@ class Trainer:
         self.model.eval()
         no_dropout = torch.zeros(self.population_size, device=self.device)
         rates = {}
-        for name, split in self.splits.items():
+        for name, split in self.splits[0].items():
             batches = []
             for indices in torch.arange(split.n_trials, device=self.device).split(self.config.train.batch_size):
                 ext_input = None if split.ext_input is None else split.ext_input[indices]
@@ -364,14 +410,14 @@ class Trainer:
         if path is None:
             raise ConfigError("NLB metrics need data.nlb_targets: the targets file of `autolfads data nlb`")
         targets = read_targets(path)
-        cfg = self.config.model
+        cfg = self.session_cfgs[0]
         shape = (targets.trial_bins + targets.forward_bins, targets.heldin + targets.heldout, targets.heldin)
-        known = np.concatenate([split.inds for split in self.splits.values()])
+        known = np.concatenate([split.inds for split in self.splits[0].values()])
         missing = np.setdiff1d(np.concatenate([targets.train_ids, targets.eval_ids]), known)
         if shape != (cfg.recon_seq_len, cfg.recon_dim, cfg.encod_dim) or missing.size:
             raise ConfigError(
                 f"data.nlb_targets {path} ({targets.name}: {shape[0]} bins, {shape[2]}+{shape[1] - shape[2]} neurons) does not belong to the data "
-                f"{self.data.path} ({cfg.recon_seq_len} bins, {cfg.encod_dim}+{cfg.cs_dim} neurons" + (f", no trial {int(missing[0])})" if missing.size else ")")
+                f"{self.sessions[0].path} ({cfg.recon_seq_len} bins, {cfg.encod_dim}+{cfg.cs_dim} neurons" + (f", no trial {int(missing[0])})" if missing.size else ")")
             )
         return targets
 
@@ -382,33 +428,33 @@ class Trainer:
         def move(t):
             return None if t is None else t.to(self.device)
 
-        return Split(split.name, move(split.encod), move(split.recon), move(split.ext_input), move(split.truth), split.inds)
+        return replace(split, encod=move(split.encod), recon=move(split.recon), ext_input=move(split.ext_input), truth=move(split.truth))
 
-    def _sv_weight(self, split: Split) -> torch.Tensor | None:
+    def _sv_weight(self, session: int, split: Split) -> torch.Tensor | None:
         cfg = self.config.model
         if cfg.sv_rate == 0:
             return None
-        if split.name not in self._sv_weights:
-            # One fixed mask per split, seeded by sv_seed and the split's name so train and valid differ.
-            seed = cfg.sv_seed * 3 + ("train", "valid", "test").index(split.name)
+        key = (session, split.name)
+        if key not in self._sv_weights:
+            # One fixed mask per session and split, seeded by sv_seed, the split's name and the session.
+            seed = cfg.sv_seed * 3 + ("train", "valid", "test").index(split.name) + 100_003 * session
             mask = sample_validation_mask(tuple(split.encod.shape), cfg.sv_rate, seed, cfg.ic_enc_seq_len).to(self.device)
             weight = mask / (1 - cfg.sv_rate)
             weight[:, : cfg.ic_enc_seq_len] = 1.0
-            self._sv_weights[split.name] = weight
-        return self._sv_weights[split.name]
+            self._sv_weights[key] = weight
+        return self._sv_weights[key]
 
-    def _batch(self, split: Split, indices: torch.Tensor) -> Batch:
+    def _batch(self, session: int, split: Split, indices: torch.Tensor) -> Batch:
         indices = indices.to(self.device)
 
         def take(t):
             return None if t is None else t[indices]
 
-        return Batch(split.encod[indices], split.recon[indices], take(split.ext_input), take(split.truth), take(self._sv_weight(split)))
+        return Batch(split.encod[indices], split.recon[indices], take(split.ext_input), take(split.truth), take(self._sv_weight(session, split)))
 
-    def _augment(self, batch: Batch) -> Batch:
+    def _augment(self, batch: Batch, cfg: ModelConfig) -> Batch:
         """Temporal shift and spike jitter (model.temporal_shift_*, model.spike_jitter_width) of a training
         batch, member by member: targets and inputs become (P, B, T, N), inputs the targets' leading part."""
-        cfg = self.config.model
         shift = cfg.temporal_shift_std > 0 and cfg.temporal_shift_max > 0
         if not shift and cfg.spike_jitter_width == 0:
             return batch
@@ -420,30 +466,30 @@ class Trainer:
         encod = torch.nan_to_num(recon[..., : cfg.encod_seq_len, : cfg.encod_dim], nan=0.0)
         return Batch(encod, recon, batch.ext_input, batch.truth, batch.sv_weight)
 
-    def _check_augmentations(self) -> None:
-        cfg = self.config.model
+    def _check_augmentations(self, session: int) -> None:
+        cfg = self.session_cfgs[session]
         if cfg.spike_jitter_width and cfg.reconstruction != "poisson":
             raise ConfigError(f"model.spike_jitter_width moves spikes and needs spike counts (model.reconstruction poisson), not {cfg.reconstruction}; use model.temporal_shift_std for continuous data")
         if not (cfg.spike_jitter_width or (cfg.temporal_shift_std > 0 and cfg.temporal_shift_max > 0)):
             return
-        split = self.splits["train"]
+        split = self.splits[session]["train"]
         leading = torch.nan_to_num(split.recon[:, : cfg.encod_seq_len, : cfg.encod_dim], nan=0.0)
         if not torch.equal(leading, split.encod):
-            raise ConfigError(f"temporal shift / spike jitter need encoder inputs equal to the leading bins and neurons of the reconstruction targets, which {self.data.path} does not have")
+            raise ConfigError(f"temporal shift / spike jitter need encoder inputs equal to the leading bins and neurons of the reconstruction targets, which {self.sessions[session].path} does not have")
 
-    def _null_nll(self, split: Split) -> dict[str, tuple[float, float]]:
+    @staticmethod
+    def _null_nll(cfg: ModelConfig, split: Split) -> dict[str, tuple[float, float]]:
         """Null-model NLL sums and spike counts per region: the data-only half of bits per spike."""
-        cfg = self.config.model
         recon = split.recon.double().cpu()
         t_enc, n_enc = cfg.encod_seq_len, cfg.encod_dim
         regions = {"nll_heldin": recon[:, :t_enc, :n_enc], "nll_heldout": recon[:, :t_enc, n_enc:], "nll_fp": recon[:, t_enc:]}
         return {name: _null_nll_observed(counts) for name, counts in regions.items() if counts.numel() > 0}
 
-    def _region_counts(self, split: Split, regions: dict) -> dict[str, float]:
+    def _region_counts(self, session: int, split: Split, regions: dict) -> dict[str, float]:
         counts = {}
         for name, (bins, neurons) in regions.items():
             counts[name] = float(torch.isfinite(split.recon[:, bins, neurons]).sum())  # observed entries (SBTT)
-        weight = self._sv_weight(split)
+        weight = self._sv_weight(session, split)
         if weight is not None:
             held_back = float((weight[:, : self.config.model.encod_seq_len] == 0).sum())
             counts["sv_nll"] = max(held_back, 1.0)

@@ -1,0 +1,276 @@
+"""Multi-session (stitched) LFADS: PCR read-in/read-out, one model over several files, outputs per session."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from autolfads.cli import main
+from autolfads.config import Config, ModelConfig, SessionDims, apply_overrides
+from autolfads.data import load_sessions, make_lorenz, write_lfads_h5
+from autolfads.errors import ConfigError, DataError
+from autolfads.model import LFADS
+from autolfads.model.readin_readout import pcr, pcr_session_inits
+from autolfads.model.reconstruction import make_reconstruction
+from autolfads.search import SearchSettings, search
+from autolfads.train import Trainer, load_run_data, train
+from autolfads.train.checkpoint import LAST, load_checkpoint
+
+NEURONS = (12, 9, 15)
+TINY = {"ic_enc_dim": 8, "ci_enc_dim": 4, "con_dim": 4, "co_dim": 2, "ic_dim": 4, "gen_dim": 12, "fac_dim": 5, "dropout_rate": 0.1}
+
+
+def tiny_config(**model) -> Config:
+    train = {"batch_size": 16, "max_epochs": 4, "kl_increase_epoch": 1, "l2_increase_epoch": 1, "num_samples": 2, "device": "cpu", "seed": 0}
+    return Config.model_validate({"model": {**TINY, **model}, "train": train})
+
+
+def write_sessions(folder: Path, neurons=NEURONS, seq_len: int = 20, drop: tuple[str, ...] = ()) -> Path:
+    """Lorenz sessions with the same conditions and latents (same seed), each with its own neurons."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for index, n in enumerate(neurons):
+        arrays = make_lorenz(n_conditions=6, trials_per_condition=5, n_neurons=n, seq_len=seq_len, seed=3)
+        write_lfads_h5(folder / f"session_{index}.h5", {k: v for k, v in arrays.items() if k not in drop})
+    return folder
+
+
+@pytest.fixture(scope="module")
+def sessions_dir(tmp_path_factory) -> Path:
+    return write_sessions(tmp_path_factory.mktemp("sessions") / "data")
+
+
+# ---------------------------------------------------------------- PCR, pure maths
+
+
+def test_pcr_by_hand_two_sessions_one_neuron_each():
+    # A: 1, 2, 3 (mean 2); B: 2, 4, 6 (mean 4). Centred side by side: [[-1, -2], [0, 0], [1, 2]], one direction
+    # v = (1, 2) / sqrt(5), scores (-sqrt 5, 0, sqrt 5), rescaled by rms(data) / rms(scores) = 1 / sqrt 2.
+    a, b = np.array([[1.0], [2.0], [3.0]]), np.array([[2.0], [4.0], [6.0]])
+    weights, means, scores = pcr([a, b], dim=1)
+    s = math.sqrt(2.5)
+    np.testing.assert_allclose(scores[:, 0], [-s, 0, s], atol=1e-12)
+    np.testing.assert_allclose(means, [[2.0], [4.0]])
+    np.testing.assert_allclose(weights[0], [[s]], atol=1e-12)  # lstsq((-1, 0, 1), scores)
+    np.testing.assert_allclose(weights[1], [[s / 2]], atol=1e-12)
+    # with two dimensions the second component carries nothing and the scale factor is 1
+    weights2, _, scores2 = pcr([a, b], dim=2)
+    np.testing.assert_allclose(scores2[:, 0], [-math.sqrt(5), 0, math.sqrt(5)], atol=1e-12)
+    np.testing.assert_allclose(scores2[:, 1], 0, atol=1e-12)
+
+
+def test_pcr_maps_every_session_to_the_same_point_per_condition():
+    rng = np.random.default_rng(0)
+    latents = rng.normal(size=(40, 3))  # conditions x bins, 3 shared latents
+    sessions = [latents @ rng.normal(size=(3, n)) + rng.uniform(1, 3, size=n) for n in (5, 8, 4)]
+    weights, means, _ = pcr(sessions, dim=3)
+    read_in = [(x - m) @ w for x, m, w in zip(sessions, means, weights, strict=True)]
+    np.testing.assert_allclose(read_in[0], read_in[1], atol=1e-9)
+    np.testing.assert_allclose(read_in[0], read_in[2], atol=1e-9)
+    # the read-out pinv(W) undoes the read-in on the session's own (rank <= dim) data
+    for x, m, w in zip(sessions, means, weights, strict=True):
+        np.testing.assert_allclose((x - m) @ w @ np.linalg.pinv(w), x - m, atol=1e-9)
+
+
+def test_pcr_signs_are_fixed_and_extra_dimensions_are_zero():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(10, 2))
+    weights, _, scores = pcr([x, -x[:, ::-1]], dim=6)  # rank 2: four of six dimensions are empty
+    assert np.allclose(scores[:, 4:], 0)
+    flipped_weights, _, flipped = pcr([-x, x[:, ::-1]], dim=6)  # the same data negated: same scores up to the fixed sign
+    np.testing.assert_allclose(np.abs(flipped), np.abs(scores), atol=1e-9)
+    assert weights[0].shape == (2, 6)
+
+
+def test_linearised_mean_per_observation_model():
+    mean = np.array([0.5, 2.0])
+    for name, index in (("poisson", 0), ("gaussian", 0), ("gamma", 1), ("zig", 1)):
+        recon = make_reconstruction(ModelConfig(reconstruction=name))
+        param, value, slope = recon.linearised_mean(mean)
+        assert param == index
+        params = torch.zeros(2, recon.n_params, dtype=torch.float64)
+        params[:, param] = torch.as_tensor(value)
+        np.testing.assert_allclose(recon.mean(params).numpy(), mean, rtol=1e-12)  # the read-out starts at the means
+        shifted = params.clone()
+        shifted[:, param] += 1e-6 * torch.as_tensor(slope)  # d(param) = slope * d(mean): the mean moves by 1e-6
+        np.testing.assert_allclose((recon.mean(shifted) - recon.mean(params)).numpy(), 1e-6, rtol=1e-4)
+
+
+# ---------------------------------------------------------------- data and config
+
+
+def test_load_sessions_from_folder_glob_and_file(sessions_dir):
+    folder = load_sessions(sessions_dir)
+    assert [s.name for s in folder] == ["session_0", "session_1", "session_2"]
+    assert [s.recon_dim for s in folder] == list(NEURONS)
+    assert [s.name for s in load_sessions(sessions_dir / "session_[02].h5")] == ["session_0", "session_2"]
+    assert [s.name for s in load_sessions(sessions_dir, prefix="session_1")] == ["session_1"]
+    assert folder[0].train.conditions is not None and set(folder[0].train.conditions) == set(range(6))
+    with pytest.raises(DataError, match="no data file matches"):
+        load_sessions(sessions_dir / "nothing_*.h5")
+
+
+def test_sessions_with_different_bin_counts_are_refused(tmp_path):
+    folder = write_sessions(tmp_path / "data", neurons=(5, 6))
+    arrays = make_lorenz(n_conditions=6, trials_per_condition=5, n_neurons=7, seq_len=25, seed=3)
+    write_lfads_h5(folder / "session_9.h5", arrays)
+    with pytest.raises(DataError, match="same time bins") as info:
+        load_sessions(folder)
+    assert "session_0.h5 has 20" in str(info.value) and "session_9.h5 has 25" in str(info.value)
+
+
+def test_resolved_config_names_each_session(sessions_dir):
+    config, sessions = load_run_data(tiny_config(), sessions_dir)
+    assert config.model.sessions == [SessionDims(name=f"session_{i}", data_dim=n, cs_dim=0) for i, n in enumerate(NEURONS)]
+    assert config.model.data_dim is None and config.model.input_dim == config.model.fac_dim
+    assert config.model.session(1).encod_dim == NEURONS[1]
+    with pytest.raises(ConfigError, match="each has its own neurons"):
+        _ = config.model.encod_dim
+    # a config resolved for these sessions refuses other data
+    with pytest.raises(ConfigError, match="model.sessions"):
+        load_run_data(config, sessions_dir / "session_0.h5")
+
+
+def test_pcr_needs_matching_readin_dim_and_condition_labels(tmp_path, sessions_dir):
+    with pytest.raises(ConfigError, match="readin_dim .7. must equal fac_dim"):
+        apply_overrides(tiny_config(), ["model.readin_dim", "7"])
+    tiny_config(readin_dim=7, readin_init="random")  # fine without PCR
+    folder = write_sessions(tmp_path / "nocond", drop=("train_cond_idx", "valid_cond_idx"))
+    config, sessions = load_run_data(tiny_config(), folder)
+    with pytest.raises(ConfigError, match="no train_cond_idx.*readin_init random"):
+        Trainer(config, sessions)
+    config, sessions = load_run_data(tiny_config(readin_init="random"), folder)
+    Trainer(config, sessions)  # the random initialisation needs no conditions
+
+
+# ---------------------------------------------------------------- the model
+
+
+def test_pcr_initialisation_is_loaded_into_every_member(sessions_dir):
+    config, sessions = load_run_data(tiny_config(), sessions_dir)
+    trainer = Trainer(config, sessions, population=[{}, {}], member_seeds=[0, 1])
+    model = trainer.model
+    inits = pcr_session_inits(sessions, config.model, model.reconstruction)
+    for s, (readin, readout) in enumerate(zip(model.readin, model.readout, strict=True)):
+        for p in range(2):
+            np.testing.assert_allclose(readin.weight[p].detach().numpy(), inits[s].readin_weight, rtol=1e-6, atol=1e-6)
+            np.testing.assert_allclose(readin.bias[p].detach().numpy(), inits[s].readin_bias, rtol=1e-6, atol=1e-6)
+            np.testing.assert_allclose(readout.bias[p].detach().numpy(), inits[s].readout_bias[:, 0], rtol=1e-6)  # Poisson: log means
+        means = sessions[s].train.recon[:, : config.model.encod_seq_len].mean((0, 1)).numpy()
+        np.testing.assert_allclose(np.exp(inits[s].readout_bias[:, 0]), np.maximum(means, 1e-3), rtol=1e-5)
+        assert not readin.weight.requires_grad  # fixed by default
+    out = model(sessions[1].valid.encod[:4], torch.zeros(2), session=1, sample=False)
+    assert out.rates.shape == (2, 4, config.model.seq_len, NEURONS[1])
+
+
+def test_fixed_readin_stays_and_trained_readin_moves(sessions_dir):
+    for train_readin in (False, True):
+        config, sessions = load_run_data(tiny_config(train_readin=train_readin), sessions_dir)
+        trainer = Trainer(config, sessions)
+        before = [m.weight.detach().clone() for m in trainer.model.readin]
+        readout_before = trainer.model.readout[2].weight.detach().clone()
+        trainer.run_epoch()
+        moved = [not torch.equal(b, m.weight) for b, m in zip(before, trainer.model.readin, strict=True)]
+        assert moved == [train_readin] * 3
+        assert not torch.equal(readout_before, trainer.model.readout[2].weight)  # read-outs always train
+
+
+def test_batches_mix_sessions_and_cover_every_trial_once(sessions_dir, monkeypatch):
+    config, sessions = load_run_data(tiny_config(), sessions_dir)
+    trainer = Trainer(config, sessions)
+    seen: list[tuple[int, list[int]]] = []
+    original = trainer._train_part
+
+    def spy(session, indices):
+        seen.append((session, indices.tolist()))
+        return original(session, indices)
+
+    monkeypatch.setattr(trainer, "_train_part", spy)
+    trainer.train_epoch()
+    for session in range(3):
+        trials = sorted(i for s, indices in seen if s == session for i in indices)
+        assert trials == list(range(sessions[session].train.n_trials))
+    batches = math.ceil(sum(s.train.n_trials for s in sessions) / config.train.batch_size)
+    assert len(seen) > batches  # some batches hold several sessions
+    sessions_per_batch = len(seen) / batches
+    assert sessions_per_batch > 2
+
+
+def test_one_session_model_has_no_readin_and_unchanged_numbers(lorenz_file):
+    config, sessions = load_run_data(tiny_config(), lorenz_file)
+    trainer = Trainer(config, sessions)
+    assert trainer.model.readin is None and len(trainer.model.readout) == 1
+    assert config.model.sessions == [] and config.model.input_dim == config.model.encod_dim
+
+
+def test_validation_metrics_add_up_over_sessions(sessions_dir):
+    """val_nll_heldin of the stitched model = the element-weighted mean of its sessions' own scores."""
+    config, sessions = load_run_data(tiny_config(), sessions_dir)
+    trainer = Trainer(config, sessions)
+    trainer.run_epoch()
+    together = trainer.evaluate("valid")
+    per_session = []
+    for s in range(3):
+        trainer_s = Trainer(config, sessions)
+        trainer_s.load_state_dict(trainer.state_dict())
+        trainer_s.splits = [trainer.splits[s]]
+        trainer_s.session_cfgs = [trainer.session_cfgs[s]]
+        trainer_s.null_nll = [trainer.null_nll[s]]
+        original_forward = trainer_s.model.forward
+        trainer_s.model.forward = lambda *a, _s=s, _f=original_forward, **k: _f(*a, **{**k, "session": _s})
+        per_session.append((trainer_s.evaluate("valid"), sessions[s].valid.recon.numel(), sessions[s].valid.truth.shape[-1]))
+    elements = sum(n for _, n, _ in per_session)
+    want = sum(m["val_nll_heldin"].double() * n for m, n, _ in per_session) / elements
+    torch.testing.assert_close(together["val_nll_heldin"].double(), want, rtol=1e-5, atol=0)
+    neurons = sum(n for _, _, n in per_session)
+    want_r2 = sum(m["val_r2"].double() * n for m, _, n in per_session) / neurons
+    torch.testing.assert_close(together["val_r2"].double(), want_r2, rtol=1e-5, atol=0)
+
+
+# ---------------------------------------------------------------- runs, outputs, resume, search
+
+
+def test_train_writes_one_output_per_session_and_resumes_exactly(sessions_dir, tmp_path):
+    config = tiny_config()
+    straight = train(config, sessions_dir, tmp_path / "straight", echo=None)
+    assert [p.name for p in straight.outputs] == [f"lfads_output_session_{i}.h5" for i in range(3)]
+    for path, session, n in zip(straight.outputs, load_sessions(sessions_dir), NEURONS, strict=True):
+        with h5py.File(path) as h5:
+            assert h5["train_rates"].shape == (session.train.n_trials, 20, n)
+            assert h5["valid_factors"].shape == (session.valid.n_trials, 20, TINY["fac_dim"])
+            np.testing.assert_array_equal(h5["valid_inds"][()], session.valid.inds)
+            assert h5.attrs["session"] == session.name
+    train(config, sessions_dir, tmp_path / "paused", epochs=2, echo=None)
+    resumed = train(config, sessions_dir, tmp_path / "paused", echo=None)
+    assert resumed.epochs == straight.epochs == 4
+    a, b = load_checkpoint(tmp_path / "straight" / LAST), load_checkpoint(tmp_path / "paused" / LAST)
+    for name, tensor in a["model"].items():
+        assert torch.equal(tensor, b["model"][name]), name
+
+
+def test_cli_train_and_sample_with_a_glob(sessions_dir, tmp_path, capsys):
+    run = tmp_path / "run"
+    code = main(["train", "--data", str(sessions_dir / "session_*.h5"), "--checkpoint", str(run), "--quiet", "--no-report", "train.max_epochs", "1", "train.batch_size", "16", "train.num_samples", "2", "model.gen_dim", "8", "model.fac_dim", "4"])
+    assert code == 0
+    assert sorted(p.name for p in run.glob("lfads_output_*.h5")) == [f"lfads_output_session_{i}.h5" for i in range(3)]
+    capsys.readouterr()
+    assert main(["sample", "--checkpoint", str(run), "--output", str(tmp_path / "rates.h5"), "--num-samples", "2"]) == 0
+    printed = capsys.readouterr().out.split()
+    assert printed == [str(tmp_path / f"rates_session_{i}.h5") for i in range(3)]
+
+
+def test_random_init_alternative_trains(sessions_dir, tmp_path):
+    result = train(tiny_config(readin_init="random", train_readin=True, readin_dim=6), sessions_dir, tmp_path / "random", echo=None)
+    assert result.epochs == 4 and math.isfinite(result.metrics["val_nll_heldin"])
+
+
+def test_embedded_search_over_sessions(sessions_dir, tmp_path):
+    settings = SearchSettings(population=2, epochs_per_generation=1, max_generations=2, seed=0)
+    outcome = search(tiny_config(), sessions_dir, tmp_path / "search", settings)
+    assert outcome.generations == 2
+    assert [p.name for p in outcome.outputs] == [f"lfads_output_session_{i}.h5" for i in range(3)]
+    assert all(p.is_file() for p in outcome.outputs)
