@@ -7,9 +7,13 @@ Session s records N_s neurons. Its read-in maps its held-in neurons to the share
     X_s   condition-averaged held-in data of session s, (conditions x bins, N_s), centred by its means mu_s
     Z     top principal-component scores of [X_1 ... X_S] (all sessions' neurons side by side)
     W_s   = lstsq(X_s, Z)           read-in:  x -> (x - mu_s) W_s, fixed by default (model.train_readin)
-    R_s   = pinv(W_s)               read-out: factors -> mu_s + f R_s, through the observation model's link
+    R_s   = pinv(W_s)               read-out: factors -> link(mu_s) + f R_s in the mean's output parameter
 
-so a trial of any session lands where the same condition of every other session does.
+so a trial of any session lands where the same condition of every other session does. As in lfads-torch the
+pseudo-inverse goes into the output parameter as it is. Two measured choices keep the start stable: R_s is
+not scaled by the link's slope (1/mu for a log link: low-rate neurons then get huge weights and the first
+epochs overflow), and pinv drops singular values below PINV_RCOND of the largest (components a session
+barely expresses would otherwise get read-out rows of norm ~10 from noise).
 """
 
 from collections.abc import Sequence
@@ -21,6 +25,8 @@ from ..config import ModelConfig
 from ..data import LFADSData
 from ..errors import ConfigError
 from .reconstruction import Reconstruction
+
+PINV_RCOND = 0.1
 
 
 @dataclass(frozen=True)
@@ -88,11 +94,11 @@ def pcr_session_inits(sessions: Sequence[LFADSData], cfg: ModelConfig, reconstru
     for session, average, weight in zip(sessions, recon_averages, weights, strict=True):
         mean = average.mean(axis=0)
         held_out = np.linalg.lstsq(scores, average[:, session.encod_dim :] - mean[session.encod_dim :], rcond=None)[0]
-        readout = np.concatenate([np.linalg.pinv(weight), held_out], axis=1)  # (D, N_recon), in the data's units
-        index, value, slope = reconstruction.linearised_mean(mean)
+        readout = np.concatenate([np.linalg.pinv(weight, rcond=PINV_RCOND), held_out], axis=1)  # (D, N_recon)
+        index, value, sign = reconstruction.mean_parameter(mean)
         readout_weight = np.zeros((*readout.shape, reconstruction.n_params))
         readout_bias = np.zeros((readout.shape[1], reconstruction.n_params))
-        readout_weight[..., index] = readout * slope
+        readout_weight[..., index] = sign * readout
         readout_bias[:, index] = value
         inits.append(SessionInit(weight, -mean[: session.encod_dim] @ weight, readout_weight, readout_bias, index))
     return inits

@@ -25,12 +25,12 @@ class Reconstruction(ABC):
         """params (..., N, n_params) -> distribution mean (..., N)."""
 
     @abstractmethod
-    def linearised_mean(self, mean: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
-        """How a read-out starts at data means `mean` (N,) (multi-session PCR): the output parameter that carries
-        the mean, its value there, and its slope d(param)/d(mean), so a change d of the mean is d * slope."""
+    def mean_parameter(self, mean: np.ndarray) -> tuple[int, np.ndarray, int]:
+        """Where a read-out starts for data means `mean` (N,) (multi-session PCR): the output parameter that
+        carries the mean, its value where the distribution mean is `mean`, and +1 / -1 as the mean grows / falls with it."""
 
 
-MIN_MEAN = 1e-3  # means are floored here before a log link: a silent neuron must not give -inf or huge slopes
+MIN_MEAN = 1e-3  # means are floored here before a log link: a silent neuron must not give -inf
 
 
 class Poisson(Reconstruction):
@@ -45,9 +45,8 @@ class Poisson(Reconstruction):
     def mean(self, params):
         return torch.exp(params[..., 0])
 
-    def linearised_mean(self, mean):
-        mean = np.maximum(mean, MIN_MEAN)
-        return 0, np.log(mean), 1.0 / mean
+    def mean_parameter(self, mean):
+        return 0, np.log(np.maximum(mean, MIN_MEAN)), 1
 
 
 class Gaussian(Reconstruction):
@@ -62,8 +61,8 @@ class Gaussian(Reconstruction):
     def mean(self, params):
         return params[..., 0]
 
-    def linearised_mean(self, mean):
-        return 0, mean, np.ones_like(mean)
+    def mean_parameter(self, mean):
+        return 0, mean, 1
 
 
 class Gamma(Reconstruction):
@@ -83,10 +82,9 @@ class Gamma(Reconstruction):
     def mean(self, params):
         return torch.exp(params[..., 0] - params[..., 1])
 
-    def linearised_mean(self, mean):
+    def mean_parameter(self, mean):
         # log alpha starts at 0 (alpha = 1), so the mean is 1 / beta: log beta = -log(mean)
-        mean = np.maximum(mean, MIN_MEAN)
-        return 1, -np.log(mean), -1.0 / mean
+        return 1, -np.log(np.maximum(mean, MIN_MEAN)), -1
 
 
 class ZeroInflatedGamma(Reconstruction):
@@ -117,10 +115,9 @@ class ZeroInflatedGamma(Reconstruction):
         q = torch.sigmoid(params[..., 2])
         return q * (self.s_min + torch.exp(params[..., 0] - params[..., 1]))
 
-    def linearised_mean(self, mean):
+    def mean_parameter(self, mean):
         # q = 1/2 (logit 0) and alpha = 1 at the start: mean = (s_min + 1 / beta) / 2, so 1 / beta = 2 mean - s_min
-        size = np.maximum(2 * mean - self.s_min, MIN_MEAN)
-        return 1, -np.log(size), -2.0 / size
+        return 1, -np.log(np.maximum(2 * mean - self.s_min, MIN_MEAN)), -1
 
 
 RECONSTRUCTIONS: dict[str, type[Reconstruction]] = {cls.name: cls for cls in (Poisson, Gaussian, Gamma, ZeroInflatedGamma)}
