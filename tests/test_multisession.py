@@ -123,6 +123,13 @@ def test_sessions_with_different_bin_counts_are_refused(tmp_path):
     assert "session_0.h5 has 20" in str(info.value) and "session_9.h5 has 25" in str(info.value)
 
 
+def test_sessions_need_distinct_file_names(tmp_path):
+    for day in ("day1", "day2"):
+        write_sessions(tmp_path / day, neurons=(5,))
+    with pytest.raises(DataError, match="distinct names"):
+        load_sessions(tmp_path / "day*" / "session_0.h5")
+
+
 def test_resolved_config_names_each_session(sessions_dir):
     config, sessions = load_run_data(tiny_config(), sessions_dir)
     assert config.model.sessions == [SessionDims(name=f"session_{i}", data_dim=n, cs_dim=0) for i, n in enumerate(NEURONS)]
