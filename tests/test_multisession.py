@@ -272,6 +272,27 @@ def test_cli_train_and_sample_with_a_glob(sessions_dir, tmp_path, capsys):
     assert printed == [str(tmp_path / f"rates_session_{i}.h5") for i in range(3)]
 
 
+def test_sessions_with_their_own_held_out_neurons_missing_bins_and_sample_validation(tmp_path):
+    """encod/recon files: each session says its held-out neurons (2, 3, none); NaN bins (SBTT) in all of them."""
+    for index, (neurons, held_out) in enumerate(((10, 2), (12, 3), (8, 0))):
+        lorenz = make_lorenz(n_conditions=6, trials_per_condition=5, n_neurons=neurons, seq_len=20, seed=3)
+        arrays = {"conversion_factor": lorenz["conversion_factor"]}
+        for split in ("train", "valid"):
+            data = lorenz[f"{split}_data"].astype(np.float32)
+            data[:, 3, 0] = np.nan  # missing in every trial: PCR's condition averages must still be finite
+            arrays |= {f"{split}_encod_data": np.nan_to_num(data[:, :16, : neurons - held_out]), f"{split}_recon_data": data}
+            arrays |= {f"{split}_{key}": lorenz[f"{split}_{key}"] for key in ("cond_idx", "truth")}
+        write_lfads_h5(tmp_path / "data" / f"s{index}.h5", arrays)
+    config = apply_overrides(tiny_config(), ["train.sbtt", "true", "model.sv_rate", "0.1", "train.max_epochs", "2"])
+    result = train(config, tmp_path / "data", tmp_path / "run", echo=None)
+    assert all(math.isfinite(result.metrics[name]) for name in ("val_nll_heldin", "val_nll_heldout", "val_nll_fp", "val_sv_nll", "val_co_bps", "val_r2"))
+    saved = load_run_data(config, tmp_path / "data")[0].model.sessions
+    assert [(s.data_dim, s.cs_dim) for s in saved] == [(10, 2), (12, 3), (8, 0)]
+    for path, neurons in zip(result.outputs, (10, 12, 8), strict=True):
+        with h5py.File(path) as h5:
+            assert h5["valid_rates"].shape[1:] == (20, neurons) and np.isfinite(h5["valid_rates"][()]).all()
+
+
 def test_random_init_alternative_trains(sessions_dir, tmp_path):
     result = train(tiny_config(readin_init="random", train_readin=True, readin_dim=6), sessions_dir, tmp_path / "random", echo=None)
     assert result.epochs == 4 and math.isfinite(result.metrics["val_nll_heldin"])

@@ -16,6 +16,7 @@ epochs overflow), and pinv drops singular values below PINV_RCOND of the largest
 barely expresses would otherwise get read-out rows of norm ~10 from noise).
 """
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -86,8 +87,10 @@ def pcr_session_inits(sessions: Sequence[LFADSData], cfg: ModelConfig, reconstru
     recon_averages = []  # per session (conditions x bins, N_recon): held-in neurons first
     for session in sessions:
         recon = session.train.recon[:, :bins].double().numpy()
-        rows = [np.nanmean(recon[session.train.conditions == c], axis=0) for c in common]
-        recon_averages.append(np.nan_to_num(np.concatenate(rows), nan=0.0))
+        with warnings.catch_warnings():  # an entry missing (SBTT) in every trial of a condition averages to NaN
+            warnings.simplefilter("ignore", RuntimeWarning)
+            average = np.concatenate([np.nanmean(recon[session.train.conditions == c], axis=0) for c in common])
+            recon_averages.append(np.nan_to_num(np.where(np.isnan(average), np.nanmean(average, axis=0), average), nan=0.0))
     held_in = [average[:, : session.encod_dim] for average, session in zip(recon_averages, sessions, strict=True)]
     weights, _, scores = pcr(held_in, cfg.input_dim)
     inits = []
