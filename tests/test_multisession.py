@@ -176,6 +176,23 @@ def test_pcr_initialisation_is_loaded_into_every_member(sessions_dir):
     assert out.rates.shape == (2, 4, config.model.seq_len, NEURONS[1])
 
 
+def test_one_pass_over_mixed_sessions_equals_a_pass_per_session(sessions_dir):
+    """forward_sessions (training batches) concatenates the parts for the shared core: without sampling or dropout
+    each trial's output equals its own session's forward pass, and the KL terms are the trial-weighted means."""
+    config, sessions = load_run_data(tiny_config(), sessions_dir)
+    model = Trainer(config, sessions, population=[{}, {}], member_seeds=[0, 1]).model.eval()
+    no_dropout = torch.zeros(2)
+    parts = [(sessions[2].train.encod[:5], 2), (sessions[0].train.encod[:3], 0), (sessions[1].train.encod[:4], 1)]
+    with torch.no_grad():
+        params, kl_ic, kl_co = model.forward_sessions([x for x, _ in parts], [s for _, s in parts], no_dropout, [None] * 3, sample=False)
+        alone = [model(x, no_dropout, session=s, sample=False) for x, s in parts]
+    for together, own, (x, s) in zip(params, alone, parts, strict=True):
+        assert together.shape == (2, x.shape[0], 20, NEURONS[s], 1)
+        torch.testing.assert_close(together, own.output_params, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(kl_ic, sum(o.kl_ic * (x.shape[0] / 12) for o, (x, _) in zip(alone, parts, strict=True)), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(kl_co, sum(o.kl_co * (x.shape[0] / 12) for o, (x, _) in zip(alone, parts, strict=True)), rtol=1e-5, atol=1e-6)
+
+
 def test_fixed_readin_stays_and_trained_readin_moves(sessions_dir):
     for train_readin in (False, True):
         config, sessions = load_run_data(tiny_config(train_readin=train_readin), sessions_dir)
@@ -192,13 +209,13 @@ def test_batches_mix_sessions_and_cover_every_trial_once(sessions_dir, monkeypat
     config, sessions = load_run_data(tiny_config(), sessions_dir)
     trainer = Trainer(config, sessions)
     seen: list[tuple[int, list[int]]] = []
-    original = trainer._train_part
+    original = trainer._training_part
 
     def spy(session, indices):
         seen.append((session, indices.tolist()))
         return original(session, indices)
 
-    monkeypatch.setattr(trainer, "_train_part", spy)
+    monkeypatch.setattr(trainer, "_training_part", spy)
     trainer.train_epoch()
     for session in range(3):
         trials = sorted(i for s, indices in seen if s == session for i in indices)

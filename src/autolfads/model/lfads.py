@@ -76,28 +76,60 @@ class LFADS(nn.Module):
         sample = self.training if sample is None else sample
         return self.decode(*self.encode(encod, dropout_rate, session), ext_input, dropout_rate, sample, session)
 
+    def forward_sessions(
+        self,
+        encods: Sequence[torch.Tensor],
+        sessions: Sequence[int],
+        dropout_rate: torch.Tensor,
+        ext_inputs: Sequence[torch.Tensor | None],
+        sample: bool | None = None,
+    ) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
+        """A batch that mixes sessions in ONE pass of the shared encoders and decoder: each part (the trials of
+        sessions[i]) through its session's read-in, all parts together through the core, each part's factors
+        through its session's read-out. -> output params per part, and kl_ic, kl_co (P,) over all trials."""
+        sample = self.training if sample is None else sample
+        data = torch.cat([self.read_in(encod, session) for encod, session in zip(encods, sessions, strict=True)], dim=1)
+        ext_input = None if ext_inputs[0] is None else torch.cat(list(ext_inputs), dim=0)
+        ic_mean, ic_std, ci = self._encode(data, dropout_rate)
+        states, kl_ic, kl_co = self._generate(ic_mean, ic_std, ci, ext_input, dropout_rate, sample)
+        factors = states.factors.split([encod.shape[-3] for encod in encods], dim=1)
+        return [self.read_out(part, session) for part, session in zip(factors, sessions, strict=True)], kl_ic, kl_co
+
     def encode(self, encod: torch.Tensor, dropout_rate: torch.Tensor, session: int = 0):
         """-> ic_mean, ic_std (P, B, ic_dim), controller inputs (P, B, T_recon, 2 ci_enc_dim) or None."""
-        encod = encod.expand(self.population_size, *encod.shape[-3:])
-        if self.readin is not None:
-            encod = self.readin[session](encod)
-        data = member_dropout(encod, dropout_rate, self.rng, self.training)
-        return self.encoder(data, dropout_rate, self.rng, self.training)
+        return self._encode(self.read_in(encod, session), dropout_rate)
 
     def decode(self, ic_mean, ic_std, ci, ext_input, dropout_rate, sample: bool, session: int = 0) -> LFADSOutput:
+        states, kl_ic, kl_co = self._generate(ic_mean, ic_std, ci, ext_input, dropout_rate, sample)
+        params = self.read_out(states.factors, session)
+        return LFADSOutput(params, self.reconstruction.mean(params), ic_mean, ic_std, states, kl_ic, kl_co)
+
+    def read_in(self, encod: torch.Tensor, session: int) -> torch.Tensor:
+        """(P or 1, B, T, N_session) -> what the encoders read, (P, B, T, input_dim)."""
+        encod = encod.expand(self.population_size, *encod.shape[-3:])
+        return encod if self.readin is None else self.readin[session](encod)
+
+    def read_out(self, factors: torch.Tensor, session: int) -> torch.Tensor:
+        """(P, B, T, fac_dim) -> the session's output parameters (P, B, T, N_session, n_params)."""
+        readout, n_params = self.readout[session], self.reconstruction.n_params
+        return readout(factors).unflatten(-1, (readout.out_features // n_params, n_params))
+
+    def _encode(self, data: torch.Tensor, dropout_rate: torch.Tensor):
+        data = member_dropout(data, dropout_rate, self.rng, self.training)
+        return self.encoder(data, dropout_rate, self.rng, self.training)
+
+    def _generate(self, ic_mean, ic_std, ci, ext_input, dropout_rate, sample: bool) -> tuple[DecoderStates, torch.Tensor, torch.Tensor]:
+        """Sample (or take the mean of) the initial condition, run controller and generator; the KL terms."""
         rng = self.rng
         ic = ic_mean + ic_std * rng.normal(*ic_mean.shape[1:]) if sample else ic_mean
         ext = ext_input.unsqueeze(0) if ext_input is not None else None
         states = self.decoder(ic, ci, ext, dropout_rate, rng, self.training, sample)
-        n_params = self.reconstruction.n_params
-        readout = self.readout[session]
-        params = readout(states.factors).unflatten(-1, (readout.out_features // n_params, n_params))
         kl_ic = self.ic_prior.kl(ic_mean, ic_std)
         if self.co_prior is None:
             kl_co = torch.zeros_like(kl_ic)
         else:
             kl_co = self.co_prior.kl(states.co_means, states.co_stds, states.gen_inputs)
-        return LFADSOutput(params, self.reconstruction.mean(params), ic_mean, ic_std, states, kl_ic, kl_co)
+        return states, kl_ic, kl_co
 
     @torch.no_grad()
     def init_sessions(self, inits: Sequence[SessionInit]) -> None:

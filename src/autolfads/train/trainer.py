@@ -59,6 +59,12 @@ def with_member_hparams(config: Config, values: Mapping[str, float]) -> Config:
         raise ConfigError(f"invalid member hyperparameters {dict(values)}: {problems}") from None
 
 
+def weighted_mean(means: Sequence[torch.Tensor], sizes: Sequence[int]) -> torch.Tensor:
+    """The mean over all parts from each part's mean and size (exactly the part's mean when there is one)."""
+    total = sum(sizes)
+    return sum(mean * (size / total) for mean, size in zip(means, sizes, strict=True))
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -72,6 +78,16 @@ class Batch:
     ext_input: torch.Tensor | None
     truth: torch.Tensor | None
     sv_weight: torch.Tensor | None  # sample-validation mask scaled by 1 / (1 - sv_rate); 0 = held back
+
+
+@dataclass
+class TrainingPart:
+    """The trials of one session in a training batch, ready for the model."""
+
+    cfg: ModelConfig  # the session's view of the model config
+    batch: Batch
+    inputs: torch.Tensor  # encoder inputs after coordinated dropout, (P, B, T_enc, N_enc)
+    grad_mask: torch.Tensor | None  # coordinated dropout's gradient mask
 
 
 class Trainer:
@@ -204,13 +220,14 @@ class Trainer:
         totals: dict[str, torch.Tensor] = {}
         for indices in order.split(train.batch_size):
             session_of = torch.bucketize(indices, starts, right=True) - 1
-            parts = [self._train_part(s, indices[session_of == s] - starts[s]) for s in range(len(self.splits)) if bool((session_of == s).any())]
-            # Batch means over all parts: each part weighs by its share of the batch's elements (recon, held-in) or trials (KL).
-            elements, heldin_elements = sum(p["elements"] for p in parts), sum(p["heldin_elements"] for p in parts)
-            recon = sum(p["recon"] * (p["elements"] / elements) for p in parts)
-            heldin = sum(p["nll_heldin"] * (p["heldin_elements"] / heldin_elements) for p in parts)
-            kl_ic = sum(p["kl_ic"] * (p["trials"] / len(indices)) for p in parts)
-            kl_co = sum(p["kl_co"] * (p["trials"] / len(indices)) for p in parts)
+            sessions = [s for s in range(len(self.splits)) if bool((session_of == s).any())]
+            parts = [self._training_part(s, indices[session_of == s] - starts[s]) for s in sessions]
+            params, kl_ic, kl_co = self.model.forward_sessions([p.inputs for p in parts], sessions, self.hp["dropout_rate"], [p.batch.ext_input for p in parts])
+            nlls = [self._training_nll(part, part_params) for part, part_params in zip(parts, params, strict=True)]
+            heldins = [nll[:, :, : part.cfg.encod_seq_len, : part.cfg.encod_dim].detach() for nll, part in zip(nlls, parts, strict=True)]
+            # Means over the whole batch: each part weighs by its share of the batch's elements.
+            recon = weighted_mean([reconstruction_loss(nll, part.grad_mask, part.batch.sv_weight) for nll, part in zip(nlls, parts, strict=True)], [nll[0].numel() for nll in nlls])
+            heldin = weighted_mean([h.mean((1, 2, 3)) for h in heldins], [h[0].numel() for h in heldins])
             l2 = self.model.l2_penalty(self._l2_scales())
             loss = total_loss(recon, kl_ic, kl_co, l2, self.hp["kl_ic_weight"], self.hp["kl_co_weight"], kl_ramp, l2_ramp, train.loss_scale)
             self.optimizer.zero_grad()
@@ -228,27 +245,19 @@ class Trainer:
         metrics["lr"] = self.lr.detach().cpu().clone()
         return metrics
 
-    def _train_part(self, session: int, indices: torch.Tensor) -> dict:
-        """Forward one session's trials of a training batch: its mean losses (P,) and their sizes."""
+    def _training_part(self, session: int, indices: torch.Tensor) -> TrainingPart:
+        """One session's trials of a training batch, augmented, with coordinated dropout applied."""
         cfg = self.session_cfgs[session]
         batch = self._augment(self._batch(session, self.splits[session]["train"], indices), cfg)
         encod = batch.encod if batch.sv_weight is None else batch.encod * batch.sv_weight
         inputs, grad_mask = coordinated_dropout(encod, self.hp["cd_rate"], cfg.cd_pass_rate, self.model.rng, cfg.ic_enc_seq_len)
-        out = self.model(inputs, self.hp["dropout_rate"], batch.ext_input, session=session)
-        target, sbtt_weight = sbtt_targets(batch.recon)
-        nll = self.model.reconstruction.nll(out.output_params, target)
-        if sbtt_weight is not None:  # missing bins: no loss there, the rest re-weighted by 1 / (1 - missing)
-            nll = nll * sbtt_weight
-        heldin = nll[:, :, : cfg.encod_seq_len, : cfg.encod_dim].detach()
-        return {
-            "recon": reconstruction_loss(nll, grad_mask, batch.sv_weight),
-            "elements": nll[0].numel(),
-            "nll_heldin": heldin.mean((1, 2, 3)),
-            "heldin_elements": heldin[0].numel(),
-            "kl_ic": out.kl_ic,
-            "kl_co": out.kl_co,
-            "trials": len(indices),
-        }
+        return TrainingPart(cfg, batch, inputs, grad_mask)
+
+    def _training_nll(self, part: TrainingPart, params: torch.Tensor) -> torch.Tensor:
+        """Element-wise NLL (P, B, T, N); missing bins (SBTT) give none, the rest re-weighted by 1 / (1 - missing)."""
+        target, sbtt_weight = sbtt_targets(part.batch.recon)
+        nll = self.model.reconstruction.nll(params, target)
+        return nll if sbtt_weight is None else nll * sbtt_weight
 
     @torch.no_grad()
     def evaluate(self, split_name: str) -> dict[str, torch.Tensor]:
