@@ -14,14 +14,18 @@ import sys
 import tempfile
 from pathlib import Path
 
+import h5py
+import numpy as np
 import pytest
 import yaml
 from PIL import Image
 
 from autolfads.cli import main
 from autolfads.config import Config, apply_overrides
+from autolfads.data import load_sessions, write_multisession
 from autolfads.errors import ReportError
 from autolfads.report import REPORT_FILE, report_at_end, write_report
+from autolfads.report.build import fmt
 from autolfads.report.load import lineage, load_results, logged_wall_time
 from autolfads.search import SearchSettings, search
 from autolfads.search.progress import SearchProgress
@@ -55,6 +59,33 @@ def search_dir(tmp_path_factory, lorenz_file, tiny_model) -> Path:
     outcome = search(tiny_config(tiny_model), lorenz_file, workdir, settings, report=True)
     assert outcome.report == workdir / REPORT_FILE and outcome.report.is_file()
     assert f"report: {outcome.report}" in outcome.summary()
+    return workdir
+
+
+STITCHED_NEURONS, STITCHED_CS_DIM = (8, 10, 12), 2
+
+
+@pytest.fixture(scope="module")
+def stitched_data(tmp_path_factory) -> Path:
+    """Three tiny synthetic sessions (6 conditions x 5 trials, 20 bins) with 8, 10 and 12 neurons."""
+    folder = tmp_path_factory.mktemp("sessions") / "data"
+    write_multisession(folder, neurons_per_session=",".join(map(str, STITCHED_NEURONS)), n_conditions=6, trials_per_condition=5, seq_len=20, seed=1)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def stitched_run(tmp_path_factory, stitched_data, tiny_model) -> Path:
+    """A 2-epoch stitched run over the three sessions, the last 2 neurons of each held out; its report written by train."""
+    folder = tmp_path_factory.mktemp("stitched") / "run"
+    train(tiny_config(tiny_model, train__max_epochs=2, model__cs_dim=STITCHED_CS_DIM), stitched_data, folder, echo=None, report=True)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def stitched_search(tmp_path_factory, stitched_data, tiny_model) -> Path:
+    workdir = tmp_path_factory.mktemp("stitched_search") / "search"
+    settings = SearchSettings(population=2, epochs_per_generation=1, max_generations=2)
+    search(tiny_config(tiny_model, model__cs_dim=STITCHED_CS_DIM), stitched_data, workdir, settings, report=True)
     return workdir
 
 
@@ -141,6 +172,88 @@ def test_search_summary_and_lineage_match_the_search(search_dir):
     assert "AutoLFADS search, embedded backend" in html and f"member {results.search.best_member} (smth_val_nll_heldin" in html
     assert "1e-05 … 0.005 (log)" in html  # the searched range of lr_init, from search_space.yaml
     assert f"exploits</th><td>{len(exploits)}<" in html
+
+
+# ------------------------------------------------------------------------------------------------ stitched models
+def expected_session_scores(model_dir: Path, data: Path) -> dict[str, dict[str, float]]:
+    """R^2 (vs true rates) and held-in bits/spike of every session and split, straight from the output files
+    and the data, in NumPy: R^2 per neuron over trials x bins, averaged over neurons; bits/spike against each
+    neuron's mean count, rates floored at 1e-9."""
+    scores = {}
+    for session in load_sessions(data, cs_dim=STITCHED_CS_DIM):
+        with h5py.File(model_dir / f"lfads_output_{session.name}.h5") as h5:
+            for split in session.splits:
+                position = {int(ind): row for row, ind in enumerate(h5[f"{split.name}_inds"][()])}
+                rates = h5[f"{split.name}_rates"][()][[position[int(ind)] for ind in split.inds]].astype(np.float64)
+                truth = split.truth.numpy().astype(np.float64)
+                ss_res = ((rates - truth) ** 2).sum((0, 1))
+                ss_tot = ((truth - truth.mean((0, 1))) ** 2).sum((0, 1))
+                counts = split.recon.numpy().astype(np.float64)[:, :, : session.encod_dim]
+                rates = np.maximum(rates[:, :, : session.encod_dim], 1e-9)
+                null = np.broadcast_to(counts.mean((0, 1)), counts.shape)
+                nll = (rates - counts * np.log(rates)).sum()
+                null_nll = (null - counts * np.log(null)).sum()
+                scores[f"{session.name} {split.name}"] = {"r2": float(np.mean(1 - ss_res / ss_tot)), "bps": float((null_nll - nll) / (counts.sum() * np.log(2)))}
+    return scores
+
+
+@pytest.mark.parametrize("kind", ["run", "search"])
+def test_a_stitched_report_lists_every_session_with_its_scores(kind, stitched_run, stitched_search, stitched_data):
+    folder = stitched_run if kind == "run" else stitched_search
+    results = load_results(folder)
+    names = [f"session_{s:02d}" for s in range(len(STITCHED_NEURONS))]
+    assert [row.name for row in results.sessions] == names
+    assert [(row.heldin, row.heldout) for row in results.sessions] == [(n - STITCHED_CS_DIM, STITCHED_CS_DIM) for n in STITCHED_NEURONS]
+    expected = expected_session_scores(results.model_dir, stitched_data)
+    for row, session in zip(results.sessions, load_sessions(stitched_data), strict=True):
+        assert row.trials == {"train": session.train.n_trials, "valid": session.valid.n_trials}
+        for split in ("train", "valid"):
+            assert row.r2[split] == pytest.approx(expected[f"{row.name} {split}"]["r2"], abs=1e-5)
+            assert row.bps[split] == pytest.approx(expected[f"{row.name} {split}"]["bps"], abs=1e-5)
+
+    html = html_of(folder)
+    table = html.split('<section id="sessions">', 1)[1].split("</section>", 1)[0]
+    assert 'href="#sessions"' in html and table.count("<tr>") == 1 + len(names)  # the header and a row per session
+    for row, n in zip(results.sessions, STITCHED_NEURONS, strict=True):
+        cells = [f"<td class=\"num\">{cell}</td>" for cell in (row.name, f"{n} ({n - 2} held-in + 2 held-out)", fmt(row.r2["valid"]), fmt(row.bps["valid"]))]
+        assert all(cell in table for cell in cells), row
+    for section in ("rates", "psth", "latents", "raster"):  # the figures say which session they show
+        assert re.search(rf'<section id="{section}"><h2>[^<]*\(session session_00\)</h2>', html), section
+    assert len(embedded_images(html)) == len(RUN_FIGURES if kind == "run" else SEARCH_FIGURES)
+    assert 'class="note"' not in html, "a complete stitched run leaves nothing out"
+
+
+def test_a_single_session_report_has_no_sessions_table(run_dir, search_dir):
+    for folder in (run_dir, search_dir):
+        assert load_results(folder).sessions == []
+        html = html_of(folder)
+        assert 'id="sessions"' not in html and "(session " not in html
+
+
+def test_a_missing_session_output_or_data_is_a_note(stitched_run, tmp_path):
+    one_missing = tmp_path / "one_missing"
+    shutil.copytree(stitched_run, one_missing)
+    (one_missing / "lfads_output_session_01.h5").unlink()
+    html = write_report(one_missing).read_text()
+    assert "no lfads_output_session_01.h5 in" in html and 'class="note"' in html
+    rows = {row.name: row for row in load_results(one_missing).sessions}
+    assert rows["session_01"].r2 == {} and rows["session_01"].trials and rows["session_00"].r2 and rows["session_02"].r2
+    assert 'id="fig-rates"' in html  # the first session's figures stay
+
+    first_missing = tmp_path / "first_missing"
+    shutil.copytree(stitched_run, first_missing)
+    (first_missing / "lfads_output_session_00.h5").unlink()
+    html = write_report(first_missing).read_text()
+    assert "no lfads_output_session_00.h5 in" in html and 'id="fig-rates"' not in html and '<section id="sessions">' in html
+
+    no_data = tmp_path / "no_data"
+    shutil.copytree(stitched_run, no_data)
+    config = yaml.safe_load((no_data / "config.yaml").read_text())
+    config["data"]["dir"] = str(tmp_path / "moved")
+    (no_data / "config.yaml").write_text(yaml.safe_dump(config))
+    html = write_report(no_data).read_text()
+    assert "cannot be read" in html and '<section id="sessions">' in html and "20 bins (from config.yaml" in html
+    assert [row.trials for row in load_results(no_data).sessions] == [{}, {}, {}]
 
 
 def test_lineage_follows_exploits_backwards():

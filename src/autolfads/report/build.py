@@ -2,6 +2,7 @@
 
     summary     data shape, run or search overview, metrics (R^2 against the true rates when known),
                 best hyperparameters, wall time, hardware, the full config
+    sessions    every session's neurons, trials, R^2 and bits/spike                   (stitched models only)
     training    per-epoch curves of every member
     search      hyperparameters per generation, coloured by metric, exploits marked   (searches only)
     lineage     the best member's ancestry through the exploits                        (searches only)
@@ -9,6 +10,7 @@
     psth        trial averages per condition                                           (data with conditions)
     latents     factors on their top 3 principal components
     raster      one trial: spikes, inferred and true rates
+(the rates to raster figures show a stitched model's first session)
 """
 
 import math
@@ -22,6 +24,7 @@ import numpy as np
 import yaml
 
 from .. import __version__
+from ..data import SPLIT_NAMES
 from ..errors import ReportError
 from ..files import write_text_atomic
 from ..train.trainer import MEMBER_HPARAMS, METRIC
@@ -67,17 +70,21 @@ def report_at_end(folder: str | Path, log: Callable[[str], None]) -> Path | None
 
 
 def sections(results: Results) -> list[Section]:
-    shown = [summary(results), training(results)]
+    shown = [summary(results)] + ([sessions(results)] if results.sessions else []) + [training(results)]
     if results.search is not None:
         shown += [search_hyperparameters(results), lineage(results)]
     split = results.inferred.get("valid") or next(iter(results.inferred.values()), None)
     if split is None:
         missing = note("Left out: there are no inferred rates to show (the summary says why).")
-        shown += [Section(id, title, blocks=[missing]) for id, title in (("rates", "Inferred rates"), ("psth", "PSTHs by condition"), ("latents", "Latent factors"), ("raster", "Single trial"))]
+        inferred = [Section(id, title, blocks=[missing]) for id, title in (("rates", "Inferred rates"), ("psth", "PSTHs by condition"), ("latents", "Latent factors"), ("raster", "Single trial"))]
     else:
         neurons = chosen_neurons(list(results.inferred.values()))
-        shown += [rates(results, split, neurons), psth(results, neurons), latents(results), raster(results, split)]
-    return shown
+        inferred = [rates(results, split, neurons), psth(results, neurons), latents(results), raster(results, split)]
+    if results.sessions:  # a stitched model: the figures show its first session
+        for section in inferred:
+            section.title += f" (session {results.sessions[0].name})"
+            section.intro = f"Session {results.sessions[0].name}, the first of the model's {len(results.sessions)}; the Sessions table scores every session."
+    return shown + inferred
 
 
 # ------------------------------------------------------------------------------------------------ summary
@@ -102,12 +109,14 @@ def summary(results: Results) -> Section:
     ]
     if results.output_attrs:
         attrs = results.output_attrs
-        overview.append(("inferred rates", f"{results.model_dir / 'lfads_output.h5'} ({attrs.get('num_samples', '?')} posterior samples, epoch {attrs.get('epoch', '?')})"))
+        output = results.sessions[0].output if results.sessions else results.model_dir / "lfads_output.h5"
+        overview.append(("inferred rates", f"{output} ({attrs.get('num_samples', '?')} posterior samples, epoch {attrs.get('epoch', '?')})"))
 
     metric_rows = [[name, fmt(best_row[name])] for name in SHOWN_METRICS if name in best_row and math.isfinite(best_row[name])]
     for name, split in results.inferred.items():
         if split.truth is not None:
-            metric_rows.append([f"R² of the posterior-sampled rates vs true rates ({name})", fmt(r2(split.rates, split.truth))])
+            session = f", session {results.sessions[0].name}" if results.sessions else ""
+            metric_rows.append([f"R² of the posterior-sampled rates vs true rates ({name}{session})", fmt(r2(split.rates, split.truth))])
     where = f"member {results.search.best_member}, last generation" if results.search else f"epoch {best_epoch}"
     blocks = [grid(key_values("Overview", overview), key_values("Data", data_rows(results)))]
     hparams = hyperparameter_rows(results, best_row)
@@ -134,8 +143,11 @@ def best_metrics(results: Results) -> tuple[dict, int]:
 def data_rows(results: Results) -> list[tuple[str, str]]:
     data, model = results.data, results.config.model
     rows = [("file", str(results.config.data.dir))]
+    if results.sessions:
+        rows.append(("sessions", f"{len(results.sessions)} stitched (below: {results.sessions[0].name}; every session in the Sessions table)"))
     if data is None:
-        return rows + [("shape", f"{model.seq_len} bins x {model.data_dim} neurons (from config.yaml; the file was not read)")]
+        neurons = f" x {model.data_dim} neurons" if model.data_dim is not None else ""  # a stitched model: per session
+        return rows + [("shape", f"{model.seq_len} bins{neurons} (from config.yaml; the file was not read)")]
     splits = ", ".join(f"{split.n_trials} {split.name}" for split in data.splits)
     rows += [
         ("trials", splits),
@@ -160,6 +172,29 @@ def hyperparameter_rows(results: Results, best_row: dict) -> list[list[str]]:
         space = searched.get(name)
         rows.append([name, fmt(value), f"{fmt(space.low)} … {fmt(space.high)}{' (log)' if space.log else ''}" if space else "—"])
     return rows
+
+
+def sessions(results: Results) -> Section:
+    rows = results.sessions
+    splits = [name for name in SPLIT_NAMES if any(name in row.trials for row in rows)]
+    scores = [(f"R² {name}", "r2", name) for name in splits if any(name in row.r2 for row in rows)]
+    scores += [(f"bits/spike {name}", "bps", name) for name in splits if any(name in row.bps for row in rows)]
+    header = ["session", "neurons", *(f"{name} trials" for name in splits), *(title for title, _, _ in scores)]
+    cells = [
+        [
+            row.name,
+            f"{row.heldin + row.heldout}" + (f" ({row.heldin} held-in + {row.heldout} held-out)" if row.heldout else ""),
+            *(str(row.trials[name]) if name in row.trials else "—" for name in splits),
+            *(fmt(getattr(row, kind).get(name, math.nan)) for _, kind, name in scores),
+        ]
+        for row in rows
+    ]
+    intro = (
+        f"One model stitched over {len(rows)} sessions (data files), each with its own read-in and read-out; its rates are in "
+        f"{rows[0].output.name} and the like. R²: the session's posterior-sampled rates against its true rates, per neuron over trials x bins, "
+        "averaged over its neurons (as val_r2). Bits/spike: its held-in neurons and bins against each neuron's mean count (as val_bps; Poisson data)."
+    )
+    return Section("sessions", "Sessions", intro, [table("", header, cells)])
 
 
 # ------------------------------------------------------------------------------------------------ training and search

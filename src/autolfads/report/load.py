@@ -3,7 +3,9 @@
 Everything comes from the files the run or search left behind (config.yaml, metrics.csv, the search
 tables, lfads_output.h5 and the data file recorded in config.yaml as data.dir), so a report can be made
 at any time, also of a run that is still going. A missing output or data file leaves out the figures that
-need it, with a note saying why; a folder that is neither a run nor a search is a ReportError.
+need it, with a note saying why; a folder that is neither a run nor a search is a ReportError. A stitched
+model has one output and one data file per session: every session gets a row (session_rows), the figures
+show the first.
 """
 
 import csv
@@ -15,15 +17,17 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+import torch
 import yaml
 
-from ..config import Config, load_config
+from ..config import Config, SessionDims, load_config
 from ..data import LFADSData, load_sessions
 from ..output import output_paths
 from ..errors import AutoLFADSError, ReportError
 from ..search.pbt import best_member
 from ..search.results import BEST_DIR, EXPLOITS_FILE, LOG_FILE as SEARCH_LOG, SETTINGS_FILE, SPACE_FILE, STATE_FILE
 from ..search.space import SearchSpace, load_search_space
+from ..train.metrics import bits_per_spike, null_nll_sum, poisson_nll, r2_score
 from ..train.run import CONFIG_FILE, LOG_FILE as RUN_LOG, METRICS_FILE, OUTPUT_FILE
 from ..train.trainer import METRIC, MEMBER_HPARAMS
 
@@ -41,6 +45,19 @@ class Inferred:
     factors: np.ndarray  # (n, T, F)
     truth: np.ndarray | None  # (n, T, N) true rates in counts per bin, when the data has them
     conditions: np.ndarray | None  # (n,) condition of every trial, when the data has them
+
+
+@dataclass
+class SessionRow:
+    """One session of a stitched model: its neurons and trials, and how well its inferred rates fit."""
+
+    name: str
+    output: Path  # its lfads_output_<session>.h5
+    heldin: int
+    heldout: int
+    trials: dict[str, int] = field(default_factory=dict)  # per split, from the data file (empty: not read)
+    r2: dict[str, float] = field(default_factory=dict)  # per split with true rates: posterior-sampled rates vs truth
+    bps: dict[str, float] = field(default_factory=dict)  # per split, Poisson data: held-in bits/spike
 
 
 @dataclass
@@ -75,6 +92,7 @@ class Results:
     wall_time_s: float | None
     hardware: str
     output_attrs: dict = field(default_factory=dict)
+    sessions: list[SessionRow] = field(default_factory=list)  # a stitched model's sessions (empty: one session)
     notes: list[str] = field(default_factory=list)  # what is left out of the report, and why
 
 
@@ -186,49 +204,108 @@ def _config(path: Path) -> Config:
 
 
 def _load_inferred(results: Results) -> None:
-    """The data file named in config.yaml and lfads_output.h5, matched trial by trial through *_inds.
-    A stitched model's figures show its first session (lfads_output_<session>.h5 and that session's file)."""
-    output = results.model_dir / OUTPUT_FILE
-    sessions = [dims.name for dims in results.config.model.sessions]
-    if len(sessions) > 1:
-        files = output_paths(output, sessions)
-        output = files[0]
-        results.notes.append(f"a model stitched over {len(sessions)} sessions: the figures show session {sessions[0]}; every session's rates are in {', '.join(p.name for p in files)}")
+    """The data named in config.yaml (data.dir) and the output file, matched trial by trial through *_inds.
+    A stitched model: a row per session (session_rows); the figures show the first session."""
+    model = results.config.model
+    names = [dims.name for dims in model.sessions]
+    outputs = output_paths(results.model_dir / OUTPUT_FILE, names or [""])
+    data = None
+    if len(names) > 1:
+        data = _read_data(results)
+        results.sessions, notes = session_rows(model.sessions, outputs, data, model.reconstruction == "poisson")
+        results.notes += notes
+    output = outputs[0]
     if results.kind == "search" and not output.is_file():
-        results.notes.append(f"the search has not finished: {BEST_DIR}/ and its {OUTPUT_FILE} are written at its end")
+        results.notes.append(f"the search has not finished: {BEST_DIR}/ and its {output.name} are written at its end")
         return
     if not output.is_file():
-        results.notes.append(f"no {OUTPUT_FILE} in {results.model_dir} yet: write it with `autolfads sample --checkpoint {results.model_dir}`")
+        results.notes.append(f"no {output.name} in {results.model_dir} yet: write it with `autolfads sample --checkpoint {results.model_dir}`")
         return
-    config = results.config
-    if config.data.dir is None:
-        results.notes.append(f"{results.model_dir / CONFIG_FILE} names no data file (data.dir)")
-        return
-    model = config.model
-    try:
-        results.data = load_sessions(config.data.dir, cs_dim=model.cs_dim, fp_len=model.fp_len, prefix=config.data.prefix, reconstruction=model.reconstruction, allow_nan=config.train.sbtt)[0]
-    except AutoLFADSError as err:
-        results.notes.append(f"the data file recorded in config.yaml cannot be read, so data figures are left out: {err}")
-        return
+    if len(names) <= 1:
+        data = _read_data(results)
+    shown = [session for session in data or [] if not names or session.name == names[0]]
+    if not shown:
+        return  # the notes say why
+    results.data = shown[0]
     try:
         with h5py.File(output, "r") as h5:
-            outputs = {key: np.asarray(h5[key]) for key in h5 if key.endswith(("_rates", "_factors", "_inds"))}
+            stored = {key: np.asarray(h5[key]) for key in h5 if key.endswith(("_rates", "_factors", "_inds"))}
             results.output_attrs = {key: (value.item() if hasattr(value, "item") else value) for key, value in h5.attrs.items()}
         with h5py.File(results.data.path, "r") as h5:
             conditions = {split.name: np.asarray(h5[f"{split.name}_cond_idx"]) for split in results.data.splits if f"{split.name}_cond_idx" in h5}
     except OSError as err:
         raise ReportError(f"cannot read {output} or {results.data.path}: {err}") from None
     for split in results.data.splits:
-        if split.recon is None or f"{split.name}_rates" not in outputs:
+        if split.recon is None or f"{split.name}_rates" not in stored:
             continue
-        order = _match_trials(outputs[f"{split.name}_inds"], split.inds)
+        order = _match_trials(stored[f"{split.name}_inds"], split.inds)
         if order is None:
             results.notes.append(f"{output} holds other {split.name} trials than {results.data.path}; its {split.name} split is left out")
             continue
         truth = split.truth.numpy() if split.truth is not None else None
         results.inferred[split.name] = Inferred(
-            split.name, split.recon.numpy(), outputs[f"{split.name}_rates"][order], outputs[f"{split.name}_factors"][order], truth, conditions.get(split.name)
+            split.name, split.recon.numpy(), stored[f"{split.name}_rates"][order], stored[f"{split.name}_factors"][order], truth, conditions.get(split.name)
         )
+
+
+def _read_data(results: Results) -> list[LFADSData] | None:
+    """Every session of the data recorded in config.yaml, loaded as training loaded it; None (and a note) if it cannot be."""
+    config = results.config
+    if config.data.dir is None:
+        results.notes.append(f"{results.model_dir / CONFIG_FILE} names no data file (data.dir)")
+        return None
+    model = config.model
+    try:
+        return load_sessions(config.data.dir, cs_dim=model.cs_dim, fp_len=model.fp_len, prefix=config.data.prefix, reconstruction=model.reconstruction, allow_nan=config.train.sbtt)
+    except AutoLFADSError as err:
+        results.notes.append(f"the data file recorded in config.yaml cannot be read, so data figures are left out: {err}")
+        return None
+
+
+def session_rows(sessions: list[SessionDims], outputs: list[Path], data: list[LFADSData] | None, poisson: bool) -> tuple[list[SessionRow], list[str]]:
+    """A row per session of a stitched model (sessions and outputs in the model's order; data: the loaded
+    sessions, matched by name, None when they could not be read) and notes on what is missing.
+    R^2: the session's posterior-sampled rates against its true rates, per neuron over trials x bins and
+    averaged over neurons (r2_score, the convention of val_r2). Bits/spike: held-in neurons and bins,
+    against each neuron's mean count (as val_bps), for Poisson data without missing entries."""
+    by_name = {session.name: session for session in data or []}
+    rows, notes, no_data, no_output = [], [], [], []
+    for dims, output in zip(sessions, outputs, strict=True):
+        row = SessionRow(dims.name, output, dims.data_dim - dims.cs_dim, dims.cs_dim)
+        rows.append(row)
+        session = by_name.get(dims.name)
+        if session is None:
+            no_data.append(dims.name)
+            continue
+        row.trials = {split.name: split.n_trials for split in session.splits}
+        if not output.is_file():
+            no_output.append(output.name)
+            continue
+        try:
+            with h5py.File(output, "r") as h5:
+                stored = {key: np.asarray(h5[key]) for key in h5 if key.endswith(("_rates", "_inds"))}
+        except OSError as err:
+            notes.append(f"cannot read {output}: {err}")
+            continue
+        for split in session.splits:
+            if f"{split.name}_rates" not in stored:
+                continue
+            order = _match_trials(stored[f"{split.name}_inds"], split.inds)
+            if order is None:
+                notes.append(f"{output} holds other {split.name} trials than {session.path}: no {split.name} scores for session {dims.name}")
+                continue
+            rates = torch.from_numpy(stored[f"{split.name}_rates"][order]).double()
+            if split.truth is not None:
+                row.r2[split.name] = float(r2_score(rates[None], split.truth.double())[0])
+            heldin = split.recon[:, : session.encod_seq_len, : session.encod_dim].double() if split.recon is not None else None
+            if poisson and heldin is not None and not heldin.isnan().any():
+                nll = poisson_nll(rates[:, : session.encod_seq_len, : session.encod_dim], heldin).sum()
+                row.bps[split.name] = float(bits_per_spike(nll, torch.tensor(null_nll_sum(heldin), dtype=torch.float64), float(heldin.sum())))
+    if data is not None and no_data:
+        notes.append(f"no data file of session{'s' if len(no_data) > 1 else ''} {', '.join(no_data)} in {Path(data[0].path).parent}: no trials or scores for {'them' if len(no_data) > 1 else 'it'}")
+    if no_output:
+        notes.append(f"no {', '.join(no_output)} in {outputs[0].parent}: no scores for {'those sessions' if len(no_output) > 1 else 'that session'}")
+    return rows, notes
 
 
 def _match_trials(output_inds: np.ndarray, data_inds: np.ndarray) -> np.ndarray | None:
