@@ -7,12 +7,14 @@ the latent state through few neurons), then trains
   (b) one model per session, E epochs each over its own trials (the same trial passes in total).
 Both use examples/configs/lorenz.yaml with early stopping off, posterior-sample their best checkpoint
 (50 samples) and are scored per session: R^2 of the valid trials' inferred rates against the true rates
-(per neuron over trials x bins, averaged over neurons).
+(per neuron over trials x bins, averaged over neurons). Then times one training epoch of (a) against the
+three epochs of (b) (the same trials), alternating, best of --timing-rounds.
 
     python benchmarks/multisession.py [--epochs 150] [--workdir runs/bench-multisession] [--threads 1] [KEY VALUE ...]
 """
 
 import argparse
+import math
 import shutil
 import time
 from pathlib import Path
@@ -22,7 +24,7 @@ import torch
 
 from autolfads.config import apply_overrides, load_config
 from autolfads.data import load_sessions, write_multisession
-from autolfads.train import train
+from autolfads.train import Trainer, load_run_data, train
 from autolfads.train.metrics import r2_score
 
 CONFIG = Path(__file__).resolve().parent.parent / "examples" / "configs" / "lorenz.yaml"
@@ -41,6 +43,7 @@ def main() -> None:
     parser.add_argument("--trials-per-condition", type=int, default=8, help="per session (the data's default: 8)")
     parser.add_argument("--neurons-per-session", default="6,8,10", help="(the data command's default is 25,30,35)")
     parser.add_argument("--seed", type=int, default=0, help="of the data set")
+    parser.add_argument("--timing-rounds", type=int, default=3)
     parser.add_argument("overrides", nargs="*", help="config overrides, e.g. model.readin_init random")
     args = parser.parse_args()
     shutil.rmtree(args.workdir, ignore_errors=True)  # fresh runs: train() would resume old ones
@@ -67,6 +70,18 @@ def main() -> None:
         print(f"{session.name:<12} {session.recon_dim:>7} {trials:>11} {rows[-1][0]:>13.4f} {rows[-1][1]:>13.4f}")
     mean = [sum(column) / len(rows) for column in zip(*rows, strict=True)]
     print(f"{'mean':<12} {'':>7} {'':>11} {mean[0]:>13.4f} {mean[1]:>13.4f}")
+
+    stitched_trainer = Trainer(*load_run_data(config, args.workdir / "data"))
+    separate_trainers = [Trainer(*load_run_data(config, file)) for file in files]
+    best = {"stitched": math.inf, "separate": math.inf}
+    for _ in range(args.timing_rounds):
+        for name, trainers in (("stitched", [stitched_trainer]), ("separate", separate_trainers)):
+            start = time.perf_counter()
+            for trainer in trainers:
+                trainer.train_epoch()
+            best[name] = min(best[name], time.perf_counter() - start)
+    print(f"training epoch over all {sum(s.train.n_trials for s in sessions)} trials: stitched {best['stitched']:.2f} s, "
+          f"three separate models {best['separate']:.2f} s (stitched / separate {best['stitched'] / best['separate']:.2f}, best of {args.timing_rounds})")
 
 
 if __name__ == "__main__":
