@@ -6,11 +6,15 @@ models run one after another (P x the P = 1 epoch time, measured in the same run
 member (RSS above the process's baseline; CUDA peak allocated memory on a GPU). `--generations` also runs
 that many short epochs and prints the RSS after each: it must stay flat.
 
-    python benchmarks/population.py [--populations 1 4 8 20] [--device cpu] [--threads 1] [--steps 2]
+`--huge-pages off on` runs every P both without and with transparent huge pages for large tensors (the
+command line turns them on: autolfads.runtime.use_huge_pages).
+
+    python benchmarks/population.py [--populations 1 4 8 20] [--device cpu] [--threads 1] [--steps 2] [--huge-pages off on]
 """
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -21,6 +25,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train_throughput import MC_MAZE_SMALL, synthetic_split  # noqa: E402
+
+from autolfads.runtime import HUGE_PAGES_VARIABLE  # noqa: E402
 
 
 def rss_mib() -> float:
@@ -70,6 +76,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2, help="batches per timed epoch")
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--generations", type=int, default=5, help="epochs + exploits after timing, RSS after each")
+    parser.add_argument("--huge-pages", nargs="+", choices=["on", "off"], default=["on"], help="PyTorch's THP_MEM_ALLOC_ENABLE for the runs (on: as the command line sets it); 'off on' compares")
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child is not None:
@@ -78,14 +85,17 @@ def main() -> None:
     print(f"mc_maze_small shape, batch {args.batch}, {args.steps} steps per epoch, device {args.device}, threads {args.threads}, torch {torch.__version__}")
     results = []
     for population in args.populations:
-        command = [sys.executable, __file__, "--child", str(population), "--device", args.device, "--threads", str(args.threads), "--steps", str(args.steps), "--batch", str(args.batch), "--generations", str(args.generations)]
-        results.append(json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]))
-    single = next((r["epoch_s"] for r in results if r["population"] == 1), None)
-    print(f"{'P':>3} {'epoch s':>8} {'member-epochs/s':>16} {'vs P single runs':>17} {'RSS/member MiB':>15} {'GPU/member MiB':>15}  RSS over {args.generations} generations (MiB)")
+        for huge_pages in args.huge_pages:  # side by side, each in a fresh process (PyTorch reads the variable once)
+            command = [sys.executable, __file__, "--child", str(population), "--device", args.device, "--threads", str(args.threads), "--steps", str(args.steps), "--batch", str(args.batch), "--generations", str(args.generations)]
+            env = {**os.environ, HUGE_PAGES_VARIABLE: "1" if huge_pages == "on" else "0"}
+            result = json.loads(subprocess.run(command, check=True, capture_output=True, text=True, env=env).stdout.strip().splitlines()[-1])
+            results.append({**result, "huge_pages": huge_pages})
+    print(f"{'P':>3} {'THP':>4} {'epoch s':>8} {'member-epochs/s':>16} {'vs P single runs':>17} {'RSS/member MiB':>15} {'GPU/member MiB':>15}  RSS over {args.generations} generations (MiB)")
     for r in results:
+        single = next((s["epoch_s"] for s in results if s["population"] == 1 and s["huge_pages"] == r["huge_pages"]), None)
         ratio = f"{single * r['population'] / r['epoch_s']:.2f}x" if single else "-"
         gpu = f"{r['gpu_per_member_mib']:.0f}" if "gpu_per_member_mib" in r else "-"
-        print(f"{r['population']:>3} {r['epoch_s']:>8.2f} {r['population'] / r['epoch_s']:>16.2f} {ratio:>17} {r['rss_per_member_mib']:>15.0f} {gpu:>15}  {r['rss_by_generation_mib']}")
+        print(f"{r['population']:>3} {r['huge_pages']:>4} {r['epoch_s']:>8.2f} {r['population'] / r['epoch_s']:>16.2f} {ratio:>17} {r['rss_per_member_mib']:>15.0f} {gpu:>15}  {r['rss_by_generation_mib']}")
 
 
 if __name__ == "__main__":

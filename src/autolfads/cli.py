@@ -19,12 +19,13 @@ from pathlib import Path
 from . import __version__
 from .cli_options import add_keyword_options, keyword_values
 from .errors import AutoLFADSError, TrainingDiverged
-from .runtime import return_large_blocks_to_os
+from .runtime import return_large_blocks_to_os, use_huge_pages
 
 KATIB_CHECKPOINT_DIR = "/var/log/katib/checkpoints"
 
 
 def main(argv: list[str] | None = None) -> int:
+    use_huge_pages()  # before the parser imports torch
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
     if args.command is None:
