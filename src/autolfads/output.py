@@ -55,9 +55,9 @@ def posterior_sample(model: LFADS, split: Split, num_samples: int = 50, max_rows
 
 
 def output_paths(path: Path, sessions: list[str]) -> list[Path]:
-    """`path` for one session; for several, one file per session named after its data file's stem:
-    lfads_output.h5 -> lfads_output_<session>.h5."""
-    if len(sessions) == 1:
+    """`path` for one session (or none named); for several, one file per session named after its data file's
+    stem: lfads_output.h5 -> lfads_output_<session>.h5."""
+    if len(sessions) <= 1:
         return [path]
     return [path.with_name(f"{path.stem}_{session}{path.suffix}") for session in sessions]
 

@@ -21,14 +21,14 @@ import torch
 import yaml
 
 from ..config import Config, SessionDims, load_config
-from ..data import LFADSData, load_sessions
+from ..data import LFADSData
 from ..output import output_paths
 from ..errors import AutoLFADSError, ReportError
 from ..search.pbt import best_member
 from ..search.results import BEST_DIR, EXPLOITS_FILE, LOG_FILE as SEARCH_LOG, SETTINGS_FILE, SPACE_FILE, STATE_FILE
 from ..search.space import SearchSpace, load_search_space
 from ..train.metrics import bits_per_spike, null_nll_sum, poisson_nll, r2_score
-from ..train.run import CONFIG_FILE, LOG_FILE as RUN_LOG, METRICS_FILE, OUTPUT_FILE
+from ..train.run import CONFIG_FILE, LOG_FILE as RUN_LOG, METRICS_FILE, OUTPUT_FILE, read_sessions
 from ..train.trainer import METRIC, MEMBER_HPARAMS
 
 # A line that starts a training or search session in train.log / search.log ("new run", "resumed ...").
@@ -208,7 +208,7 @@ def _load_inferred(results: Results) -> None:
     A stitched model: a row per session (session_rows); the figures show the first session."""
     model = results.config.model
     names = [dims.name for dims in model.sessions]
-    outputs = output_paths(results.model_dir / OUTPUT_FILE, names or [""])
+    outputs = output_paths(results.model_dir / OUTPUT_FILE, names)
     data = None
     if len(names) > 1:
         data = _read_data(results)
@@ -254,9 +254,8 @@ def _read_data(results: Results) -> list[LFADSData] | None:
     if config.data.dir is None:
         results.notes.append(f"{results.model_dir / CONFIG_FILE} names no data file (data.dir)")
         return None
-    model = config.model
     try:
-        return load_sessions(config.data.dir, cs_dim=model.cs_dim, fp_len=model.fp_len, prefix=config.data.prefix, reconstruction=model.reconstruction, allow_nan=config.train.sbtt)
+        return read_sessions(config, config.data.dir)
     except AutoLFADSError as err:
         results.notes.append(f"the data file recorded in config.yaml cannot be read, so data figures are left out: {err}")
         return None

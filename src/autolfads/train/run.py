@@ -53,15 +53,20 @@ def load_run_data(config: Config, data_path: str | Path | None) -> tuple[Config,
     path = data_path or config.data.dir
     if path is None:
         raise ConfigError("no data given: pass --data PATH or set data.dir (TRAIN.DATA.DIR) in the config")
-    model = config.model
-    sessions = load_sessions(path, cs_dim=model.cs_dim, fp_len=model.fp_len, prefix=config.data.prefix, reconstruction=model.reconstruction, allow_nan=config.train.sbtt)
+    sessions = read_sessions(config, path)
     # The resolved config records the data it was fitted to, so `autolfads sample` finds it again.
     given = Path(path)
     paths = {"dir": str(sessions[0].path.resolve() if len(sessions) == 1 else given.resolve() if given.exists() else Path.cwd() / given)}
     if config.data.nlb_targets is not None:
         paths["nlb_targets"] = str(Path(config.data.nlb_targets).resolve())
     data_config = config.data.model_copy(update=paths)
-    return config.model_copy(update={"model": resolve_model_config(model, sessions), "data": data_config}), sessions
+    return config.model_copy(update={"model": resolve_model_config(config.model, sessions), "data": data_config}), sessions
+
+
+def read_sessions(config: Config, path: str | Path) -> list[LFADSData]:
+    """The sessions at `path`, read with the config's data options (held-out neurons, forward bins, prefix, ...)."""
+    model = config.model
+    return load_sessions(path, cs_dim=model.cs_dim, fp_len=model.fp_len, prefix=config.data.prefix, reconstruction=model.reconstruction, allow_nan=config.train.sbtt)
 
 
 def resolve_model_config(model: ModelConfig, sessions: list[LFADSData]) -> ModelConfig:
