@@ -1,9 +1,10 @@
 """deploy/: the container images (what can be checked without building them), docker-compose, and the
 Kubernetes pieces (examples regenerate exactly, the kustomization builds with `kubectl kustomize`).
 
-Images cannot be built here (no Docker engine). The slow test runs the images' install sequence
-(deploy/docker/install.sh) in a fresh virtual environment from a copy of the build context that
-.dockerignore lets through, then uses the installed `autolfads` entry point the way `docker run` does.
+`make image-test` builds and runs the images (Podman here; tests/test_images.py checks them statically).
+The slow test runs the images' install sequence (deploy/docker/install.sh) in a fresh virtual environment
+from a copy of the build context that .dockerignore lets through, then uses the installed `autolfads` entry
+point the way `docker run` does.
 """
 
 from __future__ import annotations
@@ -135,7 +136,8 @@ def test_image_install_sequence_gives_a_working_autolfads(tmp_path, lorenz_file)
     for source in ("pyproject.toml", "README.md", "src", "deploy/docker"):
         target = context / source
         if (REPO / source).is_dir():
-            shutil.copytree(REPO / source, target, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+            # deploy/docker/host/ holds what `make image` copied from this host (a torch wheel among them).
+            shutil.copytree(REPO / source, target, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "host"))
         else:
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(REPO / source, target)

@@ -31,15 +31,18 @@ KEYS = ("index-url", "extra-index-url", "trusted-host", "timeout", "default-time
 
 
 def pip_settings() -> dict[str, str]:
-    """The host's pip settings as `pip config list` reports them (files and PIP_* variables); later wins."""
+    """The host's pip settings as `pip config list` reports them (the files merged, then PIP_* variables).
+    pip's precedence: the [global] section, then [install], then the environment."""
     out = subprocess.run([sys.executable, "-m", "pip", "config", "list"], capture_output=True, text=True, check=True).stdout
-    settings = {}
+    rank = {"global": 0, "install": 1, ":env:": 2}
+    found: dict[str, tuple[int, str]] = {}
     for line in out.splitlines():
         name, _, value = line.partition("=")
-        key = name.rsplit(".", 1)[-1]
-        if key in KEYS:
-            settings["timeout" if key == "default-timeout" else key] = value.strip().strip("'\"")
-    return settings
+        section, _, key = name.rpartition(".")
+        key = "timeout" if key == "default-timeout" else key
+        if key in KEYS and section in rank and rank[section] >= found.get(key, (-1, ""))[0]:
+            found[key] = (rank[section], value.strip().strip("'\""))
+    return {key: value for key, (_, value) in found.items()}
 
 
 def write_atomically(path: Path, data: bytes) -> None:
