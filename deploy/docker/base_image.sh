@@ -5,6 +5,7 @@
 # it exists.
 #   usage: base_image.sh ENGINE NAME        ENGINE: podman or docker; DEBIAN_MIRROR overrides the mirror
 set -eu
+started=$(date +%s)
 engine=$1 name=$2
 if "$engine" image inspect "$name" >/dev/null 2>&1; then
     echo "base_image: reusing $name"
@@ -29,4 +30,4 @@ rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
 tar -C "$root" -c . | "$engine" import \
     --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
     --change 'ENV LANG=C.UTF-8' --change 'CMD ["python3"]' - "$name" >/dev/null
-echo "base_image: made $name"
+echo "base_image: made $name in $(($(date +%s) - started)) s"

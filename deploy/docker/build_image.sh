@@ -6,6 +6,7 @@
 # build through host_context.py. TORCH overrides the Dockerfile's torch (image_test.sh builds the GPU
 # Dockerfile with the CPU wheel: no CUDA wheel is needed to check its instructions).
 set -eu
+started=$(date +%s)
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 [ $# -eq 2 ] && { [ "$1" = cpu ] || [ "$1" = gpu ]; } || { echo "usage: $0 cpu|gpu IMAGE" >&2; exit 2; }
@@ -36,4 +37,4 @@ pull=""
 echo "build_image: $ENGINE build -f $dockerfile -t $image ($args)"
 # shellcheck disable=SC2086  # $args and $pull are lists of options
 "$ENGINE" build $pull -f "$dockerfile" --build-arg "PYTHON_IMAGE=$base" $args -t "$image" "$repo"
-echo "build_image: built $image"
+echo "build_image: built $image in $(($(date +%s) - started)) s"

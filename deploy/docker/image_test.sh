@@ -36,7 +36,15 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-step() { step_name=$1; echo "== $1"; }
+started=$(date +%s)
+step_started=$started
+# Each step's name, and how long the one before took (machines are shared: times are for the log only).
+step() {
+    now=$(date +%s)
+    [ "$step_name" = setup ] || echo "   ($((now - step_started)) s)"
+    step_name=$1 step_started=$now
+    echo "== $1"
+}
 fail() { echo "image-test: $step_name: $*" >&2; exit 1; }
 # Run the image as it is (its USER, its ENTRYPOINT autolfads), without a network: nothing may need one.
 # Output goes to $log too, so that checks can read it.
@@ -109,5 +117,6 @@ SHARE=$share AUTOLFADS_IMAGE=$image $compose -p "$project" -f "$here/docker-comp
     -e OMP_NUM_THREADS=1 train $train --epochs 1 $overrides >"$log" 2>&1 || { tail -n 40 "$log" >&2; fail "$compose run failed (output above)"; }
 tail -n 3 "$log"
 [ "$(last_epoch output/metrics.csv)" = 4 ] || fail "expected the compose run to reach epoch 4, last is $(last_epoch output/metrics.csv)"
+echo "   ($(($(date +%s) - step_started)) s)"
 step_name=done
-echo "image-test: all steps passed ($image)"
+echo "image-test: all steps passed ($image) in $(($(date +%s) - started)) s"
