@@ -69,7 +69,7 @@ def test_population_members_equal_separate_runs(cfg, data, population):
         assert_member_equal(pop, p, singles[p], exact=False)
         for ours, theirs in zip(pop.optimizer.exp_avg_sq, singles[p].optimizer.exp_avg_sq):
             torch.testing.assert_close(ours[p : p + 1], theirs, rtol=1e-4, atol=1e-12)
-    assert pop.optimizer.steps.tolist() == [6.0, 6.0]  # 40 trials / batches of 16 = 3 steps per epoch
+    assert pop.optimizer.steps.tolist() == [4.0, 4.0]  # 40 trials / batches of 16 = 2 full steps per epoch
 
 
 def test_learning_rate_changes_the_run(cfg, data):
@@ -272,7 +272,7 @@ def test_diverged_member_is_frozen_and_the_other_trains_on(cfg, data):
         torch.testing.assert_close(param[0], old[0], equal_nan=True, atol=0, rtol=0)
     for t, old in zip(pop.optimizer.exp_avg + pop.optimizer.exp_avg_sq, moments):
         assert torch.equal(t[0], old[0])
-    assert pop.optimizer.steps.tolist() == [3.0, 6.0]
+    assert pop.optimizer.steps.tolist() == [2.0, 4.0]
     assert_member_equal(pop, 1, single, exact=False)  # member 1 is untouched by member 0's NaNs
     assert math.isnan(metrics[METRIC][0].item()) and math.isfinite(metrics[METRIC][1].item())
     pop.run_epoch()  # and the run goes on
@@ -320,3 +320,30 @@ def test_learning_rate_schedule_decays_on_plateau_and_stops(data):
     assert [row[1] for row in lrs] == pytest.approx(want)
     assert [row[0] for row in lrs] == pytest.approx([1e-3] * 7)
     assert trainer.stopped.tolist() == [False, True]  # 1.25e-4 < lr_stop
+
+
+# ============================================================================ batching
+
+def _training_batches(trainer: Trainer) -> list[list[int]]:
+    """The trial indices of each training step of one epoch."""
+    seen: list[list[int]] = []
+    original = trainer._training_part
+
+    def spy(session, indices):
+        seen.append(indices.tolist())
+        return original(session, indices)
+
+    trainer._training_part = spy
+    trainer.train_epoch()
+    return seen
+
+
+@pytest.mark.parametrize(("drop_last", "batch_size", "sizes"), [(True, 16, [16, 16]), (False, 16, [16, 16, 8]), (True, 64, [40]), (True, 20, [20, 20])])
+def test_an_epoch_drops_the_partial_last_batch(data, drop_last, batch_size, sizes):
+    """40 training trials: batches of 16 are two steps (8 trials left out, as lfads-torch and lfads-tf2 do);
+    a batch larger than the data is one step on all of it, never zero steps."""
+    trainer = Trainer(config(train=dict(batch_size=batch_size, drop_last=drop_last)), data)
+    batches = _training_batches(trainer)
+    assert [len(b) for b in batches] == sizes
+    trials = [i for b in batches for i in b]
+    assert len(set(trials)) == len(trials)  # no trial twice

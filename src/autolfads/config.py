@@ -182,6 +182,11 @@ class TrainConfig(_Section):
     _section: ClassVar[str] = "train"
 
     batch_size: int = Field(128, ge=1, description="Trials per training step.")
+    drop_last: bool = Field(
+        True,
+        description="Skip each epoch's last, partial training batch, as lfads-torch and lfads-tf2 do, so an epoch is "
+        "a whole number of full batches; a training set smaller than one batch still takes one step on all of it.",
+    )
     max_epochs: int = Field(500, ge=1, description="Upper bound on training epochs.")
     patience: int = Field(200, ge=0, description="Early stopping: epochs without a better smoothed valid NLL.")
     seed: int = Field(0, ge=0, description="Seed for initialisation, batching and dropout.")

@@ -215,7 +215,10 @@ class Trainer:
         sizes = torch.tensor([splits["train"].n_trials for splits in self.splits])
         starts = torch.cumsum(sizes, 0) - sizes
         # One order over every session's trials: a batch mixes sessions in proportion to their trials.
-        order = torch.randperm(int(sizes.sum()), generator=self.data_rng)
+        n_trials = int(sizes.sum())
+        order = torch.randperm(n_trials, generator=self.data_rng)
+        if train.drop_last and n_trials > train.batch_size:
+            order = order[: n_trials - n_trials % train.batch_size]
         self.model.train()
         totals: dict[str, torch.Tensor] = {}
         for indices in order.split(train.batch_size):
@@ -239,7 +242,7 @@ class Trainer:
             values = {"loss": loss, "recon": recon, "nll_heldin": heldin, "kl_ic": kl_ic, "kl_co": kl_co, "l2": l2, "grad_norm": grad_norm}
             for name, value in values.items():
                 totals[name] = totals.get(name, 0) + value.detach().cpu().double() * len(indices)
-        metrics = {name: (total / int(sizes.sum())).float() for name, total in totals.items()}
+        metrics = {name: (total / len(order)).float() for name, total in totals.items()}
         metrics["kl_ramp"] = torch.full((self.population_size,), kl_ramp)
         metrics["l2_ramp"] = torch.full((self.population_size,), l2_ramp)
         metrics["lr"] = self.lr.detach().cpu().clone()
