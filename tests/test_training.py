@@ -310,16 +310,37 @@ def test_early_stopping_only_after_the_ramps(data):
 def test_learning_rate_schedule_decays_on_plateau_and_stops(data):
     cfg = config(train=dict(lr_schedule=True, lr_patience=2, lr_decay=0.5, lr_init=1e-3, lr_stop=2e-4))
     trainer = Trainer(cfg, data, population=[{}, {}], member_seeds=[0, 1])
-    _stub_epochs(trainer, [[10.0 - epoch, 5.0] for epoch in range(7)])
+    _stub_epochs(trainer, [[10.0 - epoch, 5.0] for epoch in range(10)])
     lrs = []
-    for _ in range(7):
+    for _ in range(10):
         trainer.run_epoch()
         lrs.append(trainer.lr.tolist())
-    # member 1: epoch 0 sets the best, epochs 1 and 2 do not improve -> halve after epoch 2, again after 4, 6
-    want = [1e-3, 1e-3, 5e-4, 5e-4, 2.5e-4, 2.5e-4, 1.25e-4]
+    # member 1: epoch 0 sets the best, epochs 1-3 do not improve: the third bad epoch exceeds the patience of
+    # 2 -> halve after epoch 3, again after 6 and 9
+    want = [1e-3] * 3 + [5e-4] * 3 + [2.5e-4] * 3 + [1.25e-4]
     assert [row[1] for row in lrs] == pytest.approx(want)
-    assert [row[0] for row in lrs] == pytest.approx([1e-3] * 7)
+    assert [row[0] for row in lrs] == pytest.approx([1e-3] * 10)
     assert trainer.stopped.tolist() == [False, True]  # 1.25e-4 < lr_stop
+
+
+@pytest.mark.parametrize("patience", [0, 1, 2])
+def test_learning_rate_schedule_matches_torch_reduce_lr_on_plateau(data, patience):
+    """The plateau rule is torch.optim.lr_scheduler.ReduceLROnPlateau (mode min, threshold 0, as lfads-torch
+    configures it) fed the smoothed validation NLL, member by member; NaN counts as a bad epoch."""
+    values = [[5.0, 9.0], [4.0, 9.0], [4.5, 8.0], [4.2, 8.0], [4.1, math.nan], [3.9, 8.5], [3.9, 7.0], [4.0, 7.5], [4.3, 7.2], [3.8, 7.9], [3.8, 8.1], [3.9, 6.9]]
+    cfg = config(train=dict(lr_schedule=True, lr_patience=patience, lr_decay=0.5, lr_init=1e-3, lr_stop=0.0))
+    trainer = Trainer(cfg, data, population=[{}, {}], member_seeds=[0, 1])
+    _stub_epochs(trainer, values)
+    oracles = []
+    for _ in range(2):
+        optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1e-3)
+        oracles.append((optimizer, torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=0.5, patience=patience, threshold=0.0)))
+    for _ in values:
+        smoothed = trainer.run_epoch()[METRIC]
+        for member, (optimizer, scheduler) in enumerate(oracles):
+            scheduler.step(float(smoothed[member]))
+            assert trainer.lr[member].item() == pytest.approx(optimizer.param_groups[0]["lr"], rel=1e-6)
+    assert trainer.lr.tolist() != [1e-3, 1e-3]  # the script does make it decay
 
 
 # ============================================================================ batching

@@ -195,7 +195,7 @@ class TrainConfig(_Section):
     lr_init: float = Field(4e-3, gt=0, description="Initial learning rate.")
     lr_schedule: bool = Field(False, description="Decay the learning rate when the smoothed valid loss plateaus.")
     lr_decay: float = Field(0.95, gt=0, lt=1, description="Factor of each scheduled learning-rate decay.")
-    lr_patience: int = Field(6, ge=0, description="Epochs without improvement before a scheduled decay.")
+    lr_patience: int = Field(6, ge=0, description="Epochs without improvement tolerated: the next one decays (torch's ReduceLROnPlateau).")
     lr_stop: float = Field(1e-5, ge=0, description="Training stops once the scheduled learning rate falls below this.")
     adam_epsilon: float = Field(
         1e-8,

@@ -372,7 +372,7 @@ class Trainer:
             better = self.smth_metric < self.lr_best_metric
             self.lr_best_metric = torch.where(better, self.smth_metric, self.lr_best_metric)
             self.plateau_epochs = torch.where(better, 0, self.plateau_epochs + 1)
-            decay = self.plateau_epochs >= train.lr_patience
+            decay = self.plateau_epochs > train.lr_patience  # torch's ReduceLROnPlateau (lfads-torch): patience bad epochs are tolerated
             self.lr = torch.where(decay.to(self.device), self.lr * train.lr_decay, self.lr)
             self.plateau_epochs = torch.where(decay, 0, self.plateau_epochs)
             self.stopped |= (self.lr < train.lr_stop).cpu()
