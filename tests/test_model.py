@@ -613,6 +613,18 @@ def test_coordinated_dropout_pass_rate():
     assert grad_mask[0][~dropped].mean().item() == pytest.approx(0.5, abs=0.03)
 
 
+def test_coordinated_dropout_pass_rate_with_per_member_inputs():
+    """Inputs already per member (P, B, T, N), as after spike jitter or temporal shift: the same masks as for
+    shared inputs under the same seeds (it raised a shape RuntimeError)."""
+    encod = torch.rand(8, 6, 5) + 0.5
+    rates = torch.tensor([0.3, 0.5])
+    shared = coordinated_dropout(encod, rates, 0.5, MemberRNG([4, 5]), 1)
+    per_member = coordinated_dropout(encod.expand(2, -1, -1, -1), rates, 0.5, MemberRNG([4, 5]), 1)
+    assert per_member[1].shape == (2, 8, 6, 5)
+    for ours, want in zip(per_member, shared, strict=True):
+        assert torch.equal(ours, want)
+
+
 def test_block_gradients_value_and_gradient():
     P, B, T_enc, N_enc, T, N = 2, 3, 5, 4, 7, 6
     g = torch.Generator().manual_seed(0)

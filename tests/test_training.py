@@ -368,3 +368,13 @@ def test_an_epoch_drops_the_partial_last_batch(data, drop_last, batch_size, size
     assert [len(b) for b in batches] == sizes
     trials = [i for b in batches for i in b]
     assert len(set(trials)) == len(trials)  # no trial twice
+
+
+@pytest.mark.parametrize("augmentation", [dict(spike_jitter_width=1), dict(temporal_shift_std=1.0, temporal_shift_max=2)])
+def test_cd_pass_rate_with_train_time_augmentation(data, augmentation):
+    """model.cd_pass_rate > 0 with spike jitter or temporal shift trains (it raised a shape RuntimeError)."""
+    trainer = Trainer(config(model=dict(cd_pass_rate=0.5, **augmentation)), data, population=[{}, {}], member_seeds=[0, 1])
+    before = params_snapshot(trainer)
+    metrics = trainer.run_epoch()
+    assert torch.isfinite(metrics["loss"]).all()
+    assert not torch.equal(before[0], trainer.params[0])
