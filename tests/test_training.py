@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -13,7 +14,7 @@ from autolfads.errors import ConfigError
 from autolfads.train.checkpoint import load_checkpoint, save_checkpoint
 from autolfads.train.trainer import METRIC, Trainer
 
-from helpers import config, make_data
+from helpers import ar_kl_by_hand, config, make_data
 
 
 @pytest.fixture(scope="module")
@@ -154,6 +155,12 @@ def test_validation_metrics_by_hand(cfg, data):
         bps = (null - region_nll.sum((1, 2, 3))) / (region_counts.sum() * math.log(2))
         torch.testing.assert_close(first[f"val_{bps_prefix}bps"].double(), bps, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(first["val_recon"].double(), nll.mean((1, 2, 3)), rtol=1e-5, atol=0)
+    # the controller-output KL: the exact KL of the posterior-mean pass's q against the AR(1) prior, never negative
+    prior = trainer.model.co_prior
+    tau, nvar = prior.log_tau.detach().exp().double().numpy(), prior.log_nvar.detach().exp().double().numpy()
+    kl_co = ar_kl_by_hand(out.states.co_means.double().numpy(), out.states.co_stds.double().numpy(), tau, nvar).mean(-1)
+    np.testing.assert_allclose(first["val_kl_co"].double().numpy(), kl_co, rtol=1e-4)
+    assert (first["val_kl_co"] > 0).all()
     truth = valid.truth.double()
     ss_res = (rates - truth).square().sum((1, 2))
     ss_tot = (truth - truth.mean((0, 1))).square().sum((0, 1))
