@@ -385,3 +385,20 @@ def test_cd_pass_rate_with_train_time_augmentation(data, augmentation):
     metrics = trainer.run_epoch()
     assert torch.isfinite(metrics["loss"]).all()
     assert not torch.equal(before[0], trainer.params[0])
+
+
+def test_weight_decay_ramps_with_the_l2_penalty(data):
+    """AdamW's decay is train.weight_decay x the L2 ramp, step by step (lfads-torch's on_before_optimizer_step)."""
+    trainer = Trainer(config(train=dict(weight_decay=0.3, l2_start_epoch=1, l2_increase_epoch=2)), data)
+    seen = []
+    step = trainer.optimizer.step
+
+    def spy(lr, active):
+        seen.append(trainer.optimizer.weight_decay)
+        step(lr, active)
+
+    trainer.optimizer.step = spy
+    for _ in range(5):
+        trainer.run_epoch()
+    # L2 ramp: 0 at epoch 0, then 1/3, 2/3, 1, 1; two steps per epoch
+    assert seen == pytest.approx([0.0] * 2 + [0.1] * 2 + [0.2] * 2 + [0.3] * 4)

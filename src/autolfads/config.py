@@ -203,7 +203,7 @@ class TrainConfig(_Section):
         description="Adam epsilon as PyTorch defines it. lfads-tf2's TRAIN.ADAM_EPSILON (TensorFlow's epsilon-hat) "
         "is converted to eps / sqrt(1 - 0.999): 1e-7 -> 3.16e-6.",
     )
-    weight_decay: float = Field(0.0, ge=0, description="AdamW decoupled weight decay (0: plain Adam).")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW decoupled weight decay, ramped up with the L2 penalty as lfads-torch does (0: plain Adam).")
     max_grad_norm: float = Field(200.0, gt=0, description="Global gradient-norm clip, on the scaled loss.")
     loss_scale: float = Field(1e4, gt=0, description="Multiplier on the whole loss before backpropagation.")
     kl_start_epoch: int = Field(0, ge=0, description="Epoch at which the KL ramp starts.")

@@ -212,6 +212,7 @@ class Trainer:
         train = self.config.train
         kl_ramp = ramp(self.epoch, train.kl_start_epoch, train.kl_increase_epoch)
         l2_ramp = ramp(self.epoch, train.l2_start_epoch, train.l2_increase_epoch)
+        self.optimizer.weight_decay = train.weight_decay * l2_ramp  # lfads-torch ramps weight decay with the L2 penalty
         sizes = torch.tensor([splits["train"].n_trials for splits in self.splits])
         starts = torch.cumsum(sizes, 0) - sizes
         # One order over every session's trials: a batch mixes sessions in proportion to their trials.
