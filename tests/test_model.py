@@ -786,6 +786,34 @@ def test_population_adam_matches_torch(optimizer, weight_decay):
     assert ours.steps.item() == 8
 
 
+def test_population_adam_epsilon_hat_is_tensorflows_adam():
+    """epsilon_hat: TensorFlow / Keras Adam, written out in NumPy: lr_t = lr sqrt(1 - b2^t) / (1 - b1^t),
+    w -= lr_t m / (sqrt(v) + eps). A large eps and small gradients make the convention matter at every step."""
+    params, targets, weights = _make_params(2, 4)
+    reference = [p.detach().double().numpy().copy() for p in params]
+    m = [np.zeros_like(w) for w in reference]
+    v = [np.zeros_like(w) for w in reference]
+    eps, lr, b1, b2 = 1e-3, np.array([1e-2, 3e-3]), 0.9, 0.999
+    ours = PopulationAdam(params, eps=eps, epsilon_hat=True)
+    plain = PopulationAdam([torch.nn.Parameter(p.detach().clone()) for p in params], eps=eps / math.sqrt(1 - b2))
+    for t in range(1, 9):
+        for p, q, target, w in zip(params, plain.params, targets, weights, strict=True):
+            p.grad = 1e-3 * w * (p.detach() - target)
+            q.grad = 1e-3 * w * (q.detach() - target)
+        ours.step(torch.tensor(lr), torch.tensor([True, True]))
+        plain.step(torch.tensor(lr), torch.tensor([True, True]))
+        for i, (p, target, w) in enumerate(zip(params, targets, weights, strict=True)):
+            g = 1e-3 * (w * (torch.from_numpy(reference[i]).float() - target)).double().numpy()
+            m[i] = b1 * m[i] + (1 - b1) * g
+            v[i] = b2 * v[i] + (1 - b2) * g * g
+            lr_t = (lr * math.sqrt(1 - b2**t) / (1 - b1**t)).reshape(-1, *[1] * (g.ndim - 1))
+            reference[i] = reference[i] - lr_t * m[i] / (np.sqrt(v[i]) + eps)
+            np.testing.assert_allclose(p.detach().double().numpy(), reference[i], rtol=0, atol=1e-6)
+    # eps / sqrt(1 - b2), the step-1 equivalent the mapping used to be, drifts away from TensorFlow's run
+    drift = max(float((a - b).detach().abs().max()) for a, b in zip(params, plain.params, strict=True))
+    assert drift > 1e-4
+
+
 def test_population_adam_per_member_lr_equals_separate_runs():
     params, targets, weights = _make_params(2, 1)
     start = params[0].detach().clone()

@@ -350,6 +350,55 @@ def test_learning_rate_schedule_matches_torch_reduce_lr_on_plateau(data, patienc
     assert trainer.lr.tolist() != [1e-3, 1e-3]  # the script does make it decay
 
 
+def test_lfads_tf2_learning_rate_rule(data):
+    """lr_rule lfads_tf2, by hand: ramps end at epoch 3, patience 2, so decisions start at epoch 5; decay when the
+    raw val_loss exceeds the worst of the 2 epochs before, at most every 2 epochs; the rate stops at lr_stop and
+    training stops after an epoch at lr_stop."""
+    cfg = config(train=dict(lr_schedule=True, lr_rule="lfads_tf2", lr_patience=2, lr_decay=0.5, lr_init=1e-3, lr_stop=2e-4, kl_increase_epoch=3, l2_increase_epoch=2))
+    trainer = Trainer(cfg, data, population=[{}, {}, {}], member_seeds=[0, 1, 2])
+    assert trainer.ramp_end_epoch == 3
+    worse = [float(e) for e in range(12)]  # worse every epoch
+    better = [12.0 - e for e in range(12)]  # better every epoch: never decays
+    bump = [5.0, 5.0, 5.0, 5.0, 5.0, 9.0, 6.0, 7.0, 9.5, 9.0, 9.0, 9.0]  # 7 < 9 at epoch 7; 9.5 > 7 at epoch 8
+    script = iter(zip(worse, better, bump, strict=True))
+    trainer.train_epoch = lambda: {}
+    trainer.evaluate = lambda split_name: dict(zip(("val_loss", "val_nll_heldin"), [torch.tensor(next(script))] * 2))
+    lrs, stopped = [], []
+    for _ in range(12):
+        trainer.run_epoch()
+        lrs.append(trainer.lr.tolist())
+        stopped.append(trainer.stopped.tolist())
+    # worse: decays after epochs 5 (6 > 5), 7 (8 > 7), 9 (to 1.25e-4, floored at 2e-4); epoch 10 trains at lr_stop
+    assert [row[0] for row in lrs] == pytest.approx([1e-3] * 5 + [5e-4] * 2 + [2.5e-4] * 2 + [2e-4] * 3)
+    assert [row[0] for row in stopped] == [False] * 10 + [True] * 2
+    assert [row[1] for row in lrs] == pytest.approx([1e-3] * 12)
+    # bump: epoch 5 (9 > 5) decays; 6 too soon; 7 (7 < 9) not; 8 (9.5 > 7) decays; 9 too soon; 10, 11 (9 < 9.5) not
+    assert [row[2] for row in lrs] == pytest.approx([1e-3] * 5 + [5e-4] * 3 + [2.5e-4] * 4)
+
+
+@pytest.mark.parametrize("recon_ic_bins", [True, False])
+def test_ic_only_bins_count_in_the_loss_unless_recon_ic_bins_is_false(cfg, data, recon_ic_bins):
+    """recon_ic_bins false (lfads-tf2): the targets of the ic_enc_seq_len bins change neither training nor the
+    validation NLLs, which average over the later bins."""
+    ic_bins = 3
+    other = copy.deepcopy(data)
+    for split in (other.train, other.valid):
+        split.recon[:, :ic_bins] = torch.flip(split.recon[:, :ic_bins], dims=[0]) + 1.0  # encoder inputs unchanged
+    run = config(model=dict(ic_enc_seq_len=ic_bins, recon_ic_bins=recon_ic_bins))
+    first, second = Trainer(run, data), Trainer(run, other)
+    metrics = [first.run_epoch(), second.run_epoch()]
+    same = all(torch.equal(a, b) for a, b in zip(first.params, second.params, strict=True))
+    assert same is not recon_ic_bins
+    first.model.eval()
+    with torch.no_grad():
+        rates = first.model(data.valid.encod, torch.zeros(1)).rates.double()
+    nll = rates - data.valid.recon.double() * rates.log()
+    start = 0 if recon_ic_bins else ic_bins
+    T, N = run.model.encod_seq_len, run.model.encod_dim
+    torch.testing.assert_close(metrics[0]["val_nll_heldin"].double(), nll[:, :, start:T, :N].mean((1, 2, 3)), rtol=1e-5, atol=0)
+    torch.testing.assert_close(metrics[0]["val_recon"].double(), nll[:, :, start:].mean((1, 2, 3)), rtol=1e-5, atol=0)
+
+
 # ============================================================================ batching
 
 def _training_batches(trainer: Trainer) -> list[list[int]]:
