@@ -582,6 +582,12 @@ def test_poisson_nll_and_mean():
     # the same as scipy's log-pmf up to the data-only log k! term
     np.testing.assert_allclose(nll, -stats.poisson.logpmf(counts, np.exp(log_rate[..., 0])) - gammaln(counts + 1), rtol=1e-10, atol=1e-10)
     np.testing.assert_allclose(model.mean(torch.tensor(log_rate)).numpy(), np.exp(log_rate[..., 0]))
+    # the references' NLL (torch's poisson_nll_loss with full=True, as lfads-torch; TensorFlow's log_poisson_loss
+    # with compute_full_loss is the same formula) is ours plus Stirling's k log k - k + 0.5 log(2 pi k) for k > 1
+    k = torch.tensor(counts)
+    theirs = torch.nn.functional.poisson_nll_loss(torch.tensor(log_rate[..., 0]), k, log_input=True, full=True, reduction="none")
+    stirling = torch.where(k > 1, k * k.log() - k + 0.5 * torch.log(2 * math.pi * k), 0.0)
+    np.testing.assert_allclose(theirs.numpy(), nll + stirling.numpy(), rtol=1e-10, atol=1e-10)
 
 
 def test_gaussian_nll_and_mean():

@@ -12,7 +12,7 @@ import torch
 
 from autolfads.errors import ConfigError
 from autolfads.train.checkpoint import load_checkpoint, save_checkpoint
-from autolfads.train.trainer import METRIC, Trainer
+from autolfads.train.trainer import METRIC, SAMPLED_METRIC, Trainer
 
 from helpers import ar_kl_by_hand, config, make_data
 
@@ -169,6 +169,25 @@ def test_validation_metrics_by_hand(cfg, data):
     assert torch.equal(first[METRIC], first["val_nll_heldin"])
     second = trainer.run_epoch()
     torch.testing.assert_close(second[METRIC], 0.3 * first[METRIC] + 0.7 * second["val_nll_heldin"])
+
+
+def test_sampled_validation_metric_is_every_bin_with_a_posterior_sample(cfg, data):
+    """train.sampled_metric: val_recon_sampled is the mean NLL over every neuron and bin of one posterior-sampled
+    pass (no dropout), smoothed like METRIC into SAMPLED_METRIC; off by default."""
+    assert SAMPLED_METRIC not in Trainer(cfg, data).run_epoch()
+    trainer = Trainer(config(train=dict(sampled_metric=True)), data, population=[{}, {}], member_seeds=[0, 1])
+    trainer.train_epoch()
+    state = trainer.model.rng.get_state()
+    metrics = trainer.evaluate("valid")
+    trainer.model.rng.set_state(state)  # the posterior-mean pass draws nothing: the same sample again
+    with torch.no_grad():
+        rates = trainer.model(data.valid.encod, torch.zeros(2), sample=True).rates.double()
+    nll = rates - data.valid.recon.double() * rates.log()
+    torch.testing.assert_close(metrics["val_recon_sampled"].double(), nll.mean((1, 2, 3)), rtol=1e-5, atol=0)
+    assert not torch.allclose(metrics["val_recon_sampled"], metrics["val_recon"])
+    first, second = trainer.run_epoch(), trainer.run_epoch()
+    assert torch.equal(first[SAMPLED_METRIC], first["val_recon_sampled"])
+    torch.testing.assert_close(second[SAMPLED_METRIC], 0.3 * first[SAMPLED_METRIC] + 0.7 * second["val_recon_sampled"])
 
 
 # ============================================================================ state round trips

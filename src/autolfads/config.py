@@ -226,6 +226,11 @@ class TrainConfig(_Section):
     l2_ic_enc_scale: float = Field(0.0, ge=0, description="L2 penalty on the IC encoder's recurrent kernels.")
     l2_ci_enc_scale: float = Field(0.0, ge=0, description="L2 penalty on the CI encoder's recurrent kernels.")
     num_samples: int = Field(50, ge=1, description="Posterior samples averaged into the output rates file.")
+    sampled_metric: bool = Field(
+        False,
+        description="Also score validation as lfads-torch and lfads-tf2 rank models: every neuron and bin, one posterior "
+        "sample, smoothed into smth_val_recon_sampled (search --metric smth_val_recon_sampled); costs a second validation pass.",
+    )
     nlb_every: int = Field(0, ge=0, description="Score NLB metrics (nlb_co_bps, ...) of posterior means every N epochs (0: never); needs data.nlb_targets.")
     sbtt: bool = Field(False, description="Selective backprop through time: NaN bins in the data are missing (inputs 0, no loss there, loss re-weighted).")
     fused_rnn: bool = Field(True, description="Recurrent loops with the hand-written backward (fast); False: plain autograd, same numbers to float rounding.")

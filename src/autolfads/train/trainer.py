@@ -36,8 +36,9 @@ MEMBER_HPARAMS = {
     "l2_ci_enc_scale": "train",
 }
 METRIC = "smth_val_nll_heldin"  # early stopping, best checkpoint and PBT metric
+SAMPLED_METRIC = "smth_val_recon_sampled"  # the references' ranking metric (train.sampled_metric)
 # Metrics PBT can rank members by, with their sign: +1 lower is better, -1 higher is better (NLB metrics need data.nlb_targets).
-PBT_METRICS = {METRIC: 1.0, **{f"nlb_{name}": -1.0 for name in METRIC_NAMES.values()}}
+PBT_METRICS = {METRIC: 1.0, SAMPLED_METRIC: 1.0, **{f"nlb_{name}": -1.0 for name in METRIC_NAMES.values()}}
 
 
 def member_hparams(config: Config) -> dict[str, float]:
@@ -125,7 +126,7 @@ class Trainer:
         self.lr = self.hp["lr_init"].clone()
         self.epoch = 0  # epochs completed
         nan, inf = torch.full((size,), math.nan), torch.full((size,), math.inf)
-        self.smth_metric, self.best_metric, self.lr_best_metric = nan.clone(), inf.clone(), inf.clone()
+        self.smth_metric, self.best_metric, self.lr_best_metric, self.smth_sampled = nan.clone(), inf.clone(), inf.clone(), nan.clone()
         self.best_epoch = torch.full((size,), -1)
         self.plateau_epochs = torch.zeros(size, dtype=torch.long)
         # lr_rule lfads_tf2: the raw val_loss of the last lr_patience + 1 epochs (oldest first), epochs at the current lr
@@ -298,6 +299,12 @@ class Trainer:
                 if sbtt_weight is not None:  # missing bins count nowhere (_region_counts counts observed entries)
                     nll = nll * (sbtt_weight > 0)
                 add("recon", nll[:, :, start:].sum((1, 2, 3)))
+                if train.sampled_metric and split_name == "valid":
+                    sampled = self.model(encod, self.hp["dropout_rate"], batch.ext_input, sample=True, session=session)
+                    sampled_nll = self.model.reconstruction.nll(sampled.output_params, target)
+                    if sbtt_weight is not None:
+                        sampled_nll = sampled_nll * (sbtt_weight > 0)
+                    add("recon_sampled", sampled_nll[:, :, start:].sum((1, 2, 3)))
                 add("kl_ic", out.kl_ic * len(indices))
                 add("kl_co", out.kl_co * len(indices))
                 for name, (bins, neurons) in regions.items():
@@ -319,6 +326,8 @@ class Trainer:
             if r2 is not None:
                 r2_parts.append((r2.value().cpu(), cfg.recon_dim))
         metrics = {"recon": sums["recon"] / max(counts["recon"], 1.0), "kl_ic": sums["kl_ic"] / counts["trials"], "kl_co": sums["kl_co"] / counts["trials"]}
+        if "recon_sampled" in sums:
+            metrics["recon_sampled"] = sums["recon_sampled"] / max(counts["recon"], 1.0)
         for name in ("nll_heldin", "nll_heldout", "nll_fp", "sv_nll"):
             if name in sums:
                 metrics[name] = sums[name] / counts[name]
@@ -367,6 +376,9 @@ class Trainer:
         current = torch.where(self.diverged, math.nan, metrics["val_nll_heldin"])
         self.smth_metric = smooth(self.smth_metric, current)
         metrics[METRIC] = self.smth_metric.clone()
+        if "val_recon_sampled" in metrics:
+            self.smth_sampled = smooth(self.smth_sampled, torch.where(self.diverged, math.nan, metrics["val_recon_sampled"]))
+            metrics[SAMPLED_METRIC] = self.smth_sampled.clone()
         ramps_done = self.epoch >= self.ramp_end_epoch
         improved = ramps_done & (self.smth_metric < self.best_metric)
         self.best_metric = torch.where(improved, self.smth_metric, self.best_metric)
@@ -399,7 +411,7 @@ class Trainer:
             self.history.append(row)
 
     # ---------------------------------------------------------------- state for checkpoints
-    _STATE_TENSORS = ("smth_metric", "best_metric", "lr_best_metric", "best_epoch", "plateau_epochs", "val_loss_window", "epochs_at_lr", "stopped", "diverged")
+    _STATE_TENSORS = ("smth_metric", "smth_sampled", "best_metric", "lr_best_metric", "best_epoch", "plateau_epochs", "val_loss_window", "epochs_at_lr", "stopped", "diverged")
 
     def state_dict(self) -> dict:
         return {
