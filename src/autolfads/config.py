@@ -205,7 +205,7 @@ class TrainConfig(_Section):
     )
     lr_decay: float = Field(0.95, gt=0, lt=1, description="Factor of each scheduled learning-rate decay.")
     lr_patience: int = Field(6, ge=0, description="Epochs without improvement tolerated: the next one decays (torch's ReduceLROnPlateau).")
-    lr_stop: float = Field(1e-5, ge=0, description="Training stops once the scheduled learning rate falls below this.")
+    lr_stop: float = Field(1e-5, ge=0, description="plateau: training stops once the scheduled rate falls below this; lfads_tf2: the rate stops at it and training after an epoch at it.")
     adam_epsilon: float = Field(1e-8, gt=0, description="Adam epsilon, added to the bias-corrected sqrt(v) (PyTorch, lfads-torch) unless adam_epsilon_hat.")
     adam_epsilon_hat: bool = Field(
         False,
