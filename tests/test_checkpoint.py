@@ -193,13 +193,14 @@ def test_resume_is_equivalent_to_an_uninterrupted_run(tmp_path, lorenz_file):
 def test_resume_keeps_the_decayed_learning_rate(tmp_path, lorenz_file):
     # Regression: train() once compared the config's float64 hyperparameters with the restored float32 ones, found
     # them all "new" on every resume, and reset the decayed learning rate to lr_init.
-    # lr_patience 0: the scheduled learning rate halves after every epoch (4e-3, 2e-3, 1e-3, 5e-4)
+    # lr_patience 0: epoch 0 sets the best; the next two do not improve on it and each halves the rate, the
+    # second of them just before the resume (the lr column is the rate an epoch trained with)
     config = tiny_config(lr_schedule=True, lr_patience=0, lr_decay=0.5)
     whole, split = split_and_whole_runs(tmp_path, lorenz_file, config)
     with open(whole / "metrics.csv", newline="") as f:
-        assert [float(row["lr"]) for row in csv.DictReader(f)] == pytest.approx([4e-3, 2e-3, 1e-3, 5e-4])
+        assert [float(row["lr"]) for row in csv.DictReader(f)] == pytest.approx([4e-3, 4e-3, 2e-3, 1e-3])
     with open(split / "metrics.csv", newline="") as f:
-        assert [float(row["lr"]) for row in csv.DictReader(f)] == pytest.approx([4e-3, 2e-3, 1e-3, 5e-4])
+        assert [float(row["lr"]) for row in csv.DictReader(f)] == pytest.approx([4e-3, 4e-3, 2e-3, 1e-3])
     assert_runs_identical(whole, split)
 
 

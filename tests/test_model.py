@@ -23,7 +23,7 @@ from autolfads.train.metrics import R2Accumulator, bits_per_spike, null_nll_sum,
 from autolfads.train.objective import ramp, reconstruction_loss, total_loss
 from autolfads.train.optim import PopulationAdam, clip_member_grad_norms
 
-from helpers import member, model_config, numpy_gru_sequence, numpy_gru_step, sigmoid
+from helpers import ar_kl_by_hand, member, model_config, numpy_gru_sequence, numpy_gru_step, sigmoid
 
 
 def randomize_(module: torch.nn.Module, seed: int, scale: float = 0.5) -> None:
@@ -549,6 +549,25 @@ def test_autoregressive_prior_log_prob_and_kl():
     np.testing.assert_allclose(kl.detach().numpy(), (log_q - want).mean(-1), rtol=1e-5)
 
 
+def test_autoregressive_prior_expected_kl_is_the_gaussian_kl_and_the_mean_of_the_sampled_one():
+    P, B, T, D = 2, 3, 6, 2
+    prior = AutoregressivePrior(MemberRNG([0, 1]), D, 10.0, 0.1)
+    tau, nvar = np.array([[10.0, 3.0], [1.5, 25.0]]), np.array([[0.1, 0.5], [0.05, 2.0]])
+    with torch.no_grad():
+        prior.log_tau.copy_(torch.tensor(np.log(tau)))
+        prior.log_nvar.copy_(torch.tensor(np.log(nvar)))
+    g = torch.Generator().manual_seed(3)
+    mean = torch.randn(P, B, T, D, generator=g, dtype=torch.float64) * 0.5
+    std = torch.rand(P, B, T, D, generator=g, dtype=torch.float64) * 0.8 + 0.1
+    exact = prior.expected_kl(mean, std)
+    want = ar_kl_by_hand(mean.numpy(), std.numpy(), tau, nvar).mean(-1)
+    np.testing.assert_allclose(exact.detach().numpy(), want, rtol=1e-6)
+    # the one-sample estimate of training averages to it
+    samples = mean + std * torch.randn(4000, P, B, T, D, generator=g, dtype=torch.float64)
+    sampled = torch.stack([prior.kl(mean, std, z) for z in samples]).mean(0)
+    np.testing.assert_allclose(sampled.detach().numpy(), want, rtol=0.02)
+
+
 # ==================================================================================== 6. reconstructions
 
 
@@ -563,6 +582,12 @@ def test_poisson_nll_and_mean():
     # the same as scipy's log-pmf up to the data-only log k! term
     np.testing.assert_allclose(nll, -stats.poisson.logpmf(counts, np.exp(log_rate[..., 0])) - gammaln(counts + 1), rtol=1e-10, atol=1e-10)
     np.testing.assert_allclose(model.mean(torch.tensor(log_rate)).numpy(), np.exp(log_rate[..., 0]))
+    # the references' NLL (torch's poisson_nll_loss with full=True, as lfads-torch; TensorFlow's log_poisson_loss
+    # with compute_full_loss is the same formula) is ours plus Stirling's k log k - k + 0.5 log(2 pi k) for k > 1
+    k = torch.tensor(counts)
+    theirs = torch.nn.functional.poisson_nll_loss(torch.tensor(log_rate[..., 0]), k, log_input=True, full=True, reduction="none")
+    stirling = torch.where(k > 1, k * k.log() - k + 0.5 * torch.log(2 * math.pi * k), 0.0)
+    np.testing.assert_allclose(theirs.numpy(), nll + stirling.numpy(), rtol=1e-10, atol=1e-10)
 
 
 def test_gaussian_nll_and_mean():
@@ -611,6 +636,18 @@ def test_coordinated_dropout_pass_rate():
     dropped = inputs[0] == 0
     assert torch.all(grad_mask[0][dropped] == 1)
     assert grad_mask[0][~dropped].mean().item() == pytest.approx(0.5, abs=0.03)
+
+
+def test_coordinated_dropout_pass_rate_with_per_member_inputs():
+    """Inputs already per member (P, B, T, N), as after spike jitter or temporal shift: the same masks as for
+    shared inputs under the same seeds (it raised a shape RuntimeError)."""
+    encod = torch.rand(8, 6, 5) + 0.5
+    rates = torch.tensor([0.3, 0.5])
+    shared = coordinated_dropout(encod, rates, 0.5, MemberRNG([4, 5]), 1)
+    per_member = coordinated_dropout(encod.expand(2, -1, -1, -1), rates, 0.5, MemberRNG([4, 5]), 1)
+    assert per_member[1].shape == (2, 8, 6, 5)
+    for ours, want in zip(per_member, shared, strict=True):
+        assert torch.equal(ours, want)
 
 
 def test_block_gradients_value_and_gradient():
@@ -753,6 +790,34 @@ def test_population_adam_matches_torch(optimizer, weight_decay):
         for a, b in zip(params, reference):
             torch.testing.assert_close(a.detach(), b.detach(), atol=1e-6, rtol=0)
     assert ours.steps.item() == 8
+
+
+def test_population_adam_epsilon_hat_is_tensorflows_adam():
+    """epsilon_hat: TensorFlow / Keras Adam, written out in NumPy: lr_t = lr sqrt(1 - b2^t) / (1 - b1^t),
+    w -= lr_t m / (sqrt(v) + eps). A large eps and small gradients make the convention matter at every step."""
+    params, targets, weights = _make_params(2, 4)
+    reference = [p.detach().double().numpy().copy() for p in params]
+    m = [np.zeros_like(w) for w in reference]
+    v = [np.zeros_like(w) for w in reference]
+    eps, lr, b1, b2 = 1e-3, np.array([1e-2, 3e-3]), 0.9, 0.999
+    ours = PopulationAdam(params, eps=eps, epsilon_hat=True)
+    plain = PopulationAdam([torch.nn.Parameter(p.detach().clone()) for p in params], eps=eps / math.sqrt(1 - b2))
+    for t in range(1, 9):
+        for p, q, target, w in zip(params, plain.params, targets, weights, strict=True):
+            p.grad = 1e-3 * w * (p.detach() - target)
+            q.grad = 1e-3 * w * (q.detach() - target)
+        ours.step(torch.tensor(lr), torch.tensor([True, True]))
+        plain.step(torch.tensor(lr), torch.tensor([True, True]))
+        for i, (p, target, w) in enumerate(zip(params, targets, weights, strict=True)):
+            g = 1e-3 * (w * (torch.from_numpy(reference[i]).float() - target)).double().numpy()
+            m[i] = b1 * m[i] + (1 - b1) * g
+            v[i] = b2 * v[i] + (1 - b2) * g * g
+            lr_t = (lr * math.sqrt(1 - b2**t) / (1 - b1**t)).reshape(-1, *[1] * (g.ndim - 1))
+            reference[i] = reference[i] - lr_t * m[i] / (np.sqrt(v[i]) + eps)
+            np.testing.assert_allclose(p.detach().double().numpy(), reference[i], rtol=0, atol=1e-6)
+    # eps / sqrt(1 - b2), the step-1 equivalent the mapping used to be, drifts away from TensorFlow's run
+    drift = max(float((a - b).detach().abs().max()) for a, b in zip(params, plain.params, strict=True))
+    assert drift > 1e-4
 
 
 def test_population_adam_per_member_lr_equals_separate_runs():

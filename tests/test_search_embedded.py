@@ -22,7 +22,7 @@ from autolfads.search import SearchSettings, default_search_space, search
 from autolfads.search import embedded
 from autolfads.search.pbt import plan_exploits
 from autolfads.train.checkpoint import load_checkpoint
-from autolfads.train.trainer import METRIC, Trainer
+from autolfads.train.trainer import METRIC, SAMPLED_METRIC, Trainer
 
 TINY = dict(ic_enc_dim=8, ci_enc_dim=8, con_dim=8, co_dim=1, ic_dim=8, gen_dim=16, fac_dim=4)
 TINY_OVERRIDES = [item for key, value in TINY.items() for item in (f"model.{key}", str(value))] + [
@@ -129,6 +129,23 @@ def test_same_seed_same_search(lorenz, tmp_path):
     search(tiny_config(), lorenz, tmp_path / "b", settings)
     assert (tmp_path / "a" / "state.csv").read_text() == (tmp_path / "b" / "state.csv").read_text()
     assert (tmp_path / "a" / "exploits.csv").read_text() == (tmp_path / "b" / "exploits.csv").read_text()
+
+
+def test_search_ranks_by_the_sampled_metric(lorenz, tmp_path):
+    """--metric smth_val_recon_sampled (the references' ranking) needs train.sampled_metric; the exploits then
+    follow it: every loser had the higher sampled metric."""
+    settings = SearchSettings(population=4, epochs_per_generation=1, max_generations=2, seed=3, metric=SAMPLED_METRIC)
+    with pytest.raises(ConfigError, match="needs train.sampled_metric true"):
+        search(tiny_config(), lorenz, tmp_path / "refused", settings)
+    config = tiny_config()
+    config.train.sampled_metric = True
+    search(config, lorenz, tmp_path / "run", settings)
+    state = {(row["generation"], row["member"]): float(row[SAMPLED_METRIC]) for row in read_csv(tmp_path / "run" / "state.csv")}
+    exploits = read_csv(tmp_path / "run" / "exploits.csv")
+    assert exploits
+    for row in exploits:
+        assert float(row["loser_metric"]) == pytest.approx(state[(row["generation"], row["loser"])])
+        assert state[(row["generation"], row["loser"])] >= state[(row["generation"], row["winner"])]
 
 
 def test_diverged_member_loses_and_is_replaced(lorenz):

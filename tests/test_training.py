@@ -6,14 +6,15 @@ from __future__ import annotations
 import copy
 import math
 
+import numpy as np
 import pytest
 import torch
 
 from autolfads.errors import ConfigError
 from autolfads.train.checkpoint import load_checkpoint, save_checkpoint
-from autolfads.train.trainer import METRIC, Trainer
+from autolfads.train.trainer import METRIC, SAMPLED_METRIC, Trainer
 
-from helpers import config, make_data
+from helpers import ar_kl_by_hand, config, make_data
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +70,7 @@ def test_population_members_equal_separate_runs(cfg, data, population):
         assert_member_equal(pop, p, singles[p], exact=False)
         for ours, theirs in zip(pop.optimizer.exp_avg_sq, singles[p].optimizer.exp_avg_sq):
             torch.testing.assert_close(ours[p : p + 1], theirs, rtol=1e-4, atol=1e-12)
-    assert pop.optimizer.steps.tolist() == [6.0, 6.0]  # 40 trials / batches of 16 = 3 steps per epoch
+    assert pop.optimizer.steps.tolist() == [4.0, 4.0]  # 40 trials / batches of 16 = 2 full steps per epoch
 
 
 def test_learning_rate_changes_the_run(cfg, data):
@@ -154,6 +155,12 @@ def test_validation_metrics_by_hand(cfg, data):
         bps = (null - region_nll.sum((1, 2, 3))) / (region_counts.sum() * math.log(2))
         torch.testing.assert_close(first[f"val_{bps_prefix}bps"].double(), bps, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(first["val_recon"].double(), nll.mean((1, 2, 3)), rtol=1e-5, atol=0)
+    # the controller-output KL: the exact KL of the posterior-mean pass's q against the AR(1) prior, never negative
+    prior = trainer.model.co_prior
+    tau, nvar = prior.log_tau.detach().exp().double().numpy(), prior.log_nvar.detach().exp().double().numpy()
+    kl_co = ar_kl_by_hand(out.states.co_means.double().numpy(), out.states.co_stds.double().numpy(), tau, nvar).mean(-1)
+    np.testing.assert_allclose(first["val_kl_co"].double().numpy(), kl_co, rtol=1e-4)
+    assert (first["val_kl_co"] > 0).all()
     truth = valid.truth.double()
     ss_res = (rates - truth).square().sum((1, 2))
     ss_tot = (truth - truth.mean((0, 1))).square().sum((0, 1))
@@ -162,6 +169,25 @@ def test_validation_metrics_by_hand(cfg, data):
     assert torch.equal(first[METRIC], first["val_nll_heldin"])
     second = trainer.run_epoch()
     torch.testing.assert_close(second[METRIC], 0.3 * first[METRIC] + 0.7 * second["val_nll_heldin"])
+
+
+def test_sampled_validation_metric_is_every_bin_with_a_posterior_sample(cfg, data):
+    """train.sampled_metric: val_recon_sampled is the mean NLL over every neuron and bin of one posterior-sampled
+    pass (no dropout), smoothed like METRIC into SAMPLED_METRIC; off by default."""
+    assert SAMPLED_METRIC not in Trainer(cfg, data).run_epoch()
+    trainer = Trainer(config(train=dict(sampled_metric=True)), data, population=[{}, {}], member_seeds=[0, 1])
+    trainer.train_epoch()
+    state = trainer.model.rng.get_state()
+    metrics = trainer.evaluate("valid")
+    trainer.model.rng.set_state(state)  # the posterior-mean pass draws nothing: the same sample again
+    with torch.no_grad():
+        rates = trainer.model(data.valid.encod, torch.zeros(2), sample=True).rates.double()
+    nll = rates - data.valid.recon.double() * rates.log()
+    torch.testing.assert_close(metrics["val_recon_sampled"].double(), nll.mean((1, 2, 3)), rtol=1e-5, atol=0)
+    assert not torch.allclose(metrics["val_recon_sampled"], metrics["val_recon"])
+    first, second = trainer.run_epoch(), trainer.run_epoch()
+    assert torch.equal(first[SAMPLED_METRIC], first["val_recon_sampled"])
+    torch.testing.assert_close(second[SAMPLED_METRIC], 0.3 * first[SAMPLED_METRIC] + 0.7 * second["val_recon_sampled"])
 
 
 # ============================================================================ state round trips
@@ -272,7 +298,7 @@ def test_diverged_member_is_frozen_and_the_other_trains_on(cfg, data):
         torch.testing.assert_close(param[0], old[0], equal_nan=True, atol=0, rtol=0)
     for t, old in zip(pop.optimizer.exp_avg + pop.optimizer.exp_avg_sq, moments):
         assert torch.equal(t[0], old[0])
-    assert pop.optimizer.steps.tolist() == [3.0, 6.0]
+    assert pop.optimizer.steps.tolist() == [2.0, 4.0]
     assert_member_equal(pop, 1, single, exact=False)  # member 1 is untouched by member 0's NaNs
     assert math.isnan(metrics[METRIC][0].item()) and math.isfinite(metrics[METRIC][1].item())
     pop.run_epoch()  # and the run goes on
@@ -310,13 +336,137 @@ def test_early_stopping_only_after_the_ramps(data):
 def test_learning_rate_schedule_decays_on_plateau_and_stops(data):
     cfg = config(train=dict(lr_schedule=True, lr_patience=2, lr_decay=0.5, lr_init=1e-3, lr_stop=2e-4))
     trainer = Trainer(cfg, data, population=[{}, {}], member_seeds=[0, 1])
-    _stub_epochs(trainer, [[10.0 - epoch, 5.0] for epoch in range(7)])
+    _stub_epochs(trainer, [[10.0 - epoch, 5.0] for epoch in range(10)])
     lrs = []
-    for _ in range(7):
+    for _ in range(10):
         trainer.run_epoch()
         lrs.append(trainer.lr.tolist())
-    # member 1: epoch 0 sets the best, epochs 1 and 2 do not improve -> halve after epoch 2, again after 4, 6
-    want = [1e-3, 1e-3, 5e-4, 5e-4, 2.5e-4, 2.5e-4, 1.25e-4]
+    # member 1: epoch 0 sets the best, epochs 1-3 do not improve: the third bad epoch exceeds the patience of
+    # 2 -> halve after epoch 3, again after 6 and 9
+    want = [1e-3] * 3 + [5e-4] * 3 + [2.5e-4] * 3 + [1.25e-4]
     assert [row[1] for row in lrs] == pytest.approx(want)
-    assert [row[0] for row in lrs] == pytest.approx([1e-3] * 7)
+    assert [row[0] for row in lrs] == pytest.approx([1e-3] * 10)
     assert trainer.stopped.tolist() == [False, True]  # 1.25e-4 < lr_stop
+
+
+@pytest.mark.parametrize("patience", [0, 1, 2])
+def test_learning_rate_schedule_matches_torch_reduce_lr_on_plateau(data, patience):
+    """The plateau rule is torch.optim.lr_scheduler.ReduceLROnPlateau (mode min, threshold 0, as lfads-torch
+    configures it) fed the smoothed validation NLL, member by member; NaN counts as a bad epoch."""
+    values = [[5.0, 9.0], [4.0, 9.0], [4.5, 8.0], [4.2, 8.0], [4.1, math.nan], [3.9, 8.5], [3.9, 7.0], [4.0, 7.5], [4.3, 7.2], [3.8, 7.9], [3.8, 8.1], [3.9, 6.9]]
+    cfg = config(train=dict(lr_schedule=True, lr_patience=patience, lr_decay=0.5, lr_init=1e-3, lr_stop=0.0))
+    trainer = Trainer(cfg, data, population=[{}, {}], member_seeds=[0, 1])
+    _stub_epochs(trainer, values)
+    oracles = []
+    for _ in range(2):
+        optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1e-3)
+        oracles.append((optimizer, torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=0.5, patience=patience, threshold=0.0)))
+    for _ in values:
+        smoothed = trainer.run_epoch()[METRIC]
+        for member, (optimizer, scheduler) in enumerate(oracles):
+            scheduler.step(float(smoothed[member]))
+            assert trainer.lr[member].item() == pytest.approx(optimizer.param_groups[0]["lr"], rel=1e-6)
+    assert trainer.lr.tolist() != [1e-3, 1e-3]  # the script does make it decay
+
+
+def test_lfads_tf2_learning_rate_rule(data):
+    """lr_rule lfads_tf2, by hand: ramps end at epoch 3, patience 2, so decisions start at epoch 5; decay when the
+    raw val_loss exceeds the worst of the 2 epochs before, at most every 2 epochs; the rate stops at lr_stop and
+    training stops after an epoch at lr_stop."""
+    cfg = config(train=dict(lr_schedule=True, lr_rule="lfads_tf2", lr_patience=2, lr_decay=0.5, lr_init=1e-3, lr_stop=2e-4, kl_increase_epoch=3, l2_increase_epoch=2))
+    trainer = Trainer(cfg, data, population=[{}, {}, {}], member_seeds=[0, 1, 2])
+    assert trainer.ramp_end_epoch == 3
+    worse = [float(e) for e in range(12)]  # worse every epoch
+    better = [12.0 - e for e in range(12)]  # better every epoch: never decays
+    bump = [5.0, 5.0, 5.0, 5.0, 5.0, 9.0, 6.0, 7.0, 9.5, 9.0, 9.0, 9.0]  # 7 < 9 at epoch 7; 9.5 > 7 at epoch 8
+    script = iter(zip(worse, better, bump, strict=True))
+    trainer.train_epoch = lambda: {}
+    trainer.evaluate = lambda split_name: dict(zip(("val_loss", "val_nll_heldin"), [torch.tensor(next(script))] * 2))
+    lrs, stopped = [], []
+    for _ in range(12):
+        trainer.run_epoch()
+        lrs.append(trainer.lr.tolist())
+        stopped.append(trainer.stopped.tolist())
+    # worse: decays after epochs 5 (6 > 5), 7 (8 > 7), 9 (to 1.25e-4, floored at 2e-4); epoch 10 trains at lr_stop
+    assert [row[0] for row in lrs] == pytest.approx([1e-3] * 5 + [5e-4] * 2 + [2.5e-4] * 2 + [2e-4] * 3)
+    assert [row[0] for row in stopped] == [False] * 10 + [True] * 2
+    assert [row[1] for row in lrs] == pytest.approx([1e-3] * 12)
+    # bump: epoch 5 (9 > 5) decays; 6 too soon; 7 (7 < 9) not; 8 (9.5 > 7) decays; 9 too soon; 10, 11 (9 < 9.5) not
+    assert [row[2] for row in lrs] == pytest.approx([1e-3] * 5 + [5e-4] * 3 + [2.5e-4] * 4)
+
+
+@pytest.mark.parametrize("recon_ic_bins", [True, False])
+def test_ic_only_bins_count_in_the_loss_unless_recon_ic_bins_is_false(cfg, data, recon_ic_bins):
+    """recon_ic_bins false (lfads-tf2): the targets of the ic_enc_seq_len bins change neither training nor the
+    validation NLLs, which average over the later bins."""
+    ic_bins = 3
+    other = copy.deepcopy(data)
+    for split in (other.train, other.valid):
+        split.recon[:, :ic_bins] = torch.flip(split.recon[:, :ic_bins], dims=[0]) + 1.0  # encoder inputs unchanged
+    run = config(model=dict(ic_enc_seq_len=ic_bins, recon_ic_bins=recon_ic_bins))
+    first, second = Trainer(run, data), Trainer(run, other)
+    metrics = [first.run_epoch(), second.run_epoch()]
+    same = all(torch.equal(a, b) for a, b in zip(first.params, second.params, strict=True))
+    assert same is not recon_ic_bins
+    first.model.eval()
+    with torch.no_grad():
+        rates = first.model(data.valid.encod, torch.zeros(1)).rates.double()
+    nll = rates - data.valid.recon.double() * rates.log()
+    start = 0 if recon_ic_bins else ic_bins
+    T, N = run.model.encod_seq_len, run.model.encod_dim
+    torch.testing.assert_close(metrics[0]["val_nll_heldin"].double(), nll[:, :, start:T, :N].mean((1, 2, 3)), rtol=1e-5, atol=0)
+    torch.testing.assert_close(metrics[0]["val_recon"].double(), nll[:, :, start:].mean((1, 2, 3)), rtol=1e-5, atol=0)
+
+
+# ============================================================================ batching
+
+def _training_batches(trainer: Trainer) -> list[list[int]]:
+    """The trial indices of each training step of one epoch."""
+    seen: list[list[int]] = []
+    original = trainer._training_part
+
+    def spy(session, indices):
+        seen.append(indices.tolist())
+        return original(session, indices)
+
+    trainer._training_part = spy
+    trainer.train_epoch()
+    return seen
+
+
+@pytest.mark.parametrize(("drop_last", "batch_size", "sizes"), [(True, 16, [16, 16]), (False, 16, [16, 16, 8]), (True, 64, [40]), (True, 20, [20, 20])])
+def test_an_epoch_drops_the_partial_last_batch(data, drop_last, batch_size, sizes):
+    """40 training trials: batches of 16 are two steps (8 trials left out, as lfads-torch and lfads-tf2 do);
+    a batch larger than the data is one step on all of it, never zero steps."""
+    trainer = Trainer(config(train=dict(batch_size=batch_size, drop_last=drop_last)), data)
+    batches = _training_batches(trainer)
+    assert [len(b) for b in batches] == sizes
+    trials = [i for b in batches for i in b]
+    assert len(set(trials)) == len(trials)  # no trial twice
+
+
+@pytest.mark.parametrize("augmentation", [dict(spike_jitter_width=1), dict(temporal_shift_std=1.0, temporal_shift_max=2)])
+def test_cd_pass_rate_with_train_time_augmentation(data, augmentation):
+    """model.cd_pass_rate > 0 with spike jitter or temporal shift trains (it raised a shape RuntimeError)."""
+    trainer = Trainer(config(model=dict(cd_pass_rate=0.5, **augmentation)), data, population=[{}, {}], member_seeds=[0, 1])
+    before = params_snapshot(trainer)
+    metrics = trainer.run_epoch()
+    assert torch.isfinite(metrics["loss"]).all()
+    assert not torch.equal(before[0], trainer.params[0])
+
+
+def test_weight_decay_ramps_with_the_l2_penalty(data):
+    """AdamW's decay is train.weight_decay x the L2 ramp, step by step (lfads-torch's on_before_optimizer_step)."""
+    trainer = Trainer(config(train=dict(weight_decay=0.3, l2_start_epoch=1, l2_increase_epoch=2)), data)
+    seen = []
+    step = trainer.optimizer.step
+
+    def spy(lr, active):
+        seen.append(trainer.optimizer.weight_decay)
+        step(lr, active)
+
+    trainer.optimizer.step = spy
+    for _ in range(5):
+        trainer.run_epoch()
+    # L2 ramp: 0 at epoch 0, then 1/3, 2/3, 1, 1; two steps per epoch
+    assert seen == pytest.approx([0.0] * 2 + [0.1] * 2 + [0.2] * 2 + [0.3] * 4)

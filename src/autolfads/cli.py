@@ -96,9 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--cpus-per-member", type=float, default=1.0, help="Ray: CPUs per member, also its torch thread count (default 1)")
     search.add_argument("--gpus-per-member", type=float, default=0.0, help="Ray: GPUs per member, fractions allowed (default 0)")
     search.add_argument("--resume", action="store_true", help="require an existing search in --workdir to continue (rerunning resumes anyway)")
-    from .train.trainer import METRIC, PBT_METRICS
+    from .train.trainer import METRIC, PBT_METRICS, SAMPLED_METRIC
 
-    search.add_argument("--metric", default=METRIC, choices=list(PBT_METRICS), help=f"what PBT ranks members by: {METRIC} (default, lower is better) or an NLB metric (higher is better; needs data.nlb_targets)")
+    search.add_argument("--metric", default=METRIC, choices=list(PBT_METRICS), help=f"what PBT ranks members by: {METRIC} (default: held-in neurons and bins, posterior means; lower is better), {SAMPLED_METRIC} (every neuron and bin, a posterior sample, as lfads-torch and lfads-tf2; needs train.sampled_metric true) or an NLB metric (higher is better; needs data.nlb_targets)")
     search.add_argument("--no-report", dest="report", action="store_false", help="do not write WORKDIR/report.html at the end")
     search.set_defaults(handler=run_search)
 

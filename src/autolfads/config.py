@@ -9,7 +9,6 @@ Every user-facing problem is a `ConfigError` that names the file (or the overrid
 from __future__ import annotations
 
 import difflib
-import math
 import os
 import warnings
 from collections.abc import Mapping, Sequence
@@ -21,12 +20,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from autolfads.errors import ConfigError
 from autolfads.files import write_text_atomic
-
-# TensorFlow's Adam adds its epsilon ("epsilon-hat") to sqrt(v) before bias correction, PyTorch adds eps after
-# it, so eps_torch = eps_tf / sqrt(1 - beta2**t). We take t = 1, the usual convention (TF 1e-7 -> 3.16e-6);
-# later in training the exact equivalent shrinks towards eps_tf.
-TF_ADAM_EPSILON_FACTOR = 1.0 / math.sqrt(1.0 - 0.999)
-
 
 class _Section(BaseModel):
     """Unknown keys are errors and every assignment is validated, cross-field checks included."""
@@ -70,6 +63,11 @@ class ModelConfig(_Section):
     fp_len: int = Field(0, ge=0, description="Forward-prediction bins: the LAST fp_len bins, never encoded.")
     ext_input_dim: int | None = Field(None, ge=0, description="External inputs to the generator (None: from the data).")
     ic_enc_seq_len: int = Field(0, ge=0, description="Leading bins seen only by the initial-condition encoder.")
+    recon_ic_bins: bool = Field(
+        True,
+        description="The ic_enc_seq_len bins count in the loss and the validation NLLs (lfads-torch); false (set by "
+        "MODEL.IC_ENC_SEQ_LEN): they count nowhere, as lfads-tf2 infers no rates there (the generator still runs through them).",
+    )
     ic_enc_dim: int = Field(64, ge=1, description="Initial-condition encoder GRU size, per direction.")
     ci_enc_dim: int = Field(64, ge=0, description="Controller-input encoder GRU size per direction (0: none).")
     con_dim: int = Field(64, ge=0, description="Controller GRU size (0: no controller).")
@@ -135,6 +133,11 @@ class ModelConfig(_Section):
         return self._known("data_dim") - self.cs_dim
 
     @property
+    def loss_start_bin(self) -> int:
+        """The first bin the loss and the validation NLLs count (recon_ic_bins false: the first after the IC-only bins)."""
+        return 0 if self.recon_ic_bins else self.ic_enc_seq_len
+
+    @property
     def encod_seq_len(self) -> int:
         """Bins the encoders see (forward-prediction bins excluded)."""
         return self._known("seq_len") - self.fp_len
@@ -182,23 +185,34 @@ class TrainConfig(_Section):
     _section: ClassVar[str] = "train"
 
     batch_size: int = Field(128, ge=1, description="Trials per training step.")
+    drop_last: bool = Field(
+        True,
+        description="Skip each epoch's last, partial training batch, as lfads-torch and lfads-tf2 do, so an epoch is "
+        "a whole number of full batches; a training set smaller than one batch still takes one step on all of it.",
+    )
     max_epochs: int = Field(500, ge=1, description="Upper bound on training epochs.")
     patience: int = Field(200, ge=0, description="Early stopping: epochs without a better smoothed valid NLL.")
     seed: int = Field(0, ge=0, description="Seed for initialisation, batching and dropout.")
     threads: int | None = Field(1, ge=1, description="torch CPU threads (None: torch's default).")
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="'auto', 'cpu', 'cuda' or 'cuda:N'.")
     lr_init: float = Field(4e-3, gt=0, description="Initial learning rate.")
-    lr_schedule: bool = Field(False, description="Decay the learning rate when the smoothed valid loss plateaus.")
-    lr_decay: float = Field(0.95, gt=0, lt=1, description="Factor of each scheduled learning-rate decay.")
-    lr_patience: int = Field(6, ge=0, description="Epochs without improvement before a scheduled decay.")
-    lr_stop: float = Field(1e-5, ge=0, description="Training stops once the scheduled learning rate falls below this.")
-    adam_epsilon: float = Field(
-        1e-8,
-        gt=0,
-        description="Adam epsilon as PyTorch defines it. lfads-tf2's TRAIN.ADAM_EPSILON (TensorFlow's epsilon-hat) "
-        "is converted to eps / sqrt(1 - 0.999): 1e-7 -> 3.16e-6.",
+    lr_schedule: bool = Field(False, description="Decay the learning rate when validation stops improving (rule: lr_rule).")
+    lr_rule: Literal["plateau", "lfads_tf2"] = Field(
+        "plateau",
+        description="plateau: torch's ReduceLROnPlateau on the smoothed valid held-in NLL (lfads-torch). lfads_tf2 (set by "
+        "TRAIN.LR.DECAY): from lr_patience epochs after the ramps, at most every lr_patience epochs, decay when the raw "
+        "val_loss exceeds the worst of the lr_patience epochs before it; the rate stops at lr_stop.",
     )
-    weight_decay: float = Field(0.0, ge=0, description="AdamW decoupled weight decay (0: plain Adam).")
+    lr_decay: float = Field(0.95, gt=0, lt=1, description="Factor of each scheduled learning-rate decay.")
+    lr_patience: int = Field(6, ge=0, description="Epochs without improvement tolerated: the next one decays (torch's ReduceLROnPlateau).")
+    lr_stop: float = Field(1e-5, ge=0, description="plateau: training stops once the scheduled rate falls below this; lfads_tf2: the rate stops at it and training after an epoch at it.")
+    adam_epsilon: float = Field(1e-8, gt=0, description="Adam epsilon, added to the bias-corrected sqrt(v) (PyTorch, lfads-torch) unless adam_epsilon_hat.")
+    adam_epsilon_hat: bool = Field(
+        False,
+        description="adam_epsilon is TensorFlow's epsilon-hat, added to sqrt(v) before the bias correction, as lfads-tf2's "
+        "TRAIN.ADAM_EPSILON (which sets this): PyTorch's eps / sqrt(1 - 0.999^t) at step t.",
+    )
+    weight_decay: float = Field(0.0, ge=0, description="AdamW decoupled weight decay, ramped up with the L2 penalty as lfads-torch does (0: plain Adam).")
     max_grad_norm: float = Field(200.0, gt=0, description="Global gradient-norm clip, on the scaled loss.")
     loss_scale: float = Field(1e4, gt=0, description="Multiplier on the whole loss before backpropagation.")
     kl_start_epoch: int = Field(0, ge=0, description="Epoch at which the KL ramp starts.")
@@ -212,6 +226,11 @@ class TrainConfig(_Section):
     l2_ic_enc_scale: float = Field(0.0, ge=0, description="L2 penalty on the IC encoder's recurrent kernels.")
     l2_ci_enc_scale: float = Field(0.0, ge=0, description="L2 penalty on the CI encoder's recurrent kernels.")
     num_samples: int = Field(50, ge=1, description="Posterior samples averaged into the output rates file.")
+    sampled_metric: bool = Field(
+        False,
+        description="Also score validation as lfads-torch and lfads-tf2 rank models: every neuron and bin, one posterior "
+        "sample, smoothed into smth_val_recon_sampled (search --metric smth_val_recon_sampled); costs a second validation pass.",
+    )
     nlb_every: int = Field(0, ge=0, description="Score NLB metrics (nlb_co_bps, ...) of posterior means every N epochs (0: never); needs data.nlb_targets.")
     sbtt: bool = Field(False, description="Selective backprop through time: NaN bins in the data are missing (inputs 0, no loss there, loss re-weighted).")
     fused_rnn: bool = Field(True, description="Recurrent loops with the hand-written backward (fast); False: plain autograd, same numbers to float rounding.")
@@ -257,7 +276,6 @@ _TF2_RENAMES = {
     "MODEL.SEQ_LEN": "model.seq_len",
     "MODEL.FP_LEN": "model.fp_len",
     "MODEL.EXT_INPUT_DIM": "model.ext_input_dim",
-    "MODEL.IC_ENC_SEQ_LEN": "model.ic_enc_seq_len",
     "MODEL.IC_ENC_DIM": "model.ic_enc_dim",
     "MODEL.CI_ENC_DIM": "model.ci_enc_dim",
     "MODEL.CON_DIM": "model.con_dim",
@@ -322,7 +340,11 @@ _TF2_IGNORED = {
     "MODEL.GAMMA_PRIOR",  # only for a Gamma observation model
 }
 
-_TF2_CONVERTED = {"TRAIN.ADAM_EPSILON", "TRAIN.LR.DECAY", "MODEL.READIN_DIM"}
+# What lfads-tf2 did where we offer a choice; the keys that imply them (TRAIN.ADAM_EPSILON, TRAIN.LR.DECAY,
+# MODEL.IC_ENC_SEQ_LEN) set them, and every lfads-tf2 file has those keys (they have defaults).
+TF2_CONVENTIONS = {"train.adam_epsilon_hat": True, "train.lr_rule": "lfads_tf2", "model.recon_ic_bins": False}
+
+_TF2_CONVERTED = {"TRAIN.ADAM_EPSILON", "TRAIN.LR.DECAY", "MODEL.READIN_DIM", "MODEL.IC_ENC_SEQ_LEN"}
 _TF2_KEYS = set(_TF2_RENAMES) | set(_TF2_REQUIRED) | _TF2_IGNORED | _TF2_CONVERTED
 _TF2_SECTIONS = {"MODEL", "TRAIN", "TRAIN.DATA", "TRAIN.LR", "TRAIN.L2", "TRAIN.KL"}
 _TF2_TOP = {"MODEL", "TRAIN", "SEED"}
@@ -348,6 +370,7 @@ _TF2_DEFAULTS = {
     "MODEL.IC_POST_VAR_MIN": 1e-4,
     "MODEL.CELL_CLIP": 5.0,
     "MODEL.CI_LAG": 1,
+    "MODEL.IC_ENC_SEQ_LEN": 0,
     "TRAIN.PATIENCE": 200,
     "TRAIN.BATCH_SIZE": 128,
     "TRAIN.MAX_EPOCHS": 10000,
@@ -407,15 +430,18 @@ def _from_tf2(flat: Mapping[str, Any], data_dim: Any, source: str) -> tuple[dict
             eps = _tf2_number(key, value, source)
             if eps <= 0:
                 raise ConfigError(f"{source}: {key}: expected a number > 0, got {value!r}")
-            updates["train.adam_epsilon"] = eps * TF_ADAM_EPSILON_FACTOR
-            names["train.adam_epsilon"] = key
+            updates["train.adam_epsilon"], updates["train.adam_epsilon_hat"] = eps, TF2_CONVENTIONS["train.adam_epsilon_hat"]
+            names["train.adam_epsilon"] = names["train.adam_epsilon_hat"] = key
         elif key == "TRAIN.LR.DECAY":
             # lfads-tf2 decays on plateau unless DECAY is 1.0
             decay = _tf2_number(key, value, source)
-            updates["train.lr_schedule"] = decay != 1.0
+            updates["train.lr_schedule"], updates["train.lr_rule"] = decay != 1.0, TF2_CONVENTIONS["train.lr_rule"]
             if decay != 1.0:
                 updates["train.lr_decay"] = decay
-            names["train.lr_schedule"] = names["train.lr_decay"] = key
+            names["train.lr_schedule"] = names["train.lr_decay"] = names["train.lr_rule"] = key
+        elif key == "MODEL.IC_ENC_SEQ_LEN":
+            updates["model.ic_enc_seq_len"], updates["model.recon_ic_bins"] = value, TF2_CONVENTIONS["model.recon_ic_bins"]
+            names["model.ic_enc_seq_len"] = names["model.recon_ic_bins"] = key
         elif key == "MODEL.READIN_DIM":
             # <= 0 is lfads-tf2's "no read-in layer". A square read-in only re-mixes the neurons before the
             # encoders; we never build one, so that value is accepted and reported as ignored.
@@ -435,6 +461,22 @@ def _from_tf2(flat: Mapping[str, Any], data_dim: Any, source: str) -> tuple[dict
         else:
             raise ConfigError(f"{source}: {key}: unknown lfads-tf2 key{_did_you_mean(key, _TF2_KEYS)}")
     return updates, names, ignored
+
+
+def _tf2_ramps_off(flat: Mapping[str, Any], source: str) -> dict[str, int]:
+    """lfads-tf2 turns the KL (L2) ramp off when every KL weight (L2 scale) is 0, so its length delays neither
+    early stopping nor learning-rate decay; without a controller its weights do not count (it zeroes them)."""
+    def nonzero(*keys: str) -> bool:
+        return any(_tf2_number(key, flat[key], source) != 0 for key in keys)
+
+    controller = all(_tf2_number(key, flat[key], source) > 0 for key in ("MODEL.CI_ENC_DIM", "MODEL.CON_DIM", "MODEL.CO_DIM"))
+    kl = nonzero("TRAIN.KL.IC_WEIGHT") or (controller and nonzero("TRAIN.KL.CO_WEIGHT"))
+    l2 = nonzero("TRAIN.L2.IC_ENC_SCALE", "TRAIN.L2.GEN_SCALE") or (controller and nonzero("TRAIN.L2.CI_ENC_SCALE", "TRAIN.L2.CON_SCALE"))
+    off = {}
+    for ramp, on in (("kl", kl), ("l2", l2)):
+        if not on:
+            off |= {f"train.{ramp}_start_epoch": 0, f"train.{ramp}_increase_epoch": 0}
+    return off
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -496,6 +538,7 @@ def parse_config(raw: Any, source: str = "<config>") -> tuple[Config, list[str]]
         return _validate({k: {} if v is None else v for k, v in raw.items()}, source), []
     flat = {**_TF2_DEFAULTS, **_flatten_tf2(raw, "", source)}
     updates, names, ignored = _from_tf2(flat, flat.get("MODEL.DATA_DIM"), source)
+    updates |= _tf2_ramps_off(flat, source)
     names |= {"model": "MODEL", "train": "TRAIN", "data": "TRAIN.DATA"}
     return _validate(_nest({}, updates), source, names), ignored
 

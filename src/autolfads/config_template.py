@@ -2,7 +2,8 @@
 
 Our schema lists every key with its default and its description. The lfads-tf2 spelling (MODEL.*, TRAIN.*)
 holds the same configuration under lfads-tf2's keys, converted where the conventions differ, so that either
-file loads as exactly our defaults; keys lfads-tf2 has no name for keep our defaults and are listed at the top.
+file loads as our defaults (the lfads-tf2 one with lfads-tf2's conventions, config.TF2_CONVENTIONS); keys lfads-tf2
+has no name for keep our defaults and are listed at the top.
 """
 
 import os
@@ -12,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from .config import _TF2_RENAMES, _TF2_REQUIRED, TF_ADAM_EPSILON_FACTOR, Config  # the lfads-tf2 mapping tables
+from .config import _TF2_RENAMES, _TF2_REQUIRED, TF2_CONVENTIONS, Config  # the lfads-tf2 mapping tables
 from .errors import ConfigError
 
 USAGE = "autolfads train --config-file {name} --data DATA.h5 --checkpoint RUN_DIR [KEY VALUE ...]"
@@ -66,11 +67,13 @@ def _tf2_text(name: str) -> str:
             if ours in _TF2_NAMES:
                 entries.append((_TF2_NAMES[ours], value, f"{ours}: {field_info.description}"))
             elif ours == "train.adam_epsilon":
-                entries.append(("TRAIN.ADAM_EPSILON", value / TF_ADAM_EPSILON_FACTOR, f"TensorFlow's epsilon-hat; {ours} = this * {TF_ADAM_EPSILON_FACTOR:.4g} = {value:g}"))
+                entries.append(("TRAIN.ADAM_EPSILON", value, f"{ours}, as TensorFlow's epsilon-hat (train.adam_epsilon_hat true)"))
+            elif ours == "model.ic_enc_seq_len":
+                entries.append(("MODEL.IC_ENC_SEQ_LEN", value, f"{ours}; its bins count nowhere in the loss (model.recon_ic_bins false)"))
             elif ours == "train.lr_schedule":
                 decay = config.train.lr_decay if value else 1.0
                 entries.append(("TRAIN.LR.DECAY", decay, "1.0: no decay on plateau (train.lr_schedule false); < 1: decay by this factor"))
-            elif ours != "train.lr_decay":
+            elif ours != "train.lr_decay" and ours not in TF2_CONVENTIONS:
                 unnamed.append(ours)
     tree: dict = {}
     for key, value, comment in entries:
@@ -83,6 +86,8 @@ def _tf2_text(name: str) -> str:
         "# autolfads configuration in lfads-tf2's spelling (MODEL.*, TRAIN.*), holding autolfads' defaults.",
         f"# Use it with:  {USAGE.format(name=name)}",
         "# Keys left out of an lfads-tf2 file take lfads-tf2's defaults, so keep the ones you do not change.",
+        "# The keys mean what they meant in lfads-tf2, so where autolfads offers a choice this spelling takes lfads-tf2's: "
+        + ", ".join(f"{key} {yaml.safe_dump(value).splitlines()[0]}" for key, value in TF2_CONVENTIONS.items()),
         "# Override on the command line in either spelling (TRAIN.LR.INIT 0.003 or train.lr_init 0.003).",
         "# No lfads-tf2 name, autolfads defaults apply: " + ", ".join(unnamed),
         "# Left out, as they can only be: " + ", ".join(f"{key} {str(expected).lower()}" for key, (expected, _) in _TF2_REQUIRED.items()),

@@ -34,7 +34,8 @@ MIN_MEAN = 1e-3  # means are floored here before a log link: a silent neuron mus
 
 
 class Poisson(Reconstruction):
-    """Log-rate link. The NLL omits the data-only log(k!) term, as lfads-tf2 and lfads-torch do."""
+    """Log-rate link. The NLL omits the data-only log(k!) term; lfads-tf2 and lfads-torch add its Stirling
+    approximation k log k - k + 0.5 log(2 pi k) for k > 1 (a constant of the data: same gradients)."""
 
     name, n_params = "poisson", 1
 

@@ -11,7 +11,7 @@ import torch
 from ..config import Config
 from ..errors import ConfigError
 from ..train.run import load_run_data
-from ..train.trainer import METRIC
+from ..train.trainer import METRIC, SAMPLED_METRIC
 from .embedded import run_embedded
 from .results import SearchOutcome, SearchSettings, prepare_workdir, search_log
 from .space import HyperParameter, SearchSpace, default_search_space, load_search_space
@@ -34,7 +34,9 @@ def search(
     space = space or default_search_space()
     workdir = Path(workdir)
     config, data = load_run_data(config, data_path)
-    if settings.metric != METRIC and (settings.backend != "embedded" or config.data.nlb_targets is None):
+    if settings.metric == SAMPLED_METRIC and (settings.backend != "embedded" or not config.train.sampled_metric):
+        raise ConfigError(f"PBT on {settings.metric} needs train.sampled_metric true and the embedded backend")
+    if settings.metric not in (METRIC, SAMPLED_METRIC) and (settings.backend != "embedded" or config.data.nlb_targets is None):
         raise ConfigError(f"PBT on {settings.metric} needs data.nlb_targets (the targets file of `autolfads data nlb`) and the embedded backend")
     prepare_workdir(workdir, settings, config, space, data)
     if config.train.threads is not None:

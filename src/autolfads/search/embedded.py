@@ -50,7 +50,7 @@ def run_embedded(config: Config, data: list[LFADSData], space: SearchSpace, sett
             began = time.perf_counter()
             epochs = generation_epochs(record.generation, settings.epochs_per_generation, trainer.ramp_end_epoch)
             for done in range(1, epochs + 1):
-                trainer.run_epoch(nlb=settings.metric != METRIC and done == epochs)  # NLB metrics to rank by
+                trainer.run_epoch(nlb=settings.metric.startswith("nlb_") and done == epochs)  # NLB metrics to rank by
                 for row in trainer.history[-settings.population :]:
                     row["generation"] = record.generation
                     boards[row["member"]].add(row)

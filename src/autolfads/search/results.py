@@ -49,7 +49,7 @@ class SearchSettings(BaseModel):
     max_generations: int = Field(50, ge=1, description="Upper bound on generations; the search usually stops earlier on a plateau.")
     seed: int = Field(0, ge=0, description="Seed of the initial sampling, the tournaments and the perturbations.")
     backend: Literal["embedded", "ray"] = "embedded"
-    # What PBT ranks members by: METRIC (lower is better) or an NLB metric (higher is better; needs data.nlb_targets).
+    # What PBT ranks members by: METRIC or SAMPLED_METRIC (lower is better) or an NLB metric (higher is better; needs data.nlb_targets).
     # Early stopping, the best checkpoint and the stopping rule keep METRIC.
     metric: Literal[tuple(PBT_METRICS)] = METRIC  # type: ignore[valid-type]
 

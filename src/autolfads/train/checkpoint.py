@@ -13,7 +13,7 @@ import torch
 
 from ..errors import CheckpointError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: trainer state of the lfads-tf2 LR rule and the sampled metric (issue 12)
 LAST, BEST = "last.ckpt", "best.ckpt"
 
 

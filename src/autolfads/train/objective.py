@@ -14,14 +14,14 @@ def ramp(epoch: int, start: int, increase: int) -> float:
     return min(max((epoch + 1 - start) / (increase + 1), 0.0), 1.0)
 
 
-def reconstruction_loss(nll: torch.Tensor, grad_mask: torch.Tensor | None = None, weight: torch.Tensor | None = None) -> torch.Tensor:
-    """nll: (P, B, T, N) -> (P,). grad_mask (coordinated dropout) and weight (sample validation) are
-    over encoder inputs (…, T_enc, N_enc) and padded with ones to the reconstruction shape."""
+def reconstruction_loss(nll: torch.Tensor, grad_mask: torch.Tensor | None = None, weight: torch.Tensor | None = None, start_bin: int = 0) -> torch.Tensor:
+    """nll: (P, B, T, N) -> (P,), the mean from bin start_bin on. grad_mask (coordinated dropout) and weight
+    (sample validation) are over encoder inputs (…, T_enc, N_enc) and padded with ones to the reconstruction shape."""
     if grad_mask is not None:
         nll = block_gradients(nll, grad_mask)
     if weight is not None:
         nll = nll * pad_to(weight, nll.shape)
-    return nll.mean((1, 2, 3))
+    return nll[:, :, start_bin:].mean((1, 2, 3))
 
 
 def total_loss(

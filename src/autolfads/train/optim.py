@@ -27,11 +27,15 @@ def clip_member_grad_norms(params: Sequence[torch.Tensor], max_norm: float) -> t
 
 
 class PopulationAdam:
-    """torch.optim.Adam's update (AdamW's decoupled decay when weight_decay > 0), member by member."""
+    """torch.optim.Adam's update (AdamW's decoupled decay when weight_decay > 0), member by member.
 
-    def __init__(self, params: Sequence[torch.nn.Parameter], eps: float, weight_decay: float = 0.0, betas=(0.9, 0.999)):
+    epsilon_hat: eps is TensorFlow's epsilon-hat (lfads-tf2), added to sqrt(v) before the bias correction
+    rather than after it; that is PyTorch's update with eps / sqrt(1 - beta2^t) at step t, exactly.
+    """
+
+    def __init__(self, params: Sequence[torch.nn.Parameter], eps: float, weight_decay: float = 0.0, betas=(0.9, 0.999), epsilon_hat: bool = False):
         self.params = list(params)
-        self.eps, self.weight_decay, self.betas = eps, weight_decay, betas
+        self.eps, self.weight_decay, self.betas, self.epsilon_hat = eps, weight_decay, betas, epsilon_hat
         members = self.params[0].shape[0]
         self.steps = torch.zeros(members, dtype=torch.float64, device=self.params[0].device)
         self.exp_avg = [torch.zeros_like(p) for p in self.params]
@@ -49,6 +53,7 @@ class PopulationAdam:
         # Inactive members that never stepped get 0/0 here; torch.where below discards those values.
         step_size = (lr / (1 - beta1**self.steps)).to(self.params[0].dtype)
         bias_correction2_sqrt = (1 - beta2**self.steps).sqrt().to(self.params[0].dtype)
+        eps = self.eps / bias_correction2_sqrt if self.epsilon_hat else torch.full_like(bias_correction2_sqrt, self.eps)
         for p, exp_avg, exp_avg_sq in zip(self.params, self.exp_avg, self.exp_avg_sq):
             on = _member_view(active, p)
             grad = torch.where(on, p.grad, 0.0)
@@ -56,7 +61,7 @@ class PopulationAdam:
             exp_avg_sq.copy_(torch.where(on, exp_avg_sq * beta2 + (1 - beta2) * grad * grad, exp_avg_sq))
             if self.weight_decay:
                 p.mul_(torch.where(on, 1 - _member_view(lr.to(p.dtype), p) * self.weight_decay, 1.0))
-            denom = exp_avg_sq.sqrt() / _member_view(bias_correction2_sqrt, p) + self.eps
+            denom = exp_avg_sq.sqrt() / _member_view(bias_correction2_sqrt, p) + _member_view(eps, p)
             update = _member_view(step_size, p) * exp_avg / denom
             p.sub_(torch.where(on, update, 0.0))
 

@@ -36,8 +36,9 @@ MEMBER_HPARAMS = {
     "l2_ci_enc_scale": "train",
 }
 METRIC = "smth_val_nll_heldin"  # early stopping, best checkpoint and PBT metric
+SAMPLED_METRIC = "smth_val_recon_sampled"  # the references' ranking metric (train.sampled_metric)
 # Metrics PBT can rank members by, with their sign: +1 lower is better, -1 higher is better (NLB metrics need data.nlb_targets).
-PBT_METRICS = {METRIC: 1.0, **{f"nlb_{name}": -1.0 for name in METRIC_NAMES.values()}}
+PBT_METRICS = {METRIC: 1.0, SAMPLED_METRIC: 1.0, **{f"nlb_{name}": -1.0 for name in METRIC_NAMES.values()}}
 
 
 def member_hparams(config: Config) -> dict[str, float]:
@@ -118,16 +119,19 @@ class Trainer:
         if config.model.multisession and config.model.readin_init == "pcr":
             self.model.init_sessions(pcr_session_inits(self.sessions, config.model, self.model.reconstruction))
         self.params = [param for param in self.model.parameters() if param.requires_grad]  # fixed read-ins are not
-        self.optimizer = PopulationAdam(self.params, eps=train.adam_epsilon, weight_decay=train.weight_decay)
+        self.optimizer = PopulationAdam(self.params, eps=train.adam_epsilon, weight_decay=train.weight_decay, epsilon_hat=train.adam_epsilon_hat)
         size = len(members)
         self.members = members  # exact values; self.hp holds them as (P,) tensors for the computation
         self.hp = self._hp_tensors()
         self.lr = self.hp["lr_init"].clone()
         self.epoch = 0  # epochs completed
         nan, inf = torch.full((size,), math.nan), torch.full((size,), math.inf)
-        self.smth_metric, self.best_metric, self.lr_best_metric = nan.clone(), inf.clone(), inf.clone()
+        self.smth_metric, self.best_metric, self.lr_best_metric, self.smth_sampled = nan.clone(), inf.clone(), inf.clone(), nan.clone()
         self.best_epoch = torch.full((size,), -1)
         self.plateau_epochs = torch.zeros(size, dtype=torch.long)
+        # lr_rule lfads_tf2: the raw val_loss of the last lr_patience + 1 epochs (oldest first), epochs at the current lr
+        self.val_loss_window = torch.full((size, train.lr_patience + 1), math.nan)
+        self.epochs_at_lr = torch.zeros(size, dtype=torch.long)
         self.stopped = torch.zeros(size, dtype=torch.bool)  # early stopping or lr_stop reached: the caller decides
         self.diverged = torch.zeros(size, dtype=torch.bool)  # NaN/Inf loss seen: updates skipped until PBT replaces it
         self.data_rng = torch.Generator().manual_seed(train.seed + 7_919)
@@ -212,10 +216,14 @@ class Trainer:
         train = self.config.train
         kl_ramp = ramp(self.epoch, train.kl_start_epoch, train.kl_increase_epoch)
         l2_ramp = ramp(self.epoch, train.l2_start_epoch, train.l2_increase_epoch)
+        self.optimizer.weight_decay = train.weight_decay * l2_ramp  # lfads-torch ramps weight decay with the L2 penalty
         sizes = torch.tensor([splits["train"].n_trials for splits in self.splits])
         starts = torch.cumsum(sizes, 0) - sizes
         # One order over every session's trials: a batch mixes sessions in proportion to their trials.
-        order = torch.randperm(int(sizes.sum()), generator=self.data_rng)
+        n_trials = int(sizes.sum())
+        order = torch.randperm(n_trials, generator=self.data_rng)
+        if train.drop_last and n_trials > train.batch_size:
+            order = order[: n_trials - n_trials % train.batch_size]
         self.model.train()
         totals: dict[str, torch.Tensor] = {}
         for indices in order.split(train.batch_size):
@@ -224,9 +232,9 @@ class Trainer:
             parts = [self._training_part(s, indices[session_of == s] - starts[s]) for s in sessions]
             params, kl_ic, kl_co = self.model.forward_sessions([p.inputs for p in parts], sessions, self.hp["dropout_rate"], [p.batch.ext_input for p in parts])
             nlls = [self._training_nll(part, part_params) for part, part_params in zip(parts, params, strict=True)]
-            heldins = [nll[:, :, : part.cfg.encod_seq_len, : part.cfg.encod_dim].detach() for nll, part in zip(nlls, parts, strict=True)]
+            heldins = [nll[:, :, part.cfg.loss_start_bin : part.cfg.encod_seq_len, : part.cfg.encod_dim].detach() for nll, part in zip(nlls, parts, strict=True)]
             # Means over the whole batch: each part weighs by its share of the batch's elements.
-            recon = weighted_mean([reconstruction_loss(nll, part.grad_mask, part.batch.sv_weight) for nll, part in zip(nlls, parts, strict=True)], [nll[0].numel() for nll in nlls])
+            recon = weighted_mean([reconstruction_loss(nll, part.grad_mask, part.batch.sv_weight, part.cfg.loss_start_bin) for nll, part in zip(nlls, parts, strict=True)], [nll[0].numel() for nll in nlls])
             heldin = weighted_mean([h.mean((1, 2, 3)) for h in heldins], [h[0].numel() for h in heldins])
             l2 = self.model.l2_penalty(self._l2_scales())
             loss = total_loss(recon, kl_ic, kl_co, l2, self.hp["kl_ic_weight"], self.hp["kl_co_weight"], kl_ramp, l2_ramp, train.loss_scale)
@@ -239,7 +247,7 @@ class Trainer:
             values = {"loss": loss, "recon": recon, "nll_heldin": heldin, "kl_ic": kl_ic, "kl_co": kl_co, "l2": l2, "grad_norm": grad_norm}
             for name, value in values.items():
                 totals[name] = totals.get(name, 0) + value.detach().cpu().double() * len(indices)
-        metrics = {name: (total / int(sizes.sum())).float() for name, total in totals.items()}
+        metrics = {name: (total / len(order)).float() for name, total in totals.items()}
         metrics["kl_ramp"] = torch.full((self.population_size,), kl_ramp)
         metrics["l2_ramp"] = torch.full((self.population_size,), l2_ramp)
         metrics["lr"] = self.lr.detach().cpu().clone()
@@ -275,10 +283,10 @@ class Trainer:
 
         for session, (cfg, splits) in enumerate(zip(self.session_cfgs, self.splits, strict=True)):
             split = splits[split_name]
-            t_enc, n_enc = cfg.encod_seq_len, cfg.encod_dim
-            regions = {"nll_heldin": (slice(0, t_enc), slice(0, n_enc))}
+            start, t_enc, n_enc = cfg.loss_start_bin, cfg.encod_seq_len, cfg.encod_dim
+            regions = {"nll_heldin": (slice(start, t_enc), slice(0, n_enc))}
             if cfg.cs_dim > 0:
-                regions["nll_heldout"] = (slice(0, t_enc), slice(n_enc, None))
+                regions["nll_heldout"] = (slice(start, t_enc), slice(n_enc, None))
             if cfg.fp_len > 0:
                 regions["nll_fp"] = (slice(t_enc, None), slice(None))
             r2 = R2Accumulator(split.truth) if split.truth is not None else None
@@ -290,7 +298,13 @@ class Trainer:
                 nll = self.model.reconstruction.nll(out.output_params, target)
                 if sbtt_weight is not None:  # missing bins count nowhere (_region_counts counts observed entries)
                     nll = nll * (sbtt_weight > 0)
-                add("recon", nll.sum((1, 2, 3)))
+                add("recon", nll[:, :, start:].sum((1, 2, 3)))
+                if train.sampled_metric and split_name == "valid":
+                    sampled = self.model(encod, self.hp["dropout_rate"], batch.ext_input, sample=True, session=session)
+                    sampled_nll = self.model.reconstruction.nll(sampled.output_params, target)
+                    if sbtt_weight is not None:
+                        sampled_nll = sampled_nll * (sbtt_weight > 0)
+                    add("recon_sampled", sampled_nll[:, :, start:].sum((1, 2, 3)))
                 add("kl_ic", out.kl_ic * len(indices))
                 add("kl_co", out.kl_co * len(indices))
                 for name, (bins, neurons) in regions.items():
@@ -304,7 +318,7 @@ class Trainer:
                     r2.add(out.rates, batch.truth)
             for name, count in self._region_counts(session, split, regions).items():
                 counts[name] = counts.get(name, 0.0) + count
-            counts["recon"] = counts.get("recon", 0.0) + float(torch.isfinite(split.recon).sum())
+            counts["recon"] = counts.get("recon", 0.0) + float(torch.isfinite(split.recon[:, start:]).sum())
             counts["trials"] = counts.get("trials", 0.0) + split.n_trials
             for name, (null_sum, spikes) in self.null_nll[session][split_name].items():
                 total = null.setdefault(name, [0.0, 0.0])
@@ -312,6 +326,8 @@ class Trainer:
             if r2 is not None:
                 r2_parts.append((r2.value().cpu(), cfg.recon_dim))
         metrics = {"recon": sums["recon"] / max(counts["recon"], 1.0), "kl_ic": sums["kl_ic"] / counts["trials"], "kl_co": sums["kl_co"] / counts["trials"]}
+        if "recon_sampled" in sums:
+            metrics["recon_sampled"] = sums["recon_sampled"] / max(counts["recon"], 1.0)
         for name in ("nll_heldin", "nll_heldout", "nll_fp", "sv_nll"):
             if name in sums:
                 metrics[name] = sums[name] / counts[name]
@@ -360,19 +376,32 @@ class Trainer:
         current = torch.where(self.diverged, math.nan, metrics["val_nll_heldin"])
         self.smth_metric = smooth(self.smth_metric, current)
         metrics[METRIC] = self.smth_metric.clone()
+        if "val_recon_sampled" in metrics:
+            self.smth_sampled = smooth(self.smth_sampled, torch.where(self.diverged, math.nan, metrics["val_recon_sampled"]))
+            metrics[SAMPLED_METRIC] = self.smth_sampled.clone()
         ramps_done = self.epoch >= self.ramp_end_epoch
         improved = ramps_done & (self.smth_metric < self.best_metric)
         self.best_metric = torch.where(improved, self.smth_metric, self.best_metric)
         self.best_epoch = torch.where(improved, self.epoch, self.best_epoch)
         metrics["improved"] = improved.float()
-        if train.lr_schedule:
+        if train.lr_schedule and train.lr_rule == "plateau":
             better = self.smth_metric < self.lr_best_metric
             self.lr_best_metric = torch.where(better, self.smth_metric, self.lr_best_metric)
             self.plateau_epochs = torch.where(better, 0, self.plateau_epochs + 1)
-            decay = self.plateau_epochs >= train.lr_patience
+            decay = self.plateau_epochs > train.lr_patience  # torch's ReduceLROnPlateau (lfads-torch): patience bad epochs are tolerated
             self.lr = torch.where(decay.to(self.device), self.lr * train.lr_decay, self.lr)
             self.plateau_epochs = torch.where(decay, 0, self.plateau_epochs)
             self.stopped |= (self.lr < train.lr_stop).cpu()
+        elif train.lr_schedule:  # lfads-tf2's update_learning_rate; it stops once an epoch has trained at lr_stop
+            self.stopped |= (self.lr <= train.lr_stop).cpu()
+            current = torch.where(self.diverged, math.nan, metrics["val_loss"])
+            self.val_loss_window = torch.cat([self.val_loss_window[:, 1:], current[:, None]], dim=1)
+            self.epochs_at_lr += 1
+            before = self.val_loss_window[:, :-1]
+            worst = torch.where(torch.isnan(before), -math.inf, before).amax(1)  # pandas' max skips NaN
+            decay = (self.epoch >= self.ramp_end_epoch + train.lr_patience) & (self.epochs_at_lr >= train.lr_patience) & (current > worst) & ~torch.isnan(before).all(1)
+            self.lr = torch.where(decay.to(self.device), (self.lr * train.lr_decay).clamp_min(train.lr_stop), self.lr)
+            self.epochs_at_lr = torch.where(decay, 0, self.epochs_at_lr)
         if ramps_done:
             since_best = self.epoch - torch.clamp(self.best_epoch, min=self.ramp_end_epoch)
             self.stopped |= since_best >= train.patience
@@ -382,7 +411,7 @@ class Trainer:
             self.history.append(row)
 
     # ---------------------------------------------------------------- state for checkpoints
-    _STATE_TENSORS = ("smth_metric", "best_metric", "lr_best_metric", "best_epoch", "plateau_epochs", "stopped", "diverged")
+    _STATE_TENSORS = ("smth_metric", "smth_sampled", "best_metric", "lr_best_metric", "best_epoch", "plateau_epochs", "val_loss_window", "epochs_at_lr", "stopped", "diverged")
 
     def state_dict(self) -> dict:
         return {
@@ -490,8 +519,8 @@ class Trainer:
     def _null_nll(cfg: ModelConfig, split: Split) -> dict[str, tuple[float, float]]:
         """Null-model NLL sums and spike counts per region: the data-only half of bits per spike."""
         recon = split.recon.double().cpu()
-        t_enc, n_enc = cfg.encod_seq_len, cfg.encod_dim
-        regions = {"nll_heldin": recon[:, :t_enc, :n_enc], "nll_heldout": recon[:, :t_enc, n_enc:], "nll_fp": recon[:, t_enc:]}
+        start, t_enc, n_enc = cfg.loss_start_bin, cfg.encod_seq_len, cfg.encod_dim
+        regions = {"nll_heldin": recon[:, start:t_enc, :n_enc], "nll_heldout": recon[:, start:t_enc, n_enc:], "nll_fp": recon[:, t_enc:]}
         return {name: _null_nll_observed(counts) for name, counts in regions.items() if counts.numel() > 0}
 
     def _region_counts(self, session: int, split: Split, regions: dict) -> dict[str, float]:
