@@ -60,7 +60,7 @@ image-lint: $(IMAGE_TOOLS)/.installed
 	$(IMAGE_TOOLS)/bin/hadolint deploy/docker/Dockerfile.cpu deploy/docker/Dockerfile.gpu
 
 # Lint, build the CPU image, build the GPU Dockerfile with the CPU torch wheel (no CUDA wheel or base is
-# needed to run its instructions; its layers are the CPU build's, so this takes seconds), run the CPU image.
+# needed to run its instructions; its build stage is the CPU build's, from cache: about 30 s), run the CPU image.
 image-test: image-lint image
 	TORCH=$$(sed -n 's/^ARG TORCH=//p' deploy/docker/Dockerfile.cpu) sh deploy/docker/build_image.sh gpu autolfads-gpu-check:$(VERSION)
 	PODMAN_COMPOSE=$(IMAGE_TOOLS)/bin/podman-compose sh deploy/docker/image_test.sh $(IMAGE)

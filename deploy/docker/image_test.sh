@@ -103,9 +103,10 @@ run "$image" sample --checkpoint /share/output --num-samples 3
 has output/lfads_output.h5
 
 step "search: a 2-member AutoLFADS search"
+# Short KL/L2 ramps: the first generation runs until they are complete (80 epochs in the config).
 # shellcheck disable=SC2086
 run "$image" search --data /share/data --config-file /share/data/config.yaml --workdir /share/search \
-    --population 2 --epochs-per-generation 2 --max-generations 2 $overrides
+    --population 2 --epochs-per-generation 2 --max-generations 2 $overrides TRAIN.KL.INCREASE_EPOCH 2 TRAIN.L2.INCREASE_EPOCH 2
 for f in search/search.yaml search/search.ckpt search/state.csv search/exploits.csv search/metrics.csv \
     search/report.html search/best_model/last.ckpt search/best_model/lfads_output.h5; do has $f; done
 
