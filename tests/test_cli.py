@@ -228,7 +228,8 @@ def test_epochs_trains_exactly_n_more_and_resume_applies_new_overrides(autolfads
     assert not (folder / "lfads_output.h5").exists(), "output written although training is not complete"
     checkpoint_after_first = (folder / "last.ckpt").read_bytes()
 
-    second = autolfads("train", "--data", lorenz_file, "--checkpoint", folder, "--epochs", 2, "TRAIN.LR.INIT", "0.001")
+    # the older tools' container form, without the sub-command, is `train`
+    second = autolfads("--data", lorenz_file, "--checkpoint", folder, "--epochs", 2, "TRAIN.LR.INIT", "0.001")
     assert second.returncode == 0, second.stderr
     assert katib_values(second.stdout)["epoch"] == [2, 3]
     rows = read_metrics(folder)

@@ -60,7 +60,7 @@ last_epoch() { tail -n 1 "$share/$1" | cut -d, -f1; }
 mkdir -p "$share/data"
 cp "$repo/examples/configs/lfads_tf2_lorenz.yaml" "$share/data/config.yaml"
 if [ "$(id -u)" = 0 ]; then chown -R 1000:1000 "$share"; else chmod -R a+rwX "$share"; fi
-train="train --data /share/data --checkpoint /share/output --config-file /share/data/config.yaml"
+train="--data /share/data --checkpoint /share/output --config-file /share/data/config.yaml"
 overrides="TRAIN.BATCH_SIZE 16 TRAIN.LR.INIT 0.005 MODEL.DROPOUT_RATE 0.1"
 
 step "image: non-root user, autolfads entrypoint, no build tools or build files"
@@ -82,7 +82,7 @@ step "synthetic data (autolfads data lorenz) into /share/data"
 run "$image" data lorenz --out /share/data/lfads_lorenz.h5 --n-conditions 8 --trials-per-condition 10
 has data/lfads_lorenz.h5
 
-step "train: --data/--checkpoint/--config-file (lfads-tf2 YAML) with KEY VALUE overrides, 2 epochs"
+step "train, the seed's form (IMAGE --data/--checkpoint/--config-file, lfads-tf2 YAML) with KEY VALUE overrides, 2 epochs"
 # shellcheck disable=SC2086  # $train and $overrides are word lists
 run "$image" $train --epochs 2 $overrides
 for f in output/config.yaml output/last.ckpt output/metrics.csv output/train.log; do has $f; done

@@ -24,8 +24,15 @@ from .runtime import return_large_blocks_to_os, use_huge_pages
 KATIB_CHECKPOINT_DIR = "/var/log/katib/checkpoints"
 
 
+# A command line that starts with one of these is `train` (the older tools' images took no sub-command).
+SEED_TRAIN_OPTIONS = ("--data", "--checkpoint", "--config-file")
+
+
 def main(argv: list[str] | None = None) -> int:
     use_huge_pages()  # before the parser imports torch
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in SEED_TRAIN_OPTIONS:
+        argv = ["train", *argv]  # the TensorFlow tools' container form: `IMAGE --data D --checkpoint C --config-file F`
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
     if args.command is None:
