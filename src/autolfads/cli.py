@@ -91,7 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--epochs-per-generation", type=int, default=25, help="epochs between exploits (default 25; the first generation adds the KL/L2 ramps)")
     search.add_argument("--max-generations", type=int, default=50, help="upper bound on generations (default 50)")
     search.add_argument("--seed", type=int, default=0, help="seed of the sampling, tournaments and perturbations (default 0)")
-    search.add_argument("--backend", choices=["embedded", "ray"], default="embedded", help="embedded: one process, the population batched (default); ray: one Ray Tune trial per member")
+    search.add_argument("--backend", choices=["embedded", "ray"], default="embedded", help="embedded: this machine, worker processes each training a slice of the population on its population axis (default); ray: Ray Tune trials on a cluster")
+    search.add_argument("--workers", type=int, help="embedded: worker processes, each training a slice of the population (default: one per usable CPU, at most the population; 1 on a GPU)")
+    search.add_argument("--threads-per-worker", type=int, help="embedded: torch threads of each worker (default: its share of the usable CPUs; train.threads applies to `autolfads train`)")
     search.add_argument("--address", help="Ray cluster to join: auto or HOST:PORT (default: start a local Ray instance on 127.0.0.1)")
     search.add_argument("--cpus-per-member", type=float, default=1.0, help="Ray: CPUs per member, also its torch thread count (default 1)")
     search.add_argument("--gpus-per-member", type=float, default=0.0, help="Ray: GPUs per member, fractions allowed (default 0)")
@@ -216,7 +218,10 @@ def run_search(args: argparse.Namespace, overrides: list[str]) -> int:
     except ValueError as err:
         raise ConfigError(f"invalid search settings: {err}") from None
     space = load_search_space(args.search_space) if args.search_space else None
-    options = {"address": args.address, "cpus_per_member": args.cpus_per_member, "gpus_per_member": args.gpus_per_member} if args.backend == "ray" else {}
+    if args.backend == "ray":
+        options = {"address": args.address, "cpus_per_member": args.cpus_per_member, "gpus_per_member": args.gpus_per_member}
+    else:
+        options = {"workers": args.workers, "threads_per_worker": args.threads_per_worker}
     outcome = search(config, args.data, args.workdir, settings, space, report=args.report, **options)
     print(outcome.summary())
     return 0

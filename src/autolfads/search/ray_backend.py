@@ -1,8 +1,9 @@
 """The Ray backend: one Ray Tune trial per member, on one machine or a cluster.
 
 Every trial trains ONE member (a one-member Trainer) a generation at a time and reports once per
-generation with a checkpoint. `BinaryTournamentPBT`, a Ray Tune TrialScheduler, makes the embedded
-backend's decisions with the same pure functions (`pbt.plan_exploits`, `pbt.should_stop`) and the same
+generation with a checkpoint. `BinaryTournamentPBT`, a Ray Tune TrialScheduler, ends every generation
+with the embedded backend's code (`generation.SearchDriver`: `pbt.plan_exploits`, `pbt.should_stop`, the
+tables, the log line and the progress display; ranked by --metric, NLB metrics included) and the same
 random stream (numpy default_rng(settings.seed): the initial sample, then the tournaments and perturbations):
 
 * synchronous generations: each report is answered PAUSE (Tune saves the reported checkpoint and stops the
@@ -33,7 +34,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import os
 import socket
 import tempfile
@@ -42,7 +42,6 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
 from ..config import Config
 from ..data import LFADSData
@@ -50,9 +49,10 @@ from ..errors import AutoLFADSError, CheckpointError, ConfigError
 from ..train.checkpoint import load_checkpoint, save_checkpoint
 from ..train.run import TensorBoard
 from ..train.trainer import METRIC, Trainer, member_hparams
-from .embedded import STATE_METRICS
-from .pbt import best_member, generation_epochs, plan_exploits, should_stop
-from .results import SearchOutcome, SearchRecord, SearchSettings, search_log, write_best_model, write_tables
+from .generation import SearchDriver, best_ranked, state_metrics
+from .pbt import Exploit, generation_epochs
+from .progress import SearchProgress
+from .results import SearchOutcome, SearchRecord, SearchSettings, search_log, write_best_model
 from .space import SearchSpace
 
 RAY_DIR, EXPERIMENT = "ray", "search"
@@ -130,17 +130,15 @@ def run_ray(
                 f"or the run was interrupted (see {workdir / RAY_DIR / EXPERIMENT} and search.log); rerun the same command to resume"
             )
     final = scheduler.final
-    metrics = [final[m]["metrics"][METRIC] for m in range(settings.population)]
-    best = best_member(metrics)
+    metrics = state_metrics([final[m]["metrics"] for m in range(settings.population)])
+    best = best_ranked(metrics, settings.metric)
     payload = load_checkpoint(workdir / final[best]["checkpoint"] / MEMBER_CKPT)
     member_state = {key: payload[key] for key in _PAYLOAD_KEYS}
     hparams = dict(scheduler.final_hparams[best])
     outputs = write_best_model(workdir, config, hparams, member_state, data, log)
     record = scheduler.record
     last = {name: value for name, value in final[best]["metrics"].items() if isinstance(value, float)}
-    outcome = SearchOutcome(workdir, record.generation, best, metrics[best], hparams, outputs[0].parent, outputs, record.wall_time_s, best_metrics=last)
-    log(outcome.summary())
-    return outcome
+    return SearchOutcome(workdir, record.generation, best, metrics[METRIC][best], hparams, outputs[0].parent, outputs, record.wall_time_s, best_metrics=last, ranked_by=settings.metric)
 
 
 def _check_reachable(address: str, timeout_s: float = 10.0) -> None:
@@ -176,6 +174,7 @@ def _fit(tune, config, data, settings, workdir, scheduler, cpus, gpus, log) -> N
             workdir=str(workdir),
             epochs_per_generation=settings.epochs_per_generation,
             max_generations=settings.max_generations,
+            nlb=settings.metric != METRIC,
             cpus=float(cpus),
             gpus=float(gpus),
         ),
@@ -239,6 +238,7 @@ def member_trainable(
     workdir: str,
     epochs_per_generation: int,
     max_generations: int,
+    nlb: bool,
     cpus: float,
     gpus: float,
 ) -> None:
@@ -279,8 +279,9 @@ def member_trainable(
     node = ray.get_runtime_context().get_node_id()
     while generation < max_generations:
         first = len(trainer.history)
-        for _ in range(generation_epochs(generation, epochs_per_generation, trainer.ramp_end_epoch)):
-            trainer.run_epoch()
+        epochs = generation_epochs(generation, epochs_per_generation, trainer.ramp_end_epoch)
+        for done in range(1, epochs + 1):
+            trainer.run_epoch(nlb=nlb and done == epochs)  # NLB metrics to rank by (search --metric)
         rows = trainer.history[first:]
         for row in rows:
             row["generation"] = generation
@@ -359,22 +360,19 @@ class BinaryTournamentPBT(_SchedulerBase):
 
     def _load(self) -> None:
         self.population = self.settings.population
-        self.rng = np.random.default_rng(self.settings.seed)
         self.log = search_log(self.workdir)
         self._trials: dict[int, Any] = {}
         self._trials_logged = False
         self._stopping = False
         self._requeued: set[str] = set()
         self._boards: dict[int, TensorBoard] = {}
-        self._clock = time.perf_counter()
-        self._began_generation = time.perf_counter()
         path = self.folder / STATE_FILE
         if path.exists():
             state = json.loads(path.read_text())
             if state.get("version") != STATE_VERSION or state.get("population") != self.population:
                 raise CheckpointError(f"{path} belongs to a different search; use a new workdir")
             self.record = SearchRecord.from_dict(state["record"])
-            self.rng.bit_generator.state = self.record.rng_state
+            self._start_driver()
             self.hparams, self.start, self.own = state["hparams"], state["start"], state["own"]
             self.reports = {int(m): report for m, report in state["reports"].items()}
             self.final = {int(m): report for m, report in (state["final"] or {}).items()}
@@ -382,6 +380,7 @@ class BinaryTournamentPBT(_SchedulerBase):
             self._resumed = True
         else:
             self.record = SearchRecord()
+            self._start_driver()
             # Full per-member values, as the embedded Trainer holds them (state.csv and exploits.csv show all).
             self.hparams = [{**self.base_hparams, **values} for values in self.space.sample_initial(self.population, self.rng)]
             self.start, self.own = [None] * self.population, [None] * self.population
@@ -390,11 +389,16 @@ class BinaryTournamentPBT(_SchedulerBase):
             self._save()
         self.rows = _read_reports(self.folder / REPORTS_FILE)
 
+    def _start_driver(self) -> None:
+        progress = SearchProgress(self.population, self.settings.max_generations, self.record.generation, self.log)
+        self.driver = SearchDriver(self.workdir, self.settings, self.space, self.record, self.log, progress)
+        self.rng = self.driver.rng  # the initial sample, then the tournaments and perturbations
+
     def _save(self) -> None:
         state = {
             "version": STATE_VERSION,
             "population": self.population,
-            "record": {**self.record.to_dict(), "rng_state": self.rng.bit_generator.state},
+            "record": {**self.record.to_dict(), "rng_state": self.rng.bit_generator.state},  # mid-generation too
             "hparams": self.hparams,
             "start": self.start,
             "own": self.own,
@@ -478,6 +482,7 @@ class BinaryTournamentPBT(_SchedulerBase):
         self.rows[(member, generation)] = rows
         self._board(member, rows)
         self._save()
+        self.driver.progress.member_done(member, float(metrics[METRIC]))
         return self.PAUSE  # Tune saves the reported checkpoint, then stops the actor: the barrier
 
     def choose_trial_to_run(self, tune_controller):
@@ -533,39 +538,34 @@ class BinaryTournamentPBT(_SchedulerBase):
             self._save()
 
     def _decide(self) -> None:
-        """The end of a generation: the same steps as the embedded backend, in the same order."""
-        record, population = self.record, range(self.population)
-        reports = [self.reports[m] for m in population]
-        metrics = {name: [float(r["metrics"].get(name, math.nan)) for r in reports] for name in STATE_METRICS if name in reports[0]["metrics"]}
+        """The end of a generation (generation.SearchDriver, as every backend): losers will restore their
+        winner's checkpoint, then take the new hyperparameters; the decision is durable before any trial acts on it."""
+        record = self.record
+        reports = [self.reports[m] for m in range(self.population)]
         hparams = [dict(h) for h in self.hparams]
-        record.add_generation(max(int(r["metrics"]["epoch"]) for r in reports), hparams, metrics)
-        record.finished = should_stop(record.best_by_generation, self.settings.max_generations)
-        exploits = [] if record.finished else plan_exploits(record.generation, metrics[METRIC], hparams, self.space, self.rng)
         checkpoints = [r["checkpoint"] for r in reports]
-        self.start, self.own = list(checkpoints), [None] * self.population
-        for exploit in exploits:  # the loser restores the winner's checkpoint, then takes the new hyperparameters
-            self.start[exploit.loser] = checkpoints[exploit.winner]
-            self.own[exploit.loser] = checkpoints[exploit.loser]
-            self.hparams[exploit.loser] = dict(exploit.new)
-        record.add_exploits(exploits)
+
+        def apply(exploits: list[Exploit]) -> None:
+            self.start, self.own = list(checkpoints), [None] * self.population
+            for exploit in exploits:
+                self.start[exploit.loser] = checkpoints[exploit.winner]
+                self.own[exploit.loser] = checkpoints[exploit.loser]
+                self.hparams[exploit.loser] = dict(exploit.new)
+
+        def checkpoint() -> None:
+            if record.finished:
+                self.final = dict(enumerate(reports))
+                self.final_hparams = hparams
+            self.reports = {}
+            self._save()
+
+        def completed_rows() -> list[dict]:
+            return sorted((row for (m, g), rows in self.rows.items() if g < record.generation for row in rows), key=lambda row: (row["epoch"], row["member"]))
+
+        epoch = max(int(r["metrics"]["epoch"]) for r in reports)
+        self.driver.end_generation(epoch, hparams, state_metrics([r["metrics"] for r in reports]), apply, checkpoint, completed_rows)
         if record.finished:
-            self.final = {m: reports[m] for m in population}
-            self.final_hparams = hparams
-        record.generation += 1
-        now = time.perf_counter()
-        record.wall_time_s += now - self._clock
-        self._clock = now
-        self.reports = {}
-        self._save()  # the decision is durable before any trial acts on it
-        completed = sorted((row for (m, g), rows in self.rows.items() if g < record.generation for row in rows), key=lambda row: (row["epoch"], row["member"]))
-        write_tables(self.workdir, record, completed)
-        best = best_member(metrics[METRIC])
-        self.log(
-            f"generation {record.generation - 1}: {now - self._began_generation:.1f} s, best {METRIC} {metrics[METRIC][best]:.5f} "
-            f"(member {best}), {len(exploits)} exploits{'; stopping' if record.finished else ''}"
-        )
-        self._began_generation = now
-        if record.finished:
+            self.driver.progress.close()
             for board in self._boards.values():
                 board.close()
 
