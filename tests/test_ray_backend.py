@@ -439,3 +439,37 @@ def test_cluster_configs_match_the_schema_of_the_installed_ray(name):
     prepared = prepare_config(config)
     validate_config(prepared)
     assert prepared["head_node_type"] in prepared["available_node_types"]
+
+
+def test_the_readme_cluster_commands_with_a_token(lorenz, tmp_path):
+    """As the README says: generate a token, start the head, join a worker with RAY_AUTH_MODE=token, and search
+    with --address HEAD:PORT without exporting anything (the command line turns token mode on, as Ray does for
+    "auto"). HOME is a temporary folder, so the token is this test's own."""
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {key: value for key, value in os.environ.items() if key != "RAY_AUTH_MODE"}
+    env.update(HOME=str(home), OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    port, temp_dir, sessions = free_port(), tempfile.mkdtemp(prefix="alt"), []
+
+    def ray_cli(*args: str, **extra: str) -> None:
+        process = subprocess.Popen([RAY, *args], env={**env, **extra}, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        sessions.append(process.pid)
+        output, _ = process.communicate(timeout=90)
+        assert process.returncode == 0, output
+
+    try:
+        ray_cli("get-auth-token", "--generate")
+        assert (home / ".ray" / "auth_token").is_file()
+        ray_cli("start", "--head", "--port", str(port), "--num-cpus", "0", "--node-ip-address", "127.0.0.1", "--include-dashboard=false",
+                "--ray-client-server-port", str(free_port()), "--temp-dir", temp_dir)
+        ray_cli("start", "--address", f"127.0.0.1:{port}", "--num-cpus", "2", RAY_AUTH_MODE="token")
+        overrides = [item for key, value in TINY.items() for item in (f"model.{key}", str(value))] + ["train.kl_increase_epoch", "1", "train.l2_increase_epoch", "1", "train.num_samples", "2"]
+        command = [sys.executable, "-m", "autolfads.cli", "search", "--backend", "ray", "--address", f"127.0.0.1:{port}", "--data", str(lorenz),
+                   "--population", "2", "--epochs-per-generation", "1", "--max-generations", "1", "--workdir", str(tmp_path / "search"), "--no-report", *overrides]
+        result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stderr
+        assert "RAY_AUTH_MODE=token" in result.stderr and result.stdout.count("search complete: 1 generations") == 1
+    finally:
+        for session in reversed(sessions):
+            kill_session(session)
+        shutil.rmtree(temp_dir, ignore_errors=True)
