@@ -101,17 +101,20 @@ def main() -> None:
 
     cpus = usable_cpus()
     print(f"mc_maze_small shape, batch {args.batch}, {args.steps} training batches + 1 validation batch per epoch, {cpus} usable CPUs, torch {torch.__version__}")
-    print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
     arms = [(1, 1, "1")] + [(p, w, args.threads) for p in args.populations for w in args.workers if w <= p]
     results: dict[tuple, list[dict]] = {arm: [] for arm in arms}
     with tempfile.TemporaryDirectory() as folder:
         data = write_data(Path(folder) / "mc_maze_small_shape.h5", args.batch * args.steps, args.batch)
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
-        for _ in range(args.rounds):
+        for round_ in range(1, args.rounds + 1):
             for arm in arms:
                 command = [sys.executable, __file__, "--child", str(data), *map(str, arm), "--batch", str(args.batch), "--generations", str(args.generations)]
                 out = subprocess.run(command, check=True, capture_output=True, text=True, env=env).stdout
-                results[arm].append(json.loads(out.strip().splitlines()[-1]))
+                result = json.loads(out.strip().splitlines()[-1])
+                results[arm].append(result)
+                # as it goes, so a run cut short still tells something
+                print(f"round {round_}: P {arm[0]}, W {result['workers']}, threads {result['threads']}: epoch {result['epoch_s']:.2f} s, RSS {result['rss_mib']} MiB, load {os.getloadavg()[0]:.1f}", flush=True)
     print(f"load average after:  {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     single = cpus * 1 / statistics.median(r["epoch_s"] for r in results[arms[0]])
     print(f"{'P':>3} {'W':>3} {'threads':>8} {'epoch s':>8} {'member-epochs/s':>16} {'vs C x single':>14}  RSS MiB after each generation (driver + workers)")
