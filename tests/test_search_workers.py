@@ -239,3 +239,24 @@ def test_kill_9_of_a_worker_is_a_clear_error_and_the_rerun_resumes(lorenz, tmp_p
     completed = read_csv(workdir / "state.csv")
     assert len(completed) % 4 == 0 and len(completed) < 4 * GENERATIONS
     resume_and_check(command, workdir, completed)
+
+
+def test_a_search_stopped_on_one_worker_resumes_on_two_with_the_same_result(lorenz, tmp_path, monkeypatch):
+    search(tiny_config(), lorenz, tmp_path / "whole", SETTINGS, workers=2, threads_per_worker=1)
+    real_save = embedded.save_checkpoint
+    saves = []
+
+    def stop_after_the_first_generation(payload, path):
+        real_save(payload, path)
+        saves.append(path)
+        if len(saves) == 1:
+            raise KeyboardInterrupt  # as Ctrl-C right after a checkpoint
+
+    monkeypatch.setattr(embedded, "save_checkpoint", stop_after_the_first_generation)
+    with pytest.raises(KeyboardInterrupt):
+        search(tiny_config(), lorenz, tmp_path / "resumed", SETTINGS, workers=1, threads_per_worker=1)
+    assert load_checkpoint(tmp_path / "resumed" / "search.ckpt")["search"]["generation"] == 1
+    search(tiny_config(), lorenz, tmp_path / "resumed", SETTINGS, workers=2, threads_per_worker=1)
+    for name in ("state.csv", "exploits.csv"):
+        assert (tmp_path / "resumed" / name).read_text() == (tmp_path / "whole" / name).read_text()
+    assert "resumed the search" in (tmp_path / "resumed" / "search.log").read_text()

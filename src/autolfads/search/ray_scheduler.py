@@ -24,7 +24,7 @@ RAY_DIR = "ray"
 STATE_FILE, REPORTS_FILE, MEMBERS_FILE = "pbt_state.json", "reports.jsonl", "members.csv"
 MAX_FAILURES = 3  # restarts of one trial from its last checkpoint before the search gives up (rerun resumes)
 STATE_VERSION = 1
-_REPORT_KEYS = ("epoch", "generation", "member", "node_id", "torch_threads", "restored_member", "restored_checksum", "saved_checksum", "report_id", "started_at")
+_REPORT_KEYS = ("epoch", "generation", "member", "group", "node_id", "torch_threads", "restored_member", "restored_checksum", "saved_checksum", "report_id", "started_at")
 _restoring_workdir: Path | None = None  # set by restoring_in while Tune unpickles the scheduler
 
 try:  # the module imports without Ray, so that run_ray can say how to install it
@@ -56,20 +56,23 @@ class BinaryTournamentPBT(_SchedulerBase):
 
     _supports_buffered_results = False  # one report per generation, each answered before the next
 
-    def __init__(self, workdir: Path, space: SearchSpace, settings: SearchSettings, base_hparams: dict[str, float]):
-        """base_hparams: every per-member hyperparameter's config value (the searched ones are sampled over it)."""
+    def __init__(self, workdir: Path, space: SearchSpace, settings: SearchSettings, base_hparams: dict[str, float], members_per_trial: int = 1):
+        """base_hparams: every per-member hyperparameter's config value (the searched ones are sampled over it).
+        members_per_trial: k members per trial (contiguous groups: 0..k-1, k..2k-1, ...; the last may be smaller)."""
         super().__init__()
         self.workdir, self.space, self.settings, self.base_hparams = Path(workdir), space, settings, dict(base_hparams)
+        self.members_per_trial = int(members_per_trial)
         self._metric = METRIC
         self._load()
 
     # ---- pickling: Tune keeps the scheduler in tuner.pkl; the state on disk is what counts
     def __getstate__(self) -> dict:
-        return {"workdir": str(self.workdir), "space": self.space, "settings": self.settings, "base_hparams": self.base_hparams}
+        return {"workdir": str(self.workdir), "space": self.space, "settings": self.settings, "base_hparams": self.base_hparams, "members_per_trial": self.members_per_trial}
 
     def __setstate__(self, state: dict) -> None:
         self.workdir, self.space, self.settings = Path(_restoring_workdir or state["workdir"]), state["space"], state["settings"]
         self.base_hparams = state["base_hparams"]
+        self.members_per_trial = int(state.get("members_per_trial", 1))
         self._metric = METRIC
         self._load()
 
@@ -84,6 +87,8 @@ class BinaryTournamentPBT(_SchedulerBase):
 
     def _load(self) -> None:
         self.population = self.settings.population
+        self.groups = trial_groups(self.population, self.members_per_trial)
+        self.group_of = {m: g for g, members in enumerate(self.groups) for m in members}
         self.log = search_log(self.workdir)
         self._trials: dict[int, Any] = {}
         self._trials_logged = False
@@ -95,9 +100,12 @@ class BinaryTournamentPBT(_SchedulerBase):
             state = json.loads(path.read_text())
             if state.get("version") != STATE_VERSION or state.get("population") != self.population:
                 raise CheckpointError(f"{path} belongs to a different search; use a new workdir")
+            if state.get("members_per_trial", 1) != self.members_per_trial:
+                raise CheckpointError(f"{path} is a search with {state.get('members_per_trial', 1)} members per trial; rerun it with --members-per-trial {state.get('members_per_trial', 1)}")
             self.record = SearchRecord.from_dict(state["record"])
             self._start_driver()
             self.hparams, self.start, self.own = state["hparams"], state["start"], state["own"]
+            self.source = state.get("source") or list(range(self.population))
             self.reports = {int(m): report for m, report in state["reports"].items()}
             self.final = {int(m): report for m, report in (state["final"] or {}).items()}
             self.final_hparams = state["final_hparams"]
@@ -107,7 +115,7 @@ class BinaryTournamentPBT(_SchedulerBase):
             self._start_driver()
             # Full per-member values, as the embedded Trainer holds them (state.csv and exploits.csv show all).
             self.hparams = [{**self.base_hparams, **values} for values in self.space.sample_initial(self.population, self.rng)]
-            self.start, self.own = [None] * self.population, [None] * self.population
+            self.start, self.own, self.source = [None] * self.population, [None] * self.population, list(range(self.population))
             self.reports, self.final, self.final_hparams = {}, {}, None
             self._resumed = False
             self._save()
@@ -122,10 +130,12 @@ class BinaryTournamentPBT(_SchedulerBase):
         state = {
             "version": STATE_VERSION,
             "population": self.population,
+            "members_per_trial": self.members_per_trial,
             "record": {**self.record.to_dict(), "rng_state": self.rng.bit_generator.state},  # mid-generation too
             "hparams": self.hparams,
             "start": self.start,
             "own": self.own,
+            "source": self.source,
             "reports": {str(m): report for m, report in self.reports.items()},
             "final": {str(m): report for m, report in self.final.items()} or None,
             "final_hparams": self.final_hparams,
