@@ -32,7 +32,7 @@ def search(
     """Run (or resume) an AutoLFADS search; rerunning with the same arguments continues where it stopped.
     report: write WORKDIR/report.html at the end (the command line does unless --no-report).
     backend_options go to the backend: embedded (workers, threads_per_worker), Ray (address, cpus_per_member,
-    gpus_per_member). The closing summary (outcome.summary()) is appended to search.log, not shown: the
+    gpus_per_member, members_per_trial, cpus_per_trial, gpus_per_trial). The closing summary (outcome.summary()) is appended to search.log, not shown: the
     caller shows it (the command line prints it once, on stdout)."""
     space = space or default_search_space()
     workdir = Path(workdir)

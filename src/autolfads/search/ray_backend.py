@@ -1,7 +1,9 @@
-"""The Ray backend: one Ray Tune trial per member, on one machine or a cluster.
+"""The Ray backend: one Ray Tune trial per member, or per group of k members, on one machine or a cluster.
 
-Every trial trains ONE member (a one-member Trainer) a generation at a time and reports once per
-generation with a checkpoint. `BinaryTournamentPBT`, a Ray Tune TrialScheduler, ends every generation
+Every trial trains ONE member (a one-member Trainer), or with members_per_trial k a group of k members on
+one population axis (members 0..k-1, k..2k-1, ...; the group shares the trial's CPUs and GPU), a generation
+at a time and reports once per generation with one checkpoint. PBT is per member whatever k: an exploit
+copies the winner's slice of the winner's trial checkpoint into the loser's place in its own trial. `BinaryTournamentPBT`, a Ray Tune TrialScheduler, ends every generation
 with the embedded backend's code (`generation.SearchDriver`: `pbt.plan_exploits`, `pbt.should_stop`, the
 tables, the log line and the progress display; ranked by --metric, NLB metrics included) and the same
 random stream (numpy default_rng(settings.seed): the initial sample, then the tournaments and perturbations):
@@ -34,6 +36,7 @@ Files (besides the common results layout of results.py):
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import socket
@@ -45,8 +48,8 @@ from ..errors import AutoLFADSError, ConfigError
 from ..train.checkpoint import load_checkpoint
 from ..train.trainer import METRIC, member_hparams
 from .generation import best_ranked, state_metrics
-from .ray_scheduler import MAX_FAILURES, RAY_DIR, BinaryTournamentPBT, restoring_in
-from .ray_trainable import MEMBER_CKPT, PAYLOAD_KEYS, member_trainable
+from .ray_scheduler import MAX_FAILURES, RAY_DIR, BinaryTournamentPBT, restoring_in, trial_group
+from .ray_trainable import MEMBER_CKPT, group_trainable, member_state
 from .ray_tune_private import resume_everything, use_token_if_available
 from .results import SearchOutcome, SearchSettings, search_log, write_best_model
 from .space import SearchSpace
@@ -68,9 +71,15 @@ def run_ray(
     address: str | None = None,
     cpus_per_member: float = 1.0,
     gpus_per_member: float = 0.0,
+    members_per_trial: int = 1,
+    cpus_per_trial: float | None = None,
+    gpus_per_trial: float | None = None,
 ) -> SearchOutcome:
-    """Run (or resume) the search as one Ray Tune trial per member.
-    address: None starts a local Ray instance (dashboard off); "auto" or HOST:PORT joins a running cluster."""
+    """Run (or resume) the search as one Ray Tune trial per member, or per group of members_per_trial members.
+    address: None starts a local Ray instance (dashboard off); "auto" or HOST:PORT joins a running cluster.
+    A trial asks for cpus_per_trial CPUs (also its torch threads) and gpus_per_trial GPUs; by default
+    members_per_trial x the per-member figures (e.g. --members-per-trial 8 --gpus-per-trial 1: eight members
+    share one GPU on one population axis)."""
     try:
         import ray
         from ray import tune
@@ -78,10 +87,16 @@ def run_ray(
         raise ConfigError("the Ray backend needs Ray: pip install 'autolfads[ray]' (or use --backend embedded)") from None
     if cpus_per_member <= 0 or gpus_per_member < 0:
         raise ConfigError(f"cpus_per_member must be > 0 and gpus_per_member >= 0, got {cpus_per_member} and {gpus_per_member}")
+    if not 1 <= members_per_trial <= settings.population:
+        raise ConfigError(f"--members-per-trial must be between 1 and the population ({settings.population}), got {members_per_trial}")
+    cpus = cpus_per_member * members_per_trial if cpus_per_trial is None else cpus_per_trial
+    gpus = gpus_per_member * members_per_trial if gpus_per_trial is None else gpus_per_trial
+    if cpus <= 0 or gpus < 0:
+        raise ConfigError(f"cpus_per_trial must be > 0 and gpus_per_trial >= 0, got {cpus} and {gpus}")
     workdir = Path(workdir).resolve()
     log = search_log(workdir)
     base = member_hparams(config)
-    scheduler = BinaryTournamentPBT(workdir, space, settings, base)
+    scheduler = BinaryTournamentPBT(workdir, space, settings, base, members_per_trial)
     if scheduler.finished:
         log(f"the search in {workdir} is complete; writing the best model again")
     else:
@@ -102,13 +117,13 @@ def run_ray(
                         "set RAY_AUTH_MODE=token if the cluster uses token authentication, or leave out the address for a local Ray instance"
                     ) from None
             started_ray = True
-            _check_local_resources(ray, cpus_per_member, gpus_per_member)
+            _check_local_resources(ray, cpus, gpus)
         try:
-            _fit(tune, config, data, settings, workdir, scheduler, cpus_per_member, gpus_per_member, log)
+            _fit(tune, config, data, settings, workdir, scheduler, cpus, gpus, log)
         finally:
             if started_ray:
                 ray.shutdown()
-        scheduler = BinaryTournamentPBT(workdir, space, settings, base)  # the state on disk is the truth
+        scheduler = BinaryTournamentPBT(workdir, space, settings, base, members_per_trial)  # the state on disk is the truth
         if not scheduler.finished:
             raise RayBackendError(
                 f"the search stopped after {scheduler.record.generation} generations: a member failed more than {MAX_FAILURES} times "
@@ -117,10 +132,9 @@ def run_ray(
     final = scheduler.final
     metrics = state_metrics([final[m]["metrics"] for m in range(settings.population)])
     best = best_ranked(metrics, settings.metric)
-    payload = load_checkpoint(workdir / final[best]["checkpoint"] / MEMBER_CKPT)
-    member_state = {key: payload[key] for key in PAYLOAD_KEYS}
+    state = member_state(load_checkpoint(workdir / final[best]["checkpoint"] / MEMBER_CKPT), best)
     hparams = dict(scheduler.final_hparams[best])
-    outputs = write_best_model(workdir, config, hparams, member_state, data, log)
+    outputs = write_best_model(workdir, config, hparams, state, data, log)
     record = scheduler.record
     last = {name: value for name, value in final[best]["metrics"].items() if isinstance(value, float)}
     return SearchOutcome(workdir, record.generation, best, metrics[METRIC][best], hparams, outputs[0].parent, outputs, record.wall_time_s, best_metrics=last, ranked_by=settings.metric)
@@ -145,15 +159,15 @@ def _check_local_resources(ray, cpus: float, gpus: float) -> None:
     if cpus > available.get("CPU", 0) or gpus > available.get("GPU", 0):
         ray.shutdown()
         raise ConfigError(
-            f"a member needs {cpus:g} CPUs and {gpus:g} GPUs, but this machine's Ray instance has {available.get('CPU', 0):g} CPUs "
-            f"and {available.get('GPU', 0):g} GPUs; lower --cpus-per-member/--gpus-per-member or join a cluster with --address"
+            f"a trial needs {cpus:g} CPUs and {gpus:g} GPUs, but this machine's Ray instance has {available.get('CPU', 0):g} CPUs "
+            f"and {available.get('GPU', 0):g} GPUs; lower --cpus-per-member/--gpus-per-member (or the per-trial figures) or join a cluster with --address"
         )
 
 
 def _fit(tune, config, data, settings, workdir, scheduler, cpus, gpus, log) -> None:
     trainable = tune.with_resources(
         tune.with_parameters(
-            member_trainable,
+            group_trainable,
             config_dict=config.to_dict(),
             data=data,
             workdir=str(workdir),
@@ -173,15 +187,15 @@ def _fit(tune, config, data, settings, workdir, scheduler, cpus, gpus, log) -> N
     else:
         tuner = tune.Tuner(
             trainable,
-            param_space={"member": tune.grid_search(list(range(settings.population)))},
+            param_space={"group": tune.grid_search(list(range(len(scheduler.groups))))},
             tune_config=tune.TuneConfig(
                 scheduler=scheduler,
                 num_samples=1,
                 metric=METRIC,
                 mode="min",
                 reuse_actors=False,  # a fresh process per generation: spreads over nodes, survives node loss
-                trial_name_creator=_trial_name,
-                trial_dirname_creator=_trial_name,
+                trial_name_creator=functools.partial(_trial_name, scheduler.groups),
+                trial_dirname_creator=functools.partial(_trial_name, scheduler.groups),
             ),
             run_config=tune.RunConfig(
                 storage_path=str(workdir / RAY_DIR),
@@ -194,8 +208,12 @@ def _fit(tune, config, data, settings, workdir, scheduler, cpus, gpus, log) -> N
     tuner.fit()
 
 
-def _trial_name(trial) -> str:
-    return f"member_{int(trial.config['member']):03d}_{trial.trial_id}"
+def _trial_name(groups: list[tuple[int, ...]], trial) -> str:
+    """member_003_<id> for one member per trial (or an experiment made before groups), members_004-007_<id> for a group."""
+    members = groups[trial_group(trial)]
+    if len(members) == 1:
+        return f"member_{members[0]:03d}_{trial.trial_id}"
+    return f"members_{members[0]:03d}-{members[-1]:03d}_{trial.trial_id}"
 
 
-__all__ = ["BinaryTournamentPBT", "RayBackendError", "member_trainable", "run_ray"]
+__all__ = ["BinaryTournamentPBT", "RayBackendError", "group_trainable", "run_ray"]

@@ -155,8 +155,9 @@ class BinaryTournamentPBT(_SchedulerBase):
     def on_trial_add(self, tune_controller, trial) -> None:
         from ray.tune.experiment import Trial
 
-        member = int(trial.config["member"])
-        self._trials[member] = trial
+        group = trial_group(trial)
+        members = self.groups[group]
+        self._trials[group] = trial
         skip_used_checkpoint_names(trial)
         requeued = trial.trial_id in self._requeued
         self._requeued.discard(trial.trial_id)
@@ -164,18 +165,21 @@ class BinaryTournamentPBT(_SchedulerBase):
             return
         if not requeued:  # new, or restored by a rerun: MAX_FAILURES restarts from here on
             reset_failures(trial)
-        report = self.reports.get(member)
-        if report is not None and report["checkpoint"] is None:
+        if any(m in self.reports and self.reports[m]["checkpoint"] is None for m in members):
             # Reported, but the checkpoint was not seen registered: take Tune's if it is that very report.
             latest = trial.latest_checkpoint_result
-            if latest is not None and latest.checkpoint is not None and latest.metrics.get("report_id") == report["report_id"]:
-                report["checkpoint"] = self._rel(latest.checkpoint.path)
-                self._members_row(member, report)
-            else:
-                del self.reports[member]
+            for member in members:
+                report = self.reports.get(member)
+                if report is None or report["checkpoint"] is not None:
+                    continue
+                if latest is not None and latest.checkpoint is not None and latest.metrics.get("report_id") == report["report_id"]:
+                    report["checkpoint"] = self._rel(latest.checkpoint.path)
+                    self._members_row(member, report)
+                else:
+                    del self.reports[member]
             self._save()
-        report = self.reports.get(member)
-        if report is not None:  # done with this generation: wait at the barrier, paused
+        if all(m in self.reports for m in members):  # done with this generation: wait at the barrier, paused
+            report = self.reports[members[0]]
             set_latest_checkpoint(trial, self.workdir / report["checkpoint"], report["metrics"])
             if trial.status == Trial.PENDING:
                 if requeued:
@@ -183,55 +187,78 @@ class BinaryTournamentPBT(_SchedulerBase):
                 else:  # added by a restore: the controller files it by the status set here
                     trial.set_status(Trial.PAUSED)
         else:
-            start = self.start[member]
-            if start is not None and not (self.workdir / start / MEMBER_CKPT).is_file():
-                raise CheckpointError(f"member {member} should continue from {self.workdir / start}, which is gone; the search cannot resume")
-            set_latest_checkpoint(trial, None if start is None else self.workdir / start, {"member": member, "generation": self.record.generation - 1})
-        trial.set_config(self._trial_config(member))
-        if not self._trials_logged and len(self._trials) == self.population:
+            for member in members:  # a group reports all its members at once: nothing of it is kept otherwise
+                self.reports.pop(member, None)
+                for path in (self.start[member], self.own[member]):
+                    if path is not None and not (self.workdir / path / MEMBER_CKPT).is_file():
+                        raise CheckpointError(f"member {member} should continue from {self.workdir / path}, which is gone; the search cannot resume")
+            set_latest_checkpoint(trial, self._group_checkpoint(group), {"group": group, "generation": self.record.generation - 1})
+        trial.set_config(self._trial_config(group))
+        if not self._trials_logged and len(self._trials) == len(self.groups):
             self._trials_logged = True
+            packing = f", {self.members_per_trial} members per trial ({len(self.groups)} trials)" if self.members_per_trial > 1 else ""
             if self._resumed:
                 self.log(f"resumed the search in {self.workdir} at generation {self.record.generation} ({len(self._done())} members had finished it)")
             else:
-                self.log(f"new Ray search: population {self.population}, {self.settings.epochs_per_generation} epochs per generation (the first adds the KL/L2 ramps)")
+                self.log(f"new Ray search: population {self.population}{packing}, {self.settings.epochs_per_generation} epochs per generation (the first adds the KL/L2 ramps)")
 
-    def _trial_config(self, member: int) -> dict:
-        return {"member": member, "generation": self.record.generation, "hparams": dict(self.hparams[member]), "own": self.own[member]}
+    def _group_checkpoint(self, group: int) -> Path | None:
+        """The checkpoint the group's trial reported last (Tune's restore point for the trial), None before the first."""
+        first = self.groups[group][0]
+        path = self.own[first] or self.start[first]  # an exploited member's own state, else its start is its group's
+        return None if path is None else self.workdir / path
+
+    def _trial_config(self, group: int) -> dict:
+        members = self.groups[group]
+        return {
+            "group": group,
+            "members": list(members),
+            "generation": self.record.generation,
+            "hparams": [dict(self.hparams[m]) for m in members],
+            "start": [self.start[m] for m in members],  # the checkpoint each member starts from ...
+            "source": [self.source[m] for m in members],  # ... and whose state in it (the winner's after an exploit)
+            "own": [self.own[m] for m in members],  # after an exploit: the member's own last checkpoint (random stream, history)
+        }
 
     def on_trial_error(self, tune_controller, trial) -> None:
         self._requeued.add(trial.trial_id)  # Tune calls on_trial_add next if it restarts the trial
 
     def on_trial_result(self, tune_controller, trial, result: dict) -> str:
-        member, generation = int(result["member"]), int(result["generation"])
-        if self.finished or generation != self.record.generation or member != int(trial.config["member"]):
-            self.log(f"ignored a report of member {member} for generation {generation} (expected generation {self.record.generation})")
+        group, generation = int(result["group"]), int(result["generation"])
+        if self.finished or generation != self.record.generation or group != trial_group(trial):
+            self.log(f"ignored a report of trial {group} for generation {generation} (expected generation {self.record.generation})")
             return self.PAUSE
         rows = json.loads(result["rows"])
-        names = [name for name in rows[-1] if name not in _REPORT_KEYS] + list(_REPORT_KEYS)
-        metrics = {name: result[name] for name in names if name in result}
-        self.reports[member] = {"report_id": result["report_id"], "metrics": metrics, "checkpoint": None}
+        shared = {key: result[key] for key in _REPORT_KEYS if key in result}
+        for values in json.loads(result["members"]):
+            member = int(values["member"])
+            metrics = {name: value for name, value in values.items() if name not in _REPORT_KEYS}
+            metrics.update({key: values.get(key, shared.get(key)) for key in _REPORT_KEYS})
+            self.reports[member] = {"report_id": result["report_id"], "metrics": metrics, "checkpoint": None}
+            mine = [row for row in rows if int(row["member"]) == member]
+            entry = {"generation": generation, "member": member, "trial_id": trial.trial_id, "time": time.time(), **{k: metrics[k] for k in ("report_id", "node_id", "started_at", "restored_member", "restored_checksum", "saved_checksum", METRIC)}}
+            _append_jsonl(self.folder / REPORTS_FILE, {**entry, "rows": mine})
+            self.rows[(member, generation)] = mine
+            self._board(member, mine)
         reset_failures(trial)  # MAX_FAILURES restarts per generation, not per search
-        entry = {"generation": generation, "member": member, "trial_id": trial.trial_id, "time": time.time(), **{k: metrics[k] for k in ("report_id", "node_id", "started_at", "restored_member", "restored_checksum", "saved_checksum", METRIC)}}
-        _append_jsonl(self.folder / REPORTS_FILE, {**entry, "rows": rows})
-        self.rows[(member, generation)] = rows
-        self._board(member, rows)
         self._save()
-        self.driver.progress.member_done(member, float(metrics[METRIC]))
+        for member in self.groups[group]:
+            self.driver.progress.member_done(member, float(self.reports[member]["metrics"][METRIC]))
         return self.PAUSE  # Tune saves the reported checkpoint, then stops the actor: the barrier
 
     def choose_trial_to_run(self, tune_controller):
         from ray.tune.experiment import Trial
 
         self._collect_checkpoints()
-        trials = [self._trials.get(m) for m in range(self.population)]
+        trials = [self._trials.get(g) for g in range(len(self.groups))]
         if None in trials:  # Tune is still adding them
             return None
-        failed = [m for m, trial in enumerate(trials) if trial.status == Trial.ERROR]
+        failed = [m for g, trial in enumerate(trials) if trial.status == Trial.ERROR for m in self.groups[g]]
         if self.finished or failed:
             if failed and not self._stopping:
                 self.log(f"member(s) {failed} failed more than {MAX_FAILURES} times in a generation; stopping the search (rerun to resume)")
             self._stopping = True
-            for trial in trials:  # a running member still reports its generation (kept for the rerun), then stops
+            for trial in trials:  # a running trial still reports its generation (kept for the rerun), then stops
                 if trial.status in (Trial.PENDING, Trial.PAUSED):
                     tune_controller.stop_trial(trial)
             return None
@@ -241,11 +268,11 @@ class BinaryTournamentPBT(_SchedulerBase):
                 for trial in trials:
                     tune_controller.stop_trial(trial)
                 return None
-            for member, trial in enumerate(trials):  # losers now point at their winner's checkpoint
-                set_latest_checkpoint(trial, self.workdir / self.start[member], {"member": member, "generation": self.record.generation - 1})
-                trial.set_config(self._trial_config(member))
-        for member, trial in enumerate(trials):
-            if trial.status == Trial.PAUSED and member not in self.reports:
+            for group, trial in enumerate(trials):  # losers now point at their winner's checkpoint
+                set_latest_checkpoint(trial, self._group_checkpoint(group), {"group": group, "generation": self.record.generation - 1})
+                trial.set_config(self._trial_config(group))
+        for group, trial in enumerate(trials):
+            if trial.status == Trial.PAUSED and self.groups[group][0] not in self.reports:
                 return trial  # the next generation, one trial per call (Tune asks every step)
         return None
 
@@ -260,7 +287,7 @@ class BinaryTournamentPBT(_SchedulerBase):
         """A reported checkpoint is registered by Tune after on_trial_result: note where it was persisted."""
         changed = False
         for member, report in self.reports.items():
-            trial = self._trials.get(member)
+            trial = self._trials.get(self.group_of[member])
             if report["checkpoint"] is not None or trial is None:
                 continue
             latest = trial.latest_checkpoint_result
@@ -273,16 +300,17 @@ class BinaryTournamentPBT(_SchedulerBase):
 
     def _decide(self) -> None:
         """The end of a generation (generation.SearchDriver, as every backend): losers will restore their
-        winner's checkpoint, then take the new hyperparameters; the decision is durable before any trial acts on it."""
+        winner's state, then take the new hyperparameters; the decision is durable before any trial acts on it."""
         record = self.record
         reports = [self.reports[m] for m in range(self.population)]
         hparams = [dict(h) for h in self.hparams]
         checkpoints = [r["checkpoint"] for r in reports]
 
         def apply(exploits: list[Exploit]) -> None:
-            self.start, self.own = list(checkpoints), [None] * self.population
+            self.start, self.own, self.source = list(checkpoints), [None] * self.population, list(range(self.population))
             for exploit in exploits:
                 self.start[exploit.loser] = checkpoints[exploit.winner]
+                self.source[exploit.loser] = exploit.winner
                 self.own[exploit.loser] = checkpoints[exploit.loser]
                 self.hparams[exploit.loser] = dict(exploit.new)
 
@@ -317,13 +345,25 @@ class BinaryTournamentPBT(_SchedulerBase):
     def _members_row(self, member: int, report: dict) -> None:
         path = self.folder / MEMBERS_FILE
         fields = ("generation", "member", "trial_id", "node_id", "torch_threads", "restored_member", "restored_checksum", "saved_checksum", "report_id")
-        trial = self._trials.get(member)
+        trial = self._trials.get(self.group_of[member])
         values = {**{k: report["metrics"].get(k, "") for k in fields}, "trial_id": trial.trial_id if trial else "", "checkpoint": report["checkpoint"]}
         new = not path.exists()
         with open(path, "a") as f:
             if new:
                 f.write(",".join((*fields, "checkpoint")) + "\n")
             f.write(",".join(str(values[k]) for k in (*fields, "checkpoint")) + "\n")
+
+
+def trial_groups(population: int, members_per_trial: int) -> list[tuple[int, ...]]:
+    """The members of each trial: contiguous groups of members_per_trial (the last may be smaller)."""
+    if members_per_trial < 1:
+        raise ValueError(f"members_per_trial must be >= 1, got {members_per_trial}")
+    return [tuple(range(first, min(first + members_per_trial, population))) for first in range(0, population, members_per_trial)]
+
+
+def trial_group(trial) -> int:
+    """A trial's group (an experiment made before groups names its one member, the same number)."""
+    return int(trial.config["group"] if "group" in trial.config else trial.config["member"])
 
 
 def _read_reports(path: Path) -> dict[tuple[int, int], list[dict]]:
