@@ -334,6 +334,50 @@ def test_a_stitched_multi_session_search_runs_on_the_cluster(cluster, tmp_path):
     assert outcome.best_member == twin.best_member
 
 
+def test_members_per_trial_packs_members_on_one_axis_with_the_same_pbt(cluster, lorenz, tmp_path):
+    """--members-per-trial 2: two trials of two members each (one population axis, one CPU per trial); an
+    exploit across trials copies the winner's slice exactly; the same search as the embedded backend on two
+    workers (the same slices)."""
+    workdir = tmp_path / "packed"
+    with deadline(300):
+        outcome = search(tiny_config(), lorenz, workdir, SearchSettings(**SETTINGS), address=cluster.address, members_per_trial=2, cpus_per_trial=1)
+    state = check_complete(workdir)
+    members = read_csv(workdir / "ray" / "members.csv")
+    assert len(members) == 12
+    trials = {row["trial_id"] for row in members}
+    assert len(trials) == 2 and {frozenset(int(r["member"]) for r in members if r["trial_id"] == t) for t in trials} == {frozenset({0, 1}), frozenset({2, 3})}
+    assert sorted(p.name.split("_")[1] for p in (workdir / "ray" / "search").glob("members_*")) == ["000-001", "002-003"]
+    report = {(int(r["generation"]), int(r["member"])): r for r in members}
+    exploits = read_csv(workdir / "exploits.csv")
+    winners = {(int(e["generation"]), int(e["loser"])): int(e["winner"]) for e in exploits}
+    across = 0
+    for (generation, member), row in report.items():
+        if generation == 0:
+            assert row["restored_member"] == "-1"
+            continue
+        source = winners.get((generation - 1, member), member)
+        assert int(row["restored_member"]) == source
+        assert row["restored_checksum"] == report[(generation - 1, source)]["saved_checksum"]  # weights and Adam state copied exactly
+        across += source // 2 != member // 2
+    assert across, "no exploit crossed trials: the copy between trial checkpoints went untested"
+    assert "2 members per trial (2 trials)" in (workdir / "search.log").read_text()
+    assert (workdir / "best_model" / "lfads_output.h5").is_file()
+
+    twin_dir = tmp_path / "embedded"
+    twin = search(tiny_config(), lorenz, twin_dir, SearchSettings(**{**SETTINGS, "backend": "embedded"}), workers=2, threads_per_worker=1)
+    theirs = read_csv(twin_dir / "state.csv")
+    space = default_search_space()
+    assert len(theirs) == len(state)
+    for ours, other in zip(state, theirs):
+        for name, value in other.items():
+            if name in space.params or name in ("generation", "member", "epoch"):
+                assert ours[name] == value, (name, ours, other)
+            else:
+                assert math.isclose(float(ours[name]), float(value), rel_tol=1e-4, abs_tol=1e-6), (name, ours[name], value)
+    assert [(e["generation"], e["loser"], e["winner"]) for e in exploits] == [(e["generation"], e["loser"], e["winner"]) for e in read_csv(twin_dir / "exploits.csv")]
+    assert outcome.best_member == twin.best_member
+
+
 def test_a_killed_driver_resumes_without_retraining_completed_work(cluster, lorenz, tmp_path):
     """SIGKILL the driver in the middle of generation 1, once some member has finished it; rerun."""
     workdir = tmp_path / "search"
