@@ -200,14 +200,14 @@ DRIVER = textwrap.dedent(
     from autolfads.config import Config
     from autolfads.search import SearchSettings, search
     config = Config.model_validate_json(sys.argv[1])
-    search(config, sys.argv[2], sys.argv[3], SearchSettings(**{settings!r}), address=sys.argv[4], cpus_per_member=1)
+    search(config, sys.argv[2], sys.argv[3], SearchSettings(**{settings!r}), address=sys.argv[4], cpus_per_member=1, **{options!r})
     """
 )
 
 
-def driver(tmp_path: Path, lorenz: Path, workdir: Path, address: str) -> list[str]:
+def driver(tmp_path: Path, lorenz: Path, workdir: Path, address: str, **options) -> list[str]:
     script = tmp_path / "driver.py"
-    script.write_text(DRIVER.format(settings=SETTINGS))
+    script.write_text(DRIVER.format(settings=SETTINGS, options=options))
     return [sys.executable, str(script), tiny_config().model_dump_json(), str(lorenz), str(workdir), address]
 
 
@@ -378,10 +378,13 @@ def test_members_per_trial_packs_members_on_one_axis_with_the_same_pbt(cluster, 
     assert outcome.best_member == twin.best_member
 
 
-def test_a_killed_driver_resumes_without_retraining_completed_work(cluster, lorenz, tmp_path):
-    """SIGKILL the driver in the middle of generation 1, once some member has finished it; rerun."""
+@pytest.mark.parametrize("members_per_trial", [1, 2])
+def test_a_killed_driver_resumes_without_retraining_completed_work(cluster, lorenz, tmp_path, members_per_trial):
+    """SIGKILL the driver in the middle of generation 1, once some member has finished it; rerun. With two
+    members per trial, a trial's two members are kept or trained again together."""
     workdir = tmp_path / "search"
-    command = driver(tmp_path, lorenz, workdir, cluster.address)
+    options = {} if members_per_trial == 1 else {"members_per_trial": 2, "cpus_per_trial": 1}
+    command = driver(tmp_path, lorenz, workdir, cluster.address, **options)
     env = {**os.environ, **CLUSTER_ENV}
 
     def finished_generation_1() -> bool:  # a member's generation-1 checkpoint is registered
@@ -414,6 +417,8 @@ def test_a_killed_driver_resumes_without_retraining_completed_work(cluster, lore
     trained = Counter((r["generation"], r["member"]) for r in reports)
     kept = [(g, m) for g in done for m in range(4)] + [(in_progress, m) for m in reported]
     assert kept and all(trained[key] == 1 for key in kept), {key: trained[key] for key in kept}
+    if members_per_trial == 2:
+        assert all((m ^ 1) in reported for m in reported), reported  # members 0-1 and 2-3 report together
     assert (workdir / "ray" / "reports.jsonl").read_text().startswith(reports_before)
     assert (workdir / "best_model" / "lfads_output.h5").is_file()
 
