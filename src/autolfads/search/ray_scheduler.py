@@ -47,8 +47,10 @@ def restoring_in(workdir: Path):
 class BinaryTournamentPBT(_SchedulerBase):
     """Synchronous binary-tournament PBT as a Ray Tune TrialScheduler (see the module docstring).
 
-    Overrides of FIFOScheduler: on_trial_add (a new, restored or restarted trial gets its member's
-    hyperparameters and checkpoint from the scheduler's state), on_trial_result (record the report, PAUSE),
+    A trial trains a group of members (members_per_trial, default 1); the state, the reports and the decisions
+    are per member. Overrides of FIFOScheduler: on_trial_add (a new, restored or restarted trial gets its
+    members' hyperparameters and starting states from the scheduler's state), on_trial_result (record the
+    report of each of its members, PAUSE),
     on_trial_error, choose_trial_to_run (the generation's decision once everyone is paused at the barrier; then
     the paused members of the next generation), debug_string. Ray's PopulationBasedTraining is not used: its
     quantile truncation, perturbation and sync bookkeeping are not AutoLFADS'.
