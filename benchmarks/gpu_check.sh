@@ -18,5 +18,7 @@ echo "== training step, fast core vs eager (batch 64) =="
 timeout 180 $PY benchmarks/train_throughput.py --device cuda --batch 64 --steps 10 --rounds 3
 echo "== population on one GPU vs P single-model runs =="
 timeout 240 $PY benchmarks/population.py --device cuda --populations 1 4 8 20 --steps 4 --generations 5
+echo "== P = 1, 8, 20, 40 on the axis; 8 processes sharing the GPU; TF32 and bf16 (issue 16) =="
+timeout 300 $PY benchmarks/gpu_scaling.py --device cuda --populations 1 8 20 40 --processes 8 --steps 4 --epochs 2
 echo "== posterior sampling =="
 timeout 60 $PY benchmarks/sampling.py --device cuda --trials 512 2048 --max-rows 4096

@@ -439,3 +439,9 @@ def test_garbage_last_checkpoint_error_is_one_line(autolfads, lorenz_file, run_c
     result = autolfads("train", "--data", lorenz_file, "--checkpoint", run_copy)
     message = assert_cli_error(result, str(path), "corrupt")
     assert "weights_only" not in message
+
+
+def test_ray_members_per_trial_beyond_the_population_is_one_clean_error(autolfads, tiny_model, lorenz_file, tmp_path):
+    pytest.importorskip("ray", exc_type=ImportError)
+    result = autolfads("search", "--backend", "ray", "--data", lorenz_file, "--workdir", tmp_path / "search", "--population", "2", "--members-per-trial", "3", "--no-report", *tiny_model())
+    assert_cli_error(result, "--members-per-trial", "between 1 and the population (2)", "got 3")

@@ -200,14 +200,14 @@ DRIVER = textwrap.dedent(
     from autolfads.config import Config
     from autolfads.search import SearchSettings, search
     config = Config.model_validate_json(sys.argv[1])
-    search(config, sys.argv[2], sys.argv[3], SearchSettings(**{settings!r}), address=sys.argv[4], cpus_per_member=1)
+    search(config, sys.argv[2], sys.argv[3], SearchSettings(**{settings!r}), address=sys.argv[4], cpus_per_member=1, **{options!r})
     """
 )
 
 
-def driver(tmp_path: Path, lorenz: Path, workdir: Path, address: str) -> list[str]:
+def driver(tmp_path: Path, lorenz: Path, workdir: Path, address: str, **options) -> list[str]:
     script = tmp_path / "driver.py"
-    script.write_text(DRIVER.format(settings=SETTINGS))
+    script.write_text(DRIVER.format(settings=SETTINGS, options=options))
     return [sys.executable, str(script), tiny_config().model_dump_json(), str(lorenz), str(workdir), address]
 
 
@@ -334,10 +334,57 @@ def test_a_stitched_multi_session_search_runs_on_the_cluster(cluster, tmp_path):
     assert outcome.best_member == twin.best_member
 
 
-def test_a_killed_driver_resumes_without_retraining_completed_work(cluster, lorenz, tmp_path):
-    """SIGKILL the driver in the middle of generation 1, once some member has finished it; rerun."""
+def test_members_per_trial_packs_members_on_one_axis_with_the_same_pbt(cluster, lorenz, tmp_path):
+    """--members-per-trial 2: two trials of two members each (one population axis, one CPU per trial); an
+    exploit across trials copies the winner's slice exactly; the same search as the embedded backend on two
+    workers (the same slices)."""
+    workdir = tmp_path / "packed"
+    with deadline(300):
+        outcome = search(tiny_config(), lorenz, workdir, SearchSettings(**SETTINGS), address=cluster.address, members_per_trial=2, cpus_per_trial=1)
+    state = check_complete(workdir)
+    members = read_csv(workdir / "ray" / "members.csv")
+    assert len(members) == 12
+    trials = {row["trial_id"] for row in members}
+    assert len(trials) == 2 and {frozenset(int(r["member"]) for r in members if r["trial_id"] == t) for t in trials} == {frozenset({0, 1}), frozenset({2, 3})}
+    assert sorted(p.name.split("_")[1] for p in (workdir / "ray" / "search").glob("members_*")) == ["000-001", "002-003"]
+    report = {(int(r["generation"]), int(r["member"])): r for r in members}
+    exploits = read_csv(workdir / "exploits.csv")
+    winners = {(int(e["generation"]), int(e["loser"])): int(e["winner"]) for e in exploits}
+    across = 0
+    for (generation, member), row in report.items():
+        if generation == 0:
+            assert row["restored_member"] == "-1"
+            continue
+        source = winners.get((generation - 1, member), member)
+        assert int(row["restored_member"]) == source
+        assert row["restored_checksum"] == report[(generation - 1, source)]["saved_checksum"]  # weights and Adam state copied exactly
+        across += source // 2 != member // 2
+    assert across, "no exploit crossed trials: the copy between trial checkpoints went untested"
+    assert "2 members per trial (2 trials)" in (workdir / "search.log").read_text()
+    assert (workdir / "best_model" / "lfads_output.h5").is_file()
+
+    twin_dir = tmp_path / "embedded"
+    twin = search(tiny_config(), lorenz, twin_dir, SearchSettings(**{**SETTINGS, "backend": "embedded"}), workers=2, threads_per_worker=1)
+    theirs = read_csv(twin_dir / "state.csv")
+    space = default_search_space()
+    assert len(theirs) == len(state)
+    for ours, other in zip(state, theirs):
+        for name, value in other.items():
+            if name in space.params or name in ("generation", "member", "epoch"):
+                assert ours[name] == value, (name, ours, other)
+            else:
+                assert math.isclose(float(ours[name]), float(value), rel_tol=1e-4, abs_tol=1e-6), (name, ours[name], value)
+    assert [(e["generation"], e["loser"], e["winner"]) for e in exploits] == [(e["generation"], e["loser"], e["winner"]) for e in read_csv(twin_dir / "exploits.csv")]
+    assert outcome.best_member == twin.best_member
+
+
+@pytest.mark.parametrize("members_per_trial", [1, 2])
+def test_a_killed_driver_resumes_without_retraining_completed_work(cluster, lorenz, tmp_path, members_per_trial):
+    """SIGKILL the driver in the middle of generation 1, once some member has finished it; rerun. With two
+    members per trial, a trial's two members are kept or trained again together."""
     workdir = tmp_path / "search"
-    command = driver(tmp_path, lorenz, workdir, cluster.address)
+    options = {} if members_per_trial == 1 else {"members_per_trial": 2, "cpus_per_trial": 1}
+    command = driver(tmp_path, lorenz, workdir, cluster.address, **options)
     env = {**os.environ, **CLUSTER_ENV}
 
     def finished_generation_1() -> bool:  # a member's generation-1 checkpoint is registered
@@ -370,6 +417,8 @@ def test_a_killed_driver_resumes_without_retraining_completed_work(cluster, lore
     trained = Counter((r["generation"], r["member"]) for r in reports)
     kept = [(g, m) for g in done for m in range(4)] + [(in_progress, m) for m in reported]
     assert kept and all(trained[key] == 1 for key in kept), {key: trained[key] for key in kept}
+    if members_per_trial == 2:
+        assert all((m ^ 1) in reported for m in reported), reported  # members 0-1 and 2-3 report together
     assert (workdir / "ray" / "reports.jsonl").read_text().startswith(reports_before)
     assert (workdir / "best_model" / "lfads_output.h5").is_file()
 
@@ -439,3 +488,37 @@ def test_cluster_configs_match_the_schema_of_the_installed_ray(name):
     prepared = prepare_config(config)
     validate_config(prepared)
     assert prepared["head_node_type"] in prepared["available_node_types"]
+
+
+def test_the_readme_cluster_commands_with_a_token(lorenz, tmp_path):
+    """As the README says: generate a token, start the head, join a worker with RAY_AUTH_MODE=token, and search
+    with --address HEAD:PORT without exporting anything (the command line turns token mode on, as Ray does for
+    "auto"). HOME is a temporary folder, so the token is this test's own."""
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {key: value for key, value in os.environ.items() if key != "RAY_AUTH_MODE"}
+    env.update(HOME=str(home), OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    port, temp_dir, sessions = free_port(), tempfile.mkdtemp(prefix="alt"), []
+
+    def ray_cli(*args: str, **extra: str) -> None:
+        process = subprocess.Popen([RAY, *args], env={**env, **extra}, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        sessions.append(process.pid)
+        output, _ = process.communicate(timeout=90)
+        assert process.returncode == 0, output
+
+    try:
+        ray_cli("get-auth-token", "--generate")
+        assert (home / ".ray" / "auth_token").is_file()
+        ray_cli("start", "--head", "--port", str(port), "--num-cpus", "0", "--node-ip-address", "127.0.0.1", "--include-dashboard=false",
+                "--ray-client-server-port", str(free_port()), "--temp-dir", temp_dir)
+        ray_cli("start", "--address", f"127.0.0.1:{port}", "--num-cpus", "2", RAY_AUTH_MODE="token")
+        overrides = [item for key, value in TINY.items() for item in (f"model.{key}", str(value))] + ["train.kl_increase_epoch", "1", "train.l2_increase_epoch", "1", "train.num_samples", "2"]
+        command = [sys.executable, "-m", "autolfads.cli", "search", "--backend", "ray", "--address", f"127.0.0.1:{port}", "--data", str(lorenz),
+                   "--population", "2", "--epochs-per-generation", "1", "--max-generations", "1", "--workdir", str(tmp_path / "search"), "--no-report", *overrides]
+        result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stderr
+        assert "RAY_AUTH_MODE=token" in result.stderr and result.stdout.count("search complete: 1 generations") == 1
+    finally:
+        for session in reversed(sessions):
+            kill_session(session)
+        shutil.rmtree(temp_dir, ignore_errors=True)

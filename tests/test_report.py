@@ -334,6 +334,22 @@ def test_search_progress_degrades_to_plain_lines(monkeypatch):
     assert len(quiet) == 1 and "done after 1 generations" in quiet[0]
 
 
+def test_search_progress_shows_the_populations_best_now(monkeypatch):
+    """The closing summary names the last generation's best member; the progress lines show the same value, not
+    the best ever seen (a member's smoothed NLL can rise after its best generation)."""
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: False)
+    lines = []
+    progress = SearchProgress(population=2, max_generations=3, log=lines.append, interval_s=0.0)
+    progress.member_done(0, 0.5)
+    progress.member_done(1, 0.7)
+    progress.generation_done()
+    assert "best smth_val_nll_heldin 0.50000" in lines[-1]  # until a member reports, the last generation's
+    progress.member_done(1, 0.6)
+    progress.member_done(0, 0.55)
+    progress.generation_done(finished=True)
+    assert "done after 2 generations" in lines[-1] and "best smth_val_nll_heldin 0.55000" in lines[-1]
+
+
 def test_search_progress_shows_a_bar_on_a_terminal(monkeypatch):
     stream = io.StringIO()
     stream.isatty = lambda: True

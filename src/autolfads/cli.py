@@ -87,7 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
         "perturbs its hyperparameters. Rerunning the same command resumes from the last completed generation. Trailing "
         "KEY VALUE pairs override the config as in `autolfads train`.",
         epilog="examples:\n  autolfads search --data data/lorenz.h5 --config-file examples/configs/lorenz.yaml --population 8 --workdir runs/search\n"
-        "  autolfads search ... --backend ray --address auto --cpus-per-member 2 --gpus-per-member 0.5",
+        "  autolfads search ... --backend ray --address auto --cpus-per-member 2 --gpus-per-member 0.5\n"
+        "  autolfads search ... --backend ray --address auto --members-per-trial 8 --gpus-per-trial 1 --cpus-per-trial 4",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     search.add_argument("--data", type=Path, help="HDF5 data file, a folder or a glob (several files: one stitched model); default: data.dir of the config")
@@ -98,10 +99,15 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--epochs-per-generation", type=int, default=25, help="epochs between exploits (default 25; the first generation adds the KL/L2 ramps)")
     search.add_argument("--max-generations", type=int, default=50, help="upper bound on generations (default 50)")
     search.add_argument("--seed", type=int, default=0, help="seed of the sampling, tournaments and perturbations (default 0)")
-    search.add_argument("--backend", choices=["embedded", "ray"], default="embedded", help="embedded: one process, the population batched (default); ray: one Ray Tune trial per member")
+    search.add_argument("--backend", choices=["embedded", "ray"], default="embedded", help="embedded: this machine, worker processes each training a slice of the population on its population axis (default); ray: Ray Tune trials on a cluster")
+    search.add_argument("--workers", type=int, help="embedded: worker processes, each training a slice of the population (default: one per usable CPU, at most the population; 1 on a GPU)")
+    search.add_argument("--threads-per-worker", type=int, help="embedded: torch threads of each worker (default: its share of the usable CPUs; train.threads applies to `autolfads train`)")
     search.add_argument("--address", help="Ray cluster to join: auto or HOST:PORT (default: start a local Ray instance on 127.0.0.1)")
     search.add_argument("--cpus-per-member", type=float, default=1.0, help="Ray: CPUs per member, also its torch thread count (default 1)")
     search.add_argument("--gpus-per-member", type=float, default=0.0, help="Ray: GPUs per member, fractions allowed (default 0)")
+    search.add_argument("--members-per-trial", type=int, default=1, help="Ray: members trained together by one trial on one population axis (default 1); the trial asks for the per-trial resources")
+    search.add_argument("--cpus-per-trial", type=float, help="Ray: CPUs of one trial, also its torch threads (default: members per trial x --cpus-per-member)")
+    search.add_argument("--gpus-per-trial", type=float, help="Ray: GPUs of one trial, shared by its members (default: members per trial x --gpus-per-member)")
     search.add_argument("--resume", action="store_true", help="require an existing search in --workdir to continue (rerunning resumes anyway)")
     from .train.trainer import METRIC, PBT_METRICS, SAMPLED_METRIC
 
@@ -223,7 +229,10 @@ def run_search(args: argparse.Namespace, overrides: list[str]) -> int:
     except ValueError as err:
         raise ConfigError(f"invalid search settings: {err}") from None
     space = load_search_space(args.search_space) if args.search_space else None
-    options = {"address": args.address, "cpus_per_member": args.cpus_per_member, "gpus_per_member": args.gpus_per_member} if args.backend == "ray" else {}
+    if args.backend == "ray":
+        options = {"address": args.address, "cpus_per_member": args.cpus_per_member, "gpus_per_member": args.gpus_per_member, "members_per_trial": args.members_per_trial, "cpus_per_trial": args.cpus_per_trial, "gpus_per_trial": args.gpus_per_trial}
+    else:
+        options = {"workers": args.workers, "threads_per_worker": args.threads_per_worker}
     outcome = search(config, args.data, args.workdir, settings, space, report=args.report, **options)
     print(outcome.summary())
     return 0

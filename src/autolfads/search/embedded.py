@@ -1,98 +1,112 @@
-"""The embedded backend: the whole population in one process, on the model's population axis.
+"""The embedded backend: the population on this machine, in W slices on the model's population axis.
 
-No cluster and no Ray: P members train side by side with batched matrix products on the CPU or one GPU.
-An exploit copies a slice of every weight and optimizer tensor. After every generation the whole search
-(weights, optimizer state, training state, random streams and the record of decisions) is checkpointed
-atomically, so a killed search reruns from the last completed generation.
+No cluster and no Ray. `workers.plan_workers` splits the P members over W long-lived worker processes
+(default: one per usable CPU, up to P; one on a GPU), each with torch threads = its CPU share; W = 1 trains
+in this process. The driver loop below is the whole search: every worker trains its slice a generation,
+the driver joins the slices into one population state, `SearchDriver.end_generation` makes the PBT
+decisions (an exploit copies a member's slice of every weight, Adam and training-state tensor, across
+workers as within one), checkpoints the whole search atomically (weights, optimizer state, training state,
+random streams, the record of decisions) and the workers continue from the exploited state. A member's
+trajectory does not depend on W: its random streams are its own and every slice sees the same batches.
+A killed search, driver or worker, reruns from the last completed generation, with any W.
 """
 
-import math
-import time
 from pathlib import Path
 
-import numpy as np
 from ..config import Config
 from ..data import LFADSData
 from ..train.checkpoint import load_checkpoint, remove_stale_temporaries, save_checkpoint
+from ..train.population_state import copy_member, join_members, select_members, set_member_hparams
 from ..train.run import TensorBoard
-from ..train.trainer import METRIC, PBT_METRICS, Trainer
-from .pbt import best_member, generation_epochs, plan_exploits, should_stop
+from ..train.trainer import METRIC, resolve_device, with_member_hparams
+from .generation import SearchDriver, best_ranked, state_metrics
+from .pbt import Exploit, generation_epochs
 from .progress import SearchProgress
-from .results import SearchOutcome, SearchRecord, SearchSettings, elapsed_since, search_log, write_best_model, write_tables
+from .results import SearchOutcome, SearchRecord, SearchSettings, search_log, write_best_model
 from .space import SearchSpace
+from .workers import InProcessWorkers, ProcessWorkers, plan_workers, usable_cpus
 
 CHECKPOINT = "search.ckpt"
-STATE_METRICS = (METRIC, "val_nll_heldin", "val_bps", "val_co_bps", "val_fp_bps", "val_r2", "lr", *(name for name in PBT_METRICS if name != METRIC))  # copied into state.csv
 
 
-def run_embedded(config: Config, data: list[LFADSData], space: SearchSpace, settings: SearchSettings, workdir: Path) -> SearchOutcome:
+def run_embedded(
+    config: Config,
+    data: list[LFADSData],
+    space: SearchSpace,
+    settings: SearchSettings,
+    workdir: Path,
+    workers: int | None = None,
+    threads_per_worker: int | None = None,
+) -> SearchOutcome:
+    """workers, threads_per_worker: see workers.plan_workers (default: every usable CPU busy)."""
     log = search_log(workdir)
     remove_stale_temporaries(workdir)
-    rng = np.random.default_rng(settings.seed)
-    seeds = [config.train.seed + member for member in range(settings.population)]
     path = workdir / CHECKPOINT
-    if path.exists():
-        payload = load_checkpoint(path)
-        record = SearchRecord.from_dict(payload["search"])
-        trainer = Trainer(config, data, population=payload["trainer"]["members"], member_seeds=seeds)
-        trainer.load_state_dict(payload)
-        rng.bit_generator.state = record.rng_state
-        log(f"resumed the search in {workdir} after generation {record.generation - 1} (epoch {trainer.epoch})")
-    else:
-        record = SearchRecord()
-        trainer = Trainer(config, data, population=space.sample_initial(settings.population, rng), member_seeds=seeds)
-        log(f"new search: population {settings.population} on {trainer.device}, {settings.epochs_per_generation} epochs per generation after a {trainer.ramp_end_epoch}-epoch ramp")
-    boards = [TensorBoard(workdir / "tensorboard" / f"member_{m:02d}") for m in range(settings.population)]
+    payload = load_checkpoint(path) if path.exists() else None
+    record = SearchRecord.from_dict(payload["search"]) if payload else SearchRecord()
     progress = SearchProgress(settings.population, settings.max_generations, record.generation, log)
-    start = time.perf_counter()
+    driver = SearchDriver(workdir, settings, space, record, log, progress)
+    state = {key: payload[key] for key in ("model", "optimizer", "trainer", "rng", "history")} if payload else None
     try:
-        while not record.finished:
-            began = time.perf_counter()
-            epochs = generation_epochs(record.generation, settings.epochs_per_generation, trainer.ramp_end_epoch)
-            for done in range(1, epochs + 1):
-                trainer.run_epoch(nlb=settings.metric.startswith("nlb_") and done == epochs)  # NLB metrics to rank by
-                for row in trainer.history[-settings.population :]:
-                    row["generation"] = record.generation
-                    boards[row["member"]].add(row)
-                progress.epoch(done, epochs)
-            last_rows = trainer.history[-settings.population :]
-            metrics = {name: [row.get(name, math.nan) for row in last_rows] for name in STATE_METRICS if name in last_rows[0]}
-            hparams = [trainer.member_hparams(m) for m in range(settings.population)]
-            record.add_generation(trainer.epoch, hparams, metrics)
-            record.finished = should_stop(record.best_by_generation, settings.max_generations)
-            exploits = [] if record.finished else plan_exploits(record.generation, ranked(metrics[settings.metric], settings.metric), hparams, space, rng)
-            for exploit in exploits:  # restore the winner's state first, then apply the new hyperparameters
-                trainer.copy_member(exploit.winner, exploit.loser)
-                trainer.set_member_hparams(exploit.loser, exploit.new)
-            record.add_exploits(exploits)
-            record.generation += 1
-            record.rng_state = rng.bit_generator.state
-            record.wall_time_s = elapsed_since(start, record)
-            start = time.perf_counter()
-            save_checkpoint({**trainer.state_dict(), "config": config.to_dict(), "search": record.to_dict()}, path)
-            write_tables(workdir, record, trainer.history)
-            best = best_member(metrics[METRIC])
-            log(
-                f"generation {record.generation - 1}: {time.perf_counter() - began:.1f} s, best {METRIC} {metrics[METRIC][best]:.5f} "
-                f"(member {best}), {len(exploits)} exploits{'; stopping' if record.finished else ''}"
-            )
-            for member, value in enumerate(metrics[METRIC]):
-                progress.member_done(member, value)
-            progress.generation_done(record.finished)
+        if not record.finished:
+            state = _train(config, data, space, settings, workdir, driver, state, workers, threads_per_worker)
     finally:
         progress.close()
+    final = state["history"][-settings.population :]
+    metrics = state_metrics(final)
+    best = best_ranked(metrics, settings.metric)
+    hparams = dict(state["trainer"]["members"][best])
+    outputs = write_best_model(workdir, config, hparams, select_members(state, [best]), data, log)
+    return SearchOutcome(workdir, record.generation, best, final[best][METRIC], hparams, outputs[0].parent, outputs, record.wall_time_s, final[best], ranked_by=settings.metric)
+
+
+def _train(config, data, space, settings, workdir, driver: SearchDriver, state: dict | None, workers, threads_per_worker) -> dict:
+    """Generations until the stopping rule; returns the final population state."""
+    record, log, population = driver.record, driver.log, settings.population
+    device = resolve_device(config.train.device)
+    plan = plan_workers(population, usable_cpus(), workers, threads_per_worker, gpu=device.type == "cuda")
+    hparams = state["trainer"]["members"] if state else [dict(values) for values in space.sample_initial(population, driver.rng)]
+    seeds = [config.train.seed + member for member in range(population)]  # a member's streams, whatever its worker
+    if state:
+        log(f"resumed the search in {workdir} after generation {record.generation - 1} (epoch {state['trainer']['epoch']}): {plan.describe()}")
+    else:
+        log(f"new search: {plan.describe()} on {device}, {settings.epochs_per_generation} epochs per generation after the KL/L2 ramps")
+    pool = (InProcessWorkers if plan.workers == 1 else ProcessWorkers)(plan, config, data, hparams, seeds, log)
+    boards = [TensorBoard(workdir / "tensorboard" / f"member_{m:02d}") for m in range(population)]
+    history = state["history"] if state else []
+    try:
+        if state:
+            pool.load(_slices(state, plan))
+        while not record.finished:
+            epochs = generation_epochs(record.generation, settings.epochs_per_generation, pool.ramp_end_epoch)
+            slices = pool.train(epochs, nlb=settings.metric.startswith("nlb_"), on_epoch=driver.progress.epoch)
+            state = join_members(slices, plan.members)
+            for row in state["history"]:
+                row["generation"] = record.generation
+                boards[row["member"]].add(row)
+            history = history + state["history"]
+            state["history"] = history
+            last = history[-population:]
+
+            def apply(exploits: list[Exploit], state=state) -> None:  # the winner's state first, then the new hyperparameters
+                for exploit in exploits:
+                    copy_member(state, exploit.winner, exploit.loser)
+                    with_member_hparams(config, {**state["trainer"]["members"][exploit.loser], **exploit.new})  # validates
+                    set_member_hparams(state, exploit.loser, exploit.new)
+
+            def checkpoint(state=state) -> None:
+                save_checkpoint({**state, "config": config.to_dict(), "search": record.to_dict()}, workdir / CHECKPOINT)
+
+            driver.end_generation(state["trainer"]["epoch"], [dict(h) for h in state["trainer"]["members"]], state_metrics(last), apply, checkpoint, lambda: history)
+            if not record.finished:
+                pool.load(_slices(state, plan))
+    finally:
+        pool.close()
         for board in boards:
             board.close()
-
-    final_rows = trainer.history[-settings.population :]
-    best = best_member(ranked([row[settings.metric] for row in final_rows], settings.metric))
-    hparams = trainer.member_hparams(best)
-    outputs = write_best_model(workdir, config, hparams, trainer.member_state(best), data, log)
-    outcome = SearchOutcome(workdir, record.generation, best, final_rows[best][METRIC], hparams, outputs[0].parent, outputs, record.wall_time_s, final_rows[best])
-    log(outcome.summary())
-    return outcome
+    return state
 
 
-def ranked(values: list[float], metric: str) -> list[float]:
-    """Metric values as PBT ranks them: lower is better."""
-    return [PBT_METRICS[metric] * value for value in values]
+def _slices(state: dict, plan) -> list[dict]:
+    """Each worker's members of a population state (the history stays with the driver)."""
+    return [select_members({**state, "history": []}, members) for members in plan.members]

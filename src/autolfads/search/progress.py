@@ -2,7 +2,9 @@
 
 The unit is a member-generation (one member finishing one generation), so the embedded backend (every
 member at once) and the Ray backend (members one by one) show the same thing: generation g/max, members
-done in it, the best smoothed validation NLL so far, and an ETA. The ETA assumes all `max_generations`
+done in it, the best smoothed validation NLL of the population now (of the members that finished the current
+generation, until the first does: of the last completed generation; the closing summary names the last
+generation's best, so the two agree), and an ETA. The ETA assumes all `max_generations`
 run; the stopping rule usually ends the search earlier, so it is an upper bound.
 """
 
@@ -25,7 +27,8 @@ class SearchProgress:
         self.generation, self.first_generation = generation, generation
         self.members_done: set[int] = set()
         self.finished = False
-        self.best = math.nan
+        self.best = math.nan  # the best of the current generation's reports, else of the last completed generation
+        self.generation_best = math.nan
         self.epochs = ""  # "epoch 3/25" within the generation, when the backend knows it
         self.began = self.last_line = time.monotonic()
         self.bar = None
@@ -46,8 +49,8 @@ class SearchProgress:
         if member in self.members_done:
             return
         self.members_done.add(member)
-        if math.isfinite(metric) and (math.isnan(self.best) or metric < self.best):
-            self.best = metric
+        if math.isfinite(metric) and (math.isnan(self.generation_best) or metric < self.generation_best):
+            self.generation_best = self.best = metric
         if self.bar is not None:
             self.bar.update(1)
         self._refresh()
@@ -57,6 +60,7 @@ class SearchProgress:
         self.generation += 1
         self.finished = finished
         self.members_done.clear()
+        self.generation_best = math.nan
         self.epochs = ""
         self._refresh(force=finished)
 

@@ -12,7 +12,6 @@ The tables are rewritten atomically from the search's checkpointed record after 
 
 import math
 import shutil
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -102,13 +101,19 @@ class SearchOutcome:
     wall_time_s: float
     best_metrics: dict[str, float] = field(default_factory=dict)  # the best member's last validation metrics
     report: Path | None = None  # report.html, when one was written
+    ranked_by: str = METRIC  # the metric that made best_member the best (SearchSettings.metric)
 
     def summary(self) -> str:
+        """The best member of the last generation: the one whose value the progress lines showed last, unless
+        the search ranks by an NLB metric (then it says so)."""
         hparams = ", ".join(f"{name} {value:.4g}" for name, value in self.best_hparams.items())
         shown = ", ".join(f"{name} {self.best_metrics[name]:.4f}" for name in SUMMARY_METRICS if name in self.best_metrics)
+        ranking = "" if self.ranked_by == METRIC else (
+            f" (first by {self.ranked_by} {self.best_metrics.get(self.ranked_by, math.nan):.4f}; the progress lines show the lowest {METRIC})"
+        )
         return (
-            f"search complete: {self.generations} generations in {self.wall_time_s / 60:.1f} min; best member {self.best_member}, "
-            f"{METRIC} {self.best_metric:.5f}\n  validation: {shown}\n  hyperparameters: {hparams}\n"
+            f"search complete: {self.generations} generations in {self.wall_time_s / 60:.1f} min; best member {self.best_member} of the last generation, "
+            f"{METRIC} {self.best_metric:.5f}{ranking}\n  validation: {shown}\n  hyperparameters: {hparams}\n"
             f"  best model: {self.best_model}\n  rates and latents: {', '.join(map(str, self.outputs))}" + (f"\n  report: {self.report}" if self.report else "")
         )
 
@@ -173,10 +178,6 @@ def write_best_model(workdir: Path, config: Config, hparams: dict[str, float], m
 
 def search_log(workdir: Path) -> RunLog:
     return RunLog(workdir / LOG_FILE)
-
-
-def elapsed_since(start: float, record: SearchRecord) -> float:
-    return record.wall_time_s + time.perf_counter() - start
 
 
 def _comparable(config: Config) -> dict:

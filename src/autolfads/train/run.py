@@ -234,11 +234,15 @@ class RunLog:
         self.path = path
 
     def __call__(self, message: str) -> None:
+        tqdm.write(self.write(message), file=sys.stderr)  # above a progress bar, if one is showing
+        sys.stderr.flush()
+
+    def write(self, message: str) -> str:
+        """Append to the file only (what is shown elsewhere, like a closing summary printed on stdout)."""
         line = f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}"
         with open(self.path, "a") as f:
             f.write(line + "\n")
-        tqdm.write(line, file=sys.stderr)  # above a progress bar, if one is showing
-        sys.stderr.flush()
+        return line
 
 
 class Progress:

@@ -1,0 +1,400 @@
+"""The Ray backend's scheduler: synchronous binary-tournament PBT as a Ray Tune TrialScheduler (see ray_backend)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from ..errors import CheckpointError
+from ..train.run import TensorBoard
+from ..train.trainer import METRIC
+from .generation import SearchDriver, state_metrics
+from .pbt import Exploit
+from .progress import SearchProgress
+from .ray_trainable import MEMBER_CKPT
+from .ray_tune_private import pause_requeued, reset_failures, set_latest_checkpoint, skip_used_checkpoint_names
+from .results import SearchRecord, SearchSettings, search_log
+from .space import SearchSpace
+
+RAY_DIR = "ray"
+STATE_FILE, REPORTS_FILE, MEMBERS_FILE = "pbt_state.json", "reports.jsonl", "members.csv"
+MAX_FAILURES = 3  # restarts of one trial from its last checkpoint before the search gives up (rerun resumes)
+STATE_VERSION = 1
+_REPORT_KEYS = ("epoch", "generation", "member", "group", "node_id", "torch_threads", "restored_member", "restored_checksum", "saved_checksum", "report_id", "started_at")
+_restoring_workdir: Path | None = None  # set by restoring_in while Tune unpickles the scheduler
+
+try:  # the module imports without Ray, so that run_ray can say how to install it
+    from ray.tune.schedulers import FIFOScheduler as _SchedulerBase
+except ImportError:  # pragma: no cover - exercised only without Ray
+    _SchedulerBase = object
+
+
+@contextlib.contextmanager
+def restoring_in(workdir: Path):
+    """While Tune restores an experiment, the scheduler it unpickles from tuner.pkl reads this workdir (even if it moved)."""
+    global _restoring_workdir
+    _restoring_workdir = workdir
+    try:
+        yield
+    finally:
+        _restoring_workdir = None
+
+
+class BinaryTournamentPBT(_SchedulerBase):
+    """Synchronous binary-tournament PBT as a Ray Tune TrialScheduler (see the module docstring).
+
+    A trial trains a group of members (members_per_trial, default 1); the state, the reports and the decisions
+    are per member. Overrides of FIFOScheduler: on_trial_add (a new, restored or restarted trial gets its
+    members' hyperparameters and starting states from the scheduler's state), on_trial_result (record the
+    report of each of its members, PAUSE),
+    on_trial_error, choose_trial_to_run (the generation's decision once everyone is paused at the barrier; then
+    the paused members of the next generation), debug_string. Ray's PopulationBasedTraining is not used: its
+    quantile truncation, perturbation and sync bookkeeping are not AutoLFADS'.
+    """
+
+    _supports_buffered_results = False  # one report per generation, each answered before the next
+
+    def __init__(self, workdir: Path, space: SearchSpace, settings: SearchSettings, base_hparams: dict[str, float], members_per_trial: int = 1):
+        """base_hparams: every per-member hyperparameter's config value (the searched ones are sampled over it).
+        members_per_trial: k members per trial (contiguous groups: 0..k-1, k..2k-1, ...; the last may be smaller)."""
+        super().__init__()
+        self.workdir, self.space, self.settings, self.base_hparams = Path(workdir), space, settings, dict(base_hparams)
+        self.members_per_trial = int(members_per_trial)
+        self._metric = METRIC
+        self._load()
+
+    # ---- pickling: Tune keeps the scheduler in tuner.pkl; the state on disk is what counts
+    def __getstate__(self) -> dict:
+        return {"workdir": str(self.workdir), "space": self.space, "settings": self.settings, "base_hparams": self.base_hparams, "members_per_trial": self.members_per_trial}
+
+    def __setstate__(self, state: dict) -> None:
+        self.workdir, self.space, self.settings = Path(_restoring_workdir or state["workdir"]), state["space"], state["settings"]
+        self.base_hparams = state["base_hparams"]
+        self.members_per_trial = int(state.get("members_per_trial", 1))
+        self._metric = METRIC
+        self._load()
+
+    # ---- state
+    @property
+    def folder(self) -> Path:
+        return self.workdir / RAY_DIR
+
+    @property
+    def finished(self) -> bool:
+        return self.record.finished
+
+    def _load(self) -> None:
+        self.population = self.settings.population
+        self.groups = trial_groups(self.population, self.members_per_trial)
+        self.group_of = {m: g for g, members in enumerate(self.groups) for m in members}
+        self.log = search_log(self.workdir)
+        self._trials: dict[int, Any] = {}
+        self._trials_logged = False
+        self._stopping = False
+        self._requeued: set[str] = set()
+        self._boards: dict[int, TensorBoard] = {}
+        path = self.folder / STATE_FILE
+        if path.exists():
+            state = json.loads(path.read_text())
+            if state.get("version") != STATE_VERSION or state.get("population") != self.population:
+                raise CheckpointError(f"{path} belongs to a different search; use a new workdir")
+            if state.get("members_per_trial", 1) != self.members_per_trial:
+                raise CheckpointError(f"{path} is a search with {state.get('members_per_trial', 1)} members per trial; rerun it with --members-per-trial {state.get('members_per_trial', 1)}")
+            self.record = SearchRecord.from_dict(state["record"])
+            self._start_driver()
+            self.hparams, self.start, self.own = state["hparams"], state["start"], state["own"]
+            self.source = state.get("source") or list(range(self.population))
+            self.reports = {int(m): report for m, report in state["reports"].items()}
+            self.final = {int(m): report for m, report in (state["final"] or {}).items()}
+            self.final_hparams = state["final_hparams"]
+            self._resumed = True
+        else:
+            self.record = SearchRecord()
+            self._start_driver()
+            # Full per-member values, as the embedded Trainer holds them (state.csv and exploits.csv show all).
+            self.hparams = [{**self.base_hparams, **values} for values in self.space.sample_initial(self.population, self.rng)]
+            self.start, self.own, self.source = [None] * self.population, [None] * self.population, list(range(self.population))
+            self.reports, self.final, self.final_hparams = {}, {}, None
+            self._resumed = False
+            self._save()
+        self.rows = _read_reports(self.folder / REPORTS_FILE)
+
+    def _start_driver(self) -> None:
+        progress = SearchProgress(self.population, self.settings.max_generations, self.record.generation, self.log)
+        self.driver = SearchDriver(self.workdir, self.settings, self.space, self.record, self.log, progress)
+        self.rng = self.driver.rng  # the initial sample, then the tournaments and perturbations
+
+    def _save(self) -> None:
+        state = {
+            "version": STATE_VERSION,
+            "population": self.population,
+            "members_per_trial": self.members_per_trial,
+            "record": {**self.record.to_dict(), "rng_state": self.rng.bit_generator.state},  # mid-generation too
+            "hparams": self.hparams,
+            "start": self.start,
+            "own": self.own,
+            "source": self.source,
+            "reports": {str(m): report for m, report in self.reports.items()},
+            "final": {str(m): report for m, report in self.final.items()} or None,
+            "final_hparams": self.final_hparams,
+        }
+        _write_json(self.folder / STATE_FILE, state)
+
+    def _rel(self, path: str) -> str:
+        return os.path.relpath(path, self.workdir)
+
+    # ---- Tune hooks
+    def set_search_properties(self, metric, mode, **spec) -> bool:
+        if mode not in (None, "min"):
+            return False
+        self._metric = metric or METRIC
+        return True
+
+    def on_trial_add(self, tune_controller, trial) -> None:
+        from ray.tune.experiment import Trial
+
+        group = trial_group(trial)
+        members = self.groups[group]
+        self._trials[group] = trial
+        skip_used_checkpoint_names(trial)
+        requeued = trial.trial_id in self._requeued
+        self._requeued.discard(trial.trial_id)
+        if self.finished:
+            return
+        if not requeued:  # new, or restored by a rerun: MAX_FAILURES restarts from here on
+            reset_failures(trial)
+        if any(m in self.reports and self.reports[m]["checkpoint"] is None for m in members):
+            # Reported, but the checkpoint was not seen registered: take Tune's if it is that very report.
+            latest = trial.latest_checkpoint_result
+            for member in members:
+                report = self.reports.get(member)
+                if report is None or report["checkpoint"] is not None:
+                    continue
+                if latest is not None and latest.checkpoint is not None and latest.metrics.get("report_id") == report["report_id"]:
+                    report["checkpoint"] = self._rel(latest.checkpoint.path)
+                    self._members_row(member, report)
+                else:
+                    del self.reports[member]
+            self._save()
+        if all(m in self.reports for m in members):  # done with this generation: wait at the barrier, paused
+            report = self.reports[members[0]]
+            set_latest_checkpoint(trial, self.workdir / report["checkpoint"], report["metrics"])
+            if trial.status == Trial.PENDING:
+                if requeued:
+                    pause_requeued(tune_controller, trial)
+                else:  # added by a restore: the controller files it by the status set here
+                    trial.set_status(Trial.PAUSED)
+        else:
+            for member in members:  # a group reports all its members at once: nothing of it is kept otherwise
+                self.reports.pop(member, None)
+                for path in (self.start[member], self.own[member]):
+                    if path is not None and not (self.workdir / path / MEMBER_CKPT).is_file():
+                        raise CheckpointError(f"member {member} should continue from {self.workdir / path}, which is gone; the search cannot resume")
+            set_latest_checkpoint(trial, self._group_checkpoint(group), {"group": group, "generation": self.record.generation - 1})
+        trial.set_config(self._trial_config(group))
+        if not self._trials_logged and len(self._trials) == len(self.groups):
+            self._trials_logged = True
+            packing = f", {self.members_per_trial} members per trial ({len(self.groups)} trials)" if self.members_per_trial > 1 else ""
+            if self._resumed:
+                self.log(f"resumed the search in {self.workdir} at generation {self.record.generation} ({len(self._done())} members had finished it)")
+            else:
+                self.log(f"new Ray search: population {self.population}{packing}, {self.settings.epochs_per_generation} epochs per generation (the first adds the KL/L2 ramps)")
+
+    def _group_checkpoint(self, group: int) -> Path | None:
+        """The checkpoint the group's trial reported last (Tune's restore point for the trial), None before the first."""
+        first = self.groups[group][0]
+        path = self.own[first] or self.start[first]  # an exploited member's own state, else its start is its group's
+        return None if path is None else self.workdir / path
+
+    def _trial_config(self, group: int) -> dict:
+        members = self.groups[group]
+        return {
+            "group": group,
+            "members": list(members),
+            "generation": self.record.generation,
+            "hparams": [dict(self.hparams[m]) for m in members],
+            "start": [self.start[m] for m in members],  # the checkpoint each member starts from ...
+            "source": [self.source[m] for m in members],  # ... and whose state in it (the winner's after an exploit)
+            "own": [self.own[m] for m in members],  # after an exploit: the member's own last checkpoint (random stream, history)
+        }
+
+    def on_trial_error(self, tune_controller, trial) -> None:
+        self._requeued.add(trial.trial_id)  # Tune calls on_trial_add next if it restarts the trial
+
+    def on_trial_result(self, tune_controller, trial, result: dict) -> str:
+        group, generation = int(result["group"]), int(result["generation"])
+        if self.finished or generation != self.record.generation or group != trial_group(trial):
+            self.log(f"ignored a report of trial {group} for generation {generation} (expected generation {self.record.generation})")
+            return self.PAUSE
+        rows = json.loads(result["rows"])
+        shared = {key: result[key] for key in _REPORT_KEYS if key in result}
+        for values in json.loads(result["members"]):
+            member = int(values["member"])
+            metrics = {name: value for name, value in values.items() if name not in _REPORT_KEYS}
+            metrics.update({key: values.get(key, shared.get(key)) for key in _REPORT_KEYS})
+            self.reports[member] = {"report_id": result["report_id"], "metrics": metrics, "checkpoint": None}
+            mine = [row for row in rows if int(row["member"]) == member]
+            entry = {"generation": generation, "member": member, "trial_id": trial.trial_id, "time": time.time(), **{k: metrics[k] for k in ("report_id", "node_id", "started_at", "restored_member", "restored_checksum", "saved_checksum", METRIC)}}
+            _append_jsonl(self.folder / REPORTS_FILE, {**entry, "rows": mine})
+            self.rows[(member, generation)] = mine
+            self._board(member, mine)
+        reset_failures(trial)  # MAX_FAILURES restarts per generation, not per search
+        self._save()
+        for member in self.groups[group]:
+            self.driver.progress.member_done(member, float(self.reports[member]["metrics"][METRIC]))
+        return self.PAUSE  # Tune saves the reported checkpoint, then stops the actor: the barrier
+
+    def choose_trial_to_run(self, tune_controller):
+        from ray.tune.experiment import Trial
+
+        self._collect_checkpoints()
+        trials = [self._trials.get(g) for g in range(len(self.groups))]
+        if None in trials:  # Tune is still adding them
+            return None
+        failed = [m for g, trial in enumerate(trials) if trial.status == Trial.ERROR for m in self.groups[g]]
+        if self.finished or failed:
+            if failed and not self._stopping:
+                self.log(f"member(s) {failed} failed more than {MAX_FAILURES} times in a generation; stopping the search (rerun to resume)")
+            self._stopping = True
+            for trial in trials:  # a running trial still reports its generation (kept for the rerun), then stops
+                if trial.status in (Trial.PENDING, Trial.PAUSED):
+                    tune_controller.stop_trial(trial)
+            return None
+        if len(self._done()) == self.population and all(trial.status == Trial.PAUSED for trial in trials):
+            self._decide()  # everyone is at the barrier
+            if self.finished:
+                for trial in trials:
+                    tune_controller.stop_trial(trial)
+                return None
+            for group, trial in enumerate(trials):  # losers now point at their winner's checkpoint
+                set_latest_checkpoint(trial, self._group_checkpoint(group), {"group": group, "generation": self.record.generation - 1})
+                trial.set_config(self._trial_config(group))
+        for group, trial in enumerate(trials):
+            if trial.status == Trial.PAUSED and self.groups[group][0] not in self.reports:
+                return trial  # the next generation, one trial per call (Tune asks every step)
+        return None
+
+    def debug_string(self) -> str:
+        return f"BinaryTournamentPBT: generation {self.record.generation}, {len(self._done())}/{self.population} members reported"
+
+    # ---- the decision
+    def _done(self) -> list[int]:
+        return [m for m, report in self.reports.items() if report["checkpoint"] is not None]
+
+    def _collect_checkpoints(self) -> None:
+        """A reported checkpoint is registered by Tune after on_trial_result: note where it was persisted."""
+        changed = False
+        for member, report in self.reports.items():
+            trial = self._trials.get(self.group_of[member])
+            if report["checkpoint"] is not None or trial is None:
+                continue
+            latest = trial.latest_checkpoint_result
+            if latest is not None and latest.checkpoint is not None and latest.metrics.get("report_id") == report["report_id"]:
+                report["checkpoint"] = self._rel(latest.checkpoint.path)
+                self._members_row(member, report)
+                changed = True
+        if changed:
+            self._save()
+
+    def _decide(self) -> None:
+        """The end of a generation (generation.SearchDriver, as every backend): losers will restore their
+        winner's state, then take the new hyperparameters; the decision is durable before any trial acts on it."""
+        record = self.record
+        reports = [self.reports[m] for m in range(self.population)]
+        hparams = [dict(h) for h in self.hparams]
+        checkpoints = [r["checkpoint"] for r in reports]
+
+        def apply(exploits: list[Exploit]) -> None:
+            self.start, self.own, self.source = list(checkpoints), [None] * self.population, list(range(self.population))
+            for exploit in exploits:
+                self.start[exploit.loser] = checkpoints[exploit.winner]
+                self.source[exploit.loser] = exploit.winner
+                self.own[exploit.loser] = checkpoints[exploit.loser]
+                self.hparams[exploit.loser] = dict(exploit.new)
+
+        def checkpoint() -> None:
+            if record.finished:
+                self.final = dict(enumerate(reports))
+                self.final_hparams = hparams
+            self.reports = {}
+            self._save()
+
+        def completed_rows() -> list[dict]:
+            return sorted((row for (m, g), rows in self.rows.items() if g < record.generation for row in rows), key=lambda row: (row["epoch"], row["member"]))
+
+        epoch = max(int(r["metrics"]["epoch"]) for r in reports)
+        self.driver.end_generation(epoch, hparams, state_metrics([r["metrics"] for r in reports]), apply, checkpoint, completed_rows)
+        if record.finished:
+            self.driver.progress.close()
+            for board in self._boards.values():
+                board.close()
+
+    # ---- side outputs
+    def _board(self, member: int, rows: list[dict]) -> None:
+        try:
+            board = self._boards.setdefault(member, TensorBoard(self.workdir / "tensorboard" / f"member_{member:02d}"))
+            for row in rows:
+                board.add(row)
+            if board.writer is not None:
+                board.writer.flush()
+        except Exception as err:  # TensorBoard is a convenience; the CSV tables are the record
+            self.log(f"tensorboard: {err}")
+
+    def _members_row(self, member: int, report: dict) -> None:
+        path = self.folder / MEMBERS_FILE
+        fields = ("generation", "member", "trial_id", "node_id", "torch_threads", "restored_member", "restored_checksum", "saved_checksum", "report_id")
+        trial = self._trials.get(self.group_of[member])
+        values = {**{k: report["metrics"].get(k, "") for k in fields}, "trial_id": trial.trial_id if trial else "", "checkpoint": report["checkpoint"]}
+        new = not path.exists()
+        with open(path, "a") as f:
+            if new:
+                f.write(",".join((*fields, "checkpoint")) + "\n")
+            f.write(",".join(str(values[k]) for k in (*fields, "checkpoint")) + "\n")
+
+
+def trial_groups(population: int, members_per_trial: int) -> list[tuple[int, ...]]:
+    """The members of each trial: contiguous groups of members_per_trial (the last may be smaller)."""
+    if members_per_trial < 1:
+        raise ValueError(f"members_per_trial must be >= 1, got {members_per_trial}")
+    return [tuple(range(first, min(first + members_per_trial, population))) for first in range(0, population, members_per_trial)]
+
+
+def trial_group(trial) -> int:
+    """A trial's group (an experiment made before groups names its one member, the same number)."""
+    return int(trial.config["group"] if "group" in trial.config else trial.config["member"])
+
+
+def _read_reports(path: Path) -> dict[tuple[int, int], list[dict]]:
+    """Per-epoch rows by (member, generation); a later report of the same generation replaces an earlier one."""
+    rows: dict[tuple[int, int], list[dict]] = {}
+    if not path.exists():
+        return rows
+    for line in path.read_text().splitlines():
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:  # a line cut by a kill
+            continue
+        rows[(int(entry["member"]), int(entry["generation"]))] = entry["rows"]
+    return rows
+
+
+def _append_jsonl(path: Path, entry: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        f.write("\n" + json.dumps(entry) + "\n")  # a leading newline isolates a line cut by an earlier kill
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _write_json(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w") as f:
+        json.dump(data, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)

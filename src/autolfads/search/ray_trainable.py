@@ -1,0 +1,143 @@
+"""The Ray backend's trial: a group of members (--members-per-trial, on the population axis), generation by
+generation, in a Ray worker process."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from ..config import Config
+from ..data import LFADSData
+from ..errors import CheckpointError
+from ..train.checkpoint import load_checkpoint, save_checkpoint
+from ..train.population_state import join_members, select_members
+from ..train.trainer import METRIC, Trainer
+from .pbt import generation_epochs
+
+MEMBER_CKPT = "member.ckpt"
+PAYLOAD_KEYS = ("model", "optimizer", "trainer", "rng", "history")  # a group's Trainer state in MEMBER_CKPT
+
+
+def checkpoint_members(payload: dict) -> list[int]:
+    """The members a trial checkpoint holds, in the order of its population axis."""
+    return [int(m) for m in payload["members"]] if "members" in payload else [int(payload["member"])]
+
+
+def member_state(payload: dict, member: int) -> dict:
+    """One member's state (a one-member Trainer's) out of a trial checkpoint."""
+    return select_members({key: payload[key] for key in PAYLOAD_KEYS}, [checkpoint_members(payload).index(member)])
+
+
+def group_trainable(
+    tune_config: dict,
+    *,
+    config_dict: dict,
+    data: list[LFADSData],
+    workdir: str,
+    epochs_per_generation: int,
+    max_generations: int,
+    nlb: bool,
+    cpus: float,
+    gpus: float,
+) -> None:
+    """A group of members, generation by generation: each member restores its start (its own state, or after
+    an exploit the winner's weights, optimizer and training state with its own random stream and history),
+    THEN takes this trial's hyperparameters; the group trains on one population axis and reports the
+    generation's last epoch of every member with one checkpoint."""
+    import ray
+    import torch
+    from ray import tune
+
+    started_at = time.time()
+    torch.set_num_threads(max(1, int(cpus)))  # Ray does not: two threads per small model is 5-10x slower
+    config = Config.model_validate(config_dict)
+    if gpus == 0 and config.train.device == "auto":  # a trial given no GPU must not take one
+        config = Config.model_validate({**config_dict, "train": {**config_dict["train"], "device": "cpu"}})
+    group, members = int(tune_config["group"]), [int(m) for m in tune_config["members"]]
+    hparams = [dict(h) for h in tune_config["hparams"]]
+    trainer = Trainer(config, data, population=hparams, member_seeds=[config.train.seed + m for m in members])
+    expected = int(tune_config["generation"])
+    starts, sources, owns = tune_config["start"], tune_config["source"], tune_config["own"]
+    restored = [(-1, "")] * len(members)
+    if expected > 0:
+        if None in starts:
+            raise CheckpointError(f"trial {group} (members {members}) has no checkpoint to start generation {expected} from")
+        payloads: dict[str, dict] = {}
+
+        def payload(path: str) -> dict:
+            if path not in payloads:
+                payloads[path] = load_checkpoint(Path(workdir) / path / MEMBER_CKPT, map_location=trainer.device)
+                done = int(payloads[path]["generations_done"])
+                if done != expected:
+                    raise CheckpointError(f"{path} holds the state after {done} generations, but generation {expected} is next")
+            return payloads[path]
+
+        pieces = []
+        for member, start, source, own in zip(members, starts, sources, owns, strict=True):
+            piece = member_state(payload(start), int(source))
+            if own is not None:  # exploited: the member's own random stream and history stay
+                mine = member_state(payload(own), member)
+                piece["rng"]["members"], piece["history"] = mine["rng"]["members"], mine["history"]
+            pieces.append(piece)
+        state = join_members(pieces, [[i] for i in range(len(members))])
+        trainer.load_state_dict(state)
+        restored = [(int(source), member_checksum(state, i)) for i, source in enumerate(sources)]
+    for i, own in enumerate(owns):  # after the restore, so the copied state does not overwrite them
+        if own is not None:
+            trainer.set_member_hparams(i, hparams[i])
+        else:
+            changed = {name: value for name, value in hparams[i].items() if value != trainer.member_hparams(i)[name]}
+            if changed:
+                trainer.set_member_hparams(i, changed)
+    node = ray.get_runtime_context().get_node_id()
+    generation = expected
+    while generation < max_generations:
+        first = len(trainer.history)
+        epochs = generation_epochs(generation, epochs_per_generation, trainer.ramp_end_epoch)
+        for done in range(1, epochs + 1):
+            trainer.run_epoch(nlb=nlb and done == epochs)  # NLB metrics to rank by (search --metric)
+        rows = [{**row, "generation": generation, "member": members[int(row["member"])]} for row in trainer.history[first:]]
+        state = trainer.state_dict()
+        per_member = []
+        for i, member in enumerate(members):
+            last = [row for row in rows if row["member"] == member][-1]
+            per_member.append(
+                {
+                    **{name: value for name, value in last.items() if name not in ("epoch", "member", "generation")},
+                    "member": member,
+                    "restored_member": restored[i][0],
+                    "restored_checksum": restored[i][1],
+                    "saved_checksum": member_checksum(state, i),
+                }
+            )
+        metrics = {
+            METRIC: min(float(m[METRIC]) for m in per_member),  # Tune's own bookkeeping; the scheduler reads "members"
+            "epoch": trainer.epoch,
+            "generation": generation,
+            "group": group,
+            "node_id": node,
+            "torch_threads": torch.get_num_threads(),
+            "report_id": uuid.uuid4().hex,
+            "started_at": started_at,
+            "members": json.dumps(per_member),
+            "rows": json.dumps(rows),
+        }
+        with tempfile.TemporaryDirectory(prefix="autolfads-trial-") as folder:
+            save_checkpoint({**state, "config": config.to_dict(), "members": members, "generations_done": generation + 1}, Path(folder) / MEMBER_CKPT)
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+        generation += 1
+        restored, started_at = [(member, per_member[i]["saved_checksum"]) for i, member in enumerate(members)], time.time()
+
+
+def member_checksum(state: dict, index: int) -> str:
+    """SHA-256 (16 hex digits) of one member's weights, Adam moments and step count: equal exactly when copied."""
+    one = select_members(state, [index])
+    optimizer = one["optimizer"]
+    digest = hashlib.sha256()
+    for tensor in [*(one["model"][name] for name in sorted(one["model"])), optimizer["steps"], *optimizer["exp_avg"], *optimizer["exp_avg_sq"]]:
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]

@@ -1,0 +1,304 @@
+"""The embedded backend's executors: the population in slices, each on its own population axis.
+
+`plan_workers` (pure) splits P members over W workers and the usable CPUs over their torch threads.
+`MemberSlice` trains one slice a generation at a time. `InProcessWorkers` runs one slice in the driver's
+process (W = 1); `ProcessWorkers` runs W long-lived worker processes, one slice each: fresh interpreters
+(`python -m autolfads.search.worker_process`, as multiprocessing's 'spawn' but without re-running the caller's
+main module, so a script calling search() needs no `if __name__ == "__main__"` guard; torch and fork do not
+mix) talking over a socket pair. Both answer the same two calls: train(epochs) -> every slice's state, and
+load(states). The driver joins the slices, makes the PBT decisions and sends the exploited state back, so an
+exploit between members of different workers is an exact copy (train.population_state).
+
+Messages between the driver and a worker are torch.save'd dicts read with torch.load(weights_only=True):
+plain tensors, numbers, strings and lists, never pickled objects. A worker dies with the driver
+(PR_SET_PDEATHSIG on Linux, else a watchdog on the parent's pid); a worker that dies is noticed by the end of
+file on its socket (only the worker holds the other end) and raises WorkerFailed (the last generation's
+checkpoint is intact).
+"""
+
+import ctypes
+import io
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..config import Config
+from ..errors import AutoLFADSError, ConfigError
+from ..train.population_state import select_members
+from ..train.run import read_sessions
+from ..train.trainer import Trainer
+
+PR_SET_PDEATHSIG = 1
+STOP_TIMEOUT_S = 10.0  # a worker told to stop that is still alive after this is killed
+START_TIMEOUT_S = 300.0  # importing torch and reading the data; a worker silent for longer is declared stuck
+
+
+class WorkerFailed(AutoLFADSError):
+    """A worker process died or raised; the search's last checkpoint is intact."""
+
+
+@dataclass(frozen=True)
+class WorkerPlan:
+    members: tuple[tuple[int, ...], ...]  # the members of each worker (contiguous, balanced)
+    threads: tuple[int, ...]  # torch threads of each worker
+    cpus: int  # the usable CPUs the plan was made for
+
+    @property
+    def workers(self) -> int:
+        return len(self.members)
+
+    def describe(self) -> str:
+        sizes = sorted({len(m) for m in self.members})
+        threads = sorted(set(self.threads))
+        return (
+            f"{sum(map(len, self.members))} members on {self.workers} worker{'s' if self.workers > 1 else ''} "
+            f"({'-'.join(map(str, sizes))} members and {'-'.join(map(str, threads))} torch thread{'s' if threads != [1] else ''} each; {self.cpus} usable CPUs)"
+        )
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (a container's or taskset's limit, not the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def plan_workers(population: int, cpus: int, workers: int | None = None, threads: int | None = None, gpu: bool = False) -> WorkerPlan:
+    """workers: default min(population, cpus) on CPU (every core busy, members spread evenly), 1 on a GPU
+    (one population axis fills the device). threads: default the worker's share of the CPUs, so the total
+    never exceeds them (oversubscribed threads slow small recurrent models 5-10x)."""
+    if workers is None:
+        workers = 1 if gpu else min(population, cpus)
+    if not 1 <= workers <= population:
+        raise ConfigError(f"--workers must be between 1 and the population ({population}), got {workers}")
+    if threads is not None and threads < 1:
+        raise ConfigError(f"--threads-per-worker must be >= 1, got {threads}")
+    members = tuple(tuple(int(m) for m in part) for part in np.array_split(np.arange(population), workers))
+    if threads is None:
+        share = [cpus // workers + (1 if w < cpus % workers else 0) for w in range(workers)]
+        per_worker = tuple(max(1, s) for s in share)
+    else:
+        per_worker = (threads,) * workers
+    return WorkerPlan(members, per_worker, cpus)
+
+
+class MemberSlice:
+    """A slice of the population on one Trainer. Its history holds only the generation in progress (the
+    driver keeps the search's history)."""
+
+    def __init__(self, config: Config, data, hparams: Sequence[dict], seeds: Sequence[int]):
+        self.trainer = Trainer(config, data, population=hparams, member_seeds=seeds)
+
+    def train(self, epochs: int, nlb: bool, on_epoch: Callable[[int], None]) -> dict:
+        """Train `epochs` epochs (NLB metrics in the last one if nlb); the slice's state with this generation's rows."""
+        for done in range(1, epochs + 1):
+            self.trainer.run_epoch(nlb=nlb and done == epochs)
+            on_epoch(done)
+        state = select_members(self.trainer.state_dict(), range(self.trainer.population_size))
+        self.trainer.history.clear()
+        return state
+
+    def load(self, state: dict) -> None:
+        self.trainer.load_state_dict({**state, "history": []})
+
+
+class InProcessWorkers:
+    """One slice, trained in the driver's process."""
+
+    def __init__(self, plan: WorkerPlan, config: Config, data, hparams: Sequence[dict], seeds: Sequence[int], log: Callable[[str], None]):
+        if plan.workers != 1:
+            raise ValueError("InProcessWorkers runs one slice")
+        self.plan = plan
+        torch.set_num_threads(plan.threads[0])
+        self.slice = MemberSlice(config, data, hparams, seeds)
+        self.ramp_end_epoch = self.slice.trainer.ramp_end_epoch
+
+    def train(self, epochs: int, nlb: bool, on_epoch: Callable[[int, int], None]) -> list[dict]:
+        return [self.slice.train(epochs, nlb, lambda done: on_epoch(done, epochs))]
+
+    def load(self, states: Sequence[dict]) -> None:
+        self.slice.load(states[0])
+
+    def close(self) -> None:
+        pass
+
+
+class ProcessWorkers:
+    """W worker processes, one slice each, alive for the whole search."""
+
+    def __init__(self, plan: WorkerPlan, config: Config, data, hparams: Sequence[dict], seeds: Sequence[int], log: Callable[[str], None]):
+        """data is read again by each worker from config.data.dir (the resolved path), not sent."""
+        self.plan = plan
+        self.connections: list[Connection] = []
+        self.processes: list[subprocess.Popen] = []
+        package_root = str(Path(__file__).resolve().parents[2])  # this autolfads, even when it is not installed
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (package_root, os.environ.get("PYTHONPATH"))))}
+        try:
+            for w, members in enumerate(plan.members):
+                driver_end, worker_end = socket.socketpair()
+                command = [sys.executable, "-m", "autolfads.search.worker_process", str(worker_end.fileno()), str(os.getpid())]
+                self.processes.append(subprocess.Popen(command, pass_fds=[worker_end.fileno()], env=env, stdin=subprocess.DEVNULL))
+                worker_end.close()  # the worker's end lives only in the worker: its death is end of file here
+                connection = Connection(driver_end.detach())
+                self.connections.append(connection)
+                job = {"kind": "start", "config": config.to_dict(), "hparams": [dict(hparams[m]) for m in members], "seeds": [seeds[m] for m in members], "threads": plan.threads[w]}
+                _send(connection, job)
+            self.ramp_end_epoch = self._gather("ready", timeout_s=START_TIMEOUT_S)[0]["ramp_end_epoch"]
+        except BaseException:
+            self.close()
+            raise
+        for w, (process, members) in enumerate(zip(self.processes, plan.members, strict=True)):
+            log(f"worker {w}: pid {process.pid}, members {_span(members)}, {plan.threads[w]} torch thread(s)")
+
+    def train(self, epochs: int, nlb: bool, on_epoch: Callable[[int, int], None]) -> list[dict]:
+        self._send_all([{"kind": "train", "epochs": epochs, "nlb": nlb}] * self.plan.workers)
+        done = [0] * self.plan.workers
+
+        def progress(worker: int, message: dict) -> None:
+            done[worker] = message["done"]
+            on_epoch(min(done), epochs)
+
+        return [message["state"] for message in self._gather("trained", on_epoch=progress)]
+
+    def load(self, states: Sequence[dict]) -> None:
+        self._send_all([{"kind": "load", "state": state} for state in states])
+        self._gather("loaded")
+
+    def close(self) -> None:
+        """Stop every worker: ask, wait, then kill what is left (never leave a process behind)."""
+        for connection in self.connections:
+            try:
+                _send(connection, {"kind": "stop"})
+            except OSError:  # it is gone already
+                pass
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        for process in self.processes:
+            try:
+                process.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        for connection in self.connections:
+            connection.close()
+
+    def _send_all(self, messages: Sequence[dict]) -> None:
+        for worker, (connection, message) in enumerate(zip(self.connections, messages, strict=True)):
+            try:
+                _send(connection, message)
+            except OSError:  # a broken pipe: the worker is gone
+                self._died(worker)
+
+    def _gather(self, kind: str, on_epoch: Callable[[int, dict], None] | None = None, timeout_s: float | None = None) -> list[dict]:
+        """Every worker's next `kind` message (epoch messages go to on_epoch). A worker that dies (end of file
+        on its socket), raises or (with timeout_s) stays silent raises WorkerFailed: never a hang."""
+        replies: dict[int, dict] = {}
+        while len(replies) < len(self.connections):
+            pending = {self.connections[w]: w for w in range(len(self.connections)) if w not in replies}
+            ready = wait(list(pending), timeout=timeout_s)
+            if not ready:
+                raise WorkerFailed(f"no answer from the workers within {timeout_s:.0f} s")
+            for connection in ready:
+                worker = pending[connection]
+                try:
+                    message = _receive(connection)
+                except (EOFError, OSError):
+                    self._died(worker)
+                if message["kind"] == "error":
+                    raise WorkerFailed(f"worker {worker} (members {_span(self.plan.members[worker])}) failed:\n{message['traceback']}")
+                if message["kind"] == "epoch" and on_epoch is not None:
+                    on_epoch(worker, message)
+                elif message["kind"] == kind:
+                    replies[worker] = message
+        return [replies[w] for w in range(len(self.connections))]
+
+    def _died(self, worker: int) -> None:
+        process = self.processes[worker]
+        try:
+            process.wait(5.0)
+        except subprocess.TimeoutExpired:  # its socket broke but it lives on: end it, it cannot be trusted
+            process.kill()
+            process.wait()
+        raise WorkerFailed(
+            f"worker {worker} (pid {process.pid}, members {_span(self.plan.members[worker])}) died (exit code {process.returncode}); "
+            "the checkpoint of the last completed generation is intact: rerun the same command to resume"
+        )
+
+
+def _span(members: Sequence[int]) -> str:
+    return f"{members[0]}-{members[-1]}"
+
+
+def _send(connection: Connection, message: dict) -> None:
+    buffer = io.BytesIO()
+    torch.save(message, buffer)
+    connection.send_bytes(buffer.getvalue())
+
+
+def _receive(connection: Connection) -> dict:
+    return torch.load(io.BytesIO(connection.recv_bytes()), weights_only=True)
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """No orphans: the kernel kills this process when the driver dies (Linux); elsewhere a thread watches."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        linux = sys.platform.startswith("linux")
+    except (OSError, AttributeError):
+        linux = False
+    if os.getppid() != parent_pid:  # the driver died before the request took effect
+        os._exit(1)
+    if not linux:
+
+        def watch() -> None:
+            while os.getppid() == parent_pid:
+                time.sleep(1.0)
+            os._exit(1)
+
+        threading.Thread(target=watch, daemon=True).start()
+
+
+def run_worker(connection: Connection, parent_pid: int) -> None:
+    """A worker process's life: start its slice, then train / load / stop as the driver says."""
+    from ..runtime import return_large_blocks_to_os
+
+    _die_with_parent(parent_pid)
+    return_large_blocks_to_os()  # flat memory over a long search, as the command line does in the driver
+    try:
+        job = _receive(connection)
+        torch.set_num_threads(job["threads"])
+        config = Config.model_validate(job["config"])
+        work = MemberSlice(config, read_sessions(config, config.data.dir), job["hparams"], job["seeds"])
+        _send(connection, {"kind": "ready", "ramp_end_epoch": work.trainer.ramp_end_epoch})
+        while True:
+            try:
+                message = _receive(connection)
+            except EOFError:  # the driver is gone
+                return
+            if message["kind"] == "train":
+                state = work.train(message["epochs"], message["nlb"], lambda done: _send(connection, {"kind": "epoch", "done": done}))
+                _send(connection, {"kind": "trained", "state": state})
+            elif message["kind"] == "load":
+                work.load(message["state"])
+                _send(connection, {"kind": "loaded"})
+            elif message["kind"] == "stop":
+                return
+    except Exception:
+        try:
+            _send(connection, {"kind": "error", "traceback": traceback.format_exc()})
+        except OSError:
+            pass
+        raise SystemExit(1)
