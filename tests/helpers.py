@@ -102,3 +102,20 @@ def make_data(cfg: ModelConfig, n_train: int = 40, n_valid: int = 10, seed: int 
             rates = np.exp(0.3 + 1.2 * np.tanh(latents @ loadings))
         splits[name] = make_split(name, n, cfg, rng, rates)
     return LFADSData(Path("in-memory"), "encod_recon", splits["train"], splits["valid"], None, None)
+
+
+def ar_kl_by_hand(mean, std, tau, nvar):
+    """KL(N(mean, diag std^2) || stationary AR(1) prior) per member and trial, summed over dims: the prior as a
+    T-dimensional Gaussian with covariance v0 a^|i-j| (v0 = nvar / (1 - a^2)), the Gaussian KL formula."""
+    P, B, T, D = mean.shape
+    out = np.zeros((P, B))
+    lags = np.abs(np.subtract.outer(np.arange(T), np.arange(T)))
+    for p in range(P):
+        for d in range(D):
+            a = np.exp(-1.0 / tau[p, d])
+            cov = nvar[p, d] / (1 - a**2) * a**lags
+            precision = np.linalg.inv(cov)
+            for b in range(B):
+                m, var = mean[p, b, :, d], std[p, b, :, d] ** 2
+                out[p, b] += 0.5 * (np.trace(precision * var) + m @ precision @ m - T + np.linalg.slogdet(cov)[1] - np.log(var).sum())
+    return out

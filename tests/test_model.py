@@ -23,7 +23,7 @@ from autolfads.train.metrics import R2Accumulator, bits_per_spike, null_nll_sum,
 from autolfads.train.objective import ramp, reconstruction_loss, total_loss
 from autolfads.train.optim import PopulationAdam, clip_member_grad_norms
 
-from helpers import member, model_config, numpy_gru_sequence, numpy_gru_step, sigmoid
+from helpers import ar_kl_by_hand, member, model_config, numpy_gru_sequence, numpy_gru_step, sigmoid
 
 
 def randomize_(module: torch.nn.Module, seed: int, scale: float = 0.5) -> None:
@@ -549,6 +549,25 @@ def test_autoregressive_prior_log_prob_and_kl():
     np.testing.assert_allclose(kl.detach().numpy(), (log_q - want).mean(-1), rtol=1e-5)
 
 
+def test_autoregressive_prior_expected_kl_is_the_gaussian_kl_and_the_mean_of_the_sampled_one():
+    P, B, T, D = 2, 3, 6, 2
+    prior = AutoregressivePrior(MemberRNG([0, 1]), D, 10.0, 0.1)
+    tau, nvar = np.array([[10.0, 3.0], [1.5, 25.0]]), np.array([[0.1, 0.5], [0.05, 2.0]])
+    with torch.no_grad():
+        prior.log_tau.copy_(torch.tensor(np.log(tau)))
+        prior.log_nvar.copy_(torch.tensor(np.log(nvar)))
+    g = torch.Generator().manual_seed(3)
+    mean = torch.randn(P, B, T, D, generator=g, dtype=torch.float64) * 0.5
+    std = torch.rand(P, B, T, D, generator=g, dtype=torch.float64) * 0.8 + 0.1
+    exact = prior.expected_kl(mean, std)
+    want = ar_kl_by_hand(mean.numpy(), std.numpy(), tau, nvar).mean(-1)
+    np.testing.assert_allclose(exact.detach().numpy(), want, rtol=1e-6)
+    # the one-sample estimate of training averages to it
+    samples = mean + std * torch.randn(4000, P, B, T, D, generator=g, dtype=torch.float64)
+    sampled = torch.stack([prior.kl(mean, std, z) for z in samples]).mean(0)
+    np.testing.assert_allclose(sampled.detach().numpy(), want, rtol=0.02)
+
+
 # ==================================================================================== 6. reconstructions
 
 
@@ -611,6 +630,18 @@ def test_coordinated_dropout_pass_rate():
     dropped = inputs[0] == 0
     assert torch.all(grad_mask[0][dropped] == 1)
     assert grad_mask[0][~dropped].mean().item() == pytest.approx(0.5, abs=0.03)
+
+
+def test_coordinated_dropout_pass_rate_with_per_member_inputs():
+    """Inputs already per member (P, B, T, N), as after spike jitter or temporal shift: the same masks as for
+    shared inputs under the same seeds (it raised a shape RuntimeError)."""
+    encod = torch.rand(8, 6, 5) + 0.5
+    rates = torch.tensor([0.3, 0.5])
+    shared = coordinated_dropout(encod, rates, 0.5, MemberRNG([4, 5]), 1)
+    per_member = coordinated_dropout(encod.expand(2, -1, -1, -1), rates, 0.5, MemberRNG([4, 5]), 1)
+    assert per_member[1].shape == (2, 8, 6, 5)
+    for ours, want in zip(per_member, shared, strict=True):
+        assert torch.equal(ours, want)
 
 
 def test_block_gradients_value_and_gradient():

@@ -206,7 +206,7 @@ def test_fixed_readin_stays_and_trained_readin_moves(sessions_dir):
 
 
 def test_batches_mix_sessions_and_cover_every_trial_once(sessions_dir, monkeypatch):
-    config, sessions = load_run_data(tiny_config(), sessions_dir)
+    config, sessions = load_run_data(apply_overrides(tiny_config(), ["train.drop_last", "false"]), sessions_dir)
     trainer = Trainer(config, sessions)
     seen: list[tuple[int, list[int]]] = []
     original = trainer._training_part

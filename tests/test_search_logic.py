@@ -602,7 +602,7 @@ def test_stop_constants():
 
 
 def test_steady_improvement_does_not_stop():
-    best = [10.0 - 1e-2 * g for g in range(30)]  # 4e-2 over 4 generations: ratio ~4e-3 > 5e-4
+    best = [10.0 - 1e-2 * g for g in range(30)]  # 3e-2 over 4 generations: ratio ~3e-3 > 5e-4
     for n in range(1, 31):
         assert not should_stop(best[:n], max_generations=50)
     relative = [1.0 * 0.99**g for g in range(30)]  # 1 % per generation
@@ -611,43 +611,45 @@ def test_steady_improvement_does_not_stop():
 
 
 def test_plateau_stops():
-    # improves, then stalls: the running best 4 generations back is 2.0, now 2.0 - 1e-4 (ratio 5e-5)
-    best = [3.0, 2.5, 2.0, 2.0, 1.99995, 1.9999, 1.9999]
-    assert not should_stop(best[:5], 50)  # 2.5 -> 1.99995 over the last 4: big improvement
-    assert not should_stop(best[:6], 50)  # 2.5 -> 1.9999
-    assert should_stop(best[:7], 50)  # 2.0 -> 1.9999: ratio 5e-5
+    # improves, then stalls: the running best at the window's first generation is 2.0, now 2.0 - 1e-4 (ratio 5e-5)
+    best = [3.0, 2.5, 2.0, 1.99995, 1.9999, 1.9999]
+    assert not should_stop(best[:4], 50)  # 2.5 -> 1.99995 over the last 4: big improvement
+    assert not should_stop(best[:5], 50)  # 2.5 -> 1.9999
+    assert should_stop(best[:6], 50)  # 2.0 -> 1.9999: ratio 5e-5
 
 
 def test_plateau_of_equal_values_stops_after_window():
-    assert not should_stop([1.0] * 4, 50)
-    assert should_stop([1.0] * 5, 50)
+    """Four equal generation bests stop, as lfads-torch's ImprovementRatioStopper(patience=4) and tune-tf2's
+    scheduler (a window of 4 bests, the first against the best of them) stop."""
+    assert not should_stop([1.0] * 3, 50)
+    assert should_stop([1.0] * 4, 50)
 
 
 def test_exact_threshold_stops_and_just_above_does_not():
     # (2000 - 1999) / 2000 == 5e-4 exactly in floating point
     assert (2000.0 - 1999.0) / 2000.0 == 5e-4
-    assert should_stop([2000.0, 2000.0, 2000.0, 2000.0, 1999.0], 50)
-    assert not should_stop([2000.0, 2000.0, 2000.0, 2000.0, 1998.99], 50)  # ratio 5.05e-4
-    assert not should_stop([2000.0, 1999.5, 1999.4, 1999.2, 1998.0], 50)  # ratio 1e-3
+    assert should_stop([2000.0, 2000.0, 2000.0, 1999.0], 50)
+    assert not should_stop([2000.0, 2000.0, 2000.0, 1998.99], 50)  # ratio 5.05e-4
+    assert not should_stop([2000.0, 1999.5, 1999.2, 1998.0], 50)  # ratio 1e-3
 
 
-def test_ratio_is_relative_to_the_value_four_generations_earlier():
-    # 1 -> 0.999 (ratio 1e-3) counted from 4 generations back; the first value (much larger) is out of the window
-    best = [100.0, 1.0, 1.0, 1.0, 1.0, 0.999]
+def test_ratio_is_relative_to_the_first_generation_of_the_window():
+    # 1 -> 0.999 (ratio 1e-3) counted from 3 generations back; the first value (much larger) is out of the window
+    best = [100.0, 1.0, 1.0, 1.0, 0.999]
     assert not should_stop(best, 50)
     # an old big drop does not hold the run alive once it leaves the window
-    best = [100.0, 1.0, 1.0, 1.0, 1.0, 1.0]
+    best = [100.0, 1.0, 1.0, 1.0, 1.0]
     assert should_stop(best, 50)
     # uses the running best: a worse latest generation does not count as a regression or an improvement
-    assert should_stop([1.0, 1.0, 1.0, 1.0, 1.0, 1.5], 50)
-    assert not should_stop([2.0, 1.0, 1.5, 1.5, 1.5], 50)
+    assert should_stop([1.0, 1.0, 1.0, 1.0, 1.5], 50)
+    assert not should_stop([2.0, 1.0, 1.5, 1.5], 50)
     # negative metrics: relative to |value|
-    assert should_stop([-100.0, -100.0, -100.0, -100.0, -100.01], 50)
-    assert not should_stop([-100.0, -100.0, -100.0, -100.0, -100.1], 50)
+    assert should_stop([-100.0, -100.0, -100.0, -100.01], 50)
+    assert not should_stop([-100.0, -100.0, -100.0, -100.1], 50)
 
 
-def test_fewer_than_five_generations_never_stop():
-    for n in range(0, 5):
+def test_fewer_than_four_generations_never_stop():
+    for n in range(0, 4):
         assert not should_stop([1.0] * n, 50)
 
 
@@ -663,11 +665,11 @@ def test_max_generations_stops():
 @pytest.mark.parametrize(
     "best",
     [
-        [NAN, NAN, NAN, NAN, NAN],
-        [INF, INF, INF, INF, INF],
-        [NAN, 2.0, 2.0, 2.0, 2.0],  # reference (running best 4 back) is NaN
-        [INF, 2.0, 2.0, 2.0, 2.0],  # reference is inf
-        [NAN, INF, NAN, INF, 2.0, 2.0, 2.0, 2.0],  # reference still not finite
+        [NAN, NAN, NAN, NAN],
+        [INF, INF, INF, INF],
+        [NAN, 2.0, 2.0, 2.0],  # reference (running best 3 back) is NaN
+        [INF, 2.0, 2.0, 2.0],  # reference is inf
+        [NAN, INF, NAN, INF, 2.0, 2.0, 2.0],  # reference still not finite
     ],
 )
 def test_non_finite_reference_never_stops(best):
@@ -677,9 +679,9 @@ def test_non_finite_reference_never_stops(best):
 
 def test_nan_after_finite_values_is_ignored_by_running_best():
     # running best ignores later NaN generations: 2.0 throughout -> plateau
-    assert should_stop([2.0, NAN, NAN, NAN, NAN], 50)
-    # a NaN first, then a long finite plateau: stops once the reference is finite
-    best = [NAN, 2.0, 2.0, 2.0, 2.0, 2.0]
+    assert should_stop([2.0, NAN, NAN, NAN], 50)
+    # a NaN first, then a finite plateau: stops once the reference is finite
+    best = [NAN, 2.0, 2.0, 2.0, 2.0]
     assert should_stop(best, 50)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -13,7 +14,7 @@ from autolfads.errors import ConfigError
 from autolfads.train.checkpoint import load_checkpoint, save_checkpoint
 from autolfads.train.trainer import METRIC, Trainer
 
-from helpers import config, make_data
+from helpers import ar_kl_by_hand, config, make_data
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +70,7 @@ def test_population_members_equal_separate_runs(cfg, data, population):
         assert_member_equal(pop, p, singles[p], exact=False)
         for ours, theirs in zip(pop.optimizer.exp_avg_sq, singles[p].optimizer.exp_avg_sq):
             torch.testing.assert_close(ours[p : p + 1], theirs, rtol=1e-4, atol=1e-12)
-    assert pop.optimizer.steps.tolist() == [6.0, 6.0]  # 40 trials / batches of 16 = 3 steps per epoch
+    assert pop.optimizer.steps.tolist() == [4.0, 4.0]  # 40 trials / batches of 16 = 2 full steps per epoch
 
 
 def test_learning_rate_changes_the_run(cfg, data):
@@ -154,6 +155,12 @@ def test_validation_metrics_by_hand(cfg, data):
         bps = (null - region_nll.sum((1, 2, 3))) / (region_counts.sum() * math.log(2))
         torch.testing.assert_close(first[f"val_{bps_prefix}bps"].double(), bps, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(first["val_recon"].double(), nll.mean((1, 2, 3)), rtol=1e-5, atol=0)
+    # the controller-output KL: the exact KL of the posterior-mean pass's q against the AR(1) prior, never negative
+    prior = trainer.model.co_prior
+    tau, nvar = prior.log_tau.detach().exp().double().numpy(), prior.log_nvar.detach().exp().double().numpy()
+    kl_co = ar_kl_by_hand(out.states.co_means.double().numpy(), out.states.co_stds.double().numpy(), tau, nvar).mean(-1)
+    np.testing.assert_allclose(first["val_kl_co"].double().numpy(), kl_co, rtol=1e-4)
+    assert (first["val_kl_co"] > 0).all()
     truth = valid.truth.double()
     ss_res = (rates - truth).square().sum((1, 2))
     ss_tot = (truth - truth.mean((0, 1))).square().sum((0, 1))
@@ -272,7 +279,7 @@ def test_diverged_member_is_frozen_and_the_other_trains_on(cfg, data):
         torch.testing.assert_close(param[0], old[0], equal_nan=True, atol=0, rtol=0)
     for t, old in zip(pop.optimizer.exp_avg + pop.optimizer.exp_avg_sq, moments):
         assert torch.equal(t[0], old[0])
-    assert pop.optimizer.steps.tolist() == [3.0, 6.0]
+    assert pop.optimizer.steps.tolist() == [2.0, 4.0]
     assert_member_equal(pop, 1, single, exact=False)  # member 1 is untouched by member 0's NaNs
     assert math.isnan(metrics[METRIC][0].item()) and math.isfinite(metrics[METRIC][1].item())
     pop.run_epoch()  # and the run goes on
@@ -310,13 +317,88 @@ def test_early_stopping_only_after_the_ramps(data):
 def test_learning_rate_schedule_decays_on_plateau_and_stops(data):
     cfg = config(train=dict(lr_schedule=True, lr_patience=2, lr_decay=0.5, lr_init=1e-3, lr_stop=2e-4))
     trainer = Trainer(cfg, data, population=[{}, {}], member_seeds=[0, 1])
-    _stub_epochs(trainer, [[10.0 - epoch, 5.0] for epoch in range(7)])
+    _stub_epochs(trainer, [[10.0 - epoch, 5.0] for epoch in range(10)])
     lrs = []
-    for _ in range(7):
+    for _ in range(10):
         trainer.run_epoch()
         lrs.append(trainer.lr.tolist())
-    # member 1: epoch 0 sets the best, epochs 1 and 2 do not improve -> halve after epoch 2, again after 4, 6
-    want = [1e-3, 1e-3, 5e-4, 5e-4, 2.5e-4, 2.5e-4, 1.25e-4]
+    # member 1: epoch 0 sets the best, epochs 1-3 do not improve: the third bad epoch exceeds the patience of
+    # 2 -> halve after epoch 3, again after 6 and 9
+    want = [1e-3] * 3 + [5e-4] * 3 + [2.5e-4] * 3 + [1.25e-4]
     assert [row[1] for row in lrs] == pytest.approx(want)
-    assert [row[0] for row in lrs] == pytest.approx([1e-3] * 7)
+    assert [row[0] for row in lrs] == pytest.approx([1e-3] * 10)
     assert trainer.stopped.tolist() == [False, True]  # 1.25e-4 < lr_stop
+
+
+@pytest.mark.parametrize("patience", [0, 1, 2])
+def test_learning_rate_schedule_matches_torch_reduce_lr_on_plateau(data, patience):
+    """The plateau rule is torch.optim.lr_scheduler.ReduceLROnPlateau (mode min, threshold 0, as lfads-torch
+    configures it) fed the smoothed validation NLL, member by member; NaN counts as a bad epoch."""
+    values = [[5.0, 9.0], [4.0, 9.0], [4.5, 8.0], [4.2, 8.0], [4.1, math.nan], [3.9, 8.5], [3.9, 7.0], [4.0, 7.5], [4.3, 7.2], [3.8, 7.9], [3.8, 8.1], [3.9, 6.9]]
+    cfg = config(train=dict(lr_schedule=True, lr_patience=patience, lr_decay=0.5, lr_init=1e-3, lr_stop=0.0))
+    trainer = Trainer(cfg, data, population=[{}, {}], member_seeds=[0, 1])
+    _stub_epochs(trainer, values)
+    oracles = []
+    for _ in range(2):
+        optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1e-3)
+        oracles.append((optimizer, torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=0.5, patience=patience, threshold=0.0)))
+    for _ in values:
+        smoothed = trainer.run_epoch()[METRIC]
+        for member, (optimizer, scheduler) in enumerate(oracles):
+            scheduler.step(float(smoothed[member]))
+            assert trainer.lr[member].item() == pytest.approx(optimizer.param_groups[0]["lr"], rel=1e-6)
+    assert trainer.lr.tolist() != [1e-3, 1e-3]  # the script does make it decay
+
+
+# ============================================================================ batching
+
+def _training_batches(trainer: Trainer) -> list[list[int]]:
+    """The trial indices of each training step of one epoch."""
+    seen: list[list[int]] = []
+    original = trainer._training_part
+
+    def spy(session, indices):
+        seen.append(indices.tolist())
+        return original(session, indices)
+
+    trainer._training_part = spy
+    trainer.train_epoch()
+    return seen
+
+
+@pytest.mark.parametrize(("drop_last", "batch_size", "sizes"), [(True, 16, [16, 16]), (False, 16, [16, 16, 8]), (True, 64, [40]), (True, 20, [20, 20])])
+def test_an_epoch_drops_the_partial_last_batch(data, drop_last, batch_size, sizes):
+    """40 training trials: batches of 16 are two steps (8 trials left out, as lfads-torch and lfads-tf2 do);
+    a batch larger than the data is one step on all of it, never zero steps."""
+    trainer = Trainer(config(train=dict(batch_size=batch_size, drop_last=drop_last)), data)
+    batches = _training_batches(trainer)
+    assert [len(b) for b in batches] == sizes
+    trials = [i for b in batches for i in b]
+    assert len(set(trials)) == len(trials)  # no trial twice
+
+
+@pytest.mark.parametrize("augmentation", [dict(spike_jitter_width=1), dict(temporal_shift_std=1.0, temporal_shift_max=2)])
+def test_cd_pass_rate_with_train_time_augmentation(data, augmentation):
+    """model.cd_pass_rate > 0 with spike jitter or temporal shift trains (it raised a shape RuntimeError)."""
+    trainer = Trainer(config(model=dict(cd_pass_rate=0.5, **augmentation)), data, population=[{}, {}], member_seeds=[0, 1])
+    before = params_snapshot(trainer)
+    metrics = trainer.run_epoch()
+    assert torch.isfinite(metrics["loss"]).all()
+    assert not torch.equal(before[0], trainer.params[0])
+
+
+def test_weight_decay_ramps_with_the_l2_penalty(data):
+    """AdamW's decay is train.weight_decay x the L2 ramp, step by step (lfads-torch's on_before_optimizer_step)."""
+    trainer = Trainer(config(train=dict(weight_decay=0.3, l2_start_epoch=1, l2_increase_epoch=2)), data)
+    seen = []
+    step = trainer.optimizer.step
+
+    def spy(lr, active):
+        seen.append(trainer.optimizer.weight_decay)
+        step(lr, active)
+
+    trainer.optimizer.step = spy
+    for _ in range(5):
+        trainer.run_epoch()
+    # L2 ramp: 0 at epoch 0, then 1/3, 2/3, 1, 1; two steps per epoch
+    assert seen == pytest.approx([0.0] * 2 + [0.1] * 2 + [0.2] * 2 + [0.3] * 4)

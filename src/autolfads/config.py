@@ -182,6 +182,11 @@ class TrainConfig(_Section):
     _section: ClassVar[str] = "train"
 
     batch_size: int = Field(128, ge=1, description="Trials per training step.")
+    drop_last: bool = Field(
+        True,
+        description="Skip each epoch's last, partial training batch, as lfads-torch and lfads-tf2 do, so an epoch is "
+        "a whole number of full batches; a training set smaller than one batch still takes one step on all of it.",
+    )
     max_epochs: int = Field(500, ge=1, description="Upper bound on training epochs.")
     patience: int = Field(200, ge=0, description="Early stopping: epochs without a better smoothed valid NLL.")
     seed: int = Field(0, ge=0, description="Seed for initialisation, batching and dropout.")
@@ -190,7 +195,7 @@ class TrainConfig(_Section):
     lr_init: float = Field(4e-3, gt=0, description="Initial learning rate.")
     lr_schedule: bool = Field(False, description="Decay the learning rate when the smoothed valid loss plateaus.")
     lr_decay: float = Field(0.95, gt=0, lt=1, description="Factor of each scheduled learning-rate decay.")
-    lr_patience: int = Field(6, ge=0, description="Epochs without improvement before a scheduled decay.")
+    lr_patience: int = Field(6, ge=0, description="Epochs without improvement tolerated: the next one decays (torch's ReduceLROnPlateau).")
     lr_stop: float = Field(1e-5, ge=0, description="Training stops once the scheduled learning rate falls below this.")
     adam_epsilon: float = Field(
         1e-8,
@@ -198,7 +203,7 @@ class TrainConfig(_Section):
         description="Adam epsilon as PyTorch defines it. lfads-tf2's TRAIN.ADAM_EPSILON (TensorFlow's epsilon-hat) "
         "is converted to eps / sqrt(1 - 0.999): 1e-7 -> 3.16e-6.",
     )
-    weight_decay: float = Field(0.0, ge=0, description="AdamW decoupled weight decay (0: plain Adam).")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW decoupled weight decay, ramped up with the L2 penalty as lfads-torch does (0: plain Adam).")
     max_grad_norm: float = Field(200.0, gt=0, description="Global gradient-norm clip, on the scaled loss.")
     loss_scale: float = Field(1e4, gt=0, description="Multiplier on the whole loss before backpropagation.")
     kl_start_epoch: int = Field(0, ge=0, description="Epoch at which the KL ramp starts.")

@@ -25,7 +25,7 @@ def coordinated_dropout(
     keep[:, :, :start_bin] = True
     grad_mask = ~keep
     if pass_rate > 0:
-        grad_mask |= rng.uniform(*encod.shape) < pass_rate
+        grad_mask |= rng.uniform(*encod.shape[-3:]) < pass_rate
     grad_mask[:, :, :start_bin] = True
     grad_mask |= rate == 0
     scale = torch.ones_like(keep, dtype=encod.dtype) / (1 - rate)

@@ -127,8 +127,10 @@ class LFADS(nn.Module):
         kl_ic = self.ic_prior.kl(ic_mean, ic_std)
         if self.co_prior is None:
             kl_co = torch.zeros_like(kl_ic)
-        else:
+        elif sample:
             kl_co = self.co_prior.kl(states.co_means, states.co_stds, states.gen_inputs)
+        else:
+            kl_co = self.co_prior.expected_kl(states.co_means, states.co_stds)
         return states, kl_ic, kl_co
 
     @torch.no_grad()

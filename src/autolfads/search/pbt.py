@@ -15,7 +15,7 @@ import numpy as np
 
 from .space import SearchSpace
 
-STOP_WINDOW = 4  # generations over which the improvement ratio is measured
+STOP_WINDOW = 4  # generations whose bests the improvement ratio spans (lfads-torch's and tune-tf2's patience)
 STOP_RATIO = 5e-4  # stop when the best metric improved by at most this fraction over the window
 
 
@@ -64,13 +64,15 @@ def best_member(metrics: Sequence[float]) -> int:
 
 def should_stop(best_by_generation: Sequence[float], max_generations: int) -> bool:
     """Stop after max_generations, or once the running best improved by a ratio <= STOP_RATIO over the
-    last STOP_WINDOW generations."""
+    last STOP_WINDOW generations: from the first of them to the last, as lfads-torch's ImprovementRatioStopper
+    and tune-tf2's scheduler measure it. They take each generation's own best and divide by the window's mean
+    |best|; this takes the running best (NaN generations and regressions do not count) and divides by |first|."""
     if len(best_by_generation) >= max_generations:
         return True
-    if len(best_by_generation) <= STOP_WINDOW:
+    if len(best_by_generation) < STOP_WINDOW:
         return False
     running = np.fmin.accumulate(np.asarray(best_by_generation, dtype=float))
-    before, now = running[-1 - STOP_WINDOW], running[-1]
+    before, now = running[-STOP_WINDOW], running[-1]
     if not math.isfinite(before):
         return False
     return (before - now) / abs(before) <= STOP_RATIO

@@ -212,10 +212,14 @@ class Trainer:
         train = self.config.train
         kl_ramp = ramp(self.epoch, train.kl_start_epoch, train.kl_increase_epoch)
         l2_ramp = ramp(self.epoch, train.l2_start_epoch, train.l2_increase_epoch)
+        self.optimizer.weight_decay = train.weight_decay * l2_ramp  # lfads-torch ramps weight decay with the L2 penalty
         sizes = torch.tensor([splits["train"].n_trials for splits in self.splits])
         starts = torch.cumsum(sizes, 0) - sizes
         # One order over every session's trials: a batch mixes sessions in proportion to their trials.
-        order = torch.randperm(int(sizes.sum()), generator=self.data_rng)
+        n_trials = int(sizes.sum())
+        order = torch.randperm(n_trials, generator=self.data_rng)
+        if train.drop_last and n_trials > train.batch_size:
+            order = order[: n_trials - n_trials % train.batch_size]
         self.model.train()
         totals: dict[str, torch.Tensor] = {}
         for indices in order.split(train.batch_size):
@@ -239,7 +243,7 @@ class Trainer:
             values = {"loss": loss, "recon": recon, "nll_heldin": heldin, "kl_ic": kl_ic, "kl_co": kl_co, "l2": l2, "grad_norm": grad_norm}
             for name, value in values.items():
                 totals[name] = totals.get(name, 0) + value.detach().cpu().double() * len(indices)
-        metrics = {name: (total / int(sizes.sum())).float() for name, total in totals.items()}
+        metrics = {name: (total / len(order)).float() for name, total in totals.items()}
         metrics["kl_ramp"] = torch.full((self.population_size,), kl_ramp)
         metrics["l2_ramp"] = torch.full((self.population_size,), l2_ramp)
         metrics["lr"] = self.lr.detach().cpu().clone()
@@ -369,7 +373,7 @@ class Trainer:
             better = self.smth_metric < self.lr_best_metric
             self.lr_best_metric = torch.where(better, self.smth_metric, self.lr_best_metric)
             self.plateau_epochs = torch.where(better, 0, self.plateau_epochs + 1)
-            decay = self.plateau_epochs >= train.lr_patience
+            decay = self.plateau_epochs > train.lr_patience  # torch's ReduceLROnPlateau (lfads-torch): patience bad epochs are tolerated
             self.lr = torch.where(decay.to(self.device), self.lr * train.lr_decay, self.lr)
             self.plateau_epochs = torch.where(decay, 0, self.plateau_epochs)
             self.stopped |= (self.lr < train.lr_stop).cpu()
