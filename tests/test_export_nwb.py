@@ -101,3 +101,34 @@ def test_export_into_the_real_mc_maze_small_session_adds_no_inspector_issue(tmp_
     added = issues(tmp_path / "out.nwb") - issues(SHARED_NWB)
     # the one addition is the advice to name the module after NWB's schema modules (ecephys, behavior, misc...)
     assert added == {("check_processing_module_name", "ProcessingModule", "lfads")}, added
+
+
+@pytest.mark.slow
+def test_any_nwb_session_trains_evaluates_and_goes_back_into_nwb(autolfads, tiny_model, tmp_path):
+    """The whole way on a session in NLB's layout, read as any NWB: its split and heldout columns, forward bins and
+    hand velocity; a tiny model trains; evaluate scores what the targets hold; export-nwb writes the results."""
+    from autolfads.data.nlb_synthetic import write_nlb_synthetic
+
+    nwb, _ = write_nlb_synthetic(tmp_path / "session.nwb", conditions=4, trials_per_condition=8, heldin=20, heldout=6)
+    result = autolfads("data", "nwb", "--nwb", nwb, "--align", "move_onset_time", "--window", "-250", "450", "--bin-ms", "20", "--forward-ms", "200",
+                       "--split-column", "split", "--heldout-column", "heldout", "--condition-column", "trial_type", "--behavior", "hand_vel", "--out", tmp_path / "d.h5")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "train 24 / valid 4 / test 4 trials, 35+10 bins of 20 ms (-250..450 ms around move_onset_time), 20+6 units" in result.stdout
+    result = autolfads("train", "--data", tmp_path / "d.h5", "--checkpoint", tmp_path / "run", "--quiet", "--no-report", *tiny_model(train__max_epochs=2))
+    assert result.returncode == 0, result.stderr
+    result = autolfads("evaluate", "--output", tmp_path / "run" / "lfads_output.h5", "--targets", tmp_path / "d_targets.h5")
+    assert result.returncode == 0, result.stderr
+    assert "| co-bps | vel R2 | fp-bps |" in result.stdout and "not available" not in result.stdout
+    result = autolfads("export-nwb", "--output", tmp_path / "run" / "lfads_output.h5", "--nwb", nwb, "--out", tmp_path / "out.nwb")
+    assert result.returncode == 0, result.stderr
+    with NWBHDF5IO(str(tmp_path / "out.nwb"), "r") as io:
+        module = io.read().processing["lfads"]
+        assert module["rates"].data.shape == (32 * 35, 26) and "fac_dim" in module.description
+        with h5py.File(tmp_path / "run" / "lfads_output.h5") as h5:
+            first = int(np.argmin(h5["train_inds"][()]))  # trial 0 comes first in time
+            np.testing.assert_allclose(module["factors"].data[:35], h5["train_factors"][first, :35], rtol=1e-6)
+    # the synthetic session's own spike trains have repeated times (critical for nwbinspector); the export adds nothing serious
+    def serious(path):
+        return {(m.check_function_name, m.object_name) for m in inspect_messages(path) if m.importance.name in ("CRITICAL", "ERROR", "PYNWB_VALIDATION")}
+
+    assert serious(tmp_path / "out.nwb") == serious(nwb)
