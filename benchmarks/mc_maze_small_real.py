@@ -1,6 +1,7 @@
 """Real data: co-smoothing on MC_Maze_Small (the DANDI 000140 test file: 107 units, 100 trials of 700 ms).
 
     OMP_NUM_THREADS=1 python benchmarks/mc_maze_small_real.py --workdir /tmp/mcs_bench
+    OMP_NUM_THREADS=1 python benchmarks/mc_maze_small_real.py --workdir /tmp/mcs_bench --only smoothing --smoke  # seconds
 
 `autolfads data nwb` bins the session (5 ms, -250..450 ms around move onset) with a seeded 20% of its units
 held out and 20% of its trials for validation; every method predicts the held-out units of the valid trials
@@ -8,13 +9,15 @@ from the held-in ones, scored by held-out co-bps (our evaluator, equal to nlb_to
   smoothing + GLM   Gaussian-smoothed held-in spikes -> a Poisson GLM per held-out unit (kernel width and
                     L2 chosen by 3-fold cross-validation on the train trials), NLB's baseline
   LFADS             `autolfads train` with a shipped config (small_session.yaml; mc_maze_small.yaml for comparison)
-  AutoLFADS         `autolfads search` from small_session.yaml, a small population
+  AutoLFADS         `autolfads search` from small_session.yaml with examples/search_space_small.yaml, a small
+                    population (--search-space to compare the published space)
 Prints co-bps and wall time per method (threads: OMP_NUM_THREADS / train.threads 1).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import time
@@ -24,7 +27,7 @@ import h5py
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-NWB = ROOT.parent / "shared" / "data" / "sub-Jenkins_ses-small_desc-test_ecephys.nwb"
+NWB = Path(os.environ.get("AUTOLFADS_SHARED_DATA", ROOT.parent / "shared" / "data")) / "sub-Jenkins_ses-small_desc-test_ecephys.nwb"
 CONFIGS = ROOT / "examples" / "configs"
 
 
@@ -100,14 +103,27 @@ def _eval_bps(smooth, fit_predict, encod, heldout, valid, targets, heldin, sd, a
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--nwb", type=Path, default=NWB)
+    parser.add_argument("--nwb", type=Path, default=NWB, help="the MC_Maze_Small NWB file (default: $AUTOLFADS_SHARED_DATA or ../shared/data)")
     parser.add_argument("--workdir", type=Path, required=True)
     parser.add_argument("--seed", type=int, default=0, help="held-out units and valid trials")
     parser.add_argument("--population", type=int, default=6)
     parser.add_argument("--epochs-per-generation", type=int, default=20)
     parser.add_argument("--max-generations", type=int, default=8)
-    parser.add_argument("--skip", nargs="*", default=[], choices=["smoothing", "lfads", "lfads_old", "search"])
+    parser.add_argument("--search-space", type=Path, default=ROOT / "examples" / "search_space_small.yaml", help="search space YAML (default: the small-session one)")
+    methods = ["smoothing", "lfads", "lfads_old", "search"]
+    parser.add_argument("--skip", nargs="*", default=[], choices=methods, help="methods to leave out")
+    parser.add_argument("--only", nargs="*", choices=methods, help="run only these methods")
+    parser.add_argument("--smoke", action="store_true", help="a few epochs per model and a 2-member, 2-generation search: checks the pipeline, not the figures")
     args = parser.parse_args()
+    if args.only is not None:
+        args.skip = [m for m in methods if m not in args.only]
+    if args.smoke:
+        args.population, args.epochs_per_generation, args.max_generations = 2, 2, 2
+    import torch
+
+    print(f"# settings: nwb {args.nwb}, workdir {args.workdir}, seed {args.seed}, heldout 20% of units, valid 20% of trials, 5 ms bins, -250..450 ms around move onset")
+    print(f"# search: population {args.population}, epochs/generation {args.epochs_per_generation}, max generations {args.max_generations}, space {args.search_space}")
+    print(f"# methods: {[m for m in methods if m not in args.skip]}{' (smoke: few epochs)' if args.smoke else ''}; torch {torch.__version__}, OMP_NUM_THREADS {os.environ.get('OMP_NUM_THREADS')}, train.threads 1, load average {os.getloadavg()[0]:.2f}", flush=True)
     if not args.nwb.is_file():
         raise SystemExit(f"{args.nwb} is not here: this benchmark needs the shared MC_Maze_Small file (see ../shared/data/README.md)")
     w = args.workdir
@@ -115,6 +131,8 @@ def main() -> None:
     data, targets = w / "mc_maze_small.h5", w / "mc_maze_small_targets.h5"
     autolfads("data", "nwb", "--nwb", args.nwb, "--align", "move_onset_time", "--window", -250, 450, "--bin-ms", 5, "--heldout-fraction", 0.2, "--valid-fraction", 0.2, "--seed", args.seed, "--out", data)
     cpu = ["train.device", "cpu", "train.threads", "1"]
+    if args.smoke:
+        cpu += ["train.max_epochs", "3", "train.kl_increase_epoch", "1", "train.l2_increase_epoch", "1", "train.num_samples", "2"]
     results = {}
 
     def timed(name: str, run) -> None:
@@ -132,12 +150,13 @@ def main() -> None:
         return co_bps(w / run / "lfads_output.h5", targets)
 
     timed("lfads", lambda: single("small_session.yaml", "lfads_small_session"))
-    # the older config needs this file's shapes: 86 + 21 units, 140 bins, no forward bins
-    timed("lfads_old", lambda: single("mc_maze_small.yaml", "lfads_mc_maze_small", "model.data_dim", "107", "model.cs_dim", "21", "model.seq_len", "140", "model.fp_len", "0", "data.prefix", ""))
+    # NLB's config needs this file's shapes: 86 + 21 units, 140 bins, no forward bins (its data.prefix mc_maze_small matches)
+    timed("lfads_old", lambda: single("mc_maze_small.yaml", "lfads_mc_maze_small", "model.data_dim", "107", "model.cs_dim", "21", "model.seq_len", "140", "model.fp_len", "0"))
 
     def search():
         autolfads("search", "--data", data, "--config-file", CONFIGS / "small_session.yaml", "--workdir", w / "search", "--population", args.population,
-                  "--epochs-per-generation", args.epochs_per_generation, "--max-generations", args.max_generations, "--seed", args.seed, "--no-report", *cpu)  # fmt: skip
+                  "--epochs-per-generation", args.epochs_per_generation, "--max-generations", args.max_generations, "--seed", args.seed, "--no-report",
+                  "--search-space", args.search_space, *cpu)  # fmt: skip
         return co_bps(w / "search" / "best_model" / "lfads_output.h5", targets)
 
     timed("search", search)
