@@ -20,22 +20,22 @@ SHARED_DATA = Path(os.environ.get("AUTOLFADS_SHARED_DATA", ROOT.parent / "shared
 SHARED_NWB = SHARED_DATA / "sub-Jenkins_ses-small_desc-test_ecephys.nwb"
 
 
-def test_small_session_config_is_smaller_and_regularised_harder_than_nlbs():
+def test_small_session_config_is_smaller_with_small_batches_and_shapes_from_the_file():
     small, nlb = load_config(ROOT / "examples" / "configs" / "small_session.yaml"), load_config(ROOT / "examples" / "configs" / "mc_maze_small.yaml")
     assert small.model.data_dim is None and small.model.seq_len is None  # shapes from the file: any session
     assert small.model.gen_dim < nlb.model.gen_dim and small.model.fac_dim < nlb.model.fac_dim
-    assert small.model.dropout_rate > nlb.model.dropout_rate
-    assert small.train.kl_co_weight > nlb.train.kl_co_weight and small.train.l2_gen_scale > nlb.train.l2_gen_scale
     assert small.train.batch_size < nlb.train.batch_size and small.train.patience < nlb.train.patience
+    # the measured setting (benchmarks/RESULTS.md): NLB's light regularisation, not dropout 0.3 and KL/L2 1e-3
+    assert (small.model.dropout_rate, small.model.cd_rate) == (nlb.model.dropout_rate, nlb.model.cd_rate)
+    assert small.train.kl_co_weight == small.train.l2_gen_scale == 1e-4
 
 
-def test_small_search_space_loads_and_centres_on_the_small_session_config():
+def test_small_search_space_loads_and_holds_the_small_session_penalties():
     space, published = load_search_space(ROOT / "examples" / "search_space_small.yaml"), default_search_space()
     assert set(space.params) == set(published.params)
     small = load_config(ROOT / "examples" / "configs" / "small_session.yaml")
-    for name in ("dropout_rate", "kl_co_weight", "kl_ic_weight", "l2_gen_scale", "l2_con_scale"):
-        value = getattr(small.model, name, None)
-        value = getattr(small.train, name) if value is None else value
+    for name in ("kl_co_weight", "kl_ic_weight", "l2_gen_scale", "l2_con_scale"):
+        value = getattr(small.train, name)
         assert space.params[name].low <= value <= space.params[name].high, name
     assert space.params["kl_co_weight"].low >= published.params["kl_co_weight"].high  # stronger KL than the published space
 
