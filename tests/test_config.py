@@ -159,7 +159,7 @@ def test_save_into_a_missing_folder_is_a_config_error(tmp_path):
         save_config(default_config(), tmp_path / "missing" / "run.yaml")
 
 
-@pytest.mark.parametrize("name", ["lorenz.yaml", "mc_maze_small.yaml"])
+@pytest.mark.parametrize("name", ["lorenz.yaml", "mc_maze_small.yaml", "small_session.yaml"])
 def test_our_examples_load_and_round_trip(tmp_path, name):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # our schema never warns
@@ -167,7 +167,7 @@ def test_our_examples_load_and_round_trip(tmp_path, name):
     assert load_config(save_config(cfg, tmp_path / name)) == cfg
 
 
-@pytest.mark.parametrize("name", ["lorenz.yaml", "mc_maze_small.yaml"])
+@pytest.mark.parametrize("name", ["lorenz.yaml", "mc_maze_small.yaml", "small_session.yaml"])
 def test_our_examples_list_every_key(name):
     """They say so in their header; a key added to the schema must be added to them."""
     listed = yaml.safe_load((EXAMPLES / name).read_text())

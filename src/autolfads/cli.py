@@ -145,6 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
         add_keyword_options(sub, make)
         sub.set_defaults(handler=run_data, make_kind=kind)
     add_nlb_parsers(commands, kinds)
+    from .cli_sessions import add_session_parsers
+
+    add_session_parsers(commands, kinds)
     from .cli_continuous import add_continuous_parsers
 
     add_continuous_parsers(kinds)
@@ -284,7 +287,12 @@ def add_nlb_parsers(commands: argparse._SubParsersAction, kinds: argparse._SubPa
 
     prepare = kinds.add_parser("nlb", help="an NLB data set from its NWB file(s): training file + evaluation targets", description=nlb.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     prepare.add_argument("--dataset", required=True, choices=list(nlb.DATASETS), help="NLB data set")
-    prepare.add_argument("--nwb", type=Path, required=True, help="the data set's NWB file, or a folder of its NWB files (e.g. NLB's train and test files)")
+    source = prepare.add_mutually_exclusive_group(required=True)
+    source.add_argument("--nwb", type=Path, help="the data set's NWB file, or a folder of its NWB files (e.g. NLB's train and test files)")
+    source.add_argument("--tensors", type=Path, nargs="+", help="nlb_tools' tensor file(s) instead (make_train_input_tensors, make_eval_input_tensors); see autolfads.data.nlb_tensors")
+    prepare.add_argument("--eval-targets", type=Path, help="with --tensors: make_eval_target_tensors' file (held-out spikes, forward bins, behaviour of the eval trials)")
+    prepare.add_argument("--valid-fraction", type=float, default=0.2, help="with --tensors, when the eval trials' held-out spikes are unknown: train trials drawn for validation (default 0.2)")
+    prepare.add_argument("--seed", type=int, default=0, help="with --tensors: seed of those validation trials (default 0)")
     prepare.add_argument("--bin-ms", type=int, default=5, help="bin width in ms (default 5; NLB scores 5 and 20)")
     prepare.add_argument("--out", type=Path, required=True, help="training file to write")
     prepare.add_argument("--targets", type=Path, help="evaluation targets file to write (default: OUT's name + _targets.h5)")
@@ -315,6 +323,15 @@ def add_nlb_parsers(commands: argparse._SubParsersAction, kinds: argparse._SubPa
 def run_data_nlb(args: argparse.Namespace, _: list[str]) -> int:
     from .data.nlb import prepare_nlb
 
+    if args.tensors:
+        from .data.nlb_tensors import prepare_tensors
+
+        if args.truth:
+            raise_config("--truth goes with --nwb (a synthetic NWB session), not --tensors")
+        print(prepare_tensors(args.dataset, args.tensors, args.bin_ms, args.out, args.targets, args.eval_targets, args.valid_fraction, args.seed).summary)
+        return 0
+    if args.eval_targets:
+        raise_config("--eval-targets goes with --tensors; with --nwb the targets are made from the NWB file")
     print(prepare_nlb(args.dataset, args.nwb, args.bin_ms, args.out, args.targets, args.truth).summary)
     return 0
 
@@ -338,9 +355,12 @@ def run_evaluate(args: argparse.Namespace, _: list[str]) -> int:
         print(f"# NLB test-phase submission ({targets.name}): {write_submission(args.nlb_submission, targets.name, submission)}", file=sys.stderr)
         return 0
     scores, submission = evaluate_output(args.output, targets)
+    unavailable = targets.unavailable()
     print(format_table({targets.name: scores}))
+    for metric, reason in unavailable.items():
+        print(f"{metric}: not available ({reason})")
     if args.json:
-        write_json(args.json, {"dataset": targets.name, "output": str(args.output), "targets": str(args.targets), "metrics": scores})
+        write_json(args.json, {"dataset": targets.name, "output": str(args.output), "targets": str(args.targets), "metrics": scores, "not_available": unavailable})
     if args.nlb_submission:
         print(f"# NLB submission ({targets.name}): {write_submission(args.nlb_submission, targets.name, submission)}", file=sys.stderr)
     return 0

@@ -1,6 +1,9 @@
 """NLB data sets: an NWB session in, an LFADS training file and NLB's evaluation targets out, via nlb_tools.
 
     autolfads data nlb --dataset mc_maze --nwb data/000128/sub-Jenkins --bin-ms 5 --out data/mc_maze.h5
+    autolfads data nlb --dataset mc_maze --tensors train_input.h5 eval_input.h5 --eval-targets eval_target.h5 --out data/mc_maze.h5
+
+(--tensors: nlb_tools' tensor files instead of the NWB; see autolfads.data.nlb_tensors.)
 
 The training file is in the encod/recon layout that `autolfads train` and `search` read as is:
     {train,valid,test}_encod_data   held-in neurons x trial bins: what the encoders see

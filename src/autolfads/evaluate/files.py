@@ -19,14 +19,17 @@ from ..files import write_text_atomic
 from .scoring import SUBMISSION_KEYS, Targets, check_rates
 
 ID_KEYS = ("train_trial_ids", "eval_trial_ids")
-REQUIRED_TARGETS = ("eval_spikes_heldout", "eval_spikes_heldin_forward", "eval_spikes_heldout_forward", "train_behavior", "eval_behavior", *ID_KEYS)
+NLB_TARGETS = ("eval_spikes_heldout", "eval_spikes_heldin_forward", "eval_spikes_heldout_forward", "train_behavior", "eval_behavior")
 
 
 def write_targets(path: str | Path, targets: Targets) -> Path:
     arrays = {f"{targets.name}/{key}": value for key, value in targets.arrays.items()}
     arrays[f"{targets.name}/train_trial_ids"] = targets.train_ids
     arrays[f"{targets.name}/eval_trial_ids"] = targets.eval_ids
-    return write_lfads_h5(path, arrays, attrs={"nlb_dataset": targets.dataset, "bin_ms": targets.bin_ms, "group": targets.name}, compression=True)
+    attrs = {"nlb_dataset": targets.dataset, "bin_ms": targets.bin_ms, "group": targets.name}
+    if targets.shape is not None:
+        attrs["shape"] = list(targets.shape)
+    return write_lfads_h5(path, arrays, attrs=attrs, compression=True)
 
 
 def read_targets(path: str | Path) -> Targets:
@@ -37,11 +40,14 @@ def read_targets(path: str | Path) -> Targets:
             if name is None or name not in h5:
                 raise DataError(f"{path}: not an NLB targets file written by `autolfads data nlb` (no 'group' attribute naming its data set)")
             group = h5[name]
-            missing = [key for key in REQUIRED_TARGETS if key not in group]
+            shape = tuple(int(n) for n in h5.attrs["shape"]) if "shape" in h5.attrs else None
+            # without a shape, the targets are NLB's full set; with one, what the data lack is left out
+            required = ID_KEYS if shape else (*NLB_TARGETS, *ID_KEYS)
+            missing = [key for key in required if key not in group]
             if missing:
                 raise DataError(f"{path}: '{name}/{missing[0]}' is missing; the group has: {', '.join(sorted(group))}")
             arrays = {key: group[key][()] for key in group if key not in ID_KEYS}
-            return Targets(str(name), str(h5.attrs["nlb_dataset"]), int(h5.attrs["bin_ms"]), arrays, group["train_trial_ids"][()], group["eval_trial_ids"][()])
+            return Targets(str(name), str(h5.attrs["nlb_dataset"]), int(h5.attrs["bin_ms"]), arrays, group["train_trial_ids"][()], group["eval_trial_ids"][()], shape)
     except FileNotFoundError:
         raise DataError(f"targets file {path} does not exist") from None
     except OSError as err:

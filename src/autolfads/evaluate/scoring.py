@@ -24,6 +24,7 @@ SUBMISSION_KEYS = (
     "eval_rates_heldout_forward",
 )
 # NLB's metric names -> the names in metrics.csv and on stdout (prefixed "nlb_"), all higher-is-better.
+NLB_PSTH_DATASETS = ("mc_maze", "area2_bump", "dmfc_rsg", "mc_maze_large", "mc_maze_medium", "mc_maze_small")  # those NLB scores psth R2 on
 METRIC_NAMES = {"co-bps": "co_bps", "vel R2": "vel_r2", "psth R2": "psth_r2", "fp-bps": "fp_bps", "tp corr": "tp_corr"}
 
 
@@ -38,22 +39,39 @@ class Targets:
     arrays: dict[str, np.ndarray]
     train_ids: np.ndarray
     eval_ids: np.ndarray
+    # trial bins, forward bins, held-in and held-out neurons; None: read from NLB's arrays. Given when some
+    # arrays are left out because the data lack them (their metrics are then not available).
+    shape: tuple[int, int, int, int] | None = None
 
     @property
     def heldin(self) -> int:
-        return int(self.arrays["eval_spikes_heldin_forward"].shape[2])
+        return self.shape[2] if self.shape else int(self.arrays["eval_spikes_heldin_forward"].shape[2])
 
     @property
     def heldout(self) -> int:
-        return int(self.arrays["eval_spikes_heldout"].shape[2])
+        return self.shape[3] if self.shape else int(self.arrays["eval_spikes_heldout"].shape[2])
 
     @property
     def trial_bins(self) -> int:
-        return int(self.arrays["eval_spikes_heldout"].shape[1])
+        return self.shape[0] if self.shape else int(self.arrays["eval_spikes_heldout"].shape[1])
 
     @property
     def forward_bins(self) -> int:
-        return int(self.arrays["eval_spikes_heldin_forward"].shape[1])
+        return self.shape[1] if self.shape else int(self.arrays["eval_spikes_heldin_forward"].shape[1])
+
+    def unavailable(self) -> dict[str, str]:
+        """NLB's metrics these targets cannot score, with the reason."""
+        a = self.arrays
+        missing = {}
+        if "eval_spikes_heldout" not in a:
+            missing["co-bps"] = "no held-out neurons' spikes of the eval trials"
+        if self.dataset != "dmfc_rsg" and not {"train_behavior", "eval_behavior"} <= set(a):
+            missing["vel R2"] = "no behaviour of the train and eval trials"
+        if self.dataset in NLB_PSTH_DATASETS and "psth" not in a:
+            missing["psth R2"] = "no PSTHs"
+        if not {"eval_spikes_heldin_forward", "eval_spikes_heldout_forward"} <= set(a):
+            missing["fp-bps"] = "no forward-prediction bins of the eval trials"
+        return missing
 
 
 def submission_from_rates(
@@ -106,7 +124,8 @@ def check_rates(values: np.ndarray, key: str, source: str = "submission") -> Non
 
 
 def score(targets: Targets, submission: Mapping[str, np.ndarray]) -> dict[str, float]:
-    """NLB's metrics for one data set, keyed by NLB's names ("co-bps", "vel R2" or "tp corr", "psth R2", "fp-bps")."""
+    """NLB's metrics for one data set, keyed by NLB's names ("co-bps", "vel R2" or "tp corr", "psth R2", "fp-bps");
+    those the targets cannot score (Targets.unavailable) are left out."""
     for key in SUBMISSION_KEYS:
         if key not in submission:
             raise EvaluationError(f"submission: {key!r} is missing")
@@ -115,17 +134,21 @@ def score(targets: Targets, submission: Mapping[str, np.ndarray]) -> dict[str, f
     submission = {key: np.asarray(submission[key], dtype=np.float64) for key in SUBMISSION_KEYS}
     a = {key: value.astype(np.float64) if value.dtype.kind == "f" else value for key, value in targets.arrays.items()}
     eval_rates = np.concatenate([submission["eval_rates_heldin"], submission["eval_rates_heldout"]], axis=-1)
-    result = {"co-bps": metrics.bits_per_spike(submission["eval_rates_heldout"], a["eval_spikes_heldout"])}
+    unavailable = targets.unavailable()
+    result = {}
+    if "co-bps" not in unavailable:
+        result["co-bps"] = metrics.bits_per_spike(submission["eval_rates_heldout"], a["eval_spikes_heldout"])
     if targets.dataset == "dmfc_rsg":
         result["tp corr"] = metrics.speed_tp_correlation(a["eval_spikes_heldout"], eval_rates, a["eval_behavior"])
-    else:
+    elif "vel R2" not in unavailable:
         train_rates = np.concatenate([submission["train_rates_heldin"], submission["train_rates_heldout"]], axis=-1)
         result["vel R2"] = metrics.velocity_r2(train_rates, a["train_behavior"], eval_rates, a["eval_behavior"], a.get("train_decode_mask"), a.get("eval_decode_mask"))
     if "psth" in a:
         result["psth R2"] = metrics.psth_r2(a["psth"], eval_rates, a["eval_cond_idx"], a.get("eval_jitter"))
-    forward_rates = np.concatenate([submission["eval_rates_heldin_forward"], submission["eval_rates_heldout_forward"]], axis=-1)
-    forward_spikes = np.concatenate([a["eval_spikes_heldin_forward"], a["eval_spikes_heldout_forward"]], axis=-1)
-    result["fp-bps"] = metrics.bits_per_spike(forward_rates, forward_spikes)
+    if "fp-bps" not in unavailable:
+        forward_rates = np.concatenate([submission["eval_rates_heldin_forward"], submission["eval_rates_heldout_forward"]], axis=-1)
+        forward_spikes = np.concatenate([a["eval_spikes_heldin_forward"], a["eval_spikes_heldout_forward"]], axis=-1)
+        result["fp-bps"] = metrics.bits_per_spike(forward_rates, forward_spikes)
     return result
 
 
@@ -134,5 +157,5 @@ def format_table(rows: Mapping[str, Mapping[str, float]]) -> str:
     columns = [name for name in METRIC_NAMES if any(name in row for row in rows.values())]
     lines = ["| model | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
     for model, row in rows.items():
-        lines.append(f"| {model} | " + " | ".join(f"{row[c]:.4f}" if c in row else "-" for c in columns) + " |")
+        lines.append(f"| {model} | " + " | ".join(f"{row[c]:.4f}" if c in row else "n/a" for c in columns) + " |")
     return "\n".join(lines)

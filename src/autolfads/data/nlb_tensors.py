@@ -1,0 +1,195 @@
+"""NLB tensor files (what nlb_tools' make_train_input_tensors / make_eval_input_tensors / save_to_h5 write)
+-> the LFADS training file and the targets file of `autolfads data nlb`.
+
+    autolfads data nlb --dataset mc_maze_small --tensors train_input.h5 eval_input.h5 \\
+        --eval-targets eval_target.h5 --bin-ms 5 --out data/mc_maze_small.h5
+
+Read: train_spikes_heldin, train_spikes_heldout [, train_spikes_heldin_forward, train_spikes_heldout_forward,
+train_behavior], eval_spikes_heldin [, eval_spikes_heldout, eval_*_forward, eval_behavior], from one file or
+several; --eval-targets: make_eval_target_tensors' file (group DATASET or DATASET_BIN), whose arrays (held-out
+spikes, forward bins, behaviour, PSTHs) complete the eval trials. The bin width follows from the tensors'
+bins (NLB's windows are fixed) and from the targets' group name, and must be --bin-ms.
+
+Trial ids: the train tensors' trials are 0..n-1, the eval tensors' follow. Eval trials whose held-out
+spikes are known are the valid split (their forward bins NaN, missing, if not given: train with
+train.sbtt true); otherwise they are the test split (held-in only, rates for a submission) and a seeded
+--valid-fraction of the train trials validates. What the tensors lack is left out of the targets, and
+`evaluate` reports its metrics as not available.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from autolfads.data.hdf5 import write_lfads_h5
+from autolfads.data.nlb import DATASETS, NLBFiles, _target_array, require_nlb_tools
+from autolfads.errors import ConfigError, DataError
+
+TENSOR_KEYS = (
+    "train_spikes_heldin", "train_spikes_heldout", "train_spikes_heldin_forward", "train_spikes_heldout_forward", "train_behavior",
+    "eval_spikes_heldin", "eval_spikes_heldout", "eval_spikes_heldin_forward", "eval_spikes_heldout_forward", "eval_behavior",
+)  # fmt: skip
+
+
+def prepare_tensors(
+    dataset: str,
+    tensors: list[str | Path],
+    bin_ms: int,
+    out: str | Path,
+    targets_out: str | Path | None = None,
+    eval_targets: str | Path | None = None,
+    valid_fraction: float = 0.2,
+    seed: int = 0,
+) -> NLBFiles:
+    if dataset not in DATASETS:
+        raise ConfigError(f"unknown NLB data set {dataset!r}; expected one of {', '.join(DATASETS)}")
+    make_tensors, _ = require_nlb_tools()
+    params = make_tensors.PARAMS[dataset]
+    out = Path(out)
+    targets_out = Path(targets_out) if targets_out else out.with_name(f"{out.stem}_targets.h5")
+    t = _read_tensors([Path(p) for p in tensors])
+    name = dataset if bin_ms == 5 else f"{dataset}_{bin_ms}"
+    target_arrays = _read_eval_targets(Path(eval_targets), dataset, name) if eval_targets else {}
+    where = ", ".join(map(str, tensors))
+    for key in ("train_spikes_heldin", "train_spikes_heldout", "eval_spikes_heldin"):
+        if key not in t:
+            raise DataError(f"{where}: no {key!r}; NLB tensor files have train_spikes_heldin/heldout (make_train_input_tensors) and eval_spikes_heldin (make_eval_input_tensors); found: {', '.join(sorted(t)) or 'nothing'}")
+    n_train, trial_bins, heldin = t["train_spikes_heldin"].shape
+    heldout = t["train_spikes_heldout"].shape[2]
+    forward_bins = t["train_spikes_heldin_forward"].shape[1] if "train_spikes_heldin_forward" in t else 0
+    _check_bin(dataset, params, bin_ms, trial_bins, forward_bins, where)
+    _check_shapes(t, target_arrays, trial_bins, forward_bins, heldin, heldout, where)
+    eval_known = {**{k: v for k, v in t.items() if k.startswith("eval_") and k != "eval_spikes_heldin"}, **target_arrays}
+    n_eval = len(t["eval_spikes_heldin"])
+    train_ids, eval_ids = np.arange(n_train), n_train + np.arange(n_eval)
+
+    def recon(prefix: str, source: dict, n: int) -> np.ndarray:
+        """held-in | held-out x trial | forward bins; what `source` lacks is NaN (missing)."""
+        full = np.full((n, trial_bins + forward_bins, heldin + heldout), np.nan, dtype=np.float32)
+        for key, bins, units in ((f"{prefix}_spikes_heldin", slice(0, trial_bins), slice(0, heldin)), (f"{prefix}_spikes_heldout", slice(0, trial_bins), slice(heldin, None)),
+                                 (f"{prefix}_spikes_heldin_forward", slice(trial_bins, None), slice(0, heldin)), (f"{prefix}_spikes_heldout_forward", slice(trial_bins, None), slice(heldin, None))):  # fmt: skip
+            if key in source and (bins.stop or trial_bins + forward_bins) > bins.start:
+                full[:, bins, units] = source[key]
+        return full
+
+    train_recon = recon("train", t, n_train)
+    eval_recon = recon("eval", {**eval_known, "eval_spikes_heldin": t["eval_spikes_heldin"]}, n_eval)
+    arrays: dict[str, np.ndarray] = {}
+    notes: list[str] = []
+    if "eval_spikes_heldout" in eval_known:  # the eval trials validate
+        splits = {"train": (train_recon, train_ids), "valid": (eval_recon, eval_ids)}
+        if forward_bins and "eval_spikes_heldin_forward" not in eval_known:
+            notes.append("the eval trials' forward bins are not in the tensors: NaN (missing)")
+    else:  # held-out spikes of the eval trials unknown: they are the test split
+        order = np.random.default_rng(seed).permutation(n_train)
+        n_valid = max(int(round(valid_fraction * n_train)), 1)
+        if not 0 < valid_fraction < 1 or n_valid >= n_train:
+            raise ConfigError(f"--valid-fraction {valid_fraction} of {n_train} train trials leaves no train or no valid trials")
+        valid, train = np.sort(order[:n_valid]), np.sort(order[n_valid:])
+        splits = {"train": (train_recon[train], train_ids[train]), "valid": (train_recon[valid], train_ids[valid])}
+        arrays["test_encod_data"] = _stored(t["eval_spikes_heldin"])
+        arrays["test_inds"] = eval_ids
+        notes.append(f"eval trials' held-out spikes not given: they are the test split; {n_valid} train trials validate")
+    for split, (values, ids) in splits.items():
+        arrays[f"{split}_encod_data"] = _stored(values[:, :trial_bins, :heldin])
+        arrays[f"{split}_recon_data"] = _stored(values)
+        arrays[f"{split}_inds"] = ids
+    missing = sum(int(np.isnan(a).sum()) for key, a in arrays.items() if key.endswith("_data"))
+    if missing:
+        notes.append(f"{missing} missing bins (NaN): train with train.sbtt true")
+
+    targets = _targets(t, eval_known, name, dataset, bin_ms, train_ids, eval_ids, (trial_bins, forward_bins, heldin, heldout))
+    attrs = {"nlb_dataset": dataset, "bin_ms": bin_ms, "tensors": where, "heldin": heldin, "heldout": heldout, "trial_bins": trial_bins, "forward_bins": forward_bins}
+    if targets is not None:
+        attrs["targets"] = targets_out.name
+    write_lfads_h5(out, arrays, attrs=attrs, compression=True)
+    if targets is not None:
+        from autolfads.evaluate import write_targets
+
+        write_targets(targets_out, targets)
+        unavailable = targets.unavailable()
+        notes.append(f"{targets_out}: targets of the {n_eval} eval trials" + (f" (not available: {', '.join(unavailable)})" if unavailable else ""))
+    else:
+        notes.append("nothing to score locally (no held-out spikes, forward bins or behaviour of the eval trials): no targets file")
+    counts = " / ".join(f"{split} {len(arrays[f'{split}_inds'])}" for split in ("train", "valid", "test") if f"{split}_inds" in arrays)
+    summary = f"{out}: {name} from NLB tensors, {counts} trials, {trial_bins}+{forward_bins} bins, {heldin}+{heldout} neurons" + "".join(f"\n  {note}" for note in notes)
+    return NLBFiles(out, targets_out if targets is not None else None, summary)
+
+
+def _stored(values: np.ndarray) -> np.ndarray:
+    return values.astype(np.float32) if np.isnan(values).any() else values.astype(np.int16)
+
+
+def _read_tensors(paths: list[Path]) -> dict[str, np.ndarray]:
+    tensors: dict[str, np.ndarray] = {}
+    for path in paths:
+        try:
+            with h5py.File(path, "r") as h5:
+                for key in TENSOR_KEYS:
+                    if key in h5:
+                        if key in tensors:
+                            raise DataError(f"{path}: {key!r} is also in an earlier tensor file; give each once")
+                        tensors[key] = np.asarray(h5[key][()], dtype=np.float64)
+        except FileNotFoundError:
+            raise DataError(f"tensor file {path} does not exist") from None
+        except OSError as err:
+            raise DataError(f"{path}: cannot read as HDF5: {err}") from None
+    return tensors
+
+
+def _read_eval_targets(path: Path, dataset: str, name: str) -> dict[str, np.ndarray]:
+    try:
+        with h5py.File(path, "r") as h5:
+            groups = [group for group in h5 if group == dataset or group.startswith(f"{dataset}_")]
+            if not groups:
+                raise DataError(f"{path}: no group {name!r}; make_eval_target_tensors names it after the data set (and bin width); found: {', '.join(h5) or 'nothing'}")
+            if name not in h5:
+                raise DataError(f"{path}: the targets are {groups[0]!r} but --bin-ms gives {name!r}; is --bin-ms right?")
+            return {key: _target_array(np.asarray(h5[name][key][()])) for key in h5[name]}
+    except FileNotFoundError:
+        raise DataError(f"eval targets file {path} does not exist") from None
+    except OSError as err:
+        raise DataError(f"{path}: cannot read as HDF5: {err}") from None
+
+
+def _check_bin(dataset: str, params: dict, bin_ms: int, trial_bins: int, forward_bins: int, where: str) -> None:
+    """The bin width the tensors imply (NLB's windows are fixed) must be --bin-ms."""
+    if bin_ms < 1:
+        raise ConfigError(f"--bin-ms must be a positive number of milliseconds, got {bin_ms}")
+    spans = []
+    if "align_range" in params["make_params"]:
+        lo, hi = params["make_params"]["align_range"]
+        spans.append((hi - lo, trial_bins, "train_spikes_heldin", f"{dataset}'s {hi - lo} ms trial window"))
+    if forward_bins:
+        spans.append((params["fp_len"], forward_bins, "train_spikes_heldin_forward", f"{dataset}'s {params['fp_len']} ms forward window"))
+    for span, bins, key, what in spans:
+        if span != bins * bin_ms:
+            implied = f"{span / bins:g} ms bins" if bins else "no bins"
+            raise DataError(f"{where}: {key!r} has {bins} bins: {implied} for {what}, but --bin-ms is {bin_ms}")
+
+
+def _check_shapes(t: dict, target_arrays: dict, trial_bins: int, forward_bins: int, heldin: int, heldout: int, where: str) -> None:
+    expected = {"heldin": (trial_bins, heldin), "heldout": (trial_bins, heldout), "heldin_forward": (forward_bins, heldin), "heldout_forward": (forward_bins, heldout)}
+    for prefix, source in (("train", t), ("eval", {**t, **target_arrays})):
+        for part, shape in expected.items():
+            key = f"{prefix}_spikes_{part}"
+            if key in source and source[key].shape[1:] != shape:
+                raise DataError(f"{where}: {key!r} is {source[key].shape[1]} bins x {source[key].shape[2]} neurons, expected {shape[0]} x {shape[1]} (as train_spikes_heldin/heldout{'_forward' if 'forward' in part else ''})")
+    if "eval_spikes_heldout" in target_arrays and len(target_arrays["eval_spikes_heldout"]) != len(t["eval_spikes_heldin"]):
+        raise DataError(f"{where}: {len(t['eval_spikes_heldin'])} eval trials but the eval targets have {len(target_arrays['eval_spikes_heldout'])}")
+
+
+def _targets(t: dict, eval_known: dict, name: str, dataset: str, bin_ms: int, train_ids, eval_ids, shape):
+    """NLB's targets of the eval trials, with what the tensors lack left out; None if nothing to score."""
+    from autolfads.evaluate import Targets
+
+    arrays = dict(eval_known)
+    if "train_behavior" in t and "train_behavior" not in arrays:
+        arrays["train_behavior"] = t["train_behavior"]
+    if not any(key in arrays for key in ("eval_spikes_heldout", "eval_spikes_heldin_forward", "eval_behavior")):
+        return None
+    arrays = {key: _target_array(np.asarray(value)) for key, value in arrays.items()}
+    return Targets(name, dataset, bin_ms, arrays, train_ids, eval_ids, shape)

@@ -1,0 +1,317 @@
+"""A recorded session (spike times, trials, time series) -> the LFADS training file and its targets file.
+
+`data nwb` and `data spikes` read their files into a Recording and call prepare_session. Each trial is cut
+at its alignment time: bins cover [align + START_MS, align + END_MS) (the trial bins, which must lie inside the
+trial's start and stop times), then --forward-ms more (forward prediction, taken from the recording as it goes
+on). The training file is in the encod/recon layout:
+    {split}_encod_data      held-in units x trial bins (what the encoders see)
+    {split}_recon_data      held-in then held-out units x trial then forward bins
+    {split}_inds            the trials' ids (the NWB trials table's ids, or the trials CSV's rows)
+    {split}_window_start    each trial's first bin edge in seconds (export-nwb places the results by it)
+    {split}_behavior        time series resampled (linearly) to the trial bins' centres, channels concatenated
+    {split}_cond_idx        condition of every trial (also as {split}_condition; names in condition_values)
+    heldin_units, heldout_units   the units' ids in column order
+Bins outside a unit's observed intervals (NWB's obs_intervals; without them: from the first trial's start to
+the last trial's stop) are NaN, missing: train with train.sbtt true. The targets file (OUT's name +
+_targets.h5) scores the valid trials: held-out units (co-bps), forward bins (fp-bps) and behaviour (vel R2)
+in nlb_tools' layout; `evaluate` reports what it lacks as not available.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from autolfads.data.binning import bin_edges, bin_spikes, resample
+from autolfads.data.hdf5 import write_lfads_h5
+from autolfads.errors import ConfigError, DataError
+
+SPLIT_VALUES = {"train": "train", "val": "valid", "valid": "valid", "test": "test", "none": None}  # None: left out
+SESSION_DATASET = "session"  # the targets' data set name: not an NLB data set, so only generic metrics apply
+
+
+@dataclass(frozen=True)
+class Recording:
+    """What the readers give: spike times in seconds per unit, the trials table as columns, time series."""
+
+    source: str  # the file(s), for messages
+    spike_times: list[np.ndarray]
+    unit_ids: np.ndarray
+    unit_columns: dict[str, np.ndarray] = field(default_factory=dict)
+    observed: list[np.ndarray | None] | None = None  # per unit (k, 2) intervals; None: the trials' span
+    trials: dict[str, np.ndarray] | None = None  # None: a session without trials
+    trial_ids: np.ndarray | None = None
+    series: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # name -> (timestamps, samples)
+    trials_source: str | None = None  # where the trials table came from, if not `source`
+
+
+@dataclass(frozen=True)
+class TrialOptions:
+    window_ms: tuple[int, int]
+    bin_ms: int
+    align: str = "start_time"
+    forward_ms: int = 0
+    split_column: str | None = None
+    valid_fraction: float = 0.2
+    heldout_column: str | None = None
+    heldout_fraction: float = 0.0
+    condition_column: str | None = None
+    behavior: tuple[str, ...] = ()
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class SessionFiles:
+    data: Path
+    targets: Path | None
+    summary: str
+
+
+def check_options(options: TrialOptions) -> tuple[int, int]:
+    """The trial and forward bins the options give, or a ConfigError."""
+    lo, hi = options.window_ms
+    bin_ms = options.bin_ms
+    if bin_ms <= 0:
+        raise ConfigError(f"--bin-ms must be a positive number of milliseconds, got {bin_ms}")
+    if hi <= lo:
+        raise ConfigError(f"--window {lo} {hi}: the end must come after the start")
+    if bin_ms > hi - lo:
+        raise ConfigError(f"--bin-ms {bin_ms} is wider than the {hi - lo} ms window ({lo}..{hi} ms)")
+    if (hi - lo) % bin_ms:
+        raise ConfigError(f"--bin-ms {bin_ms} does not divide the {hi - lo} ms window ({lo}..{hi} ms) into whole bins")
+    if options.forward_ms < 0 or options.forward_ms % bin_ms:
+        raise ConfigError(f"--forward-ms {options.forward_ms} must be >= 0 and a whole number of {bin_ms} ms bins")
+    for name, value in (("--valid-fraction", options.valid_fraction), ("--heldout-fraction", options.heldout_fraction)):
+        if not 0 <= value < 1:
+            raise ConfigError(f"{name} must be in [0, 1), got {value}")
+    return (hi - lo) // bin_ms, options.forward_ms // bin_ms
+
+
+def prepare_session(recording: Recording, options: TrialOptions, out: str | Path, targets_out: str | Path | None = None) -> SessionFiles:
+    """Write the training file `out` and (when there is something to score) the targets file; see the module doc.
+    Every check runs before anything is written."""
+    trial_bins, forward_bins = check_options(options)
+    out = Path(out)
+    targets_out = Path(targets_out) if targets_out else out.with_name(f"{out.stem}_targets.h5")
+    _check_units(recording)
+    trials, trials_source = recording.trials, recording.trials_source or recording.source
+    if trials is None:
+        raise DataError(f"{trials_source}: the session has no trials table")
+    notes: list[str] = []
+    align = _column(trials, options.align, trials_source, "--align")
+    keep = ~np.isnan(align)
+    if not keep.any():
+        raise DataError(f"{trials_source}: every trial's {options.align!r} is NaN")
+    if not keep.all():
+        notes.append(f"{int((~keep).sum())} trials without a {options.align} left out")
+    starts = align + options.window_ms[0] / 1000
+    _check_window(trials, keep, starts, align + options.window_ms[1] / 1000, recording.trial_ids, options, trials_source)
+    split = _splits(trials, keep, recording.trial_ids, options, trials_source)
+    heldout = _heldout_units(recording, options)
+    order = np.concatenate([np.flatnonzero(~heldout), np.flatnonzero(heldout)])
+    n_heldin = int((~heldout).sum())
+    observed = recording.observed or [np.array([[np.min(trials["start_time"]), np.max(trials["stop_time"])]])] * len(order)
+    conditions = _conditions(trials, options.condition_column, trials_source)
+    series = [_series(recording, name) for name in options.behavior]
+
+    bin_s = options.bin_ms / 1000
+    arrays: dict[str, np.ndarray] = {"heldin_units": recording.unit_ids[order[:n_heldin]], "heldout_units": recording.unit_ids[order[n_heldin:]]}
+    counts: dict[str, np.ndarray] = {}
+    for name in ("train", "valid", "test"):
+        rows = np.flatnonzero(split == name)
+        if not rows.size:
+            continue
+        edges = bin_edges(starts[rows], bin_s, trial_bins + forward_bins)
+        recon = bin_spikes([recording.spike_times[u] for u in order], edges, [observed[u] for u in order])
+        counts[name] = recon
+        arrays[f"{name}_encod_data"] = _stored(recon[:, :trial_bins, :n_heldin])
+        arrays[f"{name}_recon_data"] = _stored(recon)
+        arrays[f"{name}_inds"] = recording.trial_ids[rows]
+        arrays[f"{name}_window_start"] = starts[rows]
+        if series:
+            centres = edges[:, :trial_bins] + bin_s / 2
+            arrays[f"{name}_behavior"] = np.concatenate([resample(t, v, centres) for t, v in series], axis=-1).astype(np.float32)
+        if conditions is not None:
+            # _cond_idx is what the reader, the report and PCR read-in use; _condition is `data nlb`'s name
+            arrays[f"{name}_cond_idx"] = arrays[f"{name}_condition"] = conditions[0][rows]
+    if conditions is not None:
+        arrays["condition_values"] = conditions[1]
+    missing = sum(int(np.isnan(c).sum()) for c in counts.values())
+    if missing:
+        total = sum(c.size for c in counts.values())
+        notes.append(f"{missing} of {total} unit-bins unobserved: NaN (missing); train with train.sbtt true")
+    lo, hi = options.window_ms
+    attrs = {
+        "source": recording.source,
+        "bin_ms": options.bin_ms,
+        "align": options.align,
+        "window_ms": [lo, hi],
+        "heldin": n_heldin,
+        "heldout": len(order) - n_heldin,
+        "trial_bins": trial_bins,
+        "forward_bins": forward_bins,
+        "behavior": list(options.behavior),
+        "seed": options.seed,
+    }
+    targets = _targets(arrays, counts, trial_bins, n_heldin, options, out.stem)
+    if targets is not None:
+        attrs["targets"] = targets_out.name
+    write_lfads_h5(out, arrays, attrs=attrs, compression=True)
+    if targets is not None:
+        from autolfads.evaluate import write_targets
+
+        write_targets(targets_out, targets)
+    sizes = " / ".join(f"{name} {len(arrays[f'{name}_inds'])}" for name in ("train", "valid", "test") if f"{name}_inds" in arrays)
+    summary = (
+        f"{out}: {sizes} trials, {trial_bins}+{forward_bins} bins of {options.bin_ms} ms ({lo}..{hi} ms around {options.align}), "
+        f"{n_heldin}+{len(order) - n_heldin} units" + "".join(f"; {note}" for note in notes)
+    )
+    if targets is not None:
+        summary += f"\n{targets_out}: evaluation targets of the {len(arrays['valid_inds'])} valid trials"
+    return SessionFiles(out, targets_out if targets is not None else None, summary)
+
+
+def _stored(counts: np.ndarray) -> np.ndarray:
+    """Counts as int16, or float32 when some are missing (NaN)."""
+    return counts.astype(np.float32) if np.isnan(counts).any() else counts.astype(np.int16)
+
+
+def _check_units(recording: Recording) -> None:
+    if not recording.spike_times:
+        raise DataError(f"{recording.source}: the session has no units")
+    silent = [str(recording.unit_ids[u]) for u, times in enumerate(recording.spike_times) if len(times) == 0]
+    if silent:
+        raise DataError(f"{recording.source}: {len(silent)} units have no spike times (unit ids {', '.join(silent[:10])}); every unit needs spikes")
+
+
+def _column(trials: dict[str, np.ndarray], name: str, source: str, option: str) -> np.ndarray:
+    if name not in trials:
+        raise DataError(f"{source}: the trials table has no column {name!r} ({option}); it has: {', '.join(trials)}")
+    try:
+        return np.asarray(trials[name], dtype=np.float64)
+    except (TypeError, ValueError):
+        raise DataError(f"{source}: trials column {name!r} ({option}) must hold times in seconds, got values like {trials[name][0]!r}") from None
+
+
+def _check_window(trials: dict, keep: np.ndarray, first: np.ndarray, last: np.ndarray, ids: np.ndarray, options: TrialOptions, source: str) -> None:
+    start, stop = _column(trials, "start_time", source, "trial start"), _column(trials, "stop_time", source, "trial stop")
+    tolerance = 1e-9
+    outside = keep & ((first < start - tolerance) | (last > stop + tolerance))
+    if outside.any():
+        i = int(np.argmax(outside))
+        lo, hi = options.window_ms
+        raise DataError(
+            f"{source}: the window {lo}..{hi} ms around {options.align} lies outside {int(outside.sum())} trials, e.g. trial {ids[i]}: "
+            f"{first[i]:.4f}..{last[i]:.4f} s but the trial runs {start[i]:.4f}..{stop[i]:.4f} s; choose a window inside every trial"
+        )
+
+
+def _splits(trials: dict, keep: np.ndarray, ids: np.ndarray, options: TrialOptions, source: str) -> np.ndarray:
+    """Each trial's split: train, valid, test, or '' (left out)."""
+    split = np.full(len(keep), "", dtype=object)
+    if options.split_column is not None:
+        if options.split_column not in trials:
+            raise DataError(f"{source}: the trials table has no column {options.split_column!r} (--split-column); it has: {', '.join(trials)}")
+        values = np.asarray([v.decode() if isinstance(v, bytes) else str(v) for v in trials[options.split_column]])
+        unknown = sorted(set(values) - set(SPLIT_VALUES))
+        if unknown:
+            raise DataError(f"{source}: trials column {options.split_column!r} holds '{unknown[0]}'; expected {', '.join(SPLIT_VALUES)}")
+        for value, name in SPLIT_VALUES.items():
+            split[(values == value) & keep] = name or ""
+    else:
+        rows = np.flatnonzero(keep)
+        n_valid = int(round(options.valid_fraction * len(rows)))
+        if options.valid_fraction > 0:
+            n_valid = max(n_valid, 1)
+        order = np.random.default_rng([options.seed, 1]).permutation(rows)  # its own stream: independent of the units'
+        split[rows] = "train"
+        split[order[:n_valid]] = "valid"
+    where = f"--split-column {options.split_column}" if options.split_column else f"--valid-fraction {options.valid_fraction}"
+    for name in ("train", "valid"):
+        if not (split == name).any():
+            raise DataError(f"{source}: no {name} trials ({where}, {int(keep.sum())} usable trials); LFADS needs train and valid trials")
+    return split
+
+
+def _heldout_units(recording: Recording, options: TrialOptions) -> np.ndarray:
+    n = len(recording.spike_times)
+    if options.heldout_column is not None:
+        if options.heldout_fraction:
+            raise ConfigError("give --heldout-column or --heldout-fraction, not both")
+        if options.heldout_column not in recording.unit_columns:
+            raise DataError(f"{recording.source}: the units table has no column {options.heldout_column!r} (--heldout-column); it has: {', '.join(recording.unit_columns) or 'none'}")
+        values = np.asarray(recording.unit_columns[options.heldout_column])
+        if values.dtype != bool and not set(np.unique(values).tolist()) <= {0, 1}:
+            raise DataError(f"{recording.source}: units column {options.heldout_column!r} must be boolean (held out or not), got values like {values[0]!r}")
+        heldout = values.astype(bool)
+    else:
+        heldout = np.zeros(n, dtype=bool)
+        count = int(round(options.heldout_fraction * n))
+        if options.heldout_fraction > 0:
+            count = max(count, 1)
+        heldout[np.random.default_rng([options.seed, 0]).choice(n, count, replace=False)] = True
+    if heldout.all():
+        raise DataError(f"{recording.source}: every one of the {n} units is held out; some must be held in")
+    return heldout
+
+
+def _conditions(trials: dict, column: str | None, source: str) -> tuple[np.ndarray, np.ndarray] | None:
+    if column is None:
+        return None
+    if column not in trials:
+        raise DataError(f"{source}: the trials table has no column {column!r} (--condition-column); it has: {', '.join(trials)}")
+    values = np.asarray([v.decode() if isinstance(v, bytes) else str(v) for v in trials[column]])
+    names, labels = np.unique(values, return_inverse=True)
+    return labels.astype(np.int64), names
+
+
+def _series(recording: Recording, name: str) -> tuple[np.ndarray, np.ndarray]:
+    if name not in recording.series:
+        raise DataError(f"{recording.source}: no time series {name!r} (--behavior); found: {', '.join(sorted(recording.series)) or 'none'}")
+    return recording.series[name]
+
+
+def _targets(arrays: dict, counts: dict, trial_bins: int, n_heldin: int, options: TrialOptions, name: str):
+    """The valid trials' evaluation targets (what the session lacks is left out), or None when there is
+    nothing to score: no held-out units, forward bins or behaviour."""
+    from autolfads.evaluate import Targets
+
+    valid = counts["valid"]
+    forward_bins, n_heldout = valid.shape[1] - trial_bins, valid.shape[2] - n_heldin
+    target_arrays = {}
+    if n_heldout:
+        target_arrays["eval_spikes_heldout"] = valid[:, :trial_bins, n_heldin:].astype(np.float32)
+    if forward_bins:
+        target_arrays["eval_spikes_heldin_forward"] = valid[:, trial_bins:, :n_heldin].astype(np.float32)
+        target_arrays["eval_spikes_heldout_forward"] = valid[:, trial_bins:, n_heldin:].astype(np.float32)
+    if options.behavior:
+        target_arrays["train_behavior"], target_arrays["eval_behavior"] = arrays["train_behavior"], arrays["valid_behavior"]
+    if not target_arrays:
+        return None
+    return Targets(name, SESSION_DATASET, options.bin_ms, target_arrays, arrays["train_inds"], arrays["valid_inds"], (trial_bins, forward_bins, n_heldin, n_heldout))
+
+
+def prepare_continuous(recording: Recording, bin_ms: int, out: str | Path) -> SessionFiles:
+    """A session without trials binned whole, from its first observed time (else its first spike) to its
+    last: key `data` (time x units, NaN where a unit is unobserved), for `autolfads data chop`."""
+    if bin_ms <= 0:
+        raise ConfigError(f"--bin-ms must be a positive number of milliseconds, got {bin_ms}")
+    _check_units(recording)
+    if recording.observed is not None:
+        spans = np.concatenate([intervals for intervals in recording.observed if intervals is not None])
+        start, stop = spans.min(), spans.max()
+    else:
+        start = min(times.min() for times in recording.spike_times)
+        stop = max(times.max() for times in recording.spike_times)
+    bin_s = bin_ms / 1000
+    n_bins = max(int(np.ceil((stop - start) / bin_s)), 1)
+    counts = bin_spikes(recording.spike_times, bin_edges(np.array([start]), bin_s, n_bins), recording.observed)[0]
+    attrs = {"source": recording.source, "bin_ms": bin_ms, "start_time": float(start)}
+    write_lfads_h5(out, {"data": _stored(counts), "unit_ids": recording.unit_ids}, attrs=attrs, compression=True)
+    summary = (
+        f"{out}: the session has no trials table: binned whole into a continuous recording, {n_bins} bins of {bin_ms} ms x "
+        f"{counts.shape[1]} units (key data); chop it into trials with: autolfads data chop --input {out} --key data --window BINS --out CHOPS.h5"
+    )
+    return SessionFiles(Path(out), None, summary)
