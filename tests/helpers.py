@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from autolfads.config import Config, ModelConfig, TrainConfig
-from autolfads.data import LFADSData, Split
+from autolfads.data import LFADSData, Split, write_synthetic
 
 # Small enough that a forward pass takes milliseconds, big enough that every part of the model is exercised.
 TINY_MODEL = dict(
@@ -119,3 +120,23 @@ def ar_kl_by_hand(mean, std, tau, nvar):
                 m, var = mean[p, b, :, d], std[p, b, :, d] ** 2
                 out[p, b] += 0.5 * (np.trace(precision * var) + m @ precision @ m - T + np.linalg.slogdet(cov)[1] - np.log(var).sum())
     return out
+
+
+# A tiny search: its model, the same as KEY VALUE overrides, a config and a small Lorenz set
+TINY = dict(ic_enc_dim=8, ci_enc_dim=8, con_dim=8, co_dim=1, ic_dim=8, gen_dim=16, fac_dim=4)
+TINY_OVERRIDES = [item for key, value in TINY.items() for item in (f"model.{key}", str(value))] + [
+    "train.batch_size", "16", "train.kl_increase_epoch", "2", "train.l2_increase_epoch", "2",
+]
+
+
+def tiny_config() -> Config:
+    return Config(model=ModelConfig(**TINY), train=TrainConfig(batch_size=16, kl_increase_epoch=2, l2_increase_epoch=2))
+
+
+def tiny_search_data(path: Path) -> Path:
+    return write_synthetic("lorenz", path, n_conditions=8, trials_per_condition=5, seq_len=20, n_neurons=10)
+
+
+def read_csv(path: Path) -> list[dict]:
+    with open(path) as f:
+        return list(csv.DictReader(f))

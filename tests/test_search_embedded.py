@@ -1,6 +1,5 @@
 """The embedded AutoLFADS search: real PBT on the population axis, results layout, resume, faults."""
 
-import csv
 import math
 import os
 import signal
@@ -15,8 +14,6 @@ import numpy as np
 import pytest
 import torch
 
-from autolfads.config import Config, ModelConfig, TrainConfig
-from autolfads.data import write_synthetic
 from autolfads.errors import CheckpointError, ConfigError
 from autolfads.search import SearchSettings, default_search_space, search
 from autolfads.search import embedded
@@ -24,24 +21,13 @@ from autolfads.search.pbt import plan_exploits
 from autolfads.train.checkpoint import load_checkpoint
 from autolfads.train.trainer import METRIC, SAMPLED_METRIC, Trainer
 
-TINY = dict(ic_enc_dim=8, ci_enc_dim=8, con_dim=8, co_dim=1, ic_dim=8, gen_dim=16, fac_dim=4)
-TINY_OVERRIDES = [item for key, value in TINY.items() for item in (f"model.{key}", str(value))] + [
-    "train.batch_size", "16", "train.kl_increase_epoch", "2", "train.l2_increase_epoch", "2",
-]
+from helpers import TINY, TINY_OVERRIDES, read_csv, tiny_config, tiny_search_data
+
 
 
 @pytest.fixture(scope="module")
 def lorenz(tmp_path_factory) -> Path:
-    return write_synthetic("lorenz", tmp_path_factory.mktemp("data") / "lorenz.h5", n_conditions=8, trials_per_condition=5, seq_len=20, n_neurons=10)
-
-
-def tiny_config() -> Config:
-    return Config(model=ModelConfig(**TINY), train=TrainConfig(batch_size=16, kl_increase_epoch=2, l2_increase_epoch=2))
-
-
-def read_csv(path: Path) -> list[dict]:
-    with open(path) as f:
-        return list(csv.DictReader(f))
+    return tiny_search_data(tmp_path_factory.mktemp("data") / "lorenz.h5")
 
 
 Saved = namedtuple("Saved", "generation model optimizer exploits")

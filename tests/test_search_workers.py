@@ -1,7 +1,6 @@
 """The embedded search in worker processes: the plan, population state slices, W = 1 vs W = 2, exact
 cross-worker exploits, and kill -9 of the driver or of a worker (a clear error, a resume, no orphans)."""
 
-import csv
 import os
 import re
 import signal
@@ -13,8 +12,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from autolfads.config import Config, ModelConfig, TrainConfig
-from autolfads.data import write_synthetic
 from autolfads.errors import ConfigError
 from autolfads.search import SearchSettings, embedded, search
 from autolfads.search.workers import ProcessWorkers, plan_workers
@@ -23,10 +20,8 @@ from autolfads.train.population_state import copy_member, join_members, member_t
 from autolfads.train.run import load_run_data
 from autolfads.train.trainer import Trainer
 
-TINY = dict(ic_enc_dim=8, ci_enc_dim=8, con_dim=8, co_dim=1, ic_dim=8, gen_dim=16, fac_dim=4)
-TINY_OVERRIDES = [item for key, value in TINY.items() for item in (f"model.{key}", str(value))] + [
-    "train.batch_size", "16", "train.kl_increase_epoch", "2", "train.l2_increase_epoch", "2",
-]
+from helpers import TINY, TINY_OVERRIDES, read_csv, tiny_config, tiny_search_data
+
 SETTINGS = SearchSettings(population=4, epochs_per_generation=2, max_generations=3, seed=3)
 # Evaluation reduces over members in one tensor, so a metric's last bits can depend on the slice's size;
 # training, weights, Adam state and every decision do not (checked exactly).
@@ -35,16 +30,7 @@ METRIC_RTOL = 1e-6
 
 @pytest.fixture(scope="module")
 def lorenz(tmp_path_factory) -> Path:
-    return write_synthetic("lorenz", tmp_path_factory.mktemp("data") / "lorenz.h5", n_conditions=8, trials_per_condition=5, seq_len=20, n_neurons=10)
-
-
-def tiny_config() -> Config:
-    return Config(model=ModelConfig(**TINY), train=TrainConfig(batch_size=16, kl_increase_epoch=2, l2_increase_epoch=2))
-
-
-def read_csv(path: Path) -> list[dict]:
-    with open(path) as f:
-        return list(csv.DictReader(f))
+    return tiny_search_data(tmp_path_factory.mktemp("data") / "lorenz.h5")
 
 
 # ------------------------------------------------------------------------------------------------ the plan
