@@ -124,3 +124,10 @@ def test_installed_command_help_and_doctor(autolfads):
     result = autolfads("doctor")
     assert result.returncode == 0, result.stderr
     assert "OMP_NUM_THREADS       1" in result.stdout  # the tests run the command with OMP_NUM_THREADS=1
+
+
+def test_bad_search_settings_name_the_option_in_our_words(tmp_path, capsys):
+    assert main(["search", "--data", str(tmp_path / "missing.h5"), "--workdir", str(tmp_path / "search"), "--population", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "invalid search settings: --population: Input should be greater than or equal to 2 (got 1)" in err
+    assert "pydantic" not in err

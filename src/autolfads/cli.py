@@ -219,7 +219,9 @@ def run_train(args: argparse.Namespace, overrides: list[str]) -> int:
 
 
 def run_search(args: argparse.Namespace, overrides: list[str]) -> int:
-    from .config import Config, apply_overrides, load_config
+    from pydantic import ValidationError
+
+    from .config import Config, apply_overrides, explain_errors, load_config
     from .errors import ConfigError
     from .search import SearchSettings, load_search_space, search
     from .search.results import SETTINGS_FILE
@@ -229,8 +231,9 @@ def run_search(args: argparse.Namespace, overrides: list[str]) -> int:
     config = apply_overrides(load_config(args.config_file) if args.config_file else Config(), overrides)
     try:
         settings = SearchSettings(population=args.population, epochs_per_generation=args.epochs_per_generation, max_generations=args.max_generations, seed=args.seed, backend=args.backend, metric=args.metric)
-    except ValueError as err:
-        raise ConfigError(f"invalid search settings: {err}") from None
+    except ValidationError as err:
+        options = {name: "--" + name.replace("_", "-") for name in SearchSettings.model_fields}
+        raise ConfigError("invalid search settings: " + "; ".join(explain_errors(err, options))) from None
     space = load_search_space(args.search_space) if args.search_space else None
     if args.backend == "ray":
         options = {"address": args.address, "cpus_per_member": args.cpus_per_member, "gpus_per_member": args.gpus_per_member, "members_per_trial": args.members_per_trial, "cpus_per_trial": args.cpus_per_trial, "gpus_per_trial": args.gpus_per_trial}

@@ -35,7 +35,7 @@ class _Section(BaseModel):
             if name in type(self).model_fields:
                 # pydantic keeps the new value when a model-level check fails: undo it
                 self.__dict__[name] = previous
-            raise ConfigError("; ".join(_explain(err, root=self._section))) from None
+            raise ConfigError("; ".join(explain_errors(err, root=self._section))) from None
 
 
 class SessionDims(BaseModel):
@@ -492,7 +492,7 @@ def _did_you_mean(key: str, candidates: set[str]) -> str:
     return f" (did you mean {close[0]}?)" if close else ""
 
 
-def _explain(error: ValidationError, names: Mapping[str, str] | None = None, root: str = "") -> list[str]:
+def explain_errors(error: ValidationError, names: Mapping[str, str] | None = None, root: str = "") -> list[str]:
     """One 'key: problem' line per pydantic error, keys spelled the way the user wrote them."""
     names = names or {}
     lines = []
@@ -512,7 +512,7 @@ def _validate(tree: Mapping[str, Any], source: str, names: Mapping[str, str] | N
     try:
         return Config.model_validate(tree)
     except ValidationError as err:
-        raise ConfigError(f"{source}: " + "; ".join(_explain(err, names))) from None
+        raise ConfigError(f"{source}: " + "; ".join(explain_errors(err, names))) from None
 
 
 def _nest(tree: dict[str, Any], updates: Mapping[str, Any]) -> dict[str, Any]:
