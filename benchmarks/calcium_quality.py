@@ -84,7 +84,9 @@ def main() -> None:
     parser.add_argument("--trials-per-condition", type=int, default=20, help="(65 conditions; the data's default: 20)")
     parser.add_argument("--seed", type=int, default=0, help="of the data set")
     parser.add_argument("--sigma", type=float, default=2.0, help="of the smoothing baseline, in bins")
-    parser.add_argument("--gaussian-co-dim", type=int, default=0, help="model.co_dim of the gaussian model (lorenz.yaml: 1)")
+    parser.add_argument(
+        "--gaussian-co-dim", type=int, default=0, help="model.co_dim of the gaussian model (lorenz.yaml: 1)"
+    )
     parser.add_argument("overrides", nargs="*", help="config overrides for both models, e.g. train.max_epochs 100")
     args = parser.parse_args()
     shutil.rmtree(args.workdir, ignore_errors=True)  # fresh runs: train() would resume old ones
@@ -95,7 +97,9 @@ def main() -> None:
     rows, lines = [], []
     for signal in signals:
         reconstruction, label = CASES[signal]
-        data_file = write_calcium(args.workdir / f"{signal}.h5", signal=signal, trials_per_condition=args.trials_per_condition, seed=args.seed)
+        data_file = write_calcium(
+            args.workdir / f"{signal}.h5", signal=signal, trials_per_condition=args.trials_per_condition, seed=args.seed
+        )
         config = apply_overrides(base, ["model.reconstruction", reconstruction, *extra[signal]])
         start = time.perf_counter()
         result = train(config, data_file, args.workdir / f"model_{signal}", write_outputs=True, echo=None)
@@ -108,16 +112,30 @@ def main() -> None:
             inferred = f["valid_rates"][()]
         smoothed = gaussian_smooth(observed, args.sigma)
         rows.append((f"{label}: LFADS", r2_vs_signal(inferred, truth), corr2_vs_rates(inferred, rates_hz)))
-        rows.append((f"{label}: smoothed data (sigma {args.sigma:g} bins)", r2_vs_signal(smoothed, truth), corr2_vs_rates(smoothed, rates_hz)))
+        rows.append(
+            (
+                f"{label}: smoothed data (sigma {args.sigma:g} bins)",
+                r2_vs_signal(smoothed, truth),
+                corr2_vs_rates(smoothed, rates_hz),
+            )
+        )
         rows.append((f"{label}: noiseless expected signal (ceiling)", 1.0, corr2_vs_rates(truth.numpy(), rates_hz)))
         changes = ["model.reconstruction", reconstruction, *extra[signal]]
-        lines.append(f"{label}: {' '.join(changes)}; epochs {result.epochs} (best {result.best_epoch}), wall time {elapsed / 60:.1f} min (training + 50-sample posterior output)")
+        lines.append(
+            f"{label}: {' '.join(changes)}; epochs {result.epochs} (best {result.best_epoch}), wall time {elapsed / 60:.1f} min (training + 50-sample posterior output)"
+        )
 
-    print(f"data: make_calcium defaults (tau 200 ms, amplitude 0.2, noise std 0.1, event shape 4), 65 conditions x {args.trials_per_condition} trials, seed {args.seed}: {data.train.n_trials} train / {data.valid.n_trials} valid trials, {data.recon_dim} neurons x {data.recon_seq_len} bins of 20 ms")
-    print(f"config: {CONFIG.name} + {args.overrides}; torch {torch.__version__}, threads {args.threads}, batch {base.train.batch_size}, max epochs {base.train.max_epochs}, patience {base.train.patience}")
+    print(
+        f"data: make_calcium defaults (tau 200 ms, amplitude 0.2, noise std 0.1, event shape 4), 65 conditions x {args.trials_per_condition} trials, seed {args.seed}: {data.train.n_trials} train / {data.valid.n_trials} valid trials, {data.recon_dim} neurons x {data.recon_seq_len} bins of 20 ms"
+    )
+    print(
+        f"config: {CONFIG.name} + {args.overrides}; torch {torch.__version__}, threads {args.threads}, batch {base.train.batch_size}, max epochs {base.train.max_epochs}, patience {base.train.patience}"
+    )
     for line in lines:
         print(line)
-    print("R^2 vs noiseless signal: per neuron over valid trials x bins, averaged; r^2 vs true rates: squared Pearson correlation per neuron, averaged")
+    print(
+        "R^2 vs noiseless signal: per neuron over valid trials x bins, averaged; r^2 vs true rates: squared Pearson correlation per neuron, averaged"
+    )
     width = max(len(name) for name, _, _ in rows)
     print(f"{'model':<{width}} | {'R^2 vs noiseless signal':>23} | {'r^2 vs true rates':>17}")
     for name, vs_signal, vs_rates in rows:

@@ -31,7 +31,20 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train_throughput import MC_MAZE_SMALL, synthetic_split  # noqa: E402
 
-TINY = dict(data_dim=12, cs_dim=2, seq_len=20, fp_len=2, ext_input_dim=0, ic_enc_dim=8, ci_enc_dim=8, con_dim=8, co_dim=1, ic_dim=8, gen_dim=16, fac_dim=4)
+TINY = dict(
+    data_dim=12,
+    cs_dim=2,
+    seq_len=20,
+    fp_len=2,
+    ext_input_dim=0,
+    ic_enc_dim=8,
+    ci_enc_dim=8,
+    con_dim=8,
+    co_dim=1,
+    ic_dim=8,
+    gen_dim=16,
+    fac_dim=4,
+)
 SHAPES = {"mc_maze_small": MC_MAZE_SMALL, "tiny": TINY}
 
 
@@ -42,7 +55,14 @@ def trainer_for(shape: str, population: int, device: str, batch: int, steps: int
 
     config = Config(model=ModelConfig(**SHAPES[shape]), train=TrainConfig(batch_size=batch, device=device))
     generator = torch.Generator().manual_seed(0)
-    data = LFADSData(Path("synthetic"), "single", synthetic_split("train", batch * steps, config.model, generator), synthetic_split("valid", batch, config.model, generator), None, None)
+    data = LFADSData(
+        Path("synthetic"),
+        "single",
+        synthetic_split("train", batch * steps, config.model, generator),
+        synthetic_split("valid", batch, config.model, generator),
+        None,
+        None,
+    )
     return Trainer(config, data, population=[{}] * population, member_seeds=range(population))
 
 
@@ -66,7 +86,9 @@ def timed_epochs(trainer, epochs: int, precision: str) -> tuple[float, float]:
             trainer.run_epoch()
             synchronize(device)
             seconds.append(time.perf_counter() - start)
-    return float(np.median(seconds)), float(np.mean([row["val_nll_heldin"] for row in trainer.history[-trainer.population_size :]]))
+    return float(np.median(seconds)), float(
+        np.mean([row["val_nll_heldin"] for row in trainer.history[-trainer.population_size :]])
+    )
 
 
 def peak_memory_mib(device: torch.device) -> float:
@@ -82,11 +104,33 @@ def child(args: argparse.Namespace, population: int, precision: str) -> dict:
     if trainer.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     epoch_s, val_nll = timed_epochs(trainer, args.epochs, precision)
-    return {"population": population, "precision": precision, "epoch_s": epoch_s, "val_nll": val_nll, "peak_mib": peak_memory_mib(trainer.device)}
+    return {
+        "population": population,
+        "precision": precision,
+        "epoch_s": epoch_s,
+        "val_nll": val_nll,
+        "peak_mib": peak_memory_mib(trainer.device),
+    }
 
 
 def run_child(args: argparse.Namespace, population: int, precision: str = "fp32", wait: bool = True):
-    command = [sys.executable, __file__, "--child", str(population), precision, "--device", args.device, "--shape", args.shape, "--batch", str(args.batch), "--steps", str(args.steps), "--epochs", str(args.epochs)]
+    command = [
+        sys.executable,
+        __file__,
+        "--child",
+        str(population),
+        precision,
+        "--device",
+        args.device,
+        "--shape",
+        args.shape,
+        "--batch",
+        str(args.batch),
+        "--steps",
+        str(args.steps),
+        "--epochs",
+        str(args.epochs),
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     return finish(process) if wait else process
@@ -109,14 +153,22 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--steps", type=int, default=4, help="training batches per epoch")
     parser.add_argument("--epochs", type=int, default=2, help="timed epochs (after one warm-up)")
-    parser.add_argument("--tolerance", type=float, default=0.01, help="relative validation-NLL difference reduced precision may make")
+    parser.add_argument(
+        "--tolerance", type=float, default=0.01, help="relative validation-NLL difference reduced precision may make"
+    )
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)  # POPULATION PRECISION
     args = parser.parse_args()
     if args.child is not None:
         print(json.dumps(child(args, int(args.child[0]), args.child[1])))
         return
-    name = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"CPU ({len(os.sched_getaffinity(0))} usable, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')})"
-    print(f"{args.shape} shape, batch {args.batch}, {args.steps} training batches + 1 validation batch per epoch, {args.epochs} timed epochs, {name}, torch {torch.__version__}")
+    name = (
+        torch.cuda.get_device_name()
+        if args.device.startswith("cuda")
+        else f"CPU ({len(os.sched_getaffinity(0))} usable, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')})"
+    )
+    print(
+        f"{args.shape} shape, batch {args.batch}, {args.steps} training batches + 1 validation batch per epoch, {args.epochs} timed epochs, {name}, torch {torch.__version__}"
+    )
 
     print("== members on the population axis ==")
     results = [run_child(args, p) for p in args.populations]
@@ -136,7 +188,9 @@ def main() -> None:
     if failed:
         print(f"failed: {failed[0]}")
     else:
-        print(f"member-epochs/s together {sum(1 / r['epoch_s'] for r in shared):.2f} (median epoch {np.median([r['epoch_s'] for r in shared]):.3f} s, wall {time.perf_counter() - start:.1f} s with start-up)")
+        print(
+            f"member-epochs/s together {sum(1 / r['epoch_s'] for r in shared):.2f} (median epoch {np.median([r['epoch_s'] for r in shared]):.3f} s, wall {time.perf_counter() - start:.1f} s with start-up)"
+        )
 
     print(f"== precision, P = {args.precision_population} (validation NLL within {args.tolerance:.0%} of float32?) ==")
     reference = run_child(args, args.precision_population)
@@ -147,7 +201,9 @@ def main() -> None:
             continue
         difference = abs(r["val_nll"] - reference["val_nll"]) / abs(reference["val_nll"])
         verdict = "within" if difference <= args.tolerance else "OUTSIDE"
-        print(f"{precision:>5} epoch {r['epoch_s']:.3f} s ({reference['epoch_s'] / r['epoch_s']:.2f}x fp32), val NLL {r['val_nll']:.5f}, {difference:.2%} from fp32: {verdict}")
+        print(
+            f"{precision:>5} epoch {r['epoch_s']:.3f} s ({reference['epoch_s'] / r['epoch_s']:.2f}x fp32), val NLL {r['val_nll']:.5f}, {difference:.2%} from fp32: {verdict}"
+        )
 
 
 if __name__ == "__main__":

@@ -38,10 +38,19 @@ def main() -> None:
     elapsed = time.perf_counter() - start
     data = load_data(data_file)
     with h5py.File(result.outputs[0], "r") as f:
-        scores = {split: float(r2_score(torch.from_numpy(f[f"{split}_rates"][()])[None], getattr(data, split).truth)) for split in ("train", "valid")}
-    print(f"config: {Path(args.config).name} + {args.overrides}; torch {torch.__version__}, threads {args.threads}, batch {config.train.batch_size}")
-    print(f"data: {data.train.n_trials} train / {data.valid.n_trials} valid trials, {data.recon_dim} neurons x {data.recon_seq_len} bins")
-    print(f"epochs {result.epochs} (best {result.best_epoch}), wall time {elapsed / 60:.1f} min (training + 50-sample posterior output)")
+        scores = {
+            split: float(r2_score(torch.from_numpy(f[f"{split}_rates"][()])[None], getattr(data, split).truth))
+            for split in ("train", "valid")
+        }
+    print(
+        f"config: {Path(args.config).name} + {args.overrides}; torch {torch.__version__}, threads {args.threads}, batch {config.train.batch_size}"
+    )
+    print(
+        f"data: {data.train.n_trials} train / {data.valid.n_trials} valid trials, {data.recon_dim} neurons x {data.recon_seq_len} bins"
+    )
+    print(
+        f"epochs {result.epochs} (best {result.best_epoch}), wall time {elapsed / 60:.1f} min (training + 50-sample posterior output)"
+    )
     print(f"rate R^2 vs truth: valid {scores['valid']:.4f}, train {scores['train']:.4f} (target >= 0.85 on valid)")
 
 

@@ -27,7 +27,10 @@ import h5py
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-NWB = Path(os.environ.get("AUTOLFADS_SHARED_DATA", ROOT.parent / "shared" / "data")) / "sub-Jenkins_ses-small_desc-test_ecephys.nwb"
+NWB = (
+    Path(os.environ.get("AUTOLFADS_SHARED_DATA", ROOT.parent / "shared" / "data"))
+    / "sub-Jenkins_ses-small_desc-test_ecephys.nwb"
+)
 CONFIGS = ROOT / "examples" / "configs"
 
 
@@ -50,7 +53,14 @@ def smoothing_glm(data: Path, targets: Path, out: Path, bin_ms: int) -> float:
     from sklearn.linear_model import PoissonRegressor
 
     with h5py.File(data) as h5:
-        splits = {name: (h5[f"{name}_encod_data"][()].astype(float), h5[f"{name}_recon_data"][()].astype(float), h5[f"{name}_inds"][()]) for name in ("train", "valid")}
+        splits = {
+            name: (
+                h5[f"{name}_encod_data"][()].astype(float),
+                h5[f"{name}_recon_data"][()].astype(float),
+                h5[f"{name}_inds"][()],
+            )
+            for name in ("train", "valid")
+        }
     heldin = splits["train"][0].shape[2]
 
     def smooth(x: np.ndarray, sd_ms: float) -> np.ndarray:
@@ -62,7 +72,10 @@ def smoothing_glm(data: Path, targets: Path, out: Path, bin_ms: int) -> float:
         x_fit, x_new = x_fit.reshape(-1, heldin), x_new.reshape(-1, heldin)
         mean, sd = x_fit.mean(axis=0), x_fit.std(axis=0) + 1e-6
         x_fit, x_new_s = (x_fit - mean) / sd, (x_new - mean) / sd
-        preds = [PoissonRegressor(alpha=alpha, max_iter=500).fit(x_fit, y_fit[..., unit].reshape(-1)).predict(x_new_s) for unit in range(y_fit.shape[-1])]
+        preds = [
+            PoissonRegressor(alpha=alpha, max_iter=500).fit(x_fit, y_fit[..., unit].reshape(-1)).predict(x_new_s)
+            for unit in range(y_fit.shape[-1])
+        ]
         return np.stack(preds, axis=-1).reshape(*shape, -1)
 
     encod, recon, _ = splits["train"]
@@ -80,8 +93,13 @@ def smoothing_glm(data: Path, targets: Path, out: Path, bin_ms: int) -> float:
             if best is None or nll < best[0]:
                 best = (nll, sd, alpha)
     _, sd, alpha = best
-    oracle = max(((sd_, a_) for sd_ in (30, 50, 70) for a_ in (1e-2, 3e-2, 1e-1)), key=lambda p: _eval_bps(smooth, fit_predict, encod, heldout, splits["valid"], targets, heldin, *p))
-    print(f"# smoothing, kernel and L2 picked on the eval trials themselves (optimistic): sd {oracle[0]} ms, alpha {oracle[1]}: co-bps {_eval_bps(smooth, fit_predict, encod, heldout, splits['valid'], targets, heldin, *oracle):.4f}")
+    oracle = max(
+        ((sd_, a_) for sd_ in (30, 50, 70) for a_ in (1e-2, 3e-2, 1e-1)),
+        key=lambda p: _eval_bps(smooth, fit_predict, encod, heldout, splits["valid"], targets, heldin, *p),
+    )
+    print(
+        f"# smoothing, kernel and L2 picked on the eval trials themselves (optimistic): sd {oracle[0]} ms, alpha {oracle[1]}: co-bps {_eval_bps(smooth, fit_predict, encod, heldout, splits['valid'], targets, heldin, *oracle):.4f}"
+    )
     arrays = {}
     for name, (x, _, inds) in splits.items():
         s = smooth(x, sd)
@@ -98,22 +116,39 @@ def _eval_bps(smooth, fit_predict, encod, heldout, valid, targets, heldin, sd, a
     from autolfads.evaluate import metrics, read_targets
 
     x = smooth(valid[0], sd)
-    return metrics.bits_per_spike(fit_predict(smooth(encod, sd), heldout, x, alpha), read_targets(targets).arrays["eval_spikes_heldout"].astype(float))
+    return metrics.bits_per_spike(
+        fit_predict(smooth(encod, sd), heldout, x, alpha),
+        read_targets(targets).arrays["eval_spikes_heldout"].astype(float),
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--nwb", type=Path, default=NWB, help="the MC_Maze_Small NWB file (default: $AUTOLFADS_SHARED_DATA or ../shared/data)")
+    parser.add_argument(
+        "--nwb",
+        type=Path,
+        default=NWB,
+        help="the MC_Maze_Small NWB file (default: $AUTOLFADS_SHARED_DATA or ../shared/data)",
+    )
     parser.add_argument("--workdir", type=Path, required=True)
     parser.add_argument("--seed", type=int, default=0, help="held-out units and valid trials")
     parser.add_argument("--population", type=int, default=6)
     parser.add_argument("--epochs-per-generation", type=int, default=20)
     parser.add_argument("--max-generations", type=int, default=8)
-    parser.add_argument("--search-space", type=Path, default=ROOT / "examples" / "search_space_small.yaml", help="search space YAML (default: the small-session one)")
+    parser.add_argument(
+        "--search-space",
+        type=Path,
+        default=ROOT / "examples" / "search_space_small.yaml",
+        help="search space YAML (default: the small-session one)",
+    )
     methods = ["smoothing", "lfads", "lfads_old", "search"]
     parser.add_argument("--skip", nargs="*", default=[], choices=methods, help="methods to leave out")
     parser.add_argument("--only", nargs="*", choices=methods, help="run only these methods")
-    parser.add_argument("--smoke", action="store_true", help="a few epochs per model and a 2-member, 2-generation search: checks the pipeline, not the figures")
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="a few epochs per model and a 2-member, 2-generation search: checks the pipeline, not the figures",
+    )
     args = parser.parse_args()
     if args.only is not None:
         args.skip = [m for m in methods if m not in args.only]
@@ -121,18 +156,56 @@ def main() -> None:
         args.population, args.epochs_per_generation, args.max_generations = 2, 2, 2
     import torch
 
-    print(f"# settings: nwb {args.nwb}, workdir {args.workdir}, seed {args.seed}, heldout 20% of units, valid 20% of trials, 5 ms bins, -250..450 ms around move onset")
-    print(f"# search: population {args.population}, epochs/generation {args.epochs_per_generation}, max generations {args.max_generations}, space {args.search_space}")
-    print(f"# methods: {[m for m in methods if m not in args.skip]}{' (smoke: few epochs)' if args.smoke else ''}; torch {torch.__version__}, OMP_NUM_THREADS {os.environ.get('OMP_NUM_THREADS')}, train.threads 1, load average {os.getloadavg()[0]:.2f}", flush=True)
+    print(
+        f"# settings: nwb {args.nwb}, workdir {args.workdir}, seed {args.seed}, heldout 20% of units, valid 20% of trials, 5 ms bins, -250..450 ms around move onset"
+    )
+    print(
+        f"# search: population {args.population}, epochs/generation {args.epochs_per_generation}, max generations {args.max_generations}, space {args.search_space}"
+    )
+    print(
+        f"# methods: {[m for m in methods if m not in args.skip]}{' (smoke: few epochs)' if args.smoke else ''}; torch {torch.__version__}, OMP_NUM_THREADS {os.environ.get('OMP_NUM_THREADS')}, train.threads 1, load average {os.getloadavg()[0]:.2f}",
+        flush=True,
+    )
     if not args.nwb.is_file():
-        raise SystemExit(f"{args.nwb} is not here: this benchmark needs the shared MC_Maze_Small file (see ../shared/data/README.md)")
+        raise SystemExit(
+            f"{args.nwb} is not here: this benchmark needs the shared MC_Maze_Small file (see ../shared/data/README.md)"
+        )
     w = args.workdir
     w.mkdir(parents=True, exist_ok=True)
     data, targets = w / "mc_maze_small.h5", w / "mc_maze_small_targets.h5"
-    autolfads("data", "nwb", "--nwb", args.nwb, "--align", "move_onset_time", "--window", -250, 450, "--bin-ms", 5, "--heldout-fraction", 0.2, "--valid-fraction", 0.2, "--seed", args.seed, "--out", data)
+    autolfads(
+        "data",
+        "nwb",
+        "--nwb",
+        args.nwb,
+        "--align",
+        "move_onset_time",
+        "--window",
+        -250,
+        450,
+        "--bin-ms",
+        5,
+        "--heldout-fraction",
+        0.2,
+        "--valid-fraction",
+        0.2,
+        "--seed",
+        args.seed,
+        "--out",
+        data,
+    )
     cpu = ["train.device", "cpu", "train.threads", "1"]
     if args.smoke:
-        cpu += ["train.max_epochs", "3", "train.kl_increase_epoch", "1", "train.l2_increase_epoch", "1", "train.num_samples", "2"]
+        cpu += [
+            "train.max_epochs",
+            "3",
+            "train.kl_increase_epoch",
+            "1",
+            "train.l2_increase_epoch",
+            "1",
+            "train.num_samples",
+            "2",
+        ]
     results = {}
 
     def timed(name: str, run) -> None:
@@ -146,12 +219,39 @@ def main() -> None:
     timed("smoothing", lambda: smoothing_glm(data, targets, w / "smoothing_output.h5", 5))
 
     def single(config: str, run: str, *extra: str):
-        autolfads("train", "--data", data, "--checkpoint", w / run, "--config-file", CONFIGS / config, "--output", "--quiet", "--no-report", *cpu, *extra)
+        autolfads(
+            "train",
+            "--data",
+            data,
+            "--checkpoint",
+            w / run,
+            "--config-file",
+            CONFIGS / config,
+            "--output",
+            "--quiet",
+            "--no-report",
+            *cpu,
+            *extra,
+        )
         return co_bps(w / run / "lfads_output.h5", targets)
 
     timed("lfads", lambda: single("small_session.yaml", "lfads_small_session"))
     # NLB's config needs this file's shapes: 86 + 21 units, 140 bins, no forward bins (its data.prefix mc_maze_small matches)
-    timed("lfads_old", lambda: single("mc_maze_small.yaml", "lfads_mc_maze_small", "model.data_dim", "107", "model.cs_dim", "21", "model.seq_len", "140", "model.fp_len", "0"))
+    timed(
+        "lfads_old",
+        lambda: single(
+            "mc_maze_small.yaml",
+            "lfads_mc_maze_small",
+            "model.data_dim",
+            "107",
+            "model.cs_dim",
+            "21",
+            "model.seq_len",
+            "140",
+            "model.fp_len",
+            "0",
+        ),
+    )
 
     def search():
         autolfads("search", "--data", data, "--config-file", CONFIGS / "small_session.yaml", "--workdir", w / "search", "--population", args.population,

@@ -47,21 +47,38 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*", help="config overrides, e.g. model.readin_init random")
     args = parser.parse_args()
     shutil.rmtree(args.workdir, ignore_errors=True)  # fresh runs: train() would resume old ones
-    files = write_multisession(args.workdir / "data", trials_per_condition=args.trials_per_condition, neurons_per_session=args.neurons_per_session, seed=args.seed)
+    files = write_multisession(
+        args.workdir / "data",
+        trials_per_condition=args.trials_per_condition,
+        neurons_per_session=args.neurons_per_session,
+        seed=args.seed,
+    )
     sessions = load_sessions(args.workdir / "data")
     epochs = str(args.epochs)
-    config = apply_overrides(load_config(CONFIG), ["train.threads", str(args.threads), "train.max_epochs", epochs, "train.patience", epochs, *args.overrides])
+    config = apply_overrides(
+        load_config(CONFIG),
+        ["train.threads", str(args.threads), "train.max_epochs", epochs, "train.patience", epochs, *args.overrides],
+    )
 
     start = time.perf_counter()
     stitched = train(config, args.workdir / "data", args.workdir / "stitched", write_outputs=True, echo=None)
     stitched_time = time.perf_counter() - start
     start = time.perf_counter()
-    separate = [train(config, file, args.workdir / f"separate_{session.name}", write_outputs=True, echo=None) for file, session in zip(files, sessions, strict=True)]
+    separate = [
+        train(config, file, args.workdir / f"separate_{session.name}", write_outputs=True, echo=None)
+        for file, session in zip(files, sessions, strict=True)
+    ]
     separate_time = time.perf_counter() - start
 
-    print(f"data: {args.trials_per_condition} trials per condition and session, neurons {args.neurons_per_session}, seed {args.seed}")
-    print(f"config: {CONFIG.name} + {args.overrides}, {args.epochs} epochs, early stopping off; torch {torch.__version__}, threads {args.threads}, batch {config.train.batch_size}")
-    print(f"wall time: stitched {stitched_time / 60:.1f} min, three separate models {separate_time / 60:.1f} min (training + 50-sample outputs)")
+    print(
+        f"data: {args.trials_per_condition} trials per condition and session, neurons {args.neurons_per_session}, seed {args.seed}"
+    )
+    print(
+        f"config: {CONFIG.name} + {args.overrides}, {args.epochs} epochs, early stopping off; torch {torch.__version__}, threads {args.threads}, batch {config.train.batch_size}"
+    )
+    print(
+        f"wall time: stitched {stitched_time / 60:.1f} min, three separate models {separate_time / 60:.1f} min (training + 50-sample outputs)"
+    )
     print(f"{'session':<12} {'neurons':>7} {'train/valid':>11} {'R^2 stitched':>13} {'R^2 separate':>13}")
     rows = []
     for session, output, alone in zip(sessions, stitched.outputs, separate, strict=True):
@@ -80,8 +97,10 @@ def main() -> None:
             for trainer in trainers:
                 trainer.train_epoch()
             best[name] = min(best[name], time.perf_counter() - start)
-    print(f"training epoch over all {sum(s.train.n_trials for s in sessions)} trials: stitched {best['stitched']:.2f} s, "
-          f"three separate models {best['separate']:.2f} s (stitched / separate {best['stitched'] / best['separate']:.2f}, best of {args.timing_rounds})")
+    print(
+        f"training epoch over all {sum(s.train.n_trials for s in sessions)} trials: stitched {best['stitched']:.2f} s, "
+        f"three separate models {best['separate']:.2f} s (stitched / separate {best['stitched'] / best['separate']:.2f}, best of {args.timing_rounds})"
+    )
 
 
 if __name__ == "__main__":

@@ -38,8 +38,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", type=Path, default=Path("runs/bench-nlb"))
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--trials-per-condition", type=int, default=40, help="8 conditions; 70%% train, 15%% val, 15%% test")
-    parser.add_argument("--max-epochs", type=int, default=300, help="cap on LFADS training (the default config allows 500)")
+    parser.add_argument(
+        "--trials-per-condition", type=int, default=40, help="8 conditions; 70%% train, 15%% val, 15%% test"
+    )
+    parser.add_argument(
+        "--max-epochs", type=int, default=300, help="cap on LFADS training (the default config allows 500)"
+    )
     parser.add_argument("--population", type=int, default=4)
     parser.add_argument("--epochs-per-generation", type=int, default=20)
     parser.add_argument("--max-generations", type=int, default=8)
@@ -62,21 +66,33 @@ def main() -> None:
     config = apply_overrides(Config(), ["train.threads", str(args.threads), "train.max_epochs", str(args.max_epochs)])
     start = time.perf_counter()
     result = train(config, files.data, args.workdir / "lfads", write_outputs=True, echo=None)
-    rows[f"(b) LFADS, default hyperparameters ({result.epochs} epochs, best {result.best_epoch})"] = evaluate_output(result.outputs[0], targets)[0]
+    rows[f"(b) LFADS, default hyperparameters ({result.epochs} epochs, best {result.best_epoch})"] = evaluate_output(
+        result.outputs[0], targets
+    )[0]
     timings["lfads"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    settings = SearchSettings(population=args.population, epochs_per_generation=args.epochs_per_generation, max_generations=args.max_generations)
-    outcome = search(apply_overrides(Config(), ["train.threads", str(args.threads)]), files.data, args.workdir / "search", settings)
-    rows[f"(c) AutoLFADS, {args.population} members, {outcome.generations} generations"] = evaluate_output(outcome.outputs[0], targets)[0]
+    settings = SearchSettings(
+        population=args.population,
+        epochs_per_generation=args.epochs_per_generation,
+        max_generations=args.max_generations,
+    )
+    outcome = search(
+        apply_overrides(Config(), ["train.threads", str(args.threads)]), files.data, args.workdir / "search", settings
+    )
+    rows[f"(c) AutoLFADS, {args.population} members, {outcome.generations} generations"] = evaluate_output(
+        outcome.outputs[0], targets
+    )[0]
     timings["autolfads"] = time.perf_counter() - start
 
     truth_rates = {split: (data[f"{split}_inds"], data[f"{split}_truth"]) for split in ("train", "valid")}
     rows["(d) true rates (ceiling)"] = score(targets, submission_from_rates(truth_rates, targets))
 
     print(f"data: {files.summary.splitlines()[0]}")
-    print(f"torch {torch.__version__}, threads {args.threads}; LFADS: default config, max_epochs {args.max_epochs}; "
-          f"AutoLFADS: population {args.population}, {args.epochs_per_generation} epochs per generation, max {args.max_generations} generations")
+    print(
+        f"torch {torch.__version__}, threads {args.threads}; LFADS: default config, max_epochs {args.max_epochs}; "
+        f"AutoLFADS: population {args.population}, {args.epochs_per_generation} epochs per generation, max {args.max_generations} generations"
+    )
     print("wall time: " + ", ".join(f"{name} {seconds / 60:.1f} min" for name, seconds in timings.items()))
     print(format_table(rows))
     (args.workdir / "results.json").write_text(json.dumps({"rows": rows, "timings_s": timings}, indent=2) + "\n")
@@ -85,16 +101,29 @@ def main() -> None:
 def smoothing_baseline(data: dict[str, np.ndarray], targets) -> dict[str, np.ndarray]:
     """NLB's spike-smoothing baseline, on the training file's arrays (train = NLB train trials, valid = NLB val)."""
     heldin, trial_bins = targets.heldin, targets.trial_bins
-    smoothed = {split: gaussian_filter1d(data[f"{split}_encod_data"].astype(float), 50 / BIN_MS, axis=1, mode="nearest") for split in ("train", "valid")}
+    smoothed = {
+        split: gaussian_filter1d(data[f"{split}_encod_data"].astype(float), 50 / BIN_MS, axis=1, mode="nearest")
+        for split in ("train", "valid")
+    }
     heldout_counts = data["train_recon_data"][:, :trial_bins, heldin:]
-    glms = [PoissonRegressor(alpha=1e-2, max_iter=500).fit(smoothed["train"].reshape(-1, heldin), heldout_counts[..., n].ravel()) for n in range(heldout_counts.shape[2])]
+    glms = [
+        PoissonRegressor(alpha=1e-2, max_iter=500).fit(
+            smoothed["train"].reshape(-1, heldin), heldout_counts[..., n].ravel()
+        )
+        for n in range(heldout_counts.shape[2])
+    ]
     forward = data["train_recon_data"][:, trial_bins:].mean(axis=0)  # each neuron's train-trial mean per forward bin
     rates = {}
     for split, held_in in smoothed.items():
-        held_out = np.stack([glm.predict(held_in.reshape(-1, heldin)).reshape(held_in.shape[:2]) for glm in glms], axis=2)
+        held_out = np.stack(
+            [glm.predict(held_in.reshape(-1, heldin)).reshape(held_in.shape[:2]) for glm in glms], axis=2
+        )
         trial = np.concatenate([held_in, held_out], axis=2)
         full = np.concatenate([trial, np.broadcast_to(forward, (len(trial),) + forward.shape)], axis=1)
-        rates[split] = (data[f"{split}_inds"], np.maximum(full, 1e-4))  # silent stretches smooth to 0, which would score as 1e-9
+        rates[split] = (
+            data[f"{split}_inds"],
+            np.maximum(full, 1e-4),
+        )  # silent stretches smooth to 0, which would score as 1e-9
     return submission_from_rates(rates, targets)
 
 

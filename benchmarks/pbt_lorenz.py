@@ -68,14 +68,27 @@ def main() -> None:
     data_file = write_synthetic("lorenz", args.workdir / "lorenz.h5")
     config = apply_overrides(
         load_config(CONFIG),
-        ["train.threads", str(args.threads), "train.kl_increase_epoch", str(args.ramp), "train.l2_increase_epoch", str(args.ramp), "train.patience", "100000"],
+        [
+            "train.threads",
+            str(args.threads),
+            "train.kl_increase_epoch",
+            str(args.ramp),
+            "train.l2_increase_epoch",
+            str(args.ramp),
+            "train.patience",
+            "100000",
+        ],
     )
     total_epochs = args.ramp + args.epochs_per_generation * args.generations
-    print(f"config: {CONFIG.name}, ramps {args.ramp}; population {args.population}, {args.generations} generations x {args.epochs_per_generation} epochs (+ramp) = {total_epochs} epochs")
+    print(
+        f"config: {CONFIG.name}, ramps {args.ramp}; population {args.population}, {args.generations} generations x {args.epochs_per_generation} epochs (+ramp) = {total_epochs} epochs"
+    )
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, batch {config.train.batch_size}")
 
     # 1. quality: search vs a default single model, same epochs
-    settings = SearchSettings(population=args.population, epochs_per_generation=args.epochs_per_generation, max_generations=args.generations)
+    settings = SearchSettings(
+        population=args.population, epochs_per_generation=args.epochs_per_generation, max_generations=args.generations
+    )
     timers = {"epochs": 0.0, "final output": 0.0}
     start = time.perf_counter()
     with timed(Trainer, "run_epoch", timers, "epochs"), timed(embedded, "write_best_model", timers, "final output"):
@@ -85,8 +98,10 @@ def main() -> None:
     start = time.perf_counter()
     single = train(single_config, data_file, args.workdir / "single", write_outputs=True, echo=None)
     single_time = time.perf_counter() - start
-    print(f"[1] rate R^2 on valid: search best member {valid_r2(outcome.outputs[0], data_file):.4f} ({outcome.generations} generations, {search_time / 60:.1f} min) "
-          f"vs default single model {valid_r2(single.outputs[0], data_file):.4f} ({single.epochs} epochs, {single_time / 60:.1f} min)")
+    print(
+        f"[1] rate R^2 on valid: search best member {valid_r2(outcome.outputs[0], data_file):.4f} ({outcome.generations} generations, {search_time / 60:.1f} min) "
+        f"vs default single model {valid_r2(single.outputs[0], data_file):.4f} ({single.epochs} epochs, {single_time / 60:.1f} min)"
+    )
 
     # 2. throughput: the population on its axis vs the same members one after another
     resolved, data = load_run_data(config, data_file)
@@ -105,14 +120,18 @@ def main() -> None:
             one.run_epoch()
         alone_time += time.perf_counter() - start
     alone = args.population * args.throughput_epochs / alone_time
-    print(f"[2] member-epochs/s: population of {args.population} in one process {together:.2f} vs one after another {alone:.2f} (ratio {together / alone:.2f}x)")
+    print(
+        f"[2] member-epochs/s: population of {args.population} in one process {together:.2f} vs one after another {alone:.2f} (ratio {together / alone:.2f}x)"
+    )
 
     # 3. overhead: the search's time outside its epochs and outside the final output (exploits, checkpoints,
     # tables, set-up), timed inside the search run of [1]
     generations_time = search_time - timers["final output"]
     overhead = generations_time - timers["epochs"]
-    print(f"[3] per-generation overhead (exploit, checkpoint, tables, set-up): {overhead:.1f} s = {overhead / generations_time * 100:.1f}% "
-          f"of the generations' {generations_time:.0f} s (target <= 5%); final best-model output {timers['final output']:.0f} s")
+    print(
+        f"[3] per-generation overhead (exploit, checkpoint, tables, set-up): {overhead:.1f} s = {overhead / generations_time * 100:.1f}% "
+        f"of the generations' {generations_time:.0f} s (target <= 5%); final best-model output {timers['final output']:.0f} s"
+    )
 
 
 if __name__ == "__main__":

@@ -44,7 +44,14 @@ def measure(population: int, device: str, threads: int, steps: int, batch: int, 
     return_large_blocks_to_os()  # as the command line does
     config = Config(model=ModelConfig(**MC_MAZE_SMALL), train=TrainConfig(batch_size=batch, device=device))
     generator = torch.Generator().manual_seed(0)
-    data = LFADSData(Path("synthetic"), "single", synthetic_split("train", batch * steps, config.model, generator), synthetic_split("valid", batch, config.model, generator), None, None)
+    data = LFADSData(
+        Path("synthetic"),
+        "single",
+        synthetic_split("train", batch * steps, config.model, generator),
+        synthetic_split("valid", batch, config.model, generator),
+        None,
+        None,
+    )
     baseline = rss_mib()
     trainer = Trainer(config, data, population=[{}] * population, member_seeds=range(population))
     trainer.train_epoch()  # warm-up
@@ -76,26 +83,59 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2, help="batches per timed epoch")
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--generations", type=int, default=5, help="epochs + exploits after timing, RSS after each")
-    parser.add_argument("--huge-pages", nargs="+", choices=["on", "off"], default=["on"], help="PyTorch's THP_MEM_ALLOC_ENABLE for the runs (on: as the command line sets it); 'off on' compares")
+    parser.add_argument(
+        "--huge-pages",
+        nargs="+",
+        choices=["on", "off"],
+        default=["on"],
+        help="PyTorch's THP_MEM_ALLOC_ENABLE for the runs (on: as the command line sets it); 'off on' compares",
+    )
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child is not None:
         print(json.dumps(measure(args.child, args.device, args.threads, args.steps, args.batch, args.generations)))
         return
-    print(f"mc_maze_small shape, batch {args.batch}, {args.steps} steps per epoch, device {args.device}, threads {args.threads}, torch {torch.__version__}")
+    print(
+        f"mc_maze_small shape, batch {args.batch}, {args.steps} steps per epoch, device {args.device}, threads {args.threads}, torch {torch.__version__}"
+    )
     results = []
     for population in args.populations:
         for huge_pages in args.huge_pages:  # side by side, each in a fresh process (PyTorch reads the variable once)
-            command = [sys.executable, __file__, "--child", str(population), "--device", args.device, "--threads", str(args.threads), "--steps", str(args.steps), "--batch", str(args.batch), "--generations", str(args.generations)]
+            command = [
+                sys.executable,
+                __file__,
+                "--child",
+                str(population),
+                "--device",
+                args.device,
+                "--threads",
+                str(args.threads),
+                "--steps",
+                str(args.steps),
+                "--batch",
+                str(args.batch),
+                "--generations",
+                str(args.generations),
+            ]
             env = {**os.environ, HUGE_PAGES_VARIABLE: "1" if huge_pages == "on" else "0"}
-            result = json.loads(subprocess.run(command, check=True, capture_output=True, text=True, env=env).stdout.strip().splitlines()[-1])
+            result = json.loads(
+                subprocess.run(command, check=True, capture_output=True, text=True, env=env)
+                .stdout.strip()
+                .splitlines()[-1]
+            )
             results.append({**result, "huge_pages": huge_pages})
-    print(f"{'P':>3} {'THP':>4} {'epoch s':>8} {'member-epochs/s':>16} {'vs P single runs':>17} {'RSS/member MiB':>15} {'GPU/member MiB':>15}  RSS over {args.generations} generations (MiB)")
+    print(
+        f"{'P':>3} {'THP':>4} {'epoch s':>8} {'member-epochs/s':>16} {'vs P single runs':>17} {'RSS/member MiB':>15} {'GPU/member MiB':>15}  RSS over {args.generations} generations (MiB)"
+    )
     for r in results:
-        single = next((s["epoch_s"] for s in results if s["population"] == 1 and s["huge_pages"] == r["huge_pages"]), None)
+        single = next(
+            (s["epoch_s"] for s in results if s["population"] == 1 and s["huge_pages"] == r["huge_pages"]), None
+        )
         ratio = f"{single * r['population'] / r['epoch_s']:.2f}x" if single else "-"
         gpu = f"{r['gpu_per_member_mib']:.0f}" if "gpu_per_member_mib" in r else "-"
-        print(f"{r['population']:>3} {r['huge_pages']:>4} {r['epoch_s']:>8.2f} {r['population'] / r['epoch_s']:>16.2f} {ratio:>17} {r['rss_per_member_mib']:>15.0f} {gpu:>15}  {r['rss_by_generation_mib']}")
+        print(
+            f"{r['population']:>3} {r['huge_pages']:>4} {r['epoch_s']:>8.2f} {r['population'] / r['epoch_s']:>16.2f} {ratio:>17} {r['rss_per_member_mib']:>15.0f} {gpu:>15}  {r['rss_by_generation_mib']}"
+        )
 
 
 if __name__ == "__main__":

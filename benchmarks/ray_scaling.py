@@ -36,7 +36,14 @@ def free_port() -> int:
 
 
 def ray_start(args: list[str], sessions: list[int]) -> None:
-    process = subprocess.Popen([RAY, "start", *args], env=ENV, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(
+        [RAY, "start", *args],
+        env=ENV,
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     sessions.append(process.pid)
     output, _ = process.communicate(timeout=120)
     if process.returncode != 0:
@@ -60,14 +67,36 @@ def run(workers: int, args, data_file: Path, workdir: Path) -> tuple[float, set[
     temp_dir = tempfile.mkdtemp(prefix="als")
     port = free_port()
     try:
-        ray_start(["--head", "--port", str(port), "--num-cpus", "0", "--node-ip-address", "127.0.0.1", "--include-dashboard=false",
-                   "--ray-client-server-port", str(free_port()), "--temp-dir", temp_dir], sessions)
+        ray_start(
+            [
+                "--head",
+                "--port",
+                str(port),
+                "--num-cpus",
+                "0",
+                "--node-ip-address",
+                "127.0.0.1",
+                "--include-dashboard=false",
+                "--ray-client-server-port",
+                str(free_port()),
+                "--temp-dir",
+                temp_dir,
+            ],
+            sessions,
+        )
         for _ in range(workers):
             ray_start(["--address", f"127.0.0.1:{port}", "--num-cpus", str(args.cpus_per_node)], sessions)
         os.environ["RAY_AUTH_MODE"] = "disabled"
-        config = Config(model=ModelConfig(ic_enc_dim=32, ci_enc_dim=32, con_dim=32, co_dim=1, ic_dim=32, gen_dim=64, fac_dim=20),
-                        train=TrainConfig(batch_size=128, kl_increase_epoch=4, l2_increase_epoch=4))
-        settings = SearchSettings(population=args.population, epochs_per_generation=args.epochs_per_generation, max_generations=args.generations, backend="ray")
+        config = Config(
+            model=ModelConfig(ic_enc_dim=32, ci_enc_dim=32, con_dim=32, co_dim=1, ic_dim=32, gen_dim=64, fac_dim=20),
+            train=TrainConfig(batch_size=128, kl_increase_epoch=4, l2_increase_epoch=4),
+        )
+        settings = SearchSettings(
+            population=args.population,
+            epochs_per_generation=args.epochs_per_generation,
+            max_generations=args.generations,
+            backend="ray",
+        )
         start = time.perf_counter()
         search(config, data_file, workdir, settings, address=f"127.0.0.1:{port}", cpus_per_member=1)
         elapsed = time.perf_counter() - start
@@ -94,13 +123,17 @@ def main() -> None:
     shutil.rmtree(args.workdir, ignore_errors=True)
     data_file = write_synthetic("lorenz", args.workdir / "lorenz.h5")
     epochs = args.population * (4 + args.epochs_per_generation * args.generations)
-    print(f"Lorenz set (1040 train trials), population {args.population}, {args.generations} generations x {args.epochs_per_generation} epochs (+4 ramp), "
-          f"{args.cpus_per_node} CPU(s) per worker node, 1 CPU and 1 torch thread per member; {os.cpu_count()} cores on this machine")
+    print(
+        f"Lorenz set (1040 train trials), population {args.population}, {args.generations} generations x {args.epochs_per_generation} epochs (+4 ramp), "
+        f"{args.cpus_per_node} CPU(s) per worker node, 1 CPU and 1 torch thread per member; {os.cpu_count()} cores on this machine"
+    )
     rates = {}
     for workers in (1, 2):
         elapsed, threads = run(workers, args, data_file, args.workdir / f"workers-{workers}")
         rates[workers] = epochs / elapsed
-        print(f"{workers} worker node(s): {elapsed:.1f} s, {rates[workers]:.2f} member-epochs/s; torch threads per trial {sorted(threads)}")
+        print(
+            f"{workers} worker node(s): {elapsed:.1f} s, {rates[workers]:.2f} member-epochs/s; torch threads per trial {sorted(threads)}"
+        )
     print(f"scaling efficiency 1 -> 2 nodes: {rates[2] / rates[1] / 2 * 100:.0f}% of linear (target >= 85%)")
 
 

@@ -42,7 +42,9 @@ def main() -> None:
     cfg = ModelConfig(**MC_MAZE_SMALL)
     model = LFADS(cfg, [0], device)
     generator = torch.Generator().manual_seed(0)
-    print(f"mc_maze_small shape, {args.samples} samples, max_rows {args.max_rows}, device {device}, threads {torch.get_num_threads()}, torch {torch.__version__}")
+    print(
+        f"mc_maze_small shape, {args.samples} samples, max_rows {args.max_rows}, device {device}, threads {torch.get_num_threads()}, torch {torch.__version__}"
+    )
     posterior_sample(model, synthetic_split("warmup", 8, cfg, generator), args.samples, args.max_rows)
     for trials in args.trials:
         split = synthetic_split("valid", trials, cfg, generator)
@@ -56,7 +58,9 @@ def main() -> None:
             torch.cuda.synchronize()
         elapsed = time.perf_counter() - start
         growth = peak_mib(device) - (0 if device.type == "cuda" else before)
-        print(f"{trials:>5} trials: {trials / elapsed:7.1f} trials/s ({trials * args.samples / elapsed:8.0f} decoded samples/s); peak memory {'allocated' if device.type == 'cuda' else 'RSS growth'} {growth:.0f} MiB")
+        print(
+            f"{trials:>5} trials: {trials / elapsed:7.1f} trials/s ({trials * args.samples / elapsed:8.0f} decoded samples/s); peak memory {'allocated' if device.type == 'cuda' else 'RSS growth'} {growth:.0f} MiB"
+        )
 
 
 if __name__ == "__main__":

@@ -18,8 +18,22 @@ from autolfads.config import Config, ModelConfig, TrainConfig
 from autolfads.data import LFADSData, Split
 from autolfads.train.trainer import Trainer
 
-MC_MAZE_SMALL = dict(data_dim=142, cs_dim=35, seq_len=180, fp_len=40, ext_input_dim=0, ic_enc_dim=100, ci_enc_dim=80,
-                     con_dim=80, co_dim=4, ic_dim=100, gen_dim=100, fac_dim=40, dropout_rate=0.02, cd_rate=0.3)
+MC_MAZE_SMALL = dict(
+    data_dim=142,
+    cs_dim=35,
+    seq_len=180,
+    fp_len=40,
+    ext_input_dim=0,
+    ic_enc_dim=100,
+    ci_enc_dim=80,
+    con_dim=80,
+    co_dim=4,
+    ic_dim=100,
+    gen_dim=100,
+    fac_dim=40,
+    dropout_rate=0.02,
+    cd_rate=0.3,
+)
 
 
 def synthetic_split(name: str, n: int, cfg: ModelConfig, generator: torch.Generator) -> Split:
@@ -40,12 +54,26 @@ def main() -> None:
     config = Config(model=ModelConfig(**MC_MAZE_SMALL), train=TrainConfig(batch_size=args.batch, device=args.device))
     generator = torch.Generator().manual_seed(0)
     n = args.batch * args.steps
-    data = LFADSData(None, "single", synthetic_split("train", n, config.model, generator), synthetic_split("valid", args.batch, config.model, generator), None, None)
+    data = LFADSData(
+        None,
+        "single",
+        synthetic_split("train", n, config.model, generator),
+        synthetic_split("valid", args.batch, config.model, generator),
+        None,
+        None,
+    )
     print(f"config: mc_maze_small shape {MC_MAZE_SMALL}")
-    print(f"torch {torch.__version__}, device {config.train.device}, threads {torch.get_num_threads()}, batch {args.batch}, population {args.population}, steps {args.steps}")
+    print(
+        f"torch {torch.__version__}, device {config.train.device}, threads {torch.get_num_threads()}, batch {args.batch}, population {args.population}, steps {args.steps}"
+    )
     # Fast core and plain autograd alternate epoch by epoch so machine noise hits both alike; best of rounds.
     trainers = {
-        core: Trainer(config.model_copy(update={"train": config.train.model_copy(update={"fused_rnn": core == "fused"})}), data, population=[{}] * args.population, member_seeds=range(args.population))
+        core: Trainer(
+            config.model_copy(update={"train": config.train.model_copy(update={"fused_rnn": core == "fused"})}),
+            data,
+            population=[{}] * args.population,
+            member_seeds=range(args.population),
+        )
         for core in ("eager", "fused")
     }
     best = {core: float("inf") for core in trainers}
@@ -56,7 +84,9 @@ def main() -> None:
             if round_ > 0:  # round 0 warms up
                 best[core] = min(best[core], time.perf_counter() - start)
     for core, elapsed in best.items():
-        print(f"{core:>5}: step time {elapsed / args.steps * 1000:.1f} ms; throughput {n / elapsed:.1f} trials/s; {n * args.population / elapsed:.1f} member-trials/s")
+        print(
+            f"{core:>5}: step time {elapsed / args.steps * 1000:.1f} ms; throughput {n / elapsed:.1f} trials/s; {n * args.population / elapsed:.1f} member-trials/s"
+        )
     print(f"fast core vs eager: {best['eager'] / best['fused']:.2f}x")
 
 

@@ -88,7 +88,9 @@ def make_split(name: str, n: int, cfg: ModelConfig, rng: np.random.Generator, ra
     return Split(name, encod, recon, ext, truth, np.arange(n))
 
 
-def make_data(cfg: ModelConfig, n_train: int = 40, n_valid: int = 10, seed: int = 0, learnable: bool = False) -> LFADSData:
+def make_data(
+    cfg: ModelConfig, n_train: int = 40, n_valid: int = 10, seed: int = 0, learnable: bool = False
+) -> LFADSData:
     """Random Poisson counts shaped for cfg. `learnable`: rates follow a few smooth latent trajectories shared
     by all trials (one per trial class), so a model can lower its loss below the null model's."""
     rng = np.random.default_rng(seed)
@@ -118,14 +120,21 @@ def ar_kl_by_hand(mean, std, tau, nvar):
             precision = np.linalg.inv(cov)
             for b in range(B):
                 m, var = mean[p, b, :, d], std[p, b, :, d] ** 2
-                out[p, b] += 0.5 * (np.trace(precision * var) + m @ precision @ m - T + np.linalg.slogdet(cov)[1] - np.log(var).sum())
+                out[p, b] += 0.5 * (
+                    np.trace(precision * var) + m @ precision @ m - T + np.linalg.slogdet(cov)[1] - np.log(var).sum()
+                )
     return out
 
 
 # A tiny search: its model, the same as KEY VALUE overrides, a config and a small Lorenz set
 TINY = dict(ic_enc_dim=8, ci_enc_dim=8, con_dim=8, co_dim=1, ic_dim=8, gen_dim=16, fac_dim=4)
 TINY_OVERRIDES = [item for key, value in TINY.items() for item in (f"model.{key}", str(value))] + [
-    "train.batch_size", "16", "train.kl_increase_epoch", "2", "train.l2_increase_epoch", "2",
+    "train.batch_size",
+    "16",
+    "train.kl_increase_epoch",
+    "2",
+    "train.l2_increase_epoch",
+    "2",
 ]
 
 

@@ -13,9 +13,32 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.mark.slow
 def test_gpu_scaling_runs_on_a_cpu():
-    command = [sys.executable, str(REPO / "benchmarks" / "gpu_scaling.py"), "--device", "cpu", "--shape", "tiny", "--populations", "1", "2",
-               "--processes", "2", "--precision-population", "2", "--batch", "8", "--steps", "1", "--epochs", "1"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(filter(None, (str(REPO / "src"), os.environ.get("PYTHONPATH"))))}
+    command = [
+        sys.executable,
+        str(REPO / "benchmarks" / "gpu_scaling.py"),
+        "--device",
+        "cpu",
+        "--shape",
+        "tiny",
+        "--populations",
+        "1",
+        "2",
+        "--processes",
+        "2",
+        "--precision-population",
+        "2",
+        "--batch",
+        "8",
+        "--steps",
+        "1",
+        "--epochs",
+        "1",
+    ]
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join(filter(None, (str(REPO / "src"), os.environ.get("PYTHONPATH")))),
+    }
     result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 0, result.stderr
     out = result.stdout

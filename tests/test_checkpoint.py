@@ -229,7 +229,9 @@ def count_rows(path: Path) -> int:
 def test_kill_9_mid_training_then_rerun_resumes(tmp_path, lorenz_file, tiny_model):
     max_epochs = 150
     folder = tmp_path / "run"
-    command = cli_command("train", "--data", lorenz_file, "--checkpoint", folder, "--quiet", *tiny_model(train__max_epochs=max_epochs))
+    command = cli_command(
+        "train", "--data", lorenz_file, "--checkpoint", folder, "--quiet", *tiny_model(train__max_epochs=max_epochs)
+    )
     log = open(tmp_path / "first.err", "w")
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log, env=cli_env())
     try:

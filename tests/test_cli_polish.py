@@ -24,7 +24,9 @@ def defaults(tf2: bool) -> Config:
     return Config.model_validate(data)
 
 
-def subcommands(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()) -> dict[tuple[str, ...], argparse.ArgumentParser]:
+def subcommands(
+    parser: argparse.ArgumentParser, path: tuple[str, ...] = ()
+) -> dict[tuple[str, ...], argparse.ArgumentParser]:
     """Every (sub)command parser under `parser`, by its command path."""
     found = {}
     for action in parser._actions:
@@ -46,14 +48,28 @@ def test_top_level_help_lists_every_command_with_examples(capsys):
 
 
 # The commands of the local workflow; a new command adds itself here with an example in its help.
-COMMANDS = [("train",), ("search",), ("sample",), ("data",), ("data", "lorenz"), ("data", "chaotic-rnn"), ("report",), ("config",), ("config", "show"), ("config", "init"), ("doctor",)]
+COMMANDS = [
+    ("train",),
+    ("search",),
+    ("sample",),
+    ("data",),
+    ("data", "lorenz"),
+    ("data", "chaotic-rnn"),
+    ("report",),
+    ("config",),
+    ("config", "show"),
+    ("config", "init"),
+    ("doctor",),
+]
 
 
 def test_every_subcommand_help_has_an_example():
     commands = subcommands(build_parser())
     for path in COMMANDS:
         text = commands[path].format_help()
-        assert "example" in text and "autolfads " + path[0] in text, f"`autolfads {' '.join(path)} --help` shows no example"
+        assert "example" in text and "autolfads " + path[0] in text, (
+            f"`autolfads {' '.join(path)} --help` shows no example"
+        )
 
 
 def test_version(capsys):
@@ -73,7 +89,11 @@ def test_config_show_prints_the_documented_defaults(tf2, capsys):
     body = [line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
     leaves = [line for line in body if not line.rstrip().endswith(":")]
     assert all(" # " in line for line in leaves), "every key is documented"
-    assert ("MODEL:" in body and "TRAIN:" in body and "  LR:" in body) if tf2 else ("model:  # Model architecture and regularisers." in body)
+    assert (
+        ("MODEL:" in body and "TRAIN:" in body and "  LR:" in body)
+        if tf2
+        else ("model:  # Model architecture and regularisers." in body)
+    )
 
 
 def test_config_init_writes_and_never_overwrites_by_accident(tmp_path, capsys):
@@ -96,7 +116,18 @@ def test_config_init_writes_and_never_overwrites_by_accident(tmp_path, capsys):
 def test_doctor_reports_versions_devices_ray_and_threads(capsys):
     assert main(["doctor"]) == 0
     out = capsys.readouterr().out
-    for item in ("python", "torch", "numpy", "ray", "torch devices", "CUDA available", "Ray", "torch threads", "OMP_NUM_THREADS", "recommended"):
+    for item in (
+        "python",
+        "torch",
+        "numpy",
+        "ray",
+        "torch devices",
+        "CUDA available",
+        "Ray",
+        "torch threads",
+        "OMP_NUM_THREADS",
+        "recommended",
+    ):
         assert any(line.startswith(item + " ") for line in out.splitlines()), item
     assert "cpu" in out and "train.threads 1" in out
 
@@ -108,7 +139,18 @@ def test_config_init_round_trips_through_train(tf2, autolfads, lorenz_file, tiny
     result = autolfads("config", "init", path, *(["--tf2"] if tf2 else []))
     assert result.returncode == 0, result.stderr
     folder = tmp_path / "run"
-    result = autolfads("train", "--data", lorenz_file, "--checkpoint", folder, "--config-file", path, "--quiet", "--no-report", *tiny_model())
+    result = autolfads(
+        "train",
+        "--data",
+        lorenz_file,
+        "--checkpoint",
+        folder,
+        "--config-file",
+        path,
+        "--quiet",
+        "--no-report",
+        *tiny_model(),
+    )
     assert result.returncode == 0, result.stderr
     assert "ignored" not in result.stderr
     trained = load_config(folder / "config.yaml")
@@ -127,7 +169,20 @@ def test_installed_command_help_and_doctor(autolfads):
 
 
 def test_bad_search_settings_name_the_option_in_our_words(tmp_path, capsys):
-    assert main(["search", "--data", str(tmp_path / "missing.h5"), "--workdir", str(tmp_path / "search"), "--population", "1"]) == 2
+    assert (
+        main(
+            [
+                "search",
+                "--data",
+                str(tmp_path / "missing.h5"),
+                "--workdir",
+                str(tmp_path / "search"),
+                "--population",
+                "1",
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert "invalid search settings: --population: Input should be greater than or equal to 2 (got 1)" in err
     assert "pydantic" not in err

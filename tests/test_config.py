@@ -171,7 +171,12 @@ def test_our_examples_load_and_round_trip(tmp_path, name):
 def test_our_examples_list_every_key(name):
     """They say so in their header; a key added to the schema must be added to them."""
     listed = yaml.safe_load((EXAMPLES / name).read_text())
-    missing = [f"{section}.{key}" for section, info in Config.model_fields.items() for key in info.annotation.model_fields if key not in listed.get(section, {})]
+    missing = [
+        f"{section}.{key}"
+        for section, info in Config.model_fields.items()
+        for key in info.annotation.model_fields
+        if key not in listed.get(section, {})
+    ]
     assert not missing, f"{name} lacks {missing}"
 
 
@@ -312,7 +317,9 @@ def test_lfads_tf2_ramps_are_off_when_all_their_weights_are_zero(weights, kl_ram
 
 def test_lfads_tf2_controller_weights_do_not_count_without_a_controller():
     # lfads-tf2 zeroes the controller's KL and L2 weights when a controller dimension is 0: the KL ramp is off
-    cfg, _ = parse_config({"MODEL": {"CO_DIM": 0}, "TRAIN": {"KL": {"IC_WEIGHT": 0.0, "CO_WEIGHT": 1.0, "INCREASE_EPOCH": 50}}})
+    cfg, _ = parse_config(
+        {"MODEL": {"CO_DIM": 0}, "TRAIN": {"KL": {"IC_WEIGHT": 0.0, "CO_WEIGHT": 1.0, "INCREASE_EPOCH": 50}}}
+    )
     assert (cfg.train.kl_start_epoch, cfg.train.kl_increase_epoch) == (0, 0)
     with pytest.raises(ConfigError, match=r"TRAIN\.KL\.IC_WEIGHT: expected a number, got 'x'"):
         parse_config({"TRAIN": {"KL": {"IC_WEIGHT": "x"}}})

@@ -16,7 +16,9 @@ def recording(n_bins=203, n_neurons=4, seed=0):
     return np.random.default_rng(seed).normal(size=(n_bins, n_neurons))
 
 
-@pytest.mark.parametrize("n_bins, window, overlap", [(203, 40, 10), (200, 40, 0), (200, 50, 25), (41, 40, 20), (40, 40, 5)])
+@pytest.mark.parametrize(
+    "n_bins, window, overlap", [(203, 40, 10), (200, 40, 0), (200, 50, 25), (41, 40, 20), (40, 40, 5)]
+)
 @pytest.mark.parametrize("ramp", ["linear", "power"])
 def test_chop_merge_round_trip_is_exact(n_bins, window, overlap, ramp):
     data = recording(n_bins)
@@ -72,7 +74,11 @@ def test_bad_windows_are_clear_errors():
 
 
 def test_synthetic_continuous_recording_is_deterministic():
-    a, b, c = make_continuous(n_bins=300, n_neurons=5, seed=2), make_continuous(n_bins=300, n_neurons=5, seed=2), make_continuous(n_bins=300, n_neurons=5, seed=3)
+    a, b, c = (
+        make_continuous(n_bins=300, n_neurons=5, seed=2),
+        make_continuous(n_bins=300, n_neurons=5, seed=2),
+        make_continuous(n_bins=300, n_neurons=5, seed=3),
+    )
     assert a["data"].shape == a["truth"].shape == (300, 5) and a["latents"].shape == (300, 3)
     for key in a:
         np.testing.assert_array_equal(a[key], b[key])
@@ -83,7 +89,27 @@ def test_synthetic_continuous_recording_is_deterministic():
 def test_cli_chop_then_merge_an_output_in_process(tmp_path, capsys):
     rec, chops, merged = tmp_path / "rec.h5", tmp_path / "chops.h5", tmp_path / "merged.h5"
     assert main(["data", "continuous", "--out", str(rec), "--n-bins", "330", "--n-neurons", "6", "--seed", "1"]) == 0
-    assert main(["data", "chop", "--input", str(rec), "--key", "data", "--window", "40", "--overlap", "10", "--out", str(chops), "--seed", "3"]) == 0
+    assert (
+        main(
+            [
+                "data",
+                "chop",
+                "--input",
+                str(rec),
+                "--key",
+                "data",
+                "--window",
+                "40",
+                "--overlap",
+                "10",
+                "--out",
+                str(chops),
+                "--seed",
+                "3",
+            ]
+        )
+        == 0
+    )
     data = load_data(chops)  # an ordinary LFADS training file
     assert data.train.recon.shape[1:] == (40, 6) and data.train.truth is not None
     with h5py.File(rec) as h5:
@@ -96,12 +122,30 @@ def test_cli_chop_then_merge_an_output_in_process(tmp_path, capsys):
     noise = np.random.default_rng(0)
     arrays = {}
     for name, split_inds in inds.items():
-        arrays[f"{name}_rates"] = np.stack([truth[starts[i] : starts[i] + 40] for i in split_inds]) + noise.normal(scale=1e-3, size=(len(split_inds), 40, 6))
+        arrays[f"{name}_rates"] = np.stack([truth[starts[i] : starts[i] + 40] for i in split_inds]) + noise.normal(
+            scale=1e-3, size=(len(split_inds), 40, 6)
+        )
         arrays[f"{name}_factors"] = np.stack([truth[starts[i] : starts[i] + 40, :2] for i in split_inds])
         arrays[f"{name}_ic_mean"] = np.zeros((len(split_inds), 3))
         arrays[f"{name}_inds"] = split_inds
     write_lfads_h5(tmp_path / "out.h5", arrays)
-    assert main(["data", "merge", "--output", str(tmp_path / "out.h5"), "--chops", str(chops), "--out", str(merged), "--ramp", "power"]) == 0
+    assert (
+        main(
+            [
+                "data",
+                "merge",
+                "--output",
+                str(tmp_path / "out.h5"),
+                "--chops",
+                str(chops),
+                "--out",
+                str(merged),
+                "--ramp",
+                "power",
+            ]
+        )
+        == 0
+    )
     with h5py.File(merged) as h5:
         assert set(h5.keys()) == {"rates", "factors"}
         assert h5["rates"].shape == (330, 6)
@@ -110,7 +154,25 @@ def test_cli_chop_then_merge_an_output_in_process(tmp_path, capsys):
     capsys.readouterr()
     assert main(["data", "chop", "--input", str(rec), "--key", "data", "--window", "400", "--out", str(chops)]) == 2
     assert "longer than the recording" in capsys.readouterr().err
-    assert main(["data", "chop", "--input", str(rec), "--key", "data", "--window", "40", "--overlap", "30", "--out", str(chops)]) == 2
+    assert (
+        main(
+            [
+                "data",
+                "chop",
+                "--input",
+                str(rec),
+                "--key",
+                "data",
+                "--window",
+                "40",
+                "--overlap",
+                "30",
+                "--out",
+                str(chops),
+            ]
+        )
+        == 2
+    )
     assert "at most half the window" in capsys.readouterr().err
     assert main(["data", "chop", "--input", str(rec), "--key", "nope", "--window", "40", "--out", str(chops)]) == 2
     assert "no key 'nope'" in capsys.readouterr().err
@@ -120,7 +182,12 @@ def test_cli_chop_then_merge_an_output_in_process(tmp_path, capsys):
 def test_chop_train_merge_end_to_end(autolfads, tiny_model, tmp_path):
     rec, chops, run, merged = tmp_path / "rec.h5", tmp_path / "chops.h5", tmp_path / "run", tmp_path / "merged.h5"
     assert autolfads("data", "continuous", "--out", rec, "--n-bins", 600, "--n-neurons", 8, "--seed", 1).returncode == 0
-    assert autolfads("data", "chop", "--input", rec, "--key", "data", "--window", 30, "--overlap", 6, "--out", chops).returncode == 0
+    assert (
+        autolfads(
+            "data", "chop", "--input", rec, "--key", "data", "--window", 30, "--overlap", 6, "--out", chops
+        ).returncode
+        == 0
+    )
     result = autolfads("train", "--data", chops, "--checkpoint", run, "--no-report", *tiny_model(train__num_samples=2))
     assert result.returncode == 0, result.stderr
     result = autolfads("data", "merge", "--output", run / "lfads_output.h5", "--chops", chops, "--out", merged)

@@ -15,10 +15,10 @@ import shlex
 import shutil
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 import yaml
 
 try:
@@ -141,9 +141,18 @@ def test_image_install_sequence_gives_a_working_autolfads(tmp_path, lorenz_file)
         else:
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(REPO / source, target)
-    env = {**cli_env(), "VENV": str(tmp_path / "venv"), "TORCH": "torch==2.13.0+cpu", "TORCH_INDEX": "", "SRC": str(context), "PYTHON": sys._base_executable}
+    env = {
+        **cli_env(),
+        "VENV": str(tmp_path / "venv"),
+        "TORCH": "torch==2.13.0+cpu",
+        "TORCH_INDEX": "",
+        "SRC": str(context),
+        "PYTHON": sys._base_executable,
+    }
     env.pop("VIRTUAL_ENV", None)
-    result = subprocess.run(["sh", str(context / "deploy/docker/install.sh")], env=env, capture_output=True, text=True, timeout=900)
+    result = subprocess.run(
+        ["sh", str(context / "deploy/docker/install.sh")], env=env, capture_output=True, text=True, timeout=900
+    )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     autolfads = tmp_path / "venv" / "bin" / "autolfads"
     version = subprocess.run([autolfads, "--version"], capture_output=True, text=True, env=cli_env())
@@ -159,7 +168,11 @@ def test_image_install_sequence_gives_a_working_autolfads(tmp_path, lorenz_file)
     assert run.returncode == 0, run.stderr[-3000:]
     assert "smth_val_nll_heldin=" in run.stdout and (share / "output" / "last.ckpt").is_file()
     # It is the installed copy that ran, not this checkout.
-    where = subprocess.run([tmp_path / "venv" / "bin" / "python", "-c", "import autolfads; print(autolfads.__file__)"], capture_output=True, text=True)
+    where = subprocess.run(
+        [tmp_path / "venv" / "bin" / "python", "-c", "import autolfads; print(autolfads.__file__)"],
+        capture_output=True,
+        text=True,
+    )
     assert str(tmp_path / "venv") in where.stdout
 
 
@@ -217,14 +230,18 @@ def test_katib_config_gives_pbt_an_rwx_volume_and_the_images_user():
     assert claim["accessModes"] == ["ReadWriteMany"] and claim["storageClassName"]
     assert pbt["podSecurityContext"]["runAsUser"] == 1000  # the images' uid: trials can write the folders it makes
     assert {c["kind"] for c in katib_config["runtime"]["metricsCollectors"]} >= {"StdOut"}
-    images = [s["image"] for s in katib_config["runtime"]["suggestions"]] + [c["image"] for c in katib_config["runtime"]["metricsCollectors"]]
+    images = [s["image"] for s in katib_config["runtime"]["suggestions"]] + [
+        c["image"] for c in katib_config["runtime"]["metricsCollectors"]
+    ]
     assert all(image.endswith(":v0.19.0") for image in images), "one pinned Katib release"
 
 
 def test_kustomization_builds_offline():
     kubectl = shutil.which("kubectl")
     if kubectl is None:
-        pytest.skip("kubectl is not on PATH: `kubectl kustomize deploy/kubernetes` was not tried (the YAML checks above ran)")
+        pytest.skip(
+            "kubectl is not on PATH: `kubectl kustomize deploy/kubernetes` was not tried (the YAML checks above ran)"
+        )
     result = subprocess.run([kubectl, "kustomize", str(KUBE)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     documents = {doc["kind"]: doc for doc in yaml.safe_load_all(result.stdout)}

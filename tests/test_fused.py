@@ -21,7 +21,9 @@ def grads_of(function, inputs, weights):
     outputs = outputs if isinstance(outputs, tuple) else (outputs,)
     loss = sum((out * w).sum() for out, w in zip(outputs, weights))
     loss.backward()
-    return [out.detach() for out in outputs], [t.grad.clone() if isinstance(t, torch.Tensor) and t.grad is not None else None for t in inputs]
+    return [out.detach() for out in outputs], [
+        t.grad.clone() if isinstance(t, torch.Tensor) and t.grad is not None else None for t in inputs
+    ]
 
 
 def assert_close_grads(a, b, rtol=1e-5):
@@ -43,8 +45,12 @@ def test_fused_gru_sequence_matches_autograd(clip):
     w_n = torch.randn(groups, hidden, hidden, generator=generator).requires_grad_()
     weights = [torch.randn(steps, groups, batch, hidden, generator=generator)]
     inputs = [x_proj, h0, w_zr, w_n]
-    eager_out, eager_grads = grads_of(lambda x, h, a, b: gru_sequence(x, h.expand(groups, batch, hidden), a, b, clip), inputs, weights)
-    fused_out, fused_grads = grads_of(lambda x, h, a, b: FusedGRUSequence.apply(x, h.expand(groups, batch, hidden), a, b, clip), inputs, weights)
+    eager_out, eager_grads = grads_of(
+        lambda x, h, a, b: gru_sequence(x, h.expand(groups, batch, hidden), a, b, clip), inputs, weights
+    )
+    fused_out, fused_grads = grads_of(
+        lambda x, h, a, b: FusedGRUSequence.apply(x, h.expand(groups, batch, hidden), a, b, clip), inputs, weights
+    )
     assert torch.equal(eager_out[0], fused_out[0])  # the forward is the same arithmetic
     if clip < 1:
         assert (eager_out[0].abs() == clip).float().mean() > 0.1  # the clamp is really exercised
@@ -76,7 +82,9 @@ def test_fused_decoder_matches_autograd(use_con, training):
         rand(members, gen, 2 * gen, scale=0.5),  # gen_zr
         rand(members, gen, gen, scale=0.5),  # gen_n
         rand(members, gen, fac, scale=0.5),  # factor_w
-        (torch.rand(steps, members, batch, fac, generator=generator) > 0.3).float() / 0.7 if training and use_con else None,
+        (torch.rand(steps, members, batch, fac, generator=generator) > 0.3).float() / 0.7
+        if training and use_con
+        else None,
         (torch.rand(steps, members, batch, gen, generator=generator) > 0.3).float() / 0.7 if training else None,
         torch.randn(steps, members, batch, co, generator=generator) if training and use_con else None,
         0.9,  # a tight clip, so clamping happens
@@ -92,7 +100,21 @@ def test_fused_decoder_matches_autograd(use_con, training):
 
 @pytest.mark.parametrize("co_dim,ext", [(2, 3), (0, 0)])
 def test_lfads_loss_and_gradients_fused_vs_eager(co_dim, ext):
-    cfg = ModelConfig(data_dim=8, cs_dim=2, seq_len=10, fp_len=2, ext_input_dim=ext, co_dim=co_dim, ic_enc_dim=5, ci_enc_dim=4, con_dim=4, ic_dim=3, gen_dim=6, fac_dim=3, cell_clip=1.0)
+    cfg = ModelConfig(
+        data_dim=8,
+        cs_dim=2,
+        seq_len=10,
+        fp_len=2,
+        ext_input_dim=ext,
+        co_dim=co_dim,
+        ic_enc_dim=5,
+        ci_enc_dim=4,
+        con_dim=4,
+        ic_dim=3,
+        gen_dim=6,
+        fac_dim=3,
+        cell_clip=1.0,
+    )
     generator = torch.Generator().manual_seed(2)
     data = torch.poisson(torch.full((4, 8, 6), 1.5), generator=generator)
     target = torch.poisson(torch.full((4, 10, 8), 1.5), generator=generator)

@@ -12,9 +12,9 @@ import os
 import re
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
+import tomllib
 import yaml
 
 try:
@@ -42,7 +42,11 @@ def arg_names(steps) -> list[str]:
 def test_cpu_and_gpu_dockerfiles_share_stages_args_user_and_entrypoint():
     cpu, gpu = (stages(d) for d in DOCKERFILES)
     assert len(cpu) == len(gpu) == 3, "global ARGs, a build stage and a runtime stage"
-    assert [s[0] for s in cpu[1:]] == [s[0] for s in gpu[1:]] == [("FROM", "${PYTHON_IMAGE} AS build"), ("FROM", "${PYTHON_IMAGE}")]
+    assert (
+        [s[0] for s in cpu[1:]]
+        == [s[0] for s in gpu[1:]]
+        == [("FROM", "${PYTHON_IMAGE} AS build"), ("FROM", "${PYTHON_IMAGE}")]
+    )
     for a, b in zip(cpu, gpu):
         assert arg_names(a) == arg_names(b)
     # The same instructions apart from torch's build (ARG defaults) and the NVIDIA variables of the GPU image.
@@ -52,7 +56,9 @@ def test_cpu_and_gpu_dockerfiles_share_stages_args_user_and_entrypoint():
     for final in (cpu[-1], gpu[-1]):
         assert [args for op, args in final if op == "USER"] == ["1000:1000"]
         assert [args for op, args in final if op == "ENTRYPOINT"] == ['["autolfads"]']
-        assert not any(op == "COPY" and "host" in args for op, args in final), "the host's pip settings stay in the build stage"
+        assert not any(op == "COPY" and "host" in args for op, args in final), (
+            "the host's pip settings stay in the build stage"
+        )
     gpu_env = next(args for op, args in gpu[-1] if op == "ENV")
     assert "NVIDIA_VISIBLE_DEVICES=all" in gpu_env
 
@@ -72,7 +78,9 @@ def test_dockerfiles_need_no_frontend_image_and_copy_the_host_folder():
         build = stages(dockerfile)[1]
         assert ("COPY", "deploy/docker/host /build/host") in build
         install = next(args for op, args in build if op == "RUN" and "install.sh" in args)
-        assert install.startswith("if [ -f /build/host/pip.conf ]; then export PIP_CONFIG_FILE=/build/host/pip.conf; fi")
+        assert install.startswith(
+            "if [ -f /build/host/pip.conf ]; then export PIP_CONFIG_FILE=/build/host/pip.conf; fi"
+        )
     assert dockerignore_allows("deploy/docker/host")
     # Committed: the folder and its README; ignored: what host_context.py puts there.
     ignored = subprocess.run(["git", "check-ignore", "-q", "deploy/docker/host/pip.conf"], cwd=REPO)
@@ -92,7 +100,15 @@ def test_compose_mounts_share_and_uses_the_project_version():
     train, gpu = compose["services"]["train"], compose["services"]["train-gpu"]
     for service in (train, gpu):
         assert service["volumes"] == ["${SHARE:?set SHARE to the folder holding data/}:/share"]
-        assert service["command"] == ["train", "--data", "/share/data", "--checkpoint", "/share/output", "--config-file", "/share/data/config.yaml"]
+        assert service["command"] == [
+            "train",
+            "--data",
+            "/share/data",
+            "--checkpoint",
+            "/share/output",
+            "--config-file",
+            "/share/data/config.yaml",
+        ]
         assert service["user"] == "${UID:-1000}:${GID:-1000}"
     assert train["image"] == f"${{AUTOLFADS_IMAGE:-autolfads:{VERSION}}}"
     assert gpu["image"] == f"${{AUTOLFADS_GPU_IMAGE:-autolfads:{VERSION}-gpu}}"
@@ -115,7 +131,13 @@ def test_scripts_are_valid_shell_and_name_no_registry():
         assert "set -eu" in text or script.name == "engine.sh"  # engine.sh is sourced by scripts that set it
         assert not re.search(r"https?://", text), f"{script.name}: a URL (registries come from the host's settings)"
     test = (DOCKER / "image_test.sh").read_text()
-    for step in ('run "$image" --version', "resumed from /share/output/last.ckpt", 'run "$image" sample', 'run "$image" search', "$compose -p"):
+    for step in (
+        'run "$image" --version',
+        "resumed from /share/output/last.ckpt",
+        'run "$image" sample',
+        'run "$image" search',
+        "$compose -p",
+    ):
         assert step in test, f"image_test.sh lost a step: {step}"
 
 
@@ -132,7 +154,9 @@ def test_host_context_copies_the_hosts_pip_settings(tmp_path, monkeypatch):
     script.write_text((DOCKER / "host_context.py").read_text())
     env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
     env.update(PIP_CONFIG_FILE=str(conf), PIP_NO_INDEX="1", PIP_FIND_LINKS=str(tmp_path))  # no network: no wheel
-    out = subprocess.run([sys.executable, str(script), "torch==2.13.0+cpu"], env=env, capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, str(script), "torch==2.13.0+cpu"], env=env, capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "torch-wheel: no"
     written = (host / "pip.conf").read_text().splitlines()

@@ -41,7 +41,6 @@ from autolfads.deploy.rayjob import RAY_VERSION, RayJobSettings, rayjob_document
 from autolfads.errors import ConfigError
 from autolfads.search.space import HyperParameter, default_search_space
 from autolfads.train.trainer import MEMBER_HPARAMS
-
 from conftest import cli_env, tiny_overrides
 
 REPO = Path(__file__).resolve().parents[1]
@@ -98,18 +97,26 @@ def test_trial_job_round_trips_through_the_kubernetes_job_model(experiment):
 def test_experiment_is_what_the_issue_asks_for(experiment):
     spec = experiment["spec"]
     settings_by_name = {s["name"]: s["value"] for s in spec["algorithm"]["algorithmSettings"]}
-    assert settings_by_name == {"suggestion_trial_dir": CHECKPOINT_DIR, "n_population": "8", "truncation_threshold": "0.4"}
+    assert settings_by_name == {
+        "suggestion_trial_dir": CHECKPOINT_DIR,
+        "n_population": "8",
+        "truncation_threshold": "0.4",
+    }
     assert spec["resumePolicy"] == "FromVolume"
     objective = spec["objective"]
     assert objective["objectiveMetricName"] == "smth_val_nll_heldin" and objective["type"] == "minimize"
-    assert {s["name"]: s["value"] for s in objective["metricStrategies"]} == {m: "latest" for m in printed_metrics(load_config(LORENZ))}
+    assert {s["name"]: s["value"] for s in objective["metricStrategies"]} == dict.fromkeys(
+        printed_metrics(load_config(LORENZ)), "latest"
+    )
     assert "val_nll_heldin" in objective["additionalMetricNames"] and "val_bps" in objective["additionalMetricNames"]
     assert spec["metricsCollectorSpec"]["collector"]["kind"] == "StdOut"
     assert spec["parallelTrialCount"] == 8 and spec["maxTrialCount"] == 8 * 50
     pod = spec["trialTemplate"]["trialSpec"]["spec"]["template"]
     assert pod["metadata"]["annotations"]["sidecar.istio.io/inject"] == "false"
     assert pod["spec"]["restartPolicy"] == "Never"
-    assert pod["spec"]["securityContext"]["runAsNonRoot"] is True and pod["spec"]["securityContext"]["runAsUser"] == 1000
+    assert (
+        pod["spec"]["securityContext"]["runAsNonRoot"] is True and pod["spec"]["securityContext"]["runAsUser"] == 1000
+    )
     (container,) = pod["spec"]["containers"]
     assert container["name"] == spec["trialTemplate"]["primaryContainerName"]
     data_mount = next(m for m in container["volumeMounts"] if m["name"] == "data")
@@ -132,7 +139,9 @@ def test_trial_command_is_accepted_by_the_autolfads_parser(experiment):
 
 
 def test_gpus_go_to_the_limits():
-    container = experiment_of(katib_documents(settings(gpus=1, cpus=0.5)))["spec"]["trialTemplate"]["trialSpec"]["spec"]["template"]["spec"]["containers"][0]
+    container = experiment_of(katib_documents(settings(gpus=1, cpus=0.5)))["spec"]["trialTemplate"]["trialSpec"][
+        "spec"
+    ]["template"]["spec"]["containers"][0]
     assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
     assert container["resources"]["requests"]["cpu"] == "500m"
     assert container["args"][container["args"].index("train.threads") + 1] == "1"
@@ -151,7 +160,11 @@ def test_yaml_keeps_number_like_strings_strings():
     """Kubernetes' YAML parser reads 1e-05 as a number; Katib's lists and settings are strings."""
     text = to_yaml(katib_documents(settings()))
     assert "- '1e-05'" in text and "value: '8'" in text
-    assert yaml.safe_load_all(text) is not None and experiment_of(list(yaml.safe_load_all(text)))["spec"]["parameters"][0]["feasibleSpace"]["list"][0] == "1e-05"
+    assert (
+        yaml.safe_load_all(text) is not None
+        and experiment_of(list(yaml.safe_load_all(text)))["spec"]["parameters"][0]["feasibleSpace"]["list"][0]
+        == "1e-05"
+    )
 
 
 # ------------------------------------------------------------------------------------------- Katib's offline rules
@@ -177,21 +190,57 @@ def _container(spec: dict) -> dict:
 
 BROKEN = {
     "n_population": (lambda s: _settings_of(s)["n_population"].update(value="4"), "n_population should be >= 5"),
-    "truncation": (lambda s: _settings_of(s)["truncation_threshold"].update(value="1.5"), "truncation_threshold must lie in [0, 1]"),
-    "missing setting": (lambda s: s["algorithm"]["algorithmSettings"].pop(0), "pbt settings missing: suggestion_trial_dir"),
-    "resample": (lambda s: s["algorithm"]["algorithmSettings"].append({"name": "resample_probability", "value": "0.5"}), "resample_probability must not be set"),
-    "min >= max": (lambda s: s["parameters"][1]["feasibleSpace"].update(min="0.7", max="0.6"), "min (0.7) must be smaller than max (0.6)"),
-    "unused trial parameter": (lambda s: _container(s)["args"].__setitem__(-1, "0.001"), "'kl_ic_weight' is never used"),
-    "undeclared placeholder": (lambda s: _container(s)["args"].extend(["model.cd_pass_rate", "${trialParameters.cd_pass}"]), "placeholders ['cd_pass'] are not declared"),
-    "unknown reference": (lambda s: s["trialTemplate"]["trialParameters"][0].update(reference="lr"), "reference 'lr' is not in spec.parameters"),
-    "unprinted objective": (lambda s: s["objective"].update(objectiveMetricName="val_accuracy"), "['val_accuracy'] are never printed"),
-    "objective twice": (lambda s: s["objective"]["additionalMetricNames"].append("smth_val_nll_heldin"), "must not contain the objective metric"),
+    "truncation": (
+        lambda s: _settings_of(s)["truncation_threshold"].update(value="1.5"),
+        "truncation_threshold must lie in [0, 1]",
+    ),
+    "missing setting": (
+        lambda s: s["algorithm"]["algorithmSettings"].pop(0),
+        "pbt settings missing: suggestion_trial_dir",
+    ),
+    "resample": (
+        lambda s: s["algorithm"]["algorithmSettings"].append({"name": "resample_probability", "value": "0.5"}),
+        "resample_probability must not be set",
+    ),
+    "min >= max": (
+        lambda s: s["parameters"][1]["feasibleSpace"].update(min="0.7", max="0.6"),
+        "min (0.7) must be smaller than max (0.6)",
+    ),
+    "unused trial parameter": (
+        lambda s: _container(s)["args"].__setitem__(-1, "0.001"),
+        "'kl_ic_weight' is never used",
+    ),
+    "undeclared placeholder": (
+        lambda s: _container(s)["args"].extend(["model.cd_pass_rate", "${trialParameters.cd_pass}"]),
+        "placeholders ['cd_pass'] are not declared",
+    ),
+    "unknown reference": (
+        lambda s: s["trialTemplate"]["trialParameters"][0].update(reference="lr"),
+        "reference 'lr' is not in spec.parameters",
+    ),
+    "unprinted objective": (
+        lambda s: s["objective"].update(objectiveMetricName="val_accuracy"),
+        "['val_accuracy'] are never printed",
+    ),
+    "objective twice": (
+        lambda s: s["objective"]["additionalMetricNames"].append("smth_val_nll_heldin"),
+        "must not contain the objective metric",
+    ),
     "resume policy": (lambda s: s.update(resumePolicy="Never"), "resumePolicy must be FromVolume for pbt"),
-    "checkpoint dir": (lambda s: _container(s)["args"].__setitem__(2, "/tmp/ckpt"), "must be pbt's suggestion_trial_dir"),
+    "checkpoint dir": (
+        lambda s: _container(s)["args"].__setitem__(2, "/tmp/ckpt"),
+        "must be pbt's suggestion_trial_dir",
+    ),
     "collector": (lambda s: s["metricsCollectorSpec"]["collector"].update(kind="File"), "must be StdOut"),
     "parallel > max": (lambda s: s.update(parallelTrialCount=5000), "parallelTrialCount must be <= spec.maxTrialCount"),
-    "restart policy": (lambda s: s["trialTemplate"]["trialSpec"]["spec"]["template"]["spec"].update(restartPolicy="Always"), "restartPolicy must be Never"),
-    "primary container": (lambda s: s["trialTemplate"].update(primaryContainerName="main"), "'main' names no container"),
+    "restart policy": (
+        lambda s: s["trialTemplate"]["trialSpec"]["spec"]["template"]["spec"].update(restartPolicy="Always"),
+        "restartPolicy must be Never",
+    ),
+    "primary container": (
+        lambda s: s["trialTemplate"].update(primaryContainerName="main"),
+        "'main' names no container",
+    ),
 }
 
 
@@ -206,7 +255,9 @@ def test_experiment_against_the_published_katib_swagger_schema(experiment):
     """Extra check with Katib's own API schema (Swagger 2.0), made strict: unknown keys are errors."""
     path = SHARED_SCHEMAS / "katib-v1beta1-swagger.json"
     if not path.exists():
-        pytest.skip(f"{path} is not here (a user's clone has no ../shared); the SDK models and Katib's rules above still ran")
+        pytest.skip(
+            f"{path} is not here (a user's clone has no ../shared); the SDK models and Katib's rules above still ran"
+        )
     import jsonschema
 
     swagger = json.loads(path.read_text())
@@ -248,7 +299,11 @@ def test_katib_sampling_of_the_list_is_log_uniform():
 
 def test_linear_range_becomes_a_double_grid():
     parameter = katib_parameter("dropout_rate", HyperParameter(low=0.0, high=0.6))
-    assert parameter == {"name": "dropout_rate", "parameterType": "double", "feasibleSpace": {"min": "0", "max": "0.6", "step": "0.01"}}
+    assert parameter == {
+        "name": "dropout_rate",
+        "parameterType": "double",
+        "feasibleSpace": {"min": "0", "max": "0.6", "step": "0.01"},
+    }
 
 
 # ---------------------------------------------------------------------------------------------------- bad input
@@ -257,7 +312,11 @@ def test_linear_range_becomes_a_double_grid():
 @pytest.mark.parametrize(
     "space, population, message",
     [
-        ({"lr_init": {"low": 1e-5, "high": 1e-2, "log": True}, "momentum": {"low": 0.1, "high": 0.9}}, 8, "cannot search ['momentum']"),
+        (
+            {"lr_init": {"low": 1e-5, "high": 1e-2, "log": True}, "momentum": {"low": 0.1, "high": 0.9}},
+            8,
+            "cannot search ['momentum']",
+        ),
         ({"dropout_rate": {"low": 0.6, "high": 0.1}}, 8, "low (0.6) must be smaller than high (0.1)"),
         (None, 4, "--population must be >= 5 for Katib's PBT (n_population), got 4"),
     ],
@@ -348,7 +407,7 @@ def run_trial(job: dict, values: dict[str, str], mounts: dict[str, Path], workdi
     for i, arg in enumerate(command):
         for mount, local in mounts.items():
             if arg == mount or arg.startswith(mount + "/"):
-                command[i] = str(local) + arg[len(mount):]
+                command[i] = str(local) + arg[len(mount) :]
     command[0:1] = [sys.executable, "-m", "autolfads.cli"]  # `autolfads` of this checkout
     log = workdir / "metrics.log"
     shell = f"{shlex.join(command)} 1>{shlex.quote(str(log))} 2>&1"
@@ -358,7 +417,13 @@ def run_trial(job: dict, values: dict[str, str], mounts: dict[str, Path], workdi
     return text
 
 
-TINY_KATIB_CONFIG = {"model": {key.split(".")[1]: value for key, value in zip(tiny_overrides()[::2], tiny_overrides()[1::2]) if key.startswith("model.")}}
+TINY_KATIB_CONFIG = {
+    "model": {
+        key.split(".")[1]: value
+        for key, value in zip(tiny_overrides()[::2], tiny_overrides()[1::2])
+        if key.startswith("model.")
+    }
+}
 
 
 @pytest.mark.slow
@@ -387,7 +452,12 @@ def test_katib_pbt_flow_emulated(tmp_path, lorenz_file):
     parent = tmp_path / "suggestion" / "parent"  # the suggestion's folder for the trial (empty in generation 0)
     parent.mkdir(parents=True)
     parent_values = katib_sample(spec["parameters"], rng)
-    log = run_trial(job, parent_values, {CHECKPOINT_DIR: parent, DATA_MOUNT: tmp_path / "share", "/etc/autolfads": tmp_path / "etc"}, tmp_path)
+    log = run_trial(
+        job,
+        parent_values,
+        {CHECKPOINT_DIR: parent, DATA_MOUNT: tmp_path / "share", "/etc/autolfads": tmp_path / "etc"},
+        tmp_path,
+    )
     metrics = katib_metrics(log, metric_names)
     assert set(metrics) == set(metric_names), set(metric_names) - set(metrics)  # every declared metric is printed
     assert metrics["epoch"] == [0, 1] and all(math.isfinite(v) for v in metrics["smth_val_nll_heldin"])
@@ -400,7 +470,12 @@ def test_katib_pbt_flow_emulated(tmp_path, lorenz_file):
     shutil.copytree(parent, child)  # what Katib's PBT suggestion does before the child starts
     child_values = katib_perturb(spec["parameters"], parent_values, rng)
     assert child_values != parent_values
-    log = run_trial(job, child_values, {CHECKPOINT_DIR: child, DATA_MOUNT: tmp_path / "share", "/etc/autolfads": tmp_path / "etc"}, tmp_path)
+    log = run_trial(
+        job,
+        child_values,
+        {CHECKPOINT_DIR: child, DATA_MOUNT: tmp_path / "share", "/etc/autolfads": tmp_path / "etc"},
+        tmp_path,
+    )
     assert katib_metrics(log, metric_names)["epoch"] == [2, 3]  # training continued: the epoch counter advanced
     assert "resumed from" in log and "at epoch 2 with new" in log
     child_state = torch.load(child / "last.ckpt", weights_only=True)
@@ -429,7 +504,11 @@ def strict(schema):
     """Kubernetes' strict field validation: an object that lists its properties accepts no others."""
     if isinstance(schema, dict):
         schema = {key: strict(value) for key, value in schema.items()}
-        if "properties" in schema and "additionalProperties" not in schema and not schema.get("x-kubernetes-preserve-unknown-fields"):
+        if (
+            "properties" in schema
+            and "additionalProperties" not in schema
+            and not schema.get("x-kubernetes-preserve-unknown-fields")
+        ):
             schema["additionalProperties"] = False
         return schema
     if isinstance(schema, list):
@@ -451,7 +530,18 @@ def rayjob_of(documents: list[dict]) -> dict:
     return rayjob
 
 
-@pytest.mark.parametrize("changes", [{}, {"gpus_per_worker": 1, "gpus_per_member": 0.5, "namespace": "lab", "space_text": "lr_init: {low: 1.0e-4, high: 1.0e-2, log: true}\n"}])
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {},
+        {
+            "gpus_per_worker": 1,
+            "gpus_per_member": 0.5,
+            "namespace": "lab",
+            "space_text": "lr_init: {low: 1.0e-4, high: 1.0e-2, log: true}\n",
+        },
+    ],
+)
 def test_rayjob_validates_against_the_rayjob_crd_schema(rayjob_validator, changes):
     rayjob = rayjob_of(rayjob_documents(ray_settings(**changes)))
     errors = sorted(rayjob_validator.iter_errors(rayjob), key=str)
@@ -466,10 +556,19 @@ def test_rayjob_runs_a_ray_search_on_a_cluster_with_a_shared_volume():
     spec = rayjob["spec"]
     args, overrides = build_parser().parse_known_args(shlex.split(spec["entrypoint"])[1:])
     assert shlex.split(spec["entrypoint"])[0] == "autolfads" and overrides == []
-    assert (args.command, args.backend, args.address, args.population, args.epochs_per_generation) == ("search", "ray", "auto", 8, 5)
+    assert (args.command, args.backend, args.address, args.population, args.epochs_per_generation) == (
+        "search",
+        "ray",
+        "auto",
+        8,
+        5,
+    )
     assert (args.cpus_per_member, args.gpus_per_member) == (2.0, 0.5)
     assert str(args.workdir) == "/share/runs/lorenz-ray" and str(args.data) == "/share/data"
-    assert str(args.config_file) == "/etc/autolfads/config.yaml" and config_map["data"]["config.yaml"] == LORENZ.read_text()
+    assert (
+        str(args.config_file) == "/etc/autolfads/config.yaml"
+        and config_map["data"]["config.yaml"] == LORENZ.read_text()
+    )
     cluster = spec["rayClusterSpec"]
     assert cluster["rayVersion"] == RAY_VERSION and spec["shutdownAfterJobFinishes"] is True
     head, (workers,) = cluster["headGroupSpec"], cluster["workerGroupSpecs"]
@@ -486,7 +585,9 @@ def test_rayjob_runs_a_ray_search_on_a_cluster_with_a_shared_volume():
 
 def test_ray_version_matches_the_image_pin():
     pins = (REPO / "deploy" / "docker" / "requirements-ray.txt").read_text()
-    assert re.search(rf"^ray\[tune\]=={re.escape(RAY_VERSION)}$", pins, re.M), "rayVersion must be the Ray of the ray image"
+    assert re.search(rf"^ray\[tune\]=={re.escape(RAY_VERSION)}$", pins, re.M), (
+        "rayVersion must be the Ray of the ray image"
+    )
 
 
 def test_rayjob_bad_resources_are_explained():

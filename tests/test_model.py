@@ -22,7 +22,6 @@ from autolfads.model.recurrent import BidirectionalGRU, ClippedGRUCell, gru_sequ
 from autolfads.train.metrics import R2Accumulator, bits_per_spike, null_nll_sum, poisson_nll, r2_score, smooth
 from autolfads.train.objective import ramp, reconstruction_loss, total_loss
 from autolfads.train.optim import PopulationAdam, clip_member_grad_norms
-
 from helpers import ar_kl_by_hand, member, model_config, numpy_gru_sequence, numpy_gru_step, sigmoid
 
 
@@ -46,7 +45,9 @@ def test_gru_step_matches_spec_equations():
     w_zr, w_n = cell.split_recurrent()
     got = gru_step(cell.project_inputs(x), h, w_zr, w_n, clip)
     for p in range(P):
-        want = numpy_gru_step(member(x, p), member(h, p), member(cell.weight_ih, p), member(cell.weight_hh, p), member(cell.bias, p), clip)
+        want = numpy_gru_step(
+            member(x, p), member(h, p), member(cell.weight_ih, p), member(cell.weight_hh, p), member(cell.bias, p), clip
+        )
         np.testing.assert_allclose(got[p].detach().numpy(), want, atol=1e-5)
 
     # The reference is discriminating: the cuDNN (reset-after) form gives a clearly different state.
@@ -93,7 +94,9 @@ def test_gru_sequence_clips_every_step():
     states = gru_sequence(proj, torch.zeros(1, 2, 6), *cell.split_recurrent(), 0.3)
     assert states.abs().max().item() == pytest.approx(0.3)
     assert (states.abs() == 0.3).any()
-    want = numpy_gru_sequence(member(x, 0), np.zeros((2, 6)), member(cell.weight_ih, 0), member(cell.weight_hh, 0), member(cell.bias, 0), 0.3)
+    want = numpy_gru_sequence(
+        member(x, 0), np.zeros((2, 6)), member(cell.weight_ih, 0), member(cell.weight_hh, 0), member(cell.bias, 0), 0.3
+    )
     np.testing.assert_allclose(states[:, 0].permute(1, 0, 2).detach().numpy(), want, atol=1e-5)
 
 
@@ -133,12 +136,23 @@ def test_bidirectional_gru_is_forward_and_time_reversed_backward():
     for p in range(P):
         h0 = member(bigru.h0, p)
         f, b = bigru.forward_cell, bigru.backward_cell
-        want_f = numpy_gru_sequence(member(x, p), np.tile(h0[0], (B, 1)), member(f.weight_ih, p), member(f.weight_hh, p), member(f.bias, p), clip)
+        want_f = numpy_gru_sequence(
+            member(x, p),
+            np.tile(h0[0], (B, 1)),
+            member(f.weight_ih, p),
+            member(f.weight_hh, p),
+            member(f.bias, p),
+            clip,
+        )
         reversed_x = member(x, p)[:, ::-1]
-        want_b = numpy_gru_sequence(reversed_x, np.tile(h0[1], (B, 1)), member(b.weight_ih, p), member(b.weight_hh, p), member(b.bias, p), clip)[:, ::-1]
+        want_b = numpy_gru_sequence(
+            reversed_x, np.tile(h0[1], (B, 1)), member(b.weight_ih, p), member(b.weight_hh, p), member(b.bias, p), clip
+        )[:, ::-1]
         np.testing.assert_allclose(fwd[p].detach().numpy(), want_f, atol=1e-5)
         np.testing.assert_allclose(bwd[p].detach().numpy(), want_b, atol=1e-5)
-        np.testing.assert_allclose(final[p].detach().numpy(), np.concatenate([want_f[:, -1], want_b[:, 0]], -1), atol=1e-5)
+        np.testing.assert_allclose(
+            final[p].detach().numpy(), np.concatenate([want_f[:, -1], want_b[:, 0]], -1), atol=1e-5
+        )
     # The backward state at time 0 has seen the whole sequence: changing the last bin changes it.
     x2 = x.clone()
     x2[:, :, -1] += 1.0
@@ -210,7 +224,9 @@ def test_member_backward_equals_single_model():
     """Gradients of a member's loss reach only that member's weights, and equal the single model's."""
     cfg = model_config()
     population, singles = _population_and_singles(cfg)
-    encod = torch.poisson(torch.full((4, cfg.encod_seq_len, cfg.encod_dim), 2.0), generator=torch.Generator().manual_seed(3))
+    encod = torch.poisson(
+        torch.full((4, cfg.encod_seq_len, cfg.encod_dim), 2.0), generator=torch.Generator().manual_seed(3)
+    )
     rates = torch.tensor([0.1, 0.2, 0.3])
     out = population(encod, rates)
     (out.rates.mean((1, 2, 3)) * torch.tensor([1.0, 0.0, 2.0])).sum().backward()
@@ -265,8 +281,10 @@ def test_ci_lag_and_zero_padding(ci_lag, ic_enc_seq_len, fp_len):
     for t in range(cfg.recon_seq_len):
         k = t - ic_enc_seq_len  # index into the CI encoder's own time axis
         src_f, src_b = k - ci_lag, k + ci_lag
-        want_f = torch.zeros(H) if not (0 <= k < ci_steps and 0 <= src_f) else 100.0 * (src_f + 1) + torch.arange(H)
-        want_b = torch.zeros(H) if not (0 <= k < ci_steps and src_b < ci_steps) else -(100.0 * (src_b + 1) + torch.arange(H))
+        want_f = torch.zeros(H) if not (0 <= k < ci_steps and src_f >= 0) else 100.0 * (src_f + 1) + torch.arange(H)
+        want_b = (
+            torch.zeros(H) if not (0 <= k < ci_steps and src_b < ci_steps) else -(100.0 * (src_b + 1) + torch.arange(H))
+        )
         assert torch.equal(ci[0, 1, t, :H], want_f), f"forward half at bin {t}"
         assert torch.equal(ci[1, 2, t, H:], want_b), f"backward half at bin {t}"
 
@@ -307,7 +325,9 @@ def test_ic_encoder_final_state_feeds_ic_linear():
     for p in range(2):
         params = member(final, p) @ member(encoder.ic_linear.weight, p) + member(encoder.ic_linear.bias, p)
         np.testing.assert_allclose(ic_mean[p].detach().numpy(), params[:, : cfg.ic_dim], atol=1e-5)
-        np.testing.assert_allclose(ic_std[p].detach().numpy(), np.sqrt(np.exp(params[:, cfg.ic_dim :]) + 1e-4), atol=1e-5)
+        np.testing.assert_allclose(
+            ic_std[p].detach().numpy(), np.sqrt(np.exp(params[:, cfg.ic_dim :]) + 1e-4), atol=1e-5
+        )
 
 
 # ==================================================================================== 4. decoder / LFADS
@@ -353,15 +373,38 @@ def test_decoder_matches_hand_unrolled_spec():
         con_h = np.tile(member(dec.con_h0, p), (3, 1))
         for t in range(cfg.recon_seq_len):
             con_in = np.concatenate([member(ci, p)[:, t], factor], -1)
-            con_h = numpy_gru_step(con_in, con_h, member(dec.con_cell.weight_ih, p), member(dec.con_cell.weight_hh, p), member(dec.con_cell.bias, p), clip)
+            con_h = numpy_gru_step(
+                con_in,
+                con_h,
+                member(dec.con_cell.weight_ih, p),
+                member(dec.con_cell.weight_hh, p),
+                member(dec.con_cell.bias, p),
+                clip,
+            )
             co_params = con_h @ member(dec.co_linear.weight, p) + member(dec.co_linear.bias, p)
             co_mean, co_std = co_params[:, :co_dim], np.exp(0.5 * co_params[:, co_dim:])
             gen_in = np.concatenate([co_mean, ext[:, t].double().numpy()], -1)
-            gen_h = numpy_gru_step(gen_in, gen_h, member(dec.gen_cell.weight_ih, p), member(dec.gen_cell.weight_hh, p), member(dec.gen_cell.bias, p), clip)
+            gen_h = numpy_gru_step(
+                gen_in,
+                gen_h,
+                member(dec.gen_cell.weight_ih, p),
+                member(dec.gen_cell.weight_hh, p),
+                member(dec.gen_cell.bias, p),
+                clip,
+            )
             factor = gen_h @ w_fac
             log_rates = factor @ member(model.readout[0].weight, p) + member(model.readout[0].bias, p)
-            for name, want in (("con_states", con_h), ("co_means", co_mean), ("co_stds", co_std), ("gen_inputs", co_mean), ("gen_states", gen_h), ("factors", factor)):
-                np.testing.assert_allclose(getattr(out.states, name)[p, :, t].detach().numpy(), want, atol=2e-5, err_msg=f"{name} t={t}")
+            for name, want in (
+                ("con_states", con_h),
+                ("co_means", co_mean),
+                ("co_stds", co_std),
+                ("gen_inputs", co_mean),
+                ("gen_states", gen_h),
+                ("factors", factor),
+            ):
+                np.testing.assert_allclose(
+                    getattr(out.states, name)[p, :, t].detach().numpy(), want, atol=2e-5, err_msg=f"{name} t={t}"
+                )
             np.testing.assert_allclose(out.output_params[p, :, t, :, 0].detach().numpy(), log_rates, atol=2e-5)
             np.testing.assert_allclose(out.rates[p, :, t].detach().numpy(), np.exp(log_rates), rtol=1e-4)
 
@@ -373,10 +416,15 @@ def test_generator_carries_undropped_state_in_training():
     encod = torch.rand(4, cfg.encod_seq_len, cfg.encod_dim)
     out = model(encod, torch.tensor([0.5]), sample=True)
     gen = model.decoder.gen_cell
-    states, inputs = out.states.gen_states[0].detach().double().numpy(), out.states.gen_inputs[0].detach().double().numpy()
+    states, inputs = (
+        out.states.gen_states[0].detach().double().numpy(),
+        out.states.gen_inputs[0].detach().double().numpy(),
+    )
     h = out.states.gen_init[0].detach().double().numpy()
     for t in range(cfg.recon_seq_len):
-        h_next = numpy_gru_step(inputs[:, t], h, member(gen.weight_ih, 0), member(gen.weight_hh, 0), member(gen.bias, 0), 5.0)
+        h_next = numpy_gru_step(
+            inputs[:, t], h, member(gen.weight_ih, 0), member(gen.weight_hh, 0), member(gen.bias, 0), 5.0
+        )
         np.testing.assert_allclose(states[:, t], h_next, atol=1e-5, err_msg=f"t={t}")
         h = states[:, t]
     w_fac = model.decoder.factor_readout.effective_weight()[0].detach().double().numpy()
@@ -393,7 +441,9 @@ def test_controller_off(dims):
     encod = torch.rand(3, cfg.encod_seq_len, cfg.encod_dim)
     out = model(encod, torch.full((2,), 0.1))
     for name in ("con_states", "co_means", "co_stds", "gen_inputs"):
-        assert getattr(out.states, name).shape[:3] == (2, 3, cfg.recon_seq_len) and getattr(out.states, name).numel() == 0
+        assert (
+            getattr(out.states, name).shape[:3] == (2, 3, cfg.recon_seq_len) and getattr(out.states, name).numel() == 0
+        )
     assert torch.equal(out.kl_co, torch.zeros(2))
     assert out.rates.shape == (2, 3, cfg.recon_seq_len, cfg.recon_dim)
     assert set(model.recurrent_kernels()["con"]) == set() and model.recurrent_kernels()["ci_enc"] == []
@@ -580,12 +630,16 @@ def test_poisson_nll_and_mean():
     nll = model.nll(torch.tensor(log_rate), torch.tensor(counts)).numpy()
     np.testing.assert_allclose(nll, np.exp(log_rate[..., 0]) - counts * log_rate[..., 0], rtol=1e-12)
     # the same as scipy's log-pmf up to the data-only log k! term
-    np.testing.assert_allclose(nll, -stats.poisson.logpmf(counts, np.exp(log_rate[..., 0])) - gammaln(counts + 1), rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(
+        nll, -stats.poisson.logpmf(counts, np.exp(log_rate[..., 0])) - gammaln(counts + 1), rtol=1e-10, atol=1e-10
+    )
     np.testing.assert_allclose(model.mean(torch.tensor(log_rate)).numpy(), np.exp(log_rate[..., 0]))
     # the references' NLL (torch's poisson_nll_loss with full=True, as lfads-torch; TensorFlow's log_poisson_loss
     # with compute_full_loss is the same formula) is ours plus Stirling's k log k - k + 0.5 log(2 pi k) for k > 1
     k = torch.tensor(counts)
-    theirs = torch.nn.functional.poisson_nll_loss(torch.tensor(log_rate[..., 0]), k, log_input=True, full=True, reduction="none")
+    theirs = torch.nn.functional.poisson_nll_loss(
+        torch.tensor(log_rate[..., 0]), k, log_input=True, full=True, reduction="none"
+    )
     stirling = torch.where(k > 1, k * k.log() - k + 0.5 * torch.log(2 * math.pi * k), 0.0)
     np.testing.assert_allclose(theirs.numpy(), nll + stirling.numpy(), rtol=1e-10, atol=1e-10)
 
@@ -727,7 +781,9 @@ def test_ramp(epoch, start, increase, want):
 
 def test_total_loss_formula():
     t = torch.tensor
-    loss = total_loss(t([1.0, 2.0]), t([3.0, 4.0]), t([5.0, 6.0]), t([7.0, 8.0]), t([0.1, 0.2]), t([0.01, 0.02]), 0.5, 0.25, 10.0)
+    loss = total_loss(
+        t([1.0, 2.0]), t([3.0, 4.0]), t([5.0, 6.0]), t([7.0, 8.0]), t([0.1, 0.2]), t([0.01, 0.02]), 0.5, 0.25, 10.0
+    )
     # 10 * (1 + 0.25 * 7 + 0.5 * (0.1 * 3 + 0.01 * 5)) and 10 * (2 + 0.25 * 8 + 0.5 * (0.2 * 4 + 0.02 * 6))
     torch.testing.assert_close(loss, t([29.25, 44.6]))
 
@@ -913,8 +969,12 @@ def test_smooth():
 
 
 def test_bits_per_spike_by_hand():
-    bps = bits_per_spike(torch.tensor([90.0, 100.0, 120.0], dtype=torch.float64), torch.tensor(100.0, dtype=torch.float64), 50.0)
-    torch.testing.assert_close(bps, torch.tensor([10 / (50 * math.log(2)), 0.0, -20 / (50 * math.log(2))], dtype=torch.float64))
+    bps = bits_per_spike(
+        torch.tensor([90.0, 100.0, 120.0], dtype=torch.float64), torch.tensor(100.0, dtype=torch.float64), 50.0
+    )
+    torch.testing.assert_close(
+        bps, torch.tensor([10 / (50 * math.log(2)), 0.0, -20 / (50 * math.log(2))], dtype=torch.float64)
+    )
     assert torch.isnan(bits_per_spike(torch.tensor([1.0]), torch.tensor(2.0), 0.0)).all()
 
 
@@ -942,7 +1002,9 @@ def test_r2_score_by_hand():
     np.testing.assert_allclose(got, want, rtol=1e-10)
     assert got[0] > got[1]
     perfect = r2_score(torch.tensor(truth)[None], torch.tensor(truth))
-    mean_only = r2_score(torch.tensor(np.broadcast_to(truth.mean((0, 1)), truth.shape).copy())[None], torch.tensor(truth))
+    mean_only = r2_score(
+        torch.tensor(np.broadcast_to(truth.mean((0, 1)), truth.shape).copy())[None], torch.tensor(truth)
+    )
     assert perfect.item() == 1.0 and mean_only.item() == pytest.approx(0.0, abs=1e-12)
 
 

@@ -14,7 +14,6 @@ from autolfads.cli import main
 from autolfads.config import Config, ModelConfig, SessionDims, apply_overrides
 from autolfads.data import load_sessions, make_lorenz, write_lfads_h5
 from autolfads.errors import ConfigError, DataError
-from autolfads.model import LFADS
 from autolfads.model.readin_readout import PINV_RCOND, pcr, pcr_session_inits
 from autolfads.model.reconstruction import make_reconstruction
 from autolfads.search import SearchSettings, search
@@ -22,11 +21,28 @@ from autolfads.train import Trainer, load_run_data, train
 from autolfads.train.checkpoint import LAST, load_checkpoint
 
 NEURONS = (12, 9, 15)
-TINY = {"ic_enc_dim": 8, "ci_enc_dim": 4, "con_dim": 4, "co_dim": 2, "ic_dim": 4, "gen_dim": 12, "fac_dim": 5, "dropout_rate": 0.1}
+TINY = {
+    "ic_enc_dim": 8,
+    "ci_enc_dim": 4,
+    "con_dim": 4,
+    "co_dim": 2,
+    "ic_dim": 4,
+    "gen_dim": 12,
+    "fac_dim": 5,
+    "dropout_rate": 0.1,
+}
 
 
 def tiny_config(**model) -> Config:
-    train = {"batch_size": 16, "max_epochs": 4, "kl_increase_epoch": 1, "l2_increase_epoch": 1, "num_samples": 2, "device": "cpu", "seed": 0}
+    train = {
+        "batch_size": 16,
+        "max_epochs": 4,
+        "kl_increase_epoch": 1,
+        "l2_increase_epoch": 1,
+        "num_samples": 2,
+        "device": "cpu",
+        "seed": 0,
+    }
     return Config.model_validate({"model": {**TINY, **model}, "train": train})
 
 
@@ -81,7 +97,9 @@ def test_pcr_signs_are_fixed_and_extra_dimensions_are_zero():
     x = rng.normal(size=(10, 2))
     weights, _, scores = pcr([x, -x[:, ::-1]], dim=6)  # rank 2: four of six dimensions are empty
     assert np.allclose(scores[:, 4:], 0)
-    flipped_weights, _, flipped = pcr([-x, x[:, ::-1]], dim=6)  # the same data negated: same scores up to the fixed sign
+    flipped_weights, _, flipped = pcr(
+        [-x, x[:, ::-1]], dim=6
+    )  # the same data negated: same scores up to the fixed sign
     np.testing.assert_allclose(np.abs(flipped), np.abs(scores), atol=1e-9)
     assert weights[0].shape == (2, 6)
 
@@ -132,7 +150,9 @@ def test_sessions_need_distinct_file_names(tmp_path):
 
 def test_resolved_config_names_each_session(sessions_dir):
     config, sessions = load_run_data(tiny_config(), sessions_dir)
-    assert config.model.sessions == [SessionDims(name=f"session_{i}", data_dim=n, cs_dim=0) for i, n in enumerate(NEURONS)]
+    assert config.model.sessions == [
+        SessionDims(name=f"session_{i}", data_dim=n, cs_dim=0) for i, n in enumerate(NEURONS)
+    ]
     assert config.model.data_dim is None and config.model.input_dim == config.model.fac_dim
     assert config.model.session(1).encod_dim == NEURONS[1]
     with pytest.raises(ConfigError, match="each has its own neurons"):
@@ -166,9 +186,15 @@ def test_pcr_initialisation_is_loaded_into_every_member(sessions_dir):
         for p in range(2):
             np.testing.assert_allclose(readin.weight[p].detach().numpy(), inits[s].readin_weight, rtol=1e-6, atol=1e-6)
             np.testing.assert_allclose(readin.bias[p].detach().numpy(), inits[s].readin_bias, rtol=1e-6, atol=1e-6)
-            np.testing.assert_allclose(readout.bias[p].detach().numpy(), inits[s].readout_bias[:, 0], rtol=1e-6)  # Poisson: log means
-            pinv = np.linalg.pinv(inits[s].readin_weight, rcond=PINV_RCOND)  # (D, held-in neurons): held-in read-out columns
-            np.testing.assert_allclose(readout.weight[p].detach().numpy()[:, : pinv.shape[1]], pinv, rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(
+                readout.bias[p].detach().numpy(), inits[s].readout_bias[:, 0], rtol=1e-6
+            )  # Poisson: log means
+            pinv = np.linalg.pinv(
+                inits[s].readin_weight, rcond=PINV_RCOND
+            )  # (D, held-in neurons): held-in read-out columns
+            np.testing.assert_allclose(
+                readout.weight[p].detach().numpy()[:, : pinv.shape[1]], pinv, rtol=1e-5, atol=1e-6
+            )
         means = sessions[s].train.recon[:, : config.model.encod_seq_len].mean((0, 1)).numpy()
         np.testing.assert_allclose(np.exp(inits[s].readout_bias[:, 0]), np.maximum(means, 1e-3), rtol=1e-5)
         assert not readin.weight.requires_grad  # fixed by default
@@ -184,13 +210,19 @@ def test_one_pass_over_mixed_sessions_equals_a_pass_per_session(sessions_dir):
     no_dropout = torch.zeros(2)
     parts = [(sessions[2].train.encod[:5], 2), (sessions[0].train.encod[:3], 0), (sessions[1].train.encod[:4], 1)]
     with torch.no_grad():
-        params, kl_ic, kl_co = model.forward_sessions([x for x, _ in parts], [s for _, s in parts], no_dropout, [None] * 3, sample=False)
+        params, kl_ic, kl_co = model.forward_sessions(
+            [x for x, _ in parts], [s for _, s in parts], no_dropout, [None] * 3, sample=False
+        )
         alone = [model(x, no_dropout, session=s, sample=False) for x, s in parts]
     for together, own, (x, s) in zip(params, alone, parts, strict=True):
         assert together.shape == (2, x.shape[0], 20, NEURONS[s], 1)
         torch.testing.assert_close(together, own.output_params, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(kl_ic, sum(o.kl_ic * (x.shape[0] / 12) for o, (x, _) in zip(alone, parts, strict=True)), rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(kl_co, sum(o.kl_co * (x.shape[0] / 12) for o, (x, _) in zip(alone, parts, strict=True)), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(
+        kl_ic, sum(o.kl_ic * (x.shape[0] / 12) for o, (x, _) in zip(alone, parts, strict=True)), rtol=1e-5, atol=1e-6
+    )
+    torch.testing.assert_close(
+        kl_co, sum(o.kl_co * (x.shape[0] / 12) for o, (x, _) in zip(alone, parts, strict=True)), rtol=1e-5, atol=1e-6
+    )
 
 
 def test_fixed_readin_stays_and_trained_readin_moves(sessions_dir):
@@ -248,7 +280,9 @@ def test_validation_metrics_add_up_over_sessions(sessions_dir):
         trainer_s.null_nll = [trainer.null_nll[s]]
         original_forward = trainer_s.model.forward
         trainer_s.model.forward = lambda *a, _s=s, _f=original_forward, **k: _f(*a, **{**k, "session": _s})
-        per_session.append((trainer_s.evaluate("valid"), sessions[s].valid.recon.numel(), sessions[s].valid.truth.shape[-1]))
+        per_session.append(
+            (trainer_s.evaluate("valid"), sessions[s].valid.recon.numel(), sessions[s].valid.truth.shape[-1])
+        )
     elements = sum(n for _, n, _ in per_session)
     want = sum(m["val_nll_heldin"].double() * n for m, n, _ in per_session) / elements
     torch.testing.assert_close(together["val_nll_heldin"].double(), want, rtol=1e-5, atol=0)
@@ -280,7 +314,27 @@ def test_train_writes_one_output_per_session_and_resumes_exactly(sessions_dir, t
 
 def test_cli_train_and_sample_with_a_glob(sessions_dir, tmp_path, capsys):
     run = tmp_path / "run"
-    code = main(["train", "--data", str(sessions_dir / "session_*.h5"), "--checkpoint", str(run), "--quiet", "--no-report", "train.max_epochs", "1", "train.batch_size", "16", "train.num_samples", "2", "model.gen_dim", "8", "model.fac_dim", "4"])
+    code = main(
+        [
+            "train",
+            "--data",
+            str(sessions_dir / "session_*.h5"),
+            "--checkpoint",
+            str(run),
+            "--quiet",
+            "--no-report",
+            "train.max_epochs",
+            "1",
+            "train.batch_size",
+            "16",
+            "train.num_samples",
+            "2",
+            "model.gen_dim",
+            "8",
+            "model.fac_dim",
+            "4",
+        ]
+    )
     assert code == 0
     assert sorted(p.name for p in run.glob("lfads_output_*.h5")) == [f"lfads_output_session_{i}.h5" for i in range(3)]
     capsys.readouterr()
@@ -297,12 +351,18 @@ def test_sessions_with_their_own_held_out_neurons_missing_bins_and_sample_valida
         for split in ("train", "valid"):
             data = lorenz[f"{split}_data"].astype(np.float32)
             data[:, 3, 0] = np.nan  # missing in every trial: PCR's condition averages must still be finite
-            arrays |= {f"{split}_encod_data": np.nan_to_num(data[:, :16, : neurons - held_out]), f"{split}_recon_data": data}
+            arrays |= {
+                f"{split}_encod_data": np.nan_to_num(data[:, :16, : neurons - held_out]),
+                f"{split}_recon_data": data,
+            }
             arrays |= {f"{split}_{key}": lorenz[f"{split}_{key}"] for key in ("cond_idx", "truth")}
         write_lfads_h5(tmp_path / "data" / f"s{index}.h5", arrays)
     config = apply_overrides(tiny_config(), ["train.sbtt", "true", "model.sv_rate", "0.1", "train.max_epochs", "2"])
     result = train(config, tmp_path / "data", tmp_path / "run", echo=None)
-    assert all(math.isfinite(result.metrics[name]) for name in ("val_nll_heldin", "val_nll_heldout", "val_nll_fp", "val_sv_nll", "val_co_bps", "val_r2"))
+    assert all(
+        math.isfinite(result.metrics[name])
+        for name in ("val_nll_heldin", "val_nll_heldout", "val_nll_fp", "val_sv_nll", "val_co_bps", "val_r2")
+    )
     saved = load_run_data(config, tmp_path / "data")[0].model.sessions
     assert [(s.data_dim, s.cs_dim) for s in saved] == [(10, 2), (12, 3), (8, 0)]
     for path, neurons in zip(result.outputs, (10, 12, 8), strict=True):
@@ -311,7 +371,9 @@ def test_sessions_with_their_own_held_out_neurons_missing_bins_and_sample_valida
 
 
 def test_random_init_alternative_trains(sessions_dir, tmp_path):
-    result = train(tiny_config(readin_init="random", train_readin=True, readin_dim=6), sessions_dir, tmp_path / "random", echo=None)
+    result = train(
+        tiny_config(readin_init="random", train_readin=True, readin_dim=6), sessions_dir, tmp_path / "random", echo=None
+    )
     assert result.epochs == 4 and math.isfinite(result.metrics["val_nll_heldin"])
 
 
@@ -331,8 +393,24 @@ def test_a_stitched_model_recovers_every_sessions_rates(tmp_path):
     from autolfads.data import write_multisession
     from autolfads.train.metrics import r2_score
 
-    write_multisession(tmp_path / "data", neurons_per_session="10,12,15", n_conditions=20, trials_per_condition=8, seq_len=30, seed=4)
-    config = apply_overrides(load_config(Path(__file__).parents[1] / "examples" / "configs" / "lorenz.yaml"), ["train.max_epochs", "40", "train.device", "cpu", "train.kl_increase_epoch", "20", "train.l2_increase_epoch", "20", "train.num_samples", "10"])
+    write_multisession(
+        tmp_path / "data", neurons_per_session="10,12,15", n_conditions=20, trials_per_condition=8, seq_len=30, seed=4
+    )
+    config = apply_overrides(
+        load_config(Path(__file__).parents[1] / "examples" / "configs" / "lorenz.yaml"),
+        [
+            "train.max_epochs",
+            "40",
+            "train.device",
+            "cpu",
+            "train.kl_increase_epoch",
+            "20",
+            "train.l2_increase_epoch",
+            "20",
+            "train.num_samples",
+            "10",
+        ],
+    )
     result = train(config, tmp_path / "data", tmp_path / "run", echo=None)
     assert result.metrics["val_r2"] > 0.8, result.metrics
     for path, session in zip(result.outputs, load_sessions(tmp_path / "data"), strict=True):

@@ -31,8 +31,34 @@ from helpers import config, make_data  # noqa: E402
 RTOL = 1e-6
 # A small synthetic session: 4 conditions x 8 trials (6 train / 1 val / 1 test each), 20 + 6 neurons.
 SMALL_SESSION = {"conditions": 4, "trials_per_condition": 8, "heldin": 20, "heldout": 6}
-TINY_MODEL = ["model.gen_dim", "16", "model.ic_enc_dim", "8", "model.ci_enc_dim", "8", "model.con_dim", "8", "model.co_dim", "1", "model.ic_dim", "8", "model.fac_dim", "4"]
-TINY_TRAIN = ["train.batch_size", "16", "train.kl_increase_epoch", "1", "train.l2_increase_epoch", "1", "train.num_samples", "5", "train.device", "cpu"]
+TINY_MODEL = [
+    "model.gen_dim",
+    "16",
+    "model.ic_enc_dim",
+    "8",
+    "model.ci_enc_dim",
+    "8",
+    "model.con_dim",
+    "8",
+    "model.co_dim",
+    "1",
+    "model.ic_dim",
+    "8",
+    "model.fac_dim",
+    "4",
+]
+TINY_TRAIN = [
+    "train.batch_size",
+    "16",
+    "train.kl_increase_epoch",
+    "1",
+    "train.l2_increase_epoch",
+    "1",
+    "train.num_samples",
+    "5",
+    "train.device",
+    "cpu",
+]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -69,7 +95,16 @@ def fake_nlb(dataset: str, seed: int = 0) -> tuple[Targets, dict[str, np.ndarray
         arrays["train_decode_mask"] = np.stack([conditions[train] == 0, conditions[train] != 0], axis=1)
         arrays["eval_decode_mask"] = np.stack([conditions[evaluated] == 0, conditions[evaluated] != 0], axis=1)
     if dataset == "dmfc_rsg":  # behaviour per trial: is_eye, theta, is_short, ts, tp; jittered trials
-        trial_behaviour = np.stack([conditions % 2, np.zeros_like(conditions), conditions // 2, np.full(conditions.shape, 0.8), rng.uniform(0.6, 1.0, conditions.size)], axis=1).astype(float)
+        trial_behaviour = np.stack(
+            [
+                conditions % 2,
+                np.zeros_like(conditions),
+                conditions // 2,
+                np.full(conditions.shape, 0.8),
+                rng.uniform(0.6, 1.0, conditions.size),
+            ],
+            axis=1,
+        ).astype(float)
         arrays["train_behavior"], arrays["eval_behavior"] = trial_behaviour[train], trial_behaviour[evaluated]
         arrays["eval_spikes_heldout"][1::2, :5] = np.nan  # set-go periods of different lengths
         arrays["eval_jitter"] = rng.integers(0, 3, size=n_eval)  # trials delayed by up to 2 bins,
@@ -130,8 +165,12 @@ def test_velocity_decoding_matches_grid_searched_ridge():
     a = targets.arrays
     train = np.concatenate([submission["train_rates_heldin"], submission["train_rates_heldout"]], axis=-1)
     evaluated = np.concatenate([submission["eval_rates_heldin"], submission["eval_rates_heldout"]], axis=-1)
-    expected = nlb_evaluation.velocity_decoding(train, a["train_behavior"], a["train_decode_mask"], evaluated, a["eval_behavior"], a["eval_decode_mask"])
-    ours = metrics.velocity_r2(train, a["train_behavior"], evaluated, a["eval_behavior"], a["train_decode_mask"], a["eval_decode_mask"])
+    expected = nlb_evaluation.velocity_decoding(
+        train, a["train_behavior"], a["train_decode_mask"], evaluated, a["eval_behavior"], a["eval_decode_mask"]
+    )
+    ours = metrics.velocity_r2(
+        train, a["train_behavior"], evaluated, a["eval_behavior"], a["train_decode_mask"], a["eval_decode_mask"]
+    )
     assert ours == pytest.approx(expected, rel=RTOL)
 
 
@@ -157,7 +196,10 @@ def test_kfold_is_scikit_learns():
 def test_bad_rates_are_named(bad, kind):
     targets, submission = fake_nlb("mc_maze")
     submission["eval_rates_heldout"][2, 3, 1] = bad
-    with pytest.raises(EvaluationError, match=rf"'eval_rates_heldout' holds 1 NaN, infinite or negative rates .*eval_rates_heldout\[2, 3, 1\] = {bad}"):
+    with pytest.raises(
+        EvaluationError,
+        match=rf"'eval_rates_heldout' holds 1 NaN, infinite or negative rates .*eval_rates_heldout\[2, 3, 1\] = {bad}",
+    ):
         score(targets, submission)
 
 
@@ -172,20 +214,41 @@ def write_output(path: Path, targets: Targets, submission: dict) -> Path:
     evaluated = np.concatenate(
         [
             np.concatenate([submission["eval_rates_heldin"], submission["eval_rates_heldout"]], axis=-1),
-            np.concatenate([submission["eval_rates_heldin_forward"], submission["eval_rates_heldout_forward"]], axis=-1),
+            np.concatenate(
+                [submission["eval_rates_heldin_forward"], submission["eval_rates_heldout_forward"]], axis=-1
+            ),
         ],
         axis=1,
     )
     order = np.arange(len(targets.eval_ids))[::-1]  # trials out of order: matched by id
-    arrays = {"train_rates": train, "train_inds": targets.train_ids, "valid_rates": evaluated[order], "valid_inds": targets.eval_ids[order]}
-    return write_lfads_h5(path, {key: value.astype(np.float32) if key.endswith("rates") else value for key, value in arrays.items()})
+    arrays = {
+        "train_rates": train,
+        "train_inds": targets.train_ids,
+        "valid_rates": evaluated[order],
+        "valid_inds": targets.eval_ids[order],
+    }
+    return write_lfads_h5(
+        path, {key: value.astype(np.float32) if key.endswith("rates") else value for key, value in arrays.items()}
+    )
 
 
 def test_evaluate_command_writes_table_json_and_a_submission_nlb_tools_accepts(tmp_path, capsys):
     targets, submission = fake_nlb("mc_maze")
     write_targets(tmp_path / "targets.h5", targets)
     write_output(tmp_path / "out.h5", targets, submission)
-    code = main(["evaluate", "--output", str(tmp_path / "out.h5"), "--targets", str(tmp_path / "targets.h5"), "--json", str(tmp_path / "s.json"), "--nlb-submission", str(tmp_path / "sub.h5")])
+    code = main(
+        [
+            "evaluate",
+            "--output",
+            str(tmp_path / "out.h5"),
+            "--targets",
+            str(tmp_path / "targets.h5"),
+            "--json",
+            str(tmp_path / "s.json"),
+            "--nlb-submission",
+            str(tmp_path / "sub.h5"),
+        ]
+    )
     stdout = capsys.readouterr().out
     assert code == 0 and "| co-bps | vel R2 | psth R2 | fp-bps |" in stdout
     scores = json.loads((tmp_path / "s.json").read_text())["metrics"]
@@ -196,7 +259,20 @@ def test_evaluate_command_writes_table_json_and_a_submission_nlb_tools_accepts(t
     other, other_submission = fake_nlb("mc_maze_small", seed=5)
     write_targets(tmp_path / "small_targets.h5", other)
     write_output(tmp_path / "small_out.h5", other, other_submission)
-    assert main(["evaluate", "--output", str(tmp_path / "small_out.h5"), "--targets", str(tmp_path / "small_targets.h5"), "--nlb-submission", str(tmp_path / "sub.h5")]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--output",
+                str(tmp_path / "small_out.h5"),
+                "--targets",
+                str(tmp_path / "small_targets.h5"),
+                "--nlb-submission",
+                str(tmp_path / "sub.h5"),
+            ]
+        )
+        == 0
+    )
     with h5py.File(tmp_path / "sub.h5") as h5:
         assert sorted(h5) == ["mc_maze", "mc_maze_small"] and len(h5["mc_maze"]) == 6
 
@@ -205,9 +281,21 @@ def test_test_phase_submission_holds_the_test_trials(tmp_path, capsys):
     targets, submission = fake_nlb("mc_maze")
     write_targets(tmp_path / "targets.h5", targets)
     write_output(tmp_path / "out.h5", targets, submission)
-    args = ["evaluate", "--output", str(tmp_path / "out.h5"), "--targets", str(tmp_path / "targets.h5"), "--phase", "test", "--nlb-submission", str(tmp_path / "sub.h5")]
+    args = [
+        "evaluate",
+        "--output",
+        str(tmp_path / "out.h5"),
+        "--targets",
+        str(tmp_path / "targets.h5"),
+        "--phase",
+        "test",
+        "--nlb-submission",
+        str(tmp_path / "sub.h5"),
+    ]
     assert main(args) == 2 and "no test_rates" in capsys.readouterr().err
-    with h5py.File(tmp_path / "out.h5", "a") as h5:  # NLB test trials 7, 3, 5: held-in neurons only in the data, rates for all
+    with h5py.File(
+        tmp_path / "out.h5", "a"
+    ) as h5:  # NLB test trials 7, 3, 5: held-in neurons only in the data, rates for all
         h5["test_rates"], h5["test_inds"] = np.full((3, 25, 12), 0.5, dtype=np.float32), np.array([7, 3, 5])
     assert main(args) == 0
     with h5py.File(tmp_path / "sub.h5") as h5:
@@ -224,13 +312,21 @@ def test_evaluate_command_refuses_bad_rates_in_one_line(tmp_path, capsys, bad):
     write_output(tmp_path / "out.h5", targets, submission)
     assert main(["evaluate", "--output", str(tmp_path / "out.h5"), "--targets", str(tmp_path / "targets.h5")]) == 2
     err = capsys.readouterr().err.strip()
-    assert "\n" not in err and err.startswith("autolfads: error: ") and "out.h5" in err and "'valid_rates'" in err and f"= {bad}" in err
+    assert (
+        "\n" not in err
+        and err.startswith("autolfads: error: ")
+        and "out.h5" in err
+        and "'valid_rates'" in err
+        and f"= {bad}" in err
+    )
 
 
 def test_evaluate_command_refuses_rates_of_other_data(tmp_path, capsys):
     targets, submission = fake_nlb("mc_maze")
     write_targets(tmp_path / "targets.h5", targets)
-    write_output(tmp_path / "out.h5", targets, {key: value[..., :-1] for key, value in submission.items()})  # a neuron short
+    write_output(
+        tmp_path / "out.h5", targets, {key: value[..., :-1] for key, value in submission.items()}
+    )  # a neuron short
     assert main(["evaluate", "--output", str(tmp_path / "out.h5"), "--targets", str(tmp_path / "targets.h5")]) == 2
     assert "25 bins x 10 neurons per trial but mc_maze needs 20+5 bins x 8+4 neurons" in capsys.readouterr().err
 
@@ -240,9 +336,14 @@ def test_trainer_needs_matching_nlb_targets(tmp_path):
         Trainer(config(train={"nlb_every": 1}), make_data(config().model))
     targets, _ = fake_nlb("mc_maze")  # 20 + 5 bins and 8 + 4 neurons; the tiny model has 10 + 2 bins, 4 + 2 neurons
     write_targets(tmp_path / "targets.h5", targets)
-    cfg = config(train={"nlb_every": 1}).model_copy(update={"data": DataConfig(nlb_targets=str(tmp_path / "targets.h5"))})
+    cfg = config(train={"nlb_every": 1}).model_copy(
+        update={"data": DataConfig(nlb_targets=str(tmp_path / "targets.h5"))}
+    )
     trainer = Trainer(cfg, make_data(cfg.model))
-    with pytest.raises(ConfigError, match=r"targets.h5 \(mc_maze: 25 bins, 8\+4 neurons\) does not belong to the data in-memory \(12 bins, 4\+2 neurons"):
+    with pytest.raises(
+        ConfigError,
+        match=r"targets.h5 \(mc_maze: 25 bins, 8\+4 neurons\) does not belong to the data in-memory \(12 bins, 4\+2 neurons",
+    ):
         trainer.run_epoch()
 
 
@@ -250,26 +351,49 @@ def test_trainer_needs_matching_nlb_targets(tmp_path):
 # Bad NWB input and options: one-line errors, exit code 2
 
 
-def write_nwb(path: Path, trial_columns: dict[str, list], behavior: str | None = "hand_vel", units: int = 6, description: str = "a recording") -> Path:
+def write_nwb(
+    path: Path,
+    trial_columns: dict[str, list],
+    behavior: str | None = "hand_vel",
+    units: int = 6,
+    description: str = "a recording",
+) -> Path:
     """A small NWB file with NLB's units table (spike_times, obs_intervals, heldout) and the given trials columns."""
     from pynwb import NWBHDF5IO, NWBFile, TimeSeries
 
-    nwb = NWBFile(session_description=description, identifier="test", session_start_time=datetime(2021, 1, 1, tzinfo=timezone.utc))
+    nwb = NWBFile(
+        session_description=description, identifier="test", session_start_time=datetime(2021, 1, 1, tzinfo=timezone.utc)
+    )
     nwb.add_unit_column(name="heldout", description="held out")
     for unit in range(units):
-        nwb.add_unit(spike_times=np.sort(np.random.default_rng(unit).uniform(0, 4, 40)), obs_intervals=[[0.0, 4.0]], heldout=unit >= units - 2)
+        nwb.add_unit(
+            spike_times=np.sort(np.random.default_rng(unit).uniform(0, 4, 40)),
+            obs_intervals=[[0.0, 4.0]],
+            heldout=unit >= units - 2,
+        )
     for name in trial_columns:
         nwb.add_trial_column(name=name, description=name)
     for trial in range(4):
-        nwb.add_trial(start_time=float(trial), stop_time=trial + 1.0, **{name: values[trial] for name, values in trial_columns.items()})
+        nwb.add_trial(
+            start_time=float(trial),
+            stop_time=trial + 1.0,
+            **{name: values[trial] for name, values in trial_columns.items()},
+        )
     if behavior:
-        nwb.create_processing_module(name="behavior", description="behaviour").add(TimeSeries(name=behavior, data=np.zeros((4000, 2)), unit="mm/s", rate=1000.0))
+        nwb.create_processing_module(name="behavior", description="behaviour").add(
+            TimeSeries(name=behavior, data=np.zeros((4000, 2)), unit="mm/s", rate=1000.0)
+        )
     with NWBHDF5IO(str(path), "w") as io:
         io.write(nwb)
     return path
 
 
-MAZE_COLUMNS = {"split": ["train", "train", "val", "test"], "move_onset_time": [0.4, 1.4, 2.4, 3.4], "trial_type": [0, 1, 0, 1], "trial_version": [0] * 4}
+MAZE_COLUMNS = {
+    "split": ["train", "train", "val", "test"],
+    "move_onset_time": [0.4, 1.4, 2.4, 3.4],
+    "trial_type": [0, 1, 0, 1],
+    "trial_version": [0] * 4,
+}
 
 
 @pytest.fixture(scope="module")
@@ -279,7 +403,20 @@ def synthetic_nwb(tmp_path_factory) -> Path:
 
 
 def data_nlb_error(capsys, nwb: Path, dataset: str = "mc_maze", bin_ms: int = 20) -> str:
-    code = main(["data", "nlb", "--dataset", dataset, "--nwb", str(nwb), "--bin-ms", str(bin_ms), "--out", str(nwb.with_name("out.h5"))])
+    code = main(
+        [
+            "data",
+            "nlb",
+            "--dataset",
+            dataset,
+            "--nwb",
+            str(nwb),
+            "--bin-ms",
+            str(bin_ms),
+            "--out",
+            str(nwb.with_name("out.h5")),
+        ]
+    )
     err = capsys.readouterr().err.strip()
     assert code == 2 and "\n" not in err and err.startswith("autolfads: error: "), err
     assert not nwb.with_name("out.h5").exists()
@@ -306,7 +443,10 @@ def test_nwb_without_units_heldout_column(tmp_path, capsys):
 @pytest.mark.parametrize(
     "dataset, message",
     [
-        ("dmfc_rsg", "the trials table has no column 'set_time', which dmfc_rsg needs (the file fits mc_maze / mc_maze_large / mc_maze_medium / mc_maze_small: is --dataset right?)"),
+        (
+            "dmfc_rsg",
+            "the trials table has no column 'set_time', which dmfc_rsg needs (the file fits mc_maze / mc_maze_large / mc_maze_medium / mc_maze_small: is --dataset right?)",
+        ),
         ("mc_rtt", "no behaviour TimeSeries 'finger_vel', which mc_rtt needs"),
         ("area2_bump", "the trials table has no column 'cond_dir', which area2_bump needs"),
     ],
@@ -318,10 +458,18 @@ def test_dataset_name_that_does_not_match_the_file(synthetic_nwb, capsys, datase
 
 def test_neuron_counts_must_be_the_data_sets(tmp_path, capsys):
     nwb = write_nwb(tmp_path / "maze.nwb", MAZE_COLUMNS, units=6)
-    assert "maze.nwb: 4 held-in of 6 units, but mc_maze_small has 107 of 142; is --dataset right?" in data_nlb_error(capsys, nwb, "mc_maze_small")
+    assert "maze.nwb: 4 held-in of 6 units, but mc_maze_small has 107 of 142; is --dataset right?" in data_nlb_error(
+        capsys, nwb, "mc_maze_small"
+    )
 
 
-@pytest.mark.parametrize("bin_ms, message", [(15, "--bin-ms 15: 15 ms does not divide mc_maze's 700 ms trial window (-250..450 ms around move_onset_time)"), (0, "--bin-ms must be a positive")])
+@pytest.mark.parametrize(
+    "bin_ms, message",
+    [
+        (15, "--bin-ms 15: 15 ms does not divide mc_maze's 700 ms trial window (-250..450 ms around move_onset_time)"),
+        (0, "--bin-ms must be a positive"),
+    ],
+)
 def test_bin_size_must_divide_the_window(synthetic_nwb, capsys, bin_ms, message):
     assert message in data_nlb_error(capsys, synthetic_nwb, bin_ms=bin_ms)
 
@@ -346,7 +494,20 @@ def nlb_files(autolfads, tmp_path_factory) -> dict[str, Path]:
     options = [f"--{key.replace('_', '-')}={value}" for key, value in SMALL_SESSION.items()]
     result = autolfads("data", "nlb-synthetic", "--out", folder / "session.nwb", *options)
     assert result.returncode == 0, result.stderr
-    result = autolfads("data", "nlb", "--dataset", "mc_maze", "--nwb", folder / "session.nwb", "--bin-ms", "20", "--out", folder / "mc_maze.h5", "--truth", folder / "session_truth.h5")
+    result = autolfads(
+        "data",
+        "nlb",
+        "--dataset",
+        "mc_maze",
+        "--nwb",
+        folder / "session.nwb",
+        "--bin-ms",
+        "20",
+        "--out",
+        folder / "mc_maze.h5",
+        "--truth",
+        folder / "session_truth.h5",
+    )
     assert result.returncode == 0, result.stderr
     assert "train 24 / valid 4 / test 4 trials, 35+10 bins, 20+6 neurons" in result.stdout
     return {"data": folder / "mc_maze.h5", "targets": folder / "mc_maze_targets.h5"}
@@ -358,8 +519,14 @@ def test_training_file_layout(nlb_files):
         shapes = {key: h5[key].shape for key in h5}
         assert h5.attrs["nlb_dataset"] == "mc_maze" and h5.attrs["bin_ms"] == 20
     assert shapes["train_encod_data"] == (24, 35, 20) and shapes["train_recon_data"] == (24, 45, 26)
-    assert shapes["valid_recon_data"] == (4, 45, 26) and shapes["test_encod_data"] == (4, 35, 20) and "test_recon_data" not in shapes
-    assert shapes["train_behavior"] == (24, 35, 2) and shapes["psth"] == (4, 35, 26) and shapes["valid_condition"] == (4,)
+    assert (
+        shapes["valid_recon_data"] == (4, 45, 26)
+        and shapes["test_encod_data"] == (4, 35, 20)
+        and "test_recon_data" not in shapes
+    )
+    assert (
+        shapes["train_behavior"] == (24, 35, 2) and shapes["psth"] == (4, 35, 26) and shapes["valid_condition"] == (4,)
+    )
     assert shapes["test_truth"] == (4, 45, 26)
 
 
@@ -367,15 +534,39 @@ def test_training_file_layout(nlb_files):
 def test_train_evaluate_and_submit(autolfads, nlb_files, tmp_path):
     run = tmp_path / "run"
     nlb = ["train.nlb_every", "2", "data.nlb_targets", nlb_files["targets"]]
-    result = autolfads("train", "--data", nlb_files["data"], "--checkpoint", run, *TINY_MODEL, *TINY_TRAIN, "train.max_epochs", "4", *nlb)
+    result = autolfads(
+        "train",
+        "--data",
+        nlb_files["data"],
+        "--checkpoint",
+        run,
+        *TINY_MODEL,
+        *TINY_TRAIN,
+        "train.max_epochs",
+        "4",
+        *nlb,
+    )
     assert result.returncode == 0, result.stderr
     assert "nlb_co_bps=" in result.stdout and "nlb_vel_r2=" in result.stdout
     resolved = (run / "config.yaml").read_text()
-    assert all(f"{key}: {value}" in resolved for key, value in (("data_dim", 26), ("cs_dim", 6), ("seq_len", 45), ("fp_len", 10)))
+    assert all(
+        f"{key}: {value}" in resolved
+        for key, value in (("data_dim", 26), ("cs_dim", 6), ("seq_len", 45), ("fp_len", 10))
+    )
     rows = list(csv.DictReader((run / "metrics.csv").open()))
     assert [row["nlb_psth_r2"] != "" for row in rows] == [False, True, False, True]
 
-    result = autolfads("evaluate", "--output", run / "lfads_output.h5", "--targets", nlb_files["targets"], "--json", tmp_path / "scores.json", "--nlb-submission", tmp_path / "submission.h5")
+    result = autolfads(
+        "evaluate",
+        "--output",
+        run / "lfads_output.h5",
+        "--targets",
+        nlb_files["targets"],
+        "--json",
+        tmp_path / "scores.json",
+        "--nlb-submission",
+        tmp_path / "submission.h5",
+    )
     assert result.returncode == 0, result.stderr
     assert "| mc_maze_20 |" in result.stdout
     scores = json.loads((tmp_path / "scores.json").read_text())["metrics"]

@@ -27,11 +27,31 @@ def files(tmp_path_factory) -> dict[str, Path]:
     ds = NWBDataset(str(nwb))
     ds.resample(20)
     paths = {name: folder / f"{name}.h5" for name in ("train_input", "eval_input", "eval_target")}
-    make_tensors.make_train_input_tensors(ds, "mc_maze", "train", save_path=str(paths["train_input"]), include_behavior=True, include_forward_pred=True)
+    make_tensors.make_train_input_tensors(
+        ds, "mc_maze", "train", save_path=str(paths["train_input"]), include_behavior=True, include_forward_pred=True
+    )
     make_tensors.make_eval_input_tensors(ds, "mc_maze", "val", save_path=str(paths["eval_input"]))
     # nlb_tools' save_to_h5 cannot store the ragged per-condition trial lists of include_psth=True
-    make_tensors.make_eval_target_tensors(ds, "mc_maze", "train", "val", save_path=str(paths["eval_target"]), include_psth=False)
-    assert main(["data", "nlb", "--dataset", "mc_maze", "--nwb", str(nwb), "--bin-ms", "20", "--out", str(folder / "from_nwb.h5")]) == 0
+    make_tensors.make_eval_target_tensors(
+        ds, "mc_maze", "train", "val", save_path=str(paths["eval_target"]), include_psth=False
+    )
+    assert (
+        main(
+            [
+                "data",
+                "nlb",
+                "--dataset",
+                "mc_maze",
+                "--nwb",
+                str(nwb),
+                "--bin-ms",
+                "20",
+                "--out",
+                str(folder / "from_nwb.h5"),
+            ]
+        )
+        == 0
+    )
     return {**paths, "folder": folder}
 
 
@@ -41,7 +61,22 @@ def read(path: Path) -> dict:
 
 
 def data_nlb(files, *extra, out="t.h5", bin_ms="20"):
-    return main(["data", "nlb", "--dataset", "mc_maze", "--tensors", str(files["train_input"]), str(files["eval_input"]), "--bin-ms", bin_ms, "--out", str(files["folder"] / out), *map(str, extra)])
+    return main(
+        [
+            "data",
+            "nlb",
+            "--dataset",
+            "mc_maze",
+            "--tensors",
+            str(files["train_input"]),
+            str(files["eval_input"]),
+            "--bin-ms",
+            bin_ms,
+            "--out",
+            str(files["folder"] / out),
+            *map(str, extra),
+        ]
+    )
 
 
 def test_tensors_with_eval_targets_match_the_nwb_route(files, capsys):
@@ -52,9 +87,18 @@ def test_tensors_with_eval_targets_match_the_nwb_route(files, capsys):
     ours, nwb = read(files["folder"] / "full.h5"), read(files["folder"] / "from_nwb.h5")
     for key in ("train_encod_data", "train_recon_data", "valid_encod_data", "valid_recon_data"):
         np.testing.assert_array_equal(ours[key], nwb[key], err_msg=key)
-    theirs, mine = read_targets(files["folder"] / "from_nwb_targets.h5"), read_targets(files["folder"] / "full_targets.h5")
+    theirs, mine = (
+        read_targets(files["folder"] / "from_nwb_targets.h5"),
+        read_targets(files["folder"] / "full_targets.h5"),
+    )
     assert mine.name == theirs.name == "mc_maze_20"
-    for key in ("eval_spikes_heldout", "eval_spikes_heldin_forward", "eval_spikes_heldout_forward", "train_behavior", "eval_behavior"):
+    for key in (
+        "eval_spikes_heldout",
+        "eval_spikes_heldin_forward",
+        "eval_spikes_heldout_forward",
+        "train_behavior",
+        "eval_behavior",
+    ):
         np.testing.assert_array_equal(mine.arrays[key], theirs.arrays[key], err_msg=key)
     assert mine.unavailable() == {"psth R2": "no PSTHs"}
 
@@ -62,7 +106,10 @@ def test_tensors_with_eval_targets_match_the_nwb_route(files, capsys):
 def test_what_the_tensors_lack_is_missing_not_zero(files, capsys):
     assert data_nlb(files, out="partial.h5") == 0  # eval_input holds the val trials' held-out spikes, no forward bins
     out = capsys.readouterr().out
-    assert "the eval trials' forward bins are not in the tensors: NaN (missing)" in out and "train with train.sbtt true" in out
+    assert (
+        "the eval trials' forward bins are not in the tensors: NaN (missing)" in out
+        and "train with train.sbtt true" in out
+    )
     valid = read(files["folder"] / "partial.h5")["valid_recon_data"]
     assert np.isnan(valid[:, 35:]).all() and not np.isnan(valid[:, :35]).any()
     assert read_targets(files["folder"] / "partial_targets.h5").unavailable().keys() == {"vel R2", "psth R2", "fp-bps"}
@@ -71,7 +118,21 @@ def test_what_the_tensors_lack_is_missing_not_zero(files, capsys):
 def test_eval_trials_without_heldout_spikes_are_the_test_split(files, capsys):
     with h5py.File(files["eval_input"]) as src, h5py.File(files["folder"] / "heldin_only.h5", "w") as dst:
         dst["eval_spikes_heldin"] = src["eval_spikes_heldin"][()]  # as NLB gives its test trials
-    code = main(["data", "nlb", "--dataset", "mc_maze", "--tensors", str(files["train_input"]), str(files["folder"] / "heldin_only.h5"), "--bin-ms", "20", "--out", str(files["folder"] / "test.h5")])
+    code = main(
+        [
+            "data",
+            "nlb",
+            "--dataset",
+            "mc_maze",
+            "--tensors",
+            str(files["train_input"]),
+            str(files["folder"] / "heldin_only.h5"),
+            "--bin-ms",
+            "20",
+            "--out",
+            str(files["folder"] / "test.h5"),
+        ]
+    )
     assert code == 0
     out = capsys.readouterr().out
     assert "train 19 / valid 5 / test 4 trials" in out and "no targets file" in out
@@ -97,7 +158,20 @@ def test_bin_width_is_read_from_the_data_and_checked(files, capsys, extra, bin_m
 
 
 def test_a_file_that_is_not_nlb_tensors(files, capsys):
-    code = main(["data", "nlb", "--dataset", "mc_maze", "--tensors", str(files["folder"] / "from_nwb.h5"), "--bin-ms", "20", "--out", str(files["folder"] / "bad.h5")])
+    code = main(
+        [
+            "data",
+            "nlb",
+            "--dataset",
+            "mc_maze",
+            "--tensors",
+            str(files["folder"] / "from_nwb.h5"),
+            "--bin-ms",
+            "20",
+            "--out",
+            str(files["folder"] / "bad.h5"),
+        ]
+    )
     assert code == 2
     assert "no 'train_spikes_heldin'; NLB tensor files have train_spikes_heldin/heldout" in capsys.readouterr().err
     assert not (files["folder"] / "bad.h5").exists()

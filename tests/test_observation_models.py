@@ -10,16 +10,14 @@ import pytest
 import torch
 from scipy import stats
 
-from autolfads.errors import ConfigError
 from autolfads.data import LFADSData, Split, load_data
-from autolfads.errors import DataError
+from autolfads.errors import ConfigError, DataError
 from autolfads.model import LFADS
 from autolfads.model.augmentations import sbtt_targets, spike_jitter, temporal_shift
 from autolfads.model.population import MemberRNG
 from autolfads.model.reconstruction import Gamma, ZeroInflatedGamma, make_reconstruction
 from autolfads.train.objective import reconstruction_loss
 from autolfads.train.trainer import Trainer
-
 from helpers import config, make_data, model_config
 
 # ============================================================================ likelihoods against scipy
@@ -113,7 +111,9 @@ def test_gamma_data_with_zero_suggests_zig(tmp_path):
     bad = good.copy()
     bad[1, 2, 0] = 0.0
     path = write(tmp_path / "d.h5", bad, good)
-    with pytest.raises(DataError, match=r"positive values for gamma.*train_data\[1, 2, 0\] = 0.0.*use model.reconstruction zig"):
+    with pytest.raises(
+        DataError, match=r"positive values for gamma.*train_data\[1, 2, 0\] = 0.0.*use model.reconstruction zig"
+    ):
         load_data(path, reconstruction="gamma")
     assert load_data(path, reconstruction="zig").train.recon[1, 2, 0] == 0
     negative = good.copy()
@@ -140,7 +140,12 @@ def test_nan_needs_sbtt_and_inf_is_never_allowed(tmp_path):
 
 
 def test_config_accepts_the_new_keys():
-    cfg = config(model=dict(reconstruction="zig", zig_s_min=0.1, temporal_shift_std=2.0, temporal_shift_max=3, spike_jitter_width=1), train=dict(sbtt=True))
+    cfg = config(
+        model=dict(
+            reconstruction="zig", zig_s_min=0.1, temporal_shift_std=2.0, temporal_shift_max=3, spike_jitter_width=1
+        ),
+        train=dict(sbtt=True),
+    )
     assert cfg.model.reconstruction == "zig" and cfg.train.sbtt
     with pytest.raises(ConfigError):
         cfg.model.reconstruction = "lognormal"
@@ -223,7 +228,12 @@ def test_temporal_shift_keeps_shapes_and_shifts_each_trial_neuron():
         for b in range(2):
             for n in range(3):
                 series, original = shifted[p, b, :, n], data[b, :, n]
-                candidates = [torch.cat([original[:1].repeat(s), original[: 8 - s]]) if s >= 0 else torch.cat([original[-s:], original[-1:].repeat(-s)]) for s in range(-2, 3)]
+                candidates = [
+                    torch.cat([original[:1].repeat(s), original[: 8 - s]])
+                    if s >= 0
+                    else torch.cat([original[-s:], original[-1:].repeat(-s)])
+                    for s in range(-2, 3)
+                ]
                 assert any(torch.equal(series, c) for c in candidates)
     torch.testing.assert_close(temporal_shift(data, 2.0, 2, MemberRNG([1, 2])), shifted)
     torch.testing.assert_close(temporal_shift(data, 2.0, 2, MemberRNG([2]))[0], shifted[1])
@@ -243,4 +253,7 @@ def test_trainer_with_augmentations_runs_and_members_stay_independent():
     for (name, a), b in zip(pop.model.state_dict().items(), single.model.state_dict().values()):
         torch.testing.assert_close(a[1:], b, rtol=1e-4, atol=1e-5, msg=name)
     with pytest.raises(ConfigError, match="spike counts"):
-        Trainer(config(model=dict(reconstruction="gamma", spike_jitter_width=1)), gamma_data(model_config(reconstruction="gamma")))
+        Trainer(
+            config(model=dict(reconstruction="gamma", spike_jitter_width=1)),
+            gamma_data(model_config(reconstruction="gamma")),
+        )

@@ -26,7 +26,9 @@ from pathlib import Path
 
 import pytest
 
-ray = pytest.importorskip("ray", reason="the Ray backend tests need Ray: pip install 'autolfads[ray]'", exc_type=ImportError)
+ray = pytest.importorskip(
+    "ray", reason="the Ray backend tests need Ray: pip install 'autolfads[ray]'", exc_type=ImportError
+)
 
 import h5py  # noqa: E402
 import yaml  # noqa: E402
@@ -42,7 +44,18 @@ REPO = Path(__file__).resolve().parents[1]
 RAY = shutil.which("ray", path=str(Path(sys.executable).parent)) or shutil.which("ray")
 SETTINGS = dict(population=4, epochs_per_generation=2, max_generations=3, backend="ray")
 TINY = dict(ic_enc_dim=8, ci_enc_dim=8, con_dim=8, co_dim=1, ic_dim=8, gen_dim=16, fac_dim=4)
-OUTPUT_FIELDS = ("rates", "factors", "gen_states", "gen_inputs", "gen_init", "con_states", "ic_mean", "ic_std", "co_means", "co_stds")
+OUTPUT_FIELDS = (
+    "rates",
+    "factors",
+    "gen_states",
+    "gen_inputs",
+    "gen_init",
+    "con_states",
+    "ic_mean",
+    "ic_std",
+    "co_means",
+    "co_stds",
+)
 # Fast failure detection for the node-loss test: a dead node is declared after about 3 s, not 30 s.
 CLUSTER_ENV = {
     "RAY_AUTH_MODE": "disabled",
@@ -98,7 +111,14 @@ class LoopbackCluster:
         self.sessions: list[int] = []
 
     def _ray_start(self, *args: str) -> int:
-        process = subprocess.Popen([RAY, "start", *args], env=self.env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        process = subprocess.Popen(
+            [RAY, "start", *args],
+            env=self.env,
+            start_new_session=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         self.sessions.append(process.pid)
         output, _ = process.communicate(timeout=90)
         assert process.returncode == 0, output
@@ -106,8 +126,18 @@ class LoopbackCluster:
 
     def start(self) -> LoopbackCluster:
         self.head = self._ray_start(
-            "--head", "--port", str(self.port), "--num-cpus", "2", "--node-ip-address", "127.0.0.1",
-            "--include-dashboard=false", "--ray-client-server-port", str(free_port()), "--temp-dir", self.temp_dir,
+            "--head",
+            "--port",
+            str(self.port),
+            "--num-cpus",
+            "2",
+            "--node-ip-address",
+            "127.0.0.1",
+            "--include-dashboard=false",
+            "--ray-client-server-port",
+            str(free_port()),
+            "--temp-dir",
+            self.temp_dir,
         )
         self.worker = self._ray_start("--address", self.address, "--num-cpus", "2")
         return self
@@ -174,11 +204,21 @@ def deadline(seconds: int):
 # ------------------------------------------------------------------------------------------------ helpers
 @pytest.fixture(scope="module")
 def lorenz(tmp_path_factory) -> Path:
-    return write_synthetic("lorenz", tmp_path_factory.mktemp("data") / "lorenz.h5", n_conditions=8, trials_per_condition=5, seq_len=20, n_neurons=10)
+    return write_synthetic(
+        "lorenz",
+        tmp_path_factory.mktemp("data") / "lorenz.h5",
+        n_conditions=8,
+        trials_per_condition=5,
+        seq_len=20,
+        n_neurons=10,
+    )
 
 
 def tiny_config() -> Config:
-    return Config(model=ModelConfig(**TINY), train=TrainConfig(batch_size=16, kl_increase_epoch=1, l2_increase_epoch=1, num_samples=5, device="cpu"))
+    return Config(
+        model=ModelConfig(**TINY),
+        train=TrainConfig(batch_size=16, kl_increase_epoch=1, l2_increase_epoch=1, num_samples=5, device="cpu"),
+    )
 
 
 def read_csv(path: Path) -> list[dict]:
@@ -217,11 +257,15 @@ def start_driver(command: list[str], log: Path) -> subprocess.Popen:
         return subprocess.Popen(command, env={**os.environ, **CLUSTER_ENV}, stdout=out, stderr=subprocess.STDOUT)
 
 
-def wait_for(condition, timeout: float, what: str, process: subprocess.Popen | None = None, log: Path | None = None) -> None:
+def wait_for(
+    condition, timeout: float, what: str, process: subprocess.Popen | None = None, log: Path | None = None
+) -> None:
     end = time.monotonic() + timeout
     while not condition():
         if process is not None and process.poll() is not None:
-            raise AssertionError(f"the driver exited ({process.returncode}) before {what}:\n{log.read_text() if log else ''}")
+            raise AssertionError(
+                f"the driver exited ({process.returncode}) before {what}:\n{log.read_text() if log else ''}"
+            )
         if time.monotonic() > end:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(0.2)
@@ -256,17 +300,25 @@ def assert_restores_follow_exploits(members: list[dict], exploits: list[dict]) -
 def test_search_on_a_two_node_cluster_is_synchronous_binary_tournament_pbt(cluster, lorenz, tmp_path):
     workdir = tmp_path / "search"
     with deadline(300):
-        outcome = search(tiny_config(), lorenz, workdir, SearchSettings(**SETTINGS), address=cluster.address, cpus_per_member=1)
+        outcome = search(
+            tiny_config(), lorenz, workdir, SearchSettings(**SETTINGS), address=cluster.address, cpus_per_member=1
+        )
     assert outcome.generations == 3
     state = check_complete(workdir)
     members = read_csv(workdir / "ray" / "members.csv")
     assert len(members) == 12 and len({row["node_id"] for row in members}) > 1, "every trial ran on one node"
-    assert {row["torch_threads"] for row in members} == {"1"}, "each trial uses as many torch threads as CPUs it was given"
+    assert {row["torch_threads"] for row in members} == {"1"}, (
+        "each trial uses as many torch threads as CPUs it was given"
+    )
 
     # Synchronous: no member started a generation before every member had reported the one before.
-    reports = [json.loads(line) for line in (workdir / "ray" / "reports.jsonl").read_text().splitlines() if line.strip()]
+    reports = [
+        json.loads(line) for line in (workdir / "ray" / "reports.jsonl").read_text().splitlines() if line.strip()
+    ]
     for generation in (1, 2):
-        assert min(r["started_at"] for r in reports if r["generation"] == generation) > max(r["time"] for r in reports if r["generation"] == generation - 1)
+        assert min(r["started_at"] for r in reports if r["generation"] == generation) > max(
+            r["time"] for r in reports if r["generation"] == generation - 1
+        )
 
     # Binary tournament: disjoint pairs, the loser is the worse member, its new values are the winner's perturbed.
     space = default_search_space()
@@ -279,7 +331,9 @@ def test_search_on_a_two_node_cluster_is_synchronous_binary_tournament_pbt(clust
         assert len(pairs) == 2 and len(set(involved)) == 4, pairs  # population 4: two disjoint pairs
         for e in pairs:
             loser, winner = by_key[(generation, int(e["loser"]))], by_key[(generation, int(e["winner"]))]
-            assert float(e["loser_metric"]) == float(loser[METRIC]) and float(e["winner_metric"]) == float(winner[METRIC])
+            assert float(e["loser_metric"]) == float(loser[METRIC]) and float(e["winner_metric"]) == float(
+                winner[METRIC]
+            )
             assert math.isnan(float(e["loser_metric"])) or float(e["loser_metric"]) >= float(e["winner_metric"])
             after = by_key[(generation + 1, int(e["loser"]))]
             for name, param in space.params.items():
@@ -320,10 +374,19 @@ def test_search_on_a_two_node_cluster_is_synchronous_binary_tournament_pbt(clust
             if name in space.params or name in ("generation", "member", "epoch"):
                 assert ours[name] == value, (name, ours, theirs)
             else:
-                assert math.isclose(float(ours[name]), float(value), rel_tol=1e-4, abs_tol=1e-6), (name, ours[name], value)
+                assert math.isclose(float(ours[name]), float(value), rel_tol=1e-4, abs_tol=1e-6), (
+                    name,
+                    ours[name],
+                    value,
+                )
     twin_exploits = read_csv(twin_dir / "exploits.csv")
-    assert [(e["generation"], e["loser"], e["winner"]) for e in exploits] == [(e["generation"], e["loser"], e["winner"]) for e in twin_exploits]
-    assert outcome.best_member == search(tiny_config(), lorenz, twin_dir, SearchSettings(**{**SETTINGS, "backend": "embedded"})).best_member
+    assert [(e["generation"], e["loser"], e["winner"]) for e in exploits] == [
+        (e["generation"], e["loser"], e["winner"]) for e in twin_exploits
+    ]
+    assert (
+        outcome.best_member
+        == search(tiny_config(), lorenz, twin_dir, SearchSettings(**{**SETTINGS, "backend": "embedded"})).best_member
+    )
 
 
 def test_a_stitched_multi_session_search_runs_on_the_cluster(cluster, tmp_path):
@@ -331,17 +394,34 @@ def test_a_stitched_multi_session_search_runs_on_the_cluster(cluster, tmp_path):
     and the same decisions as the embedded backend."""
     data = tmp_path / "sessions"
     for index, neurons in enumerate((6, 9, 7)):
-        write_synthetic("lorenz", data / f"session_{index}.h5", n_conditions=6, trials_per_condition=4, seq_len=16, n_neurons=neurons, seed=2)
+        write_synthetic(
+            "lorenz",
+            data / f"session_{index}.h5",
+            n_conditions=6,
+            trials_per_condition=4,
+            seq_len=16,
+            n_neurons=neurons,
+            seed=2,
+        )
     settings = {**SETTINGS, "population": 2, "epochs_per_generation": 1, "max_generations": 2}
     with deadline(240):
-        outcome = search(tiny_config(), data, tmp_path / "ray", SearchSettings(**settings), address=cluster.address, cpus_per_member=1)
+        outcome = search(
+            tiny_config(),
+            data,
+            tmp_path / "ray",
+            SearchSettings(**settings),
+            address=cluster.address,
+            cpus_per_member=1,
+        )
     assert [p.name for p in outcome.outputs] == [f"lfads_output_session_{i}.h5" for i in range(3)]
     for path, neurons in zip(outcome.outputs, (6, 9, 7), strict=True):
         with h5py.File(path, "r") as out:
             assert out["valid_rates"].shape[1:] == (16, neurons)
     twin = search(tiny_config(), data, tmp_path / "embedded", SearchSettings(**{**settings, "backend": "embedded"}))
     exploits = [(e["generation"], e["loser"], e["winner"]) for e in read_csv(tmp_path / "ray" / "exploits.csv")]
-    assert exploits == [(e["generation"], e["loser"], e["winner"]) for e in read_csv(tmp_path / "embedded" / "exploits.csv")]
+    assert exploits == [
+        (e["generation"], e["loser"], e["winner"]) for e in read_csv(tmp_path / "embedded" / "exploits.csv")
+    ]
     assert outcome.best_member == twin.best_member
 
 
@@ -351,21 +431,43 @@ def test_members_per_trial_packs_members_on_one_axis_with_the_same_pbt(cluster, 
     workers (the same slices)."""
     workdir = tmp_path / "packed"
     with deadline(300):
-        outcome = search(tiny_config(), lorenz, workdir, SearchSettings(**SETTINGS), address=cluster.address, members_per_trial=2, cpus_per_trial=1)
+        outcome = search(
+            tiny_config(),
+            lorenz,
+            workdir,
+            SearchSettings(**SETTINGS),
+            address=cluster.address,
+            members_per_trial=2,
+            cpus_per_trial=1,
+        )
     state = check_complete(workdir)
     members = read_csv(workdir / "ray" / "members.csv")
     assert len(members) == 12
     trials = {row["trial_id"] for row in members}
-    assert len(trials) == 2 and {frozenset(int(r["member"]) for r in members if r["trial_id"] == t) for t in trials} == {frozenset({0, 1}), frozenset({2, 3})}
-    assert sorted(p.name.split("_")[1] for p in (workdir / "ray" / "search").glob("members_*")) == ["000-001", "002-003"]
+    assert len(trials) == 2 and {
+        frozenset(int(r["member"]) for r in members if r["trial_id"] == t) for t in trials
+    } == {frozenset({0, 1}), frozenset({2, 3})}
+    assert sorted(p.name.split("_")[1] for p in (workdir / "ray" / "search").glob("members_*")) == [
+        "000-001",
+        "002-003",
+    ]
     exploits = read_csv(workdir / "exploits.csv")
     restores = assert_restores_follow_exploits(members, exploits)
-    assert any(source // 2 != member // 2 for member, source in restores), "no exploit crossed trials: the copy between trial checkpoints went untested"
+    assert any(source // 2 != member // 2 for member, source in restores), (
+        "no exploit crossed trials: the copy between trial checkpoints went untested"
+    )
     assert "2 members per trial (2 trials)" in (workdir / "search.log").read_text()
     assert (workdir / "best_model" / "lfads_output.h5").is_file()
 
     twin_dir = tmp_path / "embedded"
-    twin = search(tiny_config(), lorenz, twin_dir, SearchSettings(**{**SETTINGS, "backend": "embedded"}), workers=2, threads_per_worker=1)
+    twin = search(
+        tiny_config(),
+        lorenz,
+        twin_dir,
+        SearchSettings(**{**SETTINGS, "backend": "embedded"}),
+        workers=2,
+        threads_per_worker=1,
+    )
     theirs = read_csv(twin_dir / "state.csv")
     space = default_search_space()
     assert len(theirs) == len(state)
@@ -374,8 +476,14 @@ def test_members_per_trial_packs_members_on_one_axis_with_the_same_pbt(cluster, 
             if name in space.params or name in ("generation", "member", "epoch"):
                 assert ours[name] == value, (name, ours, other)
             else:
-                assert math.isclose(float(ours[name]), float(value), rel_tol=1e-4, abs_tol=1e-6), (name, ours[name], value)
-    assert [(e["generation"], e["loser"], e["winner"]) for e in exploits] == [(e["generation"], e["loser"], e["winner"]) for e in read_csv(twin_dir / "exploits.csv")]
+                assert math.isclose(float(ours[name]), float(value), rel_tol=1e-4, abs_tol=1e-6), (
+                    name,
+                    ours[name],
+                    value,
+                )
+    assert [(e["generation"], e["loser"], e["winner"]) for e in exploits] == [
+        (e["generation"], e["loser"], e["winner"]) for e in read_csv(twin_dir / "exploits.csv")
+    ]
     assert outcome.best_member == twin.best_member
 
 
@@ -414,7 +522,9 @@ def test_a_killed_driver_resumes_without_retraining_completed_work(cluster, lore
 
     state = check_complete(workdir)
     assert state[: len(before)] == before  # completed generations: the same rows, never redone
-    reports = [json.loads(line) for line in (workdir / "ray" / "reports.jsonl").read_text().splitlines() if line.strip()]
+    reports = [
+        json.loads(line) for line in (workdir / "ray" / "reports.jsonl").read_text().splitlines() if line.strip()
+    ]
     trained = Counter((r["generation"], r["member"]) for r in reports)
     kept = [(g, m) for g in done for m in range(4)] + [(in_progress, m) for m in reported]
     assert kept and all(trained[key] == 1 for key in kept), {key: trained[key] for key in kept}
@@ -435,7 +545,9 @@ def test_a_killed_worker_node_does_not_lose_members(own_cluster, lorenz, tmp_pat
         def trial_on_worker() -> bool:  # a member's actor is alive on the worker node: kill it mid-generation
             for pid in session_pids(cluster.worker):
                 try:
-                    if Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"ray::ImplicitFunc.train"):  # Tune's trial actor
+                    if (
+                        Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"ray::ImplicitFunc.train")
+                    ):  # Tune's trial actor
                         return True
                 except OSError:
                     pass
@@ -450,7 +562,9 @@ def test_a_killed_worker_node_does_not_lose_members(own_cluster, lorenz, tmp_pat
     assert process.returncode == 0, log.read_text()
     check_complete(workdir)
     members = read_csv(workdir / "ray" / "members.csv")
-    reports = [json.loads(line) for line in (workdir / "ray" / "reports.jsonl").read_text().splitlines() if line.strip()]
+    reports = [
+        json.loads(line) for line in (workdir / "ray" / "reports.jsonl").read_text().splitlines() if line.strip()
+    ]
     before = {r["node_id"] for r in reports if r["generation"] == 0}
     # Trials started after the kill ran on the surviving node only. (A report's "time" is when the driver took
     # it: a result the dead node sent just before the kill can arrive after it.)
@@ -468,7 +582,15 @@ def test_cluster_configs_match_the_schema_of_the_installed_ray(name):
     schema = json.loads((Path(ray.__file__).parent / "autoscaler" / "ray-schema.json").read_text())
     config = yaml.safe_load((REPO / "deploy" / "ray" / name).read_text())
     jsonschema.validate(config, schema)
-    removed = {"autoscaling_mode", "initial_workers", "target_utilization_fraction", "min_workers", "max_workers_per_node", "head_node", "worker_nodes"}
+    removed = {
+        "autoscaling_mode",
+        "initial_workers",
+        "target_utilization_fraction",
+        "min_workers",
+        "max_workers_per_node",
+        "head_node",
+        "worker_nodes",
+    }
     assert not removed & set(config), removed & set(config)
     provider = config["provider"]
     if name == "cluster-local.yaml":
@@ -479,7 +601,9 @@ def test_cluster_configs_match_the_schema_of_the_installed_ray(name):
         types = config["available_node_types"]
         assert config["head_node_type"] in types and len(types) >= 2
         for node in types.values():
-            assert {"resources", "node_config", "min_workers", "max_workers"} <= set(node) or node is types[config["head_node_type"]]
+            assert {"resources", "node_config", "min_workers", "max_workers"} <= set(node) or node is types[
+                config["head_node_type"]
+            ]
     commands = " ".join(config.get("setup_commands", []))
     assert "autolfads" in commands and "ray[tune]" in commands
     assert config["cluster_name"]
@@ -502,7 +626,14 @@ def test_the_readme_cluster_commands_with_a_token(lorenz, tmp_path):
     port, temp_dir, sessions = free_port(), tempfile.mkdtemp(prefix="alt"), []
 
     def ray_cli(*args: str, **extra: str) -> None:
-        process = subprocess.Popen([RAY, *args], env={**env, **extra}, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        process = subprocess.Popen(
+            [RAY, *args],
+            env={**env, **extra},
+            start_new_session=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         sessions.append(process.pid)
         output, _ = process.communicate(timeout=90)
         assert process.returncode == 0, output
@@ -510,12 +641,52 @@ def test_the_readme_cluster_commands_with_a_token(lorenz, tmp_path):
     try:
         ray_cli("get-auth-token", "--generate")
         assert (home / ".ray" / "auth_token").is_file()
-        ray_cli("start", "--head", "--port", str(port), "--num-cpus", "0", "--node-ip-address", "127.0.0.1", "--include-dashboard=false",
-                "--ray-client-server-port", str(free_port()), "--temp-dir", temp_dir)
+        ray_cli(
+            "start",
+            "--head",
+            "--port",
+            str(port),
+            "--num-cpus",
+            "0",
+            "--node-ip-address",
+            "127.0.0.1",
+            "--include-dashboard=false",
+            "--ray-client-server-port",
+            str(free_port()),
+            "--temp-dir",
+            temp_dir,
+        )
         ray_cli("start", "--address", f"127.0.0.1:{port}", "--num-cpus", "2", RAY_AUTH_MODE="token")
-        overrides = [item for key, value in TINY.items() for item in (f"model.{key}", str(value))] + ["train.kl_increase_epoch", "1", "train.l2_increase_epoch", "1", "train.num_samples", "2"]
-        command = [sys.executable, "-m", "autolfads.cli", "search", "--backend", "ray", "--address", f"127.0.0.1:{port}", "--data", str(lorenz),
-                   "--population", "2", "--epochs-per-generation", "1", "--max-generations", "1", "--workdir", str(tmp_path / "search"), "--no-report", *overrides]
+        overrides = [item for key, value in TINY.items() for item in (f"model.{key}", str(value))] + [
+            "train.kl_increase_epoch",
+            "1",
+            "train.l2_increase_epoch",
+            "1",
+            "train.num_samples",
+            "2",
+        ]
+        command = [
+            sys.executable,
+            "-m",
+            "autolfads.cli",
+            "search",
+            "--backend",
+            "ray",
+            "--address",
+            f"127.0.0.1:{port}",
+            "--data",
+            str(lorenz),
+            "--population",
+            "2",
+            "--epochs-per-generation",
+            "1",
+            "--max-generations",
+            "1",
+            "--workdir",
+            str(tmp_path / "search"),
+            "--no-report",
+            *overrides,
+        ]
         result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
         assert result.returncode == 0, result.stderr
         assert "RAY_AUTH_MODE=token" in result.stderr and result.stdout.count("search complete: 1 generations") == 1

@@ -69,7 +69,14 @@ STITCHED_NEURONS, STITCHED_CS_DIM = (8, 10, 12), 2
 def stitched_data(tmp_path_factory) -> Path:
     """Three tiny synthetic sessions (6 conditions x 5 trials, 20 bins) with 8, 10 and 12 neurons."""
     folder = tmp_path_factory.mktemp("sessions") / "data"
-    write_multisession(folder, neurons_per_session=",".join(map(str, STITCHED_NEURONS)), n_conditions=6, trials_per_condition=5, seq_len=20, seed=1)
+    write_multisession(
+        folder,
+        neurons_per_session=",".join(map(str, STITCHED_NEURONS)),
+        n_conditions=6,
+        trials_per_condition=5,
+        seq_len=20,
+        seed=1,
+    )
     return folder
 
 
@@ -77,7 +84,13 @@ def stitched_data(tmp_path_factory) -> Path:
 def stitched_run(tmp_path_factory, stitched_data, tiny_model) -> Path:
     """A 2-epoch stitched run over the three sessions, the last 2 neurons of each held out; its report written by train."""
     folder = tmp_path_factory.mktemp("stitched") / "run"
-    train(tiny_config(tiny_model, train__max_epochs=2, model__cs_dim=STITCHED_CS_DIM), stitched_data, folder, echo=None, report=True)
+    train(
+        tiny_config(tiny_model, train__max_epochs=2, model__cs_dim=STITCHED_CS_DIM),
+        stitched_data,
+        folder,
+        echo=None,
+        report=True,
+    )
     return folder
 
 
@@ -134,7 +147,11 @@ def test_every_section_and_figure_is_there_and_every_image_decodes(kind, run_dir
 @pytest.mark.parametrize("kind", ["run", "search"])
 def test_the_report_is_self_contained(kind, run_dir, search_dir):
     html = html_of(run_dir if kind == "run" else search_dir)
-    assert "http://" not in html and "https://" not in html and "//" not in re.sub(r"base64,[A-Za-z0-9+/=]+", "", html).replace("file://", "")
+    assert (
+        "http://" not in html
+        and "https://" not in html
+        and "//" not in re.sub(r"base64,[A-Za-z0-9+/=]+", "", html).replace("file://", "")
+    )
     for attribute, value in re.findall(r'\b(src|href)="([^"]*)"', html):
         assert value.startswith(("data:", "#")), f"{attribute}={value[:60]} points outside the file"
     assert "<script" not in html and "url(" not in html and "@import" not in html
@@ -165,11 +182,20 @@ def test_search_summary_and_lineage_match_the_search(search_dir):
             assert before.member == step.member
         else:  # the member lost the tournament after the previous generation to the lineage's member there
             assert step.inherited_from == before.member
-            assert {"generation": str(step.generation - 1), "loser": str(step.member), "winner": str(before.member)}.items() <= next(
-                row for row in exploits if row["generation"] == str(step.generation - 1) and row["loser"] == str(step.member)
+            assert {
+                "generation": str(step.generation - 1),
+                "loser": str(step.member),
+                "winner": str(before.member),
+            }.items() <= next(
+                row
+                for row in exploits
+                if row["generation"] == str(step.generation - 1) and row["loser"] == str(step.member)
             ).items()
     html = html_of(search_dir)
-    assert "AutoLFADS search, embedded backend" in html and f"member {results.search.best_member} (smth_val_nll_heldin" in html
+    assert (
+        "AutoLFADS search, embedded backend" in html
+        and f"member {results.search.best_member} (smth_val_nll_heldin" in html
+    )
     assert "1e-05 … 0.005 (log)" in html  # the searched range of lr_init, from search_space.yaml
     assert f"exploits</th><td>{len(exploits)}<" in html
 
@@ -193,7 +219,10 @@ def expected_session_scores(model_dir: Path, data: Path) -> dict[str, dict[str, 
                 null = np.broadcast_to(counts.mean((0, 1)), counts.shape)
                 nll = (rates - counts * np.log(rates)).sum()
                 null_nll = (null - counts * np.log(null)).sum()
-                scores[f"{session.name} {split.name}"] = {"r2": float(np.mean(1 - ss_res / ss_tot)), "bps": float((null_nll - nll) / (counts.sum() * np.log(2)))}
+                scores[f"{session.name} {split.name}"] = {
+                    "r2": float(np.mean(1 - ss_res / ss_tot)),
+                    "bps": float((null_nll - nll) / (counts.sum() * np.log(2))),
+                }
     return scores
 
 
@@ -203,7 +232,9 @@ def test_a_stitched_report_lists_every_session_with_its_scores(kind, stitched_ru
     results = load_results(folder)
     names = [f"session_{s:02d}" for s in range(len(STITCHED_NEURONS))]
     assert [row.name for row in results.sessions] == names
-    assert [(row.heldin, row.heldout) for row in results.sessions] == [(n - STITCHED_CS_DIM, STITCHED_CS_DIM) for n in STITCHED_NEURONS]
+    assert [(row.heldin, row.heldout) for row in results.sessions] == [
+        (n - STITCHED_CS_DIM, STITCHED_CS_DIM) for n in STITCHED_NEURONS
+    ]
     expected = expected_session_scores(results.model_dir, stitched_data)
     for row, session in zip(results.sessions, load_sessions(stitched_data), strict=True):
         assert row.trials == {"train": session.train.n_trials, "valid": session.valid.n_trials}
@@ -215,7 +246,10 @@ def test_a_stitched_report_lists_every_session_with_its_scores(kind, stitched_ru
     table = html.split('<section id="sessions">', 1)[1].split("</section>", 1)[0]
     assert 'href="#sessions"' in html and table.count("<tr>") == 1 + len(names)  # the header and a row per session
     for row, n in zip(results.sessions, STITCHED_NEURONS, strict=True):
-        cells = [f"<td class=\"num\">{cell}</td>" for cell in (row.name, f"{n} ({n - 2} held-in + 2 held-out)", fmt(row.r2["valid"]), fmt(row.bps["valid"]))]
+        cells = [
+            f'<td class="num">{cell}</td>'
+            for cell in (row.name, f"{n} ({n - 2} held-in + 2 held-out)", fmt(row.r2["valid"]), fmt(row.bps["valid"]))
+        ]
         assert all(cell in table for cell in cells), row
     for section in ("rates", "psth", "latents", "raster"):  # the figures say which session they show
         assert re.search(rf'<section id="{section}"><h2>[^<]*\(session session_00\)</h2>', html), section
@@ -244,7 +278,11 @@ def test_a_missing_session_output_or_data_is_a_note(stitched_run, tmp_path):
     shutil.copytree(stitched_run, first_missing)
     (first_missing / "lfads_output_session_00.h5").unlink()
     html = write_report(first_missing).read_text()
-    assert "no lfads_output_session_00.h5 in" in html and 'id="fig-rates"' not in html and '<section id="sessions">' in html
+    assert (
+        "no lfads_output_session_00.h5 in" in html
+        and 'id="fig-rates"' not in html
+        and '<section id="sessions">' in html
+    )
 
     no_data = tmp_path / "no_data"
     shutil.copytree(stitched_run, no_data)
@@ -257,7 +295,11 @@ def test_a_missing_session_output_or_data_is_a_note(stitched_run, tmp_path):
 
 
 def test_lineage_follows_exploits_backwards():
-    state = [{"generation": g, "member": m, "smth_val_nll_heldin": 1.0 - 0.1 * g - 0.01 * m, "lr_init": 0.001 * (m + 1)} for g in range(3) for m in range(4)]
+    state = [
+        {"generation": g, "member": m, "smth_val_nll_heldin": 1.0 - 0.1 * g - 0.01 * m, "lr_init": 0.001 * (m + 1)}
+        for g in range(3)
+        for m in range(4)
+    ]
     exploits = [
         {"generation": 0, "loser": 2, "winner": 1},  # 2 continues from 1 in generation 1
         {"generation": 1, "loser": 0, "winner": 2},  # 0 continues from 2 in generation 2
@@ -359,7 +401,11 @@ def test_search_progress_shows_a_bar_on_a_terminal(monkeypatch):
     progress.member_done(1, 0.6)
     progress.generation_done()
     progress.close()
-    assert "member-gen" in stream.getvalue() and "2/4" in stream.getvalue() and "best smth_val_nll_heldin 0.60000" in stream.getvalue()
+    assert (
+        "member-gen" in stream.getvalue()
+        and "2/4" in stream.getvalue()
+        and "best smth_val_nll_heldin 0.60000" in stream.getvalue()
+    )
 
 
 def test_tensorboard_shows_every_member_of_a_search(search_dir):
@@ -380,16 +426,50 @@ def test_tensorboard_shows_every_member_of_a_search(search_dir):
 
 # ------------------------------------------------------------------------------------------------ the command line and a browser
 @pytest.mark.slow
-def test_cli_train_and_search_write_and_print_the_report_and_report_rewrites_it(lorenz_file, tiny_model, tmp_path, capsys):
+def test_cli_train_and_search_write_and_print_the_report_and_report_rewrites_it(
+    lorenz_file, tiny_model, tmp_path, capsys
+):
     # in-process main(): the same handlers as the installed command, without a torch import per call
-    assert main(["train", "--data", str(lorenz_file), "--checkpoint", str(tmp_path / "run"), "--quiet", *tiny_model()]) == 0
-    assert f"# report: {tmp_path / 'run' / REPORT_FILE}" in capsys.readouterr().err and (tmp_path / "run" / REPORT_FILE).is_file()
+    assert (
+        main(["train", "--data", str(lorenz_file), "--checkpoint", str(tmp_path / "run"), "--quiet", *tiny_model()])
+        == 0
+    )
+    assert (
+        f"# report: {tmp_path / 'run' / REPORT_FILE}" in capsys.readouterr().err
+        and (tmp_path / "run" / REPORT_FILE).is_file()
+    )
 
-    assert main(["train", "--data", str(lorenz_file), "--checkpoint", str(tmp_path / "quiet"), "--quiet", "--no-report", *tiny_model()]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(lorenz_file),
+                "--checkpoint",
+                str(tmp_path / "quiet"),
+                "--quiet",
+                "--no-report",
+                *tiny_model(),
+            ]
+        )
+        == 0
+    )
     assert "report" not in capsys.readouterr().err and not (tmp_path / "quiet" / REPORT_FILE).exists()
 
     workdir = tmp_path / "search"
-    args = ["search", "--data", str(lorenz_file), "--workdir", str(workdir), "--population", "2", "--epochs-per-generation", "1", "--max-generations", "2"]
+    args = [
+        "search",
+        "--data",
+        str(lorenz_file),
+        "--workdir",
+        str(workdir),
+        "--population",
+        "2",
+        "--epochs-per-generation",
+        "1",
+        "--max-generations",
+        "2",
+    ]
     assert main([*args, *tiny_model()]) == 0
     out, err = capsys.readouterr()
     assert f"report: {workdir / REPORT_FILE}" in out and (workdir / REPORT_FILE).is_file()
@@ -403,7 +483,10 @@ def test_cli_train_and_search_write_and_print_the_report_and_report_rewrites_it(
 def test_the_installed_report_command(autolfads, search_dir, tmp_path):
     result = autolfads("report", search_dir, "-o", tmp_path / "copy.html")
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == str(tmp_path / "copy.html") and 'id="fig-hyperparameters"' in (tmp_path / "copy.html").read_text()
+    assert (
+        result.stdout.strip() == str(tmp_path / "copy.html")
+        and 'id="fig-hyperparameters"' in (tmp_path / "copy.html").read_text()
+    )
 
 
 def chromium_screenshot(page: Path, screenshot: Path) -> str:
@@ -438,7 +521,9 @@ def test_the_report_renders_in_headless_chromium_without_console_errors(kind, ru
 def test_the_console_check_sees_page_errors(tmp_path):
     """The check above would notice: a page that logs errors shows them in Chromium's log."""
     page = tmp_path / "broken.html"
-    page.write_text('<!DOCTYPE html><html><head><link rel="icon" href="data:,"></head><body><script>console.error("boom"); missing();</script></body></html>')
+    page.write_text(
+        '<!DOCTYPE html><html><head><link rel="icon" href="data:,"></head><body><script>console.error("boom"); missing();</script></body></html>'
+    )
     log = chromium_screenshot(page, tmp_path / "broken.png")
     console = [line for line in log.splitlines() if ":CONSOLE" in line]
     assert any("boom" in line for line in console) and any("missing is not defined" in line for line in console)

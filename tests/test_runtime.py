@@ -27,7 +27,9 @@ print(applied, rss() - before)
 """
     results = {}
     for mode in ("on", "off"):
-        out = subprocess.run([sys.executable, "-c", script, mode], capture_output=True, text=True, check=True).stdout.split()
+        out = subprocess.run(
+            [sys.executable, "-c", script, mode], capture_output=True, text=True, check=True
+        ).stdout.split()
         results[mode] = (out[0] == "True", float(out[1]))
     assert results["on"][0]
     assert results["on"][1] < 0.6 * results["off"][1]  # the freed half went back to the OS only with the setting
@@ -61,7 +63,9 @@ print(applied, huge_kib, use_huge_pages())
 """
     results = {}
     for setting in ("on", "off"):
-        out = subprocess.run([sys.executable, "-c", script, setting], capture_output=True, text=True, check=True).stdout.split()
+        out = subprocess.run(
+            [sys.executable, "-c", script, setting], capture_output=True, text=True, check=True
+        ).stdout.split()
         results[setting] = (out[0] == "True", int(out[1]), out[2] == "True")
     assert results["on"][0] and results["on"][1] >= 2048  # at least one 2 MiB huge page
     assert not results["on"][2]  # torch is imported now: too late

@@ -15,14 +15,11 @@ import pytest
 import torch
 
 from autolfads.errors import CheckpointError, ConfigError
-from autolfads.search import SearchSettings, default_search_space, search
-from autolfads.search import embedded
+from autolfads.search import SearchSettings, default_search_space, embedded, search
 from autolfads.search.pbt import plan_exploits
 from autolfads.train.checkpoint import load_checkpoint
 from autolfads.train.trainer import METRIC, SAMPLED_METRIC, Trainer
-
-from helpers import TINY, TINY_OVERRIDES, read_csv, tiny_config, tiny_search_data
-
+from helpers import TINY_OVERRIDES, read_csv, tiny_config, tiny_search_data
 
 
 @pytest.fixture(scope="module")
@@ -42,14 +39,26 @@ def finished_search(lorenz, tmp_path_factory):
     def capture(payload, path):
         record = payload["search"]
         copy = {name: tensor.clone() for name, tensor in payload["model"].items()}
-        optimizer = {"exp_avg": [t.clone() for t in payload["optimizer"]["exp_avg"]], "steps": payload["optimizer"]["steps"].clone()}
-        saved.append(Saved(record["generation"] - 1, copy, optimizer, [row for row in record["exploit_rows"] if row["generation"] == record["generation"] - 1]))
+        optimizer = {
+            "exp_avg": [t.clone() for t in payload["optimizer"]["exp_avg"]],
+            "steps": payload["optimizer"]["steps"].clone(),
+        }
+        saved.append(
+            Saved(
+                record["generation"] - 1,
+                copy,
+                optimizer,
+                [row for row in record["exploit_rows"] if row["generation"] == record["generation"] - 1],
+            )
+        )
         real_save(payload, path)
 
     embedded.save_checkpoint = capture
     try:
         workdir = tmp_path_factory.mktemp("search")
-        outcome = search(tiny_config(), lorenz, workdir, SearchSettings(population=4, epochs_per_generation=2, max_generations=3))
+        outcome = search(
+            tiny_config(), lorenz, workdir, SearchSettings(population=4, epochs_per_generation=2, max_generations=3)
+        )
     finally:
         embedded.save_checkpoint = real_save
     return outcome, workdir, saved
@@ -92,8 +101,12 @@ def test_exploits_copy_weights_and_optimizer_state_then_perturb(finished_search)
                 assert torch.equal(moment[loser], moment[winner])
             assert snapshot.optimizer["steps"][loser] == snapshot.optimizer["steps"][winner]
             # the loser goes on with the winner's hyperparameters, perturbed, as state.csv shows next generation
-            winner_row = next(r for r in state if int(r["generation"]) == snapshot.generation and int(r["member"]) == winner)
-            loser_next = next(r for r in state if int(r["generation"]) == snapshot.generation + 1 and int(r["member"]) == loser)
+            winner_row = next(
+                r for r in state if int(r["generation"]) == snapshot.generation and int(r["member"]) == winner
+            )
+            loser_next = next(
+                r for r in state if int(r["generation"]) == snapshot.generation + 1 and int(r["member"]) == loser
+            )
             for name in space.params:
                 assert float(loser_next[name]) == pytest.approx(row[f"new_{name}"])
                 assert row[f"new_{name}"] != pytest.approx(float(winner_row[name]), rel=1e-9)
@@ -104,7 +117,9 @@ def test_exploits_copy_weights_and_optimizer_state_then_perturb(finished_search)
 def test_rerunning_a_finished_search_retrains_nothing(finished_search, lorenz):
     outcome, workdir, _ = finished_search
     before = (workdir / "state.csv").read_text(), (workdir / "search.ckpt").read_bytes()
-    again = search(tiny_config(), lorenz, workdir, SearchSettings(population=4, epochs_per_generation=2, max_generations=3))
+    again = search(
+        tiny_config(), lorenz, workdir, SearchSettings(population=4, epochs_per_generation=2, max_generations=3)
+    )
     assert ((workdir / "state.csv").read_text(), (workdir / "search.ckpt").read_bytes()) == before
     assert again.best_member == outcome.best_member and again.best_metric == outcome.best_metric
 
@@ -126,7 +141,10 @@ def test_search_ranks_by_the_sampled_metric(lorenz, tmp_path):
     config = tiny_config()
     config.train.sampled_metric = True
     search(config, lorenz, tmp_path / "run", settings)
-    state = {(row["generation"], row["member"]): float(row[SAMPLED_METRIC]) for row in read_csv(tmp_path / "run" / "state.csv")}
+    state = {
+        (row["generation"], row["member"]): float(row[SAMPLED_METRIC])
+        for row in read_csv(tmp_path / "run" / "state.csv")
+    }
     exploits = read_csv(tmp_path / "run" / "exploits.csv")
     assert exploits
     for row in exploits:
@@ -143,7 +161,13 @@ def test_diverged_member_loses_and_is_replaced(lorenz):
         trainer.model.decoder.gen_cell.weight_hh[1] = math.nan
     trainer.run_epoch()
     assert trainer.diverged.tolist() == [False, True] and math.isnan(trainer.smth_metric[1])
-    exploits = plan_exploits(0, trainer.smth_metric.tolist(), [trainer.member_hparams(m) for m in range(2)], default_search_space(), np.random.default_rng(0))
+    exploits = plan_exploits(
+        0,
+        trainer.smth_metric.tolist(),
+        [trainer.member_hparams(m) for m in range(2)],
+        default_search_space(),
+        np.random.default_rng(0),
+    )
     assert [(e.loser, e.winner) for e in exploits] == [(1, 0)]
     trainer.copy_member(0, 1)
     trainer.set_member_hparams(1, exploits[0].new)
@@ -156,12 +180,24 @@ def test_unwritable_or_full_workdir_fails_at_start(lorenz, tmp_path, monkeypatch
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
     with pytest.raises(CheckpointError, match="not writable"):
-        search(tiny_config(), lorenz, blocker / "workdir", SearchSettings(population=2, epochs_per_generation=1, max_generations=1))
+        search(
+            tiny_config(),
+            lorenz,
+            blocker / "workdir",
+            SearchSettings(population=2, epochs_per_generation=1, max_generations=1),
+        )
     import autolfads.search.results as results
 
-    monkeypatch.setattr(results.shutil, "disk_usage", lambda path: namedtuple("usage", "total used free")(10**9, 10**9, 1000))
+    monkeypatch.setattr(
+        results.shutil, "disk_usage", lambda path: namedtuple("usage", "total used free")(10**9, 10**9, 1000)
+    )
     with pytest.raises(CheckpointError, match="MiB free"):
-        search(tiny_config(), lorenz, tmp_path / "full", SearchSettings(population=2, epochs_per_generation=1, max_generations=1))
+        search(
+            tiny_config(),
+            lorenz,
+            tmp_path / "full",
+            SearchSettings(population=2, epochs_per_generation=1, max_generations=1),
+        )
     assert not (tmp_path / "full" / "search.ckpt").exists()
 
 
@@ -175,8 +211,21 @@ def test_a_rerun_with_other_settings_is_refused(finished_search, lorenz):
 def test_killed_search_resumes_from_the_last_completed_generation(lorenz, tmp_path):
     workdir = tmp_path / "search"
     command = [
-        sys.executable, "-m", "autolfads.cli", "search", "--data", str(lorenz), "--population", "3", "--workdir", str(workdir),
-        "--epochs-per-generation", "3", "--max-generations", "8", *TINY_OVERRIDES,
+        sys.executable,
+        "-m",
+        "autolfads.cli",
+        "search",
+        "--data",
+        str(lorenz),
+        "--population",
+        "3",
+        "--workdir",
+        str(workdir),
+        "--epochs-per-generation",
+        "3",
+        "--max-generations",
+        "8",
+        *TINY_OVERRIDES,
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -230,7 +230,9 @@ def test_perturb_without_limits_stays_positive_and_can_leave_the_range():
 
 def test_perturb_is_reproducible_with_seed():
     hp = HyperParameter(low=0.01, high=0.7)
-    assert [hp.perturb(0.5, g) for g in [rng(5)] for _ in range(5)] == [hp.perturb(0.5, g) for g in [rng(5)] for _ in range(5)]
+    assert [hp.perturb(0.5, g) for g in [rng(5)] for _ in range(5)] == [
+        hp.perturb(0.5, g) for g in [rng(5)] for _ in range(5)
+    ]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -252,7 +254,9 @@ def test_searchspace_rejects_unknown_names():
         SearchSpace(params={"learning_rate": HyperParameter(low=1e-5, high=1e-2, log=True)})
     # a train.* name that is not per member (e.g. batch_size) is not searchable either
     with pytest.raises(ValidationError, match="batch_size"):
-        SearchSpace(params={"lr_init": HyperParameter(low=1e-5, high=1e-2), "batch_size": HyperParameter(low=1, high=2)})
+        SearchSpace(
+            params={"lr_init": HyperParameter(low=1e-5, high=1e-2), "batch_size": HyperParameter(low=1, high=2)}
+        )
 
 
 def test_searchspace_accepts_every_trainer_member_name():

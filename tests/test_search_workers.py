@@ -19,8 +19,7 @@ from autolfads.train.checkpoint import load_checkpoint
 from autolfads.train.population_state import copy_member, join_members, member_tensors, select_members
 from autolfads.train.run import load_run_data
 from autolfads.train.trainer import Trainer
-
-from helpers import TINY, TINY_OVERRIDES, read_csv, tiny_config, tiny_search_data
+from helpers import TINY_OVERRIDES, read_csv, tiny_config, tiny_search_data
 
 SETTINGS = SearchSettings(population=4, epochs_per_generation=2, max_generations=3, seed=3)
 # Evaluation reduces over members in one tensor, so a metric's last bits can depend on the slice's size;
@@ -45,7 +44,10 @@ def test_plan_fills_the_cpus_and_never_oversubscribes():
     assert plan_workers(3, cpus=5, workers=2).threads == (3, 2)
     assert plan_workers(8, cpus=16, gpu=True).members == (tuple(range(8)),)
     assert plan_workers(8, cpus=2, workers=4, threads=2).threads == (2, 2, 2, 2)  # asked for: given
-    assert "8 members on 2 workers (4 members and 1 torch thread each; 2 usable CPUs)" in plan_workers(8, cpus=2).describe()
+    assert (
+        "8 members on 2 workers (4 members and 1 torch thread each; 2 usable CPUs)"
+        in plan_workers(8, cpus=2).describe()
+    )
     for workers in (0, 9):
         with pytest.raises(ConfigError, match="--workers"):
             plan_workers(8, cpus=2, workers=workers)
@@ -55,7 +57,9 @@ def test_plan_fills_the_cpus_and_never_oversubscribes():
 @pytest.fixture(scope="module")
 def trained(lorenz):
     config, data = load_run_data(tiny_config(), lorenz)
-    trainer = Trainer(config, data, population=[{"lr_init": 0.01 * (m + 1)} for m in range(4)], member_seeds=[0, 1, 2, 3])
+    trainer = Trainer(
+        config, data, population=[{"lr_init": 0.01 * (m + 1)} for m in range(4)], member_seeds=[0, 1, 2, 3]
+    )
     trainer.run_epoch()
     trainer.run_epoch()
     return trainer
@@ -117,7 +121,9 @@ def test_one_or_two_workers_give_the_same_search(lorenz, tmp_path, monkeypatch):
     real_save = embedded.save_checkpoint
 
     def capture(payload, path):
-        saved.setdefault(path.parent.name, []).append({key: payload[key] for key in ("model", "optimizer", "trainer", "search")})
+        saved.setdefault(path.parent.name, []).append(
+            {key: payload[key] for key in ("model", "optimizer", "trainer", "search")}
+        )
         real_save(payload, path)
 
     monkeypatch.setattr(embedded, "save_checkpoint", capture)
@@ -136,10 +142,19 @@ def test_one_or_two_workers_give_the_same_search(lorenz, tmp_path, monkeypatch):
     for a, b in zip(saved["w1"], saved["w2"], strict=True):  # every generation's weights and Adam state, exactly
         for name in a["model"]:
             assert torch.equal(a["model"][name], b["model"][name]), name
-        for x, y in zip(a["optimizer"]["exp_avg"] + a["optimizer"]["exp_avg_sq"], b["optimizer"]["exp_avg"] + b["optimizer"]["exp_avg_sq"], strict=True):
+        for x, y in zip(
+            a["optimizer"]["exp_avg"] + a["optimizer"]["exp_avg_sq"],
+            b["optimizer"]["exp_avg"] + b["optimizer"]["exp_avg_sq"],
+            strict=True,
+        ):
             assert torch.equal(x, y)
     # some exploit crossed workers (members 0-1 | 2-3), and the copy is exact in the checkpoint after it
-    crossed = [row for snapshot in saved["w2"] for row in snapshot["search"]["exploit_rows"] if (row["loser"] < 2) != (row["winner"] < 2)]
+    crossed = [
+        row
+        for snapshot in saved["w2"]
+        for row in snapshot["search"]["exploit_rows"]
+        if (row["loser"] < 2) != (row["winner"] < 2)
+    ]
     assert crossed
     for snapshot in saved["w2"]:
         generation = snapshot["search"]["generation"] - 1
@@ -155,8 +170,24 @@ GENERATIONS = 10  # long enough that a kill after the first lands mid-search
 
 def search_command(lorenz: Path, workdir: Path, generations: int = GENERATIONS) -> list[str]:
     return [
-        sys.executable, "-m", "autolfads.cli", "search", "--data", str(lorenz), "--population", "4", "--workdir", str(workdir), "--workers", "2",
-        "--epochs-per-generation", "3", "--max-generations", str(generations), "--no-report", *TINY_OVERRIDES,
+        sys.executable,
+        "-m",
+        "autolfads.cli",
+        "search",
+        "--data",
+        str(lorenz),
+        "--population",
+        "4",
+        "--workdir",
+        str(workdir),
+        "--workers",
+        "2",
+        "--epochs-per-generation",
+        "3",
+        "--max-generations",
+        str(generations),
+        "--no-report",
+        *TINY_OVERRIDES,
     ]
 
 
@@ -181,10 +212,16 @@ def wait_gone(pids: list[int], timeout: float = 20.0) -> list[int]:
 
 def run_until(command: list[str], workdir: Path, rows: int, stderr: Path) -> subprocess.Popen:
     with open(stderr, "w") as err:
-        process = subprocess.Popen(command, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.DEVNULL, stderr=err)
+        process = subprocess.Popen(
+            command, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.DEVNULL, stderr=err
+        )
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and process.poll() is None:
-        if (workdir / "state.csv").exists() and len(read_csv(workdir / "state.csv")) >= rows and len(worker_pids(workdir)) == 2:
+        if (
+            (workdir / "state.csv").exists()
+            and len(read_csv(workdir / "state.csv")) >= rows
+            and len(worker_pids(workdir)) == 2
+        ):
             return process
         time.sleep(0.05)
     process.kill()
@@ -192,10 +229,14 @@ def run_until(command: list[str], workdir: Path, rows: int, stderr: Path) -> sub
 
 
 def resume_and_check(command: list[str], workdir: Path, completed: list[dict], generations: int = GENERATIONS) -> None:
-    result = subprocess.run(command, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        command, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=600
+    )
     assert result.returncode == 0, result.stderr
     final = read_csv(workdir / "state.csv")
-    assert [(int(r["generation"]), int(r["member"])) for r in final] == [(g, m) for g in range(generations) for m in range(4)]
+    assert [(int(r["generation"]), int(r["member"])) for r in final] == [
+        (g, m) for g in range(generations) for m in range(4)
+    ]
     assert final[: len(completed)] == completed  # completed generations were not retrained
     assert "resumed the search" in (workdir / "search.log").read_text()
     assert result.stdout.count("search complete") == 1 and "search complete" not in result.stderr  # the summary once
@@ -225,7 +266,11 @@ def test_kill_9_of_a_worker_is_a_clear_error_and_the_rerun_resumes(lorenz, tmp_p
     os.kill(pids[1], signal.SIGKILL)
     process.wait(timeout=120)  # never a hang
     stderr = (tmp_path / "stderr").read_text()
-    assert process.returncode == 2 and f"worker 1 (pid {pids[1]}, members 2-3) died" in stderr and "rerun the same command" in stderr
+    assert (
+        process.returncode == 2
+        and f"worker 1 (pid {pids[1]}, members 2-3) died" in stderr
+        and "rerun the same command" in stderr
+    )
     assert not wait_gone(pids), "a worker outlived the failed search"
     completed = read_csv(workdir / "state.csv")
     assert len(completed) % 4 == 0 and len(completed) < 4 * GENERATIONS

@@ -21,7 +21,10 @@ SHARED_NWB = SHARED_DATA / "sub-Jenkins_ses-small_desc-test_ecephys.nwb"
 
 
 def test_small_session_config_is_smaller_with_small_batches_and_shapes_from_the_file():
-    small, nlb = load_config(ROOT / "examples" / "configs" / "small_session.yaml"), load_config(ROOT / "examples" / "configs" / "mc_maze_small.yaml")
+    small, nlb = (
+        load_config(ROOT / "examples" / "configs" / "small_session.yaml"),
+        load_config(ROOT / "examples" / "configs" / "mc_maze_small.yaml"),
+    )
     assert small.model.data_dim is None and small.model.seq_len is None  # shapes from the file: any session
     assert small.model.gen_dim < nlb.model.gen_dim and small.model.fac_dim < nlb.model.fac_dim
     assert small.train.batch_size < nlb.train.batch_size and small.train.patience < nlb.train.patience
@@ -37,7 +40,9 @@ def test_small_search_space_loads_and_holds_the_small_session_penalties():
     for name in ("kl_co_weight", "kl_ic_weight", "l2_gen_scale", "l2_con_scale"):
         value = getattr(small.train, name)
         assert space.params[name].low <= value <= space.params[name].high, name
-    assert space.params["kl_co_weight"].low >= published.params["kl_co_weight"].high  # stronger KL than the published space
+    assert (
+        space.params["kl_co_weight"].low >= published.params["kl_co_weight"].high
+    )  # stronger KL than the published space
 
 
 def test_benchmark_help_names_its_options():
@@ -47,11 +52,18 @@ def test_benchmark_help_names_its_options():
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not SHARED_NWB.is_file(), reason=f"the shared real MC_Maze_Small file is not here ({SHARED_NWB}; set AUTOLFADS_SHARED_DATA)")
+@pytest.mark.skipif(
+    not SHARED_NWB.is_file(),
+    reason=f"the shared real MC_Maze_Small file is not here ({SHARED_NWB}; set AUTOLFADS_SHARED_DATA)",
+)
 def test_benchmark_smoke_run_on_the_real_session(tmp_path):
     pytest.importorskip("sklearn", reason="the smoothing baseline needs scikit-learn")
     pytest.importorskip("pynwb", reason="data nwb needs pynwb")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]), "OMP_NUM_THREADS": "1"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]),
+        "OMP_NUM_THREADS": "1",
+    }
     result = subprocess.run(
         [sys.executable, str(BENCH), "--nwb", str(SHARED_NWB), "--workdir", str(tmp_path), "--smoke", "--only", "smoothing", "lfads"],
         capture_output=True, text=True, env=env, timeout=600,
@@ -59,4 +71,6 @@ def test_benchmark_smoke_run_on_the_real_session(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert "# settings:" in result.stdout and "seed 0" in result.stdout
     assert "| smoothing |" in result.stdout and "| lfads |" in result.stdout
-    assert (tmp_path / "smoothing_output.h5").is_file() and (tmp_path / "lfads_small_session" / "lfads_output.h5").is_file()
+    assert (tmp_path / "smoothing_output.h5").is_file() and (
+        tmp_path / "lfads_small_session" / "lfads_output.h5"
+    ).is_file()

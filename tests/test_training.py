@@ -13,7 +13,6 @@ import torch
 from autolfads.errors import ConfigError
 from autolfads.train.checkpoint import load_checkpoint, save_checkpoint
 from autolfads.train.trainer import METRIC, SAMPLED_METRIC, Trainer
-
 from helpers import ar_kl_by_hand, config, make_data
 
 
@@ -65,7 +64,9 @@ def test_population_members_equal_separate_runs(cfg, data, population):
         single_metrics = [single.run_epoch() for single in singles]
         for p in range(2):
             for name in ("loss", "val_nll_heldin", "val_loss", METRIC):
-                torch.testing.assert_close(metrics[name][p : p + 1], single_metrics[p][name], rtol=1e-5, atol=1e-7, msg=name)
+                torch.testing.assert_close(
+                    metrics[name][p : p + 1], single_metrics[p][name], rtol=1e-5, atol=1e-7, msg=name
+                )
     for p in range(2):
         assert_member_equal(pop, p, singles[p], exact=False)
         for ours, theirs in zip(pop.optimizer.exp_avg_sq, singles[p].optimizer.exp_avg_sq):
@@ -125,7 +126,9 @@ def test_metric_keys_and_shapes(model, extra, absent):
     for name, value in metrics.items():
         assert value.shape == (3,), name
         assert torch.all(torch.isfinite(value)), name
-    assert torch.equal(metrics["kl_ramp"], torch.full((3,), 1 / 3)) and torch.equal(metrics["l2_ramp"], torch.full((3,), 1 / 3))
+    assert torch.equal(metrics["kl_ramp"], torch.full((3,), 1 / 3)) and torch.equal(
+        metrics["l2_ramp"], torch.full((3,), 1 / 3)
+    )
     assert len(trainer.history) == 3 and {row["member"] for row in trainer.history} == {0, 1, 2}
 
 
@@ -209,7 +212,10 @@ def test_state_round_trip_then_one_epoch_is_bit_identical(cfg, data, tmp_path):
     got = resumed.run_epoch()
     for a, b in zip(uninterrupted.params, resumed.params):
         assert torch.equal(a, b)
-    for a, b in zip(uninterrupted.optimizer.exp_avg + uninterrupted.optimizer.exp_avg_sq, resumed.optimizer.exp_avg + resumed.optimizer.exp_avg_sq):
+    for a, b in zip(
+        uninterrupted.optimizer.exp_avg + uninterrupted.optimizer.exp_avg_sq,
+        resumed.optimizer.exp_avg + resumed.optimizer.exp_avg_sq,
+    ):
         assert torch.equal(a, b)
     for name, value in want.items():
         assert torch.equal(value, got[name]), name
@@ -353,14 +359,34 @@ def test_learning_rate_schedule_decays_on_plateau_and_stops(data):
 def test_learning_rate_schedule_matches_torch_reduce_lr_on_plateau(data, patience):
     """The plateau rule is torch.optim.lr_scheduler.ReduceLROnPlateau (mode min, threshold 0, as lfads-torch
     configures it) fed the smoothed validation NLL, member by member; NaN counts as a bad epoch."""
-    values = [[5.0, 9.0], [4.0, 9.0], [4.5, 8.0], [4.2, 8.0], [4.1, math.nan], [3.9, 8.5], [3.9, 7.0], [4.0, 7.5], [4.3, 7.2], [3.8, 7.9], [3.8, 8.1], [3.9, 6.9]]
+    values = [
+        [5.0, 9.0],
+        [4.0, 9.0],
+        [4.5, 8.0],
+        [4.2, 8.0],
+        [4.1, math.nan],
+        [3.9, 8.5],
+        [3.9, 7.0],
+        [4.0, 7.5],
+        [4.3, 7.2],
+        [3.8, 7.9],
+        [3.8, 8.1],
+        [3.9, 6.9],
+    ]
     cfg = config(train=dict(lr_schedule=True, lr_patience=patience, lr_decay=0.5, lr_init=1e-3, lr_stop=0.0))
     trainer = Trainer(cfg, data, population=[{}, {}], member_seeds=[0, 1])
     _stub_epochs(trainer, values)
     oracles = []
     for _ in range(2):
         optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1e-3)
-        oracles.append((optimizer, torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=0.5, patience=patience, threshold=0.0)))
+        oracles.append(
+            (
+                optimizer,
+                torch.optim.lr_scheduler.ReduceLROnPlateau(
+                    optimizer, mode="min", factor=0.5, patience=patience, threshold=0.0
+                ),
+            )
+        )
     for _ in values:
         smoothed = trainer.run_epoch()[METRIC]
         for member, (optimizer, scheduler) in enumerate(oracles):
@@ -373,7 +399,18 @@ def test_lfads_tf2_learning_rate_rule(data):
     """lr_rule lfads_tf2, by hand: ramps end at epoch 3, patience 2, so decisions start at epoch 5; decay when the
     raw val_loss exceeds the worst of the 2 epochs before, at most every 2 epochs; the rate stops at lr_stop and
     training stops after an epoch at lr_stop."""
-    cfg = config(train=dict(lr_schedule=True, lr_rule="lfads_tf2", lr_patience=2, lr_decay=0.5, lr_init=1e-3, lr_stop=2e-4, kl_increase_epoch=3, l2_increase_epoch=2))
+    cfg = config(
+        train=dict(
+            lr_schedule=True,
+            lr_rule="lfads_tf2",
+            lr_patience=2,
+            lr_decay=0.5,
+            lr_init=1e-3,
+            lr_stop=2e-4,
+            kl_increase_epoch=3,
+            l2_increase_epoch=2,
+        )
+    )
     trainer = Trainer(cfg, data, population=[{}, {}, {}], member_seeds=[0, 1, 2])
     assert trainer.ramp_end_epoch == 3
     worse = [float(e) for e in range(12)]  # worse every epoch
@@ -414,11 +451,14 @@ def test_ic_only_bins_count_in_the_loss_unless_recon_ic_bins_is_false(cfg, data,
     nll = rates - data.valid.recon.double() * rates.log()
     start = 0 if recon_ic_bins else ic_bins
     T, N = run.model.encod_seq_len, run.model.encod_dim
-    torch.testing.assert_close(metrics[0]["val_nll_heldin"].double(), nll[:, :, start:T, :N].mean((1, 2, 3)), rtol=1e-5, atol=0)
+    torch.testing.assert_close(
+        metrics[0]["val_nll_heldin"].double(), nll[:, :, start:T, :N].mean((1, 2, 3)), rtol=1e-5, atol=0
+    )
     torch.testing.assert_close(metrics[0]["val_recon"].double(), nll[:, :, start:].mean((1, 2, 3)), rtol=1e-5, atol=0)
 
 
 # ============================================================================ batching
+
 
 def _training_batches(trainer: Trainer) -> list[list[int]]:
     """The trial indices of each training step of one epoch."""
@@ -434,7 +474,10 @@ def _training_batches(trainer: Trainer) -> list[list[int]]:
     return seen
 
 
-@pytest.mark.parametrize(("drop_last", "batch_size", "sizes"), [(True, 16, [16, 16]), (False, 16, [16, 16, 8]), (True, 64, [40]), (True, 20, [20, 20])])
+@pytest.mark.parametrize(
+    ("drop_last", "batch_size", "sizes"),
+    [(True, 16, [16, 16]), (False, 16, [16, 16, 8]), (True, 64, [40]), (True, 20, [20, 20])],
+)
 def test_an_epoch_drops_the_partial_last_batch(data, drop_last, batch_size, sizes):
     """40 training trials: batches of 16 are two steps (8 trials left out, as lfads-torch and lfads-tf2 do);
     a batch larger than the data is one step on all of it, never zero steps."""
@@ -445,10 +488,14 @@ def test_an_epoch_drops_the_partial_last_batch(data, drop_last, batch_size, size
     assert len(set(trials)) == len(trials)  # no trial twice
 
 
-@pytest.mark.parametrize("augmentation", [dict(spike_jitter_width=1), dict(temporal_shift_std=1.0, temporal_shift_max=2)])
+@pytest.mark.parametrize(
+    "augmentation", [dict(spike_jitter_width=1), dict(temporal_shift_std=1.0, temporal_shift_max=2)]
+)
 def test_cd_pass_rate_with_train_time_augmentation(data, augmentation):
     """model.cd_pass_rate > 0 with spike jitter or temporal shift trains (it raised a shape RuntimeError)."""
-    trainer = Trainer(config(model=dict(cd_pass_rate=0.5, **augmentation)), data, population=[{}, {}], member_seeds=[0, 1])
+    trainer = Trainer(
+        config(model=dict(cd_pass_rate=0.5, **augmentation)), data, population=[{}, {}], member_seeds=[0, 1]
+    )
     before = params_snapshot(trainer)
     metrics = trainer.run_epoch()
     assert torch.isfinite(metrics["loss"]).all()

@@ -33,7 +33,9 @@ KEYS = ("index-url", "extra-index-url", "trusted-host", "timeout", "default-time
 def pip_settings() -> dict[str, str]:
     """The host's pip settings as `pip config list` reports them (the files merged, then PIP_* variables).
     pip's precedence: the [global] section, then [install], then the environment."""
-    out = subprocess.run([sys.executable, "-m", "pip", "config", "list"], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "pip", "config", "list"], capture_output=True, text=True, check=True
+    ).stdout
     rank = {"global": 0, "install": 1, ":env:": 2}
     found: dict[str, tuple[int, str]] = {}
     for line in out.splitlines():
@@ -57,7 +59,9 @@ def main(torch: str) -> int:
     conf = ["[global]"]
     for key in ("index-url", "extra-index-url", "trusted-host"):
         # Only what the build container can reach: indexes on the host's disk are not in the build context.
-        kept = [v for v in settings.get(key, "").split() if key == "trusted-host" or v.startswith(("http://", "https://"))]
+        kept = [
+            v for v in settings.get(key, "").split() if key == "trusted-host" or v.startswith(("http://", "https://"))
+        ]
         if kept:
             conf.append(f"{key} = {' '.join(kept)}")
     if "timeout" in settings:
@@ -80,7 +84,10 @@ def main(torch: str) -> int:
         conf.append(f"find-links = {IN_BUILD}/wheels")
     else:
         shutil.rmtree(wheels, ignore_errors=True)
-        print(f"host_context: the host's pip has no {torch} wheel; the build takes it from PyTorch's index", file=sys.stderr)
+        print(
+            f"host_context: the host's pip has no {torch} wheel; the build takes it from PyTorch's index",
+            file=sys.stderr,
+        )
     write_atomically(HOST / "pip.conf", ("\n".join(conf) + "\n").encode())
     print(f"torch-wheel: {'yes' if found else 'no'}")
     return 0

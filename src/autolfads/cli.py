@@ -51,12 +51,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"autolfads: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("autolfads: interrupted; the last checkpoint is intact, rerun the same command to continue", file=sys.stderr)
+        print(
+            "autolfads: interrupted; the last checkpoint is intact, rerun the same command to continue", file=sys.stderr
+        )
         return 130
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="autolfads", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="autolfads", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--version", action="version", version=f"autolfads {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -68,15 +72,45 @@ def build_parser() -> argparse.ArgumentParser:
         "name=value metric lines on stdout (Katib's StdOut metrics collector reads them).",
         epilog="example: autolfads train --data data/lorenz.h5 --checkpoint runs/lorenz --config-file examples/configs/lorenz.yaml model.dropout_rate 0.1",
     )
-    train.add_argument("--data", type=Path, help="HDF5 data file, a folder or a glob; several files are sessions of one stitched model (data.prefix selects in a folder); default: data.dir of the config")
-    train.add_argument("--checkpoint", type=Path, default=Path(KATIB_CHECKPOINT_DIR), help=f"run folder: checkpoints, logs, outputs (default {KATIB_CHECKPOINT_DIR}, as in the Katib container)")
-    train.add_argument("--config-file", type=Path, help="YAML config, our schema or lfads-tf2's; default: the run folder's config.yaml, else built-in defaults")
-    train.add_argument("--epochs", type=int, help="train exactly this many more epochs and return (one PBT generation); default: until early stopping or max_epochs")
+    train.add_argument(
+        "--data",
+        type=Path,
+        help="HDF5 data file, a folder or a glob; several files are sessions of one stitched model (data.prefix selects in a folder); default: data.dir of the config",
+    )
+    train.add_argument(
+        "--checkpoint",
+        type=Path,
+        default=Path(KATIB_CHECKPOINT_DIR),
+        help=f"run folder: checkpoints, logs, outputs (default {KATIB_CHECKPOINT_DIR}, as in the Katib container)",
+    )
+    train.add_argument(
+        "--config-file",
+        type=Path,
+        help="YAML config, our schema or lfads-tf2's; default: the run folder's config.yaml, else built-in defaults",
+    )
+    train.add_argument(
+        "--epochs",
+        type=int,
+        help="train exactly this many more epochs and return (one PBT generation); default: until early stopping or max_epochs",
+    )
     outputs = train.add_mutually_exclusive_group()
-    outputs.add_argument("--output", dest="write_outputs", action="store_true", default=None, help="always write lfads_output.h5 at the end")
-    outputs.add_argument("--no-output", dest="write_outputs", action="store_false", help="never write lfads_output.h5 (default: write it once training is complete)")
+    outputs.add_argument(
+        "--output",
+        dest="write_outputs",
+        action="store_true",
+        default=None,
+        help="always write lfads_output.h5 at the end",
+    )
+    outputs.add_argument(
+        "--no-output",
+        dest="write_outputs",
+        action="store_false",
+        help="never write lfads_output.h5 (default: write it once training is complete)",
+    )
     train.add_argument("--quiet", action="store_true", help="do not print the per-epoch name=value metric lines")
-    train.add_argument("--no-report", dest="report", action="store_false", help="do not write report.html when training completes")
+    train.add_argument(
+        "--no-report", dest="report", action="store_false", help="do not write report.html when training completes"
+    )
     train.set_defaults(handler=run_train)
 
     search = commands.add_parser(
@@ -91,28 +125,93 @@ def build_parser() -> argparse.ArgumentParser:
         "  autolfads search ... --backend ray --address auto --members-per-trial 8 --gpus-per-trial 1 --cpus-per-trial 4",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    search.add_argument("--data", type=Path, help="HDF5 data file, a folder or a glob (several files: one stitched model); default: data.dir of the config")
-    search.add_argument("--config-file", type=Path, help="YAML config (our schema or lfads-tf2's); default: built-in defaults")
-    search.add_argument("--search-space", type=Path, help="YAML search space (name: {low, high, log, explore_weight, enforce_limits, initial}); default: the published AutoLFADS one")
+    search.add_argument(
+        "--data",
+        type=Path,
+        help="HDF5 data file, a folder or a glob (several files: one stitched model); default: data.dir of the config",
+    )
+    search.add_argument(
+        "--config-file", type=Path, help="YAML config (our schema or lfads-tf2's); default: built-in defaults"
+    )
+    search.add_argument(
+        "--search-space",
+        type=Path,
+        help="YAML search space (name: {low, high, log, explore_weight, enforce_limits, initial}); default: the published AutoLFADS one",
+    )
     search.add_argument("--population", type=int, default=8, help="members (default 8)")
-    search.add_argument("--workdir", type=Path, required=True, help="folder for the search's checkpoints, tables, logs and best model")
-    search.add_argument("--epochs-per-generation", type=int, default=25, help="epochs between exploits (default 25; the first generation adds the KL/L2 ramps)")
+    search.add_argument(
+        "--workdir", type=Path, required=True, help="folder for the search's checkpoints, tables, logs and best model"
+    )
+    search.add_argument(
+        "--epochs-per-generation",
+        type=int,
+        default=25,
+        help="epochs between exploits (default 25; the first generation adds the KL/L2 ramps)",
+    )
     search.add_argument("--max-generations", type=int, default=50, help="upper bound on generations (default 50)")
-    search.add_argument("--seed", type=int, default=0, help="seed of the sampling, tournaments and perturbations (default 0)")
-    search.add_argument("--backend", choices=["embedded", "ray"], default="embedded", help="embedded: this machine, worker processes each training a slice of the population on its population axis (default); ray: Ray Tune trials on a cluster")
-    search.add_argument("--workers", type=int, help="embedded: worker processes, each training a slice of the population (default: one per usable CPU, at most the population; 1 on a GPU)")
-    search.add_argument("--threads-per-worker", type=int, help="embedded: torch threads of each worker (default: its share of the usable CPUs; train.threads applies to `autolfads train`)")
-    search.add_argument("--address", help="Ray cluster to join: auto or HOST:PORT (default: start a local Ray instance on 127.0.0.1)")
-    search.add_argument("--cpus-per-member", type=float, default=1.0, help="Ray: CPUs per member, also its torch thread count (default 1)")
-    search.add_argument("--gpus-per-member", type=float, default=0.0, help="Ray: GPUs per member, fractions allowed (default 0)")
-    search.add_argument("--members-per-trial", type=int, default=1, help="Ray: members trained together by one trial on one population axis (default 1); the trial asks for the per-trial resources")
-    search.add_argument("--cpus-per-trial", type=float, help="Ray: CPUs of one trial, also its torch threads (default: members per trial x --cpus-per-member)")
-    search.add_argument("--gpus-per-trial", type=float, help="Ray: GPUs of one trial, shared by its members (default: members per trial x --gpus-per-member)")
-    search.add_argument("--resume", action="store_true", help="require an existing search in --workdir to continue (rerunning resumes anyway)")
+    search.add_argument(
+        "--seed", type=int, default=0, help="seed of the sampling, tournaments and perturbations (default 0)"
+    )
+    search.add_argument(
+        "--backend",
+        choices=["embedded", "ray"],
+        default="embedded",
+        help="embedded: this machine, worker processes each training a slice of the population on its population axis (default); ray: Ray Tune trials on a cluster",
+    )
+    search.add_argument(
+        "--workers",
+        type=int,
+        help="embedded: worker processes, each training a slice of the population (default: one per usable CPU, at most the population; 1 on a GPU)",
+    )
+    search.add_argument(
+        "--threads-per-worker",
+        type=int,
+        help="embedded: torch threads of each worker (default: its share of the usable CPUs; train.threads applies to `autolfads train`)",
+    )
+    search.add_argument(
+        "--address", help="Ray cluster to join: auto or HOST:PORT (default: start a local Ray instance on 127.0.0.1)"
+    )
+    search.add_argument(
+        "--cpus-per-member",
+        type=float,
+        default=1.0,
+        help="Ray: CPUs per member, also its torch thread count (default 1)",
+    )
+    search.add_argument(
+        "--gpus-per-member", type=float, default=0.0, help="Ray: GPUs per member, fractions allowed (default 0)"
+    )
+    search.add_argument(
+        "--members-per-trial",
+        type=int,
+        default=1,
+        help="Ray: members trained together by one trial on one population axis (default 1); the trial asks for the per-trial resources",
+    )
+    search.add_argument(
+        "--cpus-per-trial",
+        type=float,
+        help="Ray: CPUs of one trial, also its torch threads (default: members per trial x --cpus-per-member)",
+    )
+    search.add_argument(
+        "--gpus-per-trial",
+        type=float,
+        help="Ray: GPUs of one trial, shared by its members (default: members per trial x --gpus-per-member)",
+    )
+    search.add_argument(
+        "--resume",
+        action="store_true",
+        help="require an existing search in --workdir to continue (rerunning resumes anyway)",
+    )
     from .train.trainer import METRIC, PBT_METRICS, SAMPLED_METRIC
 
-    search.add_argument("--metric", default=METRIC, choices=list(PBT_METRICS), help=f"what PBT ranks members by: {METRIC} (default: held-in neurons and bins, posterior means; lower is better), {SAMPLED_METRIC} (every neuron and bin, a posterior sample, as lfads-torch and lfads-tf2; needs train.sampled_metric true) or an NLB metric (higher is better; needs data.nlb_targets)")
-    search.add_argument("--no-report", dest="report", action="store_false", help="do not write WORKDIR/report.html at the end")
+    search.add_argument(
+        "--metric",
+        default=METRIC,
+        choices=list(PBT_METRICS),
+        help=f"what PBT ranks members by: {METRIC} (default: held-in neurons and bins, posterior means; lower is better), {SAMPLED_METRIC} (every neuron and bin, a posterior sample, as lfads-torch and lfads-tf2; needs train.sampled_metric true) or an NLB metric (higher is better; needs data.nlb_targets)",
+    )
+    search.add_argument(
+        "--no-report", dest="report", action="store_false", help="do not write WORKDIR/report.html at the end"
+    )
     search.set_defaults(handler=run_search)
 
     sample = commands.add_parser(
@@ -140,7 +239,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     for kind, make in SYNTHETIC_SETS.items():
         summary = (inspect.getdoc(make) or "").split("\n")[0]
-        sub = kinds.add_parser(kind, help=summary, description=inspect.getdoc(make), epilog=f"example: autolfads data {kind} --out data/{kind}.h5 --seed 1", formatter_class=argparse.RawDescriptionHelpFormatter)
+        sub = kinds.add_parser(
+            kind,
+            help=summary,
+            description=inspect.getdoc(make),
+            epilog=f"example: autolfads data {kind} --out data/{kind}.h5 --seed 1",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         sub.add_argument("--out", type=Path, required=True, help="HDF5 file to write")
         add_keyword_options(sub, make)
         sub.set_defaults(handler=run_data, make_kind=kind)
@@ -164,7 +269,12 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="examples:\n  autolfads report runs/lorenz                  # -> runs/lorenz/report.html\n  autolfads report runs/search -o search.html",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    report.add_argument("folder", type=Path, metavar="RUN_DIR", help="a run folder (autolfads train --checkpoint) or a search workdir (autolfads search --workdir)")
+    report.add_argument(
+        "folder",
+        type=Path,
+        metavar="RUN_DIR",
+        help="a run folder (autolfads train --checkpoint) or a search workdir (autolfads search --workdir)",
+    )
     report.add_argument("-o", "--output", type=Path, help="HTML file to write (default: RUN_DIR/report.html)")
     report.set_defaults(handler=run_report)
 
@@ -177,8 +287,18 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     actions = config.add_subparsers(dest="action", metavar="ACTION", required=True)
-    show = actions.add_parser("show", help="print the documented default config", description="Print the documented default config.", epilog="example: autolfads config show --tf2")
-    init = actions.add_parser("init", help="write the documented default config to FILE", description="Write the documented default config to FILE (never over an existing file unless --force).", epilog="example: autolfads config init my_config.yaml && autolfads train --config-file my_config.yaml --data data/lorenz.h5 --checkpoint runs/mine")
+    show = actions.add_parser(
+        "show",
+        help="print the documented default config",
+        description="Print the documented default config.",
+        epilog="example: autolfads config show --tf2",
+    )
+    init = actions.add_parser(
+        "init",
+        help="write the documented default config to FILE",
+        description="Write the documented default config to FILE (never over an existing file unless --force).",
+        epilog="example: autolfads config init my_config.yaml && autolfads train --config-file my_config.yaml --data data/lorenz.h5 --checkpoint runs/mine",
+    )
     init.add_argument("file", type=Path, metavar="FILE", help="YAML file to write")
     init.add_argument("--force", action="store_true", help="overwrite FILE if it exists")
     for sub in (show, init):
@@ -210,7 +330,15 @@ def run_train(args: argparse.Namespace, overrides: list[str]) -> int:
     config = apply_overrides(config, overrides)
     if args.epochs is not None and args.epochs < 1:
         raise_config(f"--epochs must be >= 1, got {args.epochs}")
-    result = train(config, args.data, args.checkpoint, epochs=args.epochs, write_outputs=args.write_outputs, echo=None if args.quiet else print, report=args.report)
+    result = train(
+        config,
+        args.data,
+        args.checkpoint,
+        epochs=args.epochs,
+        write_outputs=args.write_outputs,
+        echo=None if args.quiet else print,
+        report=args.report,
+    )
     for output in result.outputs:
         print(f"# output: {output}", file=sys.stderr)
     if result.report is not None:
@@ -230,13 +358,27 @@ def run_search(args: argparse.Namespace, overrides: list[str]) -> int:
         raise ConfigError(f"--resume: {args.workdir} holds no search to continue")
     config = apply_overrides(load_config(args.config_file) if args.config_file else Config(), overrides)
     try:
-        settings = SearchSettings(population=args.population, epochs_per_generation=args.epochs_per_generation, max_generations=args.max_generations, seed=args.seed, backend=args.backend, metric=args.metric)
+        settings = SearchSettings(
+            population=args.population,
+            epochs_per_generation=args.epochs_per_generation,
+            max_generations=args.max_generations,
+            seed=args.seed,
+            backend=args.backend,
+            metric=args.metric,
+        )
     except ValidationError as err:
         options = {name: "--" + name.replace("_", "-") for name in SearchSettings.model_fields}
         raise ConfigError("invalid search settings: " + "; ".join(explain_errors(err, options))) from None
     space = load_search_space(args.search_space) if args.search_space else None
     if args.backend == "ray":
-        options = {"address": args.address, "cpus_per_member": args.cpus_per_member, "gpus_per_member": args.gpus_per_member, "members_per_trial": args.members_per_trial, "cpus_per_trial": args.cpus_per_trial, "gpus_per_trial": args.gpus_per_trial}
+        options = {
+            "address": args.address,
+            "cpus_per_member": args.cpus_per_member,
+            "gpus_per_member": args.gpus_per_member,
+            "members_per_trial": args.members_per_trial,
+            "cpus_per_trial": args.cpus_per_trial,
+            "gpus_per_trial": args.gpus_per_trial,
+        }
     else:
         options = {"workers": args.workers, "threads_per_worker": args.threads_per_worker}
     outcome = search(config, args.data, args.workdir, settings, space, report=args.report, **options)
@@ -288,22 +430,60 @@ def add_nlb_parsers(commands: argparse._SubParsersAction, kinds: argparse._SubPa
     """`autolfads data nlb`, `autolfads data nlb-synthetic` and `autolfads evaluate`."""
     from .data import nlb, nlb_synthetic
 
-    prepare = kinds.add_parser("nlb", help="an NLB data set from its NWB file(s): training file + evaluation targets", description=nlb.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    prepare = kinds.add_parser(
+        "nlb",
+        help="an NLB data set from its NWB file(s): training file + evaluation targets",
+        description=nlb.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     prepare.add_argument("--dataset", required=True, choices=list(nlb.DATASETS), help="NLB data set")
     source = prepare.add_mutually_exclusive_group(required=True)
-    source.add_argument("--nwb", type=Path, help="the data set's NWB file, or a folder of its NWB files (e.g. NLB's train and test files)")
-    source.add_argument("--tensors", type=Path, nargs="+", help="nlb_tools' tensor file(s) instead (make_train_input_tensors, make_eval_input_tensors); see autolfads.data.nlb_tensors")
-    prepare.add_argument("--eval-targets", type=Path, help="with --tensors: make_eval_target_tensors' file (held-out spikes, forward bins, behaviour of the eval trials)")
-    prepare.add_argument("--valid-fraction", type=float, default=0.2, help="with --tensors, when the eval trials' held-out spikes are unknown: train trials drawn for validation (default 0.2)")
-    prepare.add_argument("--seed", type=int, default=0, help="with --tensors: seed of those validation trials (default 0)")
+    source.add_argument(
+        "--nwb",
+        type=Path,
+        help="the data set's NWB file, or a folder of its NWB files (e.g. NLB's train and test files)",
+    )
+    source.add_argument(
+        "--tensors",
+        type=Path,
+        nargs="+",
+        help="nlb_tools' tensor file(s) instead (make_train_input_tensors, make_eval_input_tensors); see autolfads.data.nlb_tensors",
+    )
+    prepare.add_argument(
+        "--eval-targets",
+        type=Path,
+        help="with --tensors: make_eval_target_tensors' file (held-out spikes, forward bins, behaviour of the eval trials)",
+    )
+    prepare.add_argument(
+        "--valid-fraction",
+        type=float,
+        default=0.2,
+        help="with --tensors, when the eval trials' held-out spikes are unknown: train trials drawn for validation (default 0.2)",
+    )
+    prepare.add_argument(
+        "--seed", type=int, default=0, help="with --tensors: seed of those validation trials (default 0)"
+    )
     prepare.add_argument("--bin-ms", type=int, default=5, help="bin width in ms (default 5; NLB scores 5 and 20)")
     prepare.add_argument("--out", type=Path, required=True, help="training file to write")
-    prepare.add_argument("--targets", type=Path, help="evaluation targets file to write (default: OUT's name + _targets.h5)")
-    prepare.add_argument("--truth", type=Path, help="true rates of a synthetic file (NAME_truth.h5 of `data nlb-synthetic`), stored as {split}_truth")
+    prepare.add_argument(
+        "--targets", type=Path, help="evaluation targets file to write (default: OUT's name + _targets.h5)"
+    )
+    prepare.add_argument(
+        "--truth",
+        type=Path,
+        help="true rates of a synthetic file (NAME_truth.h5 of `data nlb-synthetic`), stored as {split}_truth",
+    )
     prepare.set_defaults(handler=run_data_nlb)
 
-    synthetic = kinds.add_parser("nlb-synthetic", help="a synthetic NLB session (NWB, mc_maze layout) with known rates", description=nlb_synthetic.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    synthetic.add_argument("--out", type=Path, required=True, help="NWB file to write; its true rates go to NAME_truth.h5 beside it")
+    synthetic = kinds.add_parser(
+        "nlb-synthetic",
+        help="a synthetic NLB session (NWB, mc_maze layout) with known rates",
+        description=nlb_synthetic.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    synthetic.add_argument(
+        "--out", type=Path, required=True, help="NWB file to write; its true rates go to NAME_truth.h5 beside it"
+    )
     add_keyword_options(synthetic, nlb_synthetic.write_nlb_synthetic)
     synthetic.set_defaults(handler=run_data_nlb_synthetic)
 
@@ -315,11 +495,27 @@ def add_nlb_parsers(commands: argparse._SubParsersAction, kinds: argparse._SubPa
         "optionally write JSON and the rates as an NLB submission file.",
         epilog="example: autolfads evaluate --output runs/mc_maze/lfads_output.h5 --targets data/mc_maze_targets.h5 --json scores.json --nlb-submission submission.h5",
     )
-    evaluate.add_argument("--output", type=Path, required=True, help="LFADS output file (lfads_output.h5 of `autolfads train` or `sample`)")
-    evaluate.add_argument("--targets", type=Path, required=True, help="NLB targets file written by `autolfads data nlb`")
+    evaluate.add_argument(
+        "--output",
+        type=Path,
+        required=True,
+        help="LFADS output file (lfads_output.h5 of `autolfads train` or `sample`)",
+    )
+    evaluate.add_argument(
+        "--targets", type=Path, required=True, help="NLB targets file written by `autolfads data nlb`"
+    )
     evaluate.add_argument("--json", type=Path, help="also write the metrics to this JSON file")
-    evaluate.add_argument("--nlb-submission", type=Path, help="write the rates as an NLB submission h5 (an existing file keeps its other data sets)")
-    evaluate.add_argument("--phase", choices=["val", "test"], default="val", help="val (default): score and submit the 'val' trials; test: submit the output's 'test' trials (nothing to score locally)")
+    evaluate.add_argument(
+        "--nlb-submission",
+        type=Path,
+        help="write the rates as an NLB submission h5 (an existing file keeps its other data sets)",
+    )
+    evaluate.add_argument(
+        "--phase",
+        choices=["val", "test"],
+        default="val",
+        help="val (default): score and submit the 'val' trials; test: submit the output's 'test' trials (nothing to score locally)",
+    )
     evaluate.set_defaults(handler=run_evaluate)
 
 
@@ -331,7 +527,18 @@ def run_data_nlb(args: argparse.Namespace, _: list[str]) -> int:
 
         if args.truth:
             raise_config("--truth goes with --nwb (a synthetic NWB session), not --tensors")
-        print(prepare_tensors(args.dataset, args.tensors, args.bin_ms, args.out, args.targets, args.eval_targets, args.valid_fraction, args.seed).summary)
+        print(
+            prepare_tensors(
+                args.dataset,
+                args.tensors,
+                args.bin_ms,
+                args.out,
+                args.targets,
+                args.eval_targets,
+                args.valid_fraction,
+                args.seed,
+            ).summary
+        )
         return 0
     if args.eval_targets:
         raise_config("--eval-targets goes with --tensors; with --nwb the targets are made from the NWB file")
@@ -348,14 +555,24 @@ def run_data_nlb_synthetic(args: argparse.Namespace, _: list[str]) -> int:
 
 
 def run_evaluate(args: argparse.Namespace, _: list[str]) -> int:
-    from .evaluate import evaluate_output, format_table, read_targets, submission_for_test_phase, write_json, write_submission
+    from .evaluate import (
+        evaluate_output,
+        format_table,
+        read_targets,
+        submission_for_test_phase,
+        write_json,
+        write_submission,
+    )
 
     targets = read_targets(args.targets)
     if args.phase == "test":
         if not args.nlb_submission:
             raise_config("--phase test writes a submission only: give --nlb-submission FILE")
         submission = submission_for_test_phase(args.output, targets)
-        print(f"# NLB test-phase submission ({targets.name}): {write_submission(args.nlb_submission, targets.name, submission)}", file=sys.stderr)
+        print(
+            f"# NLB test-phase submission ({targets.name}): {write_submission(args.nlb_submission, targets.name, submission)}",
+            file=sys.stderr,
+        )
         return 0
     scores, submission = evaluate_output(args.output, targets)
     unavailable = targets.unavailable()
@@ -363,9 +580,21 @@ def run_evaluate(args: argparse.Namespace, _: list[str]) -> int:
     for metric, reason in unavailable.items():
         print(f"{metric}: not available ({reason})")
     if args.json:
-        write_json(args.json, {"dataset": targets.name, "output": str(args.output), "targets": str(args.targets), "metrics": scores, "not_available": unavailable})
+        write_json(
+            args.json,
+            {
+                "dataset": targets.name,
+                "output": str(args.output),
+                "targets": str(args.targets),
+                "metrics": scores,
+                "not_available": unavailable,
+            },
+        )
     if args.nlb_submission:
-        print(f"# NLB submission ({targets.name}): {write_submission(args.nlb_submission, targets.name, submission)}", file=sys.stderr)
+        print(
+            f"# NLB submission ({targets.name}): {write_submission(args.nlb_submission, targets.name, submission)}",
+            file=sys.stderr,
+        )
     return 0
 
 

@@ -33,9 +33,13 @@ def add_continuous_parsers(kinds: argparse._SubParsersAction) -> None:
     chop.add_argument("--input", type=Path, required=True, help="HDF5 file holding the recording")
     chop.add_argument("--key", required=True, help="dataset of the recording, time x neurons")
     chop.add_argument("--window", type=int, required=True, help="segment length in bins")
-    chop.add_argument("--overlap", type=int, default=0, help="bins shared by consecutive segments, at most window / 2 (default 0)")
+    chop.add_argument(
+        "--overlap", type=int, default=0, help="bins shared by consecutive segments, at most window / 2 (default 0)"
+    )
     chop.add_argument("--truth-key", help="dataset of true rates chopped alongside (default: 'truth' if present)")
-    chop.add_argument("--valid-fraction", type=float, default=0.2, help="segments held out for validation (default 0.2)")
+    chop.add_argument(
+        "--valid-fraction", type=float, default=0.2, help="segments held out for validation (default 0.2)"
+    )
     chop.add_argument("--seed", type=int, default=0, help="seed of the train/valid assignment (default 0)")
     chop.add_argument("--out", type=Path, required=True, help="LFADS training file to write")
     chop.set_defaults(handler=run_chop)
@@ -47,10 +51,16 @@ def add_continuous_parsers(kinds: argparse._SubParsersAction) -> None:
         epilog="example: autolfads data merge --output runs/rec/lfads_output.h5 --chops data/rec_chops.h5 --out runs/rec/merged.h5",
         formatter_class=fmt,
     )
-    merge.add_argument("--output", type=Path, required=True, help="LFADS output file (lfads_output.h5 of train or sample)")
+    merge.add_argument(
+        "--output", type=Path, required=True, help="LFADS output file (lfads_output.h5 of train or sample)"
+    )
     merge.add_argument("--chops", type=Path, required=True, help="the chop file the model was trained on")
-    merge.add_argument("--out", type=Path, required=True, help="merged file to write: rates, factors, ... (time x dims)")
-    merge.add_argument("--ramp", choices=continuous.RAMPS, default="linear", help="blending across overlaps (default linear)")
+    merge.add_argument(
+        "--out", type=Path, required=True, help="merged file to write: rates, factors, ... (time x dims)"
+    )
+    merge.add_argument(
+        "--ramp", choices=continuous.RAMPS, default="linear", help="blending across overlaps (default linear)"
+    )
     merge.add_argument("--power", type=float, default=2.0, help="exponent of the power ramp (default 2)")
     merge.set_defaults(handler=run_merge)
 
@@ -61,7 +71,16 @@ def run_continuous(args: argparse.Namespace, _: list[str]) -> int:
 
 
 def run_chop(args: argparse.Namespace, _: list[str]) -> int:
-    out = continuous.chop_file(args.input, args.key, args.window, args.overlap, args.out, truth_key=args.truth_key, valid_fraction=args.valid_fraction, seed=args.seed)
+    out = continuous.chop_file(
+        args.input,
+        args.key,
+        args.window,
+        args.overlap,
+        args.out,
+        truth_key=args.truth_key,
+        valid_fraction=args.valid_fraction,
+        seed=args.seed,
+    )
     print(out)
     return 0
 

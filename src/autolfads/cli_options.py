@@ -9,9 +9,19 @@ def add_keyword_options(parser: argparse.ArgumentParser, function: Callable) -> 
     """One `--name` option per keyword-only parameter, typed and defaulted like the parameter."""
     for name, param in inspect.signature(function).parameters.items():
         if param.kind is inspect.Parameter.KEYWORD_ONLY:
-            parser.add_argument(f"--{name.replace('_', '-')}", dest=name, type=type(param.default), default=param.default, help=f"(default {param.default})")
+            parser.add_argument(
+                f"--{name.replace('_', '-')}",
+                dest=name,
+                type=type(param.default),
+                default=param.default,
+                help=f"(default {param.default})",
+            )
 
 
 def keyword_values(args: argparse.Namespace, function: Callable) -> dict:
     """The parsed values of the options add_keyword_options made for `function`."""
-    return {name: getattr(args, name) for name, param in inspect.signature(function).parameters.items() if param.kind is inspect.Parameter.KEYWORD_ONLY}
+    return {
+        name: getattr(args, name)
+        for name, param in inspect.signature(function).parameters.items()
+        if param.kind is inspect.Parameter.KEYWORD_ONLY
+    }

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from autolfads.errors import ConfigError
 from autolfads.files import write_text_atomic
 
+
 class _Section(BaseModel):
     """Unknown keys are errors and every assignment is validated, cross-field checks included."""
 
@@ -50,7 +51,9 @@ class SessionDims(BaseModel):
     @model_validator(mode="after")
     def _check_held_in(self) -> SessionDims:
         if self.cs_dim >= self.data_dim:
-            raise ValueError(f"session {self.name}: cs_dim ({self.cs_dim}) must be smaller than data_dim ({self.data_dim})")
+            raise ValueError(
+                f"session {self.name}: cs_dim ({self.cs_dim}) must be smaller than data_dim ({self.data_dim})"
+            )
         return self
 
 
@@ -86,15 +89,40 @@ class ModelConfig(_Section):
     ic_post_var_min: float = Field(1e-4, ge=0, description="Floor added to the initial-condition posterior variance.")
     co_prior_tau: float = Field(10.0, gt=0, description="Initial time constant (bins) of the AR(1) controller prior.")
     co_prior_nvar: float = Field(0.1, gt=0, description="Initial noise variance of the AR(1) controller prior.")
-    reconstruction: Literal["poisson", "gaussian", "gamma", "zig"] = Field("poisson", description="Observation model of the data (gamma: positive values; zig: zero-inflated gamma, values >= 0).")
-    zig_s_min: float = Field(0.0, ge=0, description="ZIG minimum event size: events are s_min + Gamma (lfads-torch's gamma location).")
-    temporal_shift_std: float = Field(0.0, ge=0, description="Train-time temporal shift: std (bins) of each trial-neuron's shift (0: off).")
-    temporal_shift_max: int = Field(0, ge=0, description="Train-time temporal shift: shifts are clipped to +-max bins (0: off).")
-    spike_jitter_width: int = Field(0, ge=0, description="Train-time spike jitter: each spike moves by a uniform offset in [-width, width] bins (0: off).")
-    sessions: list[SessionDims] = Field(default_factory=list, description="Several sessions (data files) stitched into one model: each one's name and neurons, from the data (empty: one session).")
-    readin_dim: int | None = Field(None, ge=1, description="Several sessions: the shared dimension each session's read-in maps its held-in neurons to (None: fac_dim).")
-    readin_init: Literal["pcr", "random"] = Field("pcr", description="Several sessions: pcr initialises read-in and read-out by principal-components regression of condition averages (needs *_cond_idx in the data); random: Gaussian.")
-    train_readin: bool = Field(False, description="Several sessions: train the read-in matrices (default: fixed at their initialisation).")
+    reconstruction: Literal["poisson", "gaussian", "gamma", "zig"] = Field(
+        "poisson",
+        description="Observation model of the data (gamma: positive values; zig: zero-inflated gamma, values >= 0).",
+    )
+    zig_s_min: float = Field(
+        0.0, ge=0, description="ZIG minimum event size: events are s_min + Gamma (lfads-torch's gamma location)."
+    )
+    temporal_shift_std: float = Field(
+        0.0, ge=0, description="Train-time temporal shift: std (bins) of each trial-neuron's shift (0: off)."
+    )
+    temporal_shift_max: int = Field(
+        0, ge=0, description="Train-time temporal shift: shifts are clipped to +-max bins (0: off)."
+    )
+    spike_jitter_width: int = Field(
+        0,
+        ge=0,
+        description="Train-time spike jitter: each spike moves by a uniform offset in [-width, width] bins (0: off).",
+    )
+    sessions: list[SessionDims] = Field(
+        default_factory=list,
+        description="Several sessions (data files) stitched into one model: each one's name and neurons, from the data (empty: one session).",
+    )
+    readin_dim: int | None = Field(
+        None,
+        ge=1,
+        description="Several sessions: the shared dimension each session's read-in maps its held-in neurons to (None: fac_dim).",
+    )
+    readin_init: Literal["pcr", "random"] = Field(
+        "pcr",
+        description="Several sessions: pcr initialises read-in and read-out by principal-components regression of condition averages (needs *_cond_idx in the data); random: Gaussian.",
+    )
+    train_readin: bool = Field(
+        False, description="Several sessions: train the read-in matrices (default: fixed at their initialisation)."
+    )
 
     @model_validator(mode="after")
     def _check_sizes(self) -> ModelConfig:
@@ -116,12 +144,16 @@ class ModelConfig(_Section):
                 f"fac_dim ({self.fac_dim}): leave readin_dim out, or set readin_init random"
             )
         if len(self.sessions) > 1 and self.data_dim is not None:
-            raise ValueError(f"data_dim ({self.data_dim}) must be null with several sessions: each session has its own neurons (model.sessions)")
+            raise ValueError(
+                f"data_dim ({self.data_dim}) must be null with several sessions: each session has its own neurons (model.sessions)"
+            )
         return self
 
     def _known(self, name: str) -> int:
         if self.multisession and name == "data_dim":
-            raise ConfigError("with several sessions each has its own neurons: take a session's dimensions from model.session(index)")
+            raise ConfigError(
+                "with several sessions each has its own neurons: take a session's dimensions from model.session(index)"
+            )
         value = getattr(self, name)
         if value is None:
             raise ConfigError(f"model.{name} is not set yet: it is read from the data file, which has not been loaded")
@@ -196,7 +228,9 @@ class TrainConfig(_Section):
     threads: int | None = Field(1, ge=1, description="torch CPU threads (None: torch's default).")
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="'auto', 'cpu', 'cuda' or 'cuda:N'.")
     lr_init: float = Field(4e-3, gt=0, description="Initial learning rate.")
-    lr_schedule: bool = Field(False, description="Decay the learning rate when validation stops improving (rule: lr_rule).")
+    lr_schedule: bool = Field(
+        False, description="Decay the learning rate when validation stops improving (rule: lr_rule)."
+    )
     lr_rule: Literal["plateau", "lfads_tf2"] = Field(
         "plateau",
         description="plateau: torch's ReduceLROnPlateau on the smoothed valid held-in NLL (lfads-torch). lfads_tf2 (set by "
@@ -204,15 +238,29 @@ class TrainConfig(_Section):
         "val_loss exceeds the worst of the lr_patience epochs before it; the rate stops at lr_stop.",
     )
     lr_decay: float = Field(0.95, gt=0, lt=1, description="Factor of each scheduled learning-rate decay.")
-    lr_patience: int = Field(6, ge=0, description="Epochs without improvement tolerated: the next one decays (torch's ReduceLROnPlateau).")
-    lr_stop: float = Field(1e-5, ge=0, description="plateau: training stops once the scheduled rate falls below this; lfads_tf2: the rate stops at it and training after an epoch at it.")
-    adam_epsilon: float = Field(1e-8, gt=0, description="Adam epsilon, added to the bias-corrected sqrt(v) (PyTorch, lfads-torch) unless adam_epsilon_hat.")
+    lr_patience: int = Field(
+        6, ge=0, description="Epochs without improvement tolerated: the next one decays (torch's ReduceLROnPlateau)."
+    )
+    lr_stop: float = Field(
+        1e-5,
+        ge=0,
+        description="plateau: training stops once the scheduled rate falls below this; lfads_tf2: the rate stops at it and training after an epoch at it.",
+    )
+    adam_epsilon: float = Field(
+        1e-8,
+        gt=0,
+        description="Adam epsilon, added to the bias-corrected sqrt(v) (PyTorch, lfads-torch) unless adam_epsilon_hat.",
+    )
     adam_epsilon_hat: bool = Field(
         False,
         description="adam_epsilon is TensorFlow's epsilon-hat, added to sqrt(v) before the bias correction, as lfads-tf2's "
         "TRAIN.ADAM_EPSILON (which sets this): PyTorch's eps / sqrt(1 - 0.999^t) at step t.",
     )
-    weight_decay: float = Field(0.0, ge=0, description="AdamW decoupled weight decay, ramped up with the L2 penalty as lfads-torch does (0: plain Adam).")
+    weight_decay: float = Field(
+        0.0,
+        ge=0,
+        description="AdamW decoupled weight decay, ramped up with the L2 penalty as lfads-torch does (0: plain Adam).",
+    )
     max_grad_norm: float = Field(200.0, gt=0, description="Global gradient-norm clip, on the scaled loss.")
     loss_scale: float = Field(1e4, gt=0, description="Multiplier on the whole loss before backpropagation.")
     kl_start_epoch: int = Field(0, ge=0, description="Epoch at which the KL ramp starts.")
@@ -231,9 +279,19 @@ class TrainConfig(_Section):
         description="Also score validation as lfads-torch and lfads-tf2 rank models: every neuron and bin, one posterior "
         "sample, smoothed into smth_val_recon_sampled (search --metric smth_val_recon_sampled); costs a second validation pass.",
     )
-    nlb_every: int = Field(0, ge=0, description="Score NLB metrics (nlb_co_bps, ...) of posterior means every N epochs (0: never); needs data.nlb_targets.")
-    sbtt: bool = Field(False, description="Selective backprop through time: NaN bins in the data are missing (inputs 0, no loss there, loss re-weighted).")
-    fused_rnn: bool = Field(True, description="Recurrent loops with the hand-written backward (fast); False: plain autograd, same numbers to float rounding.")
+    nlb_every: int = Field(
+        0,
+        ge=0,
+        description="Score NLB metrics (nlb_co_bps, ...) of posterior means every N epochs (0: never); needs data.nlb_targets.",
+    )
+    sbtt: bool = Field(
+        False,
+        description="Selective backprop through time: NaN bins in the data are missing (inputs 0, no loss there, loss re-weighted).",
+    )
+    fused_rnn: bool = Field(
+        True,
+        description="Recurrent loops with the hand-written backward (fast); False: plain autograd, same numbers to float rounding.",
+    )
 
 
 class DataConfig(_Section):
@@ -243,7 +301,9 @@ class DataConfig(_Section):
 
     dir: str | None = Field(None, description="Folder holding the HDF5 data files (None: given on the command line).")
     prefix: str = Field("", description="Only data files whose names start with this prefix are used.")
-    nlb_targets: str | None = Field(None, description="NLB targets file of `autolfads data nlb`: NLB metrics in training and as PBT metrics.")
+    nlb_targets: str | None = Field(
+        None, description="NLB targets file of `autolfads data nlb`: NLB metrics in training and as PBT metrics."
+    )
 
 
 class Config(_Section):
@@ -430,7 +490,10 @@ def _from_tf2(flat: Mapping[str, Any], data_dim: Any, source: str) -> tuple[dict
             eps = _tf2_number(key, value, source)
             if eps <= 0:
                 raise ConfigError(f"{source}: {key}: expected a number > 0, got {value!r}")
-            updates["train.adam_epsilon"], updates["train.adam_epsilon_hat"] = eps, TF2_CONVENTIONS["train.adam_epsilon_hat"]
+            updates["train.adam_epsilon"], updates["train.adam_epsilon_hat"] = (
+                eps,
+                TF2_CONVENTIONS["train.adam_epsilon_hat"],
+            )
             names["train.adam_epsilon"] = names["train.adam_epsilon_hat"] = key
         elif key == "TRAIN.LR.DECAY":
             # lfads-tf2 decays on plateau unless DECAY is 1.0
@@ -440,7 +503,10 @@ def _from_tf2(flat: Mapping[str, Any], data_dim: Any, source: str) -> tuple[dict
                 updates["train.lr_decay"] = decay
             names["train.lr_schedule"] = names["train.lr_decay"] = names["train.lr_rule"] = key
         elif key == "MODEL.IC_ENC_SEQ_LEN":
-            updates["model.ic_enc_seq_len"], updates["model.recon_ic_bins"] = value, TF2_CONVENTIONS["model.recon_ic_bins"]
+            updates["model.ic_enc_seq_len"], updates["model.recon_ic_bins"] = (
+                value,
+                TF2_CONVENTIONS["model.recon_ic_bins"],
+            )
             names["model.ic_enc_seq_len"] = names["model.recon_ic_bins"] = key
         elif key == "MODEL.READIN_DIM":
             # <= 0 is lfads-tf2's "no read-in layer". A square read-in only re-mixes the neurons before the
@@ -466,12 +532,17 @@ def _from_tf2(flat: Mapping[str, Any], data_dim: Any, source: str) -> tuple[dict
 def _tf2_ramps_off(flat: Mapping[str, Any], source: str) -> dict[str, int]:
     """lfads-tf2 turns the KL (L2) ramp off when every KL weight (L2 scale) is 0, so its length delays neither
     early stopping nor learning-rate decay; without a controller its weights do not count (it zeroes them)."""
+
     def nonzero(*keys: str) -> bool:
         return any(_tf2_number(key, flat[key], source) != 0 for key in keys)
 
-    controller = all(_tf2_number(key, flat[key], source) > 0 for key in ("MODEL.CI_ENC_DIM", "MODEL.CON_DIM", "MODEL.CO_DIM"))
+    controller = all(
+        _tf2_number(key, flat[key], source) > 0 for key in ("MODEL.CI_ENC_DIM", "MODEL.CON_DIM", "MODEL.CO_DIM")
+    )
     kl = nonzero("TRAIN.KL.IC_WEIGHT") or (controller and nonzero("TRAIN.KL.CO_WEIGHT"))
-    l2 = nonzero("TRAIN.L2.IC_ENC_SCALE", "TRAIN.L2.GEN_SCALE") or (controller and nonzero("TRAIN.L2.CI_ENC_SCALE", "TRAIN.L2.CON_SCALE"))
+    l2 = nonzero("TRAIN.L2.IC_ENC_SCALE", "TRAIN.L2.GEN_SCALE") or (
+        controller and nonzero("TRAIN.L2.CI_ENC_SCALE", "TRAIN.L2.CON_SCALE")
+    )
     off = {}
     for ramp, on in (("kl", kl), ("l2", l2)):
         if not on:

@@ -67,12 +67,26 @@ def _tf2_text(name: str) -> str:
             if ours in _TF2_NAMES:
                 entries.append((_TF2_NAMES[ours], value, f"{ours}: {field_info.description}"))
             elif ours == "train.adam_epsilon":
-                entries.append(("TRAIN.ADAM_EPSILON", value, f"{ours}, as TensorFlow's epsilon-hat (train.adam_epsilon_hat true)"))
+                entries.append(
+                    ("TRAIN.ADAM_EPSILON", value, f"{ours}, as TensorFlow's epsilon-hat (train.adam_epsilon_hat true)")
+                )
             elif ours == "model.ic_enc_seq_len":
-                entries.append(("MODEL.IC_ENC_SEQ_LEN", value, f"{ours}; its bins count nowhere in the loss (model.recon_ic_bins false)"))
+                entries.append(
+                    (
+                        "MODEL.IC_ENC_SEQ_LEN",
+                        value,
+                        f"{ours}; its bins count nowhere in the loss (model.recon_ic_bins false)",
+                    )
+                )
             elif ours == "train.lr_schedule":
                 decay = config.train.lr_decay if value else 1.0
-                entries.append(("TRAIN.LR.DECAY", decay, "1.0: no decay on plateau (train.lr_schedule false); < 1: decay by this factor"))
+                entries.append(
+                    (
+                        "TRAIN.LR.DECAY",
+                        decay,
+                        "1.0: no decay on plateau (train.lr_schedule false); < 1: decay by this factor",
+                    )
+                )
             elif ours != "train.lr_decay" and ours not in TF2_CONVENTIONS:
                 unnamed.append(ours)
     tree: dict = {}
@@ -90,7 +104,8 @@ def _tf2_text(name: str) -> str:
         + ", ".join(f"{key} {yaml.safe_dump(value).splitlines()[0]}" for key, value in TF2_CONVENTIONS.items()),
         "# Override on the command line in either spelling (TRAIN.LR.INIT 0.003 or train.lr_init 0.003).",
         "# No lfads-tf2 name, autolfads defaults apply: " + ", ".join(unnamed),
-        "# Left out, as they can only be: " + ", ".join(f"{key} {str(expected).lower()}" for key, (expected, _) in _TF2_REQUIRED.items()),
+        "# Left out, as they can only be: "
+        + ", ".join(f"{key} {str(expected).lower()}" for key, (expected, _) in _TF2_REQUIRED.items()),
     ]
     lines += _tree_lines(tree, 0)
     return "\n".join(lines) + "\n"

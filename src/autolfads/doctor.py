@@ -18,19 +18,44 @@ def report() -> str:
 
     from . import __version__
 
-    rows = [("autolfads", __version__), ("python", f"{platform.python_version()} ({sys.executable})"), ("platform", platform.platform())]
+    rows = [
+        ("autolfads", __version__),
+        ("python", f"{platform.python_version()} ({sys.executable})"),
+        ("platform", platform.platform()),
+    ]
     rows += [(name, version(name)) for name in ("torch", "numpy", "h5py", "matplotlib", "tensorboard", "ray")]
     cuda = torch.cuda.is_available()
-    devices = ["cpu"] + [f"cuda:{i} {torch.cuda.get_device_name(i)}" for i in range(torch.cuda.device_count() if cuda else 0)]
+    devices = ["cpu"] + [
+        f"cuda:{i} {torch.cuda.get_device_name(i)}" for i in range(torch.cuda.device_count() if cuda else 0)
+    ]
     rows.append(("torch devices", ", ".join(devices)))
     built = torch.version.cuda
-    rows.append(("CUDA available", "yes" if cuda else f"no ({f'torch built for CUDA {built}, no GPU visible' if built else 'CPU-only torch build'})"))
+    rows.append(
+        (
+            "CUDA available",
+            "yes"
+            if cuda
+            else f"no ({f'torch built for CUDA {built}, no GPU visible' if built else 'CPU-only torch build'})",
+        )
+    )
     ray = importlib.util.find_spec("ray") is not None
     address = os.environ.get("RAY_ADDRESS")
-    rows.append(("Ray", ("installed: --backend ray works" + (f"; RAY_ADDRESS={address}" if address else "")) if ray else "not installed: pip install 'autolfads[ray]' for --backend ray"))
+    rows.append(
+        (
+            "Ray",
+            ("installed: --backend ray works" + (f"; RAY_ADDRESS={address}" if address else ""))
+            if ray
+            else "not installed: pip install 'autolfads[ray]' for --backend ray",
+        )
+    )
     cores = usable_cores()
     rows.append(("CPU cores", f"{cores} usable of {os.cpu_count()}"))
-    rows.append(("torch threads", f"{torch.get_num_threads()} intra-op, {torch.get_num_interop_threads()} inter-op (autolfads sets intra-op from train.threads)"))
+    rows.append(
+        (
+            "torch threads",
+            f"{torch.get_num_threads()} intra-op, {torch.get_num_interop_threads()} inter-op (autolfads sets intra-op from train.threads)",
+        )
+    )
     rows += [(name, os.environ.get(name, "unset")) for name in THREAD_VARIABLES]
     rows.append(("recommended", recommendation(cores, cuda)))
     width = max(len(name) for name, _ in rows)
@@ -58,5 +83,8 @@ def recommendation(cores: int, cuda: bool) -> str:
     if cuda:
         return text + "; on a GPU the threads only feed it, so 1 is enough"
     if cores > 1:
-        return text + f"; use the {cores} cores by training members side by side: autolfads search --backend ray --cpus-per-member 1"
+        return (
+            text
+            + f"; use the {cores} cores by training members side by side: autolfads search --backend ray --cpus-per-member 1"
+        )
     return text

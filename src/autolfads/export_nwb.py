@@ -29,7 +29,14 @@ MODULE = "lfads"
 ALIGN_TOLERANCE = 1e-6  # seconds
 
 
-def export_nwb(output: str | Path, nwb: str | Path, out: str | Path, *, data: str | Path | None = None, config: str | Path | None = None) -> Path:
+def export_nwb(
+    output: str | Path,
+    nwb: str | Path,
+    out: str | Path,
+    *,
+    data: str | Path | None = None,
+    config: str | Path | None = None,
+) -> Path:
     try:
         from pynwb import NWBHDF5IO
     except ImportError:
@@ -68,7 +75,14 @@ def _read_output(path: Path) -> tuple[dict[str, dict[str, np.ndarray]], dict]:
             splits = [key.removesuffix("_rates") for key in h5 if key.endswith("_rates")]
             if not splits:
                 raise DataError(f"{path}: no *_rates: not an LFADS output (`autolfads sample` writes one)")
-            fields = {split: {name: h5[f"{split}_{name}"][()] for name in ("rates", "factors", "gen_inputs", "inds") if f"{split}_{name}" in h5} for split in splits}
+            fields = {
+                split: {
+                    name: h5[f"{split}_{name}"][()]
+                    for name in ("rates", "factors", "gen_inputs", "inds")
+                    if f"{split}_{name}" in h5
+                }
+                for split in splits
+            }
             return fields, dict(h5.attrs)
     except FileNotFoundError:
         raise DataError(f"output file {path} does not exist") from None
@@ -78,19 +92,31 @@ def _read_output(path: Path) -> tuple[dict[str, dict[str, np.ndarray]], dict]:
 
 def _read_layout(path: Path, output: Path) -> dict:
     if not path.is_file():
-        raise DataError(f"{output}: its training file {str(path) or '(none named)'} does not exist; give it with --data")
+        raise DataError(
+            f"{output}: its training file {str(path) or '(none named)'} does not exist; give it with --data"
+        )
     with h5py.File(path, "r") as h5:
         missing = [key for key in ("bin_ms", "trial_bins", "align", "window_ms") if key not in h5.attrs]
         if missing or "heldin_units" not in h5:
-            raise DataError(f"{path}: not a training file of `autolfads data nwb` or `data spikes` (no {missing[0] if missing else 'heldin_units'!r}); export-nwb places results by its trial windows")
+            raise DataError(
+                f"{path}: not a training file of `autolfads data nwb` or `data spikes` (no {missing[0] if missing else 'heldin_units'!r}); export-nwb places results by its trial windows"
+            )
         layout = {key: h5.attrs[key] for key in ("bin_ms", "trial_bins", "align", "window_ms")}
         layout["units"] = np.concatenate([h5["heldin_units"][()], h5["heldout_units"][()]])
-        layout["splits"] = {key.removesuffix("_window_start"): (h5[f"{key.removesuffix('_window_start')}_inds"][()], h5[key][()]) for key in h5 if key.endswith("_window_start")}
+        layout["splits"] = {
+            key.removesuffix("_window_start"): (h5[f"{key.removesuffix('_window_start')}_inds"][()], h5[key][()])
+            for key in h5
+            if key.endswith("_window_start")
+        }
     return layout
 
 
 def _config_text(output: Path, attrs: dict, config: str | Path | None) -> str:
-    candidates = [Path(config)] if config else [Path(str(attrs.get("checkpoint", output.parent))) / "config.yaml", output.parent / "config.yaml"]
+    candidates = (
+        [Path(config)]
+        if config
+        else [Path(str(attrs.get("checkpoint", output.parent))) / "config.yaml", output.parent / "config.yaml"]
+    )
     for path in candidates:
         if path.is_file():
             return f"model config ({path.name}):\n{path.read_text()}"
@@ -106,7 +132,9 @@ def _rows(session, layout: dict, fields: dict, data: Path, nwb: Path) -> dict[st
         raise DataError(f"{nwb}: the session has no trials table; export-nwb places trial results by it")
     trial_ids = np.asarray(session.trials.id[:])
     if layout["align"] not in session.trials.colnames:
-        raise DataError(f"{nwb}: the trials table has no {layout['align']!r}, which {data} was aligned to: is it the session the data came from?")
+        raise DataError(
+            f"{nwb}: the trials table has no {layout['align']!r}, which {data} was aligned to: is it the session the data came from?"
+        )
     align = np.asarray(session.trials[layout["align"]][:], dtype=np.float64)
     position = {int(trial): i for i, trial in enumerate(trial_ids)}
     starts, ids, splits, rows = [], [], [], []
@@ -121,10 +149,17 @@ def _rows(session, layout: dict, fields: dict, data: Path, nwb: Path) -> dict[st
                 raise DataError(f"{nwb}: no trial {trial}, which {data} holds: is it the session the data came from?")
             expected = align[position[trial]] + layout["window_ms"][0] / 1000
             if abs(expected - start) > ALIGN_TOLERANCE:
-                raise DataError(f"{nwb}: trial {trial}'s window starts at {expected:.6f} s here but at {start:.6f} s in {data}: is it the session the data came from?")
+                raise DataError(
+                    f"{nwb}: trial {trial}'s window starts at {expected:.6f} s here but at {start:.6f} s in {data}: is it the session the data came from?"
+                )
             starts.append(start), ids.append(trial), splits.append(split), rows.append(row)
     order = np.argsort(starts, kind="stable")
-    return {"start": np.asarray(starts)[order], "id": np.asarray(ids)[order], "split": np.asarray(splits)[order], "row": np.asarray(rows)[order]}
+    return {
+        "start": np.asarray(starts)[order],
+        "id": np.asarray(ids)[order],
+        "split": np.asarray(splits)[order],
+        "row": np.asarray(rows)[order],
+    }
 
 
 def _add_module(session, rows: dict, layout: dict, fields: dict, config_text: str, output: Path) -> None:
@@ -134,26 +169,61 @@ def _add_module(session, rows: dict, layout: dict, fields: dict, config_text: st
     bin_s, trial_bins = float(layout["bin_ms"]) / 1000, int(layout["trial_bins"])
     window = trial_bins * bin_s
     if np.any(np.diff(rows["start"]) < window - ALIGN_TOLERANCE):
-        raise DataError("the trials' windows overlap, so their results cannot form one time series; export trials whose windows do not overlap")
+        raise DataError(
+            "the trials' windows overlap, so their results cannot form one time series; export trials whose windows do not overlap"
+        )
     timestamps = (rows["start"][:, None] + bin_s * (np.arange(trial_bins) + 0.5)).reshape(-1)
 
     def stacked(name: str) -> np.ndarray:
-        return np.concatenate([fields[split][name][row, :trial_bins][None] for split, row in zip(rows["split"], rows["row"])]).reshape(len(timestamps), -1)
+        return np.concatenate(
+            [fields[split][name][row, :trial_bins][None] for split, row in zip(rows["split"], rows["row"])]
+        ).reshape(len(timestamps), -1)
 
     unit_row = {int(unit): i for i, unit in enumerate(session.units.id[:])}
     missing = [int(unit) for unit in layout["units"] if int(unit) not in unit_row]
     if missing:
         raise DataError(f"the session's Units table has no unit {missing[0]}, which the training file holds")
     order = np.argsort([unit_row[int(unit)] for unit in layout["units"]])  # back to the Units table's order
-    module = session.create_processing_module(name=MODULE, description=f"LFADS results written by autolfads {__version__} from {output.name}; {config_text}")
+    module = session.create_processing_module(
+        name=MODULE, description=f"LFADS results written by autolfads {__version__} from {output.name}; {config_text}"
+    )
     unit_ids = ", ".join(str(int(u)) for u in np.asarray(layout["units"])[order])
-    module.add(TimeSeries(name="rates", data=stacked("rates")[:, order] / bin_s, unit="Hz", timestamps=timestamps, description=f"LFADS inferred firing rates (posterior mean) at the centres of {layout['bin_ms']} ms bins; columns: units {unit_ids} of the Units table"))
-    module.add(TimeSeries(name="factors", data=stacked("factors"), unit="a.u.", timestamps=timestamps, description="LFADS latent factors (posterior mean)"))
+    module.add(
+        TimeSeries(
+            name="rates",
+            data=stacked("rates")[:, order] / bin_s,
+            unit="Hz",
+            timestamps=timestamps,
+            description=f"LFADS inferred firing rates (posterior mean) at the centres of {layout['bin_ms']} ms bins; columns: units {unit_ids} of the Units table",
+        )
+    )
+    module.add(
+        TimeSeries(
+            name="factors",
+            data=stacked("factors"),
+            unit="a.u.",
+            timestamps=timestamps,
+            description="LFADS latent factors (posterior mean)",
+        )
+    )
     if all("gen_inputs" in fields[split] and fields[split]["gen_inputs"].shape[-1] for split in fields):
-        module.add(TimeSeries(name="inferred_inputs", data=stacked("gen_inputs"), unit="a.u.", timestamps=timestamps, description="LFADS inferred inputs: the controller's outputs to the generator (posterior mean)"))
-    trials = TimeIntervals(name="trials", description=f"the exported trials' windows ({layout['window_ms'][0]}..{layout['window_ms'][1]} ms around {layout['align']})")
+        module.add(
+            TimeSeries(
+                name="inferred_inputs",
+                data=stacked("gen_inputs"),
+                unit="a.u.",
+                timestamps=timestamps,
+                description="LFADS inferred inputs: the controller's outputs to the generator (posterior mean)",
+            )
+        )
+    trials = TimeIntervals(
+        name="trials",
+        description=f"the exported trials' windows ({layout['window_ms'][0]}..{layout['window_ms'][1]} ms around {layout['align']})",
+    )
     trials.add_column(name="trial_id", description="the trial's id in the session's trials table")
     trials.add_column(name="split", description="LFADS split: train, valid or test")
     for start, trial, split in zip(rows["start"], rows["id"], rows["split"]):
-        trials.add_interval(start_time=float(start), stop_time=float(start + window), trial_id=int(trial), split=str(split))
+        trials.add_interval(
+            start_time=float(start), stop_time=float(start + window), trial_id=int(trial), split=str(split)
+        )
     module.add(trials)

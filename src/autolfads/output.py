@@ -20,7 +20,9 @@ OUTPUT_FIELDS = SAMPLED_FIELDS + ("ic_mean", "ic_std")
 
 
 @torch.no_grad()
-def posterior_sample(model: LFADS, split: Split, num_samples: int = 50, max_rows: int = 512, session: int = 0) -> dict[str, np.ndarray]:
+def posterior_sample(
+    model: LFADS, split: Split, num_samples: int = 50, max_rows: int = 512, session: int = 0
+) -> dict[str, np.ndarray]:
     """Posterior means of every output field for one split of one session: arrays (P, n_trials, ...)."""
     model.eval()
     device = model.rng.device
@@ -39,7 +41,9 @@ def posterior_sample(model: LFADS, split: Split, num_samples: int = 50, max_rows
             def tile(t: torch.Tensor | None, dim: int = 1) -> torch.Tensor | None:
                 return None if t is None else t.repeat_interleave(samples, dim=dim)
 
-            out = model.decode(tile(ic_mean), tile(ic_std), tile(ci), tile(ext, 0), no_dropout, sample=True, session=session)
+            out = model.decode(
+                tile(ic_mean), tile(ic_std), tile(ci), tile(ext, 0), no_dropout, sample=True, session=session
+            )
             values = {"rates": out.rates, "gen_init": out.states.gen_init}
             values.update({name: getattr(out.states, name) for name in SAMPLED_FIELDS if name not in values})
             for name, value in values.items():
@@ -62,7 +66,15 @@ def output_paths(path: Path, sessions: list[str]) -> list[Path]:
     return [path.with_name(f"{path.stem}_{session}{path.suffix}") for session in sessions]
 
 
-def write_output(path: Path, model: LFADS, data: LFADSData, num_samples: int, member: int = 0, attrs: dict | None = None, session: int = 0) -> Path:
+def write_output(
+    path: Path,
+    model: LFADS,
+    data: LFADSData,
+    num_samples: int,
+    member: int = 0,
+    attrs: dict | None = None,
+    session: int = 0,
+) -> Path:
     """Sample every split of `data` (the model's session `session`) and write `{split}_{field}` and
     `{split}_inds` atomically."""
     arrays: dict[str, np.ndarray] = {}
@@ -70,6 +82,11 @@ def write_output(path: Path, model: LFADS, data: LFADSData, num_samples: int, me
         for name, value in posterior_sample(model, split, num_samples, session=session).items():
             arrays[f"{split.name}_{name}"] = value[member]
         arrays[f"{split.name}_inds"] = np.asarray(split.inds)
-    header = {"autolfads_version": __version__, "num_samples": num_samples, "data_file": str(Path(data.path).resolve()), "session": data.name}
+    header = {
+        "autolfads_version": __version__,
+        "num_samples": num_samples,
+        "data_file": str(Path(data.path).resolve()),
+        "session": data.name,
+    }
     write_lfads_h5(path, arrays, attrs={**header, **(attrs or {})})
     return Path(path)

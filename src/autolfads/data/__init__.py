@@ -2,7 +2,14 @@
 
 from autolfads.data.calcium_synthetic import make_calcium, write_calcium
 from autolfads.data.dataset import SPLIT_NAMES, LFADSData, Split, check_sessions
-from autolfads.data.hdf5 import RECONSTRUCTIONS, find_data_file, find_data_files, load_data, load_sessions, write_lfads_h5
+from autolfads.data.hdf5 import (
+    RECONSTRUCTIONS,
+    find_data_file,
+    find_data_files,
+    load_data,
+    load_sessions,
+    write_lfads_h5,
+)
 from autolfads.data.multisession_synthetic import make_multisession, write_multisession
 from autolfads.data.synthetic import SYNTHETIC_SETS, make_chaotic_rnn, make_lorenz, write_synthetic
 

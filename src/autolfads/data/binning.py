@@ -18,7 +18,9 @@ def bin_edges(starts: np.ndarray, bin_s: float, n_bins: int) -> np.ndarray:
     return np.round(np.asarray(starts, dtype=np.float64)[:, None] + bin_s * np.arange(n_bins + 1), DECIMALS)
 
 
-def bin_spikes(spike_times: list[np.ndarray], edges: np.ndarray, observed: list[np.ndarray | None] | None = None) -> np.ndarray:
+def bin_spikes(
+    spike_times: list[np.ndarray], edges: np.ndarray, observed: list[np.ndarray | None] | None = None
+) -> np.ndarray:
     """Spike counts, trials x bins x units (float64, NaN where a bin is not wholly inside the unit's observed
     intervals). spike_times[u]: unit u's spike times; observed[u]: its (k, 2) observed intervals, None: all."""
     n_trials, n_bins = edges.shape[0], edges.shape[1] - 1
@@ -36,7 +38,9 @@ def bins_observed(edges: np.ndarray, intervals: np.ndarray) -> np.ndarray:
     intervals = np.asarray(intervals, dtype=np.float64).reshape(-1, 2)
     intervals = intervals[np.argsort(intervals[:, 0])]
     left, right = edges[:, :-1], edges[:, 1:]
-    last = np.searchsorted(intervals[:, 0], left + EDGE_TOLERANCE, side="right") - 1  # the interval starting at or before
+    last = (
+        np.searchsorted(intervals[:, 0], left + EDGE_TOLERANCE, side="right") - 1
+    )  # the interval starting at or before
     inside = last >= 0
     stop = intervals[np.clip(last, 0, None), 1]
     return inside & (right <= stop + EDGE_TOLERANCE)

@@ -44,7 +44,9 @@ def chop_starts(n_bins: int, window: int, overlap: int) -> np.ndarray:
             "otherwise three segments would share bins; use --overlap <= " + str(window // 2)
         )
     if window > n_bins:
-        raise DataError(f"the chop window ({window} bins) is longer than the recording ({n_bins} bins); use a smaller --window")
+        raise DataError(
+            f"the chop window ({window} bins) is longer than the recording ({n_bins} bins); use a smaller --window"
+        )
     starts = list(range(0, n_bins - window + 1, window - overlap))
     if starts[-1] + window < n_bins:
         starts.append(n_bins - window)
@@ -82,7 +84,9 @@ def blend_weights(starts: np.ndarray, window: int, ramp: str = "linear", power: 
     return weights
 
 
-def merge(segments: np.ndarray, starts: np.ndarray, n_bins: int, ramp: str = "linear", power: float = 2.0) -> np.ndarray:
+def merge(
+    segments: np.ndarray, starts: np.ndarray, n_bins: int, ramp: str = "linear", power: float = 2.0
+) -> np.ndarray:
     """segments (S, window, ...) at `starts` -> (n_bins, ...), overlaps blended (see blend_weights)."""
     segments = np.asarray(segments, dtype=np.float64)
     starts = np.asarray(starts, dtype=np.int64)
@@ -90,7 +94,9 @@ def merge(segments: np.ndarray, starts: np.ndarray, n_bins: int, ramp: str = "li
         raise DataError(f"{segments.shape[0]} segments but {starts.shape[0]} segment starts")
     window = segments.shape[1]
     if starts.size and (starts.min() < 0 or starts.max() + window > n_bins):
-        raise DataError(f"segments of {window} bins starting at {starts.min()}..{starts.max()} do not fit {n_bins} bins")
+        raise DataError(
+            f"segments of {window} bins starting at {starts.min()}..{starts.max()} do not fit {n_bins} bins"
+        )
     weights = blend_weights(starts, window, ramp, power).reshape(*segments.shape[:2], *([1] * (segments.ndim - 2)))
     merged = np.zeros((n_bins, *segments.shape[2:]))
     total = np.zeros((n_bins,) + (1,) * (segments.ndim - 2))
@@ -99,7 +105,9 @@ def merge(segments: np.ndarray, starts: np.ndarray, n_bins: int, ramp: str = "li
         total[start : start + window] += weight
     covered = total.reshape(n_bins) > 0
     if not covered.all():
-        raise DataError(f"{int((~covered).sum())} of {n_bins} bins are covered by no segment (segments missing from the output?)")
+        raise DataError(
+            f"{int((~covered).sum())} of {n_bins} bins are covered by no segment (segments missing from the output?)"
+        )
     return merged / total
 
 
@@ -147,7 +155,9 @@ def chop_file(
     n = len(starts)
     n_valid = int(round(valid_fraction * n))
     if not 0 <= valid_fraction < 1 or not 1 <= n_valid < n:
-        raise ConfigError(f"valid_fraction={valid_fraction} of {n} segments gives {n_valid} validation segments; need at least 1, and 1 left for training (a longer recording or a shorter --window)")
+        raise ConfigError(
+            f"valid_fraction={valid_fraction} of {n} segments gives {n_valid} validation segments; need at least 1, and 1 left for training (a longer recording or a shorter --window)"
+        )
     order = np.random.default_rng(seed).permutation(n)
     arrays: dict[str, np.ndarray] = {"chop_starts": starts}
     for name, inds in (("train", np.sort(order[n_valid:])), ("valid", np.sort(order[:n_valid]))):
@@ -166,7 +176,9 @@ def chop_file(
     return write_lfads_h5(out, arrays, attrs, compression=True)
 
 
-def merge_file(output: str | Path, chops: str | Path, out: str | Path, *, ramp: str = "linear", power: float = 2.0) -> Path:
+def merge_file(
+    output: str | Path, chops: str | Path, out: str | Path, *, ramp: str = "linear", power: float = 2.0
+) -> Path:
     """Merge the per-segment fields of an LFADS output file back into continuous (time x dims) arrays.
 
     Every `{split}_{field}` of shape (trials, window, ...) is merged over all splits into `field`
@@ -189,9 +201,18 @@ def merge_file(output: str | Path, chops: str | Path, out: str | Path, *, ramp: 
         inds = {name: np.asarray(h5[f"{name}_inds"][()]) for name in splits}
         all_inds = np.concatenate(list(inds.values()))
         if all_inds.min() < 0 or all_inds.max() >= len(starts):
-            raise DataError(f"{output}: segment numbers {all_inds.min()}..{all_inds.max()} do not belong to {chops} ({len(starts)} segments)")
+            raise DataError(
+                f"{output}: segment numbers {all_inds.min()}..{all_inds.max()} do not belong to {chops} ({len(starts)} segments)"
+            )
         segment_starts = starts[np.concatenate([inds[name] for name in splits])]
-        fields = sorted({key[len(name) + 1 :] for name in splits for key in h5.keys() if key.startswith(name + "_") and key != f"{name}_inds"})
+        fields = sorted(
+            {
+                key[len(name) + 1 :]
+                for name in splits
+                for key in h5.keys()
+                if key.startswith(name + "_") and key != f"{name}_inds"
+            }
+        )
         arrays: dict[str, np.ndarray] = {}
         for field in fields:
             parts = [np.asarray(h5[f"{name}_{field}"][()]) for name in splits if f"{name}_{field}" in h5]
@@ -240,9 +261,18 @@ def make_continuous(
     z = (latents - latents.mean(0)) / latents.std(0)
     loadings = rng.normal(size=(3, n_neurons)) / np.sqrt(3)
     truth = base_rate * np.exp(gain * z @ loadings)
-    return {"data": rng.poisson(truth).astype(np.int32), "truth": truth.astype(np.float32), "latents": z.astype(np.float32)}
+    return {
+        "data": rng.poisson(truth).astype(np.int32),
+        "truth": truth.astype(np.float32),
+        "latents": z.astype(np.float32),
+    }
 
 
 def write_continuous(out: str | Path, **params) -> Path:
     arrays = make_continuous(**params)
-    return write_lfads_h5(out, arrays, {"synthetic_kind": "continuous", "synthetic_params": json.dumps(params, sort_keys=True)}, compression=True)
+    return write_lfads_h5(
+        out,
+        arrays,
+        {"synthetic_kind": "continuous", "synthetic_params": json.dumps(params, sort_keys=True)},
+        compression=True,
+    )

@@ -113,7 +113,11 @@ def check_sessions(sessions: list[LFADSData]) -> None:
         raise DataError(f"session files must have distinct names (each names its output file); got {names}")
     first = sessions[0]
     for session in sessions[1:]:
-        for what, key in (("time bins", "recon_seq_len"), ("forward-prediction bins", "fp_len"), ("external inputs", "ext_input_dim")):
+        for what, key in (
+            ("time bins", "recon_seq_len"),
+            ("forward-prediction bins", "fp_len"),
+            ("external inputs", "ext_input_dim"),
+        ):
             if getattr(session, key) != getattr(first, key):
                 raise DataError(
                     f"sessions stitched into one model must have the same {what}: {first.path} has {getattr(first, key)}, "

@@ -409,7 +409,9 @@ class _Reader:
 
     def _value_hint(self, array: np.ndarray) -> str:
         if self.reconstruction == "gamma" and np.any(array == 0) and not np.any(array < 0):
-            return "; zeros have no Gamma density: use model.reconstruction zig (zero-inflated Gamma) for data with zeros"
+            return (
+                "; zeros have no Gamma density: use model.reconstruction zig (zero-inflated Gamma) for data with zeros"
+            )
         return ""
 
     def _check_same_sizes(self, key: str, array: np.ndarray, ref_key: str, ref: np.ndarray) -> None:

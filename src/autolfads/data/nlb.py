@@ -48,7 +48,9 @@ DATASETS = {
     "mc_maze": NLBDataset(_MAZE, "hand_vel", (137, 182)),
     "mc_rtt": NLBDataset((), "finger_vel", (98, 130)),
     "area2_bump": NLBDataset(("move_onset_time", "cond_dir", "ctr_hold_bump"), "hand_vel", (49, 65)),
-    "dmfc_rsg": NLBDataset(("set_time", "go_time", "is_eye", "theta", "is_short", "ts", "tp", "is_outlier"), None, (40, 54)),
+    "dmfc_rsg": NLBDataset(
+        ("set_time", "go_time", "is_eye", "theta", "is_short", "ts", "tp", "is_outlier"), None, (40, 54)
+    ),
     "mc_maze_large": NLBDataset(_MAZE, "hand_vel", (122, 162)),
     "mc_maze_medium": NLBDataset(_MAZE, "hand_vel", (114, 152)),
     "mc_maze_small": NLBDataset(_MAZE, "hand_vel", (107, 142)),
@@ -74,7 +76,9 @@ def require_nlb_tools() -> tuple[ModuleType, type]:
             "(nlb-tools 0.0.4 pins pandas<=1.3.4, which does not install on Python 3.11: hence --no-deps)"
         ) from None
     if int(pandas.__version__.split(".")[0]) >= 3:
-        raise MissingDependency(f"nlb_tools 0.0.4 fails with pandas {pandas.__version__} (read-only arrays in NWBDataset.resample); install pandas 2: pip install 'pandas<3'")
+        raise MissingDependency(
+            f"nlb_tools 0.0.4 fails with pandas {pandas.__version__} (read-only arrays in NWBDataset.resample); install pandas 2: pip install 'pandas<3'"
+        )
     return make_tensors, NWBDataset
 
 
@@ -121,22 +125,53 @@ def prepare_nlb(
     for name in splits:
         mask = info.split == SPLITS[name]
         if name == "test":  # held-in neurons only, as NLB gives test trials
-            spikes = nlb("make the test tensors", make_tensors.make_eval_input_tensors, ds, dataset, "test", save_file=False)
+            spikes = nlb(
+                "make the test tensors", make_tensors.make_eval_input_tensors, ds, dataset, "test", save_file=False
+            )
             arrays["test_encod_data"] = _counts(spikes["eval_spikes_heldin"], "test_encod_data", notes)
         else:
-            spikes = nlb(f"make the {SPLITS[name]} tensors", make_tensors.make_train_input_tensors, ds, dataset, SPLITS[name], save_file=False, include_behavior=True, include_forward_pred=True)
+            spikes = nlb(
+                f"make the {SPLITS[name]} tensors",
+                make_tensors.make_train_input_tensors,
+                ds,
+                dataset,
+                SPLITS[name],
+                save_file=False,
+                include_behavior=True,
+                include_forward_pred=True,
+            )
             arrays[f"{name}_encod_data"] = _counts(spikes["train_spikes_heldin"], f"{name}_encod_data", notes)
             arrays[f"{name}_recon_data"] = _counts(_recon(spikes), f"{name}_recon_data", notes)
             arrays[f"{name}_behavior"] = spikes["train_behavior"].astype(np.float32)
         arrays[f"{name}_inds"] = info.loc[mask & info[align].notna(), "trial_id"].to_numpy()
         if len(arrays[f"{name}_encod_data"]) != len(arrays[f"{name}_inds"]):
-            raise DataError(f"{nwb}: nlb_tools made {len(arrays[f'{name}_encod_data'])} {name} trials but {len(arrays[f'{name}_inds'])} have a {align}")
+            raise DataError(
+                f"{nwb}: nlb_tools made {len(arrays[f'{name}_encod_data'])} {name} trials but {len(arrays[f'{name}_inds'])} have a {align}"
+            )
         if truth is not None:  # windowed exactly as the spikes
-            rates = nlb(f"window the true rates of the {SPLITS[name]} trials", make_tensors.make_train_input_tensors, ds, dataset, mask.to_numpy(), update_params=TRUTH_FIELDS, save_file=False, include_forward_pred=True)
+            rates = nlb(
+                f"window the true rates of the {SPLITS[name]} trials",
+                make_tensors.make_train_input_tensors,
+                ds,
+                dataset,
+                mask.to_numpy(),
+                update_params=TRUTH_FIELDS,
+                save_file=False,
+                include_forward_pred=True,
+            )
             arrays[f"{name}_truth"] = _recon(rates).astype(np.float32)
 
     has_psth = "psth_params" in params
-    (group, target_arrays), = nlb("make the evaluation targets", make_tensors.make_eval_target_tensors, ds, dataset, "train", "val", save_file=False, include_psth=has_psth).items()
+    ((group, target_arrays),) = nlb(
+        "make the evaluation targets",
+        make_tensors.make_eval_target_tensors,
+        ds,
+        dataset,
+        "train",
+        "val",
+        save_file=False,
+        include_psth=has_psth,
+    ).items()
     if has_psth:
         arrays["psth"] = target_arrays["psth"].astype(np.float32)
         arrays["train_condition"] = _condition_labels(target_arrays["train_cond_idx"], len(arrays["train_inds"]))
@@ -161,7 +196,9 @@ def prepare_nlb(
     from autolfads.evaluate import Targets, write_targets
 
     target_arrays = {key: _target_array(value) for key, value in target_arrays.items()}
-    write_targets(targets_out, Targets(group, dataset, bin_ms, target_arrays, arrays["train_inds"], arrays["valid_inds"]))
+    write_targets(
+        targets_out, Targets(group, dataset, bin_ms, target_arrays, arrays["train_inds"], arrays["valid_inds"])
+    )
     counts = " / ".join(f"{name} {len(arrays[f'{name}_inds'])}" for name in splits)
     summary = (
         f"{out}: {dataset} at {bin_ms} ms, {counts} trials, {trial_bins}+{forward_bins} bins, {heldin}+{heldout} neurons"
@@ -182,7 +219,9 @@ def check_bin(dataset: str, bin_ms: int, params: dict) -> None:
         windows.insert(0, (hi - lo, f"trial window ({lo}..{hi} ms around {make['align_field']})"))
     for span, what in windows:
         if span % bin_ms:
-            raise ConfigError(f"--bin-ms {bin_ms}: {bin_ms} ms does not divide {dataset}'s {span} ms {what}; NLB scores 5 and 20 ms bins")
+            raise ConfigError(
+                f"--bin-ms {bin_ms}: {bin_ms} ms does not divide {dataset}'s {span} ms {what}; NLB scores 5 and 20 ms bins"
+            )
 
 
 def nwb_files(path: str | Path) -> list[Path]:
@@ -217,7 +256,11 @@ def check_nwb(files: list[Path], dataset: str) -> None:
                     raise DataError(f"{file}: the NWB file has no trials table")
                 columns |= set(nwb.trials.colnames)
                 series |= _timeseries_names(nwb)
-                if nwb.session_description != SYNTHETIC_DESCRIPTION and "split" in nwb.trials.colnames and "train" in set(nwb.trials["split"][:]):
+                if (
+                    nwb.session_description != SYNTHETIC_DESCRIPTION
+                    and "split" in nwb.trials.colnames
+                    and "train" in set(nwb.trials["split"][:])
+                ):
                     heldout = int(np.sum(nwb.units["heldout"][:]))
                     counts[file] = (len(nwb.units) - heldout, len(nwb.units))
         except (OSError, ValueError, KeyError) as err:
@@ -238,7 +281,9 @@ def check_nwb(files: list[Path], dataset: str) -> None:
         if found != spec.neurons:
             same = [name for name, other in DATASETS.items() if other.neurons == found]
             hint = f": these are {same[0]}'s" if same else ""
-            raise DataError(f"{file}: {found[0]} held-in of {found[1]} units, but {dataset} has {spec.neurons[0]} of {spec.neurons[1]}{hint}; is --dataset right?")
+            raise DataError(
+                f"{file}: {found[0]} held-in of {found[1]} units, but {dataset} has {spec.neurons[0]} of {spec.neurons[1]}{hint}; is --dataset right?"
+            )
 
 
 def _check_units(file: Path, nwb) -> None:
@@ -246,11 +291,17 @@ def _check_units(file: Path, nwb) -> None:
         raise DataError(f"{file}: the NWB file has no units table")
     for column in ("spike_times", "obs_intervals", "heldout"):
         if column not in nwb.units.colnames:
-            raise DataError(f"{file}: the units table has no {column!r} column, which NLB data sets have (it has: {', '.join(nwb.units.colnames)})")
+            raise DataError(
+                f"{file}: the units table has no {column!r} column, which NLB data sets have (it has: {', '.join(nwb.units.colnames)})"
+            )
 
 
 def _other_datasets(columns: set[str], series: set[str], dataset: str) -> str:
-    fits = [name for name, spec in DATASETS.items() if name != dataset and set(spec.trial_columns) <= columns and (spec.behavior is None or spec.behavior in series)]
+    fits = [
+        name
+        for name, spec in DATASETS.items()
+        if name != dataset and set(spec.trial_columns) <= columns and (spec.behavior is None or spec.behavior in series)
+    ]
     return f" (the file fits {' / '.join(fits)}: is --dataset right?)" if fits else ""
 
 
@@ -280,14 +331,20 @@ def _add_truth(ds, path: str | Path, bin_ms: int) -> None:
     counts, heldout = true_counts(path)
     heldin_columns, heldout_columns = ds.data["spikes"].columns, ds.data["heldout_spikes"].columns
     if (heldout.size, int(heldout.sum())) != (len(heldin_columns) + len(heldout_columns), len(heldout_columns)):
-        raise DataError(f"{path}: true rates of {heldout.size} units ({int(heldout.sum())} held out) do not match the NWB file's {len(heldin_columns) + len(heldout_columns)} ({len(heldout_columns)})")
+        raise DataError(
+            f"{path}: true rates of {heldout.size} units ({int(heldout.sum())} held out) do not match the NWB file's {len(heldin_columns) + len(heldout_columns)} ({len(heldout_columns)})"
+        )
     per_bin = bin_ms // 5
     rows = len(ds.data.index)
     padded = np.zeros((rows * per_bin, heldout.size))
     padded[: min(len(padded), len(counts))] = counts[: len(padded)]
     binned = padded.reshape(rows, per_bin, -1).sum(axis=1)
     frames = [
-        pd.DataFrame(binned[:, mask], index=ds.data.index, columns=pd.MultiIndex.from_product([[field], columns], names=ds.data.columns.names))
+        pd.DataFrame(
+            binned[:, mask],
+            index=ds.data.index,
+            columns=pd.MultiIndex.from_product([[field], columns], names=ds.data.columns.names),
+        )
         for field, mask, columns in (("truth", ~heldout, heldin_columns), ("heldout_truth", heldout, heldout_columns))
     ]
     ds.data = pd.concat([ds.data, *frames], axis=1)

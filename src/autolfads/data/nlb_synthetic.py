@@ -56,7 +56,12 @@ def write_nlb_synthetic(
 
     Per condition, 15% of the trials go to `val`, 15% to `test` (at least one each) and the rest to `train`.
     """
-    for name, value, least in (("conditions", conditions, 2), ("trials_per_condition", trials_per_condition, 4), ("heldin", heldin, 2), ("heldout", heldout, 1)):
+    for name, value, least in (
+        ("conditions", conditions, 2),
+        ("trials_per_condition", trials_per_condition, 4),
+        ("heldin", heldin, 2),
+        ("heldout", heldout, 1),
+    ):
         if value < least:
             raise ConfigError(f"nlb-synthetic: {name} must be >= {least}, got {value}")
     path = Path(path)
@@ -75,7 +80,12 @@ def write_nlb_synthetic(
             "log_rate_bias": session["bias"],
             "heldout": heldout_mask,
         },
-        attrs={"bin_ms": 5, "description": "true rates: exp(log_rate_bias + latents @ log_rate_weights.T) Hz", "nwb_file": path.name, "seed": seed},
+        attrs={
+            "bin_ms": 5,
+            "description": "true rates: exp(log_rate_bias + latents @ log_rate_weights.T) Hz",
+            "nwb_file": path.name,
+            "seed": seed,
+        },
         compression=True,
     )
     return path, truth
@@ -119,7 +129,17 @@ def _simulate(rng: np.random.Generator, conditions: int, per_condition: int, n_u
     velocity[lag:] = 350.0 * latents[:-lag, 4:6]
     velocity += rng.normal(0, 20.0, size=velocity.shape)
     split = _splits(order, conditions, rng)
-    return {"latents": latents, "weights": weights, "bias": bias, "counts": counts, "velocity": velocity, "order": order, "onsets": onsets, "split": split, "steps": steps}
+    return {
+        "latents": latents,
+        "weights": weights,
+        "bias": bias,
+        "counts": counts,
+        "velocity": velocity,
+        "order": order,
+        "onsets": onsets,
+        "split": split,
+        "steps": steps,
+    }
 
 
 def _trial_latents(theta: float, amplitude: float, speed: float, onset: int, steps: int) -> np.ndarray:
@@ -166,7 +186,11 @@ def _write_nwb(path: Path, session: dict, heldout: np.ndarray, rng: np.random.Ge
     end_s = session["latents"].shape[0] * STEP_S
     nwb.add_unit_column(name="heldout", description="held out from model input (co-smoothing targets)")
     for unit in range(session["counts"].shape[1]):
-        nwb.add_unit(spike_times=_spike_times(session["counts"][:, unit], rng), obs_intervals=[[0.0, end_s]], heldout=bool(heldout[unit]))
+        nwb.add_unit(
+            spike_times=_spike_times(session["counts"][:, unit], rng),
+            obs_intervals=[[0.0, end_s]],
+            heldout=bool(heldout[unit]),
+        )
 
     columns = {
         "split": "train, val or test",
@@ -195,7 +219,17 @@ def _write_nwb(path: Path, session: dict, heldout: np.ndarray, rng: np.random.Ge
     grid = np.arange(session["velocity"].shape[0]) * STEP_S
     velocity = np.stack([np.interp(ms, grid, session["velocity"][:, i]) for i in range(2)], axis=1)
     behavior = nwb.create_processing_module(name="behavior", description="hand kinematics")
-    behavior.add(TimeSeries(name="hand_vel", data=velocity.astype(np.float32), unit="mm/s", rate=1000.0, starting_time=0.0, comments="columns=[x,y]", description="hand velocity"))
+    behavior.add(
+        TimeSeries(
+            name="hand_vel",
+            data=velocity.astype(np.float32),
+            unit="mm/s",
+            rate=1000.0,
+            starting_time=0.0,
+            comments="columns=[x,y]",
+            description="hand velocity",
+        )
+    )
 
     tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex}.tmp.nwb")  # pynwb warns about other suffixes
     try:

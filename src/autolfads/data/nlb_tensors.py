@@ -56,13 +56,18 @@ def prepare_tensors(
     where = ", ".join(map(str, tensors))
     for key in ("train_spikes_heldin", "train_spikes_heldout", "eval_spikes_heldin"):
         if key not in t:
-            raise DataError(f"{where}: no {key!r}; NLB tensor files have train_spikes_heldin/heldout (make_train_input_tensors) and eval_spikes_heldin (make_eval_input_tensors); found: {', '.join(sorted(t)) or 'nothing'}")
+            raise DataError(
+                f"{where}: no {key!r}; NLB tensor files have train_spikes_heldin/heldout (make_train_input_tensors) and eval_spikes_heldin (make_eval_input_tensors); found: {', '.join(sorted(t)) or 'nothing'}"
+            )
     n_train, trial_bins, heldin = t["train_spikes_heldin"].shape
     heldout = t["train_spikes_heldout"].shape[2]
     forward_bins = t["train_spikes_heldin_forward"].shape[1] if "train_spikes_heldin_forward" in t else 0
     _check_bin(dataset, params, bin_ms, trial_bins, forward_bins, where)
     _check_shapes(t, target_arrays, trial_bins, forward_bins, heldin, heldout, where)
-    eval_known = {**{k: v for k, v in t.items() if k.startswith("eval_") and k != "eval_spikes_heldin"}, **target_arrays}
+    eval_known = {
+        **{k: v for k, v in t.items() if k.startswith("eval_") and k != "eval_spikes_heldin"},
+        **target_arrays,
+    }
     n_eval = len(t["eval_spikes_heldin"])
     train_ids, eval_ids = np.arange(n_train), n_train + np.arange(n_eval)
 
@@ -87,12 +92,16 @@ def prepare_tensors(
         order = np.random.default_rng(seed).permutation(n_train)
         n_valid = max(int(round(valid_fraction * n_train)), 1)
         if not 0 < valid_fraction < 1 or n_valid >= n_train:
-            raise ConfigError(f"--valid-fraction {valid_fraction} of {n_train} train trials leaves no train or no valid trials")
+            raise ConfigError(
+                f"--valid-fraction {valid_fraction} of {n_train} train trials leaves no train or no valid trials"
+            )
         valid, train = np.sort(order[:n_valid]), np.sort(order[n_valid:])
         splits = {"train": (train_recon[train], train_ids[train]), "valid": (train_recon[valid], train_ids[valid])}
         arrays["test_encod_data"] = _stored(t["eval_spikes_heldin"])
         arrays["test_inds"] = eval_ids
-        notes.append(f"eval trials' held-out spikes not given: they are the test split; {n_valid} train trials validate")
+        notes.append(
+            f"eval trials' held-out spikes not given: they are the test split; {n_valid} train trials validate"
+        )
     for split, (values, ids) in splits.items():
         arrays[f"{split}_encod_data"] = _stored(values[:, :trial_bins, :heldin])
         arrays[f"{split}_recon_data"] = _stored(values)
@@ -101,8 +110,18 @@ def prepare_tensors(
     if missing:
         notes.append(f"{missing} missing bins (NaN): train with train.sbtt true")
 
-    targets = _targets(t, eval_known, name, dataset, bin_ms, train_ids, eval_ids, (trial_bins, forward_bins, heldin, heldout))
-    attrs = {"nlb_dataset": dataset, "bin_ms": bin_ms, "tensors": where, "heldin": heldin, "heldout": heldout, "trial_bins": trial_bins, "forward_bins": forward_bins}
+    targets = _targets(
+        t, eval_known, name, dataset, bin_ms, train_ids, eval_ids, (trial_bins, forward_bins, heldin, heldout)
+    )
+    attrs = {
+        "nlb_dataset": dataset,
+        "bin_ms": bin_ms,
+        "tensors": where,
+        "heldin": heldin,
+        "heldout": heldout,
+        "trial_bins": trial_bins,
+        "forward_bins": forward_bins,
+    }
     if targets is not None:
         attrs["targets"] = targets_out.name
     write_lfads_h5(out, arrays, attrs=attrs, compression=True)
@@ -111,11 +130,21 @@ def prepare_tensors(
 
         write_targets(targets_out, targets)
         unavailable = targets.unavailable()
-        notes.append(f"{targets_out}: targets of the {n_eval} eval trials" + (f" (not available: {', '.join(unavailable)})" if unavailable else ""))
+        notes.append(
+            f"{targets_out}: targets of the {n_eval} eval trials"
+            + (f" (not available: {', '.join(unavailable)})" if unavailable else "")
+        )
     else:
-        notes.append("nothing to score locally (no held-out spikes, forward bins or behaviour of the eval trials): no targets file")
-    counts = " / ".join(f"{split} {len(arrays[f'{split}_inds'])}" for split in ("train", "valid", "test") if f"{split}_inds" in arrays)
-    summary = f"{out}: {name} from NLB tensors, {counts} trials, {trial_bins}+{forward_bins} bins, {heldin}+{heldout} neurons" + "".join(f"\n  {note}" for note in notes)
+        notes.append(
+            "nothing to score locally (no held-out spikes, forward bins or behaviour of the eval trials): no targets file"
+        )
+    counts = " / ".join(
+        f"{split} {len(arrays[f'{split}_inds'])}" for split in ("train", "valid", "test") if f"{split}_inds" in arrays
+    )
+    summary = (
+        f"{out}: {name} from NLB tensors, {counts} trials, {trial_bins}+{forward_bins} bins, {heldin}+{heldout} neurons"
+        + "".join(f"\n  {note}" for note in notes)
+    )
     return NLBFiles(out, targets_out if targets is not None else None, summary)
 
 
@@ -145,9 +174,13 @@ def _read_eval_targets(path: Path, dataset: str, name: str) -> dict[str, np.ndar
         with h5py.File(path, "r") as h5:
             groups = [group for group in h5 if group == dataset or group.startswith(f"{dataset}_")]
             if not groups:
-                raise DataError(f"{path}: no group {name!r}; make_eval_target_tensors names it after the data set (and bin width); found: {', '.join(h5) or 'nothing'}")
+                raise DataError(
+                    f"{path}: no group {name!r}; make_eval_target_tensors names it after the data set (and bin width); found: {', '.join(h5) or 'nothing'}"
+                )
             if name not in h5:
-                raise DataError(f"{path}: the targets are {groups[0]!r} but --bin-ms gives {name!r}; is --bin-ms right?")
+                raise DataError(
+                    f"{path}: the targets are {groups[0]!r} but --bin-ms gives {name!r}; is --bin-ms right?"
+                )
             return {key: _target_array(np.asarray(h5[name][key][()])) for key in h5[name]}
     except FileNotFoundError:
         raise DataError(f"eval targets file {path} does not exist") from None
@@ -164,22 +197,42 @@ def _check_bin(dataset: str, params: dict, bin_ms: int, trial_bins: int, forward
         lo, hi = params["make_params"]["align_range"]
         spans.append((hi - lo, trial_bins, "train_spikes_heldin", f"{dataset}'s {hi - lo} ms trial window"))
     if forward_bins:
-        spans.append((params["fp_len"], forward_bins, "train_spikes_heldin_forward", f"{dataset}'s {params['fp_len']} ms forward window"))
+        spans.append(
+            (
+                params["fp_len"],
+                forward_bins,
+                "train_spikes_heldin_forward",
+                f"{dataset}'s {params['fp_len']} ms forward window",
+            )
+        )
     for span, bins, key, what in spans:
         if span != bins * bin_ms:
             implied = f"{span / bins:g} ms bins" if bins else "no bins"
             raise DataError(f"{where}: {key!r} has {bins} bins: {implied} for {what}, but --bin-ms is {bin_ms}")
 
 
-def _check_shapes(t: dict, target_arrays: dict, trial_bins: int, forward_bins: int, heldin: int, heldout: int, where: str) -> None:
-    expected = {"heldin": (trial_bins, heldin), "heldout": (trial_bins, heldout), "heldin_forward": (forward_bins, heldin), "heldout_forward": (forward_bins, heldout)}
+def _check_shapes(
+    t: dict, target_arrays: dict, trial_bins: int, forward_bins: int, heldin: int, heldout: int, where: str
+) -> None:
+    expected = {
+        "heldin": (trial_bins, heldin),
+        "heldout": (trial_bins, heldout),
+        "heldin_forward": (forward_bins, heldin),
+        "heldout_forward": (forward_bins, heldout),
+    }
     for prefix, source in (("train", t), ("eval", {**t, **target_arrays})):
         for part, shape in expected.items():
             key = f"{prefix}_spikes_{part}"
             if key in source and source[key].shape[1:] != shape:
-                raise DataError(f"{where}: {key!r} is {source[key].shape[1]} bins x {source[key].shape[2]} neurons, expected {shape[0]} x {shape[1]} (as train_spikes_heldin/heldout{'_forward' if 'forward' in part else ''})")
-    if "eval_spikes_heldout" in target_arrays and len(target_arrays["eval_spikes_heldout"]) != len(t["eval_spikes_heldin"]):
-        raise DataError(f"{where}: {len(t['eval_spikes_heldin'])} eval trials but the eval targets have {len(target_arrays['eval_spikes_heldout'])}")
+                raise DataError(
+                    f"{where}: {key!r} is {source[key].shape[1]} bins x {source[key].shape[2]} neurons, expected {shape[0]} x {shape[1]} (as train_spikes_heldin/heldout{'_forward' if 'forward' in part else ''})"
+                )
+    if "eval_spikes_heldout" in target_arrays and len(target_arrays["eval_spikes_heldout"]) != len(
+        t["eval_spikes_heldin"]
+    ):
+        raise DataError(
+            f"{where}: {len(t['eval_spikes_heldin'])} eval trials but the eval targets have {len(target_arrays['eval_spikes_heldout'])}"
+        )
 
 
 def _targets(t: dict, eval_known: dict, name: str, dataset: str, bin_ms: int, train_ids, eval_ids, shape):

@@ -35,7 +35,9 @@ def read_nwb(path: str | Path, behavior: tuple[str, ...] = ()) -> Recording:
         raise DataError(f"{path}: cannot read as an NWB file: {err}") from None
 
 
-def prepare_nwb(nwb: str | Path, options: TrialOptions, out: str | Path, targets_out: str | Path | None = None) -> SessionFiles:
+def prepare_nwb(
+    nwb: str | Path, options: TrialOptions, out: str | Path, targets_out: str | Path | None = None
+) -> SessionFiles:
     recording = read_nwb(nwb, options.behavior)
     if recording.trials is None:
         return prepare_continuous(recording, options.bin_ms, out)
@@ -45,11 +47,23 @@ def prepare_nwb(nwb: str | Path, options: TrialOptions, out: str | Path, targets
 def _recording(path: Path, nwb, behavior: tuple[str, ...]) -> Recording:
     units = nwb.units
     if units is None or "spike_times" not in units.colnames:
-        found = "no units table" if units is None else f"a units table without spike_times (it has: {', '.join(units.colnames)})"
+        found = (
+            "no units table"
+            if units is None
+            else f"a units table without spike_times (it has: {', '.join(units.colnames)})"
+        )
         raise DataError(f"{path}: the NWB file has {found}; `data nwb` bins sorted units' spike times")
     spike_times = [np.asarray(units["spike_times"][i], dtype=np.float64) for i in range(len(units))]
-    observed = [np.asarray(units["obs_intervals"][i], dtype=np.float64).reshape(-1, 2) for i in range(len(units))] if "obs_intervals" in units.colnames else None
-    unit_columns = {name: np.asarray(units[name][:]) for name in units.colnames if name not in ("spike_times", "obs_intervals") and _is_flat(units[name])}
+    observed = (
+        [np.asarray(units["obs_intervals"][i], dtype=np.float64).reshape(-1, 2) for i in range(len(units))]
+        if "obs_intervals" in units.colnames
+        else None
+    )
+    unit_columns = {
+        name: np.asarray(units[name][:])
+        for name in units.colnames
+        if name not in ("spike_times", "obs_intervals") and _is_flat(units[name])
+    }
     trials, trial_ids = None, None
     if nwb.trials is not None and len(nwb.trials):
         table = nwb.trials
@@ -59,7 +73,9 @@ def _recording(path: Path, nwb, behavior: tuple[str, ...]) -> Recording:
     wanted = {}
     for name in behavior:
         if name not in series:
-            raise DataError(f"{path}: no TimeSeries {name!r} (--behavior); the file has: {', '.join(sorted(series)) or 'none'}")
+            raise DataError(
+                f"{path}: no TimeSeries {name!r} (--behavior); the file has: {', '.join(sorted(series)) or 'none'}"
+            )
         wanted[name] = _samples(series[name])
     return Recording(str(path), spike_times, np.asarray(units.id[:]), unit_columns, observed, trials, trial_ids, wanted)
 

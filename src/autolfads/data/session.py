@@ -89,7 +89,9 @@ def check_options(options: TrialOptions) -> tuple[int, int]:
     return (hi - lo) // bin_ms, options.forward_ms // bin_ms
 
 
-def prepare_session(recording: Recording, options: TrialOptions, out: str | Path, targets_out: str | Path | None = None) -> SessionFiles:
+def prepare_session(
+    recording: Recording, options: TrialOptions, out: str | Path, targets_out: str | Path | None = None
+) -> SessionFiles:
     """Write the training file `out` and (when there is something to score) the targets file; see the module doc.
     Every check runs before anything is written."""
     trial_bins, forward_bins = check_options(options)
@@ -107,17 +109,24 @@ def prepare_session(recording: Recording, options: TrialOptions, out: str | Path
     if not keep.all():
         notes.append(f"{int((~keep).sum())} trials without a {options.align} left out")
     starts = align + options.window_ms[0] / 1000
-    _check_window(trials, keep, starts, align + options.window_ms[1] / 1000, recording.trial_ids, options, trials_source)
+    _check_window(
+        trials, keep, starts, align + options.window_ms[1] / 1000, recording.trial_ids, options, trials_source
+    )
     split = _splits(trials, keep, recording.trial_ids, options, trials_source)
     heldout = _heldout_units(recording, options)
     order = np.concatenate([np.flatnonzero(~heldout), np.flatnonzero(heldout)])
     n_heldin = int((~heldout).sum())
-    observed = recording.observed or [np.array([[np.min(trials["start_time"]), np.max(trials["stop_time"])]])] * len(order)
+    observed = recording.observed or [np.array([[np.min(trials["start_time"]), np.max(trials["stop_time"])]])] * len(
+        order
+    )
     conditions = _conditions(trials, options.condition_column, trials_source)
     series = [_series(recording, name) for name in options.behavior]
 
     bin_s = options.bin_ms / 1000
-    arrays: dict[str, np.ndarray] = {"heldin_units": recording.unit_ids[order[:n_heldin]], "heldout_units": recording.unit_ids[order[n_heldin:]]}
+    arrays: dict[str, np.ndarray] = {
+        "heldin_units": recording.unit_ids[order[:n_heldin]],
+        "heldout_units": recording.unit_ids[order[n_heldin:]],
+    }
     counts: dict[str, np.ndarray] = {}
     for name in ("train", "valid", "test"):
         rows = np.flatnonzero(split == name)
@@ -132,7 +141,9 @@ def prepare_session(recording: Recording, options: TrialOptions, out: str | Path
         arrays[f"{name}_window_start"] = starts[rows]
         if series:
             centres = edges[:, :trial_bins] + bin_s / 2
-            arrays[f"{name}_behavior"] = np.concatenate([resample(t, v, centres) for t, v in series], axis=-1).astype(np.float32)
+            arrays[f"{name}_behavior"] = np.concatenate([resample(t, v, centres) for t, v in series], axis=-1).astype(
+                np.float32
+            )
         if conditions is not None:
             # _cond_idx is what the reader, the report and PCR read-in use; _condition is `data nlb`'s name
             arrays[f"{name}_cond_idx"] = arrays[f"{name}_condition"] = conditions[0][rows]
@@ -163,7 +174,9 @@ def prepare_session(recording: Recording, options: TrialOptions, out: str | Path
         from autolfads.evaluate import write_targets
 
         write_targets(targets_out, targets)
-    sizes = " / ".join(f"{name} {len(arrays[f'{name}_inds'])}" for name in ("train", "valid", "test") if f"{name}_inds" in arrays)
+    sizes = " / ".join(
+        f"{name} {len(arrays[f'{name}_inds'])}" for name in ("train", "valid", "test") if f"{name}_inds" in arrays
+    )
     summary = (
         f"{out}: {sizes} trials, {trial_bins}+{forward_bins} bins of {options.bin_ms} ms ({lo}..{hi} ms around {options.align}), "
         f"{n_heldin}+{len(order) - n_heldin} units" + "".join(f"; {note}" for note in notes)
@@ -183,7 +196,9 @@ def _check_units(recording: Recording) -> None:
         raise DataError(f"{recording.source}: the session has no units")
     silent = [str(recording.unit_ids[u]) for u, times in enumerate(recording.spike_times) if len(times) == 0]
     if silent:
-        raise DataError(f"{recording.source}: {len(silent)} units have no spike times (unit ids {', '.join(silent[:10])}); every unit needs spikes")
+        raise DataError(
+            f"{recording.source}: {len(silent)} units have no spike times (unit ids {', '.join(silent[:10])}); every unit needs spikes"
+        )
 
 
 def _column(trials: dict[str, np.ndarray], name: str, source: str, option: str) -> np.ndarray:
@@ -192,11 +207,24 @@ def _column(trials: dict[str, np.ndarray], name: str, source: str, option: str) 
     try:
         return np.asarray(trials[name], dtype=np.float64)
     except (TypeError, ValueError):
-        raise DataError(f"{source}: trials column {name!r} ({option}) must hold times in seconds, got values like {trials[name][0]!r}") from None
+        raise DataError(
+            f"{source}: trials column {name!r} ({option}) must hold times in seconds, got values like {trials[name][0]!r}"
+        ) from None
 
 
-def _check_window(trials: dict, keep: np.ndarray, first: np.ndarray, last: np.ndarray, ids: np.ndarray, options: TrialOptions, source: str) -> None:
-    start, stop = _column(trials, "start_time", source, "trial start"), _column(trials, "stop_time", source, "trial stop")
+def _check_window(
+    trials: dict,
+    keep: np.ndarray,
+    first: np.ndarray,
+    last: np.ndarray,
+    ids: np.ndarray,
+    options: TrialOptions,
+    source: str,
+) -> None:
+    start, stop = (
+        _column(trials, "start_time", source, "trial start"),
+        _column(trials, "stop_time", source, "trial stop"),
+    )
     tolerance = 1e-9
     outside = keep & ((first < start - tolerance) | (last > stop + tolerance))
     if outside.any():
@@ -213,11 +241,15 @@ def _splits(trials: dict, keep: np.ndarray, ids: np.ndarray, options: TrialOptio
     split = np.full(len(keep), "", dtype=object)
     if options.split_column is not None:
         if options.split_column not in trials:
-            raise DataError(f"{source}: the trials table has no column {options.split_column!r} (--split-column); it has: {', '.join(trials)}")
+            raise DataError(
+                f"{source}: the trials table has no column {options.split_column!r} (--split-column); it has: {', '.join(trials)}"
+            )
         values = np.asarray([v.decode() if isinstance(v, bytes) else str(v) for v in trials[options.split_column]])
         unknown = sorted(set(values) - set(SPLIT_VALUES))
         if unknown:
-            raise DataError(f"{source}: trials column {options.split_column!r} holds '{unknown[0]}'; expected {', '.join(SPLIT_VALUES)}")
+            raise DataError(
+                f"{source}: trials column {options.split_column!r} holds '{unknown[0]}'; expected {', '.join(SPLIT_VALUES)}"
+            )
         for value, name in SPLIT_VALUES.items():
             split[(values == value) & keep] = name or ""
     else:
@@ -228,10 +260,16 @@ def _splits(trials: dict, keep: np.ndarray, ids: np.ndarray, options: TrialOptio
         order = np.random.default_rng([options.seed, 1]).permutation(rows)  # its own stream: independent of the units'
         split[rows] = "train"
         split[order[:n_valid]] = "valid"
-    where = f"--split-column {options.split_column}" if options.split_column else f"--valid-fraction {options.valid_fraction}"
+    where = (
+        f"--split-column {options.split_column}"
+        if options.split_column
+        else f"--valid-fraction {options.valid_fraction}"
+    )
     for name in ("train", "valid"):
         if not (split == name).any():
-            raise DataError(f"{source}: no {name} trials ({where}, {int(keep.sum())} usable trials); LFADS needs train and valid trials")
+            raise DataError(
+                f"{source}: no {name} trials ({where}, {int(keep.sum())} usable trials); LFADS needs train and valid trials"
+            )
     return split
 
 
@@ -241,10 +279,14 @@ def _heldout_units(recording: Recording, options: TrialOptions) -> np.ndarray:
         if options.heldout_fraction:
             raise ConfigError("give --heldout-column or --heldout-fraction, not both")
         if options.heldout_column not in recording.unit_columns:
-            raise DataError(f"{recording.source}: the units table has no column {options.heldout_column!r} (--heldout-column); it has: {', '.join(recording.unit_columns) or 'none'}")
+            raise DataError(
+                f"{recording.source}: the units table has no column {options.heldout_column!r} (--heldout-column); it has: {', '.join(recording.unit_columns) or 'none'}"
+            )
         values = np.asarray(recording.unit_columns[options.heldout_column])
         if values.dtype != bool and not set(np.unique(values).tolist()) <= {0, 1}:
-            raise DataError(f"{recording.source}: units column {options.heldout_column!r} must be boolean (held out or not), got values like {values[0]!r}")
+            raise DataError(
+                f"{recording.source}: units column {options.heldout_column!r} must be boolean (held out or not), got values like {values[0]!r}"
+            )
         heldout = values.astype(bool)
     else:
         heldout = np.zeros(n, dtype=bool)
@@ -261,7 +303,9 @@ def _conditions(trials: dict, column: str | None, source: str) -> tuple[np.ndarr
     if column is None:
         return None
     if column not in trials:
-        raise DataError(f"{source}: the trials table has no column {column!r} (--condition-column); it has: {', '.join(trials)}")
+        raise DataError(
+            f"{source}: the trials table has no column {column!r} (--condition-column); it has: {', '.join(trials)}"
+        )
     values = np.asarray([v.decode() if isinstance(v, bytes) else str(v) for v in trials[column]])
     names, labels = np.unique(values, return_inverse=True)
     return labels.astype(np.int64), names
@@ -269,7 +313,9 @@ def _conditions(trials: dict, column: str | None, source: str) -> tuple[np.ndarr
 
 def _series(recording: Recording, name: str) -> tuple[np.ndarray, np.ndarray]:
     if name not in recording.series:
-        raise DataError(f"{recording.source}: no time series {name!r} (--behavior); found: {', '.join(sorted(recording.series)) or 'none'}")
+        raise DataError(
+            f"{recording.source}: no time series {name!r} (--behavior); found: {', '.join(sorted(recording.series)) or 'none'}"
+        )
     return recording.series[name]
 
 
@@ -287,10 +333,21 @@ def _targets(arrays: dict, counts: dict, trial_bins: int, n_heldin: int, options
         target_arrays["eval_spikes_heldin_forward"] = valid[:, trial_bins:, :n_heldin].astype(np.float32)
         target_arrays["eval_spikes_heldout_forward"] = valid[:, trial_bins:, n_heldin:].astype(np.float32)
     if options.behavior:
-        target_arrays["train_behavior"], target_arrays["eval_behavior"] = arrays["train_behavior"], arrays["valid_behavior"]
+        target_arrays["train_behavior"], target_arrays["eval_behavior"] = (
+            arrays["train_behavior"],
+            arrays["valid_behavior"],
+        )
     if not target_arrays:
         return None
-    return Targets(name, SESSION_DATASET, options.bin_ms, target_arrays, arrays["train_inds"], arrays["valid_inds"], (trial_bins, forward_bins, n_heldin, n_heldout))
+    return Targets(
+        name,
+        SESSION_DATASET,
+        options.bin_ms,
+        target_arrays,
+        arrays["train_inds"],
+        arrays["valid_inds"],
+        (trial_bins, forward_bins, n_heldin, n_heldout),
+    )
 
 
 def prepare_continuous(recording: Recording, bin_ms: int, out: str | Path) -> SessionFiles:

@@ -32,7 +32,9 @@ def read_spikes(spikes: str | Path, trials: str | Path, units: str | Path | None
     columns = {ALIASES.get(name, name): values for name, values in columns.items()}
     for name in ("start_time", "stop_time"):
         if name not in columns:
-            raise DataError(f"{trials}: the trials CSV has no column {name!r} (or {name.removesuffix('_time')!r}); it has: {', '.join(columns)}")
+            raise DataError(
+                f"{trials}: the trials CSV has no column {name!r} (or {name.removesuffix('_time')!r}); it has: {', '.join(columns)}"
+            )
     columns = {name: _typed(values) for name, values in columns.items()}
     n_trials = len(columns["start_time"])
     ids = columns.pop("id").astype(np.int64) if "id" in columns else np.arange(n_trials)
@@ -48,7 +50,9 @@ def read_spikes(spikes: str | Path, trials: str | Path, units: str | Path | None
         missing = [label for label in labels.tolist() if label not in row]
         if missing:
             raise DataError(f"{units}: spiking unit {missing[0]!r} is not in the units CSV ({len(missing)} missing)")
-        unit_columns = {name: _typed(values)[[row[label] for label in labels.tolist()]] for name, values in table.items()}
+        unit_columns = {
+            name: _typed(values)[[row[label] for label in labels.tolist()]] for name, values in table.items()
+        }
     spike_times = [np.sort(time[unit == label]) for label in labels]
     return Recording(str(spikes), spike_times, labels, unit_columns, None, columns, ids, trials_source=str(trials))
 
@@ -60,13 +64,17 @@ def _spike_table(path: Path) -> tuple[np.ndarray, np.ndarray]:
         with np.load(path, allow_pickle=False) as npz:
             missing = [key for key in ("unit", "time") if key not in npz]
             if missing:
-                raise DataError(f"{path}: the NPZ has no array {missing[0]!r}; expected unit and time (one entry per spike), it has: {', '.join(npz.files)}")
+                raise DataError(
+                    f"{path}: the NPZ has no array {missing[0]!r}; expected unit and time (one entry per spike), it has: {', '.join(npz.files)}"
+                )
             unit, time = npz["unit"], npz["time"]
     else:
         table = _read_csv(path)
         missing = [key for key in ("unit", "time") if key not in table]
         if missing:
-            raise DataError(f"{path}: the spikes CSV has no column {missing[0]!r}; expected unit,time (one spike a row), it has: {', '.join(table)}")
+            raise DataError(
+                f"{path}: the spikes CSV has no column {missing[0]!r}; expected unit,time (one spike a row), it has: {', '.join(table)}"
+            )
         unit, time = _typed(table["unit"]), table["time"]
     try:
         time = np.asarray(time, dtype=np.float64)
@@ -91,7 +99,9 @@ def _read_csv(path: Path) -> dict[str, list[str]]:
         rows = list(reader)
     if not rows:
         raise DataError(f"{path}: the CSV has a header but no rows")
-    return {name.strip(): [row[name].strip() if row[name] is not None else "" for row in rows] for name in reader.fieldnames}
+    return {
+        name.strip(): [row[name].strip() if row[name] is not None else "" for row in rows] for name in reader.fieldnames
+    }
 
 
 def _typed(values: list[str] | np.ndarray) -> np.ndarray:

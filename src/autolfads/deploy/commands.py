@@ -32,12 +32,23 @@ def add_kubeflow_parser(commands: argparse._SubParsersAction) -> None:
         "--data-subpath lorenz --config-file examples/configs/lorenz.yaml --population 20 --epochs-per-generation 50 -o lorenz.yaml",
     )
     _common(katib)
-    katib.add_argument("--data-pvc", required=True, help="PersistentVolumeClaim holding the data (mounted read-only at /share/data)")
-    katib.add_argument("--data-subpath", help="folder inside the PVC mounted as /share/data (default: the whole volume)")
+    katib.add_argument(
+        "--data-pvc", required=True, help="PersistentVolumeClaim holding the data (mounted read-only at /share/data)"
+    )
+    katib.add_argument(
+        "--data-subpath", help="folder inside the PVC mounted as /share/data (default: the whole volume)"
+    )
     katib.add_argument("--gpus", type=int, default=0, help="GPUs per trial (default 0)")
-    katib.add_argument("--cpus", type=float, default=2.0, help="CPUs per trial, also its torch thread count (default 2)")
+    katib.add_argument(
+        "--cpus", type=float, default=2.0, help="CPUs per trial, also its torch thread count (default 2)"
+    )
     katib.add_argument("--memory", default="4Gi", help="memory per trial (default 4Gi)")
-    katib.add_argument("--truncation-threshold", type=float, default=0.4, help="fraction of trials that exploit each generation (default 0.4)")
+    katib.add_argument(
+        "--truncation-threshold",
+        type=float,
+        default=0.4,
+        help="fraction of trials that exploit each generation (default 0.4)",
+    )
     katib.set_defaults(handler=run_katib)
 
     rayjob = kinds.add_parser(
@@ -50,7 +61,9 @@ def add_kubeflow_parser(commands: argparse._SubParsersAction) -> None:
         "--config-file examples/configs/lorenz.yaml --population 16 --epochs-per-generation 25 --workers 4 --cpus-per-worker 4",
     )
     _common(rayjob)
-    rayjob.add_argument("--pvc", required=True, help="RWX PersistentVolumeClaim for the data and the workdir (mounted at /share)")
+    rayjob.add_argument(
+        "--pvc", required=True, help="RWX PersistentVolumeClaim for the data and the workdir (mounted at /share)"
+    )
     rayjob.add_argument("--data-subpath", default="data", help="data folder (or file) inside the PVC (default data)")
     rayjob.add_argument("--workdir-subpath", help="search workdir inside the PVC (default runs/NAME)")
     rayjob.add_argument("--seed", type=int, default=0, help="seed of the search (default 0)")
@@ -58,25 +71,38 @@ def add_kubeflow_parser(commands: argparse._SubParsersAction) -> None:
     rayjob.add_argument("--cpus-per-worker", type=float, default=4.0, help="CPUs per worker pod (default 4)")
     rayjob.add_argument("--gpus-per-worker", type=int, default=0, help="GPUs per worker pod (default 0)")
     rayjob.add_argument("--memory-per-worker", default="8Gi", help="memory per worker pod (default 8Gi)")
-    rayjob.add_argument("--cpus-per-member", type=float, default=1.0, help="CPUs per member, also its torch threads (default 1)")
-    rayjob.add_argument("--gpus-per-member", type=float, default=0.0, help="GPUs per member, fractions allowed (default 0)")
+    rayjob.add_argument(
+        "--cpus-per-member", type=float, default=1.0, help="CPUs per member, also its torch threads (default 1)"
+    )
+    rayjob.add_argument(
+        "--gpus-per-member", type=float, default=0.0, help="GPUs per member, fractions allowed (default 0)"
+    )
     rayjob.set_defaults(handler=run_rayjob)
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--name", required=True, help="name of the Experiment / RayJob (and prefix of its ConfigMap)")
     parser.add_argument("--image", required=True, help="container image with autolfads (deploy/docker/)")
-    parser.add_argument("--config-file", type=Path, required=True, help="YAML config, our schema or lfads-tf2's (shipped in a ConfigMap)")
+    parser.add_argument(
+        "--config-file",
+        type=Path,
+        required=True,
+        help="YAML config, our schema or lfads-tf2's (shipped in a ConfigMap)",
+    )
     parser.add_argument("--search-space", type=Path, help="YAML search space (default: the published AutoLFADS one)")
     parser.add_argument("--population", type=int, required=True, help="members trained side by side")
     parser.add_argument("--epochs-per-generation", type=int, required=True, help="epochs between exploit/explore steps")
     parser.add_argument("--max-generations", type=int, default=50, help="upper bound on generations (default 50)")
     parser.add_argument("--namespace", help="namespace (default: none in the manifest; --submit uses the context's)")
-    parser.add_argument("--run-as-user", type=int, default=1000, help="uid of the pods (default 1000, the image's user)")
+    parser.add_argument(
+        "--run-as-user", type=int, default=1000, help="uid of the pods (default 1000, the image's user)"
+    )
     parser.add_argument("-o", "--output", type=Path, help="write the manifest here (default: stdout)")
     modes = parser.add_mutually_exclusive_group()
     modes.add_argument("--dry-run", action="store_true", help="print the manifest; write and submit nothing")
-    modes.add_argument("--submit", action="store_true", help="also create it on the current kube context (needs the kubeflow extra)")
+    modes.add_argument(
+        "--submit", action="store_true", help="also create it on the current kube context (needs the kubeflow extra)"
+    )
 
 
 def run_katib(args: argparse.Namespace, _: list[str]) -> int:

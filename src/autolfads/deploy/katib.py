@@ -81,7 +81,9 @@ class KatibSettings:
                 f"{MAX_NAME_LENGTH} characters (Katib names each PBT trial <name>-<36-character uuid>)"
             )
         if self.population < MIN_POPULATION:
-            problems.append(f"--population must be >= {MIN_POPULATION} for Katib's PBT (n_population), got {self.population}")
+            problems.append(
+                f"--population must be >= {MIN_POPULATION} for Katib's PBT (n_population), got {self.population}"
+            )
         if self.epochs_per_generation < 1:
             problems.append(f"--epochs-per-generation must be >= 1, got {self.epochs_per_generation}")
         if self.max_generations < 1:
@@ -152,7 +154,9 @@ def limitations(space: SearchSpace) -> list[str]:
         notes.append(f"Katib samples the first generation; the fixed initial values of {', '.join(fixed)} are not used")
     unbounded = [name for name, hp in space.params.items() if not hp.enforce_limits]
     if unbounded:
-        notes.append(f"Katib keeps {', '.join(unbounded)} inside [low, high] (enforce_limits: false cannot be expressed)")
+        notes.append(
+            f"Katib keeps {', '.join(unbounded)} inside [low, high] (enforce_limits: false cannot be expressed)"
+        )
     return notes
 
 
@@ -178,14 +182,22 @@ def trial_command(settings: KatibSettings) -> list[str]:
 def trial_job(settings: KatibSettings) -> dict:
     """The batch/v1 Job Katib creates for each trial (a template: no name, placeholders in the args)."""
     command = trial_command(settings)
-    resources = {"requests": {"cpu": cpu_quantity(settings.cpus), "memory": settings.memory}, "limits": {"memory": settings.memory}}
+    resources = {
+        "requests": {"cpu": cpu_quantity(settings.cpus), "memory": settings.memory},
+        "limits": {"memory": settings.memory},
+    }
     if settings.gpus:
         resources["limits"]["nvidia.com/gpu"] = settings.gpus
     data_mount = {"name": "data", "mountPath": DATA_MOUNT, "readOnly": True}
     if settings.data_subpath:
         data_mount["subPath"] = settings.data_subpath
     if settings.run_as_user:
-        pod_security = {"runAsNonRoot": True, "runAsUser": settings.run_as_user, "runAsGroup": settings.run_as_user, "fsGroup": settings.run_as_user}
+        pod_security = {
+            "runAsNonRoot": True,
+            "runAsUser": settings.run_as_user,
+            "runAsGroup": settings.run_as_user,
+            "fsGroup": settings.run_as_user,
+        }
     else:
         pod_security = {"runAsUser": 0}
     container = {
@@ -221,13 +233,25 @@ def build_experiment(settings: KatibSettings):
 
     metrics = printed_metrics(settings.config)
     strategies = [katib.V1beta1MetricStrategy(name=name, value="latest") for name in metrics]
-    pbt = {"suggestion_trial_dir": CHECKPOINT_DIR, "n_population": settings.population, "truncation_threshold": settings.truncation_threshold}
+    pbt = {
+        "suggestion_trial_dir": CHECKPOINT_DIR,
+        "n_population": settings.population,
+        "truncation_threshold": settings.truncation_threshold,
+    }
     parameters = []
     for name, hp in settings.space.params.items():
         spec = katib_parameter(name, hp)
-        parameters.append(katib.V1beta1ParameterSpec(name=name, parameter_type=spec["parameterType"], feasible_space=katib.V1beta1FeasibleSpace(**spec["feasibleSpace"])))
+        parameters.append(
+            katib.V1beta1ParameterSpec(
+                name=name,
+                parameter_type=spec["parameterType"],
+                feasible_space=katib.V1beta1FeasibleSpace(**spec["feasibleSpace"]),
+            )
+        )
     trial_parameters = [
-        katib.V1beta1TrialParameterSpec(name=name, reference=name, description=f"{MEMBER_HPARAMS[name]}.{name} of autolfads train")
+        katib.V1beta1TrialParameterSpec(
+            name=name, reference=name, description=f"{MEMBER_HPARAMS[name]}.{name} of autolfads train"
+        )
         for name in settings.space.params
     ]
     return katib.V1beta1Experiment(
@@ -235,14 +259,24 @@ def build_experiment(settings: KatibSettings):
         kind="Experiment",
         metadata=metadata(settings.name, settings.namespace),
         spec=katib.V1beta1ExperimentSpec(
-            algorithm=katib.V1beta1AlgorithmSpec(algorithm_name="pbt", algorithm_settings=[katib.V1beta1AlgorithmSetting(name=k, value=str(v)) for k, v in pbt.items()]),
-            objective=katib.V1beta1ObjectiveSpec(type="minimize", objective_metric_name=metrics[0], additional_metric_names=metrics[1:], metric_strategies=strategies),
+            algorithm=katib.V1beta1AlgorithmSpec(
+                algorithm_name="pbt",
+                algorithm_settings=[katib.V1beta1AlgorithmSetting(name=k, value=str(v)) for k, v in pbt.items()],
+            ),
+            objective=katib.V1beta1ObjectiveSpec(
+                type="minimize",
+                objective_metric_name=metrics[0],
+                additional_metric_names=metrics[1:],
+                metric_strategies=strategies,
+            ),
             parameters=parameters,
             parallel_trial_count=settings.population,
             max_trial_count=settings.population * settings.max_generations,
             max_failed_trial_count=settings.population,  # a diverged member fails its trial; PBT requeues it
             resume_policy="FromVolume",  # PBT keeps its trial folders on the suggestion's volume
-            metrics_collector_spec=katib.V1beta1MetricsCollectorSpec(collector=katib.V1beta1CollectorSpec(kind="StdOut")),
+            metrics_collector_spec=katib.V1beta1MetricsCollectorSpec(
+                collector=katib.V1beta1CollectorSpec(kind="StdOut")
+            ),
             trial_template=katib.V1beta1TrialTemplate(
                 primary_container_name=CONTAINER,
                 success_condition=JOB_SUCCESS,
@@ -262,9 +296,10 @@ def katib_documents(settings: KatibSettings) -> list[dict]:
     problems = check_experiment(experiment, printed_metrics(settings.config))
     if problems:  # a bug here, not a user error: the settings were validated
         raise AssertionError("generated Experiment breaks Katib's rules: " + "; ".join(problems))
-    return [config_map(config_map_name(settings), settings.namespace, {"config.yaml": settings.config_text}), experiment]
-
-
+    return [
+        config_map(config_map_name(settings), settings.namespace, {"config.yaml": settings.config_text}),
+        experiment,
+    ]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -290,18 +325,26 @@ def check_experiment(doc: dict, printed: list[str] | None = None) -> list[str]:
     if spec.get("resumePolicy") not in (None, "", "Never", "LongRunning", "FromVolume"):
         problems.append(f"spec.resumePolicy {spec.get('resumePolicy')!r} is not a Katib resume policy")
     if settings is not None and spec.get("resumePolicy") != "FromVolume":
-        problems.append("spec.resumePolicy must be FromVolume for pbt (its trial folders live on the suggestion's volume)")
+        problems.append(
+            "spec.resumePolicy must be FromVolume for pbt (its trial folders live on the suggestion's volume)"
+        )
     problems += _check_parameters(spec.get("parameters") or [])
     problems += _check_trial_template(spec.get("trialTemplate"), spec.get("parameters") or [], settings)
     kind = spec.get("metricsCollectorSpec", {}).get("collector", {}).get("kind")
     if kind != "StdOut":
-        problems.append(f"spec.metricsCollectorSpec.collector.kind must be StdOut (autolfads train prints name=value lines), got {kind!r}")
+        problems.append(
+            f"spec.metricsCollectorSpec.collector.kind must be StdOut (autolfads train prints name=value lines), got {kind!r}"
+        )
     return problems
 
 
 def _check_counts(spec: dict) -> list[str]:
     problems = []
-    maximum, parallel, failed = spec.get("maxTrialCount"), spec.get("parallelTrialCount"), spec.get("maxFailedTrialCount")
+    maximum, parallel, failed = (
+        spec.get("maxTrialCount"),
+        spec.get("parallelTrialCount"),
+        spec.get("maxFailedTrialCount"),
+    )
     if maximum is not None and maximum <= 0:
         problems.append("spec.maxTrialCount must be greater than 0")
     if parallel is not None and parallel <= 0:
@@ -333,9 +376,13 @@ def _check_objective(objective: dict | None, printed: list[str] | None) -> list[
             problems.append(f"metrics {missing} are never printed by autolfads train (it prints {printed})")
     for strategy in objective.get("metricStrategies") or []:
         if strategy.get("value") not in ("min", "max", "latest"):
-            problems.append(f"spec.objective.metricStrategies: {strategy.get('name')}: value must be min, max or latest")
+            problems.append(
+                f"spec.objective.metricStrategies: {strategy.get('name')}: value must be min, max or latest"
+            )
         if strategy.get("name") not in [metric, *additional]:
-            problems.append(f"spec.objective.metricStrategies: {strategy.get('name')!r} is not an objective or additional metric")
+            problems.append(
+                f"spec.objective.metricStrategies: {strategy.get('name')!r} is not an objective or additional metric"
+            )
     return problems
 
 
@@ -375,7 +422,11 @@ def _check_parameters(parameters: list[dict]) -> list[str]:
     if len(set(names)) != len(names):
         problems.append(f"spec.parameters: duplicate names in {names}")
     for i, p in enumerate(parameters):
-        where, kind, space = f"spec.parameters[{i}] ({p.get('name')})", p.get("parameterType"), p.get("feasibleSpace") or {}
+        where, kind, space = (
+            f"spec.parameters[{i}] ({p.get('name')})",
+            p.get("parameterType"),
+            p.get("feasibleSpace") or {},
+        )
         if kind in ("double", "int"):
             if space.get("list"):
                 problems.append(f"{where}: feasibleSpace.list is not supported for {kind}")
@@ -425,14 +476,18 @@ def _check_trial_template(template: dict | None, parameters: list[dict], pbt: di
     for i, tp in enumerate(trial_parameters):
         name, reference = tp.get("name", ""), tp.get("reference", "")
         if not name or not reference or "{" in name or "}" in name:
-            problems.append(f"spec.trialTemplate.trialParameters[{i}]: name and reference must be set, name without braces")
+            problems.append(
+                f"spec.trialTemplate.trialParameters[{i}]: name and reference must be set, name without braces"
+            )
             continue
         if name in declared or reference in references:
             problems.append(f"spec.trialTemplate.trialParameters[{i}]: {name!r} / {reference!r} is duplicated")
         declared.append(name)
         references.append(reference)
         if reference not in [p.get("name") for p in parameters]:
-            problems.append(f"spec.trialTemplate.trialParameters[{i}]: reference {reference!r} is not in spec.parameters")
+            problems.append(
+                f"spec.trialTemplate.trialParameters[{i}]: reference {reference!r} is not in spec.parameters"
+            )
         if "${trialParameters.%s}" % name not in text:
             problems.append(f"spec.trialTemplate.trialParameters[{i}]: {name!r} is never used in the trial template")
     undeclared = sorted(set(PLACEHOLDER.findall(text)) - set(declared))
@@ -440,7 +495,9 @@ def _check_trial_template(template: dict | None, parameters: list[dict], pbt: di
         problems.append(f"spec.trialTemplate: placeholders {undeclared} are not declared in trialParameters")
     unsearched = sorted({p.get("name") for p in parameters} - set(references))
     if unsearched:
-        problems.append(f"spec.parameters {unsearched} are never passed to the trial (no trialParameter references them)")
+        problems.append(
+            f"spec.parameters {unsearched} are never passed to the trial (no trialParameter references them)"
+        )
     if not job.get("apiVersion") or not job.get("kind"):
         problems.append("spec.trialTemplate.trialSpec: apiVersion and kind must be specified")
     if job.get("metadata", {}).get("name") or job.get("metadata", {}).get("namespace"):
@@ -449,12 +506,16 @@ def _check_trial_template(template: dict | None, parameters: list[dict], pbt: di
     containers = {c.get("name"): c for c in pod.get("containers", [])}
     primary = containers.get(template.get("primaryContainerName"))
     if primary is None:
-        problems.append(f"spec.trialTemplate.primaryContainerName {template.get('primaryContainerName')!r} names no container of the trial")
+        problems.append(
+            f"spec.trialTemplate.primaryContainerName {template.get('primaryContainerName')!r} names no container of the trial"
+        )
     if pod.get("restartPolicy") not in ("Never", "OnFailure"):
         problems.append("the trial Job's restartPolicy must be Never (or OnFailure)")
     if primary is not None and pbt is not None:
         command = [*primary.get("command", []), *primary.get("args", [])]
         checkpoint = command[command.index("--checkpoint") + 1] if "--checkpoint" in command else None
         if checkpoint != pbt.get("suggestion_trial_dir"):
-            problems.append(f"the trial's --checkpoint ({checkpoint}) must be pbt's suggestion_trial_dir ({pbt.get('suggestion_trial_dir')}), or trials never resume")
+            problems.append(
+                f"the trial's --checkpoint ({checkpoint}) must be pbt's suggestion_trial_dir ({pbt.get('suggestion_trial_dir')}), or trials never resume"
+            )
     return problems

@@ -51,7 +51,9 @@ class RayJobSettings:
     def __post_init__(self) -> None:
         problems = []
         if not NAME_PATTERN.match(self.name) or len(self.name) > MAX_NAME_LENGTH:
-            problems.append(f"--name {self.name!r}: use lower-case letters, digits and '-', starting with a letter, at most {MAX_NAME_LENGTH} characters")
+            problems.append(
+                f"--name {self.name!r}: use lower-case letters, digits and '-', starting with a letter, at most {MAX_NAME_LENGTH} characters"
+            )
         if self.population < 2:
             problems.append(f"--population must be >= 2, got {self.population}")
         if self.epochs_per_generation < 1 or self.max_generations < 1:
@@ -59,9 +61,13 @@ class RayJobSettings:
         if self.workers < 1:
             problems.append(f"--workers must be >= 1, got {self.workers}")
         if not 0 < self.cpus_per_member <= self.cpus_per_worker:
-            problems.append(f"--cpus-per-member ({self.cpus_per_member:g}) must be > 0 and fit in a worker's --cpus-per-worker ({self.cpus_per_worker:g})")
+            problems.append(
+                f"--cpus-per-member ({self.cpus_per_member:g}) must be > 0 and fit in a worker's --cpus-per-worker ({self.cpus_per_worker:g})"
+            )
         if self.gpus_per_member < 0 or self.gpus_per_member > self.gpus_per_worker:
-            problems.append(f"--gpus-per-member ({self.gpus_per_member:g}) must fit in a worker's --gpus-per-worker ({self.gpus_per_worker})")
+            problems.append(
+                f"--gpus-per-member ({self.gpus_per_member:g}) must fit in a worker's --gpus-per-worker ({self.gpus_per_worker})"
+            )
         if self.run_as_user < 1:
             problems.append(f"--run-as-user must be a non-root uid (>= 1), got {self.run_as_user}")
         if problems:
@@ -85,7 +91,10 @@ def search_command(settings: RayJobSettings) -> list[str]:
 
 
 def _pod(settings: RayJobSettings, container: str, cpus: float, memory: str, gpus: int, ports: list[dict]) -> dict:
-    resources = {"requests": {"cpu": cpu_quantity(cpus), "memory": memory}, "limits": {"cpu": cpu_quantity(cpus), "memory": memory}}
+    resources = {
+        "requests": {"cpu": cpu_quantity(cpus), "memory": memory},
+        "limits": {"cpu": cpu_quantity(cpus), "memory": memory},
+    }
     if gpus:
         resources["limits"]["nvidia.com/gpu"] = gpus
     spec = {
@@ -93,7 +102,10 @@ def _pod(settings: RayJobSettings, container: str, cpus: float, memory: str, gpu
         "image": settings.image,
         "imagePullPolicy": settings.image_pull_policy,
         "resources": resources,
-        "volumeMounts": [{"name": "share", "mountPath": SHARE}, {"name": "config", "mountPath": CONFIG_MOUNT, "readOnly": True}],
+        "volumeMounts": [
+            {"name": "share", "mountPath": SHARE},
+            {"name": "config", "mountPath": CONFIG_MOUNT, "readOnly": True},
+        ],
         "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
     }
     if ports:
@@ -114,7 +126,11 @@ def _pod(settings: RayJobSettings, container: str, cpus: float, memory: str, gpu
 
 
 def build_rayjob(settings: RayJobSettings) -> dict:
-    ports = [{"containerPort": 6379, "name": "gcs-server"}, {"containerPort": 8265, "name": "dashboard"}, {"containerPort": 10001, "name": "client"}]
+    ports = [
+        {"containerPort": 6379, "name": "gcs-server"},
+        {"containerPort": 8265, "name": "dashboard"},
+        {"containerPort": 10001, "name": "client"},
+    ]
     head = {
         # num-cpus 0: the head runs the search driver only; every member is scheduled on a worker.
         "rayStartParams": {"num-cpus": "0", "dashboard-host": "0.0.0.0"},
@@ -126,7 +142,9 @@ def build_rayjob(settings: RayJobSettings) -> dict:
         "minReplicas": settings.workers,
         "maxReplicas": settings.workers,
         "rayStartParams": {},
-        "template": _pod(settings, "ray-worker", settings.cpus_per_worker, settings.memory_per_worker, settings.gpus_per_worker, []),
+        "template": _pod(
+            settings, "ray-worker", settings.cpus_per_worker, settings.memory_per_worker, settings.gpus_per_worker, []
+        ),
     }
     return {
         "apiVersion": "ray.io/v1",

@@ -1,6 +1,6 @@
 """Neural Latents Benchmark evaluation: NLB's metrics in NumPy, scoring rules, targets and submission files.
 
-    autolfads evaluate --output runs/mc_maze/lfads_output.h5 --targets data/mc_maze_targets.h5 --json scores.json
+autolfads evaluate --output runs/mc_maze/lfads_output.h5 --targets data/mc_maze_targets.h5 --json scores.json
 """
 
 from pathlib import Path
@@ -39,6 +39,8 @@ def submission_for_test_phase(output: str | Path, targets: Targets) -> dict[str,
     held-out neurons only NLB has), train = NLB's 'train' and 'val' trials, in trial order."""
     rates = read_output_rates(output)
     if "test" not in rates:
-        raise EvaluationError(f"{output}: no test_rates: the data file had no NLB 'test' trials (give `data nlb` the folder with the test NWB file)")
+        raise EvaluationError(
+            f"{output}: no test_rates: the data file had no NLB 'test' trials (give `data nlb` the folder with the test NWB file)"
+        )
     train_ids = np.sort(np.concatenate([targets.train_ids, targets.eval_ids]))
     return submission_from_rates(rates, targets, train_ids, np.sort(rates["test"][0]))

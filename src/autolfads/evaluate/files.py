@@ -19,7 +19,13 @@ from ..files import write_text_atomic
 from .scoring import SUBMISSION_KEYS, Targets, check_rates
 
 ID_KEYS = ("train_trial_ids", "eval_trial_ids")
-NLB_TARGETS = ("eval_spikes_heldout", "eval_spikes_heldin_forward", "eval_spikes_heldout_forward", "train_behavior", "eval_behavior")
+NLB_TARGETS = (
+    "eval_spikes_heldout",
+    "eval_spikes_heldin_forward",
+    "eval_spikes_heldout_forward",
+    "train_behavior",
+    "eval_behavior",
+)
 
 
 def write_targets(path: str | Path, targets: Targets) -> Path:
@@ -38,7 +44,9 @@ def read_targets(path: str | Path) -> Targets:
         with h5py.File(path, "r") as h5:
             name = h5.attrs.get("group")
             if name is None or name not in h5:
-                raise DataError(f"{path}: not an NLB targets file written by `autolfads data nlb` (no 'group' attribute naming its data set)")
+                raise DataError(
+                    f"{path}: not an NLB targets file written by `autolfads data nlb` (no 'group' attribute naming its data set)"
+                )
             group = h5[name]
             shape = tuple(int(n) for n in h5.attrs["shape"]) if "shape" in h5.attrs else None
             # without a shape, the targets are NLB's full set; with one, what the data lack is left out
@@ -47,7 +55,15 @@ def read_targets(path: str | Path) -> Targets:
             if missing:
                 raise DataError(f"{path}: '{name}/{missing[0]}' is missing; the group has: {', '.join(sorted(group))}")
             arrays = {key: group[key][()] for key in group if key not in ID_KEYS}
-            return Targets(str(name), str(h5.attrs["nlb_dataset"]), int(h5.attrs["bin_ms"]), arrays, group["train_trial_ids"][()], group["eval_trial_ids"][()], shape)
+            return Targets(
+                str(name),
+                str(h5.attrs["nlb_dataset"]),
+                int(h5.attrs["bin_ms"]),
+                arrays,
+                group["train_trial_ids"][()],
+                group["eval_trial_ids"][()],
+                shape,
+            )
     except FileNotFoundError:
         raise DataError(f"targets file {path} does not exist") from None
     except OSError as err:
@@ -61,7 +77,9 @@ def read_output_rates(path: str | Path) -> dict[str, tuple[np.ndarray, np.ndarra
         with h5py.File(path, "r") as h5:
             splits = [key.removesuffix("_rates") for key in h5 if key.endswith("_rates")]
             if not splits:
-                raise EvaluationError(f"{path}: no *_rates in the file: not an LFADS output (`autolfads sample` writes one)")
+                raise EvaluationError(
+                    f"{path}: no *_rates in the file: not an LFADS output (`autolfads sample` writes one)"
+                )
             rates = {}
             for split in splits:
                 if f"{split}_inds" not in h5:

@@ -82,8 +82,12 @@ def velocity_r2(
     """Decoding R^2 of behaviour from rates, every bin a sample; one decoder per column of the trial masks
     (trials x decoders, e.g. area2_bump's active/passive trials), R^2 averaged over decoders. Bins whose
     behaviour is NaN are skipped."""
-    train_masks = np.ones((train_rates.shape[0], 1), dtype=bool) if train_masks is None else np.asarray(train_masks, dtype=bool)
-    eval_masks = np.ones((eval_rates.shape[0], 1), dtype=bool) if eval_masks is None else np.asarray(eval_masks, dtype=bool)
+    train_masks = (
+        np.ones((train_rates.shape[0], 1), dtype=bool) if train_masks is None else np.asarray(train_masks, dtype=bool)
+    )
+    eval_masks = (
+        np.ones((eval_rates.shape[0], 1), dtype=bool) if eval_masks is None else np.asarray(eval_masks, dtype=bool)
+    )
     scores = []
     for column in range(train_masks.shape[1]):
         x_train, y_train = _flat(train_rates[train_masks[:, column]]), _flat(train_behavior[train_masks[:, column]])
@@ -93,7 +97,9 @@ def velocity_r2(
     return float(np.mean(scores))
 
 
-def psth_r2(psth: np.ndarray, eval_rates: np.ndarray, cond_idx: Sequence[np.ndarray], jitter: np.ndarray | None = None) -> float:
+def psth_r2(
+    psth: np.ndarray, eval_rates: np.ndarray, cond_idx: Sequence[np.ndarray], jitter: np.ndarray | None = None
+) -> float:
     """R^2 of condition-averaged rates to the true PSTHs (conditions x time x neurons), over the bins where
     the PSTH is defined, averaged over neurons. cond_idx[c]: eval trials of condition c. jitter: bins each
     trial is shifted by (dmfc_rsg)."""
@@ -117,7 +123,9 @@ def speed_tp_correlation(eval_spikes_heldout: np.ndarray, eval_rates: np.ndarray
     set-go bins, those with spike counts) and its produced interval tp, per condition (prior, modality,
     direction: behaviour columns 0-2), averaged over conditions."""
     defined = ~np.isnan(eval_spikes_heldout[..., 0])
-    speeds = np.array([np.mean(np.linalg.norm(np.diff(trial[keep], axis=0), axis=1)) for trial, keep in zip(eval_rates, defined)])
+    speeds = np.array(
+        [np.mean(np.linalg.norm(np.diff(trial[keep], axis=0), axis=1)) for trial, keep in zip(eval_rates, defined)]
+    )
     conditions = np.unique(eval_behavior[:, :3], axis=0)
     conditions = conditions[~np.all(np.isnan(conditions), axis=1)]
     correlations = []

@@ -24,7 +24,14 @@ SUBMISSION_KEYS = (
     "eval_rates_heldout_forward",
 )
 # NLB's metric names -> the names in metrics.csv and on stdout (prefixed "nlb_"), all higher-is-better.
-NLB_PSTH_DATASETS = ("mc_maze", "area2_bump", "dmfc_rsg", "mc_maze_large", "mc_maze_medium", "mc_maze_small")  # those NLB scores psth R2 on
+NLB_PSTH_DATASETS = (
+    "mc_maze",
+    "area2_bump",
+    "dmfc_rsg",
+    "mc_maze_large",
+    "mc_maze_medium",
+    "mc_maze_small",
+)  # those NLB scores psth R2 on
 METRIC_NAMES = {"co-bps": "co_bps", "vel R2": "vel_r2", "psth R2": "psth_r2", "fp-bps": "fp_bps", "tp corr": "tp_corr"}
 
 
@@ -97,7 +104,9 @@ def submission_from_rates(
     def pick(wanted: np.ndarray, role: str) -> np.ndarray:
         missing = [int(trial) for trial in wanted if int(trial) not in row]
         if missing:
-            raise EvaluationError(f"the rates have no trial {missing[0]} ({len(missing)} of the {len(wanted)} {role} trials are missing)")
+            raise EvaluationError(
+                f"the rates have no trial {missing[0]} ({len(missing)} of the {len(wanted)} {role} trials are missing)"
+            )
         return stacked[[row[int(trial)] for trial in wanted]].astype(np.float64)
 
     train = pick(targets.train_ids if train_ids is None else train_ids, "train")
@@ -142,11 +151,20 @@ def score(targets: Targets, submission: Mapping[str, np.ndarray]) -> dict[str, f
         result["tp corr"] = metrics.speed_tp_correlation(a["eval_spikes_heldout"], eval_rates, a["eval_behavior"])
     elif "vel R2" not in unavailable:
         train_rates = np.concatenate([submission["train_rates_heldin"], submission["train_rates_heldout"]], axis=-1)
-        result["vel R2"] = metrics.velocity_r2(train_rates, a["train_behavior"], eval_rates, a["eval_behavior"], a.get("train_decode_mask"), a.get("eval_decode_mask"))
+        result["vel R2"] = metrics.velocity_r2(
+            train_rates,
+            a["train_behavior"],
+            eval_rates,
+            a["eval_behavior"],
+            a.get("train_decode_mask"),
+            a.get("eval_decode_mask"),
+        )
     if "psth" in a:
         result["psth R2"] = metrics.psth_r2(a["psth"], eval_rates, a["eval_cond_idx"], a.get("eval_jitter"))
     if "fp-bps" not in unavailable:
-        forward_rates = np.concatenate([submission["eval_rates_heldin_forward"], submission["eval_rates_heldout_forward"]], axis=-1)
+        forward_rates = np.concatenate(
+            [submission["eval_rates_heldin_forward"], submission["eval_rates_heldout_forward"]], axis=-1
+        )
         forward_spikes = np.concatenate([a["eval_spikes_heldin_forward"], a["eval_spikes_heldout_forward"]], axis=-1)
         result["fp-bps"] = metrics.bits_per_spike(forward_rates, forward_spikes)
     return result

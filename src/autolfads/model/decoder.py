@@ -6,8 +6,8 @@ import torch
 from torch import nn
 
 from ..config import ModelConfig
-from .population import MemberRNG, PopulationLinear, dropout_mask, member_dropout
 from .fused import FusedDecoder
+from .population import MemberRNG, PopulationLinear, dropout_mask, member_dropout
 from .recurrent import ClippedGRUCell, gru_step
 
 
@@ -30,7 +30,9 @@ class Decoder(nn.Module):
         self.cfg, self.fused = cfg, fused
         self.ic_to_gen = PopulationLinear(rng, cfg.ic_dim, cfg.gen_dim)
         if cfg.use_controller:
-            self.con_cell = ClippedGRUCell(rng, 2 * cfg.ci_enc_dim + cfg.fac_dim, cfg.con_dim, cfg.cell_clip, encoder_init=False)
+            self.con_cell = ClippedGRUCell(
+                rng, 2 * cfg.ci_enc_dim + cfg.fac_dim, cfg.con_dim, cfg.cell_clip, encoder_init=False
+            )
             self.con_h0 = nn.Parameter(torch.zeros(len(rng), cfg.con_dim, device=rng.device))
             self.co_linear = PopulationLinear(rng, cfg.con_dim, 2 * cfg.co_dim)
         co_dim = cfg.co_dim if cfg.use_controller else 0
@@ -71,11 +73,15 @@ class Decoder(nn.Module):
         if use_con:
             ci_dim = 2 * cfg.ci_enc_dim
             con_w_ih = self.con_cell.weight_ih
-            con_in_proj = torch.baddbmm(
-                self.con_cell.bias.unsqueeze(1),
-                member_dropout(ci, dropout_rate, rng, training).reshape(members, -1, ci_dim),
-                con_w_ih[:, :ci_dim],
-            ).reshape(members, batch, steps, -1).permute(2, 0, 1, 3)
+            con_in_proj = (
+                torch.baddbmm(
+                    self.con_cell.bias.unsqueeze(1),
+                    member_dropout(ci, dropout_rate, rng, training).reshape(members, -1, ci_dim),
+                    con_w_ih[:, :ci_dim],
+                )
+                .reshape(members, batch, steps, -1)
+                .permute(2, 0, 1, 3)
+            )
             con_w_fac = con_w_ih[:, ci_dim:].contiguous()
             con_zr, con_n = self.con_cell.split_recurrent()
             co_w, co_b = self.co_linear.weight, self.co_linear.bias
@@ -84,7 +90,26 @@ class Decoder(nn.Module):
             con_h0 = self.con_h0.unsqueeze(1).expand(members, batch, cfg.con_dim)
 
         loop = FusedDecoder.apply if self.fused else eager_decode
-        outputs = loop(gen_init, factor0, con_h0, con_in_proj, gen_in_proj, con_w_fac, con_zr, con_n, co_w, co_b, gen_w_co, gen_zr, gen_n, factor_w, con_mask, gen_mask, co_noise, cfg.cell_clip)
+        outputs = loop(
+            gen_init,
+            factor0,
+            con_h0,
+            con_in_proj,
+            gen_in_proj,
+            con_w_fac,
+            con_zr,
+            con_n,
+            co_w,
+            co_b,
+            gen_w_co,
+            gen_zr,
+            gen_n,
+            factor_w,
+            con_mask,
+            gen_mask,
+            co_noise,
+            cfg.cell_clip,
+        )
         gen_states, factors, con_states, co_means, co_stds, gen_inputs = (out.permute(1, 2, 0, 3) for out in outputs)
         return DecoderStates(gen_init, gen_states, factors, con_states, co_means, co_stds, gen_inputs)
 
@@ -96,7 +121,26 @@ class Decoder(nn.Module):
         return dropout_mask(rate, rng, (steps, batch, dim)).transpose(0, 1)
 
 
-def eager_decode(gen_init, factor0, con_h0, con_in_proj, gen_in_proj, con_w_fac, con_zr, con_n, co_w, co_b, gen_w_co, gen_zr, gen_n, factor_w, con_mask, gen_mask, co_noise, clip):
+def eager_decode(
+    gen_init,
+    factor0,
+    con_h0,
+    con_in_proj,
+    gen_in_proj,
+    con_w_fac,
+    con_zr,
+    con_n,
+    co_w,
+    co_b,
+    gen_w_co,
+    gen_zr,
+    gen_n,
+    factor_w,
+    con_mask,
+    gen_mask,
+    co_noise,
+    clip,
+):
     """The decoder's time loop with plain autograd: the reference `fused.FusedDecoder` must match.
 
     Time-major (T, P, B, .) in and out; returns gen_states, factors, con_states, co_means, co_stds, gen_inputs.

@@ -15,7 +15,9 @@ class Encoder(nn.Module):
         self.cfg = cfg
         self.ic_enc = BidirectionalGRU(rng, cfg.input_dim, cfg.ic_enc_dim, cfg.cell_clip, fused)
         self.ic_linear = PopulationLinear(rng, 2 * cfg.ic_enc_dim, 2 * cfg.ic_dim)
-        self.ci_enc = BidirectionalGRU(rng, cfg.input_dim, cfg.ci_enc_dim, cfg.cell_clip, fused) if cfg.use_controller else None
+        self.ci_enc = (
+            BidirectionalGRU(rng, cfg.input_dim, cfg.ci_enc_dim, cfg.cell_clip, fused) if cfg.use_controller else None
+        )
 
     def forward(self, data: torch.Tensor, dropout_rate: torch.Tensor, rng: MemberRNG, training: bool):
         """data: (P, B, T_enc, N_enc), already dropped-out at the input.

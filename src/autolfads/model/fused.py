@@ -35,7 +35,10 @@ def _gru_backward_step(d_h, h_prev, zr, n, inside, w_zr_t, w_n_t, d_zr_out, d_n_
 def _outer(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """sum over time and batch of a_t^T b_t: a (T, G, B, i), b (T, G, B, o) -> (G, i, o), one matmul."""
     steps, groups, batch = a.shape[:3]
-    return torch.bmm(a.transpose(0, 1).reshape(groups, steps * batch, -1).transpose(1, 2), b.transpose(0, 1).reshape(groups, steps * batch, -1))
+    return torch.bmm(
+        a.transpose(0, 1).reshape(groups, steps * batch, -1).transpose(1, 2),
+        b.transpose(0, 1).reshape(groups, steps * batch, -1),
+    )
 
 
 class _Recurrence:
@@ -45,7 +48,11 @@ class _Recurrence:
         hidden = h0.shape[-1]
         shape = (steps, *h0.shape[:-1])
         self.h0 = h0
-        self.states, self.zr, self.n = h0.new_empty(*shape, hidden), h0.new_empty(*shape, 2 * hidden), h0.new_empty(*shape, hidden)
+        self.states, self.zr, self.n = (
+            h0.new_empty(*shape, hidden),
+            h0.new_empty(*shape, 2 * hidden),
+            h0.new_empty(*shape, hidden),
+        )
 
     def step(self, t, x_proj, h, w_zr, w_n, clip):
         return _gru_forward_step(x_proj, h, w_zr, w_n, clip, self.zr[t], self.n[t], self.states[t])
@@ -86,7 +93,9 @@ class FusedGRUSequence(torch.autograd.Function):
         w_zr_t, w_n_t = w_zr.transpose(1, 2), w_n.transpose(1, 2)
         dh = torch.zeros_like(previous[0])
         for t in range(states.shape[0] - 1, -1, -1):
-            dh = _gru_backward_step(d_states[t] + dh, previous[t], zr[t], n[t], inside[t], w_zr_t, w_n_t, d_zr[t], d_n[t])
+            dh = _gru_backward_step(
+                d_states[t] + dh, previous[t], zr[t], n[t], inside[t], w_zr_t, w_n_t, d_zr[t], d_n[t]
+            )
         return (torch.cat([d_zr, d_n], dim=-1), dh, *_recurrent_grads(previous, zr, d_zr, d_n), None)
 
 
@@ -101,7 +110,27 @@ class FusedDecoder(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, gen_init, factor0, con_h0, con_in_proj, gen_in_proj, con_w_fac, con_zr, con_n, co_w, co_b, gen_w_co, gen_zr, gen_n, factor_w, con_mask, gen_mask, co_noise, clip):
+    def forward(
+        ctx,
+        gen_init,
+        factor0,
+        con_h0,
+        con_in_proj,
+        gen_in_proj,
+        con_w_fac,
+        con_zr,
+        con_n,
+        co_w,
+        co_b,
+        gen_w_co,
+        gen_zr,
+        gen_n,
+        factor_w,
+        con_mask,
+        gen_mask,
+        co_noise,
+        clip,
+    ):
         steps = gen_in_proj.shape[0]
         use_con = con_in_proj is not None
         co_dim = gen_w_co.shape[1]
@@ -120,21 +149,73 @@ class FusedDecoder(torch.autograd.Function):
             if use_con:
                 con_factor = factor if con_mask is None else factor * con_mask[t]
                 con_h = con.step(t, torch.baddbmm(con_in_proj[t], con_factor, con_w_fac), con_h, con_zr, con_n, clip)
-                co_mean, co_logvar = torch.baddbmm(co_b.unsqueeze(1), con_h, co_w, out=co_params[t]).split(co_dim, dim=-1)
+                co_mean, co_logvar = torch.baddbmm(co_b.unsqueeze(1), con_h, co_w, out=co_params[t]).split(
+                    co_dim, dim=-1
+                )
                 co_std = torch.exp(0.5 * co_logvar, out=co_stds[t])
-                co = torch.addcmul(co_mean, co_std, co_noise[t], out=gen_inputs[t]) if co_noise is not None else gen_inputs[t].copy_(co_mean)
+                co = (
+                    torch.addcmul(co_mean, co_std, co_noise[t], out=gen_inputs[t])
+                    if co_noise is not None
+                    else gen_inputs[t].copy_(co_mean)
+                )
                 gen_x = torch.baddbmm(gen_x, co, gen_w_co)
             gen_h = gen.step(t, gen_x, gen_h, gen_zr, gen_n, clip)
             factor = torch.bmm(gen_h if gen_mask is None else gen_h * gen_mask[t], factor_w, out=factors[t])
         ctx.use_con, ctx.clip = use_con, clip
-        ctx.save_for_backward(gen_init, factor0, con_h0, gen.states, gen.zr, gen.n, factors, con_states, con_zr_gates, con_n_gates, co_stds, gen_inputs,
-                              con_w_fac, con_zr, con_n, co_w, gen_w_co, gen_zr, gen_n, factor_w, con_mask, gen_mask, co_noise)
+        ctx.save_for_backward(
+            gen_init,
+            factor0,
+            con_h0,
+            gen.states,
+            gen.zr,
+            gen.n,
+            factors,
+            con_states,
+            con_zr_gates,
+            con_n_gates,
+            co_stds,
+            gen_inputs,
+            con_w_fac,
+            con_zr,
+            con_n,
+            co_w,
+            gen_w_co,
+            gen_zr,
+            gen_n,
+            factor_w,
+            con_mask,
+            gen_mask,
+            co_noise,
+        )
         return gen.states, factors, con_states, co_params[..., :co_dim], co_stds, gen_inputs
 
     @staticmethod
     def backward(ctx, d_gen_states, d_factors, d_con_states, d_co_means, d_co_stds, d_gen_inputs):
-        (gen_init, factor0, con_h0, gen_states, gen_zr_gates, gen_n_gates, factors, con_states, con_zr_gates, con_n_gates, co_stds, gen_inputs,
-         con_w_fac, con_zr, con_n, co_w, gen_w_co, gen_zr, gen_n, factor_w, con_mask, gen_mask, co_noise) = ctx.saved_tensors
+        (
+            gen_init,
+            factor0,
+            con_h0,
+            gen_states,
+            gen_zr_gates,
+            gen_n_gates,
+            factors,
+            con_states,
+            con_zr_gates,
+            con_n_gates,
+            co_stds,
+            gen_inputs,
+            con_w_fac,
+            con_zr,
+            con_n,
+            co_w,
+            gen_w_co,
+            gen_zr,
+            gen_n,
+            factor_w,
+            con_mask,
+            gen_mask,
+            co_noise,
+        ) = ctx.saved_tensors
         clip = ctx.clip
         gen_previous, gen_inside, d_gen_zr_x, d_gen_n_x = _backward_buffers(gen_states, gen_init, clip)
         d_factor_all = torch.empty_like(factors)
@@ -147,29 +228,62 @@ class FusedDecoder(torch.autograd.Function):
             d_co_params = gen_init.new_empty(*gen_inputs.shape[:-1], 2 * co_dim)
             d_con_h = torch.zeros_like(con_previous[0])
             con_zr_t, con_n_t, co_w_t = (w.transpose(1, 2) for w in (con_zr, con_n, co_w))
-            gen_w_co_zr_t, gen_w_co_n_t = (w.transpose(1, 2) for w in gen_w_co.split([2 * gen_init.shape[-1], gen_init.shape[-1]], dim=-1))
-            con_w_fac_zr_t, con_w_fac_n_t = (w.transpose(1, 2) for w in con_w_fac.split([2 * con_h0.shape[-1], con_h0.shape[-1]], dim=-1))
+            gen_w_co_zr_t, gen_w_co_n_t = (
+                w.transpose(1, 2) for w in gen_w_co.split([2 * gen_init.shape[-1], gen_init.shape[-1]], dim=-1)
+            )
+            con_w_fac_zr_t, con_w_fac_n_t = (
+                w.transpose(1, 2) for w in con_w_fac.split([2 * con_h0.shape[-1], con_h0.shape[-1]], dim=-1)
+            )
         for t in range(gen_states.shape[0] - 1, -1, -1):
             d_factor = torch.add(d_factors[t], d_factor_carry, out=d_factor_all[t])
             d_gen_in = torch.bmm(d_factor, factor_w_t)
             d_gen = d_gen_states[t] + d_gen_h + (d_gen_in if gen_mask is None else d_gen_in * gen_mask[t])
-            d_gen_h = _gru_backward_step(d_gen, gen_previous[t], gen_zr_gates[t], gen_n_gates[t], gen_inside[t], gen_zr_t, gen_n_t, d_gen_zr_x[t], d_gen_n_x[t])
+            d_gen_h = _gru_backward_step(
+                d_gen,
+                gen_previous[t],
+                gen_zr_gates[t],
+                gen_n_gates[t],
+                gen_inside[t],
+                gen_zr_t,
+                gen_n_t,
+                d_gen_zr_x[t],
+                d_gen_n_x[t],
+            )
             if ctx.use_con:
                 # d co = d x_gen @ W_gen_co^T, with d x_gen kept as its z|r and n parts
-                d_co = torch.baddbmm(torch.baddbmm(d_gen_inputs[t], d_gen_zr_x[t], gen_w_co_zr_t), d_gen_n_x[t], gen_w_co_n_t)
+                d_co = torch.baddbmm(
+                    torch.baddbmm(d_gen_inputs[t], d_gen_zr_x[t], gen_w_co_zr_t), d_gen_n_x[t], gen_w_co_n_t
+                )
                 d_std = d_co_stds[t] + (d_co * co_noise[t] if co_noise is not None else 0)
                 d_mean, d_logvar = d_co_params[t].split(co_dim, dim=-1)
                 torch.add(d_co, d_co_means[t], out=d_mean)
                 torch.mul(d_std, 0.5 * co_stds[t], out=d_logvar)
                 d_con = torch.baddbmm(d_con_states[t] + d_con_h, d_co_params[t], co_w_t)
-                d_con_h = _gru_backward_step(d_con, con_previous[t], con_zr_gates[t], con_n_gates[t], con_inside[t], con_zr_t, con_n_t, d_con_zr_x[t], d_con_n_x[t])
+                d_con_h = _gru_backward_step(
+                    d_con,
+                    con_previous[t],
+                    con_zr_gates[t],
+                    con_n_gates[t],
+                    con_inside[t],
+                    con_zr_t,
+                    con_n_t,
+                    d_con_zr_x[t],
+                    d_con_n_x[t],
+                )
                 d_con_factor = torch.baddbmm(torch.bmm(d_con_zr_x[t], con_w_fac_zr_t), d_con_n_x[t], con_w_fac_n_t)
                 d_factor_carry = d_con_factor if con_mask is None else d_con_factor * con_mask[t]
 
         gen_out = gen_states if gen_mask is None else gen_states * gen_mask
         d_gen_x = torch.cat([d_gen_zr_x, d_gen_n_x], dim=-1)
         d_gen_zr, d_gen_n = _recurrent_grads(gen_previous, gen_zr_gates, d_gen_zr_x, d_gen_n_x)
-        grads = dict(gen_init=d_gen_h, factor0=d_factor_carry, gen_in_proj=d_gen_x, gen_zr=d_gen_zr, gen_n=d_gen_n, factor_w=_outer(gen_out, d_factor_all))
+        grads = dict(
+            gen_init=d_gen_h,
+            factor0=d_factor_carry,
+            gen_in_proj=d_gen_x,
+            gen_zr=d_gen_zr,
+            gen_n=d_gen_n,
+            factor_w=_outer(gen_out, d_factor_all),
+        )
         if ctx.use_con:
             con_factors = torch.cat([factor0.unsqueeze(0), factors[:-1]])
             if con_mask is not None:
@@ -177,10 +291,31 @@ class FusedDecoder(torch.autograd.Function):
             d_con_x = torch.cat([d_con_zr_x, d_con_n_x], dim=-1)
             d_con_zr, d_con_n = _recurrent_grads(con_previous, con_zr_gates, d_con_zr_x, d_con_n_x)
             grads.update(
-                con_h0=d_con_h, con_in_proj=d_con_x, con_w_fac=_outer(con_factors, d_con_x), con_zr=d_con_zr, con_n=d_con_n,
-                co_w=_outer(con_states, d_co_params), co_b=d_co_params.sum((0, 2)), gen_w_co=_outer(gen_inputs, d_gen_x),
+                con_h0=d_con_h,
+                con_in_proj=d_con_x,
+                con_w_fac=_outer(con_factors, d_con_x),
+                con_zr=d_con_zr,
+                con_n=d_con_n,
+                co_w=_outer(con_states, d_co_params),
+                co_b=d_co_params.sum((0, 2)),
+                gen_w_co=_outer(gen_inputs, d_gen_x),
             )
         else:
             grads["gen_w_co"] = torch.zeros_like(gen_w_co)
-        order = ("gen_init", "factor0", "con_h0", "con_in_proj", "gen_in_proj", "con_w_fac", "con_zr", "con_n", "co_w", "co_b", "gen_w_co", "gen_zr", "gen_n", "factor_w")
+        order = (
+            "gen_init",
+            "factor0",
+            "con_h0",
+            "con_in_proj",
+            "gen_in_proj",
+            "con_w_fac",
+            "con_zr",
+            "con_n",
+            "co_w",
+            "co_b",
+            "gen_w_co",
+            "gen_zr",
+            "gen_n",
+            "factor_w",
+        )
         return (*(grads.get(name) for name in order), None, None, None, None)

@@ -42,7 +42,9 @@ class LFADS(nn.Module):
     fused: the recurrent loops use the hand-written backward of `fused.py` (fast); False: plain autograd.
     """
 
-    def __init__(self, cfg: ModelConfig, member_seeds: Sequence[int], device: torch.device | str = "cpu", fused: bool = True):
+    def __init__(
+        self, cfg: ModelConfig, member_seeds: Sequence[int], device: torch.device | str = "cpu", fused: bool = True
+    ):
         super().__init__()
         self.cfg = cfg
         self.rng = MemberRNG(member_seeds, device)
@@ -50,13 +52,22 @@ class LFADS(nn.Module):
         sessions = [cfg.session(s) for s in range(cfg.n_sessions)]
         self.readin = None
         if cfg.multisession:
-            self.readin = nn.ModuleList(PopulationLinear(self.rng, session.encod_dim, cfg.input_dim) for session in sessions)
+            self.readin = nn.ModuleList(
+                PopulationLinear(self.rng, session.encod_dim, cfg.input_dim) for session in sessions
+            )
             self.readin.requires_grad_(cfg.train_readin)
         self.encoder = Encoder(cfg, self.rng, fused)
         self.decoder = Decoder(cfg, self.rng, fused)
-        self.readout = nn.ModuleList(PopulationLinear(self.rng, cfg.fac_dim, session.recon_dim * self.reconstruction.n_params) for session in sessions)
+        self.readout = nn.ModuleList(
+            PopulationLinear(self.rng, cfg.fac_dim, session.recon_dim * self.reconstruction.n_params)
+            for session in sessions
+        )
         self.ic_prior = GaussianPrior(self.rng, cfg.ic_dim, cfg.ic_prior_var)
-        self.co_prior = AutoregressivePrior(self.rng, cfg.co_dim, cfg.co_prior_tau, cfg.co_prior_nvar) if cfg.use_controller else None
+        self.co_prior = (
+            AutoregressivePrior(self.rng, cfg.co_dim, cfg.co_prior_tau, cfg.co_prior_nvar)
+            if cfg.use_controller
+            else None
+        )
 
     @property
     def population_size(self) -> int:
@@ -118,7 +129,9 @@ class LFADS(nn.Module):
         data = member_dropout(data, dropout_rate, self.rng, self.training)
         return self.encoder(data, dropout_rate, self.rng, self.training)
 
-    def _generate(self, ic_mean, ic_std, ci, ext_input, dropout_rate, sample: bool) -> tuple[DecoderStates, torch.Tensor, torch.Tensor]:
+    def _generate(
+        self, ic_mean, ic_std, ci, ext_input, dropout_rate, sample: bool
+    ) -> tuple[DecoderStates, torch.Tensor, torch.Tensor]:
         """Sample (or take the mean of) the initial condition, run controller and generator; the KL terms."""
         rng = self.rng
         ic = ic_mean + ic_std * rng.normal(*ic_mean.shape[1:]) if sample else ic_mean
@@ -145,7 +158,9 @@ class LFADS(nn.Module):
             n_params = init.readout_weight.shape[-1]
             weight = readout.weight.unflatten(-1, (-1, n_params))[..., init.mean_param]
             bias = readout.bias.unflatten(-1, (-1, n_params))[..., init.mean_param]
-            weight.copy_(torch.as_tensor(init.readout_weight[..., init.mean_param], dtype=weight.dtype).expand_as(weight))
+            weight.copy_(
+                torch.as_tensor(init.readout_weight[..., init.mean_param], dtype=weight.dtype).expand_as(weight)
+            )
             bias.copy_(torch.as_tensor(init.readout_bias[..., init.mean_param], dtype=bias.dtype).expand_as(bias))
 
     def recurrent_kernels(self) -> dict[str, list[torch.Tensor]]:
@@ -156,7 +171,10 @@ class LFADS(nn.Module):
             "con": [],
         }
         if self.cfg.use_controller:
-            kernels["ci_enc"] = [self.encoder.ci_enc.forward_cell.weight_hh, self.encoder.ci_enc.backward_cell.weight_hh]
+            kernels["ci_enc"] = [
+                self.encoder.ci_enc.forward_cell.weight_hh,
+                self.encoder.ci_enc.backward_cell.weight_hh,
+            ]
             kernels["con"] = [self.decoder.con_cell.weight_hh]
         return kernels
 

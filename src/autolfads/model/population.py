@@ -53,7 +53,9 @@ class PopulationLinear(nn.Module):
     inputs) rescaled to unit L2 norm on every forward pass.
     """
 
-    def __init__(self, rng: MemberRNG, in_features: int, out_features: int, bias: bool = True, normalized: bool = False):
+    def __init__(
+        self, rng: MemberRNG, in_features: int, out_features: int, bias: bool = True, normalized: bool = False
+    ):
         super().__init__()
         self.in_features, self.out_features, self.normalized = in_features, out_features, normalized
         std = in_features**-0.5 if in_features > 0 else 0.0

@@ -23,7 +23,9 @@ class GaussianPrior(nn.Module):
         """Analytic KL(q || p) for q = N(post_mean, post_std^2): (P, B, D) -> (P,)."""
         prior_mean, prior_logvar = self.mean.unsqueeze(1), self.logvar.unsqueeze(1)
         post_var = post_std.square()
-        kl = 0.5 * (prior_logvar - post_var.log() + (post_var + (post_mean - prior_mean).square()) / prior_logvar.exp() - 1.0)
+        kl = 0.5 * (
+            prior_logvar - post_var.log() + (post_var + (post_mean - prior_mean).square()) / prior_logvar.exp() - 1.0
+        )
         return kl.sum(-1).mean(-1)
 
 
@@ -62,8 +64,14 @@ class AutoregressivePrior(nn.Module):
         var = post_std.square()
         # E_q[(z_t - a z_{t-1})^2] with z_t, z_{t-1} independent under q
         first_sq = post_mean[:, :, :1].square() + var[:, :, :1]
-        rest_sq = (post_mean[:, :, 1:] - alpha * post_mean[:, :, :-1]).square() + var[:, :, 1:] + alpha.square() * var[:, :, :-1]
-        neg_log_p = 0.5 * (first_logvar + first_sq / first_logvar.exp()).sum((-2, -1)) + 0.5 * (log_nvar + rest_sq / log_nvar.exp()).sum((-2, -1))
+        rest_sq = (
+            (post_mean[:, :, 1:] - alpha * post_mean[:, :, :-1]).square()
+            + var[:, :, 1:]
+            + alpha.square() * var[:, :, :-1]
+        )
+        neg_log_p = 0.5 * (first_logvar + first_sq / first_logvar.exp()).sum((-2, -1)) + 0.5 * (
+            log_nvar + rest_sq / log_nvar.exp()
+        ).sum((-2, -1))
         neg_entropy = -0.5 * (var.log() + 1.0).sum((-2, -1))  # E_q[log q] without the log(2 pi) that cancels
         return (neg_entropy + neg_log_p).mean(-1)
 

@@ -65,7 +65,9 @@ def pcr(averages: Sequence[np.ndarray], dim: int) -> tuple[list[np.ndarray], lis
     return weights, means, scores
 
 
-def pcr_session_inits(sessions: Sequence[LFADSData], cfg: ModelConfig, reconstruction: Reconstruction) -> list[SessionInit]:
+def pcr_session_inits(
+    sessions: Sequence[LFADSData], cfg: ModelConfig, reconstruction: Reconstruction
+) -> list[SessionInit]:
     """PCR read-in and read-out of every session from its train split's condition averages (encoded bins).
 
     Held-in neurons read out through pinv(W_s); held-out neurons (not read in) by least squares from the scores.
@@ -90,7 +92,9 @@ def pcr_session_inits(sessions: Sequence[LFADSData], cfg: ModelConfig, reconstru
         with warnings.catch_warnings():  # an entry missing (SBTT) in every trial of a condition averages to NaN
             warnings.simplefilter("ignore", RuntimeWarning)
             average = np.concatenate([np.nanmean(recon[session.train.conditions == c], axis=0) for c in common])
-            recon_averages.append(np.nan_to_num(np.where(np.isnan(average), np.nanmean(average, axis=0), average), nan=0.0))
+            recon_averages.append(
+                np.nan_to_num(np.where(np.isnan(average), np.nanmean(average, axis=0), average), nan=0.0)
+            )
     held_in = [average[:, : session.encod_dim] for average, session in zip(recon_averages, sessions, strict=True)]
     weights, _, scores = pcr(held_in, cfg.input_dim)
     inits = []

@@ -121,7 +121,9 @@ class ZeroInflatedGamma(Reconstruction):
         return 1, -np.log(np.maximum(2 * mean - self.s_min, MIN_MEAN)), -1
 
 
-RECONSTRUCTIONS: dict[str, type[Reconstruction]] = {cls.name: cls for cls in (Poisson, Gaussian, Gamma, ZeroInflatedGamma)}
+RECONSTRUCTIONS: dict[str, type[Reconstruction]] = {
+    cls.name: cls for cls in (Poisson, Gaussian, Gamma, ZeroInflatedGamma)
+}
 
 
 def make_reconstruction(cfg) -> Reconstruction:

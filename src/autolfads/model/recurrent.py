@@ -53,11 +53,15 @@ def gru_step(x_proj: torch.Tensor, h: torch.Tensor, w_zr: torch.Tensor, w_n: tor
     return torch.clamp(n + z * (h - n), -clip, clip)
 
 
-def gru_sequence(x_proj: torch.Tensor, h0: torch.Tensor, w_zr: torch.Tensor, w_n: torch.Tensor, clip: float) -> torch.Tensor:
+def gru_sequence(
+    x_proj: torch.Tensor, h0: torch.Tensor, w_zr: torch.Tensor, w_n: torch.Tensor, clip: float
+) -> torch.Tensor:
     """Run over time: x_proj (T, G, B, 3H), h0 (G, B, H) -> states (T, G, B, H)."""
     states = []
     h = h0
-    for x_t in x_proj.unbind(0):  # unbind: one backward node; indexing x_proj[t] would add a full-size zero gradient per step
+    for x_t in x_proj.unbind(
+        0
+    ):  # unbind: one backward node; indexing x_proj[t] would add a full-size zero gradient per step
         h = gru_step(x_t, h, w_zr, w_n, clip)
         states.append(h)
     return torch.stack(states)
@@ -87,7 +91,9 @@ class BidirectionalGRU(nn.Module):
         w_zr = torch.stack([fz, bz], 1).reshape(2 * members, hidden, 2 * hidden)
         w_n = torch.stack([fn, bn], 1).reshape(2 * members, hidden, hidden)
         h0 = self.h0.reshape(2 * members, 1, hidden).expand(2 * members, batch, hidden)
-        states = (FusedGRUSequence.apply if self.fused else gru_sequence)(proj, h0, w_zr, w_n, self.clip)  # (T, 2P, B, H)
+        states = (FusedGRUSequence.apply if self.fused else gru_sequence)(
+            proj, h0, w_zr, w_n, self.clip
+        )  # (T, 2P, B, H)
         states = states.reshape(steps, members, 2, batch, hidden).permute(2, 1, 3, 0, 4)  # (2, P, B, T, H)
         forward_states, backward_states = states[0], states[1].flip(2)
         final = torch.cat([forward_states[:, :, -1], backward_states[:, :, 0]], dim=-1)

@@ -33,7 +33,16 @@ from .html import Section, details, grid, image, key_values, note, page, table
 from .load import Inferred, Results, load_results
 
 REPORT_FILE = "report.html"
-SHOWN_METRICS = (METRIC, "val_nll_heldin", "val_nll_heldout", "val_nll_fp", "val_bps", "val_co_bps", "val_fp_bps", "val_r2")
+SHOWN_METRICS = (
+    METRIC,
+    "val_nll_heldin",
+    "val_nll_heldout",
+    "val_nll_fp",
+    "val_bps",
+    "val_co_bps",
+    "val_fp_bps",
+    "val_r2",
+)
 N_NEURONS, N_TRIALS, N_CONDITIONS = 4, 3, 8  # how much of the data the rate figures show
 
 
@@ -76,7 +85,15 @@ def sections(results: Results) -> list[Section]:
     split = results.inferred.get("valid") or next(iter(results.inferred.values()), None)
     if split is None:
         missing = note("Left out: there are no inferred rates to show (the summary says why).")
-        inferred = [Section(id, title, blocks=[missing]) for id, title in (("rates", "Inferred rates"), ("psth", "PSTHs by condition"), ("latents", "Latent factors"), ("raster", "Single trial"))]
+        inferred = [
+            Section(id, title, blocks=[missing])
+            for id, title in (
+                ("rates", "Inferred rates"),
+                ("psth", "PSTHs by condition"),
+                ("latents", "Latent factors"),
+                ("raster", "Single trial"),
+            )
+        ]
     else:
         neurons = chosen_neurons(list(results.inferred.values()))
         inferred = [rates(results, split, neurons), psth(results, neurons), latents(results), raster(results, split)]
@@ -97,7 +114,10 @@ def summary(results: Results) -> Section:
         overview += [
             ("kind", f"AutoLFADS search, {s.settings.get('backend', 'embedded')} backend"),
             ("population", str(s.settings.get("population"))),
-            ("generations", f"{generations} of at most {s.settings.get('max_generations')} ({s.settings.get('epochs_per_generation')} epochs each; the first adds the KL/L2 ramps)"),
+            (
+                "generations",
+                f"{generations} of at most {s.settings.get('max_generations')} ({s.settings.get('epochs_per_generation')} epochs each; the first adds the KL/L2 ramps)",
+            ),
             ("exploits", str(len(s.exploits))),
             ("best member", f"member {s.best_member} ({METRIC} {fmt(best_row.get(METRIC, math.nan))})"),
         ]
@@ -110,19 +130,40 @@ def summary(results: Results) -> Section:
     if results.output_attrs:
         attrs = results.output_attrs
         output = results.sessions[0].output if results.sessions else results.model_dir / "lfads_output.h5"
-        overview.append(("inferred rates", f"{output} ({attrs.get('num_samples', '?')} posterior samples, epoch {attrs.get('epoch', '?')})"))
+        overview.append(
+            (
+                "inferred rates",
+                f"{output} ({attrs.get('num_samples', '?')} posterior samples, epoch {attrs.get('epoch', '?')})",
+            )
+        )
 
-    metric_rows = [[name, fmt(best_row[name])] for name in SHOWN_METRICS if name in best_row and math.isfinite(best_row[name])]
+    metric_rows = [
+        [name, fmt(best_row[name])] for name in SHOWN_METRICS if name in best_row and math.isfinite(best_row[name])
+    ]
     for name, split in results.inferred.items():
         if split.truth is not None:
             session = f", session {results.sessions[0].name}" if results.sessions else ""
-            metric_rows.append([f"R² of the posterior-sampled rates vs true rates ({name}{session})", fmt(r2(split.rates, split.truth))])
+            metric_rows.append(
+                [
+                    f"R² of the posterior-sampled rates vs true rates ({name}{session})",
+                    fmt(r2(split.rates, split.truth)),
+                ]
+            )
     where = f"member {results.search.best_member}, last generation" if results.search else f"epoch {best_epoch}"
     blocks = [grid(key_values("Overview", overview), key_values("Data", data_rows(results)))]
     hparams = hyperparameter_rows(results, best_row)
-    blocks.append(grid(table(f"Validation metrics ({where})", ["metric", "value"], metric_rows), table("Hyperparameters" + (" (best member)" if results.search else ""), ["name", "value", "searched"], hparams)))
+    blocks.append(
+        grid(
+            table(f"Validation metrics ({where})", ["metric", "value"], metric_rows),
+            table(
+                "Hyperparameters" + (" (best member)" if results.search else ""), ["name", "value", "searched"], hparams
+            ),
+        )
+    )
     blocks += [note(text) for text in results.notes]
-    blocks.append(details("Full configuration (config.yaml)", yaml.safe_dump(results.config.to_dict(), sort_keys=False)))
+    blocks.append(
+        details("Full configuration (config.yaml)", yaml.safe_dump(results.config.to_dict(), sort_keys=False))
+    )
     return Section("summary", "Summary", blocks=blocks)
 
 
@@ -131,11 +172,17 @@ def best_metrics(results: Results) -> tuple[dict, int]:
     smoothed validation NLL once the KL/L2 ramps are done, as best.ckpt is chosen)."""
     if results.search is not None:
         last = results.search.state[-1]["generation"]
-        row = next(r for r in results.search.state if r["generation"] == last and int(r["member"]) == results.search.best_member)
+        row = next(
+            r
+            for r in results.search.state
+            if r["generation"] == last and int(r["member"]) == results.search.best_member
+        )
         return row, int(row["epoch"]) - 1
     train = results.config.train
     ramp_end = max(train.kl_start_epoch + train.kl_increase_epoch, train.l2_start_epoch + train.l2_increase_epoch)
-    candidates = [r for r in results.metrics if r["epoch"] >= ramp_end and math.isfinite(r.get(METRIC, math.nan))] or results.metrics[-1:]
+    candidates = [
+        r for r in results.metrics if r["epoch"] >= ramp_end and math.isfinite(r.get(METRIC, math.nan))
+    ] or results.metrics[-1:]
     row = min(candidates, key=lambda r: r.get(METRIC, math.inf))
     return row, int(row["epoch"])
 
@@ -144,15 +191,27 @@ def data_rows(results: Results) -> list[tuple[str, str]]:
     data, model = results.data, results.config.model
     rows = [("file", str(results.config.data.dir))]
     if results.sessions:
-        rows.append(("sessions", f"{len(results.sessions)} stitched (below: {results.sessions[0].name}; every session in the Sessions table)"))
+        rows.append(
+            (
+                "sessions",
+                f"{len(results.sessions)} stitched (below: {results.sessions[0].name}; every session in the Sessions table)",
+            )
+        )
     if data is None:
         neurons = f" x {model.data_dim} neurons" if model.data_dim is not None else ""  # a stitched model: per session
         return rows + [("shape", f"{model.seq_len} bins{neurons} (from config.yaml; the file was not read)")]
     splits = ", ".join(f"{split.n_trials} {split.name}" for split in data.splits)
     rows += [
         ("trials", splits),
-        ("time bins", f"{data.recon_seq_len}" + (f" ({data.encod_seq_len} encoded + {data.fp_len} forward-prediction)" if data.fp_len else "")),
-        ("neurons", f"{data.recon_dim}" + (f" ({data.encod_dim} held-in + {data.cs_dim} held-out)" if data.cs_dim else "")),
+        (
+            "time bins",
+            f"{data.recon_seq_len}"
+            + (f" ({data.encod_seq_len} encoded + {data.fp_len} forward-prediction)" if data.fp_len else ""),
+        ),
+        (
+            "neurons",
+            f"{data.recon_dim}" + (f" ({data.encod_dim} held-in + {data.cs_dim} held-out)" if data.cs_dim else ""),
+        ),
         ("layout", data.layout + (f", external inputs: {data.ext_input_dim}" if data.ext_input_dim else "")),
     ]
     conditions = [split.conditions for split in results.inferred.values() if split.conditions is not None]
@@ -170,7 +229,9 @@ def hyperparameter_rows(results: Results, best_row: dict) -> list[list[str]]:
     rows = []
     for name, value in values.items():
         space = searched.get(name)
-        rows.append([name, fmt(value), f"{fmt(space.low)} … {fmt(space.high)}{' (log)' if space.log else ''}" if space else "—"])
+        rows.append(
+            [name, fmt(value), f"{fmt(space.low)} … {fmt(space.high)}{' (log)' if space.log else ''}" if space else "—"]
+        )
     return rows
 
 
@@ -183,7 +244,8 @@ def sessions(results: Results) -> Section:
     cells = [
         [
             row.name,
-            f"{row.heldin + row.heldout}" + (f" ({row.heldin} held-in + {row.heldout} held-out)" if row.heldout else ""),
+            f"{row.heldin + row.heldout}"
+            + (f" ({row.heldin} held-in + {row.heldout} held-out)" if row.heldout else ""),
             *(str(row.trials[name]) if name in row.trials else "—" for name in splits),
             *(fmt(getattr(row, kind).get(name, math.nan)) for _, kind, name in scores),
         ]
@@ -212,7 +274,11 @@ def training(results: Results) -> Section:
         "training",
         "Training curves",
         "Loss, held-in and held-out NLL, the smoothed validation NLL that selects the best model, KL and L2 terms and the learning rate.",
-        [image(figures.png(figures.training_curves(results.metrics, ends)), "fig-training", "training curves", caption)],
+        [
+            image(
+                figures.png(figures.training_curves(results.metrics, ends)), "fig-training", "training curves", caption
+            )
+        ],
     )
 
 
@@ -226,7 +292,11 @@ def search_hyperparameters(results: Results) -> Section:
         "value in the next generation; red cross: the loser's discarded value. Black: the best member's lineage."
     )
     figure = figures.hyperparameters(s.state, s.exploits, space, steps)
-    return Section("search", "Hyperparameters by generation", blocks=[image(figures.png(figure), "fig-hyperparameters", "hyperparameters per generation", caption)])
+    return Section(
+        "search",
+        "Hyperparameters by generation",
+        blocks=[image(figures.png(figure), "fig-hyperparameters", "hyperparameters per generation", caption)],
+    )
 
 
 def lineage(results: Results) -> Section:
@@ -234,8 +304,20 @@ def lineage(results: Results) -> Section:
     names = list(s.space.params)
     rows = []
     for step in s.lineage:
-        origin = f"copied member {step.inherited_from}" if step.inherited_from is not None else ("initial sample" if step.generation == 0 else "continued its own")
-        rows.append([str(step.generation), str(step.member), origin, fmt(step.metric), *(fmt(step.hparams.get(n, math.nan)) for n in names)])
+        origin = (
+            f"copied member {step.inherited_from}"
+            if step.inherited_from is not None
+            else ("initial sample" if step.generation == 0 else "continued its own")
+        )
+        rows.append(
+            [
+                str(step.generation),
+                str(step.member),
+                origin,
+                fmt(step.metric),
+                *(fmt(step.hparams.get(n, math.nan)) for n in names),
+            ]
+        )
     figure = figures.generations(s.state, [(step.generation, step.member) for step in s.lineage])
     return Section(
         "lineage",
@@ -243,7 +325,12 @@ def lineage(results: Results) -> Section:
         f"Member {s.best_member} of the last generation, traced back through exploits.csv: after a lost tournament a member "
         "continues from the winner's weights and optimizer state, so its past is the winner's.",
         [
-            image(figures.png(figure), "fig-generations", "metric by generation", f"{METRIC} of every member at each generation's end; black: the best member's lineage."),
+            image(
+                figures.png(figure),
+                "fig-generations",
+                "metric by generation",
+                f"{METRIC} of every member at each generation's end; black: the best member's lineage.",
+            ),
             table("", ["generation", "member", "state before the generation", METRIC, *names], rows),
         ],
     )
@@ -258,14 +345,22 @@ def rates(results: Results, split: Inferred, neurons: list[int]) -> Section:
         f"Inferred rates (blue, {results.output_attrs.get('num_samples', '?')}-sample posterior mean) of the {len(neurons)} most active neurons "
         f"on {len(trials)} {split.split} trials, against the spikes smoothed with a Gaussian of {figures.SMOOTH_SIGMA_BINS:g} bins (grey){truth}."
     )
-    return Section("rates", "Inferred rates", blocks=[image(figures.png(figure), "fig-rates", "inferred rates vs spikes", caption)])
+    return Section(
+        "rates", "Inferred rates", blocks=[image(figures.png(figure), "fig-rates", "inferred rates vs spikes", caption)]
+    )
 
 
 def psth(results: Results, neurons: list[int]) -> Section:
     splits = [s for s in results.inferred.values() if s.conditions is not None]
     if not splits:
-        return Section("psth", "PSTHs by condition", blocks=[note("The data file has no conditions ({split}_cond_idx), so there are no PSTHs.")])
-    spikes, rates_, conditions = (np.concatenate([getattr(s, name) for s in splits]) for name in ("spikes", "rates", "conditions"))
+        return Section(
+            "psth",
+            "PSTHs by condition",
+            blocks=[note("The data file has no conditions ({split}_cond_idx), so there are no PSTHs.")],
+        )
+    spikes, rates_, conditions = (
+        np.concatenate([getattr(s, name) for s in splits]) for name in ("spikes", "rates", "conditions")
+    )
     truth = np.concatenate([s.truth for s in splits]) if all(s.truth is not None for s in splits) else None
     shown = sorted(set(conditions.tolist()))[:N_CONDITIONS]
     reference = "the true rates" if truth is not None else "the smoothed spikes"
@@ -274,17 +369,25 @@ def psth(results: Results, neurons: list[int]) -> Section:
         f"Trial-averaged inferred rates (solid) against {reference} (dashed), {len(shown)} of {len(set(conditions.tolist()))} conditions, "
         f"over the {', '.join(s.split for s in splits)} trials."
     )
-    return Section("psth", "PSTHs by condition", blocks=[image(figures.png(figure), "fig-psth", "PSTHs per condition", caption)])
+    return Section(
+        "psth", "PSTHs by condition", blocks=[image(figures.png(figure), "fig-psth", "PSTHs per condition", caption)]
+    )
 
 
 def latents(results: Results) -> Section:
     splits = list(results.inferred.values())
     factors = np.concatenate([s.factors for s in splits])
-    conditions = np.concatenate([s.conditions for s in splits]) if all(s.conditions is not None for s in splits) else None
+    conditions = (
+        np.concatenate([s.conditions for s in splits]) if all(s.conditions is not None for s in splits) else None
+    )
     figure = figures.latent_pcs(factors, conditions)
     what = "condition averages" if conditions is not None else "single trials"
     caption = f"The {factors.shape[2]} latent factors of every trial projected on their top 3 principal components ({what}; variance explained in the axis labels)."
-    return Section("latents", "Latent factors", blocks=[image(figures.png(figure), "fig-latents", "latent factors on their top principal components", caption)])
+    return Section(
+        "latents",
+        "Latent factors",
+        blocks=[image(figures.png(figure), "fig-latents", "latent factors on their top principal components", caption)],
+    )
 
 
 def raster(results: Results, split: Inferred) -> Section:
@@ -292,8 +395,16 @@ def raster(results: Results, split: Inferred) -> Section:
     condition = f" (condition {split.conditions[trial]})" if split.conditions is not None else ""
     truth = split.truth[trial] if split.truth is not None else None
     figure = figures.raster(split.spikes[trial], split.rates[trial], truth, f"{split.split} trial {trial}{condition}")
-    caption = "One trial: the spike raster (dot size: spikes in the bin) beside the inferred rates" + (" and the true rates" if truth is not None else "") + ", every neuron, same colour scale."
-    return Section("raster", "Single trial: spikes and rates", blocks=[image(figures.png(figure), "fig-raster", "single-trial raster and rates", caption)])
+    caption = (
+        "One trial: the spike raster (dot size: spikes in the bin) beside the inferred rates"
+        + (" and the true rates" if truth is not None else "")
+        + ", every neuron, same colour scale."
+    )
+    return Section(
+        "raster",
+        "Single trial: spikes and rates",
+        blocks=[image(figures.png(figure), "fig-raster", "single-trial raster and rates", caption)],
+    )
 
 
 def chosen_trials(split: Inferred) -> tuple[list[int], list[str]]:
@@ -313,7 +424,10 @@ def chosen_neurons(splits: list[Inferred]) -> list[int]:
 
 def r2(pred: np.ndarray, truth: np.ndarray) -> float:
     """R^2 per neuron over trials x bins, averaged over neurons (as the training metric val_r2)."""
-    pred, truth = pred.reshape(-1, pred.shape[-1]).astype(np.float64), truth.reshape(-1, truth.shape[-1]).astype(np.float64)
+    pred, truth = (
+        pred.reshape(-1, pred.shape[-1]).astype(np.float64),
+        truth.reshape(-1, truth.shape[-1]).astype(np.float64),
+    )
     ss_res = ((pred - truth) ** 2).sum(0)
     ss_tot = ((truth - truth.mean(0)) ** 2).sum(0)
     return float(np.mean(1 - ss_res / ss_tot))

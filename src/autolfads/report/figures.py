@@ -45,7 +45,11 @@ CURVES = [
     ("KL terms (train)", [("kl_ic", "initial condition"), ("kl_co", "controller outputs")], "linear"),
     ("L2 penalty (train)", [("l2", "recurrent kernels")], "log"),
     ("Learning rate", [("lr", "lr")], "log"),
-    ("Validation quality", [("val_bps", "bits/spike"), ("val_co_bps", "co-bps"), ("val_fp_bps", "fp-bps"), ("val_r2", "R² vs true rates")], "linear"),
+    (
+        "Validation quality",
+        [("val_bps", "bits/spike"), ("val_co_bps", "co-bps"), ("val_fp_bps", "fp-bps"), ("val_r2", "R² vs true rates")],
+        "linear",
+    ),
 ]
 LINESTYLES = ["-", "--", ":", "-."]
 
@@ -66,11 +70,18 @@ def training_curves(rows: Sequence[dict], generation_ends: Sequence[int] = ()) -
     """Per-epoch metrics of every member: one panel per quantity, one colour per member, train solid and
     validation dashed. generation_ends: epochs completed at each generation's end (drawn as faint lines)."""
     members = sorted({int(row["member"]) for row in rows})
-    panels = [(title, [(col, label) for col, label in series if _has(rows, col)], scale) for title, series, scale in CURVES]
+    panels = [
+        (title, [(col, label) for col, label in series if _has(rows, col)], scale) for title, series, scale in CURVES
+    ]
     panels = [panel for panel in panels if panel[1]]
     columns = 4 if len(panels) > 6 else 3
     with plt.rc_context(STYLE):
-        figure, axes = plt.subplots(math.ceil(len(panels) / columns), columns, figsize=(4.0 * columns, 2.9 * math.ceil(len(panels) / columns)), squeeze=False)
+        figure, axes = plt.subplots(
+            math.ceil(len(panels) / columns),
+            columns,
+            figsize=(4.0 * columns, 2.9 * math.ceil(len(panels) / columns)),
+            squeeze=False,
+        )
         colors = member_colors(len(members))
         for ax, (title, series, scale) in zip(axes.flat, panels):
             values = []
@@ -81,7 +92,9 @@ def training_curves(rows: Sequence[dict], generation_ends: Sequence[int] = ()) -
                     y = [row.get(column, math.nan) for row in mine]
                     values += y
                     color = colors[m] if len(members) > 1 else plt.get_cmap("tab10")(s)
-                    ax.plot(epochs, y, LINESTYLES[s % len(LINESTYLES)], color=color, lw=1.2, label=label if m == 0 else None)
+                    ax.plot(
+                        epochs, y, LINESTYLES[s % len(LINESTYLES)], color=color, lw=1.2, label=label if m == 0 else None
+                    )
             for end in generation_ends:
                 ax.axvline(end - 0.5, color="#bbbbbb", lw=0.6, zorder=0)
             finite = np.asarray(values, dtype=float)
@@ -96,12 +109,20 @@ def training_curves(rows: Sequence[dict], generation_ends: Sequence[int] = ()) -
             ax.axis("off")
         if len(members) > 1:
             handles = [Line2D([], [], color=colors[m], lw=2) for m in range(len(members))]
-            figure.legend(handles, [f"member {member}" for member in members], loc="lower center", ncol=min(len(members), 10), bbox_to_anchor=(0.5, -0.03))
+            figure.legend(
+                handles,
+                [f"member {member}" for member in members],
+                loc="lower center",
+                ncol=min(len(members), 10),
+                bbox_to_anchor=(0.5, -0.03),
+            )
         figure.tight_layout()
     return figure
 
 
-def hyperparameters(state: Sequence[dict], exploits: Sequence[dict], space: dict[str, bool], lineage: Sequence[tuple[int, int]]) -> Figure:
+def hyperparameters(
+    state: Sequence[dict], exploits: Sequence[dict], space: dict[str, bool], lineage: Sequence[tuple[int, int]]
+) -> Figure:
     """Every member's hyperparameters at each generation's end, coloured by the smoothed validation NLL.
     space: name -> log axis. Exploits: red dashed from the winner's value to the loser's new (perturbed)
     value in the next generation, the loser's discarded value crossed. lineage: (generation, member) steps
@@ -124,12 +145,24 @@ def hyperparameters(state: Sequence[dict], exploits: Sequence[dict], space: dict
             for row in exploits:
                 g, winner = int(row["generation"]), int(row["winner"])
                 if (g, winner) in value and f"new_{name}" in row:
-                    ax.plot([g, g + 1], [value[g, winner][name], row[f"new_{name}"]], "--", color=EXPLOIT, lw=0.9, zorder=2)
+                    ax.plot(
+                        [g, g + 1], [value[g, winner][name], row[f"new_{name}"]], "--", color=EXPLOIT, lw=0.9, zorder=2
+                    )
                     ax.plot(g, row[f"old_{name}"], "x", color=EXPLOIT, ms=6, mew=1.5, zorder=4)
             path = [(g, value[g, m][name]) for g, m in lineage if (g, m) in value]
             if path:
                 ax.plot(*zip(*path), color=LINEAGE, lw=2.2, zorder=3)
-            scatter = ax.scatter([row["generation"] for row in state], [row[name] for row in state], c=metric, cmap=cmap, norm=norm, s=28, edgecolors="white", linewidths=0.5, zorder=5)
+            scatter = ax.scatter(
+                [row["generation"] for row in state],
+                [row[name] for row in state],
+                c=metric,
+                cmap=cmap,
+                norm=norm,
+                s=28,
+                edgecolors="white",
+                linewidths=0.5,
+                zorder=5,
+            )
             if space[name] and min(row[name] for row in state) > 0:
                 ax.set_yscale("log")
             ax.set_title(name)
@@ -146,7 +179,12 @@ def hyperparameters(state: Sequence[dict], exploits: Sequence[dict], space: dict
             Line2D([], [], ls="--", color=EXPLOIT, lw=1),
             Line2D([], [], ls="", marker="x", color=EXPLOIT, mew=1.5),
         ]
-        labels = ["a member across generations", "the best member's lineage", "exploit: winner's value → loser's new value", "the loser's discarded value"]
+        labels = [
+            "a member across generations",
+            "the best member's lineage",
+            "exploit: winner's value → loser's new value",
+            "the loser's discarded value",
+        ]
         figure.legend(handles, labels, loc="lower center", ncol=4, bbox_to_anchor=(0.46, 0.0))
     return figure
 
@@ -161,9 +199,18 @@ def generations(state: Sequence[dict], lineage: Sequence[tuple[int, int]]) -> Fi
         for m, member in enumerate(members):
             points = sorted((g, v) for (g, mm), v in metric.items() if mm == member)
             ax.scatter(*zip(*points), color=colors[m], s=22, label=f"member {member}", zorder=3)
-        best = [(g, np.nanmin([v for (gg, _), v in metric.items() if gg == g] or [math.nan])) for g in sorted({g for g, _ in metric})]
+        best = [
+            (g, np.nanmin([v for (gg, _), v in metric.items() if gg == g] or [math.nan]))
+            for g in sorted({g for g, _ in metric})
+        ]
         ax.plot(*zip(*best), color="#888888", lw=1, ls=":", label="best of the generation")
-        ax.plot(*zip(*[(g, metric[g, m]) for g, m in lineage]), color=LINEAGE, lw=2.2, label="best member's lineage", zorder=4)
+        ax.plot(
+            *zip(*[(g, metric[g, m]) for g, m in lineage]),
+            color=LINEAGE,
+            lw=2.2,
+            label="best member's lineage",
+            zorder=4,
+        )
         ax.set_xlabel("generation")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(METRIC)
@@ -173,11 +220,20 @@ def generations(state: Sequence[dict], lineage: Sequence[tuple[int, int]]) -> Fi
     return figure
 
 
-def rates_vs_spikes(spikes: np.ndarray, rates: np.ndarray, truth: np.ndarray | None, trials: Sequence[int], neurons: Sequence[int], titles: Sequence[str]) -> Figure:
+def rates_vs_spikes(
+    spikes: np.ndarray,
+    rates: np.ndarray,
+    truth: np.ndarray | None,
+    trials: Sequence[int],
+    neurons: Sequence[int],
+    titles: Sequence[str],
+) -> Figure:
     """Single-trial inferred rates of a few neurons against smoothed spikes (and the true rates)."""
     smoothed = smooth_spikes(spikes)
     with plt.rc_context(STYLE):
-        figure, axes = plt.subplots(len(neurons), len(trials), figsize=(3.6 * len(trials), 1.9 * len(neurons)), sharex=True, squeeze=False)
+        figure, axes = plt.subplots(
+            len(neurons), len(trials), figsize=(3.6 * len(trials), 1.9 * len(neurons)), sharex=True, squeeze=False
+        )
         bins = np.arange(spikes.shape[1])
         for r, neuron in enumerate(neurons):
             for c, trial in enumerate(trials):
@@ -198,7 +254,14 @@ def rates_vs_spikes(spikes: np.ndarray, rates: np.ndarray, truth: np.ndarray | N
     return figure
 
 
-def psths(spikes: np.ndarray, rates: np.ndarray, truth: np.ndarray | None, conditions: np.ndarray, neurons: Sequence[int], shown: Sequence[int]) -> Figure:
+def psths(
+    spikes: np.ndarray,
+    rates: np.ndarray,
+    truth: np.ndarray | None,
+    conditions: np.ndarray,
+    neurons: Sequence[int],
+    shown: Sequence[int],
+) -> Figure:
     """Trial-averaged rates per condition: inferred (solid) against the true rates or, without them, the
     smoothed spikes (dashed)."""
     reference = truth if truth is not None else smooth_spikes(spikes)
@@ -215,8 +278,14 @@ def psths(spikes: np.ndarray, rates: np.ndarray, truth: np.ndarray | None, condi
             ax.set_xlabel("time bin")
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         axes[0, 0].set_ylabel("spikes/bin")
-        handles = [Line2D([], [], color=c, lw=2) for c in colors] + [Line2D([], [], color=TRUTH, lw=1.6), Line2D([], [], color=TRUTH, ls="--", lw=1)]
-        labels = [f"condition {condition}" for condition in shown] + ["inferred", "true rate" if truth is not None else "smoothed spikes"]
+        handles = [Line2D([], [], color=c, lw=2) for c in colors] + [
+            Line2D([], [], color=TRUTH, lw=1.6),
+            Line2D([], [], color=TRUTH, ls="--", lw=1),
+        ]
+        labels = [f"condition {condition}" for condition in shown] + [
+            "inferred",
+            "true rate" if truth is not None else "smoothed spikes",
+        ]
         figure.legend(handles, labels, loc="lower center", ncol=min(len(labels), 10), bbox_to_anchor=(0.5, -0.1))
         figure.tight_layout()
     return figure
@@ -280,7 +349,14 @@ def raster(spikes: np.ndarray, rates: np.ndarray, truth: np.ndarray | None, titl
     with plt.rc_context({**STYLE, "axes.grid": False}):
         figure, axes = plt.subplots(1, 1 + len(panels), figsize=(4.2 * (1 + len(panels)), 3.4), sharey=True)
         times, neurons = np.nonzero(spikes)
-        axes[0].scatter(times, neurons, s=6 + 10 * spikes[times, neurons], color="#222222", marker="|" if spikes.max() <= 1 else "o", linewidths=1)
+        axes[0].scatter(
+            times,
+            neurons,
+            s=6 + 10 * spikes[times, neurons],
+            color="#222222",
+            marker="|" if spikes.max() <= 1 else "o",
+            linewidths=1,
+        )
         axes[0].set_xlim(-0.5, spikes.shape[0] - 0.5)
         axes[0].set_ylim(spikes.shape[1] - 0.5, -0.5)
         axes[0].set_title(f"{title}: spikes")

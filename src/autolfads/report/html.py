@@ -50,7 +50,10 @@ class Section:
 def page(title: str, subtitle: str, sections: list[Section], footer: str) -> str:
     links = "".join(f'<a href="#{s.id}">{escape(s.title)}</a>' for s in sections)
     body = "\n".join(
-        f'<section id="{s.id}"><h2>{escape(s.title)}</h2>' + (f'<p class="intro">{escape(s.intro)}</p>' if s.intro else "") + "".join(s.blocks) + "</section>"
+        f'<section id="{s.id}"><h2>{escape(s.title)}</h2>'
+        + (f'<p class="intro">{escape(s.intro)}</p>' if s.intro else "")
+        + "".join(s.blocks)
+        + "</section>"
         for s in sections
     )
     return (

@@ -22,14 +22,16 @@ import yaml
 
 from ..config import Config, SessionDims, load_config
 from ..data import LFADSData
-from ..output import output_paths
 from ..errors import AutoLFADSError, ReportError
+from ..output import output_paths
 from ..search.pbt import best_member
-from ..search.results import BEST_DIR, EXPLOITS_FILE, LOG_FILE as SEARCH_LOG, SETTINGS_FILE, SPACE_FILE, STATE_FILE
+from ..search.results import BEST_DIR, EXPLOITS_FILE, SETTINGS_FILE, SPACE_FILE, STATE_FILE
+from ..search.results import LOG_FILE as SEARCH_LOG
 from ..search.space import SearchSpace, load_search_space
 from ..train.metrics import bits_per_spike, null_nll_sum, poisson_nll, r2_score
-from ..train.run import CONFIG_FILE, LOG_FILE as RUN_LOG, METRICS_FILE, OUTPUT_FILE, read_sessions
-from ..train.trainer import METRIC, MEMBER_HPARAMS
+from ..train.run import CONFIG_FILE, METRICS_FILE, OUTPUT_FILE, read_sessions
+from ..train.run import LOG_FILE as RUN_LOG
+from ..train.trainer import MEMBER_HPARAMS, METRIC
 
 # A line that starts a training or search session in train.log / search.log ("new run", "resumed ...").
 SESSION_START = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) (new |resumed)")
@@ -106,13 +108,26 @@ def load_results(folder: str | Path) -> Results:
         raise ReportError(f"{folder} does not exist")
     if not folder.is_dir():
         raise ReportError(f"{folder} is a file: give a training run folder or a search workdir")
-    raise ReportError(f"{folder} is neither a training run folder ({CONFIG_FILE} and {METRICS_FILE}) nor a search workdir ({SETTINGS_FILE})")
+    raise ReportError(
+        f"{folder} is neither a training run folder ({CONFIG_FILE} and {METRICS_FILE}) nor a search workdir ({SETTINGS_FILE})"
+    )
 
 
 def _load_run(folder: Path) -> Results:
     config = _config(folder / CONFIG_FILE)
     log = folder / RUN_LOG
-    results = Results("run", folder, config, read_table(folder / METRICS_FILE), folder, None, {}, None, logged_wall_time(log), logged_hardware(log))
+    results = Results(
+        "run",
+        folder,
+        config,
+        read_table(folder / METRICS_FILE),
+        folder,
+        None,
+        {},
+        None,
+        logged_wall_time(log),
+        logged_hardware(log),
+    )
     _load_inferred(results)
     return results
 
@@ -120,7 +135,9 @@ def _load_run(folder: Path) -> Results:
 def _load_search(folder: Path) -> Results:
     state = read_table(folder / STATE_FILE) if (folder / STATE_FILE).is_file() else []
     if not state:
-        raise ReportError(f"{folder} holds a search that has not completed a generation yet ({STATE_FILE} is missing or empty)")
+        raise ReportError(
+            f"{folder} holds a search that has not completed a generation yet ({STATE_FILE} is missing or empty)"
+        )
     exploits = read_table(folder / EXPLOITS_FILE) if (folder / EXPLOITS_FILE).is_file() else []
     try:
         settings = yaml.safe_load((folder / SETTINGS_FILE).read_text())
@@ -133,7 +150,18 @@ def _load_search(folder: Path) -> Results:
     model_dir = folder / BEST_DIR
     config = _config(model_dir / CONFIG_FILE if (model_dir / CONFIG_FILE).is_file() else folder / CONFIG_FILE)
     log = folder / SEARCH_LOG
-    results = Results("search", folder, config, read_table(folder / METRICS_FILE), model_dir, None, {}, tables, logged_wall_time(log), logged_hardware(log))
+    results = Results(
+        "search",
+        folder,
+        config,
+        read_table(folder / METRICS_FILE),
+        model_dir,
+        None,
+        {},
+        tables,
+        logged_wall_time(log),
+        logged_hardware(log),
+    )
     _load_inferred(results)
     return results
 
@@ -147,7 +175,11 @@ def lineage(state: list[dict], exploits: list[dict], member: int) -> list[Lineag
     for generation in range(int(state[-1]["generation"]), -1, -1):
         row = rows[generation, member]
         winner = lost.get((generation - 1, member))
-        steps.append(LineageStep(generation, member, row[METRIC], {name: row[name] for name in MEMBER_HPARAMS if name in row}, winner))
+        steps.append(
+            LineageStep(
+                generation, member, row[METRIC], {name: row[name] for name in MEMBER_HPARAMS if name in row}, winner
+            )
+        )
         member = winner if winner is not None else member
     return steps[::-1]
 
@@ -156,7 +188,10 @@ def read_table(path: Path) -> list[dict[str, float]]:
     """A CSV of numbers; empty cells are NaN."""
     try:
         with open(path, newline="") as f:
-            return [{name: float(value) if value != "" else math.nan for name, value in row.items()} for row in csv.DictReader(f)]
+            return [
+                {name: float(value) if value != "" else math.nan for name, value in row.items()}
+                for row in csv.DictReader(f)
+            ]
     except (OSError, ValueError) as err:
         raise ReportError(f"cannot read {path}: {err}") from None
 
@@ -219,7 +254,9 @@ def _load_inferred(results: Results) -> None:
         results.notes.append(f"the search has not finished: {BEST_DIR}/ and its {output.name} are written at its end")
         return
     if not output.is_file():
-        results.notes.append(f"no {output.name} in {results.model_dir} yet: write it with `autolfads sample --checkpoint {results.model_dir}`")
+        results.notes.append(
+            f"no {output.name} in {results.model_dir} yet: write it with `autolfads sample --checkpoint {results.model_dir}`"
+        )
         return
     if len(names) <= 1:
         data = _read_data(results)
@@ -230,9 +267,15 @@ def _load_inferred(results: Results) -> None:
     try:
         with h5py.File(output, "r") as h5:
             stored = {key: np.asarray(h5[key]) for key in h5 if key.endswith(("_rates", "_factors", "_inds"))}
-            results.output_attrs = {key: (value.item() if hasattr(value, "item") else value) for key, value in h5.attrs.items()}
+            results.output_attrs = {
+                key: (value.item() if hasattr(value, "item") else value) for key, value in h5.attrs.items()
+            }
         with h5py.File(results.data.path, "r") as h5:
-            conditions = {split.name: np.asarray(h5[f"{split.name}_cond_idx"]) for split in results.data.splits if f"{split.name}_cond_idx" in h5}
+            conditions = {
+                split.name: np.asarray(h5[f"{split.name}_cond_idx"])
+                for split in results.data.splits
+                if f"{split.name}_cond_idx" in h5
+            }
     except OSError as err:
         raise ReportError(f"cannot read {output} or {results.data.path}: {err}") from None
     for split in results.data.splits:
@@ -240,11 +283,18 @@ def _load_inferred(results: Results) -> None:
             continue
         order = _match_trials(stored[f"{split.name}_inds"], split.inds)
         if order is None:
-            results.notes.append(f"{output} holds other {split.name} trials than {results.data.path}; its {split.name} split is left out")
+            results.notes.append(
+                f"{output} holds other {split.name} trials than {results.data.path}; its {split.name} split is left out"
+            )
             continue
         truth = split.truth.numpy() if split.truth is not None else None
         results.inferred[split.name] = Inferred(
-            split.name, split.recon.numpy(), stored[f"{split.name}_rates"][order], stored[f"{split.name}_factors"][order], truth, conditions.get(split.name)
+            split.name,
+            split.recon.numpy(),
+            stored[f"{split.name}_rates"][order],
+            stored[f"{split.name}_factors"][order],
+            truth,
+            conditions.get(split.name),
         )
 
 
@@ -257,11 +307,15 @@ def _read_data(results: Results) -> list[LFADSData] | None:
     try:
         return read_sessions(config, config.data.dir)
     except AutoLFADSError as err:
-        results.notes.append(f"the data file recorded in config.yaml cannot be read, so data figures are left out: {err}")
+        results.notes.append(
+            f"the data file recorded in config.yaml cannot be read, so data figures are left out: {err}"
+        )
         return None
 
 
-def session_rows(sessions: list[SessionDims], outputs: list[Path], data: list[LFADSData] | None, poisson: bool) -> tuple[list[SessionRow], list[str]]:
+def session_rows(
+    sessions: list[SessionDims], outputs: list[Path], data: list[LFADSData] | None, poisson: bool
+) -> tuple[list[SessionRow], list[str]]:
     """A row per session of a stitched model (sessions and outputs in the model's order; data: the loaded
     sessions, matched by name, None when they could not be read) and notes on what is missing.
     R^2: the session's posterior-sampled rates against its true rates, per neuron over trials x bins and
@@ -291,25 +345,41 @@ def session_rows(sessions: list[SessionDims], outputs: list[Path], data: list[LF
                 continue
             order = _match_trials(stored[f"{split.name}_inds"], split.inds)
             if order is None:
-                notes.append(f"{output} holds other {split.name} trials than {session.path}: no {split.name} scores for session {dims.name}")
+                notes.append(
+                    f"{output} holds other {split.name} trials than {session.path}: no {split.name} scores for session {dims.name}"
+                )
                 continue
             rates = torch.from_numpy(stored[f"{split.name}_rates"][order]).double()
             if split.truth is not None:
                 row.r2[split.name] = float(r2_score(rates[None], split.truth.double())[0])
-            heldin = split.recon[:, : session.encod_seq_len, : session.encod_dim].double() if split.recon is not None else None
+            heldin = (
+                split.recon[:, : session.encod_seq_len, : session.encod_dim].double()
+                if split.recon is not None
+                else None
+            )
             if poisson and heldin is not None and not heldin.isnan().any():
                 nll = poisson_nll(rates[:, : session.encod_seq_len, : session.encod_dim], heldin).sum()
-                row.bps[split.name] = float(bits_per_spike(nll, torch.tensor(null_nll_sum(heldin), dtype=torch.float64), float(heldin.sum())))
+                row.bps[split.name] = float(
+                    bits_per_spike(nll, torch.tensor(null_nll_sum(heldin), dtype=torch.float64), float(heldin.sum()))
+                )
     if data is not None and no_data:
-        notes.append(f"no data file of session{'s' if len(no_data) > 1 else ''} {', '.join(no_data)} in {Path(data[0].path).parent}: no trials or scores for {'them' if len(no_data) > 1 else 'it'}")
+        notes.append(
+            f"no data file of session{'s' if len(no_data) > 1 else ''} {', '.join(no_data)} in {Path(data[0].path).parent}: no trials or scores for {'them' if len(no_data) > 1 else 'it'}"
+        )
     if no_output:
-        notes.append(f"no {', '.join(no_output)} in {outputs[0].parent}: no scores for {'those sessions' if len(no_output) > 1 else 'that session'}")
+        notes.append(
+            f"no {', '.join(no_output)} in {outputs[0].parent}: no scores for {'those sessions' if len(no_output) > 1 else 'that session'}"
+        )
     return rows, notes
 
 
 def _match_trials(output_inds: np.ndarray, data_inds: np.ndarray) -> np.ndarray | None:
     """Rows of the output file in the data file's trial order, or None if they hold different trials."""
     position = {int(ind): row for row, ind in enumerate(output_inds)}
-    if len(position) != len(output_inds) or len(output_inds) != len(data_inds) or any(int(ind) not in position for ind in data_inds):
+    if (
+        len(position) != len(output_inds)
+        or len(output_inds) != len(data_inds)
+        or any(int(ind) not in position for ind in data_inds)
+    ):
         return None
     return np.array([position[int(ind)] for ind in data_inds])

@@ -17,7 +17,15 @@ from .embedded import run_embedded
 from .results import SearchOutcome, SearchSettings, prepare_workdir, search_log
 from .space import HyperParameter, SearchSpace, default_search_space, load_search_space
 
-__all__ = ["HyperParameter", "SearchOutcome", "SearchSettings", "SearchSpace", "default_search_space", "load_search_space", "search"]
+__all__ = [
+    "HyperParameter",
+    "SearchOutcome",
+    "SearchSettings",
+    "SearchSpace",
+    "default_search_space",
+    "load_search_space",
+    "search",
+]
 
 
 def search(

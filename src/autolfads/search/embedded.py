@@ -57,20 +57,41 @@ def run_embedded(
     best = best_ranked(metrics, settings.metric)
     hparams = dict(state["trainer"]["members"][best])
     outputs = write_best_model(workdir, config, hparams, select_members(state, [best]), data, log)
-    return SearchOutcome(workdir, record.generation, best, final[best][METRIC], hparams, outputs[0].parent, outputs, record.wall_time_s, final[best], ranked_by=settings.metric)
+    return SearchOutcome(
+        workdir,
+        record.generation,
+        best,
+        final[best][METRIC],
+        hparams,
+        outputs[0].parent,
+        outputs,
+        record.wall_time_s,
+        final[best],
+        ranked_by=settings.metric,
+    )
 
 
-def _train(config, data, space, settings, workdir, driver: SearchDriver, state: dict | None, workers, threads_per_worker) -> dict:
+def _train(
+    config, data, space, settings, workdir, driver: SearchDriver, state: dict | None, workers, threads_per_worker
+) -> dict:
     """Generations until the stopping rule; returns the final population state."""
     record, log, population = driver.record, driver.log, settings.population
     device = resolve_device(config.train.device)
     plan = plan_workers(population, usable_cpus(), workers, threads_per_worker, gpu=device.type == "cuda")
-    hparams = state["trainer"]["members"] if state else [dict(values) for values in space.sample_initial(population, driver.rng)]
+    hparams = (
+        state["trainer"]["members"]
+        if state
+        else [dict(values) for values in space.sample_initial(population, driver.rng)]
+    )
     seeds = [config.train.seed + member for member in range(population)]  # a member's streams, whatever its worker
     if state:
-        log(f"resumed the search in {workdir} after generation {record.generation - 1} (epoch {state['trainer']['epoch']}): {plan.describe()}")
+        log(
+            f"resumed the search in {workdir} after generation {record.generation - 1} (epoch {state['trainer']['epoch']}): {plan.describe()}"
+        )
     else:
-        log(f"new search: {plan.describe()} on {device}, {settings.epochs_per_generation} epochs per generation after the KL/L2 ramps")
+        log(
+            f"new search: {plan.describe()} on {device}, {settings.epochs_per_generation} epochs per generation after the KL/L2 ramps"
+        )
     pool = (InProcessWorkers if plan.workers == 1 else ProcessWorkers)(plan, config, data, hparams, seeds, log)
     boards = [TensorBoard(workdir / "tensorboard" / f"member_{m:02d}") for m in range(population)]
     history = state["history"] if state else []
@@ -88,16 +109,27 @@ def _train(config, data, space, settings, workdir, driver: SearchDriver, state: 
             state["history"] = history
             last = history[-population:]
 
-            def apply(exploits: list[Exploit], state=state) -> None:  # the winner's state first, then the new hyperparameters
+            def apply(
+                exploits: list[Exploit], state=state
+            ) -> None:  # the winner's state first, then the new hyperparameters
                 for exploit in exploits:
                     copy_member(state, exploit.winner, exploit.loser)
-                    with_member_hparams(config, {**state["trainer"]["members"][exploit.loser], **exploit.new})  # validates
+                    with_member_hparams(
+                        config, {**state["trainer"]["members"][exploit.loser], **exploit.new}
+                    )  # validates
                     set_member_hparams(state, exploit.loser, exploit.new)
 
             def checkpoint(state=state) -> None:
                 save_checkpoint({**state, "config": config.to_dict(), "search": record.to_dict()}, workdir / CHECKPOINT)
 
-            driver.end_generation(state["trainer"]["epoch"], [dict(h) for h in state["trainer"]["members"]], state_metrics(last), apply, checkpoint, lambda: history)
+            driver.end_generation(
+                state["trainer"]["epoch"],
+                [dict(h) for h in state["trainer"]["members"]],
+                state_metrics(last),
+                apply,
+                checkpoint,
+                lambda: history,
+            )
             if not record.finished:
                 pool.load(_slices(state, plan))
     finally:

@@ -21,7 +21,16 @@ from .results import SearchRecord, SearchSettings, write_tables
 from .space import SearchSpace
 
 # Last-epoch metrics copied into state.csv (those a backend reports).
-STATE_METRICS = (METRIC, "val_nll_heldin", "val_bps", "val_co_bps", "val_fp_bps", "val_r2", "lr", *(name for name in PBT_METRICS if name != METRIC))
+STATE_METRICS = (
+    METRIC,
+    "val_nll_heldin",
+    "val_bps",
+    "val_co_bps",
+    "val_fp_bps",
+    "val_r2",
+    "lr",
+    *(name for name in PBT_METRICS if name != METRIC),
+)
 
 
 def ranked(values: Sequence[float], metric: str) -> list[float]:
@@ -42,9 +51,24 @@ def state_metrics(rows: Sequence[dict]) -> dict[str, list[float]]:
 class SearchDriver:
     """The search's record, random stream, progress and log, and the end-of-generation steps on them."""
 
-    def __init__(self, workdir, settings: SearchSettings, space: SearchSpace, record: SearchRecord, log: RunLog, progress: SearchProgress):
+    def __init__(
+        self,
+        workdir,
+        settings: SearchSettings,
+        space: SearchSpace,
+        record: SearchRecord,
+        log: RunLog,
+        progress: SearchProgress,
+    ):
         """record: a new one, or the one of a resumed search (its rng_state continues the random stream)."""
-        self.workdir, self.settings, self.space, self.record, self.log, self.progress = workdir, settings, space, record, log, progress
+        self.workdir, self.settings, self.space, self.record, self.log, self.progress = (
+            workdir,
+            settings,
+            space,
+            record,
+            log,
+            progress,
+        )
         self.rng = np.random.default_rng(settings.seed)
         if record.rng_state:
             self.rng.bit_generator.state = record.rng_state
@@ -65,7 +89,13 @@ class SearchDriver:
         record, settings = self.record, self.settings
         record.add_generation(epoch, hparams, metrics)
         record.finished = should_stop(record.best_by_generation, settings.max_generations)
-        exploits = [] if record.finished else plan_exploits(record.generation, ranked(metrics[settings.metric], settings.metric), hparams, self.space, self.rng)
+        exploits = (
+            []
+            if record.finished
+            else plan_exploits(
+                record.generation, ranked(metrics[settings.metric], settings.metric), hparams, self.space, self.rng
+            )
+        )
         apply_exploits(exploits)
         record.add_exploits(exploits)
         record.generation += 1
@@ -76,7 +106,11 @@ class SearchDriver:
         checkpoint()
         write_tables(self.workdir, record, metric_rows())
         best = best_member(metrics[METRIC])
-        ranking = "" if settings.metric == METRIC else f", ranked by {settings.metric} (member {best_ranked(metrics, settings.metric)} first)"
+        ranking = (
+            ""
+            if settings.metric == METRIC
+            else f", ranked by {settings.metric} (member {best_ranked(metrics, settings.metric)} first)"
+        )
         self.log(
             f"generation {record.generation - 1}: {seconds:.1f} s, best {METRIC} {metrics[METRIC][best]:.5f} "
             f"(member {best}){ranking}, {len(exploits)} exploits{'; stopping' if record.finished else ''}"

@@ -48,11 +48,23 @@ def binary_tournament(metrics: Sequence[float], rng: np.random.Generator) -> lis
 
 
 def plan_exploits(
-    generation: int, metrics: Sequence[float], hparams: Sequence[Mapping[str, float]], space: SearchSpace, rng: np.random.Generator
+    generation: int,
+    metrics: Sequence[float],
+    hparams: Sequence[Mapping[str, float]],
+    space: SearchSpace,
+    rng: np.random.Generator,
 ) -> list[Exploit]:
     """The exploit/explore decisions at the end of a generation."""
     return [
-        Exploit(generation, loser, winner, float(metrics[loser]), float(metrics[winner]), dict(hparams[loser]), space.perturb(hparams[winner], rng))
+        Exploit(
+            generation,
+            loser,
+            winner,
+            float(metrics[loser]),
+            float(metrics[winner]),
+            dict(hparams[loser]),
+            space.perturb(hparams[winner], rng),
+        )
         for loser, winner in binary_tournament(metrics, rng)
     ]
 

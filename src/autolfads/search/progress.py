@@ -21,7 +21,14 @@ def _stderr(message: str) -> None:
 
 
 class SearchProgress:
-    def __init__(self, population: int, max_generations: int, generation: int = 0, log: Callable[[str], None] = _stderr, interval_s: float = 30.0):
+    def __init__(
+        self,
+        population: int,
+        max_generations: int,
+        generation: int = 0,
+        log: Callable[[str], None] = _stderr,
+        interval_s: float = 30.0,
+    ):
         """generation: generations already completed (a resumed search starts there)."""
         self.population, self.max_generations, self.log, self.interval_s = population, max_generations, log, interval_s
         self.generation, self.first_generation = generation, generation
@@ -36,7 +43,9 @@ class SearchProgress:
             from tqdm import tqdm
 
             total = population * max_generations
-            self.bar = tqdm(initial=population * generation, total=total, unit="member-gen", file=sys.stderr, dynamic_ncols=True)
+            self.bar = tqdm(
+                initial=population * generation, total=total, unit="member-gen", file=sys.stderr, dynamic_ncols=True
+            )
             self._refresh()
 
     def epoch(self, done: int, total: int) -> None:
@@ -72,7 +81,10 @@ class SearchProgress:
         if self.finished:
             parts = [f"done after {self.generation} generations"]
         else:
-            parts = [f"generation {self.generation + 1}/{self.max_generations}", f"members {len(self.members_done)}/{self.population}"]
+            parts = [
+                f"generation {self.generation + 1}/{self.max_generations}",
+                f"members {len(self.members_done)}/{self.population}",
+            ]
         if self.epochs:
             parts.append(self.epochs)
         parts.append(f"best {METRIC} " + ("—" if math.isnan(self.best) else f"{self.best:.5f}"))

@@ -84,11 +84,17 @@ def run_ray(
         import ray
         from ray import tune
     except ImportError:
-        raise ConfigError("the Ray backend needs Ray: pip install 'autolfads[ray]' (or use --backend embedded)") from None
+        raise ConfigError(
+            "the Ray backend needs Ray: pip install 'autolfads[ray]' (or use --backend embedded)"
+        ) from None
     if cpus_per_member <= 0 or gpus_per_member < 0:
-        raise ConfigError(f"cpus_per_member must be > 0 and gpus_per_member >= 0, got {cpus_per_member} and {gpus_per_member}")
+        raise ConfigError(
+            f"cpus_per_member must be > 0 and gpus_per_member >= 0, got {cpus_per_member} and {gpus_per_member}"
+        )
     if not 1 <= members_per_trial <= settings.population:
-        raise ConfigError(f"--members-per-trial must be between 1 and the population ({settings.population}), got {members_per_trial}")
+        raise ConfigError(
+            f"--members-per-trial must be between 1 and the population ({settings.population}), got {members_per_trial}"
+        )
     cpus = cpus_per_member * members_per_trial if cpus_per_trial is None else cpus_per_trial
     gpus = gpus_per_member * members_per_trial if gpus_per_trial is None else gpus_per_trial
     if cpus <= 0 or gpus < 0:
@@ -123,7 +129,9 @@ def run_ray(
         finally:
             if started_ray:
                 ray.shutdown()
-        scheduler = BinaryTournamentPBT(workdir, space, settings, base, members_per_trial)  # the state on disk is the truth
+        scheduler = BinaryTournamentPBT(
+            workdir, space, settings, base, members_per_trial
+        )  # the state on disk is the truth
         if not scheduler.finished:
             raise RayBackendError(
                 f"the search stopped after {scheduler.record.generation} generations: a member failed more than {MAX_FAILURES} times "
@@ -137,7 +145,18 @@ def run_ray(
     outputs = write_best_model(workdir, config, hparams, state, data, log)
     record = scheduler.record
     last = {name: value for name, value in final[best]["metrics"].items() if isinstance(value, float)}
-    return SearchOutcome(workdir, record.generation, best, metrics[METRIC][best], hparams, outputs[0].parent, outputs, record.wall_time_s, best_metrics=last, ranked_by=settings.metric)
+    return SearchOutcome(
+        workdir,
+        record.generation,
+        best,
+        metrics[METRIC][best],
+        hparams,
+        outputs[0].parent,
+        outputs,
+        record.wall_time_s,
+        best_metrics=last,
+        ranked_by=settings.metric,
+    )
 
 
 def _check_reachable(address: str, timeout_s: float = 10.0) -> None:
@@ -183,7 +202,9 @@ def _fit(tune, config, data, settings, workdir, scheduler, cpus, gpus, log) -> N
     if tune.Tuner.can_restore(str(experiment)):
         log(f"restoring the Ray Tune experiment {experiment}")
         with restoring_in(workdir):
-            tuner = tune.Tuner.restore(str(experiment), trainable=trainable, resume_unfinished=True, resume_errored=True, **resume_everything())
+            tuner = tune.Tuner.restore(
+                str(experiment), trainable=trainable, resume_unfinished=True, resume_errored=True, **resume_everything()
+            )
     else:
         tuner = tune.Tuner(
             trainable,

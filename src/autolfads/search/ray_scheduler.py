@@ -24,7 +24,19 @@ RAY_DIR = "ray"
 STATE_FILE, REPORTS_FILE, MEMBERS_FILE = "pbt_state.json", "reports.jsonl", "members.csv"
 MAX_FAILURES = 3  # restarts of one trial from its last checkpoint before the search gives up (rerun resumes)
 STATE_VERSION = 1
-_REPORT_KEYS = ("epoch", "generation", "member", "group", "node_id", "torch_threads", "restored_member", "restored_checksum", "saved_checksum", "report_id", "started_at")
+_REPORT_KEYS = (
+    "epoch",
+    "generation",
+    "member",
+    "group",
+    "node_id",
+    "torch_threads",
+    "restored_member",
+    "restored_checksum",
+    "saved_checksum",
+    "report_id",
+    "started_at",
+)
 _restoring_workdir: Path | None = None  # set by restoring_in while Tune unpickles the scheduler
 
 try:  # the module imports without Ray, so that run_ray can say how to install it
@@ -58,7 +70,14 @@ class BinaryTournamentPBT(_SchedulerBase):
 
     _supports_buffered_results = False  # one report per generation, each answered before the next
 
-    def __init__(self, workdir: Path, space: SearchSpace, settings: SearchSettings, base_hparams: dict[str, float], members_per_trial: int = 1):
+    def __init__(
+        self,
+        workdir: Path,
+        space: SearchSpace,
+        settings: SearchSettings,
+        base_hparams: dict[str, float],
+        members_per_trial: int = 1,
+    ):
         """base_hparams: every per-member hyperparameter's config value (the searched ones are sampled over it).
         members_per_trial: k members per trial (contiguous groups: 0..k-1, k..2k-1, ...; the last may be smaller)."""
         super().__init__()
@@ -69,10 +88,20 @@ class BinaryTournamentPBT(_SchedulerBase):
 
     # ---- pickling: Tune keeps the scheduler in tuner.pkl; the state on disk is what counts
     def __getstate__(self) -> dict:
-        return {"workdir": str(self.workdir), "space": self.space, "settings": self.settings, "base_hparams": self.base_hparams, "members_per_trial": self.members_per_trial}
+        return {
+            "workdir": str(self.workdir),
+            "space": self.space,
+            "settings": self.settings,
+            "base_hparams": self.base_hparams,
+            "members_per_trial": self.members_per_trial,
+        }
 
     def __setstate__(self, state: dict) -> None:
-        self.workdir, self.space, self.settings = Path(_restoring_workdir or state["workdir"]), state["space"], state["settings"]
+        self.workdir, self.space, self.settings = (
+            Path(_restoring_workdir or state["workdir"]),
+            state["space"],
+            state["settings"],
+        )
         self.base_hparams = state["base_hparams"]
         self.members_per_trial = int(state.get("members_per_trial", 1))
         self._metric = METRIC
@@ -103,7 +132,9 @@ class BinaryTournamentPBT(_SchedulerBase):
             if state.get("version") != STATE_VERSION or state.get("population") != self.population:
                 raise CheckpointError(f"{path} belongs to a different search; use a new workdir")
             if state.get("members_per_trial", 1) != self.members_per_trial:
-                raise CheckpointError(f"{path} is a search with {state.get('members_per_trial', 1)} members per trial; rerun it with --members-per-trial {state.get('members_per_trial', 1)}")
+                raise CheckpointError(
+                    f"{path} is a search with {state.get('members_per_trial', 1)} members per trial; rerun it with --members-per-trial {state.get('members_per_trial', 1)}"
+                )
             self.record = SearchRecord.from_dict(state["record"])
             self._start_driver()
             self.hparams, self.start, self.own = state["hparams"], state["start"], state["own"]
@@ -116,8 +147,14 @@ class BinaryTournamentPBT(_SchedulerBase):
             self.record = SearchRecord()
             self._start_driver()
             # Full per-member values, as the embedded Trainer holds them (state.csv and exploits.csv show all).
-            self.hparams = [{**self.base_hparams, **values} for values in self.space.sample_initial(self.population, self.rng)]
-            self.start, self.own, self.source = [None] * self.population, [None] * self.population, list(range(self.population))
+            self.hparams = [
+                {**self.base_hparams, **values} for values in self.space.sample_initial(self.population, self.rng)
+            ]
+            self.start, self.own, self.source = (
+                [None] * self.population,
+                [None] * self.population,
+                list(range(self.population)),
+            )
             self.reports, self.final, self.final_hparams = {}, {}, None
             self._resumed = False
             self._save()
@@ -174,7 +211,11 @@ class BinaryTournamentPBT(_SchedulerBase):
                 report = self.reports.get(member)
                 if report is None or report["checkpoint"] is not None:
                     continue
-                if latest is not None and latest.checkpoint is not None and latest.metrics.get("report_id") == report["report_id"]:
+                if (
+                    latest is not None
+                    and latest.checkpoint is not None
+                    and latest.metrics.get("report_id") == report["report_id"]
+                ):
                     report["checkpoint"] = self._rel(latest.checkpoint.path)
                     self._members_row(member, report)
                 else:
@@ -193,16 +234,28 @@ class BinaryTournamentPBT(_SchedulerBase):
                 self.reports.pop(member, None)
                 for path in (self.start[member], self.own[member]):
                     if path is not None and not (self.workdir / path / MEMBER_CKPT).is_file():
-                        raise CheckpointError(f"member {member} should continue from {self.workdir / path}, which is gone; the search cannot resume")
-            set_latest_checkpoint(trial, self._group_checkpoint(group), {"group": group, "generation": self.record.generation - 1})
+                        raise CheckpointError(
+                            f"member {member} should continue from {self.workdir / path}, which is gone; the search cannot resume"
+                        )
+            set_latest_checkpoint(
+                trial, self._group_checkpoint(group), {"group": group, "generation": self.record.generation - 1}
+            )
         trial.set_config(self._trial_config(group))
         if not self._trials_logged and len(self._trials) == len(self.groups):
             self._trials_logged = True
-            packing = f", {self.members_per_trial} members per trial ({len(self.groups)} trials)" if self.members_per_trial > 1 else ""
+            packing = (
+                f", {self.members_per_trial} members per trial ({len(self.groups)} trials)"
+                if self.members_per_trial > 1
+                else ""
+            )
             if self._resumed:
-                self.log(f"resumed the search in {self.workdir} at generation {self.record.generation} ({len(self._done())} members had finished it)")
+                self.log(
+                    f"resumed the search in {self.workdir} at generation {self.record.generation} ({len(self._done())} members had finished it)"
+                )
             else:
-                self.log(f"new Ray search: population {self.population}{packing}, {self.settings.epochs_per_generation} epochs per generation (the first adds the KL/L2 ramps)")
+                self.log(
+                    f"new Ray search: population {self.population}{packing}, {self.settings.epochs_per_generation} epochs per generation (the first adds the KL/L2 ramps)"
+                )
 
     def _group_checkpoint(self, group: int) -> Path | None:
         """The checkpoint the group's trial reported last (Tune's restore point for the trial), None before the first."""
@@ -219,7 +272,9 @@ class BinaryTournamentPBT(_SchedulerBase):
             "hparams": [dict(self.hparams[m]) for m in members],
             "start": [self.start[m] for m in members],  # the checkpoint each member starts from ...
             "source": [self.source[m] for m in members],  # ... and whose state in it (the winner's after an exploit)
-            "own": [self.own[m] for m in members],  # after an exploit: the member's own last checkpoint (random stream, history)
+            "own": [
+                self.own[m] for m in members
+            ],  # after an exploit: the member's own last checkpoint (random stream, history)
         }
 
     def on_trial_error(self, tune_controller, trial) -> None:
@@ -228,7 +283,9 @@ class BinaryTournamentPBT(_SchedulerBase):
     def on_trial_result(self, tune_controller, trial, result: dict) -> str:
         group, generation = int(result["group"]), int(result["generation"])
         if self.finished or generation != self.record.generation or group != trial_group(trial):
-            self.log(f"ignored a report of trial {group} for generation {generation} (expected generation {self.record.generation})")
+            self.log(
+                f"ignored a report of trial {group} for generation {generation} (expected generation {self.record.generation})"
+            )
             return self.PAUSE
         rows = json.loads(result["rows"])
         shared = {key: result[key] for key in _REPORT_KEYS if key in result}
@@ -238,7 +295,24 @@ class BinaryTournamentPBT(_SchedulerBase):
             metrics.update({key: values.get(key, shared.get(key)) for key in _REPORT_KEYS})
             self.reports[member] = {"report_id": result["report_id"], "metrics": metrics, "checkpoint": None}
             mine = [row for row in rows if int(row["member"]) == member]
-            entry = {"generation": generation, "member": member, "trial_id": trial.trial_id, "time": time.time(), **{k: metrics[k] for k in ("report_id", "node_id", "started_at", "restored_member", "restored_checksum", "saved_checksum", METRIC)}}
+            entry = {
+                "generation": generation,
+                "member": member,
+                "trial_id": trial.trial_id,
+                "time": time.time(),
+                **{
+                    k: metrics[k]
+                    for k in (
+                        "report_id",
+                        "node_id",
+                        "started_at",
+                        "restored_member",
+                        "restored_checksum",
+                        "saved_checksum",
+                        METRIC,
+                    )
+                },
+            }
             _append_jsonl(self.folder / REPORTS_FILE, {**entry, "rows": mine})
             self.rows[(member, generation)] = mine
             self._board(member, mine)
@@ -258,7 +332,9 @@ class BinaryTournamentPBT(_SchedulerBase):
         failed = [m for g, trial in enumerate(trials) if trial.status == Trial.ERROR for m in self.groups[g]]
         if self.finished or failed:
             if failed and not self._stopping:
-                self.log(f"member(s) {failed} failed more than {MAX_FAILURES} times in a generation; stopping the search (rerun to resume)")
+                self.log(
+                    f"member(s) {failed} failed more than {MAX_FAILURES} times in a generation; stopping the search (rerun to resume)"
+                )
             self._stopping = True
             for trial in trials:  # a running trial still reports its generation (kept for the rerun), then stops
                 if trial.status in (Trial.PENDING, Trial.PAUSED):
@@ -271,7 +347,9 @@ class BinaryTournamentPBT(_SchedulerBase):
                     tune_controller.stop_trial(trial)
                 return None
             for group, trial in enumerate(trials):  # losers now point at their winner's checkpoint
-                set_latest_checkpoint(trial, self._group_checkpoint(group), {"group": group, "generation": self.record.generation - 1})
+                set_latest_checkpoint(
+                    trial, self._group_checkpoint(group), {"group": group, "generation": self.record.generation - 1}
+                )
                 trial.set_config(self._trial_config(group))
         for group, trial in enumerate(trials):
             if trial.status == Trial.PAUSED and self.groups[group][0] not in self.reports:
@@ -293,7 +371,11 @@ class BinaryTournamentPBT(_SchedulerBase):
             if report["checkpoint"] is not None or trial is None:
                 continue
             latest = trial.latest_checkpoint_result
-            if latest is not None and latest.checkpoint is not None and latest.metrics.get("report_id") == report["report_id"]:
+            if (
+                latest is not None
+                and latest.checkpoint is not None
+                and latest.metrics.get("report_id") == report["report_id"]
+            ):
                 report["checkpoint"] = self._rel(latest.checkpoint.path)
                 self._members_row(member, report)
                 changed = True
@@ -309,7 +391,11 @@ class BinaryTournamentPBT(_SchedulerBase):
         checkpoints = [r["checkpoint"] for r in reports]
 
         def apply(exploits: list[Exploit]) -> None:
-            self.start, self.own, self.source = list(checkpoints), [None] * self.population, list(range(self.population))
+            self.start, self.own, self.source = (
+                list(checkpoints),
+                [None] * self.population,
+                list(range(self.population)),
+            )
             for exploit in exploits:
                 self.start[exploit.loser] = checkpoints[exploit.winner]
                 self.source[exploit.loser] = exploit.winner
@@ -324,10 +410,15 @@ class BinaryTournamentPBT(_SchedulerBase):
             self._save()
 
         def completed_rows() -> list[dict]:
-            return sorted((row for (m, g), rows in self.rows.items() if g < record.generation for row in rows), key=lambda row: (row["epoch"], row["member"]))
+            return sorted(
+                (row for (m, g), rows in self.rows.items() if g < record.generation for row in rows),
+                key=lambda row: (row["epoch"], row["member"]),
+            )
 
         epoch = max(int(r["metrics"]["epoch"]) for r in reports)
-        self.driver.end_generation(epoch, hparams, state_metrics([r["metrics"] for r in reports]), apply, checkpoint, completed_rows)
+        self.driver.end_generation(
+            epoch, hparams, state_metrics([r["metrics"] for r in reports]), apply, checkpoint, completed_rows
+        )
         if record.finished:
             self.driver.progress.close()
             for board in self._boards.values():
@@ -346,9 +437,23 @@ class BinaryTournamentPBT(_SchedulerBase):
 
     def _members_row(self, member: int, report: dict) -> None:
         path = self.folder / MEMBERS_FILE
-        fields = ("generation", "member", "trial_id", "node_id", "torch_threads", "restored_member", "restored_checksum", "saved_checksum", "report_id")
+        fields = (
+            "generation",
+            "member",
+            "trial_id",
+            "node_id",
+            "torch_threads",
+            "restored_member",
+            "restored_checksum",
+            "saved_checksum",
+            "report_id",
+        )
         trial = self._trials.get(self.group_of[member])
-        values = {**{k: report["metrics"].get(k, "") for k in fields}, "trial_id": trial.trial_id if trial else "", "checkpoint": report["checkpoint"]}
+        values = {
+            **{k: report["metrics"].get(k, "") for k in fields},
+            "trial_id": trial.trial_id if trial else "",
+            "checkpoint": report["checkpoint"],
+        }
         new = not path.exists()
         with open(path, "a") as f:
             if new:
@@ -360,7 +465,10 @@ def trial_groups(population: int, members_per_trial: int) -> list[tuple[int, ...
     """The members of each trial: contiguous groups of members_per_trial (the last may be smaller)."""
     if members_per_trial < 1:
         raise ValueError(f"members_per_trial must be >= 1, got {members_per_trial}")
-    return [tuple(range(first, min(first + members_per_trial, population))) for first in range(0, population, members_per_trial)]
+    return [
+        tuple(range(first, min(first + members_per_trial, population)))
+        for first in range(0, population, members_per_trial)
+    ]
 
 
 def trial_group(trial) -> int:

@@ -65,7 +65,9 @@ def group_trainable(
     restored = [(-1, "")] * len(members)
     if expected > 0:
         if None in starts:
-            raise CheckpointError(f"trial {group} (members {members}) has no checkpoint to start generation {expected} from")
+            raise CheckpointError(
+                f"trial {group} (members {members}) has no checkpoint to start generation {expected} from"
+            )
         payloads: dict[str, dict] = {}
 
         def payload(path: str) -> dict:
@@ -73,7 +75,9 @@ def group_trainable(
                 payloads[path] = load_checkpoint(Path(workdir) / path / MEMBER_CKPT, map_location=trainer.device)
                 done = int(payloads[path]["generations_done"])
                 if done != expected:
-                    raise CheckpointError(f"{path} holds the state after {done} generations, but generation {expected} is next")
+                    raise CheckpointError(
+                        f"{path} holds the state after {done} generations, but generation {expected} is next"
+                    )
             return payloads[path]
 
         pieces = []
@@ -100,7 +104,9 @@ def group_trainable(
         epochs = generation_epochs(generation, epochs_per_generation, trainer.ramp_end_epoch)
         for done in range(1, epochs + 1):
             trainer.run_epoch(nlb=nlb and done == epochs)  # NLB metrics to rank by (search --metric)
-        rows = [{**row, "generation": generation, "member": members[int(row["member"])]} for row in trainer.history[first:]]
+        rows = [
+            {**row, "generation": generation, "member": members[int(row["member"])]} for row in trainer.history[first:]
+        ]
         state = trainer.state_dict()
         per_member = []
         for i, member in enumerate(members):
@@ -127,10 +133,16 @@ def group_trainable(
             "rows": json.dumps(rows),
         }
         with tempfile.TemporaryDirectory(prefix="autolfads-trial-") as folder:
-            save_checkpoint({**state, "config": config.to_dict(), "members": members, "generations_done": generation + 1}, Path(folder) / MEMBER_CKPT)
+            save_checkpoint(
+                {**state, "config": config.to_dict(), "members": members, "generations_done": generation + 1},
+                Path(folder) / MEMBER_CKPT,
+            )
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
         generation += 1
-        restored, started_at = [(member, per_member[i]["saved_checksum"]) for i, member in enumerate(members)], time.time()
+        restored, started_at = (
+            [(member, per_member[i]["saved_checksum"]) for i, member in enumerate(members)],
+            time.time(),
+        )
 
 
 def member_checksum(state: dict, index: int) -> str:
@@ -138,6 +150,11 @@ def member_checksum(state: dict, index: int) -> str:
     one = select_members(state, [index])
     optimizer = one["optimizer"]
     digest = hashlib.sha256()
-    for tensor in [*(one["model"][name] for name in sorted(one["model"])), optimizer["steps"], *optimizer["exp_avg"], *optimizer["exp_avg_sq"]]:
+    for tensor in [
+        *(one["model"][name] for name in sorted(one["model"])),
+        optimizer["steps"],
+        *optimizer["exp_avg"],
+        *optimizer["exp_avg_sq"],
+    ]:
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()[:16]

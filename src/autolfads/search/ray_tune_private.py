@@ -31,7 +31,9 @@ def skip_used_checkpoint_names(trial) -> None:
     if getattr(trial.storage, "trial_dir_name", None) is None:  # a new trial: its folder does not exist yet
         return
     folder = Path(trial.storage.trial_fs_path)
-    used = [int(p.name[len("checkpoint_") :]) for p in folder.glob("checkpoint_*") if p.name[len("checkpoint_") :].isdigit()]
+    used = [
+        int(p.name[len("checkpoint_") :]) for p in folder.glob("checkpoint_*") if p.name[len("checkpoint_") :].isdigit()
+    ]
     if used and trial.storage.current_checkpoint_index < max(used):
         trial.storage.current_checkpoint_index = max(used)
 
@@ -42,7 +44,9 @@ def set_latest_checkpoint(trial, folder: Path | None, metrics: dict) -> None:
     from ray.tune import Checkpoint
 
     manager = trial.run_metadata.checkpoint_manager
-    manager._latest_checkpoint_result = None if folder is None else _TrainingResult(checkpoint=Checkpoint(str(folder)), metrics=dict(metrics))
+    manager._latest_checkpoint_result = (
+        None if folder is None else _TrainingResult(checkpoint=Checkpoint(str(folder)), metrics=dict(metrics))
+    )
     trial.invalidate_json_state()
 
 

@@ -44,8 +44,12 @@ class SearchSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     population: int = Field(8, ge=2, description="Members trained side by side.")
-    epochs_per_generation: int = Field(25, ge=1, description="Epochs between exploit/explore steps (the first generation adds the KL/L2 ramps).")
-    max_generations: int = Field(50, ge=1, description="Upper bound on generations; the search usually stops earlier on a plateau.")
+    epochs_per_generation: int = Field(
+        25, ge=1, description="Epochs between exploit/explore steps (the first generation adds the KL/L2 ramps)."
+    )
+    max_generations: int = Field(
+        50, ge=1, description="Upper bound on generations; the search usually stops earlier on a plateau."
+    )
     seed: int = Field(0, ge=0, description="Seed of the initial sampling, the tournaments and the perturbations.")
     backend: Literal["embedded", "ray"] = "embedded"
     # What PBT ranks members by: METRIC or SAMPLED_METRIC (lower is better) or an NLB metric (higher is better; needs data.nlb_targets).
@@ -83,7 +87,13 @@ class SearchRecord:
 
     def add_exploits(self, exploits: list[Exploit]) -> None:
         for e in exploits:
-            row = {"generation": e.generation, "loser": e.loser, "winner": e.winner, "loser_metric": e.loser_metric, "winner_metric": e.winner_metric}
+            row = {
+                "generation": e.generation,
+                "loser": e.loser,
+                "winner": e.winner,
+                "loser_metric": e.loser_metric,
+                "winner_metric": e.winner_metric,
+            }
             row.update({f"old_{name}": value for name, value in e.old.items()})
             row.update({f"new_{name}": value for name, value in e.new.items()})
             self.exploit_rows.append(row)
@@ -107,18 +117,27 @@ class SearchOutcome:
         """The best member of the last generation: the one whose value the progress lines showed last, unless
         the search ranks by an NLB metric (then it says so)."""
         hparams = ", ".join(f"{name} {value:.4g}" for name, value in self.best_hparams.items())
-        shown = ", ".join(f"{name} {self.best_metrics[name]:.4f}" for name in SUMMARY_METRICS if name in self.best_metrics)
-        ranking = "" if self.ranked_by == METRIC else (
-            f" (first by {self.ranked_by} {self.best_metrics.get(self.ranked_by, math.nan):.4f}; the progress lines show the lowest {METRIC})"
+        shown = ", ".join(
+            f"{name} {self.best_metrics[name]:.4f}" for name in SUMMARY_METRICS if name in self.best_metrics
+        )
+        ranking = (
+            ""
+            if self.ranked_by == METRIC
+            else (
+                f" (first by {self.ranked_by} {self.best_metrics.get(self.ranked_by, math.nan):.4f}; the progress lines show the lowest {METRIC})"
+            )
         )
         return (
             f"search complete: {self.generations} generations in {self.wall_time_s / 60:.1f} min; best member {self.best_member} of the last generation, "
             f"{METRIC} {self.best_metric:.5f}{ranking}\n  validation: {shown}\n  hyperparameters: {hparams}\n"
-            f"  best model: {self.best_model}\n  rates and latents: {', '.join(map(str, self.outputs))}" + (f"\n  report: {self.report}" if self.report else "")
+            f"  best model: {self.best_model}\n  rates and latents: {', '.join(map(str, self.outputs))}"
+            + (f"\n  report: {self.report}" if self.report else "")
         )
 
 
-def prepare_workdir(workdir: Path, settings: SearchSettings, config: Config, space: SearchSpace, data: list[LFADSData]) -> None:
+def prepare_workdir(
+    workdir: Path, settings: SearchSettings, config: Config, space: SearchSpace, data: list[LFADSData]
+) -> None:
     """Check the workdir is writable with room to spare, and that a rerun searches the same thing."""
     needed_bytes = estimated_bytes(config, settings.population, data)
     try:
@@ -130,16 +149,22 @@ def prepare_workdir(workdir: Path, settings: SearchSettings, config: Config, spa
         raise CheckpointError(f"the search workdir {workdir} is not writable: {err}") from None
     free = shutil.disk_usage(workdir).free
     if free < needed_bytes:
-        raise CheckpointError(f"the search workdir {workdir} has {free / 2**20:.0f} MiB free; this search needs about {needed_bytes / 2**20:.0f} MiB (checkpoints and outputs)")
+        raise CheckpointError(
+            f"the search workdir {workdir} has {free / 2**20:.0f} MiB free; this search needs about {needed_bytes / 2**20:.0f} MiB (checkpoints and outputs)"
+        )
     settings_path = workdir / SETTINGS_FILE
     if settings_path.exists():
         saved = SearchSettings.model_validate(yaml.safe_load(settings_path.read_text()))
         saved_config, saved_space = load_config(workdir / CONFIG_FILE), load_search_space(workdir / SPACE_FILE)
-        changed = [name for name, old, new in (("settings", saved, settings), ("space", saved_space, space)) if old != new]
+        changed = [
+            name for name, old, new in (("settings", saved, settings), ("space", saved_space, space)) if old != new
+        ]
         if _comparable(saved_config) != _comparable(config):
             changed.append("config")
         if changed:
-            raise ConfigError(f"{workdir} holds a search with different {', '.join(changed)}; rerun with the same ones to resume, or use a new --workdir")
+            raise ConfigError(
+                f"{workdir} holds a search with different {', '.join(changed)}; rerun with the same ones to resume, or use a new --workdir"
+            )
         return
     save_config(config, workdir / CONFIG_FILE)
     _write_yaml(workdir / SPACE_FILE, space.to_dict())
@@ -154,7 +179,11 @@ def estimated_bytes(config: Config, population: int, data: list[LFADSData]) -> i
     checkpoint = parameters * 4 * 3 * population * 2
     cfg = config.model
     per_step = cfg.fac_dim + cfg.gen_dim + cfg.con_dim + 3 * cfg.co_dim
-    output = sum(split.n_trials * (per_step + session.recon_dim) for session in data for split in session.splits) * cfg.recon_seq_len * 4
+    output = (
+        sum(split.n_trials * (per_step + session.recon_dim) for session in data for split in session.splits)
+        * cfg.recon_seq_len
+        * 4
+    )
     return 2 * (checkpoint + output)
 
 
@@ -165,7 +194,9 @@ def write_tables(workdir: Path, record: SearchRecord, metric_rows: list[dict]) -
     write_csv(workdir / METRICS_FILE, metric_rows)
 
 
-def write_best_model(workdir: Path, config: Config, hparams: dict[str, float], member_state: dict, data: list[LFADSData], log: RunLog) -> list[Path]:
+def write_best_model(
+    workdir: Path, config: Config, hparams: dict[str, float], member_state: dict, data: list[LFADSData], log: RunLog
+) -> list[Path]:
     """The best member as a run folder that `autolfads sample` and `autolfads train` accept; returns its output files."""
     folder = workdir / BEST_DIR
     folder.mkdir(exist_ok=True)

@@ -25,8 +25,12 @@ class HyperParameter(BaseModel):
     low: float = Field(ge=0, description="Lower end of the initial sampling range (and of the limits).")
     high: float = Field(gt=0, description="Upper end of the initial sampling range (and of the limits).")
     log: bool = Field(False, description="Sample log-uniformly (for scales spanning decades: lr, KL and L2 weights).")
-    explore_weight: float = Field(0.3, gt=0, description="w: perturb multiplies by exp(+-u), u ~ U(log(1 + 0.002 w), log(1 + w)).")
-    enforce_limits: bool = Field(True, description="Keep perturbed values inside [low, high] (resample, then clip); else only positive.")
+    explore_weight: float = Field(
+        0.3, gt=0, description="w: perturb multiplies by exp(+-u), u ~ U(log(1 + 0.002 w), log(1 + w))."
+    )
+    enforce_limits: bool = Field(
+        True, description="Keep perturbed values inside [low, high] (resample, then clip); else only positive."
+    )
     initial: float | None = Field(None, description="Every member starts at this value instead of a sampled one.")
 
     @model_validator(mode="after")
@@ -38,7 +42,9 @@ class HyperParameter(BaseModel):
         if self.initial is not None and self.enforce_limits and not self.low <= self.initial <= self.high:
             raise ValueError(f"initial ({self.initial}) lies outside [{self.low}, {self.high}]")
         if self.initial is not None and (self.initial < 0 or (self.log and self.initial <= 0)):
-            raise ValueError(f"initial ({self.initial}) must be {'> 0 on a log scale' if self.log else '>= 0'}: perturbing multiplies it")
+            raise ValueError(
+                f"initial ({self.initial}) must be {'> 0 on a log scale' if self.log else '>= 0'}: perturbing multiplies it"
+            )
         return self
 
     def sample(self, rng: np.random.Generator) -> float:
@@ -75,7 +81,10 @@ class SearchSpace(BaseModel):
 
     def sample_initial(self, population: int, rng: np.random.Generator) -> list[dict[str, float]]:
         """Initial values of every member: the fixed `initial` where given, else sampled."""
-        return [{name: p.initial if p.initial is not None else p.sample(rng) for name, p in self.params.items()} for _ in range(population)]
+        return [
+            {name: p.initial if p.initial is not None else p.sample(rng) for name, p in self.params.items()}
+            for _ in range(population)
+        ]
 
     def perturb(self, values: Mapping[str, float], rng: np.random.Generator) -> dict[str, float]:
         """Explore: a copy of `values` with every searched hyperparameter perturbed."""
@@ -109,7 +118,9 @@ def load_search_space(path: str | Path) -> SearchSpace:
     except (OSError, yaml.YAMLError) as err:
         raise ConfigError(f"{path}: cannot read the search space: {err}") from None
     if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping of hyperparameter names to {{low, high, log, explore_weight, enforce_limits, initial}}")
+        raise ConfigError(
+            f"{path}: expected a mapping of hyperparameter names to {{low, high, log, explore_weight, enforce_limits, initial}}"
+        )
     try:
         return SearchSpace(params=raw)
     except ValidationError as err:

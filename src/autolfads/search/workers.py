@@ -76,7 +76,9 @@ def usable_cpus() -> int:
         return os.cpu_count() or 1
 
 
-def plan_workers(population: int, cpus: int, workers: int | None = None, threads: int | None = None, gpu: bool = False) -> WorkerPlan:
+def plan_workers(
+    population: int, cpus: int, workers: int | None = None, threads: int | None = None, gpu: bool = False
+) -> WorkerPlan:
     """workers: default min(population, cpus) on CPU (every core busy, members spread evenly), 1 on a GPU
     (one population axis fills the device). threads: default the worker's share of the CPUs, so the total
     never exceeds them (oversubscribed threads slow small recurrent models 5-10x)."""
@@ -118,7 +120,15 @@ class MemberSlice:
 class InProcessWorkers:
     """One slice, trained in the driver's process."""
 
-    def __init__(self, plan: WorkerPlan, config: Config, data, hparams: Sequence[dict], seeds: Sequence[int], log: Callable[[str], None]):
+    def __init__(
+        self,
+        plan: WorkerPlan,
+        config: Config,
+        data,
+        hparams: Sequence[dict],
+        seeds: Sequence[int],
+        log: Callable[[str], None],
+    ):
         if plan.workers != 1:
             raise ValueError("InProcessWorkers runs one slice")
         self.plan = plan
@@ -139,7 +149,15 @@ class InProcessWorkers:
 class ProcessWorkers:
     """W worker processes, one slice each, alive for the whole search."""
 
-    def __init__(self, plan: WorkerPlan, config: Config, data, hparams: Sequence[dict], seeds: Sequence[int], log: Callable[[str], None]):
+    def __init__(
+        self,
+        plan: WorkerPlan,
+        config: Config,
+        data,
+        hparams: Sequence[dict],
+        seeds: Sequence[int],
+        log: Callable[[str], None],
+    ):
         """data is read again by each worker from config.data.dir (the resolved path), not sent."""
         self.plan = plan
         self.connections: list[Connection] = []
@@ -149,12 +167,26 @@ class ProcessWorkers:
         try:
             for w, members in enumerate(plan.members):
                 driver_end, worker_end = socket.socketpair()
-                command = [sys.executable, "-m", "autolfads.search.worker_process", str(worker_end.fileno()), str(os.getpid())]
-                self.processes.append(subprocess.Popen(command, pass_fds=[worker_end.fileno()], env=env, stdin=subprocess.DEVNULL))
+                command = [
+                    sys.executable,
+                    "-m",
+                    "autolfads.search.worker_process",
+                    str(worker_end.fileno()),
+                    str(os.getpid()),
+                ]
+                self.processes.append(
+                    subprocess.Popen(command, pass_fds=[worker_end.fileno()], env=env, stdin=subprocess.DEVNULL)
+                )
                 worker_end.close()  # the worker's end lives only in the worker: its death is end of file here
                 connection = Connection(driver_end.detach())
                 self.connections.append(connection)
-                job = {"kind": "start", "config": config.to_dict(), "hparams": [dict(hparams[m]) for m in members], "seeds": [seeds[m] for m in members], "threads": plan.threads[w]}
+                job = {
+                    "kind": "start",
+                    "config": config.to_dict(),
+                    "hparams": [dict(hparams[m]) for m in members],
+                    "seeds": [seeds[m] for m in members],
+                    "threads": plan.threads[w],
+                }
                 _send(connection, job)
             self.ramp_end_epoch = self._gather("ready", timeout_s=START_TIMEOUT_S)[0]["ramp_end_epoch"]
         except BaseException:
@@ -201,7 +233,9 @@ class ProcessWorkers:
             except OSError:  # a broken pipe: the worker is gone
                 self._died(worker)
 
-    def _gather(self, kind: str, on_epoch: Callable[[int, dict], None] | None = None, timeout_s: float | None = None) -> list[dict]:
+    def _gather(
+        self, kind: str, on_epoch: Callable[[int, dict], None] | None = None, timeout_s: float | None = None
+    ) -> list[dict]:
         """Every worker's next `kind` message (epoch messages go to on_epoch). A worker that dies (end of file
         on its socket), raises or (with timeout_s) stays silent raises WorkerFailed: never a hang."""
         replies: dict[int, dict] = {}
@@ -217,7 +251,9 @@ class ProcessWorkers:
                 except (EOFError, OSError):
                     self._died(worker)
                 if message["kind"] == "error":
-                    raise WorkerFailed(f"worker {worker} (members {_span(self.plan.members[worker])}) failed:\n{message['traceback']}")
+                    raise WorkerFailed(
+                        f"worker {worker} (members {_span(self.plan.members[worker])}) failed:\n{message['traceback']}"
+                    )
                 if message["kind"] == "epoch" and on_epoch is not None:
                     on_epoch(worker, message)
                 elif message["kind"] == kind:
@@ -289,7 +325,9 @@ def run_worker(connection: Connection, parent_pid: int) -> None:
             except EOFError:  # the driver is gone
                 return
             if message["kind"] == "train":
-                state = work.train(message["epochs"], message["nlb"], lambda done: _send(connection, {"kind": "epoch", "done": done}))
+                state = work.train(
+                    message["epochs"], message["nlb"], lambda done: _send(connection, {"kind": "epoch", "done": done})
+                )
                 _send(connection, {"kind": "trained", "state": state})
             elif message["kind"] == "load":
                 work.load(message["state"])

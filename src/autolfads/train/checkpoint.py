@@ -42,7 +42,9 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises many types for truncated or foreign files
         # torch's own message runs to many lines and suggests weights_only=False: never the right advice here.
-        raise CheckpointError(f"checkpoint {path} cannot be read ({type(exc).__name__}); it is corrupt or not an autolfads checkpoint") from None
+        raise CheckpointError(
+            f"checkpoint {path} cannot be read ({type(exc).__name__}); it is corrupt or not an autolfads checkpoint"
+        ) from None
     if not isinstance(payload, dict) or payload.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(f"checkpoint {path} is not an autolfads checkpoint of format version {FORMAT_VERSION}")
     return payload

@@ -21,7 +21,11 @@ def poisson_nll(rates: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
 
 def bits_per_spike(model_nll_sum: torch.Tensor, null_nll_sum: torch.Tensor, n_spikes: float) -> torch.Tensor:
     """Information gain over the null model (each neuron's mean rate), in bits per spike."""
-    return (null_nll_sum - model_nll_sum) / (n_spikes * math.log(2)) if n_spikes > 0 else torch.full_like(model_nll_sum, math.nan)
+    return (
+        (null_nll_sum - model_nll_sum) / (n_spikes * math.log(2))
+        if n_spikes > 0
+        else torch.full_like(model_nll_sum, math.nan)
+    )
 
 
 def null_nll_sum(counts: torch.Tensor) -> float:

@@ -14,7 +14,9 @@ def ramp(epoch: int, start: int, increase: int) -> float:
     return min(max((epoch + 1 - start) / (increase + 1), 0.0), 1.0)
 
 
-def reconstruction_loss(nll: torch.Tensor, grad_mask: torch.Tensor | None = None, weight: torch.Tensor | None = None, start_bin: int = 0) -> torch.Tensor:
+def reconstruction_loss(
+    nll: torch.Tensor, grad_mask: torch.Tensor | None = None, weight: torch.Tensor | None = None, start_bin: int = 0
+) -> torch.Tensor:
     """nll: (P, B, T, N) -> (P,), the mean from bin start_bin on. grad_mask (coordinated dropout) and weight
     (sample validation) are over encoder inputs (…, T_enc, N_enc) and padded with ones to the reconstruction shape."""
     if grad_mask is not None:

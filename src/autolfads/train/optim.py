@@ -33,7 +33,14 @@ class PopulationAdam:
     rather than after it; that is PyTorch's update with eps / sqrt(1 - beta2^t) at step t, exactly.
     """
 
-    def __init__(self, params: Sequence[torch.nn.Parameter], eps: float, weight_decay: float = 0.0, betas=(0.9, 0.999), epsilon_hat: bool = False):
+    def __init__(
+        self,
+        params: Sequence[torch.nn.Parameter],
+        eps: float,
+        weight_decay: float = 0.0,
+        betas=(0.9, 0.999),
+        epsilon_hat: bool = False,
+    ):
         self.params = list(params)
         self.eps, self.weight_decay, self.betas, self.epsilon_hat = eps, weight_decay, betas, epsilon_hat
         members = self.params[0].shape[0]
@@ -66,7 +73,11 @@ class PopulationAdam:
             p.sub_(torch.where(on, update, 0.0))
 
     def state_dict(self) -> dict:
-        return {"steps": self.steps.clone(), "exp_avg": [t.clone() for t in self.exp_avg], "exp_avg_sq": [t.clone() for t in self.exp_avg_sq]}
+        return {
+            "steps": self.steps.clone(),
+            "exp_avg": [t.clone() for t in self.exp_avg],
+            "exp_avg_sq": [t.clone() for t in self.exp_avg_sq],
+        }
 
     def load_state_dict(self, state: dict) -> None:
         if len(state["exp_avg"]) != len(self.params):

@@ -19,7 +19,13 @@ _TRAINING_STATE = ("lr", *Trainer._STATE_TENSORS)  # per-member tensors of state
 def member_tensors(state: dict) -> list[torch.Tensor]:
     """Every tensor with a leading member axis."""
     optimizer, trainer = state["optimizer"], state["trainer"]
-    return [*state["model"].values(), optimizer["steps"], *optimizer["exp_avg"], *optimizer["exp_avg_sq"], *(trainer[name] for name in _TRAINING_STATE)]
+    return [
+        *state["model"].values(),
+        optimizer["steps"],
+        *optimizer["exp_avg"],
+        *optimizer["exp_avg_sq"],
+        *(trainer[name] for name in _TRAINING_STATE),
+    ]
 
 
 def select_members(state: dict, members: Sequence[int]) -> dict:
@@ -34,10 +40,20 @@ def select_members(state: dict, members: Sequence[int]) -> dict:
     optimizer, trainer = state["optimizer"], state["trainer"]
     return {
         "model": {name: take(tensor) for name, tensor in state["model"].items()},
-        "optimizer": {"steps": take(optimizer["steps"]), "exp_avg": [take(t) for t in optimizer["exp_avg"]], "exp_avg_sq": [take(t) for t in optimizer["exp_avg_sq"]]},
-        "trainer": {"epoch": trainer["epoch"], "members": [dict(trainer["members"][m]) for m in members], **{name: take(trainer[name]) for name in _TRAINING_STATE}},
+        "optimizer": {
+            "steps": take(optimizer["steps"]),
+            "exp_avg": [take(t) for t in optimizer["exp_avg"]],
+            "exp_avg_sq": [take(t) for t in optimizer["exp_avg_sq"]],
+        },
+        "trainer": {
+            "epoch": trainer["epoch"],
+            "members": [dict(trainer["members"][m]) for m in members],
+            **{name: take(trainer[name]) for name in _TRAINING_STATE},
+        },
         "rng": {"members": [state["rng"]["members"][m].clone() for m in members], "data": state["rng"]["data"].clone()},
-        "history": [{**row, "member": renumber[row["member"]]} for row in state["history"] if row["member"] in renumber],
+        "history": [
+            {**row, "member": renumber[row["member"]]} for row in state["history"] if row["member"] in renumber
+        ],
     }
 
 
@@ -49,7 +65,9 @@ def join_members(slices: Sequence[dict], members: Sequence[Sequence[int]]) -> di
         raise ValueError(f"the slices hold members {order}, not each of 0..{len(order) - 1} once")
     first = slices[0]
     for part in slices[1:]:
-        if part["trainer"]["epoch"] != first["trainer"]["epoch"] or not torch.equal(part["rng"]["data"], first["rng"]["data"]):
+        if part["trainer"]["epoch"] != first["trainer"]["epoch"] or not torch.equal(
+            part["rng"]["data"], first["rng"]["data"]
+        ):
             raise ValueError("the slices are at different epochs or data streams")
     inverse = torch.argsort(torch.tensor(order, dtype=torch.long))  # position of member m in the concatenation
 
@@ -62,7 +80,11 @@ def join_members(slices: Sequence[dict], members: Sequence[Sequence[int]]) -> di
 
     optimizer = [part["optimizer"] for part in slices]
     trainer = [part["trainer"] for part in slices]
-    history = [{**row, "member": part_members[row["member"]]} for part, part_members in zip(slices, members, strict=True) for row in part["history"]]
+    history = [
+        {**row, "member": part_members[row["member"]]}
+        for part, part_members in zip(slices, members, strict=True)
+        for row in part["history"]
+    ]
     return {
         "model": {name: cat([part["model"][name] for part in slices]) for name in first["model"]},
         "optimizer": {
@@ -70,7 +92,11 @@ def join_members(slices: Sequence[dict], members: Sequence[Sequence[int]]) -> di
             "exp_avg": [cat(ts) for ts in zip(*(o["exp_avg"] for o in optimizer), strict=True)],
             "exp_avg_sq": [cat(ts) for ts in zip(*(o["exp_avg_sq"] for o in optimizer), strict=True)],
         },
-        "trainer": {"epoch": first["trainer"]["epoch"], "members": by_member([t["members"] for t in trainer]), **{name: cat([t[name] for t in trainer]) for name in _TRAINING_STATE}},
+        "trainer": {
+            "epoch": first["trainer"]["epoch"],
+            "members": by_member([t["members"] for t in trainer]),
+            **{name: cat([t[name] for t in trainer]) for name in _TRAINING_STATE},
+        },
         "rng": {"members": by_member([part["rng"]["members"] for part in slices]), "data": first["rng"]["data"]},
         "history": sorted(history, key=lambda row: (row["epoch"], row["member"])),
     }
@@ -86,6 +112,9 @@ def copy_member(state: dict, source: int, target: int) -> None:
 
 def set_member_hparams(state: dict, member: int, values: dict[str, float]) -> None:
     """New hyperparameters for one member, in place (after copy_member; as Trainer.set_member_hparams)."""
-    state["trainer"]["members"][member] = {**state["trainer"]["members"][member], **{name: float(value) for name, value in values.items()}}
+    state["trainer"]["members"][member] = {
+        **state["trainer"]["members"][member],
+        **{name: float(value) for name, value in values.items()},
+    }
     if "lr_init" in values:
         state["trainer"]["lr"][member] = float(values["lr_init"])

@@ -56,17 +56,34 @@ def load_run_data(config: Config, data_path: str | Path | None) -> tuple[Config,
     sessions = read_sessions(config, path)
     # The resolved config records the data it was fitted to, so `autolfads sample` finds it again.
     given = Path(path)
-    paths = {"dir": str(sessions[0].path.resolve() if len(sessions) == 1 else given.resolve() if given.exists() else Path.cwd() / given)}
+    paths = {
+        "dir": str(
+            sessions[0].path.resolve()
+            if len(sessions) == 1
+            else given.resolve()
+            if given.exists()
+            else Path.cwd() / given
+        )
+    }
     if config.data.nlb_targets is not None:
         paths["nlb_targets"] = str(Path(config.data.nlb_targets).resolve())
     data_config = config.data.model_copy(update=paths)
-    return config.model_copy(update={"model": resolve_model_config(config.model, sessions), "data": data_config}), sessions
+    return config.model_copy(
+        update={"model": resolve_model_config(config.model, sessions), "data": data_config}
+    ), sessions
 
 
 def read_sessions(config: Config, path: str | Path) -> list[LFADSData]:
     """The sessions at `path`, read with the config's data options (held-out neurons, forward bins, prefix, ...)."""
     model = config.model
-    return load_sessions(path, cs_dim=model.cs_dim, fp_len=model.fp_len, prefix=config.data.prefix, reconstruction=model.reconstruction, allow_nan=config.train.sbtt)
+    return load_sessions(
+        path,
+        cs_dim=model.cs_dim,
+        fp_len=model.fp_len,
+        prefix=config.data.prefix,
+        reconstruction=model.reconstruction,
+        allow_nan=config.train.sbtt,
+    )
 
 
 def resolve_model_config(model: ModelConfig, sessions: list[LFADSData]) -> ModelConfig:
@@ -75,17 +92,28 @@ def resolve_model_config(model: ModelConfig, sessions: list[LFADSData]) -> Model
     if len(sessions) == 1:
         found |= {"data_dim": first.recon_dim, "cs_dim": first.cs_dim, "sessions": []}
     else:
-        found |= {"data_dim": None, "sessions": [SessionDims(name=s.name, data_dim=s.recon_dim, cs_dim=s.cs_dim) for s in sessions]}
-    where = f"the data file {first.path}" if len(sessions) == 1 else f"the {len(sessions)} sessions {', '.join(str(s.path) for s in sessions)}"
+        found |= {
+            "data_dim": None,
+            "sessions": [SessionDims(name=s.name, data_dim=s.recon_dim, cs_dim=s.cs_dim) for s in sessions],
+        }
+    where = (
+        f"the data file {first.path}"
+        if len(sessions) == 1
+        else f"the {len(sessions)} sessions {', '.join(str(s.path) for s in sessions)}"
+    )
     # In the encod/recon layout the file says which neurons and bins are held out: cs_dim / fp_len 0 (the default) defer to it.
     deferred = ("cs_dim", "fp_len") if first.layout == "encod_recon" else ()
     for key, value in found.items():
         given = getattr(model, key)
         if given not in (None, []) and given != value and not (key in deferred and given == 0):
             shown = [dims.model_dump() for dims in value] if key == "sessions" else value
-            raise ConfigError(f"model.{key} is {given} in the config, but {where} has {shown}; fix the config or leave the key out to take it from the data")
+            raise ConfigError(
+                f"model.{key} is {given} in the config, but {where} has {shown}; fix the config or leave the key out to take it from the data"
+            )
     if model.ic_enc_seq_len >= first.encod_seq_len:
-        raise ConfigError(f"model.ic_enc_seq_len ({model.ic_enc_seq_len}) must be smaller than the {first.encod_seq_len} encoded bins of {first.path}")
+        raise ConfigError(
+            f"model.ic_enc_seq_len ({model.ic_enc_seq_len}) must be smaller than the {first.encod_seq_len} encoded bins of {first.path}"
+        )
     return ModelConfig.model_validate({**model.model_dump(), **found})
 
 
@@ -123,7 +151,9 @@ def train(
         trainer.set_member_hparams(0, changed)
         log(f"resumed from {folder / LAST} at epoch {trainer.epoch}" + (f" with new {changed}" if changed else ""))
     else:
-        described = ", ".join(f"{s.path} ({s.train.n_trials} train / {s.valid.n_trials} valid trials)" for s in sessions)
+        described = ", ".join(
+            f"{s.path} ({s.train.n_trials} train / {s.valid.n_trials} valid trials)" for s in sessions
+        )
         log(f"new run: {described}, device {trainer.device}, threads {torch.get_num_threads()}")
     save_config(config, folder / CONFIG_FILE)
 
@@ -177,9 +207,13 @@ def check_compatible(saved: Config, current: Config, path: Path) -> None:
     """A checkpoint can continue under new per-member hyperparameters, never under a different model."""
     mutable = {name for name, section in MEMBER_HPARAMS.items() if section == "model"}
     old, new = saved.model.model_dump(), current.model.model_dump()
-    differences = [f"model.{key}: {old[key]} -> {new[key]}" for key in old if key not in mutable and old[key] != new[key]]
+    differences = [
+        f"model.{key}: {old[key]} -> {new[key]}" for key in old if key not in mutable and old[key] != new[key]
+    ]
     if differences:
-        raise CheckpointError(f"{path} was trained with a different model ({'; '.join(differences)}); use a new --checkpoint folder or restore the config")
+        raise CheckpointError(
+            f"{path} was trained with a different model ({'; '.join(differences)}); use a new --checkpoint folder or restore the config"
+        )
 
 
 def sample(
@@ -211,9 +245,18 @@ def sample(
     epoch = trainer.epoch - 1  # the checkpoint's last completed epoch, numbered from 0 as in metrics.csv
     paths = output_paths(Path(output) if output else folder / OUTPUT_FILE, [session.name for session in data])
     for session, (session_data, out) in enumerate(zip(data, paths, strict=True)):
-        write_output(out, trainer.model, session_data, samples, session=session, attrs={"checkpoint": str(path.resolve()), "epoch": epoch})
+        write_output(
+            out,
+            trainer.model,
+            session_data,
+            samples,
+            session=session,
+            attrs={"checkpoint": str(path.resolve()), "epoch": epoch},
+        )
     shown = str(paths[0]) if len(paths) == 1 else f"{len(paths)} files {', '.join(p.name for p in paths)}"
-    (log or RunLog(folder / LOG_FILE))(f"wrote {shown} ({samples} posterior samples of {path.name}, epoch {epoch}) in {time.perf_counter() - start:.1f} s")
+    (log or RunLog(folder / LOG_FILE))(
+        f"wrote {shown} ({samples} posterior samples of {path.name}, epoch {epoch}) in {time.perf_counter() - start:.1f} s"
+    )
     return paths
 
 

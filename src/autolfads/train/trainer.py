@@ -17,8 +17,14 @@ from ..data import LFADSData, Split
 from ..errors import ConfigError
 from ..evaluate import METRIC_NAMES, Targets, read_targets, score, submission_from_rates
 from ..model import LFADS
+from ..model.augmentations import (
+    coordinated_dropout,
+    sample_validation_mask,
+    sbtt_targets,
+    spike_jitter,
+    temporal_shift,
+)
 from ..model.readin_readout import pcr_session_inits
-from ..model.augmentations import coordinated_dropout, sample_validation_mask, sbtt_targets, spike_jitter, temporal_shift
 from .metrics import R2Accumulator, bits_per_spike, null_nll_sum, poisson_nll, smooth
 from .objective import ramp, reconstruction_loss, total_loss
 from .optim import PopulationAdam, clip_member_grad_norms
@@ -105,7 +111,9 @@ class Trainer:
         self.config = config
         self.sessions = [data] if isinstance(data, LFADSData) else list(data)
         if len(self.sessions) != config.model.n_sessions:
-            raise ConfigError(f"the config is resolved for {config.model.n_sessions} session(s) but {len(self.sessions)} were given")
+            raise ConfigError(
+                f"the config is resolved for {config.model.n_sessions} session(s) but {len(self.sessions)} were given"
+            )
         self.session_cfgs = [config.model.session(s) for s in range(len(self.sessions))]
         train = config.train
         members = [dict(member_hparams(config), **(values or {})) for values in (population or [{}])]
@@ -119,14 +127,21 @@ class Trainer:
         if config.model.multisession and config.model.readin_init == "pcr":
             self.model.init_sessions(pcr_session_inits(self.sessions, config.model, self.model.reconstruction))
         self.params = [param for param in self.model.parameters() if param.requires_grad]  # fixed read-ins are not
-        self.optimizer = PopulationAdam(self.params, eps=train.adam_epsilon, weight_decay=train.weight_decay, epsilon_hat=train.adam_epsilon_hat)
+        self.optimizer = PopulationAdam(
+            self.params, eps=train.adam_epsilon, weight_decay=train.weight_decay, epsilon_hat=train.adam_epsilon_hat
+        )
         size = len(members)
         self.members = members  # exact values; self.hp holds them as (P,) tensors for the computation
         self.hp = self._hp_tensors()
         self.lr = self.hp["lr_init"].clone()
         self.epoch = 0  # epochs completed
         nan, inf = torch.full((size,), math.nan), torch.full((size,), math.inf)
-        self.smth_metric, self.best_metric, self.lr_best_metric, self.smth_sampled = nan.clone(), inf.clone(), inf.clone(), nan.clone()
+        self.smth_metric, self.best_metric, self.lr_best_metric, self.smth_sampled = (
+            nan.clone(),
+            inf.clone(),
+            inf.clone(),
+            nan.clone(),
+        )
         self.best_epoch = torch.full((size,), -1)
         self.plateau_epochs = torch.zeros(size, dtype=torch.long)
         # lr_rule lfads_tf2: the raw val_loss of the last lr_patience + 1 epochs (oldest first), epochs at the current lr
@@ -137,17 +152,27 @@ class Trainer:
         self.data_rng = torch.Generator().manual_seed(train.seed + 7_919)
         self.history: list[dict[str, float]] = []
         # splits[session][name]: every split with reconstruction targets, on the device
-        self.splits = [{split.name: self._to_device(split) for split in session.splits if split.recon is not None} for session in self.sessions]
+        self.splits = [
+            {split.name: self._to_device(split) for split in session.splits if split.recon is not None}
+            for session in self.sessions
+        ]
         self._sv_weights: dict[tuple[int, str], torch.Tensor] = {}
-        self.null_nll = [{name: self._null_nll(cfg, split) for name, split in splits.items()} for cfg, splits in zip(self.session_cfgs, self.splits, strict=True)]
+        self.null_nll = [
+            {name: self._null_nll(cfg, split) for name, split in splits.items()}
+            for cfg, splits in zip(self.session_cfgs, self.splits, strict=True)
+        ]
         for session in range(len(self.sessions)):
             self._check_augmentations(session)
         self.nlb_targets = None  # data.nlb_targets, read when first needed (sampling never needs it)
         if train.nlb_every and config.data.nlb_targets is None:
             raise ConfigError("train.nlb_every needs data.nlb_targets: the targets file of `autolfads data nlb`")
         if config.model.multisession and (train.nlb_every or config.data.nlb_targets is not None):
-            raise ConfigError("NLB metrics (train.nlb_every, data.nlb_targets) score one NLB session; this model stitches several")
-        self.ramp_end_epoch = max(train.kl_start_epoch + train.kl_increase_epoch, train.l2_start_epoch + train.l2_increase_epoch)
+            raise ConfigError(
+                "NLB metrics (train.nlb_every, data.nlb_targets) score one NLB session; this model stitches several"
+            )
+        self.ramp_end_epoch = max(
+            train.kl_start_epoch + train.kl_increase_epoch, train.l2_start_epoch + train.l2_increase_epoch
+        )
 
     @property
     def population_size(self) -> int:
@@ -170,7 +195,13 @@ class Trainer:
     def copy_member(self, source: int, target: int) -> None:
         """PBT exploit: `target` takes `source`'s weights, optimizer state and training state (its own
         random stream stays). Set new hyperparameters afterwards with set_member_hparams."""
-        for tensor in [*self.model.state_dict().values(), self.optimizer.steps, *self.optimizer.exp_avg, *self.optimizer.exp_avg_sq, self.lr]:
+        for tensor in [
+            *self.model.state_dict().values(),
+            self.optimizer.steps,
+            *self.optimizer.exp_avg,
+            *self.optimizer.exp_avg_sq,
+            self.lr,
+        ]:
             tensor[target] = tensor[source]
         for name in self._STATE_TENSORS:
             getattr(self, name)[target] = getattr(self, name)[source]
@@ -185,7 +216,11 @@ class Trainer:
         trainer = state["trainer"]
         return {
             "model": {name: tensor[one].clone() for name, tensor in state["model"].items()},
-            "optimizer": {"steps": optimizer["steps"][one].clone(), "exp_avg": [t[one].clone() for t in optimizer["exp_avg"]], "exp_avg_sq": [t[one].clone() for t in optimizer["exp_avg_sq"]]},
+            "optimizer": {
+                "steps": optimizer["steps"][one].clone(),
+                "exp_avg": [t[one].clone() for t in optimizer["exp_avg"]],
+                "exp_avg_sq": [t[one].clone() for t in optimizer["exp_avg_sq"]],
+            },
             "trainer": {
                 "epoch": trainer["epoch"],
                 "lr": trainer["lr"][one].clone(),
@@ -230,21 +265,50 @@ class Trainer:
             session_of = torch.bucketize(indices, starts, right=True) - 1
             sessions = [s for s in range(len(self.splits)) if bool((session_of == s).any())]
             parts = [self._training_part(s, indices[session_of == s] - starts[s]) for s in sessions]
-            params, kl_ic, kl_co = self.model.forward_sessions([p.inputs for p in parts], sessions, self.hp["dropout_rate"], [p.batch.ext_input for p in parts])
+            params, kl_ic, kl_co = self.model.forward_sessions(
+                [p.inputs for p in parts], sessions, self.hp["dropout_rate"], [p.batch.ext_input for p in parts]
+            )
             nlls = [self._training_nll(part, part_params) for part, part_params in zip(parts, params, strict=True)]
-            heldins = [nll[:, :, part.cfg.loss_start_bin : part.cfg.encod_seq_len, : part.cfg.encod_dim].detach() for nll, part in zip(nlls, parts, strict=True)]
+            heldins = [
+                nll[:, :, part.cfg.loss_start_bin : part.cfg.encod_seq_len, : part.cfg.encod_dim].detach()
+                for nll, part in zip(nlls, parts, strict=True)
+            ]
             # Means over the whole batch: each part weighs by its share of the batch's elements.
-            recon = weighted_mean([reconstruction_loss(nll, part.grad_mask, part.batch.sv_weight, part.cfg.loss_start_bin) for nll, part in zip(nlls, parts, strict=True)], [nll[0].numel() for nll in nlls])
+            recon = weighted_mean(
+                [
+                    reconstruction_loss(nll, part.grad_mask, part.batch.sv_weight, part.cfg.loss_start_bin)
+                    for nll, part in zip(nlls, parts, strict=True)
+                ],
+                [nll[0].numel() for nll in nlls],
+            )
             heldin = weighted_mean([h.mean((1, 2, 3)) for h in heldins], [h[0].numel() for h in heldins])
             l2 = self.model.l2_penalty(self._l2_scales())
-            loss = total_loss(recon, kl_ic, kl_co, l2, self.hp["kl_ic_weight"], self.hp["kl_co_weight"], kl_ramp, l2_ramp, train.loss_scale)
+            loss = total_loss(
+                recon,
+                kl_ic,
+                kl_co,
+                l2,
+                self.hp["kl_ic_weight"],
+                self.hp["kl_co_weight"],
+                kl_ramp,
+                l2_ramp,
+                train.loss_scale,
+            )
             self.optimizer.zero_grad()
             loss.sum().backward()  # members share no weights: each gets exactly its own gradient
             grad_norm = clip_member_grad_norms(self.params, train.max_grad_norm)
             self.diverged |= ~torch.isfinite(loss.detach()).cpu()
             active = ~self.diverged.to(self.device) & torch.isfinite(grad_norm)
             self.optimizer.step(self.lr, active)
-            values = {"loss": loss, "recon": recon, "nll_heldin": heldin, "kl_ic": kl_ic, "kl_co": kl_co, "l2": l2, "grad_norm": grad_norm}
+            values = {
+                "loss": loss,
+                "recon": recon,
+                "nll_heldin": heldin,
+                "kl_ic": kl_ic,
+                "kl_co": kl_co,
+                "l2": l2,
+                "grad_norm": grad_norm,
+            }
             for name, value in values.items():
                 totals[name] = totals.get(name, 0) + value.detach().cpu().double() * len(indices)
         metrics = {name: (total / len(order)).float() for name, total in totals.items()}
@@ -258,7 +322,9 @@ class Trainer:
         cfg = self.session_cfgs[session]
         batch = self._augment(self._batch(session, self.splits[session]["train"], indices), cfg)
         encod = batch.encod if batch.sv_weight is None else batch.encod * batch.sv_weight
-        inputs, grad_mask = coordinated_dropout(encod, self.hp["cd_rate"], cfg.cd_pass_rate, self.model.rng, cfg.ic_enc_seq_len)
+        inputs, grad_mask = coordinated_dropout(
+            encod, self.hp["cd_rate"], cfg.cd_pass_rate, self.model.rng, cfg.ic_enc_seq_len
+        )
         return TrainingPart(cfg, batch, inputs, grad_mask)
 
     def _training_nll(self, part: TrainingPart, params: torch.Tensor) -> torch.Tensor:
@@ -325,7 +391,11 @@ class Trainer:
                 total[0], total[1] = total[0] + null_sum, total[1] + spikes
             if r2 is not None:
                 r2_parts.append((r2.value().cpu(), cfg.recon_dim))
-        metrics = {"recon": sums["recon"] / max(counts["recon"], 1.0), "kl_ic": sums["kl_ic"] / counts["trials"], "kl_co": sums["kl_co"] / counts["trials"]}
+        metrics = {
+            "recon": sums["recon"] / max(counts["recon"], 1.0),
+            "kl_ic": sums["kl_ic"] / counts["trials"],
+            "kl_co": sums["kl_co"] / counts["trials"],
+        }
         if "recon_sampled" in sums:
             metrics["recon_sampled"] = sums["recon_sampled"] / max(counts["recon"], 1.0)
         for name in ("nll_heldin", "nll_heldout", "nll_fp", "sv_nll"):
@@ -343,7 +413,17 @@ class Trainer:
         kl_ramp = ramp(self.epoch, train.kl_start_epoch, train.kl_increase_epoch)
         l2_ramp = ramp(self.epoch, train.l2_start_epoch, train.l2_increase_epoch)
         hp = {name: value.double().cpu() for name, value in self.hp.items()}
-        metrics["loss"] = total_loss(metrics["recon"], metrics["kl_ic"], metrics["kl_co"], l2, hp["kl_ic_weight"], hp["kl_co_weight"], kl_ramp, l2_ramp, train.loss_scale)
+        metrics["loss"] = total_loss(
+            metrics["recon"],
+            metrics["kl_ic"],
+            metrics["kl_co"],
+            l2,
+            hp["kl_ic_weight"],
+            hp["kl_co_weight"],
+            kl_ramp,
+            l2_ramp,
+            train.loss_scale,
+        )
         prefix = "val_" if split_name == "valid" else f"{split_name}_"
         return {prefix + name: value.float() for name, value in metrics.items()}
 
@@ -367,7 +447,9 @@ class Trainer:
         for member in range(self.population_size):
             member_rates = {name: (inds, values[member]) for name, (inds, values) in rates.items()}
             finite = all(np.isfinite(values).all() for _, values in member_rates.values())
-            rows.append(score(self.nlb_targets, submission_from_rates(member_rates, self.nlb_targets)) if finite else {})
+            rows.append(
+                score(self.nlb_targets, submission_from_rates(member_rates, self.nlb_targets)) if finite else {}
+            )
         names = dict.fromkeys(name for row in rows for name in row)
         return {f"nlb_{METRIC_NAMES[name]}": torch.tensor([row.get(name, math.nan) for row in rows]) for name in names}
 
@@ -377,7 +459,9 @@ class Trainer:
         self.smth_metric = smooth(self.smth_metric, current)
         metrics[METRIC] = self.smth_metric.clone()
         if "val_recon_sampled" in metrics:
-            self.smth_sampled = smooth(self.smth_sampled, torch.where(self.diverged, math.nan, metrics["val_recon_sampled"]))
+            self.smth_sampled = smooth(
+                self.smth_sampled, torch.where(self.diverged, math.nan, metrics["val_recon_sampled"])
+            )
             metrics[SAMPLED_METRIC] = self.smth_sampled.clone()
         ramps_done = self.epoch >= self.ramp_end_epoch
         improved = ramps_done & (self.smth_metric < self.best_metric)
@@ -388,7 +472,9 @@ class Trainer:
             better = self.smth_metric < self.lr_best_metric
             self.lr_best_metric = torch.where(better, self.smth_metric, self.lr_best_metric)
             self.plateau_epochs = torch.where(better, 0, self.plateau_epochs + 1)
-            decay = self.plateau_epochs > train.lr_patience  # torch's ReduceLROnPlateau (lfads-torch): patience bad epochs are tolerated
+            decay = (
+                self.plateau_epochs > train.lr_patience
+            )  # torch's ReduceLROnPlateau (lfads-torch): patience bad epochs are tolerated
             self.lr = torch.where(decay.to(self.device), self.lr * train.lr_decay, self.lr)
             self.plateau_epochs = torch.where(decay, 0, self.plateau_epochs)
             self.stopped |= (self.lr < train.lr_stop).cpu()
@@ -399,7 +485,12 @@ class Trainer:
             self.epochs_at_lr += 1
             before = self.val_loss_window[:, :-1]
             worst = torch.where(torch.isnan(before), -math.inf, before).amax(1)  # pandas' max skips NaN
-            decay = (self.epoch >= self.ramp_end_epoch + train.lr_patience) & (self.epochs_at_lr >= train.lr_patience) & (current > worst) & ~torch.isnan(before).all(1)
+            decay = (
+                (self.epoch >= self.ramp_end_epoch + train.lr_patience)
+                & (self.epochs_at_lr >= train.lr_patience)
+                & (current > worst)
+                & ~torch.isnan(before).all(1)
+            )
             self.lr = torch.where(decay.to(self.device), (self.lr * train.lr_decay).clamp_min(train.lr_stop), self.lr)
             self.epochs_at_lr = torch.where(decay, 0, self.epochs_at_lr)
         if ramps_done:
@@ -411,7 +502,18 @@ class Trainer:
             self.history.append(row)
 
     # ---------------------------------------------------------------- state for checkpoints
-    _STATE_TENSORS = ("smth_metric", "smth_sampled", "best_metric", "lr_best_metric", "best_epoch", "plateau_epochs", "val_loss_window", "epochs_at_lr", "stopped", "diverged")
+    _STATE_TENSORS = (
+        "smth_metric",
+        "smth_sampled",
+        "best_metric",
+        "lr_best_metric",
+        "best_epoch",
+        "plateau_epochs",
+        "val_loss_window",
+        "epochs_at_lr",
+        "stopped",
+        "diverged",
+    )
 
     def state_dict(self) -> dict:
         return {
@@ -455,7 +557,8 @@ class Trainer:
         if shape != (cfg.recon_seq_len, cfg.recon_dim, cfg.encod_dim) or missing.size:
             raise ConfigError(
                 f"data.nlb_targets {path} ({targets.name}: {shape[0]} bins, {shape[2]}+{shape[1] - shape[2]} neurons) does not belong to the data "
-                f"{self.sessions[0].path} ({cfg.recon_seq_len} bins, {cfg.encod_dim}+{cfg.cs_dim} neurons" + (f", no trial {int(missing[0])})" if missing.size else ")")
+                f"{self.sessions[0].path} ({cfg.recon_seq_len} bins, {cfg.encod_dim}+{cfg.cs_dim} neurons"
+                + (f", no trial {int(missing[0])})" if missing.size else ")")
             )
         return targets
 
@@ -466,7 +569,13 @@ class Trainer:
         def move(t):
             return None if t is None else t.to(self.device)
 
-        return replace(split, encod=move(split.encod), recon=move(split.recon), ext_input=move(split.ext_input), truth=move(split.truth))
+        return replace(
+            split,
+            encod=move(split.encod),
+            recon=move(split.recon),
+            ext_input=move(split.ext_input),
+            truth=move(split.truth),
+        )
 
     def _sv_weight(self, session: int, split: Split) -> torch.Tensor | None:
         cfg = self.config.model
@@ -476,7 +585,9 @@ class Trainer:
         if key not in self._sv_weights:
             # One fixed mask per session and split, seeded by sv_seed, the split's name and the session.
             seed = cfg.sv_seed * 3 + ("train", "valid", "test").index(split.name) + 100_003 * session
-            mask = sample_validation_mask(tuple(split.encod.shape), cfg.sv_rate, seed, cfg.ic_enc_seq_len).to(self.device)
+            mask = sample_validation_mask(tuple(split.encod.shape), cfg.sv_rate, seed, cfg.ic_enc_seq_len).to(
+                self.device
+            )
             weight = mask / (1 - cfg.sv_rate)
             weight[:, : cfg.ic_enc_seq_len] = 1.0
             self._sv_weights[key] = weight
@@ -488,7 +599,13 @@ class Trainer:
         def take(t):
             return None if t is None else t[indices]
 
-        return Batch(split.encod[indices], split.recon[indices], take(split.ext_input), take(split.truth), take(self._sv_weight(session, split)))
+        return Batch(
+            split.encod[indices],
+            split.recon[indices],
+            take(split.ext_input),
+            take(split.truth),
+            take(self._sv_weight(session, split)),
+        )
 
     def _augment(self, batch: Batch, cfg: ModelConfig) -> Batch:
         """Temporal shift and spike jitter (model.temporal_shift_*, model.spike_jitter_width) of a training
@@ -507,20 +624,28 @@ class Trainer:
     def _check_augmentations(self, session: int) -> None:
         cfg = self.session_cfgs[session]
         if cfg.spike_jitter_width and cfg.reconstruction != "poisson":
-            raise ConfigError(f"model.spike_jitter_width moves spikes and needs spike counts (model.reconstruction poisson), not {cfg.reconstruction}; use model.temporal_shift_std for continuous data")
+            raise ConfigError(
+                f"model.spike_jitter_width moves spikes and needs spike counts (model.reconstruction poisson), not {cfg.reconstruction}; use model.temporal_shift_std for continuous data"
+            )
         if not (cfg.spike_jitter_width or (cfg.temporal_shift_std > 0 and cfg.temporal_shift_max > 0)):
             return
         split = self.splits[session]["train"]
         leading = torch.nan_to_num(split.recon[:, : cfg.encod_seq_len, : cfg.encod_dim], nan=0.0)
         if not torch.equal(leading, split.encod):
-            raise ConfigError(f"temporal shift / spike jitter need encoder inputs equal to the leading bins and neurons of the reconstruction targets, which {self.sessions[session].path} does not have")
+            raise ConfigError(
+                f"temporal shift / spike jitter need encoder inputs equal to the leading bins and neurons of the reconstruction targets, which {self.sessions[session].path} does not have"
+            )
 
     @staticmethod
     def _null_nll(cfg: ModelConfig, split: Split) -> dict[str, tuple[float, float]]:
         """Null-model NLL sums and spike counts per region: the data-only half of bits per spike."""
         recon = split.recon.double().cpu()
         start, t_enc, n_enc = cfg.loss_start_bin, cfg.encod_seq_len, cfg.encod_dim
-        regions = {"nll_heldin": recon[:, start:t_enc, :n_enc], "nll_heldout": recon[:, start:t_enc, n_enc:], "nll_fp": recon[:, t_enc:]}
+        regions = {
+            "nll_heldin": recon[:, start:t_enc, :n_enc],
+            "nll_heldout": recon[:, start:t_enc, n_enc:],
+            "nll_fp": recon[:, t_enc:],
+        }
         return {name: _null_nll_observed(counts) for name, counts in regions.items() if counts.numel() > 0}
 
     def _region_counts(self, session: int, split: Split, regions: dict) -> dict[str, float]:
