@@ -27,7 +27,6 @@ from autolfads.cli import build_parser, main
 from autolfads.config import load_config
 from autolfads.deploy import to_yaml
 from autolfads.deploy.katib import (
-    CHECKPOINT_DIR,
     DATA_MOUNT,
     METRICS_FORMAT,
     KatibSettings,
@@ -39,8 +38,9 @@ from autolfads.deploy.katib import (
 )
 from autolfads.deploy.rayjob import RAY_VERSION, RayJobSettings, rayjob_documents
 from autolfads.errors import ConfigError
+from autolfads.layout import KATIB_CHECKPOINT_DIR as CHECKPOINT_DIR
+from autolfads.names import MEMBER_HPARAMS
 from autolfads.search.space import HyperParameter, default_search_space
-from autolfads.train.trainer import MEMBER_HPARAMS
 from conftest import cli_env, tiny_overrides
 
 REPO = Path(__file__).resolve().parents[1]

@@ -14,11 +14,12 @@ from autolfads.cli import main
 from autolfads.config import Config, ModelConfig, SessionDims, apply_overrides
 from autolfads.data import load_sessions, make_lorenz, write_lfads_h5
 from autolfads.errors import ConfigError, DataError
+from autolfads.layout import LAST_CKPT as LAST
 from autolfads.model.readin_readout import PINV_RCOND, pcr, pcr_session_inits
 from autolfads.model.reconstruction import make_reconstruction
 from autolfads.search import SearchSettings, search
 from autolfads.train import Trainer, load_run_data, train
-from autolfads.train.checkpoint import LAST, load_checkpoint
+from autolfads.train.checkpoint import load_checkpoint
 
 NEURONS = (12, 9, 15)
 TINY = {

@@ -35,8 +35,8 @@ import yaml  # noqa: E402
 
 from autolfads.config import Config, ModelConfig, TrainConfig  # noqa: E402
 from autolfads.data import write_synthetic  # noqa: E402
+from autolfads.names import METRIC  # noqa: E402
 from autolfads.search import SearchSettings, default_search_space, search  # noqa: E402
-from autolfads.train.trainer import METRIC  # noqa: E402
 
 pytestmark = pytest.mark.slow
 

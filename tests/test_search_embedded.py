@@ -15,10 +15,11 @@ import pytest
 import torch
 
 from autolfads.errors import CheckpointError, ConfigError
+from autolfads.names import METRIC, SAMPLED_METRIC
 from autolfads.search import SearchSettings, default_search_space, embedded, search
 from autolfads.search.pbt import plan_exploits
 from autolfads.train.checkpoint import load_checkpoint
-from autolfads.train.trainer import METRIC, SAMPLED_METRIC, Trainer
+from autolfads.train.trainer import Trainer
 from helpers import TINY_OVERRIDES, read_csv, tiny_config, tiny_search_data
 
 

@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from scipy import stats
 
 from autolfads.errors import ConfigError
+from autolfads.names import MEMBER_HPARAMS
 from autolfads.search.pbt import (
     STOP_RATIO,
     STOP_WINDOW,
@@ -34,7 +35,6 @@ from autolfads.search.space import (
     default_search_space,
     load_search_space,
 )
-from autolfads.train.trainer import MEMBER_HPARAMS
 
 NAN = float("nan")
 INF = float("inf")

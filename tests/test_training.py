@@ -11,8 +11,9 @@ import pytest
 import torch
 
 from autolfads.errors import ConfigError
+from autolfads.names import METRIC, SAMPLED_METRIC
 from autolfads.train.checkpoint import load_checkpoint, save_checkpoint
-from autolfads.train.trainer import METRIC, SAMPLED_METRIC, Trainer
+from autolfads.train.trainer import Trainer
 from helpers import ar_kl_by_hand, config, make_data
 
 

@@ -19,10 +19,8 @@ from pathlib import Path
 from . import __version__
 from .cli_options import add_keyword_options, keyword_values
 from .errors import AutoLFADSError, TrainingDiverged
+from .layout import CONFIG_FILE, KATIB_CHECKPOINT_DIR
 from .runtime import return_large_blocks_to_os, use_huge_pages
-
-KATIB_CHECKPOINT_DIR = "/var/log/katib/checkpoints"
-
 
 # A command line that starts with one of these is `train` (the older tools' images took no sub-command).
 SEED_TRAIN_OPTIONS = ("--data", "--checkpoint", "--config-file")
@@ -201,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="require an existing search in --workdir to continue (rerunning resumes anyway)",
     )
-    from .train.trainer import METRIC, PBT_METRICS, SAMPLED_METRIC
+    from .names import METRIC, PBT_METRICS, SAMPLED_METRIC
 
     search.add_argument(
         "--metric",
@@ -324,8 +322,8 @@ def run_train(args: argparse.Namespace, overrides: list[str]) -> int:
     from .train import train
 
     config_file = args.config_file
-    if config_file is None and (args.checkpoint / "config.yaml").exists():
-        config_file = args.checkpoint / "config.yaml"
+    if config_file is None and (args.checkpoint / CONFIG_FILE).exists():
+        config_file = args.checkpoint / CONFIG_FILE
     config = load_config(config_file) if config_file else Config()
     config = apply_overrides(config, overrides)
     if args.epochs is not None and args.epochs < 1:
@@ -351,8 +349,8 @@ def run_search(args: argparse.Namespace, overrides: list[str]) -> int:
 
     from .config import Config, apply_overrides, explain_errors, load_config
     from .errors import ConfigError
+    from .layout import SETTINGS_FILE
     from .search import SearchSettings, load_search_space, search
-    from .search.results import SETTINGS_FILE
 
     if args.resume and not (args.workdir / SETTINGS_FILE).exists():
         raise ConfigError(f"--resume: {args.workdir} holds no search to continue")

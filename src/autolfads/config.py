@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from autolfads.errors import ConfigError
 from autolfads.files import write_text_atomic
+from autolfads.names import MEMBER_HPARAMS
 
 
 class _Section(BaseModel):
@@ -675,3 +676,23 @@ def save_config(config: Config, path: str | os.PathLike[str]) -> Path:
         return write_text_atomic(path, "# autolfads configuration (load with autolfads.config.load_config)\n" + body)
     except OSError as err:
         raise ConfigError(f"{path}: cannot write config file: {err}") from None
+
+
+def member_hparams(config: Config) -> dict[str, float]:
+    """The per-member hyperparameters' values in `config`."""
+    return {name: float(getattr(getattr(config, section), name)) for name, section in MEMBER_HPARAMS.items()}
+
+
+def with_member_hparams(config: Config, values: Mapping[str, float]) -> Config:
+    """A copy of `config` with per-member hyperparameters replaced (validated by the config schema)."""
+    unknown = set(values) - set(MEMBER_HPARAMS)
+    if unknown:
+        raise KeyError(f"not per-member hyperparameters: {sorted(unknown)}; known: {sorted(MEMBER_HPARAMS)}")
+    data = config.to_dict()
+    for name, value in values.items():
+        data[MEMBER_HPARAMS[name]][name] = float(value)
+    try:
+        return type(config).model_validate(data)
+    except ValidationError as err:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
+        raise ConfigError(f"invalid member hyperparameters {dict(values)}: {problems}") from None

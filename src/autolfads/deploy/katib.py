@@ -31,11 +31,11 @@ from dataclasses import dataclass
 
 from ..config import Config
 from ..errors import ConfigError
+from ..layout import CONFIG_FILE, KATIB_CHECKPOINT_DIR
+from ..names import MEMBER_HPARAMS, METRIC
 from ..search.space import HyperParameter, SearchSpace
-from ..train.trainer import MEMBER_HPARAMS, METRIC
 from . import CONFIG_MOUNT, config_map, cpu_quantity, metadata
 
-CHECKPOINT_DIR = "/var/log/katib/checkpoints"  # suggestion_trial_dir: where Katib mounts the trial's folder
 DATA_MOUNT = "/share/data"
 CONTAINER = "training-container"
 # Katib's default StdOut filter: `name=value` anywhere in a line.
@@ -171,8 +171,8 @@ def config_map_name(settings: KatibSettings) -> str:
 def trial_command(settings: KatibSettings) -> list[str]:
     """`autolfads train` for one generation; hyperparameters are Katib placeholders."""
     threads = max(1, int(settings.cpus))  # torch threads = the CPUs the pod asks for (see platform notes)
-    args = ["autolfads", "train", "--checkpoint", CHECKPOINT_DIR, "--data", DATA_MOUNT,
-            "--config-file", f"{CONFIG_MOUNT}/config.yaml", "--epochs", str(settings.epochs_per_generation),
+    args = ["autolfads", "train", "--checkpoint", KATIB_CHECKPOINT_DIR, "--data", DATA_MOUNT,
+            "--config-file", f"{CONFIG_MOUNT}/{CONFIG_FILE}", "--epochs", str(settings.epochs_per_generation),
             "train.threads", str(threads)]  # fmt: skip
     for name in settings.space.params:
         args += [f"{MEMBER_HPARAMS[name]}.{name}", "${trialParameters.%s}" % name]
@@ -234,7 +234,7 @@ def build_experiment(settings: KatibSettings):
     metrics = printed_metrics(settings.config)
     strategies = [katib.V1beta1MetricStrategy(name=name, value="latest") for name in metrics]
     pbt = {
-        "suggestion_trial_dir": CHECKPOINT_DIR,
+        "suggestion_trial_dir": KATIB_CHECKPOINT_DIR,
         "n_population": settings.population,
         "truncation_threshold": settings.truncation_threshold,
     }
@@ -297,7 +297,7 @@ def katib_documents(settings: KatibSettings) -> list[dict]:
     if problems:  # a bug here, not a user error: the settings were validated
         raise AssertionError("generated Experiment breaks Katib's rules: " + "; ".join(problems))
     return [
-        config_map(config_map_name(settings), settings.namespace, {"config.yaml": settings.config_text}),
+        config_map(config_map_name(settings), settings.namespace, {CONFIG_FILE: settings.config_text}),
         experiment,
     ]
 

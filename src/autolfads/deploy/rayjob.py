@@ -14,6 +14,7 @@ import shlex
 from dataclasses import dataclass
 
 from ..errors import ConfigError
+from ..layout import CONFIG_FILE, SPACE_FILE
 from . import CONFIG_MOUNT, config_map, cpu_quantity, metadata
 
 RAY_VERSION = "2.60.0"  # the Ray of the images (deploy/docker/requirements-ray.txt)
@@ -80,13 +81,13 @@ class RayJobSettings:
 
 def search_command(settings: RayJobSettings) -> list[str]:
     command = ["autolfads", "search", "--backend", "ray", "--address", "auto",
-               "--data", f"{SHARE}/{settings.data_subpath}", "--config-file", f"{CONFIG_MOUNT}/config.yaml",
+               "--data", f"{SHARE}/{settings.data_subpath}", "--config-file", f"{CONFIG_MOUNT}/{CONFIG_FILE}",
                "--workdir", settings.workdir, "--population", str(settings.population),
                "--epochs-per-generation", str(settings.epochs_per_generation),
                "--max-generations", str(settings.max_generations), "--seed", str(settings.seed),
                "--cpus-per-member", f"{settings.cpus_per_member:g}", "--gpus-per-member", f"{settings.gpus_per_member:g}"]  # fmt: skip
     if settings.space_text is not None:
-        command += ["--search-space", f"{CONFIG_MOUNT}/search_space.yaml"]
+        command += ["--search-space", f"{CONFIG_MOUNT}/{SPACE_FILE}"]
     return command
 
 
@@ -165,7 +166,7 @@ def build_rayjob(settings: RayJobSettings) -> dict:
 
 
 def rayjob_documents(settings: RayJobSettings) -> list[dict]:
-    files = {"config.yaml": settings.config_text}
+    files = {CONFIG_FILE: settings.config_text}
     if settings.space_text is not None:
-        files["search_space.yaml"] = settings.space_text
+        files[SPACE_FILE] = settings.space_text
     return [config_map(f"{settings.name}-config", settings.namespace, files), build_rayjob(settings)]

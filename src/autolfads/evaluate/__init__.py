@@ -9,10 +9,9 @@ import numpy as np
 
 from ..errors import EvaluationError
 from .files import read_output_rates, read_targets, write_json, write_submission, write_targets
-from .scoring import METRIC_NAMES, SUBMISSION_KEYS, Targets, format_table, score, submission_from_rates
+from .scoring import SUBMISSION_KEYS, Targets, format_table, score, submission_from_rates
 
 __all__ = [
-    "METRIC_NAMES",
     "SUBMISSION_KEYS",
     "Targets",
     "evaluate_output",

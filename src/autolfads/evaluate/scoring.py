@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import EvaluationError
+from ..names import NLB_METRIC_NAMES
 from . import metrics
 
 SUBMISSION_KEYS = (
@@ -32,7 +33,6 @@ NLB_PSTH_DATASETS = (
     "mc_maze_medium",
     "mc_maze_small",
 )  # those NLB scores psth R2 on
-METRIC_NAMES = {"co-bps": "co_bps", "vel R2": "vel_r2", "psth R2": "psth_r2", "fp-bps": "fp_bps", "tp corr": "tp_corr"}
 
 
 @dataclass(frozen=True, eq=False)
@@ -172,7 +172,7 @@ def score(targets: Targets, submission: Mapping[str, np.ndarray]) -> dict[str, f
 
 def format_table(rows: Mapping[str, Mapping[str, float]]) -> str:
     """A Markdown table: one row per model, one column per metric (NLB's names, NLB's order)."""
-    columns = [name for name in METRIC_NAMES if any(name in row for row in rows.values())]
+    columns = [name for name in NLB_METRIC_NAMES if any(name in row for row in rows.values())]
     lines = ["| model | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
     for model, row in rows.items():
         lines.append(f"| {model} | " + " | ".join(f"{row[c]:.4f}" if c in row else "n/a" for c in columns) + " |")

@@ -5,6 +5,7 @@ and `build` decides what goes in it. `autolfads report DIR` calls write_report; 
 call report_at_end when they finish.
 """
 
-from .build import REPORT_FILE, report_at_end, write_report
+from ..layout import REPORT_FILE
+from .build import report_at_end, write_report
 
 __all__ = ["REPORT_FILE", "report_at_end", "write_report"]

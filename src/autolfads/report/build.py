@@ -27,22 +27,13 @@ from .. import __version__
 from ..data import SPLIT_NAMES
 from ..errors import ReportError
 from ..files import write_text_atomic
-from ..train.trainer import MEMBER_HPARAMS, METRIC
+from ..layout import OUTPUT_FILE, REPORT_FILE
+from ..names import HEADLINE_METRICS, MEMBER_HPARAMS, METRIC
 from . import figures
 from .html import Section, details, grid, image, key_values, note, page, table
 from .load import Inferred, Results, load_results
 
-REPORT_FILE = "report.html"
-SHOWN_METRICS = (
-    METRIC,
-    "val_nll_heldin",
-    "val_nll_heldout",
-    "val_nll_fp",
-    "val_bps",
-    "val_co_bps",
-    "val_fp_bps",
-    "val_r2",
-)
+SHOWN_METRICS = (METRIC, *HEADLINE_METRICS, "val_nll_heldout", "val_nll_fp")
 N_NEURONS, N_TRIALS, N_CONDITIONS = 4, 3, 8  # how much of the data the rate figures show
 
 
@@ -129,7 +120,7 @@ def summary(results: Results) -> Section:
     ]
     if results.output_attrs:
         attrs = results.output_attrs
-        output = results.sessions[0].output if results.sessions else results.model_dir / "lfads_output.h5"
+        output = results.sessions[0].output if results.sessions else results.model_dir / OUTPUT_FILE
         overview.append(
             (
                 "inferred rates",

@@ -19,7 +19,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from ..train.trainer import METRIC  # noqa: E402
+from ..names import METRIC  # noqa: E402
 
 STYLE = {
     "font.size": 9,

@@ -23,15 +23,24 @@ import yaml
 from ..config import Config, SessionDims, load_config
 from ..data import LFADSData
 from ..errors import AutoLFADSError, ReportError
+from ..layout import (
+    BEST_DIR,
+    CONFIG_FILE,
+    EXPLOITS_FILE,
+    METRICS_FILE,
+    OUTPUT_FILE,
+    RUN_LOG,
+    SEARCH_LOG,
+    SETTINGS_FILE,
+    SPACE_FILE,
+    STATE_FILE,
+)
+from ..names import MEMBER_HPARAMS, METRIC
 from ..output import output_paths
 from ..search.pbt import best_member
-from ..search.results import BEST_DIR, EXPLOITS_FILE, SETTINGS_FILE, SPACE_FILE, STATE_FILE
-from ..search.results import LOG_FILE as SEARCH_LOG
 from ..search.space import SearchSpace, load_search_space
 from ..train.metrics import bits_per_spike, null_nll_sum, poisson_nll, r2_score
-from ..train.run import CONFIG_FILE, METRICS_FILE, OUTPUT_FILE, read_sessions
-from ..train.run import LOG_FILE as RUN_LOG
-from ..train.trainer import MEMBER_HPARAMS, METRIC
+from ..train.run import read_sessions
 
 # A line that starts a training or search session in train.log / search.log ("new run", "resumed ...").
 SESSION_START = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) (new |resumed)")

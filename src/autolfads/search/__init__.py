@@ -11,8 +11,8 @@ import torch
 
 from ..config import Config
 from ..errors import ConfigError
+from ..names import METRIC, SAMPLED_METRIC
 from ..train.run import load_run_data
-from ..train.trainer import METRIC, SAMPLED_METRIC
 from .embedded import run_embedded
 from .results import SearchOutcome, SearchSettings, prepare_workdir, search_log
 from .space import HyperParameter, SearchSpace, default_search_space, load_search_space

@@ -13,20 +13,20 @@ A killed search, driver or worker, reruns from the last completed generation, wi
 
 from pathlib import Path
 
-from ..config import Config
+from ..config import Config, with_member_hparams
 from ..data import LFADSData
+from ..layout import SEARCH_CKPT, TENSORBOARD_DIR, member_folder
+from ..names import METRIC
 from ..train.checkpoint import load_checkpoint, remove_stale_temporaries, save_checkpoint
 from ..train.population_state import copy_member, join_members, select_members, set_member_hparams
 from ..train.run import TensorBoard
-from ..train.trainer import METRIC, resolve_device, with_member_hparams
+from ..train.trainer import resolve_device
 from .generation import SearchDriver, best_ranked, state_metrics
 from .pbt import Exploit, generation_epochs
 from .progress import SearchProgress
 from .results import SearchOutcome, SearchRecord, SearchSettings, search_log, write_best_model
 from .space import SearchSpace
 from .workers import InProcessWorkers, ProcessWorkers, plan_workers, usable_cpus
-
-CHECKPOINT = "search.ckpt"
 
 
 def run_embedded(
@@ -41,7 +41,7 @@ def run_embedded(
     """workers, threads_per_worker: see workers.plan_workers (default: every usable CPU busy)."""
     log = search_log(workdir)
     remove_stale_temporaries(workdir)
-    path = workdir / CHECKPOINT
+    path = workdir / SEARCH_CKPT
     payload = load_checkpoint(path) if path.exists() else None
     record = SearchRecord.from_dict(payload["search"]) if payload else SearchRecord()
     progress = SearchProgress(settings.population, settings.max_generations, record.generation, log)
@@ -93,7 +93,7 @@ def _train(
             f"new search: {plan.describe()} on {device}, {settings.epochs_per_generation} epochs per generation after the KL/L2 ramps"
         )
     pool = (InProcessWorkers if plan.workers == 1 else ProcessWorkers)(plan, config, data, hparams, seeds, log)
-    boards = [TensorBoard(workdir / "tensorboard" / f"member_{m:02d}") for m in range(population)]
+    boards = [TensorBoard(workdir / TENSORBOARD_DIR / member_folder(m)) for m in range(population)]
     history = state["history"] if state else []
     try:
         if state:
@@ -120,7 +120,9 @@ def _train(
                     set_member_hparams(state, exploit.loser, exploit.new)
 
             def checkpoint(state=state) -> None:
-                save_checkpoint({**state, "config": config.to_dict(), "search": record.to_dict()}, workdir / CHECKPOINT)
+                save_checkpoint(
+                    {**state, "config": config.to_dict(), "search": record.to_dict()}, workdir / SEARCH_CKPT
+                )
 
             driver.end_generation(
                 state["trainer"]["epoch"],

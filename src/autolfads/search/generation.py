@@ -13,24 +13,15 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from ..names import HEADLINE_METRICS, METRIC, PBT_METRICS
 from ..train.run import RunLog
-from ..train.trainer import METRIC, PBT_METRICS
 from .pbt import Exploit, best_member, plan_exploits, should_stop
 from .progress import SearchProgress
 from .results import SearchRecord, SearchSettings, write_tables
 from .space import SearchSpace
 
 # Last-epoch metrics copied into state.csv (those a backend reports).
-STATE_METRICS = (
-    METRIC,
-    "val_nll_heldin",
-    "val_bps",
-    "val_co_bps",
-    "val_fp_bps",
-    "val_r2",
-    "lr",
-    *(name for name in PBT_METRICS if name != METRIC),
-)
+STATE_METRICS = (METRIC, *HEADLINE_METRICS, "lr", *(name for name in PBT_METRICS if name != METRIC))
 
 
 def ranked(values: Sequence[float], metric: str) -> list[float]:

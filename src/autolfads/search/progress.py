@@ -13,7 +13,7 @@ import sys
 import time
 from collections.abc import Callable
 
-from ..train.trainer import METRIC
+from ..names import METRIC
 
 
 def _stderr(message: str) -> None:

@@ -42,14 +42,15 @@ import os
 import socket
 from pathlib import Path
 
-from ..config import Config
+from ..config import Config, member_hparams
 from ..data import LFADSData
 from ..errors import AutoLFADSError, ConfigError
+from ..layout import MEMBER_CKPT, RAY_DIR
+from ..names import METRIC
 from ..train.checkpoint import load_checkpoint
-from ..train.trainer import METRIC, member_hparams
 from .generation import best_ranked, state_metrics
-from .ray_scheduler import MAX_FAILURES, RAY_DIR, BinaryTournamentPBT, restoring_in, trial_group
-from .ray_trainable import MEMBER_CKPT, group_trainable, member_state
+from .ray_scheduler import MAX_FAILURES, BinaryTournamentPBT, restoring_in, trial_group
+from .ray_trainable import group_trainable, member_state
 from .ray_tune_private import resume_everything, use_token_if_available
 from .results import SearchOutcome, SearchSettings, search_log, write_best_model
 from .space import SearchSpace

@@ -10,18 +10,16 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CheckpointError
+from ..layout import MEMBER_CKPT, MEMBERS_FILE, PBT_STATE_FILE, RAY_DIR, REPORTS_FILE, TENSORBOARD_DIR, member_folder
+from ..names import METRIC
 from ..train.run import TensorBoard
-from ..train.trainer import METRIC
 from .generation import SearchDriver, state_metrics
 from .pbt import Exploit
 from .progress import SearchProgress
-from .ray_trainable import MEMBER_CKPT
 from .ray_tune_private import pause_requeued, reset_failures, set_latest_checkpoint, skip_used_checkpoint_names
 from .results import SearchRecord, SearchSettings, search_log
 from .space import SearchSpace
 
-RAY_DIR = "ray"
-STATE_FILE, REPORTS_FILE, MEMBERS_FILE = "pbt_state.json", "reports.jsonl", "members.csv"
 MAX_FAILURES = 3  # restarts of one trial from its last checkpoint before the search gives up (rerun resumes)
 STATE_VERSION = 1
 _REPORT_KEYS = (
@@ -126,7 +124,7 @@ class BinaryTournamentPBT(_SchedulerBase):
         self._stopping = False
         self._requeued: set[str] = set()
         self._boards: dict[int, TensorBoard] = {}
-        path = self.folder / STATE_FILE
+        path = self.folder / PBT_STATE_FILE
         if path.exists():
             state = json.loads(path.read_text())
             if state.get("version") != STATE_VERSION or state.get("population") != self.population:
@@ -179,7 +177,7 @@ class BinaryTournamentPBT(_SchedulerBase):
             "final": {str(m): report for m, report in self.final.items()} or None,
             "final_hparams": self.final_hparams,
         }
-        _write_json(self.folder / STATE_FILE, state)
+        _write_json(self.folder / PBT_STATE_FILE, state)
 
     def _rel(self, path: str) -> str:
         return os.path.relpath(path, self.workdir)
@@ -427,7 +425,7 @@ class BinaryTournamentPBT(_SchedulerBase):
     # ---- side outputs
     def _board(self, member: int, rows: list[dict]) -> None:
         try:
-            board = self._boards.setdefault(member, TensorBoard(self.workdir / "tensorboard" / f"member_{member:02d}"))
+            board = self._boards.setdefault(member, TensorBoard(self.workdir / TENSORBOARD_DIR / member_folder(member)))
             for row in rows:
                 board.add(row)
             if board.writer is not None:

@@ -13,12 +13,13 @@ from pathlib import Path
 from ..config import Config
 from ..data import LFADSData
 from ..errors import CheckpointError
+from ..layout import MEMBER_CKPT
+from ..names import METRIC
 from ..train.checkpoint import load_checkpoint, save_checkpoint
 from ..train.population_state import join_members, select_members
-from ..train.trainer import METRIC, Trainer
+from ..train.trainer import Trainer
 from .pbt import generation_epochs
 
-MEMBER_CKPT = "member.ckpt"
 PAYLOAD_KEYS = ("model", "optimizer", "trainer", "rng", "history")  # a group's Trainer state in MEMBER_CKPT
 
 

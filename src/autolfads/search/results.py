@@ -19,25 +19,26 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..config import Config, load_config, save_config
+from ..config import Config, load_config, save_config, with_member_hparams
 from ..data import LFADSData
 from ..errors import CheckpointError, ConfigError
 from ..files import write_text_atomic
-from ..train.checkpoint import LAST, save_checkpoint
-from ..train.run import CONFIG_FILE, METRICS_FILE, RunLog, sample, write_csv
-from ..train.trainer import METRIC, PBT_METRICS, with_member_hparams
+from ..layout import (
+    BEST_DIR,
+    CONFIG_FILE,
+    EXPLOITS_FILE,
+    LAST_CKPT,
+    METRICS_FILE,
+    SEARCH_LOG,
+    SETTINGS_FILE,
+    SPACE_FILE,
+    STATE_FILE,
+)
+from ..names import HEADLINE_METRICS, METRIC, PBT_METRICS
+from ..train.checkpoint import save_checkpoint
+from ..train.run import RunLog, sample, write_csv
 from .pbt import Exploit
 from .space import SearchSpace, load_search_space
-
-SUMMARY_METRICS = ("val_nll_heldin", "val_bps", "val_co_bps", "val_fp_bps", "val_r2")
-SETTINGS_FILE, SPACE_FILE, STATE_FILE, EXPLOITS_FILE, LOG_FILE, BEST_DIR = (
-    "search.yaml",
-    "search_space.yaml",
-    "state.csv",
-    "exploits.csv",
-    "search.log",
-    "best_model",
-)
 
 
 class SearchSettings(BaseModel):
@@ -118,7 +119,7 @@ class SearchOutcome:
         the search ranks by an NLB metric (then it says so)."""
         hparams = ", ".join(f"{name} {value:.4g}" for name, value in self.best_hparams.items())
         shown = ", ".join(
-            f"{name} {self.best_metrics[name]:.4f}" for name in SUMMARY_METRICS if name in self.best_metrics
+            f"{name} {self.best_metrics[name]:.4f}" for name in HEADLINE_METRICS if name in self.best_metrics
         )
         ranking = (
             ""
@@ -202,13 +203,13 @@ def write_best_model(
     folder.mkdir(exist_ok=True)
     member_config = with_member_hparams(config, hparams)
     save_config(member_config, folder / CONFIG_FILE)
-    save_checkpoint({**member_state, "config": member_config.to_dict()}, folder / LAST)
+    save_checkpoint({**member_state, "config": member_config.to_dict()}, folder / LAST_CKPT)
     write_csv(folder / METRICS_FILE, member_state["history"])
     return sample(folder, data=data, config=member_config, log=log)
 
 
 def search_log(workdir: Path) -> RunLog:
-    return RunLog(workdir / LOG_FILE)
+    return RunLog(workdir / SEARCH_LOG)
 
 
 def _comparable(config: Config) -> dict:

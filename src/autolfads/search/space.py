@@ -12,7 +12,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ..errors import ConfigError
-from ..train.trainer import MEMBER_HPARAMS
+from ..names import MEMBER_HPARAMS
 
 PERTURB_TRIES = 100  # resampling attempts before clipping into the limits
 

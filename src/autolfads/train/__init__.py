@@ -1,6 +1,6 @@
 """Training: objective, population optimizer, metrics, the Trainer loop, checkpoints and runs on disk."""
 
 from .run import TrainResult, load_run_data, sample, train
-from .trainer import MEMBER_HPARAMS, METRIC, Trainer
+from .trainer import Trainer
 
-__all__ = ["MEMBER_HPARAMS", "METRIC", "TrainResult", "Trainer", "load_run_data", "sample", "train"]
+__all__ = ["TrainResult", "Trainer", "load_run_data", "sample", "train"]

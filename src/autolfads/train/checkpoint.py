@@ -14,7 +14,6 @@ import torch
 from ..errors import CheckpointError
 
 FORMAT_VERSION = 2  # 2: trainer state of the lfads-tf2 LR rule and the sampled metric (issue 12)
-LAST, BEST = "last.ckpt", "best.ckpt"
 
 
 def save_checkpoint(payload: dict, path: Path) -> None:

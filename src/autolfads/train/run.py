@@ -24,15 +24,16 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from ..config import Config, ModelConfig, SessionDims, load_config, save_config
+from ..config import Config, ModelConfig, SessionDims, load_config, member_hparams, save_config
 from ..data import LFADSData, load_sessions
 from ..errors import CheckpointError, ConfigError, TrainingDiverged
 from ..files import write_text_atomic
+from ..layout import BEST_CKPT, CONFIG_FILE, LAST_CKPT, METRICS_FILE, OUTPUT_FILE, RUN_LOG, TENSORBOARD_DIR
+from ..names import MEMBER_HPARAMS, METRIC
 from ..output import output_paths, write_output
-from .checkpoint import BEST, LAST, load_checkpoint, remove_stale_temporaries, save_checkpoint
-from .trainer import MEMBER_HPARAMS, METRIC, Trainer, member_hparams
+from .checkpoint import load_checkpoint, remove_stale_temporaries, save_checkpoint
+from .trainer import Trainer
 
-CONFIG_FILE, METRICS_FILE, LOG_FILE, OUTPUT_FILE = "config.yaml", "metrics.csv", "train.log", "lfads_output.h5"
 DATA_DIMS = ("data_dim", "cs_dim", "seq_len", "fp_len", "ext_input_dim")
 
 
@@ -140,16 +141,16 @@ def train(
     config, sessions = load_run_data(config, data_path)
     if config.train.threads is not None:
         torch.set_num_threads(config.train.threads)
-    log = RunLog(folder / LOG_FILE)
+    log = RunLog(folder / RUN_LOG)
     trainer = Trainer(config, sessions)
-    if (folder / LAST).exists():
-        payload = load_checkpoint(folder / LAST, map_location=trainer.device)
-        check_compatible(Config.model_validate(payload["config"]), config, folder / LAST)
+    if (folder / LAST_CKPT).exists():
+        payload = load_checkpoint(folder / LAST_CKPT, map_location=trainer.device)
+        check_compatible(Config.model_validate(payload["config"]), config, folder / LAST_CKPT)
         trainer.load_state_dict(payload)
         # Hyperparameters given now (e.g. by a Katib PBT trial) apply after the restore.
         changed = {k: v for k, v in member_hparams(config).items() if v != trainer.member_hparams(0)[k]}
         trainer.set_member_hparams(0, changed)
-        log(f"resumed from {folder / LAST} at epoch {trainer.epoch}" + (f" with new {changed}" if changed else ""))
+        log(f"resumed from {folder / LAST_CKPT} at epoch {trainer.epoch}" + (f" with new {changed}" if changed else ""))
     else:
         described = ", ".join(
             f"{s.path} ({s.train.n_trials} train / {s.valid.n_trials} valid trials)" for s in sessions
@@ -159,18 +160,18 @@ def train(
 
     target = trainer.epoch + epochs if epochs is not None else config.train.max_epochs
     progress = Progress(trainer.epoch, target, log)
-    writer = TensorBoard(folder / "tensorboard")
+    writer = TensorBoard(folder / TENSORBOARD_DIR)
     try:
         while trainer.epoch < target and (epochs is not None or not bool(trainer.stopped.all())):
             metrics = trainer.run_epoch()
             if bool(trainer.diverged.all()):
                 raise TrainingDiverged(
-                    f"the loss became NaN or infinite in epoch {trainer.epoch - 1}; {folder / LAST} keeps the last good epoch. "
+                    f"the loss became NaN or infinite in epoch {trainer.epoch - 1}; {folder / LAST_CKPT} keeps the last good epoch. "
                     f"Lower train.lr_init (now {trainer.member_hparams(0)['lr_init']:g}) or train.max_grad_norm and rerun."
                 )
-            save_checkpoint({**trainer.state_dict(), "config": config.to_dict()}, folder / LAST)
+            save_checkpoint({**trainer.state_dict(), "config": config.to_dict()}, folder / LAST_CKPT)
             if bool(metrics["improved"][0]):
-                save_checkpoint({**trainer.state_dict(), "config": config.to_dict()}, folder / BEST)
+                save_checkpoint({**trainer.state_dict(), "config": config.to_dict()}, folder / BEST_CKPT)
             row = trainer.history[-1]
             write_csv(folder / METRICS_FILE, trainer.history)
             writer.add(row)
@@ -236,7 +237,7 @@ def sample(
         config, data = load_run_data(config, data_path)  # dimensions in config.yaml must match the data
     if config.train.threads is not None:
         torch.set_num_threads(config.train.threads)
-    path = folder / BEST if (folder / BEST).exists() else folder / LAST
+    path = folder / BEST_CKPT if (folder / BEST_CKPT).exists() else folder / LAST_CKPT
     payload = load_checkpoint(path)
     trainer = Trainer(config, data)
     trainer.load_state_dict(payload)
@@ -254,7 +255,7 @@ def sample(
             attrs={"checkpoint": str(path.resolve()), "epoch": epoch},
         )
     shown = str(paths[0]) if len(paths) == 1 else f"{len(paths)} files {', '.join(p.name for p in paths)}"
-    (log or RunLog(folder / LOG_FILE))(
+    (log or RunLog(folder / RUN_LOG))(
         f"wrote {shown} ({samples} posterior samples of {path.name}, epoch {epoch}) in {time.perf_counter() - start:.1f} s"
     )
     return paths

@@ -10,12 +10,11 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
-from pydantic import ValidationError
 
-from ..config import Config, ModelConfig
+from ..config import Config, ModelConfig, member_hparams, with_member_hparams
 from ..data import LFADSData, Split
 from ..errors import ConfigError
-from ..evaluate import METRIC_NAMES, Targets, read_targets, score, submission_from_rates
+from ..evaluate import Targets, read_targets, score, submission_from_rates
 from ..model import LFADS
 from ..model.augmentations import (
     coordinated_dropout,
@@ -25,45 +24,10 @@ from ..model.augmentations import (
     temporal_shift,
 )
 from ..model.readin_readout import pcr_session_inits
+from ..names import MEMBER_HPARAMS, METRIC, NLB_METRIC_NAMES, SAMPLED_METRIC
 from .metrics import R2Accumulator, bits_per_spike, null_nll_sum, poisson_nll, smooth
 from .objective import ramp, reconstruction_loss, total_loss
 from .optim import PopulationAdam, clip_member_grad_norms
-
-# Hyperparameters each member may hold its own value of (PBT changes them), and their config section.
-MEMBER_HPARAMS = {
-    "lr_init": "train",
-    "dropout_rate": "model",
-    "cd_rate": "model",
-    "kl_ic_weight": "train",
-    "kl_co_weight": "train",
-    "l2_gen_scale": "train",
-    "l2_con_scale": "train",
-    "l2_ic_enc_scale": "train",
-    "l2_ci_enc_scale": "train",
-}
-METRIC = "smth_val_nll_heldin"  # early stopping, best checkpoint and PBT metric
-SAMPLED_METRIC = "smth_val_recon_sampled"  # the references' ranking metric (train.sampled_metric)
-# Metrics PBT can rank members by, with their sign: +1 lower is better, -1 higher is better (NLB metrics need data.nlb_targets).
-PBT_METRICS = {METRIC: 1.0, SAMPLED_METRIC: 1.0, **{f"nlb_{name}": -1.0 for name in METRIC_NAMES.values()}}
-
-
-def member_hparams(config: Config) -> dict[str, float]:
-    return {name: float(getattr(getattr(config, section), name)) for name, section in MEMBER_HPARAMS.items()}
-
-
-def with_member_hparams(config: Config, values: Mapping[str, float]) -> Config:
-    """A copy of `config` with per-member hyperparameters replaced (validated by the config schema)."""
-    unknown = set(values) - set(MEMBER_HPARAMS)
-    if unknown:
-        raise KeyError(f"not per-member hyperparameters: {sorted(unknown)}; known: {sorted(MEMBER_HPARAMS)}")
-    data = config.to_dict()
-    for name, value in values.items():
-        data[MEMBER_HPARAMS[name]][name] = float(value)
-    try:
-        return type(config).model_validate(data)
-    except ValidationError as err:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
-        raise ConfigError(f"invalid member hyperparameters {dict(values)}: {problems}") from None
 
 
 def weighted_mean(means: Sequence[torch.Tensor], sizes: Sequence[int]) -> torch.Tensor:
@@ -451,7 +415,9 @@ class Trainer:
                 score(self.nlb_targets, submission_from_rates(member_rates, self.nlb_targets)) if finite else {}
             )
         names = dict.fromkeys(name for row in rows for name in row)
-        return {f"nlb_{METRIC_NAMES[name]}": torch.tensor([row.get(name, math.nan) for row in rows]) for name in names}
+        return {
+            f"nlb_{NLB_METRIC_NAMES[name]}": torch.tensor([row.get(name, math.nan) for row in rows]) for name in names
+        }
 
     def _end_epoch(self, metrics: dict[str, torch.Tensor]) -> None:
         train = self.config.train

@@ -1,0 +1,34 @@
+"""The names every part of autolfads agrees on: per-member hyperparameters and metrics.
+
+Plain constants, no torch, so the command line's help, the Katib writer and the search space read them
+without loading the model code.
+"""
+
+# Hyperparameters each member may hold its own value of (PBT changes them), and their config section.
+MEMBER_HPARAMS = {
+    "lr_init": "train",
+    "dropout_rate": "model",
+    "cd_rate": "model",
+    "kl_ic_weight": "train",
+    "kl_co_weight": "train",
+    "l2_gen_scale": "train",
+    "l2_con_scale": "train",
+    "l2_ic_enc_scale": "train",
+    "l2_ci_enc_scale": "train",
+}
+
+METRIC = "smth_val_nll_heldin"  # early stopping, best checkpoint and PBT metric
+SAMPLED_METRIC = "smth_val_recon_sampled"  # the references' ranking metric (train.sampled_metric)
+# NLB's metrics as nlb_tools names them, and as our metrics.csv columns name them (after "nlb_").
+NLB_METRIC_NAMES = {
+    "co-bps": "co_bps",
+    "vel R2": "vel_r2",
+    "psth R2": "psth_r2",
+    "fp-bps": "fp_bps",
+    "tp corr": "tp_corr",
+}
+# Metrics PBT can rank members by, with their sign: +1 lower is better, -1 higher is better (NLB metrics
+# need data.nlb_targets).
+PBT_METRICS = {METRIC: 1.0, SAMPLED_METRIC: 1.0, **{f"nlb_{name}": -1.0 for name in NLB_METRIC_NAMES.values()}}
+# The validation metrics a summary, a report and the search's state table show (when a run has them).
+HEADLINE_METRICS = ("val_nll_heldin", "val_bps", "val_co_bps", "val_fp_bps", "val_r2")
