@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 DEMO ?= runs/demo
 
-.PHONY: setup demo test test-fast bench clean image image-gpu image-lint image-test
+.PHONY: setup demo test test-fast lint format bench clean image image-gpu image-lint image-test
 
 setup: $(VENV)/.installed
 
@@ -28,6 +28,15 @@ test: setup
 
 test-fast: setup
 	$(BIN)/pytest -m "not slow"
+
+# ruff, configured in pyproject.toml: lint and formatting checks (CI runs this before the tests)
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: setup
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
 
 bench: setup
 	$(BIN)/python benchmarks/train_throughput.py
