@@ -4,10 +4,14 @@ submissions, an NWB copy with the inferred signals, an HTML report)."""
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .. import export_nwb
 from ..errors import ConfigError
 from .options import EXAMPLES, add_command
+
+if TYPE_CHECKING:
+    from ..evaluate import Targets
 
 
 def add_evaluate(commands: argparse._SubParsersAction) -> None:
@@ -116,7 +120,7 @@ def run_evaluate(args: argparse.Namespace, _: list[str]) -> int:
     return 0
 
 
-def write_nlb_submission(path: Path, targets, submission: dict, what: str) -> None:
+def write_nlb_submission(path: Path, targets: "Targets", submission: dict, what: str) -> None:
     from ..evaluate import write_submission
 
     print(f"# {what} ({targets.name}): {write_submission(path, targets.name, submission)}", file=sys.stderr)

@@ -2,11 +2,15 @@
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import ConfigError
 from ..layout import SEARCH_LOG, SETTINGS_FILE
 from ..names import METRIC, PBT_METRICS, SAMPLED_METRIC
 from .options import EXAMPLES, add_command
+
+if TYPE_CHECKING:
+    from ..search import SearchSettings
 
 RAY_OPTIONS = ("address", "cpus_per_member", "gpus_per_member", "members_per_trial", "cpus_per_trial", "gpus_per_trial")
 EMBEDDED_OPTIONS = ("workers", "threads_per_worker")
@@ -151,7 +155,7 @@ def run_search(args: argparse.Namespace, overrides: list[str]) -> int:
     return 0
 
 
-def search_settings(args: argparse.Namespace):
+def search_settings(args: argparse.Namespace) -> "SearchSettings":
     """The SearchSettings of the command line; a bad value is one line naming its option."""
     from pydantic import ValidationError
 
