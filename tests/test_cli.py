@@ -28,7 +28,8 @@ pytestmark = pytest.mark.slow
 KATIB_REGEX = re.compile(r"([\w|-]+)\s*=\s*([+-]?\d*(\.\d+)?([Ee][+-]?\d+)?)")
 KATIB_METRICS = ("smth_val_nll_heldin", "val_nll_heldin", "loss", "epoch")
 OUTPUT_FIELDS = (
-    "rates", "factors", "gen_states", "gen_inputs", "gen_init", "con_states", "ic_mean", "ic_std", "co_means", "co_stds",
+    "rates", "factors", "gen_states", "gen_inputs", "gen_init",
+    "con_states", "ic_mean", "ic_std", "co_means", "co_stds",
 )  # fmt: skip
 OUTPUT_KEYS = {f"{split}_{field}" for split in ("train", "valid") for field in (*OUTPUT_FIELDS, "inds")}
 N_EPOCHS = TINY_MODEL["train.max_epochs"]
@@ -203,7 +204,7 @@ def test_sample_writes_the_same_keys(autolfads, trained_run, tmp_path):
     with h5py.File(path, "r") as sampled, h5py.File(folder / "lfads_output.h5", "r") as trained:
         assert set(sampled.keys()) == set(trained.keys())
         assert int(sampled.attrs["num_samples"]) == 3
-        for key in sampled.keys():
+        for key in sampled:
             assert sampled[key].shape == trained[key].shape, key
         for split in ("train", "valid"):
             # the encoder is deterministic: the posterior means do not depend on the number of samples

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import warnings
+from pathlib import Path
 
 import pytest
 import yaml
@@ -186,3 +187,37 @@ def test_bad_search_settings_name_the_option_in_our_words(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "invalid search settings: --population: Input should be greater than or equal to 2 (got 1)" in err
     assert "pydantic" not in err
+
+
+@pytest.mark.parametrize(
+    "text, where",
+    [
+        ("model: [1, 2\n", "at line 2, column 1: expected ',' or ']'"),
+        ("model:\n  gen_dim: 1\n   ic_dim: 2\n", "at line 3, column 10: mapping values are not allowed here"),
+        ('model: {gen_dim: "16}\n', "at line 2, column 1: found unexpected end of stream"),
+    ],
+)
+def test_bad_yaml_config_is_one_line_with_where(text, where, tmp_path, capsys):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    argv = ["train", "--data", str(tmp_path / "missing.h5"), "--checkpoint", str(tmp_path / "run")]
+    assert main([*argv, "--config-file", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"autolfads: error: {path}: invalid YAML {where}") and err.count("\n") == 1, err
+
+
+def test_bad_yaml_override_is_one_line_naming_the_key(tmp_path, capsys):
+    argv = ["train", "--data", str(tmp_path / "missing.h5"), "--checkpoint", str(tmp_path / "run")]
+    assert main([*argv, "model.gen_dim", "[16,"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("autolfads: error: command-line overrides: model.gen_dim: cannot parse '[16,' as YAML at ")
+    assert err.count("\n") == 1, err
+
+
+def test_bad_kubeflow_options_are_one_line_naming_them(tmp_path, capsys):
+    lorenz = Path(__file__).parents[1] / "examples" / "configs" / "lorenz.yaml"
+    argv = ["kubeflow", "katib", "--name", "Lorenz", "--image", "i", "--data-pvc", "d", "--config-file", str(lorenz)]
+    assert main([*argv, "--population", "8", "--epochs-per-generation", "0", "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("autolfads: error: --name 'Lorenz': use lower-case letters") and err.count("\n") == 1, err
+    assert "--epochs-per-generation must be >= 1, got 0" in err

@@ -2,23 +2,23 @@
 
 Our schema lists every key with its default and its description. The lfads-tf2 spelling (MODEL.*, TRAIN.*)
 holds the same configuration under lfads-tf2's keys, converted where the conventions differ, so that either
-file loads as our defaults (the lfads-tf2 one with lfads-tf2's conventions, config.TF2_CONVENTIONS); keys lfads-tf2
-has no name for keep our defaults and are listed at the top.
+file loads as our defaults (the lfads-tf2 one with lfads-tf2's conventions, config_tf2.TF2_CONVENTIONS); keys
+lfads-tf2 has no name for keep our defaults and are listed at the top.
 """
 
-import os
-import secrets
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from .config import _TF2_RENAMES, _TF2_REQUIRED, TF2_CONVENTIONS, Config  # the lfads-tf2 mapping tables
+from .config import Config
+from .config_tf2 import TF2_CONVENTIONS, TF2_RENAMES, TF2_REQUIRED
 from .errors import ConfigError
+from .files import write_text_atomic
 
 USAGE = "autolfads train --config-file {name} --data DATA.h5 --checkpoint RUN_DIR [KEY VALUE ...]"
 # our key -> its lfads-tf2 key (TRAIN.SEED rather than early lfads-tf2's top-level SEED)
-_TF2_NAMES = {ours: tf2 for tf2, ours in _TF2_RENAMES.items() if tf2 != "SEED"}
+TF2_NAMES = {ours: tf2 for tf2, ours in TF2_RENAMES.items() if tf2 != "SEED"}
 
 
 def default_config_text(tf2: bool = False, name: str = "FILE") -> str:
@@ -30,14 +30,10 @@ def write_default_config(path: str | Path, tf2: bool = False, force: bool = Fals
     path = Path(path)
     if path.exists() and not force:
         raise ConfigError(f"{path} exists; choose another name or pass --force to overwrite it")
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     try:
-        tmp.write_text(default_config_text(tf2, path.name), encoding="utf-8")
-        os.replace(tmp, path)
+        return write_text_atomic(path, default_config_text(tf2, path.name))
     except OSError as err:
-        tmp.unlink(missing_ok=True)
         raise ConfigError(f"{path}: cannot write config file: {err}") from None
-    return path
 
 
 def _own_text(name: str) -> str:
@@ -57,38 +53,7 @@ def _own_text(name: str) -> str:
 
 
 def _tf2_text(name: str) -> str:
-    config = Config()
-    entries: list[tuple[str, Any, str]] = []  # (lfads-tf2 key, value, comment)
-    unnamed = []
-    for section, info in Config.model_fields.items():
-        values = getattr(config, section)
-        for field, field_info in type(values).model_fields.items():
-            ours, value = f"{section}.{field}", getattr(values, field)
-            if ours in _TF2_NAMES:
-                entries.append((_TF2_NAMES[ours], value, f"{ours}: {field_info.description}"))
-            elif ours == "train.adam_epsilon":
-                entries.append(
-                    ("TRAIN.ADAM_EPSILON", value, f"{ours}, as TensorFlow's epsilon-hat (train.adam_epsilon_hat true)")
-                )
-            elif ours == "model.ic_enc_seq_len":
-                entries.append(
-                    (
-                        "MODEL.IC_ENC_SEQ_LEN",
-                        value,
-                        f"{ours}; its bins count nowhere in the loss (model.recon_ic_bins false)",
-                    )
-                )
-            elif ours == "train.lr_schedule":
-                decay = config.train.lr_decay if value else 1.0
-                entries.append(
-                    (
-                        "TRAIN.LR.DECAY",
-                        decay,
-                        "1.0: no decay on plateau (train.lr_schedule false); < 1: decay by this factor",
-                    )
-                )
-            elif ours != "train.lr_decay" and ours not in TF2_CONVENTIONS:
-                unnamed.append(ours)
+    entries, unnamed = _tf2_entries(Config())
     tree: dict = {}
     for key, value, comment in entries:
         *parents, leaf = key.split(".")
@@ -96,19 +61,50 @@ def _tf2_text(name: str) -> str:
         for parent in parents:
             node = node.setdefault(parent, {})
         node[leaf] = (value, comment)
+    conventions = ", ".join(f"{key} {yaml.safe_dump(value).splitlines()[0]}" for key, value in TF2_CONVENTIONS.items())
+    required = ", ".join(f"{key} {str(expected).lower()}" for key, (expected, _) in TF2_REQUIRED.items())
     lines = [
         "# autolfads configuration in lfads-tf2's spelling (MODEL.*, TRAIN.*), holding autolfads' defaults.",
         f"# Use it with:  {USAGE.format(name=name)}",
         "# Keys left out of an lfads-tf2 file take lfads-tf2's defaults, so keep the ones you do not change.",
-        "# The keys mean what they meant in lfads-tf2, so where autolfads offers a choice this spelling takes lfads-tf2's: "
-        + ", ".join(f"{key} {yaml.safe_dump(value).splitlines()[0]}" for key, value in TF2_CONVENTIONS.items()),
+        "# The keys mean what they meant in lfads-tf2, so where autolfads offers a choice this spelling takes "
+        "lfads-tf2's: " + conventions,
         "# Override on the command line in either spelling (TRAIN.LR.INIT 0.003 or train.lr_init 0.003).",
         "# No lfads-tf2 name, autolfads defaults apply: " + ", ".join(unnamed),
-        "# Left out, as they can only be: "
-        + ", ".join(f"{key} {str(expected).lower()}" for key, (expected, _) in _TF2_REQUIRED.items()),
+        "# Left out, as they can only be: " + required,
     ]
     lines += _tree_lines(tree, 0)
     return "\n".join(lines) + "\n"
+
+
+def _tf2_entries(config: Config) -> tuple[list[tuple[str, Any, str]], list[str]]:
+    """(lfads-tf2 key, value, comment) of each of our keys lfads-tf2 has a name for, and our keys it has none for."""
+    entries: list[tuple[str, Any, str]] = []
+    unnamed = []
+    for section in Config.model_fields:
+        values = getattr(config, section)
+        for field, field_info in type(values).model_fields.items():
+            ours, value = f"{section}.{field}", getattr(values, field)
+            converted = _converted_entry(ours, value, config)
+            if ours in TF2_NAMES:
+                entries.append((TF2_NAMES[ours], value, f"{ours}: {field_info.description}"))
+            elif converted is not None:
+                entries.append(converted)
+            elif ours != "train.lr_decay" and ours not in TF2_CONVENTIONS:
+                unnamed.append(ours)
+    return entries, unnamed
+
+
+def _converted_entry(ours: str, value: Any, config: Config) -> tuple[str, Any, str] | None:
+    """Our keys that lfads-tf2 spells differently (config_tf2 converts them back): its key, value and comment."""
+    if ours == "train.adam_epsilon":
+        return "TRAIN.ADAM_EPSILON", value, f"{ours}, as TensorFlow's epsilon-hat (train.adam_epsilon_hat true)"
+    if ours == "model.ic_enc_seq_len":
+        return "MODEL.IC_ENC_SEQ_LEN", value, f"{ours}; its bins count nowhere in the loss (model.recon_ic_bins false)"
+    if ours == "train.lr_schedule":
+        decay = config.train.lr_decay if value else 1.0
+        return "TRAIN.LR.DECAY", decay, "1.0: no decay on plateau (train.lr_schedule false); < 1: decay by this factor"
+    return None
 
 
 def _tree_lines(tree: dict, depth: int) -> list[str]:

@@ -1,5 +1,14 @@
 """Errors a user can act on. The CLI prints their message and exits non-zero, never a traceback."""
 
+import difflib
+from collections.abc import Iterable
+
+
+def did_you_mean(key: str, candidates: Iterable[str]) -> str:
+    """' (did you mean CLOSEST?)' for an unknown key, or '' when nothing is close."""
+    close = difflib.get_close_matches(key, sorted(candidates), n=1)
+    return f" (did you mean {close[0]}?)" if close else ""
+
 
 class AutoLFADSError(Exception):
     """Base class: the message names the file, key, shape or value and what was expected."""

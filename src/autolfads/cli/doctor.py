@@ -4,19 +4,39 @@ Versions, torch devices, CUDA and Ray availability, and the thread settings that
 looked up, not imported (importing it takes seconds); nothing here changes any setting.
 """
 
+import argparse
 import importlib.metadata
 import importlib.util
 import os
 import platform
 import sys
 
+from .options import add_command
+
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
-def report() -> str:
+def add_doctor(commands: argparse._SubParsersAction) -> None:
+    add_command(
+        commands,
+        "doctor",
+        run_doctor,
+        help="show versions, devices, Ray and thread settings",
+        description="Print versions (python, torch, numpy, ray ...), torch devices, CUDA and Ray availability, "
+        "thread settings and the recommended thread setting.",
+        epilog="example: autolfads doctor",
+    )
+
+
+def run_doctor(args: argparse.Namespace, _: list[str]) -> int:
+    print(machine_report())
+    return 0
+
+
+def machine_report() -> str:
     import torch
 
-    from . import __version__
+    from .. import __version__
 
     rows = [
         ("autolfads", __version__),
@@ -25,41 +45,28 @@ def report() -> str:
     ]
     rows += [(name, version(name)) for name in ("torch", "numpy", "h5py", "matplotlib", "tensorboard", "ray")]
     cuda = torch.cuda.is_available()
-    devices = ["cpu"] + [
-        f"cuda:{i} {torch.cuda.get_device_name(i)}" for i in range(torch.cuda.device_count() if cuda else 0)
-    ]
+    count = torch.cuda.device_count() if cuda else 0
+    devices = ["cpu"] + [f"cuda:{i} {torch.cuda.get_device_name(i)}" for i in range(count)]
     rows.append(("torch devices", ", ".join(devices)))
     built = torch.version.cuda
-    rows.append(
-        (
-            "CUDA available",
-            "yes"
-            if cuda
-            else f"no ({f'torch built for CUDA {built}, no GPU visible' if built else 'CPU-only torch build'})",
-        )
-    )
-    ray = importlib.util.find_spec("ray") is not None
-    address = os.environ.get("RAY_ADDRESS")
-    rows.append(
-        (
-            "Ray",
-            ("installed: --backend ray works" + (f"; RAY_ADDRESS={address}" if address else ""))
-            if ray
-            else "not installed: pip install 'autolfads[ray]' for --backend ray",
-        )
-    )
+    no_cuda = f"torch built for CUDA {built}, no GPU visible" if built else "CPU-only torch build"
+    rows.append(("CUDA available", "yes" if cuda else f"no ({no_cuda})"))
+    rows.append(("Ray", ray_status()))
     cores = usable_cores()
     rows.append(("CPU cores", f"{cores} usable of {os.cpu_count()}"))
-    rows.append(
-        (
-            "torch threads",
-            f"{torch.get_num_threads()} intra-op, {torch.get_num_interop_threads()} inter-op (autolfads sets intra-op from train.threads)",
-        )
-    )
+    threads = f"{torch.get_num_threads()} intra-op, {torch.get_num_interop_threads()} inter-op"
+    rows.append(("torch threads", f"{threads} (autolfads sets intra-op from train.threads)"))
     rows += [(name, os.environ.get(name, "unset")) for name in THREAD_VARIABLES]
     rows.append(("recommended", recommendation(cores, cuda)))
     width = max(len(name) for name, _ in rows)
     return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
+
+
+def ray_status() -> str:
+    if importlib.util.find_spec("ray") is None:
+        return "not installed: pip install 'autolfads[ray]' for --backend ray"
+    address = os.environ.get("RAY_ADDRESS")
+    return "installed: --backend ray works" + (f"; RAY_ADDRESS={address}" if address else "")
 
 
 def version(package: str) -> str:
@@ -83,8 +90,6 @@ def recommendation(cores: int, cuda: bool) -> str:
     if cuda:
         return text + "; on a GPU the threads only feed it, so 1 is enough"
     if cores > 1:
-        return (
-            text
-            + f"; use the {cores} cores by training members side by side: autolfads search --backend ray --cpus-per-member 1"
-        )
+        side_by_side = "autolfads search --backend ray --cpus-per-member 1"
+        return text + f"; use the {cores} cores by training members side by side: {side_by_side}"
     return text

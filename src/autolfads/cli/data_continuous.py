@@ -1,34 +1,38 @@
-"""`autolfads data continuous | chop | merge`: continuous recordings (see autolfads.data.continuous)."""
-
-from __future__ import annotations
+"""`autolfads data continuous | chop | merge`: continuous recordings (time x neurons) chopped into overlapping
+trials for training and the model's outputs merged back into time series (see autolfads.data.continuous)."""
 
 import argparse
 import inspect
 from pathlib import Path
 
-from .cli_options import add_keyword_options, keyword_values
-from .data import continuous
+from ..data import continuous
+from .options import EXAMPLES, add_command, add_keyword_options, keyword_values
 
 
-def add_continuous_parsers(kinds: argparse._SubParsersAction) -> None:
-    fmt = argparse.RawDescriptionHelpFormatter
-    synthetic = kinds.add_parser(
+def add_continuous(kinds: argparse._SubParsersAction) -> None:
+    synthetic = add_command(
+        kinds,
         "continuous",
+        run_continuous,
         help="a synthetic continuous recording (time x neurons) with true rates",
         description=inspect.getdoc(continuous.make_continuous),
         epilog="example: autolfads data continuous --out data/rec.h5 --n-bins 2000 --seed 1",
-        formatter_class=fmt,
+        formatter_class=EXAMPLES,
     )
     synthetic.add_argument("--out", type=Path, required=True, help="HDF5 file to write (keys data, truth, latents)")
     add_keyword_options(synthetic, continuous.make_continuous)
-    synthetic.set_defaults(handler=run_continuous)
 
-    chop = kinds.add_parser(
+
+def add_chop(kinds: argparse._SubParsersAction) -> None:
+    chop = add_command(
+        kinds,
         "chop",
+        run_chop,
         help="chop a continuous recording into overlapping LFADS trials",
         description=continuous.__doc__,
-        epilog="example: autolfads data chop --input data/rec.h5 --key data --window 50 --overlap 10 --out data/rec_chops.h5",
-        formatter_class=fmt,
+        epilog="example: autolfads data chop --input data/rec.h5 --key data --window 50 --overlap 10 "
+        "--out data/rec_chops.h5",
+        formatter_class=EXAMPLES,
     )
     chop.add_argument("--input", type=Path, required=True, help="HDF5 file holding the recording")
     chop.add_argument("--key", required=True, help="dataset of the recording, time x neurons")
@@ -42,14 +46,18 @@ def add_continuous_parsers(kinds: argparse._SubParsersAction) -> None:
     )
     chop.add_argument("--seed", type=int, default=0, help="seed of the train/valid assignment (default 0)")
     chop.add_argument("--out", type=Path, required=True, help="LFADS training file to write")
-    chop.set_defaults(handler=run_chop)
 
-    merge = kinds.add_parser(
+
+def add_merge(kinds: argparse._SubParsersAction) -> None:
+    merge = add_command(
+        kinds,
         "merge",
+        run_merge,
         help="merge an LFADS output of chopped data back into continuous time series",
         description=continuous.__doc__,
-        epilog="example: autolfads data merge --output runs/rec/lfads_output.h5 --chops data/rec_chops.h5 --out runs/rec/merged.h5",
-        formatter_class=fmt,
+        epilog="example: autolfads data merge --output runs/rec/lfads_output.h5 --chops data/rec_chops.h5 "
+        "--out runs/rec/merged.h5",
+        formatter_class=EXAMPLES,
     )
     merge.add_argument(
         "--output", type=Path, required=True, help="LFADS output file (lfads_output.h5 of train or sample)"
@@ -62,7 +70,6 @@ def add_continuous_parsers(kinds: argparse._SubParsersAction) -> None:
         "--ramp", choices=continuous.RAMPS, default="linear", help="blending across overlaps (default linear)"
     )
     merge.add_argument("--power", type=float, default=2.0, help="exponent of the power ramp (default 2)")
-    merge.set_defaults(handler=run_merge)
 
 
 def run_continuous(args: argparse.Namespace, _: list[str]) -> int:

@@ -1,8 +1,20 @@
-"""Command-line options generated from a function's keyword-only parameters (the synthetic data makers)."""
+"""What every command family shares: registering a sub-command with its handler, and options generated from
+a function's keyword-only parameters (the synthetic data makers)."""
 
 import argparse
 import inspect
 from collections.abc import Callable
+
+# A handler runs one parsed command: (its arguments, the trailing KEY VALUE config overrides) -> exit status.
+Handler = Callable[[argparse.Namespace, list[str]], int]
+EXAMPLES = argparse.RawDescriptionHelpFormatter  # keeps the line breaks of a description and its examples
+
+
+def add_command(commands: argparse._SubParsersAction, name: str, handler: Handler, **kwargs) -> argparse.ArgumentParser:
+    """A sub-command whose parsed arguments go to `handler`; kwargs go to argparse's add_parser."""
+    parser = commands.add_parser(name, **kwargs)
+    parser.set_defaults(handler=handler)
+    return parser
 
 
 def add_keyword_options(parser: argparse.ArgumentParser, function: Callable) -> None:

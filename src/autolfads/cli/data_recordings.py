@@ -1,34 +1,85 @@
-"""`autolfads data nwb | spikes` (your own recordings in) and `autolfads export-nwb` (results back out)."""
-
-from __future__ import annotations
+"""`autolfads data nlb | nwb | spikes`: recordings brought in as a training file plus evaluation targets."""
 
 import argparse
 from pathlib import Path
 
-from .data import session
+from ..data import nlb, nwb, session, spikes
+from ..errors import ConfigError
+from .options import EXAMPLES, add_command
 
 
-def add_session_parsers(commands: argparse._SubParsersAction, kinds: argparse._SubParsersAction) -> None:
-    from .data import nwb, spikes
+def add_nlb(kinds: argparse._SubParsersAction) -> None:
+    prepare = add_command(
+        kinds,
+        "nlb",
+        run_nlb,
+        help="an NLB data set from its NWB file(s): training file + evaluation targets",
+        description=nlb.__doc__,
+        formatter_class=EXAMPLES,
+    )
+    prepare.add_argument("--dataset", required=True, choices=list(nlb.DATASETS), help="NLB data set")
+    source = prepare.add_mutually_exclusive_group(required=True)
+    source.add_argument(
+        "--nwb",
+        type=Path,
+        help="the data set's NWB file, or a folder of its NWB files (e.g. NLB's train and test files)",
+    )
+    source.add_argument(
+        "--tensors",
+        type=Path,
+        nargs="+",
+        help="nlb_tools' tensor file(s) instead (make_train_input_tensors, make_eval_input_tensors); "
+        "see autolfads.data.nlb_tensors",
+    )
+    prepare.add_argument(
+        "--eval-targets",
+        type=Path,
+        help="with --tensors: make_eval_target_tensors' file (held-out spikes, forward bins, behaviour of the "
+        "eval trials)",
+    )
+    prepare.add_argument(
+        "--valid-fraction",
+        type=float,
+        default=0.2,
+        help="with --tensors, when the eval trials' held-out spikes are unknown: train trials drawn for validation "
+        "(default 0.2)",
+    )
+    prepare.add_argument(
+        "--seed", type=int, default=0, help="with --tensors: seed of those validation trials (default 0)"
+    )
+    prepare.add_argument("--bin-ms", type=int, default=5, help="bin width in ms (default 5; NLB scores 5 and 20)")
+    prepare.add_argument("--out", type=Path, required=True, help="training file to write")
+    add_targets_option(prepare)
+    prepare.add_argument(
+        "--truth",
+        type=Path,
+        help="true rates of a synthetic file (NAME_truth.h5 of `data nlb-synthetic`), stored as {split}_truth",
+    )
 
-    fmt = argparse.RawDescriptionHelpFormatter
-    from_nwb = kinds.add_parser(
+
+def add_nwb(kinds: argparse._SubParsersAction) -> None:
+    from_nwb = add_command(
+        kinds,
         "nwb",
+        run_nwb,
         help="any NWB session: spike times binned in its trials -> training file + targets",
         description=f"{nwb.__doc__}\n{session.__doc__}",
-        formatter_class=fmt,
+        formatter_class=EXAMPLES,
     )
     from_nwb.add_argument(
         "--nwb", type=Path, required=True, help="the NWB file (Units table with spike_times, a trials table)"
     )
     add_trial_options(from_nwb)
-    from_nwb.set_defaults(handler=run_data_nwb)
 
-    from_spikes = kinds.add_parser(
+
+def add_spikes(kinds: argparse._SubParsersAction) -> None:
+    from_spikes = add_command(
+        kinds,
         "spikes",
+        run_spikes,
         help="plain spike times (NPZ or CSV) and a trials CSV -> training file + targets",
         description=f"{spikes.__doc__}\n{session.__doc__}",
-        formatter_class=fmt,
+        formatter_class=EXAMPLES,
     )
     from_spikes.add_argument(
         "--spikes",
@@ -46,33 +97,10 @@ def add_session_parsers(commands: argparse._SubParsersAction, kinds: argparse._S
         "--units", type=Path, help="optional units CSV: a unit column and per-unit columns such as heldout"
     )
     add_trial_options(from_spikes)
-    from_spikes.set_defaults(handler=run_data_spikes)
-
-    from .export_nwb import __doc__ as export_doc
-
-    export = commands.add_parser(
-        "export-nwb",
-        help="a copy of the NWB session with the inferred rates, factors and inputs",
-        description=export_doc,
-        formatter_class=fmt,
-    )
-    export.add_argument(
-        "--output", type=Path, required=True, help="LFADS output file (lfads_output.h5 of train or sample)"
-    )
-    export.add_argument(
-        "--nwb", type=Path, required=True, help="the NWB session the training file was made from (`data nwb`)"
-    )
-    export.add_argument("--data", type=Path, help="the training file (default: the output's data_file attribute)")
-    export.add_argument(
-        "--config",
-        type=Path,
-        help="the model's config.yaml, stored in the description (default: config.yaml beside the output)",
-    )
-    export.add_argument("--out", type=Path, required=True, help="NWB file to write")
-    export.set_defaults(handler=run_export_nwb)
 
 
 def add_trial_options(parser: argparse.ArgumentParser) -> None:
+    """How spike times become trials of bins (session.TrialOptions), and the files written."""
     parser.add_argument(
         "--align", default="start_time", help="trials column the window is aligned to (default start_time)"
     )
@@ -119,6 +147,10 @@ def add_trial_options(parser: argparse.ArgumentParser) -> None:
         "--seed", type=int, default=0, help="seed of the validation trials and held-out units (default 0)"
     )
     parser.add_argument("--out", type=Path, required=True, help="training file to write")
+    add_targets_option(parser)
+
+
+def add_targets_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--targets", type=Path, help="evaluation targets file to write (default: OUT's name + _targets.h5)"
     )
@@ -140,23 +172,27 @@ def trial_options(args: argparse.Namespace) -> session.TrialOptions:
     )
 
 
-def run_data_nwb(args: argparse.Namespace, _: list[str]) -> int:
-    from .data.nwb import prepare_nwb
+def run_nlb(args: argparse.Namespace, _: list[str]) -> int:
+    if args.tensors:
+        from ..data.nlb_tensors import prepare_tensors
 
-    print(prepare_nwb(args.nwb, trial_options(args), args.out, args.targets).summary)
+        if args.truth:
+            raise ConfigError("--truth goes with --nwb (a synthetic NWB session), not --tensors")
+        files = [args.out, args.targets, args.eval_targets]
+        print(prepare_tensors(args.dataset, args.tensors, args.bin_ms, *files, args.valid_fraction, args.seed).summary)
+        return 0
+    if args.eval_targets:
+        raise ConfigError("--eval-targets goes with --tensors; with --nwb the targets are made from the NWB file")
+    print(nlb.prepare_nlb(args.dataset, args.nwb, args.bin_ms, args.out, args.targets, args.truth).summary)
     return 0
 
 
-def run_data_spikes(args: argparse.Namespace, _: list[str]) -> int:
-    from .data.spikes import read_spikes
+def run_nwb(args: argparse.Namespace, _: list[str]) -> int:
+    print(nwb.prepare_nwb(args.nwb, trial_options(args), args.out, args.targets).summary)
+    return 0
 
-    recording = read_spikes(args.spikes, args.trials, args.units)
+
+def run_spikes(args: argparse.Namespace, _: list[str]) -> int:
+    recording = spikes.read_spikes(args.spikes, args.trials, args.units)
     print(session.prepare_session(recording, trial_options(args), args.out, args.targets).summary)
-    return 0
-
-
-def run_export_nwb(args: argparse.Namespace, _: list[str]) -> int:
-    from .export_nwb import export_nwb
-
-    print(export_nwb(args.output, args.nwb, args.out, data=args.data, config=args.config))
     return 0

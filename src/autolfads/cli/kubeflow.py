@@ -1,4 +1,4 @@
-"""`autolfads kubeflow katib|rayjob`: the command line over `deploy.katib` and `deploy.rayjob`.
+"""`autolfads kubeflow katib | rayjob`: the command line over `deploy.katib` and `deploy.rayjob`.
 
 The manifest goes to -o FILE (written atomically) or to stdout; --dry-run only prints it; --submit also
 creates it on the current kube context. Notes on what Katib cannot express go to stderr.
@@ -8,30 +8,59 @@ import argparse
 import sys
 from pathlib import Path
 
+from .options import EXAMPLES, add_command
+
 HEADER = "# Written by `autolfads kubeflow {kind}`. Create it with: kubectl apply -f FILE\n"
+# Options of both manifests, then each one's own: fields of the same name in KatibSettings / RayJobSettings.
+COMMON = ("name", "image", "population", "epochs_per_generation", "max_generations", "namespace", "run_as_user")
+KATIB_OPTIONS = (*COMMON, "data_pvc", "data_subpath", "gpus", "cpus", "memory", "truncation_threshold")
+RAYJOB_OPTIONS = (
+    *COMMON,
+    "pvc",
+    "data_subpath",
+    "workdir_subpath",
+    "seed",
+    "workers",
+    "cpus_per_worker",
+    "gpus_per_worker",
+    "memory_per_worker",
+    "cpus_per_member",
+    "gpus_per_member",
+)
 
 
-def add_kubeflow_parser(commands: argparse._SubParsersAction) -> None:
+def add_kubeflow(commands: argparse._SubParsersAction) -> None:
     kubeflow = commands.add_parser(
         "kubeflow",
-        help="Kubernetes manifests: a Katib PBT Experiment, or a KubeRay RayJob running `autolfads search --backend ray`",
+        help="Kubernetes manifests: a Katib PBT Experiment, or a KubeRay RayJob running "
+        "`autolfads search --backend ray`",
         description="Write the Kubernetes manifests of an AutoLFADS run (see deploy/kubernetes/README.md).",
-        epilog="examples:\n  autolfads kubeflow katib --name lorenz --image IMAGE --data-pvc autolfads-data --config-file cfg.yaml --population 20 --epochs-per-generation 50 -o lorenz.yaml\n"
-        "  autolfads kubeflow rayjob --name lorenz-ray --image IMAGE-ray --pvc autolfads-data --config-file cfg.yaml --population 16 --epochs-per-generation 25 --dry-run",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n  autolfads kubeflow katib --name lorenz --image IMAGE --data-pvc autolfads-data "
+        "--config-file cfg.yaml --population 20 --epochs-per-generation 50 -o lorenz.yaml\n"
+        "  autolfads kubeflow rayjob --name lorenz-ray --image IMAGE-ray --pvc autolfads-data --config-file cfg.yaml "
+        "--population 16 --epochs-per-generation 25 --dry-run",
+        formatter_class=EXAMPLES,
     )
     kinds = kubeflow.add_subparsers(dest="manifest", metavar="KIND", required=True)
-    katib = kinds.add_parser(
+    add_katib(kinds)
+    add_rayjob(kinds)
+
+
+def add_katib(kinds: argparse._SubParsersAction) -> None:
+    katib = add_command(
+        kinds,
         "katib",
+        run_katib,
         help="a Katib Experiment (kubeflow.org/v1beta1): PBT, each trial one generation of `autolfads train`",
         description="A Katib Experiment running AutoLFADS as Katib's PBT, plus a ConfigMap with the config. Each trial "
         "resumes the checkpoint Katib copied from its parent, applies its hyperparameters and trains one generation. "
         "Katib's PBT never copies weights between trials (see deploy/kubernetes/README.md). Log-scale ranges of the "
         "search space become log-spaced discrete lists.",
-        epilog="example: autolfads kubeflow katib --name lorenz --image ghcr.io/lab/autolfads:0.1.0 --data-pvc autolfads-data "
-        "--data-subpath lorenz --config-file examples/configs/lorenz.yaml --population 20 --epochs-per-generation 50 -o lorenz.yaml",
+        epilog="example: autolfads kubeflow katib --name lorenz --image ghcr.io/lab/autolfads:0.1.0 "
+        "--data-pvc autolfads-data --data-subpath lorenz --config-file examples/configs/lorenz.yaml --population 20 "
+        "--epochs-per-generation 50 -o lorenz.yaml",
     )
-    _common(katib)
+    add_manifest_options(katib)
     katib.add_argument(
         "--data-pvc", required=True, help="PersistentVolumeClaim holding the data (mounted read-only at /share/data)"
     )
@@ -49,18 +78,22 @@ def add_kubeflow_parser(commands: argparse._SubParsersAction) -> None:
         default=0.4,
         help="fraction of trials that exploit each generation (default 0.4)",
     )
-    katib.set_defaults(handler=run_katib)
 
-    rayjob = kinds.add_parser(
+
+def add_rayjob(kinds: argparse._SubParsersAction) -> None:
+    rayjob = add_command(
+        kinds,
         "rayjob",
+        run_rayjob,
         help="a KubeRay RayJob (ray.io/v1): real PBT with `autolfads search --backend ray` on a Ray cluster",
         description="A RayJob that starts a Ray cluster (head + a worker group), runs `autolfads search --backend ray "
         "--address auto` on it and tears it down; plus a ConfigMap with the config and search space. Data and workdir "
         "live on one RWX PVC mounted at /share in every pod.",
-        epilog="example: autolfads kubeflow rayjob --name lorenz-ray --image ghcr.io/lab/autolfads:0.1.0-ray --pvc autolfads-data "
-        "--config-file examples/configs/lorenz.yaml --population 16 --epochs-per-generation 25 --workers 4 --cpus-per-worker 4",
+        epilog="example: autolfads kubeflow rayjob --name lorenz-ray --image ghcr.io/lab/autolfads:0.1.0-ray "
+        "--pvc autolfads-data --config-file examples/configs/lorenz.yaml --population 16 --epochs-per-generation 25 "
+        "--workers 4 --cpus-per-worker 4",
     )
-    _common(rayjob)
+    add_manifest_options(rayjob)
     rayjob.add_argument(
         "--pvc", required=True, help="RWX PersistentVolumeClaim for the data and the workdir (mounted at /share)"
     )
@@ -77,10 +110,10 @@ def add_kubeflow_parser(commands: argparse._SubParsersAction) -> None:
     rayjob.add_argument(
         "--gpus-per-member", type=float, default=0.0, help="GPUs per member, fractions allowed (default 0)"
     )
-    rayjob.set_defaults(handler=run_rayjob)
 
 
-def _common(parser: argparse.ArgumentParser) -> None:
+def add_manifest_options(parser: argparse.ArgumentParser) -> None:
+    """What both manifests need: names, image, config, search, namespace and where the manifest goes."""
     parser.add_argument("--name", required=True, help="name of the Experiment / RayJob (and prefix of its ConfigMap)")
     parser.add_argument("--image", required=True, help="container image with autolfads (deploy/docker/)")
     parser.add_argument(
@@ -107,46 +140,42 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 def run_katib(args: argparse.Namespace, _: list[str]) -> int:
     from ..config import load_config
+    from ..deploy import read_text
+    from ..deploy.katib import KatibSettings, katib_documents, limitations
     from ..search.space import default_search_space, load_search_space
-    from . import read_text
-    from .katib import KatibSettings, katib_documents, limitations
 
     space = load_search_space(args.search_space) if args.search_space else default_search_space()
-    settings = KatibSettings(
-        name=args.name, image=args.image, data_pvc=args.data_pvc, data_subpath=args.data_subpath,
-        config=load_config(args.config_file), config_text=read_text(args.config_file, "config"), space=space,
-        population=args.population, epochs_per_generation=args.epochs_per_generation, max_generations=args.max_generations,
-        namespace=args.namespace, gpus=args.gpus, cpus=args.cpus, memory=args.memory,
-        truncation_threshold=args.truncation_threshold, run_as_user=args.run_as_user,
-    )  # fmt: skip
+    config, config_text = load_config(args.config_file), read_text(args.config_file, "config")
+    settings = KatibSettings(config=config, config_text=config_text, space=space, **options(args, KATIB_OPTIONS))
     for note in limitations(space):
         print(f"autolfads: note: {note}", file=sys.stderr)
-    return _emit(katib_documents(settings), "katib", args)
+    return emit(katib_documents(settings), "katib", args)
 
 
 def run_rayjob(args: argparse.Namespace, _: list[str]) -> int:
     from ..config import load_config
+    from ..deploy import read_text
+    from ..deploy.rayjob import RayJobSettings, rayjob_documents
     from ..search.space import load_search_space
-    from . import read_text
-    from .rayjob import RayJobSettings, rayjob_documents
 
     load_config(args.config_file)  # fail here, not in the cluster
     if args.search_space:
         load_search_space(args.search_space)
     settings = RayJobSettings(
-        name=args.name, image=args.image, pvc=args.pvc, config_text=read_text(args.config_file, "config"),
+        config_text=read_text(args.config_file, "config"),
         space_text=read_text(args.search_space, "search space") if args.search_space else None,
-        population=args.population, epochs_per_generation=args.epochs_per_generation, max_generations=args.max_generations,
-        data_subpath=args.data_subpath, workdir_subpath=args.workdir_subpath, namespace=args.namespace, seed=args.seed,
-        workers=args.workers, cpus_per_worker=args.cpus_per_worker, gpus_per_worker=args.gpus_per_worker,
-        memory_per_worker=args.memory_per_worker, cpus_per_member=args.cpus_per_member,
-        gpus_per_member=args.gpus_per_member, run_as_user=args.run_as_user,
-    )  # fmt: skip
-    return _emit(rayjob_documents(settings), "rayjob", args)
+        **options(args, RAYJOB_OPTIONS),
+    )
+    return emit(rayjob_documents(settings), "rayjob", args)
 
 
-def _emit(documents: list[dict], kind: str, args: argparse.Namespace) -> int:
-    from . import submit, to_yaml, write_atomic
+def options(args: argparse.Namespace, names: tuple[str, ...]) -> dict:
+    """The parsed options that are fields of the same name in a manifest's settings."""
+    return {name: getattr(args, name) for name in names}
+
+
+def emit(documents: list[dict], kind: str, args: argparse.Namespace) -> int:
+    from ..deploy import submit, to_yaml, write_atomic
 
     text = to_yaml(documents, HEADER.format(kind=kind))
     if args.dry_run or args.output is None:

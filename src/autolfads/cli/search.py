@@ -1,0 +1,184 @@
+"""`autolfads search`: AutoLFADS, population-based training on this machine or a Ray cluster."""
+
+import argparse
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..errors import ConfigError
+from ..layout import SEARCH_LOG, SETTINGS_FILE
+from ..names import METRIC, PBT_METRICS, SAMPLED_METRIC
+from .options import EXAMPLES, add_command
+
+if TYPE_CHECKING:
+    from ..search import SearchSettings
+
+RAY_OPTIONS = ("address", "cpus_per_member", "gpus_per_member", "members_per_trial", "cpus_per_trial", "gpus_per_trial")
+EMBEDDED_OPTIONS = ("workers", "threads_per_worker")
+
+
+def add_search(commands: argparse._SubParsersAction) -> None:
+    search = add_command(
+        commands,
+        "search",
+        run_search,
+        help="AutoLFADS: population-based training of LFADS hyperparameters",
+        description="Population-based training (AutoLFADS): members train in synchronous generations; after each, "
+        "random pairs compete on the smoothed validation NLL and each loser copies the winner's weights and optimizer "
+        "state and perturbs its hyperparameters. Rerunning the same command resumes from the last completed "
+        "generation. Trailing KEY VALUE pairs override the config as in `autolfads train`.",
+        epilog="examples:\n  autolfads search --data data/lorenz.h5 --config-file examples/configs/lorenz.yaml "
+        "--population 8 --workdir runs/search\n"
+        "  autolfads search ... --backend ray --address auto --cpus-per-member 2 --gpus-per-member 0.5\n"
+        "  autolfads search ... --backend ray --address auto --members-per-trial 8 --gpus-per-trial 1 "
+        "--cpus-per-trial 4",
+        formatter_class=EXAMPLES,
+    )
+    search.set_defaults(takes_overrides=True)
+    add_search_options(search)
+    add_backend_options(search)
+    search.add_argument(
+        "--resume",
+        action="store_true",
+        help="require an existing search in --workdir to continue (rerunning resumes anyway)",
+    )
+    search.add_argument(
+        "--metric",
+        default=METRIC,
+        choices=list(PBT_METRICS),
+        help=f"what PBT ranks members by: {METRIC} (default: held-in neurons and bins, posterior means; lower is "
+        f"better), {SAMPLED_METRIC} (every neuron and bin, a posterior sample, as lfads-torch and lfads-tf2; needs "
+        "train.sampled_metric true) or an NLB metric (higher is better; needs data.nlb_targets)",
+    )
+    search.add_argument(
+        "--no-report", dest="report", action="store_false", help="do not write WORKDIR/report.html at the end"
+    )
+
+
+def add_search_options(search: argparse.ArgumentParser) -> None:
+    """What is searched, where, and for how long."""
+    search.add_argument(
+        "--data",
+        type=Path,
+        help="HDF5 data file, a folder or a glob (several files: one stitched model); default: data.dir of the config",
+    )
+    search.add_argument(
+        "--config-file", type=Path, help="YAML config (our schema or lfads-tf2's); default: built-in defaults"
+    )
+    search.add_argument(
+        "--search-space",
+        type=Path,
+        help="YAML search space (name: {low, high, log, explore_weight, enforce_limits, initial}); "
+        "default: the published AutoLFADS one",
+    )
+    search.add_argument("--population", type=int, default=8, help="members (default 8)")
+    search.add_argument(
+        "--workdir", type=Path, required=True, help="folder for the search's checkpoints, tables, logs and best model"
+    )
+    search.add_argument(
+        "--epochs-per-generation",
+        type=int,
+        default=25,
+        help="epochs between exploits (default 25; the first generation adds the KL/L2 ramps)",
+    )
+    search.add_argument("--max-generations", type=int, default=50, help="upper bound on generations (default 50)")
+    search.add_argument(
+        "--seed", type=int, default=0, help="seed of the sampling, tournaments and perturbations (default 0)"
+    )
+
+
+def add_backend_options(search: argparse.ArgumentParser) -> None:
+    """Where the members train: worker processes on this machine, or Ray trials."""
+    search.add_argument(
+        "--backend",
+        choices=["embedded", "ray"],
+        default="embedded",
+        help="embedded: this machine, worker processes each training a slice of the population on its population "
+        "axis (default); ray: Ray Tune trials on a cluster",
+    )
+    search.add_argument(
+        "--workers",
+        type=int,
+        help="embedded: worker processes, each training a slice of the population (default: one per usable CPU, at "
+        "most the population; 1 on a GPU)",
+    )
+    search.add_argument(
+        "--threads-per-worker",
+        type=int,
+        help="embedded: torch threads of each worker (default: its share of the usable CPUs; train.threads applies "
+        "to `autolfads train`)",
+    )
+    search.add_argument(
+        "--address", help="Ray cluster to join: auto or HOST:PORT (default: start a local Ray instance on 127.0.0.1)"
+    )
+    search.add_argument(
+        "--cpus-per-member",
+        type=float,
+        default=1.0,
+        help="Ray: CPUs per member, also its torch thread count (default 1)",
+    )
+    search.add_argument(
+        "--gpus-per-member", type=float, default=0.0, help="Ray: GPUs per member, fractions allowed (default 0)"
+    )
+    search.add_argument(
+        "--members-per-trial",
+        type=int,
+        default=1,
+        help="Ray: members trained together by one trial on one population axis (default 1); the trial asks for the "
+        "per-trial resources",
+    )
+    search.add_argument(
+        "--cpus-per-trial",
+        type=float,
+        help="Ray: CPUs of one trial, also its torch threads (default: members per trial x --cpus-per-member)",
+    )
+    search.add_argument(
+        "--gpus-per-trial",
+        type=float,
+        help="Ray: GPUs of one trial, shared by its members (default: members per trial x --gpus-per-member)",
+    )
+
+
+def run_search(args: argparse.Namespace, overrides: list[str]) -> int:
+    from ..config import Config, apply_overrides, load_config
+    from ..search import load_search_space, search
+
+    if args.resume and not (args.workdir / SETTINGS_FILE).exists():
+        raise ConfigError(f"--resume: {args.workdir} holds no search to continue")
+    config = apply_overrides(load_config(args.config_file) if args.config_file else Config(), overrides)
+    settings = search_settings(args)
+    space = load_search_space(args.search_space) if args.search_space else None
+    names = RAY_OPTIONS if args.backend == "ray" else EMBEDDED_OPTIONS
+    outcome = search(config, args.data, args.workdir, settings, space, **{name: getattr(args, name) for name in names})
+    if args.report:
+        outcome.report = write_search_report(args.workdir)
+    print(outcome.summary())
+    return 0
+
+
+def search_settings(args: argparse.Namespace) -> "SearchSettings":
+    """The SearchSettings of the command line; a bad value is one line naming its option."""
+    from pydantic import ValidationError
+
+    from ..config import explain_errors
+    from ..search import SearchSettings
+
+    try:
+        return SearchSettings(
+            population=args.population,
+            epochs_per_generation=args.epochs_per_generation,
+            max_generations=args.max_generations,
+            seed=args.seed,
+            backend=args.backend,
+            metric=args.metric,
+        )
+    except ValidationError as err:
+        options = {name: "--" + name.replace("_", "-") for name in SearchSettings.model_fields}
+        raise ConfigError("invalid search settings: " + "; ".join(explain_errors(err, options))) from None
+
+
+def write_search_report(workdir: Path) -> Path | None:
+    """WORKDIR/report.html; a failure is logged in search.log, not raised."""
+    from ..report import report_at_end  # matplotlib is imported only when a report is made
+    from ..train.records import RunLog
+
+    return report_at_end(workdir, RunLog(workdir / SEARCH_LOG))
