@@ -21,7 +21,7 @@ from nlb_tools import evaluation as nlb_evaluation  # noqa: E402
 
 from autolfads.cli import main  # noqa: E402
 from autolfads.config import DataConfig  # noqa: E402
-from autolfads.data import write_lfads_h5  # noqa: E402
+from autolfads.data.hdf5 import write_lfads_h5  # noqa: E402
 from autolfads.data.nlb_synthetic import write_nlb_synthetic  # noqa: E402
 from autolfads.errors import ConfigError, EvaluationError  # noqa: E402
 from autolfads.evaluate import Targets, metrics, score, write_targets  # noqa: E402

@@ -10,7 +10,7 @@ import pytest
 import torch
 from scipy import stats
 
-from autolfads.data import LFADSData, Split, load_data
+from autolfads.data.dataset import LFADSData, Split, load_data
 from autolfads.errors import ConfigError, DataError
 from autolfads.model import LFADS
 from autolfads.model.augmentations import sbtt_targets, spike_jitter, temporal_shift

@@ -22,7 +22,8 @@ from PIL import Image
 
 from autolfads.cli import main
 from autolfads.config import Config, apply_overrides
-from autolfads.data import load_sessions, write_multisession
+from autolfads.data.dataset import load_sessions
+from autolfads.data.multisession_synthetic import write_multisession
 from autolfads.errors import ReportError
 from autolfads.report import REPORT_FILE, report_at_end, write_report
 from autolfads.report.build import fmt

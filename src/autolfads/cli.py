@@ -233,7 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     kinds = data.add_subparsers(dest="kind", metavar="KIND", required=True)
-    from .data import SYNTHETIC_SETS
+    from .data.synthetic import SYNTHETIC_SETS
 
     for kind, make in SYNTHETIC_SETS.items():
         summary = (inspect.getdoc(make) or "").split("\n")[0]
@@ -417,7 +417,7 @@ def run_doctor(args: argparse.Namespace, _: list[str]) -> int:
 
 
 def run_data(args: argparse.Namespace, _: list[str]) -> int:
-    from .data import SYNTHETIC_SETS, write_synthetic
+    from .data.synthetic import SYNTHETIC_SETS, write_synthetic
 
     path = write_synthetic(args.make_kind, args.out, **keyword_values(args, SYNTHETIC_SETS[args.make_kind]))
     print(path)

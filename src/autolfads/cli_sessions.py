@@ -48,7 +48,7 @@ def add_session_parsers(commands: argparse._SubParsersAction, kinds: argparse._S
     add_trial_options(from_spikes)
     from_spikes.set_defaults(handler=run_data_spikes)
 
-    from .export_nwb import __doc__ as export_doc
+    from .data.nwb_export import __doc__ as export_doc
 
     export = commands.add_parser(
         "export-nwb",
@@ -156,7 +156,7 @@ def run_data_spikes(args: argparse.Namespace, _: list[str]) -> int:
 
 
 def run_export_nwb(args: argparse.Namespace, _: list[str]) -> int:
-    from .export_nwb import export_nwb
+    from .data.nwb_export import export_nwb
 
     print(export_nwb(args.output, args.nwb, args.out, data=args.data, config=args.config))
     return 0

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from autolfads.errors import ConfigError
 from autolfads.files import write_text_atomic
-from autolfads.names import MEMBER_HPARAMS
+from autolfads.names import MEMBER_HPARAMS, OBSERVATION_MODELS
 
 
 class _Section(BaseModel):
@@ -90,7 +90,7 @@ class ModelConfig(_Section):
     ic_post_var_min: float = Field(1e-4, ge=0, description="Floor added to the initial-condition posterior variance.")
     co_prior_tau: float = Field(10.0, gt=0, description="Initial time constant (bins) of the AR(1) controller prior.")
     co_prior_nvar: float = Field(0.1, gt=0, description="Initial noise variance of the AR(1) controller prior.")
-    reconstruction: Literal["poisson", "gaussian", "gamma", "zig"] = Field(
+    reconstruction: Literal[OBSERVATION_MODELS] = Field(
         "poisson",
         description="Observation model of the data (gamma: positive values; zig: zero-inflated gamma, values >= 0).",
     )

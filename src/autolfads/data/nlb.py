@@ -15,7 +15,7 @@ The training file is in the encod/recon layout that `autolfads train` and `searc
 LFADS's splits are NLB's: train = the 'train' trials; valid = the 'val' trials, which NLB's local evaluation
 scores (their held-out neurons only ever enter validation metrics); test = the 'test' trials, held-in
 neurons only, when the NWB holds them. The targets file holds make_eval_target_tensors' output for the
-'val' trials, in nlb_tools' layout (see autolfads.evaluate.files).
+'val' trials, in nlb_tools' layout (see autolfads.data.nlb_targets).
 """
 
 from __future__ import annotations
@@ -193,7 +193,7 @@ def prepare_nlb(
     }
     write_lfads_h5(out, arrays, attrs=attrs, compression=True)
 
-    from autolfads.evaluate import Targets, write_targets
+    from autolfads.data.nlb_targets import Targets, write_targets
 
     target_arrays = {key: _target_array(value) for key, value in target_arrays.items()}
     write_targets(

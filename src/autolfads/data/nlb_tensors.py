@@ -126,7 +126,7 @@ def prepare_tensors(
         attrs["targets"] = targets_out.name
     write_lfads_h5(out, arrays, attrs=attrs, compression=True)
     if targets is not None:
-        from autolfads.evaluate import write_targets
+        from autolfads.data.nlb_targets import write_targets
 
         write_targets(targets_out, targets)
         unavailable = targets.unavailable()
@@ -237,7 +237,7 @@ def _check_shapes(
 
 def _targets(t: dict, eval_known: dict, name: str, dataset: str, bin_ms: int, train_ids, eval_ids, shape):
     """NLB's targets of the eval trials, with what the tensors lack left out; None if nothing to score."""
-    from autolfads.evaluate import Targets
+    from autolfads.data.nlb_targets import Targets
 
     arrays = dict(eval_known)
     if "train_behavior" in t and "train_behavior" not in arrays:

@@ -171,7 +171,7 @@ def prepare_session(
         attrs["targets"] = targets_out.name
     write_lfads_h5(out, arrays, attrs=attrs, compression=True)
     if targets is not None:
-        from autolfads.evaluate import write_targets
+        from autolfads.data.nlb_targets import write_targets
 
         write_targets(targets_out, targets)
     sizes = " / ".join(
@@ -322,7 +322,7 @@ def _series(recording: Recording, name: str) -> tuple[np.ndarray, np.ndarray]:
 def _targets(arrays: dict, counts: dict, trial_bins: int, n_heldin: int, options: TrialOptions, name: str):
     """The valid trials' evaluation targets (what the session lacks is left out), or None when there is
     nothing to score: no held-out units, forward bins or behaviour."""
-    from autolfads.evaluate import Targets
+    from autolfads.data.nlb_targets import Targets
 
     valid = counts["valid"]
     forward_bins, n_heldout = valid.shape[1] - trial_bins, valid.shape[2] - n_heldin

@@ -12,7 +12,7 @@ from pathlib import Path
 import yaml
 
 from ..errors import ConfigError
-from ..files import write_text_atomic
+from ..files import write_atomic
 
 # Where the trial/search containers find the user's config and search space (a ConfigMap, mounted read-only).
 CONFIG_MOUNT = "/etc/autolfads"
@@ -60,10 +60,10 @@ def to_yaml(documents: Iterable[dict], header: str = "") -> str:
     return header + "---\n".join(dump)
 
 
-def write_atomic(path: str | os.PathLike[str], text: str) -> Path:
-    """Write to a temporary file beside `path`, then rename: readers never see half a manifest."""
+def write_manifest(path: str | os.PathLike[str], text: str) -> Path:
+    """Write the manifests' YAML atomically (files.write_atomic): readers never see half a manifest."""
     try:
-        return write_text_atomic(path, text)
+        return write_atomic(path, text)
     except OSError as err:
         raise ConfigError(f"{path}: cannot write the manifest: {err}") from None
 

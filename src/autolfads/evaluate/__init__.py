@@ -7,9 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data.nlb_targets import Targets, read_targets, write_targets
 from ..errors import EvaluationError
-from .files import read_output_rates, read_targets, write_json, write_submission, write_targets
-from .scoring import SUBMISSION_KEYS, Targets, format_table, score, submission_from_rates
+from .files import read_output_rates, write_json, write_submission
+from .scoring import SUBMISSION_KEYS, format_table, score, submission_from_rates
 
 __all__ = [
     "SUBMISSION_KEYS",

@@ -24,9 +24,9 @@ import numpy as np
 import yaml
 
 from .. import __version__
-from ..data import SPLIT_NAMES
+from ..data.hdf5 import SPLIT_NAMES
 from ..errors import ReportError
-from ..files import write_text_atomic
+from ..files import write_atomic
 from ..layout import OUTPUT_FILE, REPORT_FILE
 from ..names import HEADLINE_METRICS, MEMBER_HPARAMS, METRIC
 from . import figures
@@ -51,8 +51,7 @@ def write_report(folder: str | Path, output: str | Path | None = None) -> Path:
         f"autolfads {__version__} · report made {time.strftime('%Y-%m-%d %H:%M')} on {host}",
     )
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return write_text_atomic(path, text)
+        return write_atomic(path, text, mkdir=True)
     except OSError as err:
         raise ReportError(f"cannot write the report {path}: {err}") from None
 

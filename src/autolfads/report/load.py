@@ -21,7 +21,7 @@ import torch
 import yaml
 
 from ..config import Config, SessionDims, load_config
-from ..data import LFADSData
+from ..data.dataset import LFADSData
 from ..errors import AutoLFADSError, ReportError
 from ..layout import (
     BEST_DIR,

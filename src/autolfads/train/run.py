@@ -25,7 +25,7 @@ import torch
 from tqdm import tqdm
 
 from ..config import Config, ModelConfig, SessionDims, load_config, member_hparams, save_config
-from ..data import LFADSData, load_sessions
+from ..data.dataset import LFADSData, load_sessions
 from ..errors import CheckpointError, ConfigError, TrainingDiverged
 from ..files import write_text_atomic
 from ..layout import BEST_CKPT, CONFIG_FILE, LAST_CKPT, METRICS_FILE, OUTPUT_FILE, RUN_LOG, TENSORBOARD_DIR
