@@ -26,6 +26,7 @@ import yaml
 from .. import __version__
 from ..data.hdf5 import SPLIT_NAMES
 from ..errors import ReportError
+from ..evaluate.metrics import r2_score
 from ..files import write_atomic
 from ..layout import OUTPUT_FILE, REPORT_FILE
 from ..names import HEADLINE_METRICS, MEMBER_HPARAMS, METRIC
@@ -136,7 +137,7 @@ def summary(results: Results) -> Section:
             metric_rows.append(
                 [
                     f"R² of the posterior-sampled rates vs true rates ({name}{session})",
-                    fmt(r2(split.rates, split.truth)),
+                    fmt(r2_score(split.truth.astype(np.float64), split.rates.astype(np.float64))),
                 ]
             )
     where = f"member {results.search.best_member}, last generation" if results.search else f"epoch {best_epoch}"
@@ -410,17 +411,6 @@ def chosen_neurons(splits: list[Inferred]) -> list[int]:
     """The most active neurons over every trial, in their own order."""
     activity = np.concatenate([split.spikes for split in splits]).mean((0, 1))
     return sorted(np.argsort(-activity, kind="stable")[:N_NEURONS].tolist())
-
-
-def r2(pred: np.ndarray, truth: np.ndarray) -> float:
-    """R^2 per neuron over trials x bins, averaged over neurons (as the training metric val_r2)."""
-    pred, truth = (
-        pred.reshape(-1, pred.shape[-1]).astype(np.float64),
-        truth.reshape(-1, truth.shape[-1]).astype(np.float64),
-    )
-    ss_res = ((pred - truth) ** 2).sum(0)
-    ss_tot = ((truth - truth.mean(0)) ** 2).sum(0)
-    return float(np.mean(1 - ss_res / ss_tot))
 
 
 def duration(seconds: float | None) -> str:

@@ -17,12 +17,12 @@ from pathlib import Path
 
 import h5py
 import numpy as np
-import torch
 import yaml
 
 from ..config import Config, SessionDims, load_config
 from ..data.dataset import LFADSData
 from ..errors import AutoLFADSError, ReportError
+from ..evaluate.metrics import bits_per_spike, r2_score
 from ..layout import (
     BEST_DIR,
     CONFIG_FILE,
@@ -39,7 +39,6 @@ from ..names import MEMBER_HPARAMS, METRIC
 from ..output import output_paths
 from ..search.pbt import best_member
 from ..search.space import SearchSpace, load_search_space
-from ..train.metrics import bits_per_spike, null_nll_sum, poisson_nll, r2_score
 from ..train.run import read_sessions
 
 # A line that starts a training or search session in train.log / search.log ("new run", "resumed ...").
@@ -328,7 +327,7 @@ def session_rows(
     """A row per session of a stitched model (sessions and outputs in the model's order; data: the loaded
     sessions, matched by name, None when they could not be read) and notes on what is missing.
     R^2: the session's posterior-sampled rates against its true rates, per neuron over trials x bins and
-    averaged over neurons (r2_score, the convention of val_r2). Bits/spike: held-in neurons and bins,
+    averaged over neurons (evaluate.metrics.r2_score, the definition val_r2 follows). Bits/spike: held-in neurons and bins,
     against each neuron's mean count (as val_bps), for Poisson data without missing entries."""
     by_name = {session.name: session for session in data or []}
     rows, notes, no_data, no_output = [], [], [], []
@@ -358,19 +357,13 @@ def session_rows(
                     f"{output} holds other {split.name} trials than {session.path}: no {split.name} scores for session {dims.name}"
                 )
                 continue
-            rates = torch.from_numpy(stored[f"{split.name}_rates"][order]).double()
+            rates = stored[f"{split.name}_rates"][order].astype(np.float64)
             if split.truth is not None:
-                row.r2[split.name] = float(r2_score(rates[None], split.truth.double())[0])
-            heldin = (
-                split.recon[:, : session.encod_seq_len, : session.encod_dim].double()
-                if split.recon is not None
-                else None
-            )
-            if poisson and heldin is not None and not heldin.isnan().any():
-                nll = poisson_nll(rates[:, : session.encod_seq_len, : session.encod_dim], heldin).sum()
-                row.bps[split.name] = float(
-                    bits_per_spike(nll, torch.tensor(null_nll_sum(heldin), dtype=torch.float64), float(heldin.sum()))
-                )
+                row.r2[split.name] = r2_score(split.truth.double().numpy(), rates)
+            if poisson and split.recon is not None:
+                heldin = split.recon[:, : session.encod_seq_len, : session.encod_dim].double().numpy()
+                if not np.isnan(heldin).any():
+                    row.bps[split.name] = bits_per_spike(rates[:, : session.encod_seq_len, : session.encod_dim], heldin)
     if data is not None and no_data:
         notes.append(
             f"no data file of session{'s' if len(no_data) > 1 else ''} {', '.join(no_data)} in {Path(data[0].path).parent}: no trials or scores for {'them' if len(no_data) > 1 else 'it'}"
