@@ -26,11 +26,11 @@ import yaml
 from autolfads.cli import build_parser, main
 from autolfads.config import load_config
 from autolfads.deploy import to_yaml
+from autolfads.deploy.katib_rules import check_experiment
 from autolfads.deploy.katib import (
     DATA_MOUNT,
     METRICS_FORMAT,
     KatibSettings,
-    check_experiment,
     katib_documents,
     katib_parameter,
     log_grid,

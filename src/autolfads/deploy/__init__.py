@@ -16,10 +16,17 @@ from ..files import write_atomic
 
 # Where the trial/search containers find the user's config and search space (a ConfigMap, mounted read-only).
 CONFIG_MOUNT = "/etc/autolfads"
+# A Kubernetes name that is also a DNS label (RFC 1035): Katib Experiments and RayJobs alike.
+NAME_PATTERN = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 
 
 def metadata(name: str, namespace: str | None) -> dict:
     return {"name": name, **({"namespace": namespace} if namespace else {})}
+
+
+def config_map_name(name: str) -> str:
+    """The ConfigMap that carries the config (and search space) of the Experiment or RayJob `name`."""
+    return f"{name}-config"
 
 
 def config_map(name: str, namespace: str | None, files: dict[str, str]) -> dict:

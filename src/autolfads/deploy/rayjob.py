@@ -9,19 +9,17 @@ is written to it, so it outlives the cluster. The config and search space travel
 Pods run as a non-root user; Ray token authentication is on (KubeRay >= 1.5.1 manages the token).
 """
 
-import re
 import shlex
 from dataclasses import dataclass
 
 from ..errors import ConfigError
 from ..layout import CONFIG_FILE, SPACE_FILE
-from . import CONFIG_MOUNT, config_map, cpu_quantity, metadata
+from . import CONFIG_MOUNT, NAME_PATTERN, config_map, config_map_name, cpu_quantity, metadata
 
 RAY_VERSION = "2.60.0"  # the Ray of the images (deploy/docker/requirements-ray.txt)
 SHARE = "/share"
 # KubeRay derives the cluster's, pods' and services' names from the RayJob's (label values: <= 63 chars).
 MAX_NAME_LENGTH = 40
-NAME_PATTERN = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 
 
 @dataclass(frozen=True)
@@ -120,7 +118,7 @@ def _pod(settings: RayJobSettings, container: str, cpus: float, memory: str, gpu
             "containers": [spec],
             "volumes": [
                 {"name": "share", "persistentVolumeClaim": {"claimName": settings.pvc}},
-                {"name": "config", "configMap": {"name": f"{settings.name}-config"}},
+                {"name": "config", "configMap": {"name": config_map_name(settings.name)}},
             ],
         },
     }
@@ -169,4 +167,4 @@ def rayjob_documents(settings: RayJobSettings) -> list[dict]:
     files = {CONFIG_FILE: settings.config_text}
     if settings.space_text is not None:
         files[SPACE_FILE] = settings.space_text
-    return [config_map(f"{settings.name}-config", settings.namespace, files), build_rayjob(settings)]
+    return [config_map(config_map_name(settings.name), settings.namespace, files), build_rayjob(settings)]
