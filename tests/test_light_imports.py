@@ -17,6 +17,7 @@ LIGHT = (
     "autolfads.data.multisession_synthetic",
     "autolfads.data.nlb_synthetic",
     "autolfads.data.nlb",
+    "autolfads.data.nlb_datasets",
     "autolfads.data.nlb_tensors",
     "autolfads.data.session",
     "autolfads.data.nwb",

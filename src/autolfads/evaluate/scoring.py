@@ -24,6 +24,8 @@ SUBMISSION_KEYS = (
     "eval_rates_heldin_forward",
     "eval_rates_heldout_forward",
 )
+
+
 def submission_from_rates(
     rates: Mapping[str, tuple[np.ndarray, np.ndarray]],
     targets: Targets,
