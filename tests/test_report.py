@@ -25,9 +25,10 @@ from autolfads.config import Config, apply_overrides
 from autolfads.data.dataset import load_sessions
 from autolfads.data.multisession_synthetic import write_multisession
 from autolfads.errors import ReportError
-from autolfads.report import REPORT_FILE, report_at_end, write_report
-from autolfads.report.build import fmt
+from autolfads.layout import REPORT_FILE
+from autolfads.report.build import report_at_end, write_report
 from autolfads.report.load import lineage, load_results, logged_wall_time
+from autolfads.report.summary import fmt
 from autolfads.search import SearchSettings, search
 from autolfads.search.progress import SearchProgress
 from autolfads.train import train

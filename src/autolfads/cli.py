@@ -393,7 +393,7 @@ def run_sample(args: argparse.Namespace, _: list[str]) -> int:
 
 
 def run_report(args: argparse.Namespace, _: list[str]) -> int:
-    from .report import write_report
+    from .report.build import write_report
 
     print(write_report(args.folder, args.output))
     return 0

@@ -198,7 +198,7 @@ def train(
         log(f"best epoch {best_epoch}: " + ", ".join(f"{name} {best[name]:.4f}" for name in shown if name in best))
     report_path = None
     if report and (complete or outputs):
-        from ..report import report_at_end  # matplotlib is imported only when a report is made
+        from ..report.build import report_at_end  # matplotlib is imported only when a report is made
 
         report_path = report_at_end(folder, log)
     return TrainResult(folder, trainer.epoch, complete, last, best_epoch, outputs, report_path)
