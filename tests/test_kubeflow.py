@@ -26,7 +26,6 @@ import yaml
 from autolfads.cli import build_parser, main
 from autolfads.config import load_config
 from autolfads.deploy import to_yaml
-from autolfads.deploy.katib_rules import check_experiment
 from autolfads.deploy.katib import (
     DATA_MOUNT,
     METRICS_FORMAT,
@@ -36,6 +35,7 @@ from autolfads.deploy.katib import (
     log_grid,
     printed_metrics,
 )
+from autolfads.deploy.katib_rules import check_experiment
 from autolfads.deploy.rayjob import RAY_VERSION, RayJobSettings, rayjob_documents
 from autolfads.errors import ConfigError
 from autolfads.layout import KATIB_CHECKPOINT_DIR as CHECKPOINT_DIR

@@ -445,7 +445,8 @@ def test_nwb_without_units_heldout_column(tmp_path, capsys):
     [
         (
             "dmfc_rsg",
-            "the trials table has no column 'set_time', which dmfc_rsg needs (the file fits mc_maze / mc_maze_large / mc_maze_medium / mc_maze_small: is --dataset right?)",
+            "the trials table has no column 'set_time', which dmfc_rsg needs (the file fits mc_maze / mc_maze_large / "
+            "mc_maze_medium / mc_maze_small: is --dataset right?)",
         ),
         ("mc_rtt", "no behaviour TimeSeries 'finger_vel', which mc_rtt needs"),
         ("area2_bump", "the trials table has no column 'cond_dir', which area2_bump needs"),

@@ -524,7 +524,8 @@ def test_the_console_check_sees_page_errors(tmp_path):
     """The check above would notice: a page that logs errors shows them in Chromium's log."""
     page = tmp_path / "broken.html"
     page.write_text(
-        '<!DOCTYPE html><html><head><link rel="icon" href="data:,"></head><body><script>console.error("boom"); missing();</script></body></html>'
+        '<!DOCTYPE html><html><head><link rel="icon" href="data:,"></head><body><script>console.error("boom"); '
+        "missing();</script></body></html>"
     )
     log = chromium_screenshot(page, tmp_path / "broken.png")
     console = [line for line in log.splitlines() if ":CONSOLE" in line]

@@ -265,11 +265,13 @@ def test_session_without_trials_goes_the_continuous_way(tmp_path, capsys):
     [
         (
             ["--align", "move_onset"],
-            "the trials table has no column 'move_onset' (--align); it has: start_time, stop_time, go, split, condition",
+            "the trials table has no column 'move_onset' (--align); it has: start_time, stop_time, go, split, "
+            "condition",
         ),
         (
             ["--window", "0", "600"],
-            "the window 0..600 ms around go lies outside 6 trials, e.g. trial 0: 0.5000..1.1000 s but the trial runs 0.0000..1.0000 s",
+            "the window 0..600 ms around go lies outside 6 trials, e.g. trial 0: 0.5000..1.1000 s but the trial runs "
+            "0.0000..1.0000 s",
         ),
         (["--bin-ms", "50"], "--bin-ms 50 is wider than the 40 ms window (0..40 ms)"),
         (["--bin-ms", "15"], "--bin-ms 15 does not divide the 40 ms window (0..40 ms) into whole bins"),

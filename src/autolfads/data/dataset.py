@@ -127,7 +127,8 @@ def check_sessions(sessions: list[LFADSData]) -> None:
         ):
             if getattr(session, key) != getattr(first, key):
                 raise DataError(
-                    f"sessions stitched into one model must have the same {what}: {first.path} has {getattr(first, key)}, "
+                    f"sessions stitched into one model must have the same {what}: {first.path} has "
+                    f"{getattr(first, key)}, "
                     f"{session.path} has {getattr(session, key)}; rebin or trim the sessions to a common trial length"
                 )
 
@@ -162,7 +163,8 @@ def find_data_file(path: str | Path, prefix: str = "") -> Path:
     if len(files) > 1:
         raise DataError(
             f"{len(files)} data files match {str(path)!r} (prefix {prefix!r}): {preview([p.name for p in files])}; "
-            "several files are several sessions: load them with load_sessions, or pass one file or a prefix that selects one"
+            "several files are several sessions: load them with load_sessions, or pass one file or a prefix that "
+            "selects one"
         )
     return files[0]
 

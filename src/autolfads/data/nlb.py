@@ -1,7 +1,8 @@
 """NLB data sets: an NWB session in, an LFADS training file and NLB's evaluation targets out, via nlb_tools.
 
     autolfads data nlb --dataset mc_maze --nwb data/000128/sub-Jenkins --bin-ms 5 --out data/mc_maze.h5
-    autolfads data nlb --dataset mc_maze --tensors train_input.h5 eval_input.h5 --eval-targets eval_target.h5 --out data/mc_maze.h5
+    autolfads data nlb --dataset mc_maze --tensors train_input.h5 eval_input.h5 --eval-targets eval_target.h5 \
+        --out data/mc_maze.h5
 
 (--tensors: nlb_tools' tensor files instead of the NWB; see autolfads.data.nlb_tensors.)
 
@@ -213,7 +214,8 @@ def _add_truth(ds, path: str | Path, bin_ms: int) -> None:
     heldin_columns, heldout_columns = ds.data["spikes"].columns, ds.data["heldout_spikes"].columns
     if (heldout.size, int(heldout.sum())) != (len(heldin_columns) + len(heldout_columns), len(heldout_columns)):
         raise DataError(
-            f"{path}: true rates of {heldout.size} units ({int(heldout.sum())} held out) do not match the NWB file's {len(heldin_columns) + len(heldout_columns)} ({len(heldout_columns)})"
+            f"{path}: true rates of {heldout.size} units ({int(heldout.sum())} held out) do not match the NWB file's "
+            f"{len(heldin_columns) + len(heldout_columns)} ({len(heldout_columns)})"
         )
     per_bin = bin_ms // 5
     rows = len(ds.data.index)

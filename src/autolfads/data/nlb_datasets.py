@@ -51,7 +51,8 @@ def require_nlb_tools() -> tuple[ModuleType, type]:
         ) from None
     if int(pandas.__version__.split(".")[0]) >= 3:
         raise MissingDependency(
-            f"nlb_tools 0.0.4 fails with pandas {pandas.__version__} (read-only arrays in NWBDataset.resample); install pandas 2: pip install 'pandas<3'"
+            f"nlb_tools 0.0.4 fails with pandas {pandas.__version__} (read-only arrays in NWBDataset.resample); "
+            "install pandas 2: pip install 'pandas<3'"
         )
     return make_tensors, NWBDataset
 
@@ -68,7 +69,8 @@ def check_bin(dataset: str, bin_ms: int, params: dict) -> None:
     for span, what in windows:
         if span % bin_ms:
             raise ConfigError(
-                f"--bin-ms {bin_ms}: {bin_ms} ms does not divide {dataset}'s {span} ms {what}; NLB scores 5 and 20 ms bins"
+                f"--bin-ms {bin_ms}: {bin_ms} ms does not divide {dataset}'s {span} ms {what}; NLB scores 5 and 20 ms "
+                "bins"
             )
 
 
@@ -130,7 +132,8 @@ def check_nwb(files: list[Path], dataset: str) -> None:
             same = [name for name, other in DATASETS.items() if other.neurons == found]
             hint = f": these are {same[0]}'s" if same else ""
             raise DataError(
-                f"{file}: {found[0]} held-in of {found[1]} units, but {dataset} has {spec.neurons[0]} of {spec.neurons[1]}{hint}; is --dataset right?"
+                f"{file}: {found[0]} held-in of {found[1]} units, but {dataset} has {spec.neurons[0]} of "
+                f"{spec.neurons[1]}{hint}; is --dataset right?"
             )
 
 
@@ -140,7 +143,8 @@ def _check_units(file: Path, nwb) -> None:
     for column in ("spike_times", "obs_intervals", "heldout"):
         if column not in nwb.units.colnames:
             raise DataError(
-                f"{file}: the units table has no {column!r} column, which NLB data sets have (it has: {', '.join(nwb.units.colnames)})"
+                f"{file}: the units table has no {column!r} column, which NLB data sets have (it has: "
+                f"{', '.join(nwb.units.colnames)})"
             )
 
 

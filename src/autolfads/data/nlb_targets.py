@@ -100,7 +100,8 @@ def read_targets(path: str | Path) -> Targets:
             name = h5.attrs.get("group")
             if name is None or name not in h5:
                 raise DataError(
-                    f"{path}: not an NLB targets file written by `autolfads data nlb` (no 'group' attribute naming its data set)"
+                    f"{path}: not an NLB targets file written by `autolfads data nlb` (no 'group' attribute naming its "
+                    "data set)"
                 )
             group = h5[name]
             shape = tuple(int(n) for n in h5.attrs["shape"]) if "shape" in h5.attrs else None

@@ -31,10 +31,11 @@ from autolfads.data.nlb_targets import Targets, write_targets
 from autolfads.data.session import stored_counts
 from autolfads.errors import ConfigError, DataError
 
-TENSOR_KEYS = (
-    "train_spikes_heldin", "train_spikes_heldout", "train_spikes_heldin_forward", "train_spikes_heldout_forward", "train_behavior",
-    "eval_spikes_heldin", "eval_spikes_heldout", "eval_spikes_heldin_forward", "eval_spikes_heldout_forward", "eval_behavior",
-)  # fmt: skip
+TENSOR_KEYS = tuple(
+    f"{prefix}_{key}"
+    for prefix in ("train", "eval")
+    for key in ("spikes_heldin", "spikes_heldout", "spikes_heldin_forward", "spikes_heldout_forward", "behavior")
+)
 
 
 def prepare_tensors(
@@ -98,7 +99,10 @@ def prepare_tensors(
 def _write_targets(path: Path, targets: Targets | None, n_eval: int) -> str:
     """Write the targets file, if there is anything to score; a note on what was (or was not) written."""
     if targets is None:
-        return "nothing to score locally (no held-out spikes, forward bins or behaviour of the eval trials): no targets file"
+        return (
+            "nothing to score locally (no held-out spikes, forward bins or behaviour of the eval trials): "
+            "no targets file"
+        )
     write_targets(path, targets)
     unavailable = targets.unavailable()
     return f"{path}: targets of the {n_eval} eval trials" + (
@@ -198,7 +202,8 @@ def _read_eval_targets(path: Path, dataset: str, name: str) -> dict[str, np.ndar
             groups = [group for group in h5 if group == dataset or group.startswith(f"{dataset}_")]
             if not groups:
                 raise DataError(
-                    f"{path}: no group {name!r}; make_eval_target_tensors names it after the data set (and bin width); found: {', '.join(h5) or 'nothing'}"
+                    f"{path}: no group {name!r}; make_eval_target_tensors names it after the data set (and bin width); "
+                    f"found: {', '.join(h5) or 'nothing'}"
                 )
             if name not in h5:
                 raise DataError(
@@ -248,13 +253,15 @@ def _check_shapes(
             key = f"{prefix}_spikes_{part}"
             if key in source and source[key].shape[1:] != shape:
                 raise DataError(
-                    f"{where}: {key!r} is {source[key].shape[1]} bins x {source[key].shape[2]} neurons, expected {shape[0]} x {shape[1]} (as train_spikes_heldin/heldout{'_forward' if 'forward' in part else ''})"
+                    f"{where}: {key!r} is {source[key].shape[1]} bins x {source[key].shape[2]} neurons, expected "
+                    f"{shape[0]} x {shape[1]} (as train_spikes_heldin/heldout{'_forward' if 'forward' in part else ''})"
                 )
     if "eval_spikes_heldout" in target_arrays and len(target_arrays["eval_spikes_heldout"]) != len(
         t["eval_spikes_heldin"]
     ):
         raise DataError(
-            f"{where}: {len(t['eval_spikes_heldin'])} eval trials but the eval targets have {len(target_arrays['eval_spikes_heldout'])}"
+            f"{where}: {len(t['eval_spikes_heldin'])} eval trials but the eval targets have "
+            f"{len(target_arrays['eval_spikes_heldout'])}"
         )
 
 

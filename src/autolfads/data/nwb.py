@@ -132,7 +132,9 @@ def prepare_continuous(recording: Recording, bin_ms: int, out: str | Path) -> Se
     attrs = {"source": recording.source, "bin_ms": bin_ms, "start_time": float(start)}
     write_lfads_h5(out, {"data": stored_counts(counts), "unit_ids": recording.unit_ids}, attrs=attrs, compression=True)
     summary = (
-        f"{out}: the session has no trials table: binned whole into a continuous recording, {n_bins} bins of {bin_ms} ms x "
-        f"{counts.shape[1]} units (key data); chop it into trials with: autolfads data chop --input {out} --key data --window BINS --out CHOPS.h5"
+        f"{out}: the session has no trials table: binned whole into a continuous recording, {n_bins} bins of {bin_ms} "
+        "ms x "
+        f"{counts.shape[1]} units (key data); chop it into trials with: autolfads data chop --input {out} --key data "
+        "--window BINS --out CHOPS.h5"
     )
     return SessionFiles(Path(out), None, summary)

@@ -97,7 +97,8 @@ def _read_layout(path: Path, output: Path) -> dict:
         missing = [key for key in ("bin_ms", "trial_bins", "align", "window_ms") if key not in h5.attrs]
         if missing or "heldin_units" not in h5:
             raise DataError(
-                f"{path}: not a training file of `autolfads data nwb` or `data spikes` (no {missing[0] if missing else 'heldin_units'!r}); export-nwb places results by its trial windows"
+                f"{path}: not a training file of `autolfads data nwb` or `data spikes` (no "
+                f"{missing[0] if missing else 'heldin_units'!r}); export-nwb places results by its trial windows"
             )
         layout = {key: h5.attrs[key] for key in ("bin_ms", "trial_bins", "align", "window_ms")}
         layout["units"] = np.concatenate([h5["heldin_units"][()], h5["heldout_units"][()]])
@@ -131,7 +132,8 @@ def _rows(session, layout: dict, fields: dict, data: Path, nwb: Path) -> dict[st
     trial_ids = np.asarray(session.trials.id[:])
     if layout["align"] not in session.trials.colnames:
         raise DataError(
-            f"{nwb}: the trials table has no {layout['align']!r}, which {data} was aligned to: is it the session the data came from?"
+            f"{nwb}: the trials table has no {layout['align']!r}, which {data} was aligned to: is it the session the "
+            "data came from?"
         )
     align = np.asarray(session.trials[layout["align"]][:], dtype=np.float64)
     position = {int(trial): i for i, trial in enumerate(trial_ids)}
@@ -148,7 +150,8 @@ def _rows(session, layout: dict, fields: dict, data: Path, nwb: Path) -> dict[st
             expected = align[position[trial]] + layout["window_ms"][0] / 1000
             if abs(expected - start) > ALIGN_TOLERANCE:
                 raise DataError(
-                    f"{nwb}: trial {trial}'s window starts at {expected:.6f} s here but at {start:.6f} s in {data}: is it the session the data came from?"
+                    f"{nwb}: trial {trial}'s window starts at {expected:.6f} s here but at {start:.6f} s in {data}: is "
+                    "it the session the data came from?"
                 )
             starts.append(start), ids.append(trial), splits.append(split), rows.append(row)
     order = np.argsort(starts, kind="stable")

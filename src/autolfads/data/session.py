@@ -238,7 +238,8 @@ def check_units(recording: Recording) -> None:
     silent = [str(recording.unit_ids[u]) for u, times in enumerate(recording.spike_times) if len(times) == 0]
     if silent:
         raise DataError(
-            f"{recording.source}: {len(silent)} units have no spike times (unit ids {', '.join(silent[:10])}); every unit needs spikes"
+            f"{recording.source}: {len(silent)} units have no spike times (unit ids {', '.join(silent[:10])}); every "
+            "unit needs spikes"
         )
 
 
@@ -249,7 +250,8 @@ def _column(trials: dict[str, np.ndarray], name: str, source: str, option: str) 
         return np.asarray(trials[name], dtype=np.float64)
     except (TypeError, ValueError):
         raise DataError(
-            f"{source}: trials column {name!r} ({option}) must hold times in seconds, got values like {trials[name][0]!r}"
+            f"{source}: trials column {name!r} ({option}) must hold times in seconds, got values like "
+            f"{trials[name][0]!r}"
         ) from None
 
 
@@ -272,8 +274,10 @@ def _check_window(
         i = int(np.argmax(outside))
         lo, hi = options.window_ms
         raise DataError(
-            f"{source}: the window {lo}..{hi} ms around {options.align} lies outside {int(outside.sum())} trials, e.g. trial {ids[i]}: "
-            f"{first[i]:.4f}..{last[i]:.4f} s but the trial runs {start[i]:.4f}..{stop[i]:.4f} s; choose a window inside every trial"
+            f"{source}: the window {lo}..{hi} ms around {options.align} lies outside {int(outside.sum())} trials, e.g. "
+            f"trial {ids[i]}: "
+            f"{first[i]:.4f}..{last[i]:.4f} s but the trial runs {start[i]:.4f}..{stop[i]:.4f} s; choose a window "
+            "inside every trial"
         )
 
 
@@ -283,13 +287,15 @@ def _splits(trials: dict, keep: np.ndarray, ids: np.ndarray, options: TrialOptio
     if options.split_column is not None:
         if options.split_column not in trials:
             raise DataError(
-                f"{source}: the trials table has no column {options.split_column!r} (--split-column); it has: {', '.join(trials)}"
+                f"{source}: the trials table has no column {options.split_column!r} (--split-column); it has: "
+                f"{', '.join(trials)}"
             )
         values = np.asarray([v.decode() if isinstance(v, bytes) else str(v) for v in trials[options.split_column]])
         unknown = sorted(set(values) - set(SPLIT_VALUES))
         if unknown:
             raise DataError(
-                f"{source}: trials column {options.split_column!r} holds '{unknown[0]}'; expected {', '.join(SPLIT_VALUES)}"
+                f"{source}: trials column {options.split_column!r} holds '{unknown[0]}'; expected "
+                f"{', '.join(SPLIT_VALUES)}"
             )
         for value, name in SPLIT_VALUES.items():
             split[(values == value) & keep] = name or ""
@@ -309,7 +315,8 @@ def _splits(trials: dict, keep: np.ndarray, ids: np.ndarray, options: TrialOptio
     for name in ("train", "valid"):
         if not (split == name).any():
             raise DataError(
-                f"{source}: no {name} trials ({where}, {int(keep.sum())} usable trials); LFADS needs train and valid trials"
+                f"{source}: no {name} trials ({where}, {int(keep.sum())} usable trials); LFADS needs train and valid "
+                "trials"
             )
     return split
 
@@ -321,12 +328,14 @@ def _heldout_units(recording: Recording, options: TrialOptions) -> np.ndarray:
             raise ConfigError("give --heldout-column or --heldout-fraction, not both")
         if options.heldout_column not in recording.unit_columns:
             raise DataError(
-                f"{recording.source}: the units table has no column {options.heldout_column!r} (--heldout-column); it has: {', '.join(recording.unit_columns) or 'none'}"
+                f"{recording.source}: the units table has no column {options.heldout_column!r} (--heldout-column); it "
+                f"has: {', '.join(recording.unit_columns) or 'none'}"
             )
         values = np.asarray(recording.unit_columns[options.heldout_column])
         if values.dtype != bool and not set(np.unique(values).tolist()) <= {0, 1}:
             raise DataError(
-                f"{recording.source}: units column {options.heldout_column!r} must be boolean (held out or not), got values like {values[0]!r}"
+                f"{recording.source}: units column {options.heldout_column!r} must be boolean (held out or not), got "
+                f"values like {values[0]!r}"
             )
         heldout = values.astype(bool)
     else:
@@ -355,7 +364,8 @@ def _conditions(trials: dict, column: str | None, source: str) -> tuple[np.ndarr
 def _series(recording: Recording, name: str) -> tuple[np.ndarray, np.ndarray]:
     if name not in recording.series:
         raise DataError(
-            f"{recording.source}: no time series {name!r} (--behavior); found: {', '.join(sorted(recording.series)) or 'none'}"
+            f"{recording.source}: no time series {name!r} (--behavior); found: "
+            f"{', '.join(sorted(recording.series)) or 'none'}"
         )
     return recording.series[name]
 

@@ -168,7 +168,7 @@ def trial_command(settings: KatibSettings) -> list[str]:
             "--config-file", f"{CONFIG_MOUNT}/{CONFIG_FILE}", "--epochs", str(settings.epochs_per_generation),
             "train.threads", str(threads)]  # fmt: skip
     for name in settings.space.params:
-        args += [f"{MEMBER_HPARAMS[name]}.{name}", "${trialParameters.%s}" % name]
+        args += [f"{MEMBER_HPARAMS[name]}.{name}", f"${{trialParameters.{name}}}"]
     return args
 
 

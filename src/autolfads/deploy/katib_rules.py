@@ -38,7 +38,8 @@ def check_experiment(doc: dict, printed: list[str] | None = None) -> list[str]:
     kind = spec.get("metricsCollectorSpec", {}).get("collector", {}).get("kind")
     if kind != "StdOut":
         problems.append(
-            f"spec.metricsCollectorSpec.collector.kind must be StdOut (autolfads train prints name=value lines), got {kind!r}"
+            "spec.metricsCollectorSpec.collector.kind must be StdOut (autolfads train prints name=value lines), got "
+            f"{kind!r}"
         )
     return problems
 
@@ -193,7 +194,7 @@ def _check_trial_template(template: dict | None, parameters: list[dict], pbt: di
             problems.append(
                 f"spec.trialTemplate.trialParameters[{i}]: reference {reference!r} is not in spec.parameters"
             )
-        if "${trialParameters.%s}" % name not in text:
+        if f"${{trialParameters.{name}}}" not in text:
             problems.append(f"spec.trialTemplate.trialParameters[{i}]: {name!r} is never used in the trial template")
     undeclared = sorted(set(PLACEHOLDER.findall(text)) - set(declared))
     if undeclared:
@@ -212,7 +213,8 @@ def _check_trial_template(template: dict | None, parameters: list[dict], pbt: di
     primary = containers.get(template.get("primaryContainerName"))
     if primary is None:
         problems.append(
-            f"spec.trialTemplate.primaryContainerName {template.get('primaryContainerName')!r} names no container of the trial"
+            f"spec.trialTemplate.primaryContainerName {template.get('primaryContainerName')!r} names no container of "
+            "the trial"
         )
     if pod.get("restartPolicy") not in ("Never", "OnFailure"):
         problems.append("the trial Job's restartPolicy must be Never (or OnFailure)")
@@ -221,6 +223,7 @@ def _check_trial_template(template: dict | None, parameters: list[dict], pbt: di
         checkpoint = command[command.index("--checkpoint") + 1] if "--checkpoint" in command else None
         if checkpoint != pbt.get("suggestion_trial_dir"):
             problems.append(
-                f"the trial's --checkpoint ({checkpoint}) must be pbt's suggestion_trial_dir ({pbt.get('suggestion_trial_dir')}), or trials never resume"
+                f"the trial's --checkpoint ({checkpoint}) must be pbt's suggestion_trial_dir "
+                f"({pbt.get('suggestion_trial_dir')}), or trials never resume"
             )
     return problems

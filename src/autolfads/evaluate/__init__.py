@@ -40,7 +40,8 @@ def submission_for_test_phase(output: str | Path, targets: Targets) -> dict[str,
     rates = read_output_rates(output)
     if "test" not in rates:
         raise EvaluationError(
-            f"{output}: no test_rates: the data file had no NLB 'test' trials (give `data nlb` the folder with the test NWB file)"
+            f"{output}: no test_rates: the data file had no NLB 'test' trials (give `data nlb` the folder with the "
+            "test NWB file)"
         )
     train_ids = np.sort(np.concatenate([targets.train_ids, targets.eval_ids]))
     return submission_from_rates(rates, targets, train_ids, np.sort(rates["test"][0]))

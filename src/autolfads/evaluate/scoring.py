@@ -41,7 +41,8 @@ def submission_from_rates(
     if stacked.shape[1:] != expected:
         raise EvaluationError(
             f"the rates are {stacked.shape[1]} bins x {stacked.shape[2]} neurons per trial but {targets.name} needs "
-            f"{targets.trial_bins}+{targets.forward_bins} bins x {targets.heldin}+{targets.heldout} neurons: were they made from another data file?"
+            f"{targets.trial_bins}+{targets.forward_bins} bins x {targets.heldin}+{targets.heldout} neurons: were they "
+            "made from another data file?"
         )
     row = {int(trial): i for i, trial in enumerate(ids)}
     t, n = targets.trial_bins, targets.heldin
@@ -72,7 +73,8 @@ def check_rates(values: np.ndarray, key: str, source: str = "submission") -> Non
     if bad.any():
         index = tuple(int(i) for i in np.unravel_index(int(np.argmax(bad)), values.shape))
         raise EvaluationError(
-            f"{source}: {key!r} holds {int(bad.sum())} NaN, infinite or negative rates (expected counts per bin must be >= 0), "
+            f"{source}: {key!r} holds {int(bad.sum())} NaN, infinite or negative rates (expected counts per bin must "
+            "be >= 0), "
             f"e.g. {key}[{', '.join(map(str, index))}] = {float(values[index])!r}"
         )
 

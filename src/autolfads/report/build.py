@@ -88,7 +88,10 @@ def sections(results: Results) -> list[Section]:
     if results.sessions:  # a stitched model: the figures show its first session
         for section in inferred:
             section.title += f" (session {results.sessions[0].name})"
-            section.intro = f"Session {results.sessions[0].name}, the first of the model's {len(results.sessions)}; the Sessions table scores every session."
+            section.intro = (
+                f"Session {results.sessions[0].name}, the first of the model's {len(results.sessions)}; "
+                "the Sessions table scores every session."
+            )
     return shown + inferred
 
 
@@ -97,16 +100,21 @@ def training(results: Results) -> Section:
     if results.search is not None:
         ends = [int(row["epoch"]) for row in results.search.state if int(row["member"]) == 0]
         caption = (
-            "Per-epoch metrics of every member (metrics.csv; one colour per member, train solid, validation dashed, grey lines: "
+            "Per-epoch metrics of every member (metrics.csv; one colour per member, train solid, validation dashed, "
+            "grey lines: "
             "generation ends). A member's curve jumps where it lost a tournament and continued from the winner's state."
         )
     else:
         ends = []
-        caption = "Per-epoch metrics of the run (metrics.csv), one colour per quantity; log axes where a quantity spans decades."
+        caption = (
+            "Per-epoch metrics of the run (metrics.csv), one colour per quantity; "
+            "log axes where a quantity spans decades."
+        )
     return Section(
         "training",
         "Training curves",
-        "Loss, held-in and held-out NLL, the smoothed validation NLL that selects the best model, KL and L2 terms and the learning rate.",
+        "Loss, held-in and held-out NLL, the smoothed validation NLL that selects the best model, KL and L2 terms and "
+        "the learning rate.",
         [
             image(
                 figures.png(figures.training_curves(results.metrics, ends)), "fig-training", "training curves", caption
@@ -121,7 +129,8 @@ def search_hyperparameters(results: Results) -> Section:
     steps = [(step.generation, step.member) for step in s.lineage]
     caption = (
         "Every member's hyperparameters at the end of each generation (log axes for log-range hyperparameters), "
-        f"coloured by {METRIC} at the generation's end (yellow: lower, better; red: NaN). Red dashed: an exploit, from the winner's value to the loser's perturbed "
+        f"coloured by {METRIC} at the generation's end (yellow: lower, better; red: NaN). Red dashed: an exploit, from "
+        "the winner's value to the loser's perturbed "
         "value in the next generation; red cross: the loser's discarded value. Black: the best member's lineage."
     )
     figure = figures.hyperparameters(s.state, s.exploits, space, steps)
@@ -155,7 +164,8 @@ def lineage(results: Results) -> Section:
     return Section(
         "lineage",
         "Best member's lineage",
-        f"Member {s.best_member} of the last generation, traced back through exploits.csv: after a lost tournament a member "
+        f"Member {s.best_member} of the last generation, traced back through exploits.csv: after a lost tournament a "
+        "member "
         "continues from the winner's weights and optimizer state, so its past is the winner's.",
         [
             image(
@@ -169,14 +179,16 @@ def lineage(results: Results) -> Section:
     )
 
 
-# ------------------------------------------------------------------------------------------------ what the model inferred
+# ----------------------------------------------------------------------------------------- what the model inferred
 def rates(results: Results, split: Inferred, neurons: list[int]) -> Section:
     trials, titles = chosen_trials(split)
     truth = " and the true rates (dashed)" if split.truth is not None else ""
     figure = figures.rates_vs_spikes(split.spikes, split.rates, split.truth, trials, neurons, titles)
     caption = (
-        f"Inferred rates (blue, {results.output_attrs.get('num_samples', '?')}-sample posterior mean) of the {len(neurons)} most active neurons "
-        f"on {len(trials)} {split.split} trials, against the spikes smoothed with a Gaussian of {figures.SMOOTH_SIGMA_BINS:g} bins (grey){truth}."
+        f"Inferred rates (blue, {results.output_attrs.get('num_samples', '?')}-sample posterior mean) of the "
+        f"{len(neurons)} most active neurons "
+        f"on {len(trials)} {split.split} trials, against the spikes smoothed with a Gaussian of "
+        f"{figures.SMOOTH_SIGMA_BINS:g} bins (grey){truth}."
     )
     return Section(
         "rates", "Inferred rates", blocks=[image(figures.png(figure), "fig-rates", "inferred rates vs spikes", caption)]
@@ -199,7 +211,8 @@ def psth(results: Results, neurons: list[int]) -> Section:
     reference = "the true rates" if truth is not None else "the smoothed spikes"
     figure = figures.psths(spikes, rates_, truth, conditions, neurons, shown)
     caption = (
-        f"Trial-averaged inferred rates (solid) against {reference} (dashed), {len(shown)} of {len(set(conditions.tolist()))} conditions, "
+        f"Trial-averaged inferred rates (solid) against {reference} (dashed), {len(shown)} of "
+        f"{len(set(conditions.tolist()))} conditions, "
         f"over the {', '.join(s.split for s in splits)} trials."
     )
     return Section(
@@ -215,7 +228,10 @@ def latents(results: Results) -> Section:
     )
     figure = figures.latent_pcs(factors, conditions)
     what = "condition averages" if conditions is not None else "single trials"
-    caption = f"The {factors.shape[2]} latent factors of every trial projected on their top 3 principal components ({what}; variance explained in the axis labels)."
+    caption = (
+        f"The {factors.shape[2]} latent factors of every trial projected on their top 3 principal components "
+        f"({what}; variance explained in the axis labels)."
+    )
     return Section(
         "latents",
         "Latent factors",

@@ -117,7 +117,8 @@ def load_results(folder: str | Path) -> Results:
     if not folder.is_dir():
         raise ReportError(f"{folder} is a file: give a training run folder or a search workdir")
     raise ReportError(
-        f"{folder} is neither a training run folder ({CONFIG_FILE} and {METRICS_FILE}) nor a search workdir ({SETTINGS_FILE})"
+        f"{folder} is neither a training run folder ({CONFIG_FILE} and {METRICS_FILE}) nor a search workdir "
+        f"({SETTINGS_FILE})"
     )
 
 
@@ -263,7 +264,8 @@ def _load_inferred(results: Results) -> None:
         return
     if not output.is_file():
         results.notes.append(
-            f"no {output.name} in {results.model_dir} yet: write it with `autolfads sample --checkpoint {results.model_dir}`"
+            f"no {output.name} in {results.model_dir} yet: write it with `autolfads sample --checkpoint "
+            f"{results.model_dir}`"
         )
         return
     if len(names) <= 1:
@@ -307,7 +309,8 @@ def _load_inferred(results: Results) -> None:
 
 
 def _read_data(results: Results) -> list[LFADSData] | None:
-    """Every session of the data recorded in config.yaml, loaded as training loaded it; None (and a note) if it cannot be."""
+    """Every session of the data recorded in config.yaml, loaded as training loaded it; None (and a note) if
+    it cannot be."""
     config = results.config
     if config.data.dir is None:
         results.notes.append(f"{results.model_dir / CONFIG_FILE} names no data file (data.dir)")
@@ -327,8 +330,8 @@ def session_rows(
     """A row per session of a stitched model (sessions and outputs in the model's order; data: the loaded
     sessions, matched by name, None when they could not be read) and notes on what is missing.
     R^2: the session's posterior-sampled rates against its true rates, per neuron over trials x bins and
-    averaged over neurons (evaluate.metrics.r2_score, the definition val_r2 follows). Bits/spike: held-in neurons and bins,
-    against each neuron's mean count (as val_bps), for Poisson data without missing entries."""
+    averaged over neurons (evaluate.metrics.r2_score, the definition val_r2 follows). Bits/spike: held-in
+    neurons and bins, against each neuron's mean count (as val_bps), for Poisson data without missing entries."""
     by_name = {session.name: session for session in data or []}
     rows, notes, no_data, no_output = [], [], [], []
     for dims, output in zip(sessions, outputs, strict=True):
@@ -354,7 +357,8 @@ def session_rows(
             order = _match_trials(stored[f"{split.name}_inds"], split.inds)
             if order is None:
                 notes.append(
-                    f"{output} holds other {split.name} trials than {session.path}: no {split.name} scores for session {dims.name}"
+                    f"{output} holds other {split.name} trials than {session.path}: no {split.name} scores for session "
+                    f"{dims.name}"
                 )
                 continue
             rates = stored[f"{split.name}_rates"][order].astype(np.float64)
@@ -366,11 +370,13 @@ def session_rows(
                     row.bps[split.name] = bits_per_spike(rates[:, : session.encod_seq_len, : session.encod_dim], heldin)
     if data is not None and no_data:
         notes.append(
-            f"no data file of session{'s' if len(no_data) > 1 else ''} {', '.join(no_data)} in {Path(data[0].path).parent}: no trials or scores for {'them' if len(no_data) > 1 else 'it'}"
+            f"no data file of session{'s' if len(no_data) > 1 else ''} {', '.join(no_data)} in "
+            f"{Path(data[0].path).parent}: no trials or scores for {'them' if len(no_data) > 1 else 'it'}"
         )
     if no_output:
         notes.append(
-            f"no {', '.join(no_output)} in {outputs[0].parent}: no scores for {'those sessions' if len(no_output) > 1 else 'that session'}"
+            f"no {', '.join(no_output)} in {outputs[0].parent}: no scores for "
+            f"{'those sessions' if len(no_output) > 1 else 'that session'}"
         )
     return rows, notes
 

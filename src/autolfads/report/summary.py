@@ -27,7 +27,8 @@ def summary(results: Results) -> Section:
             ("population", str(s.settings.get("population"))),
             (
                 "generations",
-                f"{generations} of at most {s.settings.get('max_generations')} ({s.settings.get('epochs_per_generation')} epochs each; the first adds the KL/L2 ramps)",
+                f"{generations} of at most {s.settings.get('max_generations')} "
+                f"({s.settings.get('epochs_per_generation')} epochs each; the first adds the KL/L2 ramps)",
             ),
             ("exploits", str(len(s.exploits))),
             ("best member", f"member {s.best_member} ({METRIC} {fmt(best_row.get(METRIC, math.nan))})"),
@@ -105,7 +106,8 @@ def data_rows(results: Results) -> list[tuple[str, str]]:
         rows.append(
             (
                 "sessions",
-                f"{len(results.sessions)} stitched (below: {results.sessions[0].name}; every session in the Sessions table)",
+                f"{len(results.sessions)} stitched (below: {results.sessions[0].name}; every session in the Sessions "
+                "table)",
             )
         )
     if data is None:
@@ -163,9 +165,12 @@ def sessions(results: Results) -> Section:
         for row in rows
     ]
     intro = (
-        f"One model stitched over {len(rows)} sessions (data files), each with its own read-in and read-out; its rates are in "
-        f"{rows[0].output.name} and the like. R²: the session's posterior-sampled rates against its true rates, per neuron over trials x bins, "
-        "averaged over its neurons (as val_r2). Bits/spike: its held-in neurons and bins against each neuron's mean count (as val_bps; Poisson data)."
+        f"One model stitched over {len(rows)} sessions (data files), each with its own read-in and read-out; its rates "
+        "are in "
+        f"{rows[0].output.name} and the like. R²: the session's posterior-sampled rates against its true rates, per "
+        "neuron over trials x bins, "
+        "averaged over its neurons (as val_r2). Bits/spike: its held-in neurons and bins against each neuron's mean "
+        "count (as val_bps; Poisson data)."
     )
     return Section("sessions", "Sessions", intro, [table("", header, cells)])
 
