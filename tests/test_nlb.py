@@ -342,7 +342,8 @@ def test_trainer_needs_matching_nlb_targets(tmp_path):
     trainer = Trainer(cfg, make_data(cfg.model))
     with pytest.raises(
         ConfigError,
-        match=r"targets.h5 \(mc_maze: 25 bins, 8\+4 neurons\) does not belong to the data in-memory \(12 bins, 4\+2 neurons",
+        match=r"targets.h5 \(mc_maze: 25 bins, 8\+4 neurons\) does not belong to the data in-memory "
+        r"\(12 bins, 4\+2 neurons",
     ):
         trainer.run_epoch()
 
@@ -579,7 +580,8 @@ def test_train_evaluate_and_submit(autolfads, nlb_files, tmp_path):
 def test_search_ranks_members_by_an_nlb_metric(autolfads, nlb_files, tmp_path):
     workdir = tmp_path / "search"
     result = autolfads(
-        "search", "--data", nlb_files["data"], "--workdir", workdir, "--population", "2", "--epochs-per-generation", "1", "--max-generations", "2",
+        "search", "--data", nlb_files["data"], "--workdir", workdir, "--population", "2",
+        "--epochs-per-generation", "1", "--max-generations", "2",
         "--metric", "nlb_co_bps", *TINY_MODEL, *TINY_TRAIN, "data.nlb_targets", nlb_files["targets"],
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
