@@ -4,17 +4,7 @@
     autolfads data nlb --dataset mc_maze_small --tensors train_input.h5 eval_input.h5 \\
         --eval-targets eval_target.h5 --bin-ms 5 --out data/mc_maze_small.h5
 
-Read: train_spikes_heldin, train_spikes_heldout [, train_spikes_heldin_forward, train_spikes_heldout_forward,
-train_behavior], eval_spikes_heldin [, eval_spikes_heldout, eval_*_forward, eval_behavior], from one file or
-several; --eval-targets: make_eval_target_tensors' file (group DATASET or DATASET_BIN), whose arrays (held-out
-spikes, forward bins, behaviour, PSTHs) complete the eval trials. The bin width follows from the tensors'
-bins (NLB's windows are fixed) and from the targets' group name, and must be --bin-ms.
-
-Trial ids: the train tensors' trials are 0..n-1, the eval tensors' follow. Eval trials whose held-out
-spikes are known are the valid split (their forward bins NaN, missing, if not given: train with
-train.sbtt true); otherwise they are the test split (held-in only, rates for a submission) and a seeded
---valid-fraction of the train trials validates. What the tensors lack is left out of the targets, and
-`evaluate` reports its metrics as not available.
+What is read, and how trials become splits: docs/architecture-data-report-deploy.md ("NLB tensor files").
 """
 
 from __future__ import annotations

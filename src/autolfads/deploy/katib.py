@@ -1,27 +1,9 @@
 """A Katib Experiment (kubeflow.org/v1beta1) that runs AutoLFADS as Katib's population-based training.
 
-How a Katib PBT trial works, and what `autolfads train` does in it:
-- Katib's PBT suggestion keeps one folder per trial on its own RWX volume. Before a child trial starts it
-  copies the PARENT trial's folder into the child's, and Katib's webhook mounts that folder in the trial pod
-  at `suggestion_trial_dir` (/var/log/katib/checkpoints).
-- The trial runs `autolfads train --checkpoint /var/log/katib/checkpoints --epochs E KEY VALUE ...`: it
-  resumes from the checkpoint it finds there (none in generation 0), applies the trial's hyperparameters
-  AFTER restoring the state, trains exactly E more epochs and prints `name=value` lines every epoch, which
-  Katib's StdOut metrics collector parses. The objective is the smoothed validation NLL of the LAST epoch
-  (metricStrategies `latest`; Katib's default would score a trial by its best epoch ever).
-- Katib's PBT does NOT copy weights from better trials. After each generation it truncates: the bottom
-  `truncation_threshold` of trials take the hyperparameters of a random top trial (exploit) but keep their
-  OWN parent's checkpoint; the rest perturb their values (x0.8 or x1.2 for doubles, one list step for
-  discrete lists). So on Katib every lineage keeps its own weights: it is a search over hyperparameter
-  schedules, not Jaderberg PBT, and a poor model is never replaced by a copy of a good one. Use
-  `autolfads search` (embedded, or `--backend ray` through `autolfads kubeflow rayjob`) for real PBT.
-
-Katib samples a `double` on the linear grid np.arange(min, max, step), which puts most members of a
-log-scale range (1e-5..5e-3) in its top decade. Log-scale hyperparameters therefore become `discrete`
-parameters whose list is log-spaced (LOG_POINTS_PER_DECADE values per decade): the first generation draws
-uniformly from the list (log-uniform), and a perturbation moves one step up or down (x/÷ 1.21, close to
-Katib's x1.2). Katib's PBT ignores `feasibleSpace.distribution: logUniform`, hence the list. Katib cannot
-start members at a fixed `initial` value and always keeps values inside the range (see `limitations`).
+Each trial runs `autolfads train --checkpoint KATIB_CHECKPOINT_DIR --epochs E ...` for one generation,
+resuming from the folder Katib's PBT copied from the trial's parent. Katib's PBT never copies weights from
+better trials (a search over hyperparameter schedules); `autolfads kubeflow rayjob` runs real PBT. Why, and
+how log-scale ranges become lists: docs/architecture-data-report-deploy.md ("Katib").
 """
 
 import math
