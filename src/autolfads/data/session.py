@@ -275,9 +275,8 @@ def _check_window(
         lo, hi = options.window_ms
         raise DataError(
             f"{source}: the window {lo}..{hi} ms around {options.align} lies outside {int(outside.sum())} trials, e.g. "
-            f"trial {ids[i]}: "
-            f"{first[i]:.4f}..{last[i]:.4f} s but the trial runs {start[i]:.4f}..{stop[i]:.4f} s; choose a window "
-            "inside every trial"
+            f"trial {ids[i]}: {first[i]:.4f}..{last[i]:.4f} s but the trial runs {start[i]:.4f}..{stop[i]:.4f} s; "
+            "choose a window inside every trial"
         )
 
 
