@@ -31,6 +31,7 @@ LIGHT = (
     "autolfads.deploy",
     "autolfads.deploy.katib",
     "autolfads.deploy.rayjob",
+    "autolfads.report",
     "autolfads.files",
     "autolfads.names",
     "autolfads.layout",
