@@ -39,7 +39,8 @@ import numpy as np
 import torch
 
 from autolfads.config import apply_overrides, load_config
-from autolfads.data import load_data, write_calcium
+from autolfads.data.calcium_synthetic import write_calcium
+from autolfads.data.dataset import load_data
 from autolfads.train import train
 from autolfads.train.metrics import r2_score
 

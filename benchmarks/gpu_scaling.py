@@ -50,7 +50,7 @@ SHAPES = {"mc_maze_small": MC_MAZE_SMALL, "tiny": TINY}
 
 def trainer_for(shape: str, population: int, device: str, batch: int, steps: int):
     from autolfads.config import Config, ModelConfig, TrainConfig
-    from autolfads.data import LFADSData
+    from autolfads.data.dataset import LFADSData
     from autolfads.train.trainer import Trainer
 
     config = Config(model=ModelConfig(**SHAPES[shape]), train=TrainConfig(batch_size=batch, device=device))

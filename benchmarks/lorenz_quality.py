@@ -16,7 +16,8 @@ import h5py
 import torch
 
 from autolfads.config import Config, apply_overrides, load_config
-from autolfads.data import load_data, write_synthetic
+from autolfads.data.dataset import load_data
+from autolfads.data.synthetic import write_synthetic
 from autolfads.train import train
 from autolfads.train.metrics import r2_score
 

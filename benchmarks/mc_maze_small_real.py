@@ -105,7 +105,7 @@ def smoothing_glm(data: Path, targets: Path, out: Path, bin_ms: int) -> float:
         s = smooth(x, sd)
         arrays[f"{name}_rates"] = np.concatenate([s, fit_predict(smooth(encod, sd), heldout, s, alpha)], axis=-1)
         arrays[f"{name}_inds"] = inds
-    from autolfads.data import write_lfads_h5
+    from autolfads.data.hdf5 import write_lfads_h5
 
     write_lfads_h5(out, arrays)
     print(f"# smoothing: kernel sd {sd} ms, GLM alpha {alpha} (3-fold CV on the train trials)")

@@ -23,7 +23,8 @@ import h5py
 import torch
 
 from autolfads.config import apply_overrides, load_config
-from autolfads.data import load_sessions, write_multisession
+from autolfads.data.dataset import load_sessions
+from autolfads.data.multisession_synthetic import write_multisession
 from autolfads.train import Trainer, load_run_data, train
 from autolfads.train.metrics import r2_score
 

@@ -20,7 +20,8 @@ import h5py
 import torch
 
 from autolfads.config import apply_overrides, load_config
-from autolfads.data import load_data, write_synthetic
+from autolfads.data.dataset import load_data
+from autolfads.data.synthetic import write_synthetic
 from autolfads.search import SearchSettings, embedded, search
 from autolfads.train import Trainer, load_run_data, train
 from autolfads.train.metrics import r2_score

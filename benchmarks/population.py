@@ -36,7 +36,7 @@ def rss_mib() -> float:
 
 def measure(population: int, device: str, threads: int, steps: int, batch: int, generations: int) -> dict:
     from autolfads.config import Config, ModelConfig, TrainConfig
-    from autolfads.data import LFADSData
+    from autolfads.data.dataset import LFADSData
     from autolfads.runtime import return_large_blocks_to_os
     from autolfads.train.trainer import Trainer
 

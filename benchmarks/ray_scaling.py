@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from autolfads.config import Config, ModelConfig, TrainConfig
-from autolfads.data import write_synthetic
+from autolfads.data.synthetic import write_synthetic
 from autolfads.search import SearchSettings, search
 
 RAY = str(Path(sys.executable).with_name("ray"))

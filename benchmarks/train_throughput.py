@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from autolfads.config import Config, ModelConfig, TrainConfig
-from autolfads.data import LFADSData, Split
+from autolfads.data.dataset import LFADSData, Split
 from autolfads.train.trainer import Trainer
 
 MC_MAZE_SMALL = dict(

@@ -9,7 +9,8 @@ import numpy as np
 import torch
 
 from autolfads.config import Config, ModelConfig, TrainConfig
-from autolfads.data import LFADSData, Split, write_synthetic
+from autolfads.data.dataset import LFADSData, Split
+from autolfads.data.synthetic import write_synthetic
 
 # Small enough that a forward pass takes milliseconds, big enough that every part of the model is exercised.
 TINY_MODEL = dict(

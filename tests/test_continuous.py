@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 from autolfads.cli import main
-from autolfads.data import load_data, write_lfads_h5
 from autolfads.data.continuous import blend_weights, chop, chop_starts, make_continuous, merge
+from autolfads.data.dataset import load_data
+from autolfads.data.hdf5 import write_lfads_h5
 from autolfads.errors import ConfigError, DataError
 
 

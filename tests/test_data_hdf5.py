@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from autolfads.data import LFADSData, find_data_file, load_data, write_lfads_h5
+from autolfads.data.dataset import LFADSData, find_data_file, load_data
+from autolfads.data.hdf5 import write_lfads_h5
 from autolfads.errors import ConfigError, DataError
 
 N_TRAIN, N_VALID, N_TEST, BINS, NEURONS, INPUTS = 12, 4, 3, 10, 6, 2

@@ -180,13 +180,15 @@ def test_image_install_sequence_gives_a_working_autolfads(tmp_path, lorenz_file)
 
 # The commands that wrote deploy/kubernetes/examples/ (also in deploy/kubernetes/README.md).
 EXAMPLES = {
-    "lorenz-katib.yaml": "kubeflow katib --name lorenz --image ghcr.io/your-lab/autolfads:0.1.0 --data-pvc autolfads-data "
-    "--data-subpath lorenz --config-file examples/configs/lorenz.yaml --population 20 --epochs-per-generation 50",
+    "lorenz-katib.yaml": "kubeflow katib --name lorenz --image ghcr.io/your-lab/autolfads:0.1.0 "
+    "--data-pvc autolfads-data --data-subpath lorenz --config-file examples/configs/lorenz.yaml --population 20 "
+    "--epochs-per-generation 50",
     "mc-maze-small-katib.yaml": "kubeflow katib --name mc-maze-small --image ghcr.io/your-lab/autolfads:0.1.0-gpu "
     "--data-pvc autolfads-data --data-subpath mc_maze_small --config-file examples/configs/mc_maze_small.yaml "
     "--population 20 --epochs-per-generation 50 --gpus 1 --cpus 4 --memory 8Gi",
-    "lorenz-rayjob.yaml": "kubeflow rayjob --name lorenz-ray --image ghcr.io/your-lab/autolfads:0.1.0-ray --pvc autolfads-data "
-    "--data-subpath lorenz --config-file examples/configs/lorenz.yaml --population 16 --epochs-per-generation 25 "
+    "lorenz-rayjob.yaml": "kubeflow rayjob --name lorenz-ray --image ghcr.io/your-lab/autolfads:0.1.0-ray "
+    "--pvc autolfads-data --data-subpath lorenz --config-file examples/configs/lorenz.yaml --population 16 "
+    "--epochs-per-generation 25 "
     "--workers 4 --cpus-per-worker 4",
 }
 
@@ -198,7 +200,8 @@ def test_examples_are_what_the_generator_writes_today(name, tmp_path, monkeypatc
     monkeypatch.chdir(REPO)
     assert main([*shlex.split(EXAMPLES[name]), "-o", str(tmp_path / name)]) == 0
     assert (tmp_path / name).read_text() == (KUBE / "examples" / name).read_text(), (
-        f"deploy/kubernetes/examples/{name} is stale; regenerate it: autolfads {EXAMPLES[name]} -o deploy/kubernetes/examples/{name}"
+        f"deploy/kubernetes/examples/{name} is stale; regenerate it: autolfads {EXAMPLES[name]} -o "
+        f"deploy/kubernetes/examples/{name}"
     )
 
 

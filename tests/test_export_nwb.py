@@ -136,7 +136,7 @@ def test_another_session_is_refused_and_nothing_written(tmp_path, capsys):
     ]
     assert main([str(a) for a in argv]) == 0
     fake_output(tmp_path, tmp_path / "d.h5")
-    shifted = {u: t for u, t in enumerate([np.array([0.1, 0.2])] * 4)}
+    shifted = dict(enumerate([np.array([0.1, 0.2])] * 4))
     other = write_session_nwb(tmp_path / "other.nwb", spikes=shifted, trials=False)
     capsys.readouterr()
     assert (
@@ -163,7 +163,8 @@ def test_another_session_is_refused_and_nothing_written(tmp_path, capsys):
 
 @pytest.mark.skipif(
     not SHARED_NWB.is_file(),
-    reason=f"the shared real MC_Maze_Small file is not here ({SHARED_NWB}; a user's clone has no ../shared: set AUTOLFADS_SHARED_DATA)",
+    reason=f"the shared real MC_Maze_Small file is not here ({SHARED_NWB}; a user's clone has no ../shared: "
+    "set AUTOLFADS_SHARED_DATA)",
 )
 def test_export_into_the_real_mc_maze_small_session_adds_no_inspector_issue(tmp_path):
     argv = [
@@ -217,8 +218,10 @@ def test_any_nwb_session_trains_evaluates_and_goes_back_into_nwb(autolfads, tiny
     from autolfads.data.nlb_synthetic import write_nlb_synthetic
 
     nwb, _ = write_nlb_synthetic(tmp_path / "session.nwb", conditions=4, trials_per_condition=8, heldin=20, heldout=6)
-    result = autolfads("data", "nwb", "--nwb", nwb, "--align", "move_onset_time", "--window", "-250", "450", "--bin-ms", "20", "--forward-ms", "200",
-                       "--split-column", "split", "--heldout-column", "heldout", "--condition-column", "trial_type", "--behavior", "hand_vel", "--out", tmp_path / "d.h5")  # fmt: skip
+    result = autolfads("data", "nwb", "--nwb", nwb, "--align", "move_onset_time", "--window", "-250", "450",
+                       "--bin-ms", "20", "--forward-ms", "200", "--split-column", "split",
+                       "--heldout-column", "heldout", "--condition-column", "trial_type", "--behavior", "hand_vel",
+                       "--out", tmp_path / "d.h5")  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert (
         "train 24 / valid 4 / test 4 trials, 35+10 bins of 20 ms (-250..450 ms around move_onset_time), 20+6 units"
@@ -251,7 +254,8 @@ def test_any_nwb_session_trains_evaluates_and_goes_back_into_nwb(autolfads, tiny
             first = int(np.argmin(h5["train_inds"][()]))  # trial 0 comes first in time
             np.testing.assert_allclose(module["factors"].data[:35], h5["train_factors"][first, :35], rtol=1e-6)
 
-    # the synthetic session's own spike trains have repeated times (critical for nwbinspector); the export adds nothing serious
+    # the synthetic session's own spike trains have repeated times (critical for nwbinspector); the export adds
+    # nothing serious
     def serious(path):
         return {
             (m.check_function_name, m.object_name)

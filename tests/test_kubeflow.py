@@ -30,12 +30,12 @@ from autolfads.deploy.katib import (
     DATA_MOUNT,
     METRICS_FORMAT,
     KatibSettings,
-    check_experiment,
     katib_documents,
     katib_parameter,
     log_grid,
     printed_metrics,
 )
+from autolfads.deploy.katib_rules import check_experiment
 from autolfads.deploy.rayjob import RAY_VERSION, RayJobSettings, rayjob_documents
 from autolfads.errors import ConfigError
 from autolfads.layout import KATIB_CHECKPOINT_DIR as CHECKPOINT_DIR
@@ -127,7 +127,7 @@ def test_experiment_is_what_the_issue_asks_for(experiment):
     command = container["command"] + container["args"]
     assert command[:2] == ["autolfads", "train"] and command[command.index("--epochs") + 1] == "5"
     for name in default_search_space().params:
-        assert command[command.index(f"{MEMBER_HPARAMS[name]}.{name}") + 1] == "${trialParameters.%s}" % name
+        assert command[command.index(f"{MEMBER_HPARAMS[name]}.{name}") + 1] == f"${{trialParameters.{name}}}"
 
 
 def test_trial_command_is_accepted_by_the_autolfads_parser(experiment):
@@ -354,7 +354,7 @@ def test_limitations_are_printed_as_notes(tmp_path, capsys):
 def katib_substitute(text: str, values: dict[str, str]) -> str:
     """Katib replaces ${trialParameters.NAME} in the trial template's text with the assignment's string."""
     for name, value in values.items():
-        text = text.replace("${trialParameters.%s}" % name, value)
+        text = text.replace(f"${{trialParameters.{name}}}", value)
     assert "${trialParameters." not in text
     return text
 
@@ -431,7 +431,8 @@ def test_katib_pbt_flow_emulated(tmp_path, lorenz_file):
     """Generate the Experiment with the CLI, run generation 0 of a trial the way Katib does, score it with
     Katib's parser, then run a PBT child from a copy of the parent's folder with perturbed values."""
     config = {"model": {**TINY_KATIB_CONFIG["model"], "cs_dim": 2, "fp_len": 4},
-              "train": {"batch_size": 16, "kl_increase_epoch": 1, "l2_increase_epoch": 1, "num_samples": 2, "device": "cpu"}}  # fmt: skip
+              "train": {"batch_size": 16, "kl_increase_epoch": 1, "l2_increase_epoch": 1, "num_samples": 2,
+                        "device": "cpu"}}  # fmt: skip
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     manifest = tmp_path / "experiment.yaml"
     assert main(["kubeflow", "katib", "--name", "emulated", "--image", "autolfads:test", "--data-pvc", "data",
@@ -495,8 +496,9 @@ def test_katib_pbt_flow_emulated(tmp_path, lorenz_file):
 
 
 def ray_settings(**changes) -> RayJobSettings:
-    values = dict(name="lorenz-ray", image="ghcr.io/lab/autolfads:0.1.0-ray", pvc="autolfads-data", config_text=LORENZ.read_text(),
-                  population=8, epochs_per_generation=5, workers=2, cpus_per_worker=4, cpus_per_member=2)  # fmt: skip
+    values = dict(name="lorenz-ray", image="ghcr.io/lab/autolfads:0.1.0-ray", pvc="autolfads-data",
+                  config_text=LORENZ.read_text(), population=8, epochs_per_generation=5, workers=2,
+                  cpus_per_worker=4, cpus_per_member=2)  # fmt: skip
     return RayJobSettings(**{**values, **changes})
 
 

@@ -50,9 +50,6 @@ COMMANDS = {
 }
 
 
-# TEMPORARY (branch r-cli): until parts A and C make search/__init__, data/__init__ and data/hdf5 torch-free.
-# strict: once they are, this marker fails the test and must go (at the merge).
-@pytest.mark.xfail(strict=True, reason="search/ and data/ still import torch on this branch")
 @pytest.mark.parametrize("argv", COMMANDS.values(), ids=COMMANDS.keys())
 def test_light_command_imports_no_heavy_module(argv):
     result = subprocess.run(

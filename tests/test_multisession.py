@@ -12,7 +12,9 @@ import torch
 
 from autolfads.cli import main
 from autolfads.config import Config, ModelConfig, SessionDims, apply_overrides
-from autolfads.data import load_sessions, make_lorenz, write_lfads_h5
+from autolfads.data.dataset import load_sessions
+from autolfads.data.hdf5 import write_lfads_h5
+from autolfads.data.synthetic import make_lorenz
 from autolfads.errors import ConfigError, DataError
 from autolfads.layout import LAST_CKPT as LAST
 from autolfads.model.readin_readout import PINV_RCOND, pcr, pcr_session_inits
@@ -391,7 +393,7 @@ def test_a_stitched_model_recovers_every_sessions_rates(tmp_path):
     """End to end on the synthetic multi-session set: one model over three sessions of 10-15 neurons learns
     each session's true rates (R^2 of the posterior-sampled valid rates, per session)."""
     from autolfads.config import load_config
-    from autolfads.data import write_multisession
+    from autolfads.data.multisession_synthetic import write_multisession
     from autolfads.train.metrics import r2_score
 
     write_multisession(

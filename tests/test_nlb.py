@@ -21,7 +21,7 @@ from nlb_tools import evaluation as nlb_evaluation  # noqa: E402
 
 from autolfads.cli import main  # noqa: E402
 from autolfads.config import DataConfig  # noqa: E402
-from autolfads.data import write_lfads_h5  # noqa: E402
+from autolfads.data.hdf5 import write_lfads_h5  # noqa: E402
 from autolfads.data.nlb_synthetic import write_nlb_synthetic  # noqa: E402
 from autolfads.errors import ConfigError, EvaluationError  # noqa: E402
 from autolfads.evaluate import Targets, metrics, score, write_targets  # noqa: E402
@@ -342,7 +342,8 @@ def test_trainer_needs_matching_nlb_targets(tmp_path):
     trainer = Trainer(cfg, make_data(cfg.model))
     with pytest.raises(
         ConfigError,
-        match=r"targets.h5 \(mc_maze: 25 bins, 8\+4 neurons\) does not belong to the data in-memory \(12 bins, 4\+2 neurons",
+        match=r"targets.h5 \(mc_maze: 25 bins, 8\+4 neurons\) does not belong to the data in-memory "
+        r"\(12 bins, 4\+2 neurons",
     ):
         trainer.run_epoch()
 
@@ -445,7 +446,8 @@ def test_nwb_without_units_heldout_column(tmp_path, capsys):
     [
         (
             "dmfc_rsg",
-            "the trials table has no column 'set_time', which dmfc_rsg needs (the file fits mc_maze / mc_maze_large / mc_maze_medium / mc_maze_small: is --dataset right?)",
+            "the trials table has no column 'set_time', which dmfc_rsg needs (the file fits mc_maze / mc_maze_large / "
+            "mc_maze_medium / mc_maze_small: is --dataset right?)",
         ),
         ("mc_rtt", "no behaviour TimeSeries 'finger_vel', which mc_rtt needs"),
         ("area2_bump", "the trials table has no column 'cond_dir', which area2_bump needs"),
@@ -578,7 +580,8 @@ def test_train_evaluate_and_submit(autolfads, nlb_files, tmp_path):
 def test_search_ranks_members_by_an_nlb_metric(autolfads, nlb_files, tmp_path):
     workdir = tmp_path / "search"
     result = autolfads(
-        "search", "--data", nlb_files["data"], "--workdir", workdir, "--population", "2", "--epochs-per-generation", "1", "--max-generations", "2",
+        "search", "--data", nlb_files["data"], "--workdir", workdir, "--population", "2",
+        "--epochs-per-generation", "1", "--max-generations", "2",
         "--metric", "nlb_co_bps", *TINY_MODEL, *TINY_TRAIN, "data.nlb_targets", nlb_files["targets"],
     )  # fmt: skip
     assert result.returncode == 0, result.stderr

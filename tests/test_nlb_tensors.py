@@ -11,7 +11,7 @@ import pytest
 
 pytest.importorskip("nlb_tools", reason="NLB tests need nlb_tools: pip install --no-deps nlb-tools==0.0.4")
 from autolfads.cli import main  # noqa: E402
-from autolfads.data.nlb import require_nlb_tools  # noqa: E402
+from autolfads.data.nlb_datasets import require_nlb_tools  # noqa: E402
 from autolfads.data.nlb_synthetic import write_nlb_synthetic  # noqa: E402
 from autolfads.evaluate import read_targets  # noqa: E402
 

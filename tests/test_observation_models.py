@@ -10,15 +10,29 @@ import pytest
 import torch
 from scipy import stats
 
-from autolfads.data import LFADSData, Split, load_data
+from autolfads.data.dataset import LFADSData, Split, load_data
 from autolfads.errors import ConfigError, DataError
 from autolfads.model import LFADS
 from autolfads.model.augmentations import sbtt_targets, spike_jitter, temporal_shift
 from autolfads.model.population import MemberRNG
-from autolfads.model.reconstruction import Gamma, ZeroInflatedGamma, make_reconstruction
+from autolfads.model.reconstruction import RECONSTRUCTIONS, Gamma, ZeroInflatedGamma, make_reconstruction
+from autolfads.names import OBSERVATION_MODELS
 from autolfads.train.objective import reconstruction_loss
 from autolfads.train.trainer import Trainer
 from helpers import config, make_data, model_config
+
+
+def test_one_list_of_observation_models():
+    """names.OBSERVATION_MODELS is the config's choice, the model's distributions and the data's value rules."""
+    from typing import get_args
+
+    from autolfads.config import ModelConfig
+    from autolfads.data.hdf5 import _VALUE_RULES
+
+    assert get_args(ModelConfig.model_fields["reconstruction"].annotation) == OBSERVATION_MODELS
+    assert tuple(RECONSTRUCTIONS) == OBSERVATION_MODELS
+    assert tuple(_VALUE_RULES) == OBSERVATION_MODELS
+
 
 # ============================================================================ likelihoods against scipy
 

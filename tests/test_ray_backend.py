@@ -34,7 +34,7 @@ import h5py  # noqa: E402
 import yaml  # noqa: E402
 
 from autolfads.config import Config, ModelConfig, TrainConfig  # noqa: E402
-from autolfads.data import write_synthetic  # noqa: E402
+from autolfads.data.synthetic import write_synthetic  # noqa: E402
 from autolfads.names import METRIC  # noqa: E402
 from autolfads.search import SearchSettings, default_search_space, search  # noqa: E402
 

@@ -22,11 +22,13 @@ from PIL import Image
 
 from autolfads.cli import main
 from autolfads.config import Config, apply_overrides
-from autolfads.data import load_sessions, write_multisession
+from autolfads.data.dataset import load_sessions
+from autolfads.data.multisession_synthetic import write_multisession
 from autolfads.errors import ReportError
-from autolfads.report import REPORT_FILE, report_at_end, write_report
-from autolfads.report.build import fmt
+from autolfads.layout import REPORT_FILE
+from autolfads.report.build import report_at_end, write_report
 from autolfads.report.load import lineage, load_results, logged_wall_time
+from autolfads.report.summary import fmt
 from autolfads.search import SearchSettings, search
 from autolfads.search.progress import SearchProgress
 from autolfads.train import train
@@ -82,7 +84,8 @@ def stitched_data(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def stitched_run(tmp_path_factory, stitched_data, tiny_model) -> Path:
-    """A 2-epoch stitched run over the three sessions, the last 2 neurons of each held out; its report written by train."""
+    """A 2-epoch stitched run over the three sessions, the last 2 neurons of each held out; its report written
+    by train."""
     folder = tmp_path_factory.mktemp("stitched") / "run"
     train(
         tiny_config(tiny_model, train__max_epochs=2, model__cs_dim=STITCHED_CS_DIM),
@@ -309,7 +312,7 @@ def test_lineage_follows_exploits_backwards():
     assert [(s.generation, s.member) for s in lineage(state, exploits, 3)] == [(0, 3), (1, 3), (2, 3)]
 
 
-# ------------------------------------------------------------------------------------------------ missing pieces and errors
+# ---------------------------------------------------------------------------------------- missing pieces and errors
 def test_a_run_without_its_output_or_data_is_reported_with_notes(run_dir, tmp_path):
     no_output = tmp_path / "no_output"
     shutil.copytree(run_dir, no_output)
@@ -350,7 +353,7 @@ def test_wall_time_counts_sessions_not_the_pause_between_them(tmp_path):
     assert logged_wall_time(log) == 90
 
 
-# ------------------------------------------------------------------------------------------------ progress and TensorBoard
+# ----------------------------------------------------------------------------------------- progress and TensorBoard
 def test_search_progress_degrades_to_plain_lines(monkeypatch):
     monkeypatch.setattr(sys.stderr, "isatty", lambda: False)
     lines = []
@@ -424,7 +427,7 @@ def test_tensorboard_shows_every_member_of_a_search(search_dir):
         assert [e.value for e in events] == pytest.approx([float(row["smth_val_nll_heldin"]) for row in mine])
 
 
-# ------------------------------------------------------------------------------------------------ the command line and a browser
+# ------------------------------------------------------------------------------------ the command line and a browser
 @pytest.mark.slow
 def test_cli_train_and_search_write_and_print_the_report_and_report_rewrites_it(
     lorenz_file, tiny_model, tmp_path, capsys
@@ -493,8 +496,9 @@ def chromium_screenshot(page: Path, screenshot: Path) -> str:
     """Render `page` in headless Chromium with a fresh profile; returns its log (console messages included)."""
     with tempfile.TemporaryDirectory() as profile:
         command = [
-            CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run",
-            "--disable-component-update", "--disable-sync", f"--user-data-dir={profile}", f"--screenshot={screenshot}",
+            CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--no-first-run", "--disable-component-update", "--disable-sync", f"--user-data-dir={profile}",
+            f"--screenshot={screenshot}",
             "--window-size=1280,2400", "--enable-logging=stderr", "--v=0", page.resolve().as_uri(),
         ]  # fmt: skip
         result = subprocess.run(command, capture_output=True, text=True, timeout=90)
@@ -522,7 +526,8 @@ def test_the_console_check_sees_page_errors(tmp_path):
     """The check above would notice: a page that logs errors shows them in Chromium's log."""
     page = tmp_path / "broken.html"
     page.write_text(
-        '<!DOCTYPE html><html><head><link rel="icon" href="data:,"></head><body><script>console.error("boom"); missing();</script></body></html>'
+        '<!DOCTYPE html><html><head><link rel="icon" href="data:,"></head><body><script>console.error("boom"); '
+        "missing();</script></body></html>"
     )
     log = chromium_screenshot(page, tmp_path / "broken.png")
     console = [line for line in log.splitlines() if ":CONSOLE" in line]

@@ -44,8 +44,9 @@ def write_session_nwb(
     from pynwb import NWBHDF5IO, NWBFile, TimeSeries
     from pynwb.file import Subject
 
-    nwb = NWBFile(session_description="hand-made session", identifier="sessions-test", session_start_time=datetime(2024, 1, 1, tzinfo=timezone.utc),
-                  experimenter=["Doe, Jane"], institution="here", experiment_description="test", keywords=["test"])  # fmt: skip
+    nwb = NWBFile(session_description="hand-made session", identifier="sessions-test",
+                  session_start_time=datetime(2024, 1, 1, tzinfo=timezone.utc), experimenter=["Doe, Jane"],
+                  institution="here", experiment_description="test", keywords=["test"])  # fmt: skip
     if subject:
         nwb.subject = Subject(subject_id="s1", species="Mus musculus", sex="F", age="P90D", description="a test mouse")
     nwb.add_unit_column(name="heldout", description="held out for co-smoothing")
@@ -265,11 +266,13 @@ def test_session_without_trials_goes_the_continuous_way(tmp_path, capsys):
     [
         (
             ["--align", "move_onset"],
-            "the trials table has no column 'move_onset' (--align); it has: start_time, stop_time, go, split, condition",
+            "the trials table has no column 'move_onset' (--align); it has: start_time, stop_time, go, split, "
+            "condition",
         ),
         (
             ["--window", "0", "600"],
-            "the window 0..600 ms around go lies outside 6 trials, e.g. trial 0: 0.5000..1.1000 s but the trial runs 0.0000..1.0000 s",
+            "the window 0..600 ms around go lies outside 6 trials, e.g. trial 0: 0.5000..1.1000 s but the trial runs "
+            "0.0000..1.0000 s",
         ),
         (["--bin-ms", "50"], "--bin-ms 50 is wider than the 40 ms window (0..40 ms)"),
         (["--bin-ms", "15"], "--bin-ms 15 does not divide the 40 ms window (0..40 ms) into whole bins"),
@@ -366,7 +369,8 @@ def test_evaluate_reports_what_the_session_cannot_score_as_not_available(tmp_pat
 
 @pytest.mark.skipif(
     not SHARED_NWB.is_file(),
-    reason=f"the shared real MC_Maze_Small file is not here ({SHARED_NWB}; a user's clone has no ../shared: set AUTOLFADS_SHARED_DATA)",
+    reason=f"the shared real MC_Maze_Small file is not here ({SHARED_NWB}; a user's clone has no ../shared: "
+    "set AUTOLFADS_SHARED_DATA)",
 )
 def test_real_mc_maze_small_bins_as_nlb_tools_does(tmp_path, capsys):
     nlb_make = pytest.importorskip(

@@ -9,7 +9,8 @@ import h5py
 import numpy as np
 import pytest
 
-from autolfads.data import SYNTHETIC_SETS, load_data, make_chaotic_rnn, make_lorenz, write_synthetic
+from autolfads.data.dataset import load_data
+from autolfads.data.synthetic import SYNTHETIC_SETS, make_chaotic_rnn, make_lorenz, write_synthetic
 from autolfads.errors import ConfigError
 
 # Small sets keep every test fast; the learnability check uses the real defaults.

@@ -12,7 +12,10 @@ import pytest
 
 from autolfads.cli import main
 from autolfads.config import Config, apply_overrides
-from autolfads.data import load_data, make_calcium, make_lorenz, make_multisession, write_calcium, write_multisession
+from autolfads.data.calcium_synthetic import make_calcium, write_calcium
+from autolfads.data.dataset import load_data
+from autolfads.data.multisession_synthetic import make_multisession, write_multisession
+from autolfads.data.synthetic import make_lorenz
 from autolfads.errors import ConfigError, DataError
 
 try:

@@ -21,7 +21,7 @@ from autolfads import config_tf2
 from autolfads.config_tf2 import TF2_CONVENTIONS
 from autolfads.errors import ConfigError, did_you_mean
 from autolfads.files import write_text_atomic
-from autolfads.names import MEMBER_HPARAMS
+from autolfads.names import MEMBER_HPARAMS, OBSERVATION_MODELS
 
 __all__ = [
     "TF2_CONVENTIONS",
@@ -111,7 +111,7 @@ class ModelConfig(_Section):
     ic_post_var_min: float = Field(1e-4, ge=0, description="Floor added to the initial-condition posterior variance.")
     co_prior_tau: float = Field(10.0, gt=0, description="Initial time constant (bins) of the AR(1) controller prior.")
     co_prior_nvar: float = Field(0.1, gt=0, description="Initial noise variance of the AR(1) controller prior.")
-    reconstruction: Literal["poisson", "gaussian", "gamma", "zig"] = Field(
+    reconstruction: Literal[OBSERVATION_MODELS] = Field(
         "poisson",
         description="Observation model of the data (gamma: positive values; zig: zero-inflated gamma, values >= 0).",
     )

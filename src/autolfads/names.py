@@ -1,4 +1,4 @@
-"""The names every part of autolfads agrees on: per-member hyperparameters and metrics.
+"""The names every part of autolfads agrees on: per-member hyperparameters, metrics, observation models.
 
 Plain constants, no torch, so the command line's help, the Katib writer and the search space read them
 without loading the model code.
@@ -32,3 +32,6 @@ NLB_METRIC_NAMES = {
 PBT_METRICS = {METRIC: 1.0, SAMPLED_METRIC: 1.0, **{f"nlb_{name}": -1.0 for name in NLB_METRIC_NAMES.values()}}
 # The validation metrics a summary, a report and the search's state table show (when a run has them).
 HEADLINE_METRICS = ("val_nll_heldin", "val_bps", "val_co_bps", "val_fp_bps", "val_r2")
+# The observation models (model.reconstruction): the config's choices, the model's distributions and the
+# data checks are each keyed by these.
+OBSERVATION_MODELS = ("poisson", "gaussian", "gamma", "zig")

@@ -12,7 +12,8 @@ import numpy as np
 import torch
 
 from . import __version__
-from .data import LFADSData, Split, write_lfads_h5
+from .data.dataset import LFADSData, Split
+from .data.hdf5 import write_lfads_h5
 from .model import LFADS
 
 SAMPLED_FIELDS = ("rates", "factors", "gen_states", "gen_inputs", "gen_init", "con_states", "co_means", "co_stds")

@@ -3,7 +3,7 @@
 import argparse
 from pathlib import Path
 
-from ..data import nlb, nwb, session, spikes
+from ..data import nlb, nlb_datasets, nwb, session, spikes
 from ..errors import ConfigError
 from .options import EXAMPLES, add_command
 
@@ -17,7 +17,7 @@ def add_nlb(kinds: argparse._SubParsersAction) -> None:
         description=nlb.__doc__,
         formatter_class=EXAMPLES,
     )
-    prepare.add_argument("--dataset", required=True, choices=list(nlb.DATASETS), help="NLB data set")
+    prepare.add_argument("--dataset", required=True, choices=list(nlb_datasets.DATASETS), help="NLB data set")
     source = prepare.add_mutually_exclusive_group(required=True)
     source.add_argument(
         "--nwb",

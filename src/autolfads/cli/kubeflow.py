@@ -175,13 +175,13 @@ def options(args: argparse.Namespace, names: tuple[str, ...]) -> dict:
 
 
 def emit(documents: list[dict], kind: str, args: argparse.Namespace) -> int:
-    from ..deploy import submit, to_yaml, write_atomic
+    from ..deploy import submit, to_yaml, write_manifest
 
     text = to_yaml(documents, HEADER.format(kind=kind))
     if args.dry_run or args.output is None:
         sys.stdout.write(text)
     else:
-        print(f"wrote {write_atomic(args.output, text)}", file=sys.stderr)
+        print(f"wrote {write_manifest(args.output, text)}", file=sys.stderr)
     if args.submit:
         for created in submit(documents, args.namespace):
             print(f"created {created}", file=sys.stderr)

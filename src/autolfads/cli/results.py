@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .. import export_nwb
+from ..data import nwb_export
 from ..errors import ConfigError
 from .options import EXAMPLES, add_command
 
@@ -56,7 +56,7 @@ def add_export_nwb(commands: argparse._SubParsersAction) -> None:
         "export-nwb",
         run_export_nwb,
         help="a copy of the NWB session with the inferred rates, factors and inputs",
-        description=export_nwb.__doc__,
+        description=nwb_export.__doc__,
         formatter_class=EXAMPLES,
     )
     export.add_argument(
@@ -127,12 +127,12 @@ def write_nlb_submission(path: Path, targets: "Targets", submission: dict, what:
 
 
 def run_export_nwb(args: argparse.Namespace, _: list[str]) -> int:
-    print(export_nwb.export_nwb(args.output, args.nwb, args.out, data=args.data, config=args.config))
+    print(nwb_export.export_nwb(args.output, args.nwb, args.out, data=args.data, config=args.config))
     return 0
 
 
 def run_report(args: argparse.Namespace, _: list[str]) -> int:
-    from ..report import write_report
+    from ..report.build import write_report
 
     print(write_report(args.folder, args.output))
     return 0

@@ -178,7 +178,7 @@ def search_settings(args: argparse.Namespace) -> "SearchSettings":
 
 def write_search_report(workdir: Path) -> Path | None:
     """WORKDIR/report.html; a failure is logged in search.log, not raised."""
-    from ..report import report_at_end  # matplotlib is imported only when a report is made
+    from ..report.build import report_at_end  # matplotlib is imported only when a report is made
     from ..train.records import RunLog
 
     return report_at_end(workdir, RunLog(workdir / SEARCH_LOG))

@@ -116,7 +116,7 @@ def run_train(args: argparse.Namespace, overrides: list[str]) -> int:
 
 def write_run_report(folder: Path) -> Path | None:
     """report.html of a run that completed or was sampled; a failure is logged in train.log, not raised."""
-    from ..report import report_at_end  # matplotlib is imported only when a report is made
+    from ..report.build import report_at_end  # matplotlib is imported only when a report is made
     from ..train.records import RunLog
 
     return report_at_end(folder, RunLog(folder / RUN_LOG))

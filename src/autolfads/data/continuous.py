@@ -156,7 +156,8 @@ def chop_file(
     n_valid = int(round(valid_fraction * n))
     if not 0 <= valid_fraction < 1 or not 1 <= n_valid < n:
         raise ConfigError(
-            f"valid_fraction={valid_fraction} of {n} segments gives {n_valid} validation segments; need at least 1, and 1 left for training (a longer recording or a shorter --window)"
+            f"valid_fraction={valid_fraction} of {n} segments gives {n_valid} validation segments; need at least 1, "
+            "and 1 left for training (a longer recording or a shorter --window)"
         )
     order = np.random.default_rng(seed).permutation(n)
     arrays: dict[str, np.ndarray] = {"chop_starts": starts}
@@ -195,21 +196,22 @@ def merge_file(
     except OSError as err:
         raise DataError(f"{output}: cannot open as HDF5: {err}") from err
     with h5:
-        splits = sorted({key[: -len("_inds")] for key in h5.keys() if key.endswith("_inds")})
+        splits = sorted({key[: -len("_inds")] for key in h5 if key.endswith("_inds")})
         if not splits:
             raise DataError(f"{output}: no {{split}}_inds: not an LFADS output file")
         inds = {name: np.asarray(h5[f"{name}_inds"][()]) for name in splits}
         all_inds = np.concatenate(list(inds.values()))
         if all_inds.min() < 0 or all_inds.max() >= len(starts):
             raise DataError(
-                f"{output}: segment numbers {all_inds.min()}..{all_inds.max()} do not belong to {chops} ({len(starts)} segments)"
+                f"{output}: segment numbers {all_inds.min()}..{all_inds.max()} do not belong to {chops} ({len(starts)} "
+                "segments)"
             )
         segment_starts = starts[np.concatenate([inds[name] for name in splits])]
         fields = sorted(
             {
                 key[len(name) + 1 :]
                 for name in splits
-                for key in h5.keys()
+                for key in h5
                 if key.startswith(name + "_") and key != f"{name}_inds"
             }
         )

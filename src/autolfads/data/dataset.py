@@ -1,16 +1,23 @@
-"""In-memory containers for one LFADS data set: three splits of float32 tensors plus derived sizes."""
+"""LFADS data in memory: the data files a --data argument names, loaded into splits of float32 tensors.
+
+The file format (reading and checking to NumPy, writing) is data/hdf5.py, which needs no torch; this module
+turns what it reads into the tensors training uses.
+"""
 
 from __future__ import annotations
 
+import glob
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
+from autolfads.data.hdf5 import SplitArrays, preview, read_lfads_h5
 from autolfads.errors import DataError
 
-SPLIT_NAMES = ("train", "valid", "test")
+DATA_SUFFIXES = (".h5", ".hdf5")
 
 
 # eq=False: tensors have no single truth value, so generated __eq__ would raise.
@@ -120,6 +127,101 @@ def check_sessions(sessions: list[LFADSData]) -> None:
         ):
             if getattr(session, key) != getattr(first, key):
                 raise DataError(
-                    f"sessions stitched into one model must have the same {what}: {first.path} has {getattr(first, key)}, "
+                    f"sessions stitched into one model must have the same {what}: {first.path} has "
+                    f"{getattr(first, key)}, "
                     f"{session.path} has {getattr(session, key)}; rebin or trim the sessions to a common trial length"
                 )
+
+
+def find_data_files(path: str | Path, prefix: str = "") -> list[Path]:
+    """The data files `path` names: a file; every *.h5 / *.hdf5 file in a folder whose name starts with
+    `prefix` (sorted by name); or the files a glob pattern (data/session_*.h5) matches. Several files are
+    several sessions of one multi-session model."""
+    given = Path(path)
+    if given.is_dir():
+        entries = sorted(given.iterdir())
+        matches = [p for p in entries if p.is_file() and p.suffix in DATA_SUFFIXES and p.name.startswith(prefix)]
+        if not matches:
+            raise DataError(
+                f"no *.h5 or *.hdf5 file whose name starts with {prefix!r} in {given}; "
+                f"it holds: {preview([p.name for p in entries])}"
+            )
+        return matches
+    if given.exists():
+        return [given]
+    if glob.has_magic(str(path)):
+        matches = sorted(Path(p) for p in glob.glob(str(path)) if Path(p).is_file())
+        if not matches:
+            raise DataError(f"no data file matches the pattern {str(path)!r}")
+        return matches
+    raise DataError(f"data file {given} does not exist")
+
+
+def find_data_file(path: str | Path, prefix: str = "") -> Path:
+    """The one data file `path` names (see find_data_files); several mean a multi-session data set."""
+    files = find_data_files(path, prefix)
+    if len(files) > 1:
+        raise DataError(
+            f"{len(files)} data files match {str(path)!r} (prefix {prefix!r}): {preview([p.name for p in files])}; "
+            "several files are several sessions: load them with load_sessions, or pass one file or a prefix that "
+            "selects one"
+        )
+    return files[0]
+
+
+def load_data(
+    path: str | Path,
+    *,
+    cs_dim: int = 0,
+    fp_len: int = 0,
+    prefix: str = "",
+    reconstruction: str = "poisson",
+    allow_nan: bool = False,
+) -> LFADSData:
+    """Load and check an LFADS data file (or the one file in directory `path` starting with `prefix`); the
+    checks and options are hdf5.read_lfads_h5's. allow_nan (train.sbtt): NaN entries of the data arrays
+    are missing bins; they stay NaN in the reconstruction targets and become 0 in the encoder inputs."""
+    arrays = read_lfads_h5(
+        find_data_file(path, prefix),
+        cs_dim=cs_dim,
+        fp_len=fp_len,
+        reconstruction=reconstruction,
+        allow_nan=allow_nan,
+    )
+    splits = {name: _split(split, arrays.conversion_factor, allow_nan) for name, split in arrays.splits.items()}
+    return LFADSData(
+        path=arrays.path,
+        layout=arrays.layout,
+        train=splits["train"],
+        valid=splits["valid"],
+        test=splits.get("test"),
+        conversion_factor=arrays.conversion_factor,
+    )
+
+
+def load_sessions(path: str | Path, *, prefix: str = "", **options: Any) -> list[LFADSData]:
+    """Every data file `path` names (a file, a folder, a glob; see find_data_files), loaded with load_data's
+    options and checked to fit one model: the same bins, forward bins and external inputs. One file is one
+    session; several are stitched (each keeps its own neurons)."""
+    sessions = [load_data(file, **options) for file in find_data_files(path, prefix)]
+    check_sessions(sessions)
+    return sessions
+
+
+def _split(arrays: SplitArrays, conversion_factor: float | None, allow_nan: bool) -> Split:
+    truth = None if arrays.truth is None else _tensor(arrays.truth)
+    if truth is not None and conversion_factor is not None:
+        truth = truth / conversion_factor  # true rates in counts per bin
+    return Split(
+        name=arrays.name,
+        encod=_tensor(np.nan_to_num(arrays.encod, nan=0.0) if allow_nan else arrays.encod),  # SBTT: missing are 0
+        recon=None if arrays.recon is None else _tensor(arrays.recon),
+        ext_input=None if arrays.ext_input is None else _tensor(arrays.ext_input),
+        truth=truth,
+        inds=arrays.inds,
+        conditions=arrays.conditions,
+    )
+
+
+def _tensor(array: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))

@@ -10,21 +10,19 @@ Both may carry {split}_ext_input, {split}_truth, {split}_inds and conversion_fac
 
 from __future__ import annotations
 
-import glob
-import os
-import uuid
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import h5py
 import numpy as np
-import torch
 
-from autolfads.data.dataset import SPLIT_NAMES, LFADSData, Split, check_sessions
 from autolfads.errors import ConfigError, DataError
+from autolfads.files import write_atomic
+from autolfads.names import OBSERVATION_MODELS
 
-DATA_SUFFIXES = (".h5", ".hdf5")
+SPLIT_NAMES = ("train", "valid", "test")
 
 
 def _is_count(array: np.ndarray) -> np.ndarray:
@@ -34,73 +32,58 @@ def _is_count(array: np.ndarray) -> np.ndarray:
     return ok
 
 
-# What each reconstruction distribution needs from the data, beyond being finite.
+# What each observation model needs from the data, beyond being finite.
 _VALUE_RULES: dict[str, tuple[Callable[[np.ndarray], np.ndarray], str] | None] = {
     "poisson": (_is_count, "non-negative integer spike counts"),
     "gaussian": None,
-    "mse": None,
     "gamma": (lambda a: a > 0, "positive values"),
     "zig": (lambda a: a >= 0, "non-negative values"),
 }
-RECONSTRUCTIONS = tuple(_VALUE_RULES)
+assert tuple(_VALUE_RULES) == OBSERVATION_MODELS, "every observation model needs its value rule"
 
 
-def find_data_files(path: str | Path, prefix: str = "") -> list[Path]:
-    """The data files `path` names: a file; every *.h5 / *.hdf5 file in a folder whose name starts with
-    `prefix` (sorted by name); or the files a glob pattern (data/session_*.h5) matches. Several files are
-    several sessions of one multi-session model."""
-    given = Path(path)
-    if given.is_dir():
-        entries = sorted(given.iterdir())
-        matches = [p for p in entries if p.is_file() and p.suffix in DATA_SUFFIXES and p.name.startswith(prefix)]
-        if not matches:
-            raise DataError(
-                f"no *.h5 or *.hdf5 file whose name starts with {prefix!r} in {given}; "
-                f"it holds: {_preview([p.name for p in entries])}"
-            )
-        return matches
-    if given.exists():
-        return [given]
-    if glob.has_magic(str(path)):
-        matches = sorted(Path(p) for p in glob.glob(str(path)) if Path(p).is_file())
-        if not matches:
-            raise DataError(f"no data file matches the pattern {str(path)!r}")
-        return matches
-    raise DataError(f"data file {given} does not exist")
+@dataclass(frozen=True, eq=False)
+class SplitArrays:
+    """One split as the file holds it, checked (see dataset.Split for the shapes). NaN entries (missing bins,
+    allow_nan) are kept; truth is as stored (in counts per bin only once divided by conversion_factor)."""
+
+    name: str
+    encod: np.ndarray
+    recon: np.ndarray | None
+    ext_input: np.ndarray | None
+    truth: np.ndarray | None
+    inds: np.ndarray
+    conditions: np.ndarray | None = None
 
 
-def find_data_file(path: str | Path, prefix: str = "") -> Path:
-    """The one data file `path` names (see find_data_files); several mean a multi-session data set."""
-    files = find_data_files(path, prefix)
-    if len(files) > 1:
-        raise DataError(
-            f"{len(files)} data files match {str(path)!r} (prefix {prefix!r}): {_preview([p.name for p in files])}; "
-            "several files are several sessions: load them with load_sessions, or pass one file or a prefix that selects one"
-        )
-    return files[0]
+@dataclass(frozen=True, eq=False)
+class DataArrays:
+    """A data file's checked contents: its layout, its splits (train, valid, and test if present)."""
+
+    path: Path
+    layout: str  # "single" (train_data...) or "encod_recon" (train_encod_data/train_recon_data...)
+    splits: dict[str, SplitArrays]
+    conversion_factor: float | None
 
 
-def load_data(
-    path: str | Path,
+def read_lfads_h5(
+    file: str | Path,
     *,
     cs_dim: int = 0,
     fp_len: int = 0,
-    prefix: str = "",
     reconstruction: str = "poisson",
     allow_nan: bool = False,
-) -> LFADSData:
-    """Load and check an LFADS data file (or the one file in directory `path` starting with `prefix`).
+) -> DataArrays:
+    """Read and check an LFADS data file.
 
-    allow_nan (train.sbtt): NaN entries of the data arrays are missing bins; they stay NaN in the
-    reconstruction targets and become 0 in the encoder inputs. Inf is never accepted.
-
+    allow_nan (train.sbtt): NaN entries of the data arrays are missing bins. Inf is never accepted.
     cs_dim / fp_len: held-out neurons (last columns) and forward-prediction bins (last steps). In the
     "single" layout they split the data; in the "encod_recon" layout the file implies them, and a
     non-zero value passed here must agree. Every problem raises DataError naming the file and key.
     """
     if reconstruction not in _VALUE_RULES:
-        raise ConfigError(f"unknown reconstruction {reconstruction!r}; expected one of {', '.join(RECONSTRUCTIONS)}")
-    file = find_data_file(path, prefix)
+        raise ConfigError(f"unknown reconstruction {reconstruction!r}; expected one of {', '.join(OBSERVATION_MODELS)}")
+    file = Path(file)
     for name, value in (("cs_dim", cs_dim), ("fp_len", fp_len)):
         if value < 0:
             raise DataError(f"{file}: {name} must be >= 0, got {value}")
@@ -110,18 +93,9 @@ def load_data(
         raise DataError(f"{file}: cannot open as HDF5 (truncated or not an HDF5 file?): {err}") from err
     with h5:
         try:
-            return _Reader(h5, file, reconstruction, allow_nan).load(cs_dim, fp_len)
+            return _Reader(h5, file, reconstruction, allow_nan).read(cs_dim, fp_len)
         except OSError as err:  # damage that only shows when a part of the file is read
             raise DataError(f"{file}: cannot read the file (truncated or corrupt?): {err}") from err
-
-
-def load_sessions(path: str | Path, *, prefix: str = "", **options: Any) -> list[LFADSData]:
-    """Every data file `path` names (a file, a folder, a glob; see find_data_files), loaded with load_data's
-    options and checked to fit one model: the same bins, forward bins and external inputs. One file is one
-    session; several are stitched (each keeps its own neurons)."""
-    sessions = [load_data(file, **options) for file in find_data_files(path, prefix)]
-    check_sessions(sessions)
-    return sessions
 
 
 def write_lfads_h5(
@@ -133,30 +107,21 @@ def write_lfads_h5(
 ) -> Path:
     """Write `arrays` as datasets (and `attrs` as file attributes) to `path`, atomically.
 
-    The file is written under a temporary name in the same directory and renamed over `path` only once
-    complete, so readers never see a partial file and a failed write leaves an existing file untouched.
-    compression: gzip every non-scalar dataset.
+    Through files.write_atomic: readers never see a partial file and a failed write leaves an existing
+    file untouched. compression: gzip every non-scalar dataset.
     """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(tmp: Path) -> None:
         with h5py.File(tmp, "x") as h5:
             for key, value in arrays.items():
                 _write_dataset(h5, key, value, compression)
             for key, value in (attrs or {}).items():
                 h5.attrs[key] = value
-            h5.flush()
-        # fsync before the rename so a crash cannot leave the final name pointing at unwritten blocks.
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException as err:
-        tmp.unlink(missing_ok=True)
-        if isinstance(err, OSError):
-            raise DataError(f"cannot write {path}: {err}") from err
-        raise
-    return path
+
+    try:
+        return write_atomic(path, write, mkdir=True)
+    except OSError as err:
+        raise DataError(f"cannot write {path}: {err}") from err
 
 
 def _write_dataset(h5: h5py.File, key: str, value: np.ndarray | float | int | str, compression: bool) -> None:
@@ -174,15 +139,11 @@ def _write_dataset(h5: h5py.File, key: str, value: np.ndarray | float | int | st
     h5.create_dataset(key, data=array, compression="gzip" if compress else None)
 
 
-def _preview(names: list[str], limit: int = 20) -> str:
+def preview(names: list[str], limit: int = 20) -> str:
     if not names:
         return "nothing"
     more = f" ... ({len(names) - limit} more)" if len(names) > limit else ""
     return ", ".join(names[:limit]) + more
-
-
-def _tensor(array: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
 
 
 class _Reader:
@@ -199,7 +160,7 @@ class _Reader:
     def error(self, message: str) -> DataError:
         return DataError(f"{self.file}: {message}")
 
-    def load(self, cs_dim: int, fp_len: int) -> LFADSData:
+    def read(self, cs_dim: int, fp_len: int) -> DataArrays:
         if "train_encod_data" in self.keys or "valid_encod_data" in self.keys:
             layout, targets = "encod_recon", self._encod_recon_targets(cs_dim, fp_len)
         elif "train_data" in self.keys or "valid_data" in self.keys:
@@ -208,23 +169,13 @@ class _Reader:
             raise self.error(
                 "not an LFADS data file: expected train_data and valid_data (single layout) or "
                 "train_encod_data, train_recon_data, valid_encod_data and valid_recon_data (encod/recon layout); "
-                f"it has keys: {_preview(sorted(self.keys))}"
+                f"it has keys: {preview(sorted(self.keys))}"
             )
         conversion_factor = self._conversion_factor()
         recon_shape = targets["train"][1].shape[1:]
-        splits = {
-            name: self._split(name, encod, recon, recon_shape, conversion_factor)
-            for name, (encod, recon) in targets.items()
-        }
+        splits = {name: self._split(name, encod, recon, recon_shape) for name, (encod, recon) in targets.items()}
         self._check_ext_inputs_agree(splits)
-        return LFADSData(
-            path=self.file,
-            layout=layout,
-            train=splits["train"],
-            valid=splits["valid"],
-            test=splits.get("test"),
-            conversion_factor=conversion_factor,
-        )
+        return DataArrays(self.file, layout, splits, conversion_factor)
 
     # --- layouts: each returns {split: (encod, recon)} as checked numpy arrays ---
 
@@ -290,8 +241,7 @@ class _Reader:
         encod: np.ndarray,
         recon: np.ndarray | None,
         recon_shape: tuple[int, int],
-        conversion_factor: float | None,
-    ) -> Split:
+    ) -> SplitArrays:
         n_trials = encod.shape[0]
         ext_input = self._optional(f"{name}_ext_input", 3)
         if ext_input is not None and ext_input.shape[:2] != (n_trials, recon_shape[0]):
@@ -302,20 +252,15 @@ class _Reader:
         truth = self._optional(f"{name}_truth", 3)
         if truth is not None and truth.shape != (n_trials, *recon_shape):
             raise self.error(f"'{name}_truth' has shape {truth.shape}; expected {(n_trials, *recon_shape)}")
-        return Split(
+        return SplitArrays(
             name=name,
-            encod=_tensor(np.nan_to_num(encod, nan=0.0) if self.allow_nan else encod),  # SBTT: missing inputs are 0
-            recon=None if recon is None else _tensor(recon),
-            ext_input=None if ext_input is None else _tensor(ext_input),
-            truth=None if truth is None else self._truth_counts(truth, conversion_factor),
+            encod=encod,
+            recon=recon,
+            ext_input=ext_input,
+            truth=truth,
             inds=self._inds(f"{name}_inds", n_trials),
             conditions=self._inds(f"{name}_cond_idx", n_trials, required=False),
         )
-
-    @staticmethod
-    def _truth_counts(truth: np.ndarray, conversion_factor: float | None) -> torch.Tensor:
-        tensor = _tensor(truth)
-        return tensor if conversion_factor is None else tensor / conversion_factor
 
     def _inds(self, key: str, n_trials: int, required: bool = True) -> np.ndarray | None:
         """Integer labels, one per trial (trial indices, conditions); absent: arange(n), or None if not required."""
@@ -328,7 +273,7 @@ class _Reader:
             raise self.error(f"{key!r} must hold integers, one per trial")
         return inds.astype(np.int64)
 
-    def _check_ext_inputs_agree(self, splits: dict[str, Split]) -> None:
+    def _check_ext_inputs_agree(self, splits: dict[str, SplitArrays]) -> None:
         dims = {name: None if s.ext_input is None else s.ext_input.shape[2] for name, s in splits.items()}
         if len(set(dims.values())) > 1:
             found = ", ".join(
@@ -366,7 +311,7 @@ class _Reader:
     def _checked(self, key: str, rank: int, nan_ok: bool = False) -> np.ndarray:
         """A real-valued, finite (NaN allowed if nan_ok), non-empty array of the given rank."""
         if key not in self.keys:
-            raise self.error(f"required key {key!r} is missing; the file has: {_preview(sorted(self.keys))}")
+            raise self.error(f"required key {key!r} is missing; the file has: {preview(sorted(self.keys))}")
         array = self._read(key)
         if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
             raise self.error(f"{key!r} has dtype {array.dtype}; expected integers or floats")

@@ -121,7 +121,8 @@ def session_neuron_counts(neurons_per_session: str | Sequence[int], n_sessions: 
         counts *= n_sessions
     elif len(counts) != n_sessions:
         raise ConfigError(
-            f"neurons_per_session (--neurons-per-session) gives {len(counts)} neuron counts for n_sessions={n_sessions}; "
+            f"neurons_per_session (--neurons-per-session) gives {len(counts)} neuron counts for "
+            f"n_sessions={n_sessions}; "
             "give one count per session or a single count for all"
         )
     if min(counts) < 1:

@@ -1,7 +1,8 @@
 """NLB data sets: an NWB session in, an LFADS training file and NLB's evaluation targets out, via nlb_tools.
 
     autolfads data nlb --dataset mc_maze --nwb data/000128/sub-Jenkins --bin-ms 5 --out data/mc_maze.h5
-    autolfads data nlb --dataset mc_maze --tensors train_input.h5 eval_input.h5 --eval-targets eval_target.h5 --out data/mc_maze.h5
+    autolfads data nlb --dataset mc_maze --tensors train_input.h5 eval_input.h5 --eval-targets eval_target.h5 \
+        --out data/mc_maze.h5
 
 (--tensors: nlb_tools' tensor files instead of the NWB; see autolfads.data.nlb_tensors.)
 
@@ -15,7 +16,7 @@ The training file is in the encod/recon layout that `autolfads train` and `searc
 LFADS's splits are NLB's: train = the 'train' trials; valid = the 'val' trials, which NLB's local evaluation
 scores (their held-out neurons only ever enter validation metrics); test = the 'test' trials, held-in
 neurons only, when the NWB holds them. The targets file holds make_eval_target_tensors' output for the
-'val' trials, in nlb_tools' layout (see autolfads.evaluate.files).
+'val' trials, in nlb_tools' layout (see autolfads.data.nlb_targets).
 """
 
 from __future__ import annotations
@@ -24,37 +25,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import numpy as np
 
 from autolfads.data.hdf5 import write_lfads_h5
-from autolfads.data.nlb_synthetic import SYNTHETIC_DESCRIPTION, true_counts
-from autolfads.errors import ConfigError, DataError, MissingDependency
+from autolfads.data.nlb_datasets import DATASETS, check_bin, check_nwb, nwb_files, require_nlb_tools
+from autolfads.data.nlb_synthetic import true_counts
+from autolfads.data.nlb_targets import Targets, write_targets
+from autolfads.errors import ConfigError, DataError
 
-NLB_INSTALL = "pip install pynwb scikit-learn scipy 'pandas<3' && pip install --no-deps nlb-tools==0.0.4"
 SPLITS = {"train": "train", "valid": "val", "test": "test"}  # LFADS split -> NLB split
 TRUTH_FIELDS = {"spk_field": "truth", "hospk_field": "heldout_truth"}  # where _add_truth puts the true rates
-
-
-@dataclass(frozen=True)
-class NLBDataset:
-    trial_columns: tuple[str, ...]  # trials-table columns nlb_tools reads, besides start/stop times and split
-    behavior: str | None  # behaviour TimeSeries (None: dmfc_rsg's behaviour is in the trials table)
-    neurons: tuple[int, int]  # held-in and total units of NLB's release
-
-
-_MAZE = ("move_onset_time", "trial_type", "trial_version")
-DATASETS = {
-    "mc_maze": NLBDataset(_MAZE, "hand_vel", (137, 182)),
-    "mc_rtt": NLBDataset((), "finger_vel", (98, 130)),
-    "area2_bump": NLBDataset(("move_onset_time", "cond_dir", "ctr_hold_bump"), "hand_vel", (49, 65)),
-    "dmfc_rsg": NLBDataset(
-        ("set_time", "go_time", "is_eye", "theta", "is_short", "ts", "tp", "is_outlier"), None, (40, 54)
-    ),
-    "mc_maze_large": NLBDataset(_MAZE, "hand_vel", (122, 162)),
-    "mc_maze_medium": NLBDataset(_MAZE, "hand_vel", (114, 152)),
-    "mc_maze_small": NLBDataset(_MAZE, "hand_vel", (107, 142)),
-}
 
 
 @dataclass(frozen=True)
@@ -62,24 +44,6 @@ class NLBFiles:
     data: Path
     targets: Path
     summary: str
-
-
-def require_nlb_tools() -> tuple[ModuleType, type]:
-    """nlb_tools' tensor module and NWBDataset, or a MissingDependency that says how to install them."""
-    try:
-        import pandas
-        from nlb_tools import make_tensors
-        from nlb_tools.nwb_interface import NWBDataset
-    except ImportError as err:
-        raise MissingDependency(
-            f"NLB data need nlb_tools and its dependencies ({err}); install them with: {NLB_INSTALL} "
-            "(nlb-tools 0.0.4 pins pandas<=1.3.4, which does not install on Python 3.11: hence --no-deps)"
-        ) from None
-    if int(pandas.__version__.split(".")[0]) >= 3:
-        raise MissingDependency(
-            f"nlb_tools 0.0.4 fails with pandas {pandas.__version__} (read-only arrays in NWBDataset.resample); install pandas 2: pip install 'pandas<3'"
-        )
-    return make_tensors, NWBDataset
 
 
 def prepare_nlb(
@@ -98,75 +62,135 @@ def prepare_nlb(
     make_tensors, NWBDataset = require_nlb_tools()
     params = make_tensors.PARAMS[dataset]
     check_bin(dataset, bin_ms, params)
-    files = nwb_files(nwb)
-    check_nwb(files, dataset)
+    check_nwb(nwb_files(nwb), dataset)
     out = Path(out)
     targets_out = Path(targets_out) if targets_out else out.with_name(f"{out.stem}_targets.h5")
 
-    def nlb(step: str, call: Callable, *args, **kwargs):
-        try:
-            return call(*args, **kwargs)
-        except Exception as err:  # nlb_tools reports problems with asserts, KeyErrors, ...: name the step instead
-            raise DataError(f"{nwb}: nlb_tools failed to {step} for {dataset}: {type(err).__name__}: {err}") from err
-
-    ds = nlb("load the NWB data", NWBDataset, str(nwb))
-    nlb(f"resample to {bin_ms} ms", ds.resample, bin_ms)
+    run = _NLBTools(dataset, nwb, make_tensors)
+    run.ds = run.call("load the NWB data", NWBDataset, str(nwb))
+    run.call(f"resample to {bin_ms} ms", run.ds.resample, bin_ms)
     if truth is not None:
-        _add_truth(ds, truth, bin_ms)
-    info = ds.trial_info
+        _add_truth(run.ds, truth, bin_ms)
     align = params["make_params"].get("align_field", "start_time")
-    for name in ("train", "valid"):
-        if not (info.split == SPLITS[name]).any():
-            raise DataError(f"{nwb}: no trial has split {SPLITS[name]!r}; NLB data sets have 'train' and 'val' trials")
-    splits = [name for name in SPLITS if (info.split == SPLITS[name]).any()]
+    splits = _splits_present(run)
 
     arrays: dict[str, np.ndarray] = {}
     notes: list[str] = []
     for name in splits:
-        mask = info.split == SPLITS[name]
-        if name == "test":  # held-in neurons only, as NLB gives test trials
-            spikes = nlb(
-                "make the test tensors", make_tensors.make_eval_input_tensors, ds, dataset, "test", save_file=False
-            )
-            arrays["test_encod_data"] = _counts(spikes["eval_spikes_heldin"], "test_encod_data", notes)
-        else:
-            spikes = nlb(
-                f"make the {SPLITS[name]} tensors",
-                make_tensors.make_train_input_tensors,
-                ds,
-                dataset,
-                SPLITS[name],
-                save_file=False,
-                include_behavior=True,
-                include_forward_pred=True,
-            )
-            arrays[f"{name}_encod_data"] = _counts(spikes["train_spikes_heldin"], f"{name}_encod_data", notes)
-            arrays[f"{name}_recon_data"] = _counts(_recon(spikes), f"{name}_recon_data", notes)
-            arrays[f"{name}_behavior"] = spikes["train_behavior"].astype(np.float32)
-        arrays[f"{name}_inds"] = info.loc[mask & info[align].notna(), "trial_id"].to_numpy()
-        if len(arrays[f"{name}_encod_data"]) != len(arrays[f"{name}_inds"]):
-            raise DataError(
-                f"{nwb}: nlb_tools made {len(arrays[f'{name}_encod_data'])} {name} trials but {len(arrays[f'{name}_inds'])} have a {align}"
-            )
-        if truth is not None:  # windowed exactly as the spikes
-            rates = nlb(
-                f"window the true rates of the {SPLITS[name]} trials",
-                make_tensors.make_train_input_tensors,
-                ds,
-                dataset,
-                mask.to_numpy(),
-                update_params=TRUTH_FIELDS,
-                save_file=False,
-                include_forward_pred=True,
-            )
-            arrays[f"{name}_truth"] = _recon(rates).astype(np.float32)
+        arrays.update(_split_arrays(run, name, align, truth is not None, notes))
+    group, target_arrays = _eval_targets(run, "psth_params" in params, arrays)
 
-    has_psth = "psth_params" in params
-    ((group, target_arrays),) = nlb(
+    (_, trial_bins, heldin), (_, bins, neurons) = arrays["train_encod_data"].shape, arrays["train_recon_data"].shape
+    lo, hi = params["make_params"].get("align_range", (None, None))
+    attrs = {
+        "nlb_dataset": dataset,
+        "bin_ms": bin_ms,
+        "nwb": str(nwb),
+        "targets": targets_out.name,
+        "heldin": heldin,
+        "heldout": neurons - heldin,
+        "trial_bins": trial_bins,
+        "forward_bins": bins - trial_bins,
+        "window": f"{lo}..{hi} ms around {align}",
+    }
+    write_lfads_h5(out, arrays, attrs=attrs, compression=True)
+    target_arrays = {key: _target_array(value) for key, value in target_arrays.items()}
+    write_targets(
+        targets_out, Targets(group, dataset, bin_ms, target_arrays, arrays["train_inds"], arrays["valid_inds"])
+    )
+    counts = " / ".join(f"{name} {len(arrays[f'{name}_inds'])}" for name in splits)
+    summary = (
+        f"{out}: {dataset} at {bin_ms} ms, {counts} trials, {trial_bins}+{bins - trial_bins} bins, "
+        f"{heldin}+{neurons - heldin} neurons"
+        + "".join(f"; {note}" for note in notes)
+        + f"\n{targets_out}: NLB evaluation targets ({group}) of the {len(arrays['valid_inds'])} 'val' trials"
+    )
+    return NLBFiles(out, targets_out, summary)
+
+
+def _splits_present(run: _NLBTools) -> list[str]:
+    """The LFADS splits the data set's trials fill: train and valid always, test when NLB's test file is in."""
+    info = run.ds.trial_info
+    for name in ("train", "valid"):
+        if not (info.split == SPLITS[name]).any():
+            raise DataError(
+                f"{run.nwb}: no trial has split {SPLITS[name]!r}; NLB data sets have 'train' and 'val' trials"
+            )
+    return [name for name in SPLITS if (info.split == SPLITS[name]).any()]
+
+
+@dataclass
+class _NLBTools:
+    """nlb_tools at work on one data set: its tensor module and the loaded NWBDataset."""
+
+    dataset: str
+    nwb: str | Path
+    make_tensors: ModuleType
+    ds: Any = None
+
+    def call(self, step: str, function: Callable, *args, **kwargs):
+        try:
+            return function(*args, **kwargs)
+        except Exception as err:  # nlb_tools reports problems with asserts, KeyErrors, ...: name the step instead
+            raise DataError(
+                f"{self.nwb}: nlb_tools failed to {step} for {self.dataset}: {type(err).__name__}: {err}"
+            ) from err
+
+
+def _split_arrays(run: _NLBTools, name: str, align: str, truth: bool, notes: list[str]) -> dict[str, np.ndarray]:
+    """One split's arrays of the training file: spikes (test: held-in only, as NLB gives test trials),
+    behaviour, NLB trial ids and, with a truth side file, the true rates windowed exactly as the spikes."""
+    make, info = run.make_tensors, run.ds.trial_info
+    mask = info.split == SPLITS[name]
+    arrays: dict[str, np.ndarray] = {}
+    if name == "test":
+        spikes = run.call(
+            "make the test tensors", make.make_eval_input_tensors, run.ds, run.dataset, "test", save_file=False
+        )
+        arrays["test_encod_data"] = _counts(spikes["eval_spikes_heldin"], "test_encod_data", notes)
+    else:
+        spikes = run.call(
+            f"make the {SPLITS[name]} tensors",
+            make.make_train_input_tensors,
+            run.ds,
+            run.dataset,
+            SPLITS[name],
+            save_file=False,
+            include_behavior=True,
+            include_forward_pred=True,
+        )
+        arrays[f"{name}_encod_data"] = _counts(spikes["train_spikes_heldin"], f"{name}_encod_data", notes)
+        arrays[f"{name}_recon_data"] = _counts(_recon(spikes), f"{name}_recon_data", notes)
+        arrays[f"{name}_behavior"] = spikes["train_behavior"].astype(np.float32)
+    arrays[f"{name}_inds"] = info.loc[mask & info[align].notna(), "trial_id"].to_numpy()
+    if len(arrays[f"{name}_encod_data"]) != len(arrays[f"{name}_inds"]):
+        raise DataError(
+            f"{run.nwb}: nlb_tools made {len(arrays[f'{name}_encod_data'])} {name} trials but "
+            f"{len(arrays[f'{name}_inds'])} have a {align}"
+        )
+    if truth:
+        rates = run.call(
+            f"window the true rates of the {SPLITS[name]} trials",
+            make.make_train_input_tensors,
+            run.ds,
+            run.dataset,
+            mask.to_numpy(),
+            update_params=TRUTH_FIELDS,
+            save_file=False,
+            include_forward_pred=True,
+        )
+        arrays[f"{name}_truth"] = _recon(rates).astype(np.float32)
+    return arrays
+
+
+def _eval_targets(run: _NLBTools, has_psth: bool, arrays: dict[str, np.ndarray]) -> tuple[str, dict]:
+    """nlb_tools' evaluation targets of the 'val' trials -> (their group, their arrays); with PSTHs, the PSTHs
+    and every trial's condition also go into the training file's `arrays`."""
+    ((group, target_arrays),) = run.call(
         "make the evaluation targets",
-        make_tensors.make_eval_target_tensors,
-        ds,
-        dataset,
+        run.make_tensors.make_eval_target_tensors,
+        run.ds,
+        run.dataset,
         "train",
         "val",
         save_file=False,
@@ -176,149 +200,7 @@ def prepare_nlb(
         arrays["psth"] = target_arrays["psth"].astype(np.float32)
         arrays["train_condition"] = _condition_labels(target_arrays["train_cond_idx"], len(arrays["train_inds"]))
         arrays["valid_condition"] = _condition_labels(target_arrays["eval_cond_idx"], len(arrays["valid_inds"]))
-
-    (_, trial_bins, heldin), (_, bins, neurons) = arrays["train_encod_data"].shape, arrays["train_recon_data"].shape
-    heldout, forward_bins = neurons - heldin, bins - trial_bins
-    lo, hi = params["make_params"].get("align_range", (None, None))
-    attrs = {
-        "nlb_dataset": dataset,
-        "bin_ms": bin_ms,
-        "nwb": str(nwb),
-        "targets": targets_out.name,
-        "heldin": heldin,
-        "heldout": heldout,
-        "trial_bins": trial_bins,
-        "forward_bins": forward_bins,
-        "window": f"{lo}..{hi} ms around {align}",
-    }
-    write_lfads_h5(out, arrays, attrs=attrs, compression=True)
-
-    from autolfads.evaluate import Targets, write_targets
-
-    target_arrays = {key: _target_array(value) for key, value in target_arrays.items()}
-    write_targets(
-        targets_out, Targets(group, dataset, bin_ms, target_arrays, arrays["train_inds"], arrays["valid_inds"])
-    )
-    counts = " / ".join(f"{name} {len(arrays[f'{name}_inds'])}" for name in splits)
-    summary = (
-        f"{out}: {dataset} at {bin_ms} ms, {counts} trials, {trial_bins}+{forward_bins} bins, {heldin}+{heldout} neurons"
-        + "".join(f"; {note}" for note in notes)
-        + f"\n{targets_out}: NLB evaluation targets ({group}) of the {len(arrays['valid_inds'])} 'val' trials"
-    )
-    return NLBFiles(out, targets_out, summary)
-
-
-def check_bin(dataset: str, bin_ms: int, params: dict) -> None:
-    """NLB's windows must be whole numbers of bins."""
-    if bin_ms < 1:
-        raise ConfigError(f"--bin-ms must be a positive number of milliseconds, got {bin_ms}")
-    make = params["make_params"]
-    windows = [(params["fp_len"], "forward-prediction window")]
-    if "align_range" in make:
-        lo, hi = make["align_range"]
-        windows.insert(0, (hi - lo, f"trial window ({lo}..{hi} ms around {make['align_field']})"))
-    for span, what in windows:
-        if span % bin_ms:
-            raise ConfigError(
-                f"--bin-ms {bin_ms}: {bin_ms} ms does not divide {dataset}'s {span} ms {what}; NLB scores 5 and 20 ms bins"
-            )
-
-
-def nwb_files(path: str | Path) -> list[Path]:
-    """The NWB file, or the *.nwb files of a folder (how NWBDataset reads them)."""
-    path = Path(path)
-    if path.is_dir():
-        files = sorted(path.glob("*.nwb"))
-        if not files:
-            raise DataError(f"{path}: the folder holds no *.nwb file")
-        return files
-    if not path.is_file():
-        raise DataError(f"NWB file {path} does not exist")
-    return [path]
-
-
-def check_nwb(files: list[Path], dataset: str) -> None:
-    """What nlb_tools needs from the NWB files, checked up front so a wrong file gets a clear message:
-    units with spike_times, obs_intervals and heldout; trials with split and the data set's columns; its
-    behaviour; NLB's neuron counts (except in our synthetic files)."""
-    from pynwb import NWBHDF5IO
-
-    spec = DATASETS[dataset]
-    columns: set[str] = set()
-    series: set[str] = set()
-    counts: dict[Path, tuple[int, int]] = {}  # held-in and total units of the files with training trials
-    for file in files:
-        try:
-            with NWBHDF5IO(str(file), "r") as io:
-                nwb = io.read()
-                _check_units(file, nwb)
-                if nwb.trials is None:
-                    raise DataError(f"{file}: the NWB file has no trials table")
-                columns |= set(nwb.trials.colnames)
-                series |= _timeseries_names(nwb)
-                if (
-                    nwb.session_description != SYNTHETIC_DESCRIPTION
-                    and "split" in nwb.trials.colnames
-                    and "train" in set(nwb.trials["split"][:])
-                ):
-                    heldout = int(np.sum(nwb.units["heldout"][:]))
-                    counts[file] = (len(nwb.units) - heldout, len(nwb.units))
-        except (OSError, ValueError, KeyError) as err:
-            raise DataError(f"{file}: cannot read as an NWB file: {err}") from None
-    where = files[0] if len(files) == 1 else files[0].parent
-    missing = [column for column in ("split", *spec.trial_columns) if column not in columns]
-    if missing:
-        raise DataError(
-            f"{where}: the trials table has no column {missing[0]!r}, which {dataset} needs"
-            f"{_other_datasets(columns, series, dataset)}; it has: {', '.join(sorted(columns))}"
-        )
-    if spec.behavior is not None and spec.behavior not in series:
-        raise DataError(
-            f"{where}: no behaviour TimeSeries {spec.behavior!r}, which {dataset} needs"
-            f"{_other_datasets(columns, series, dataset)}; time series found: {', '.join(sorted(series)) or 'none'}"
-        )
-    for file, found in counts.items():
-        if found != spec.neurons:
-            same = [name for name, other in DATASETS.items() if other.neurons == found]
-            hint = f": these are {same[0]}'s" if same else ""
-            raise DataError(
-                f"{file}: {found[0]} held-in of {found[1]} units, but {dataset} has {spec.neurons[0]} of {spec.neurons[1]}{hint}; is --dataset right?"
-            )
-
-
-def _check_units(file: Path, nwb) -> None:
-    if nwb.units is None:
-        raise DataError(f"{file}: the NWB file has no units table")
-    for column in ("spike_times", "obs_intervals", "heldout"):
-        if column not in nwb.units.colnames:
-            raise DataError(
-                f"{file}: the units table has no {column!r} column, which NLB data sets have (it has: {', '.join(nwb.units.colnames)})"
-            )
-
-
-def _other_datasets(columns: set[str], series: set[str], dataset: str) -> str:
-    fits = [
-        name
-        for name, spec in DATASETS.items()
-        if name != dataset and set(spec.trial_columns) <= columns and (spec.behavior is None or spec.behavior in series)
-    ]
-    return f" (the file fits {' / '.join(fits)}: is --dataset right?)" if fits else ""
-
-
-def _timeseries_names(nwb) -> set[str]:
-    """Names nlb_tools gives the file's time series: their own, or container_series inside containers."""
-    from pynwb import ProcessingModule, TimeSeries
-    from pynwb.core import MultiContainerInterface
-
-    names: set[str] = set()
-    for child in nwb.children:
-        if isinstance(child, TimeSeries):
-            names.add(child.name)
-        elif isinstance(child, ProcessingModule):
-            names |= _timeseries_names(child)
-        elif isinstance(child, MultiContainerInterface):
-            names |= {f"{child.name}_{field.name}" for field in child.children if isinstance(field, TimeSeries)}
-    return names
+    return group, target_arrays
 
 
 def _add_truth(ds, path: str | Path, bin_ms: int) -> None:
@@ -332,7 +214,8 @@ def _add_truth(ds, path: str | Path, bin_ms: int) -> None:
     heldin_columns, heldout_columns = ds.data["spikes"].columns, ds.data["heldout_spikes"].columns
     if (heldout.size, int(heldout.sum())) != (len(heldin_columns) + len(heldout_columns), len(heldout_columns)):
         raise DataError(
-            f"{path}: true rates of {heldout.size} units ({int(heldout.sum())} held out) do not match the NWB file's {len(heldin_columns) + len(heldout_columns)} ({len(heldout_columns)})"
+            f"{path}: true rates of {heldout.size} units ({int(heldout.sum())} held out) do not match the NWB file's "
+            f"{len(heldin_columns) + len(heldout_columns)} ({len(heldout_columns)})"
         )
     per_bin = bin_ms // 5
     rows = len(ds.data.index)

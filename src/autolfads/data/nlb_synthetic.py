@@ -19,8 +19,6 @@ into expected counts per 5 ms bin.
 
 from __future__ import annotations
 
-import os
-import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -29,6 +27,7 @@ import numpy as np
 
 from autolfads.data.hdf5 import write_lfads_h5
 from autolfads.errors import ConfigError, DataError
+from autolfads.files import write_atomic
 
 STEP_S = 0.005  # the generator's clock: latents and rates are constant within each 5 ms bin
 TRIAL_S = 1.2  # every trial: target at 100 ms, movement onset 400-500 ms, end 1200 ms
@@ -176,13 +175,28 @@ def _splits(order: np.ndarray, conditions: int, rng: np.random.Generator) -> np.
 
 
 def _write_nwb(path: Path, session: dict, heldout: np.ndarray, rng: np.random.Generator, seed: int) -> None:
-    from pynwb import NWBHDF5IO, NWBFile, TimeSeries
+    from pynwb import NWBHDF5IO, NWBFile
 
     nwb = NWBFile(
         session_description=SYNTHETIC_DESCRIPTION,
         identifier=f"autolfads-nlb-synthetic-seed{seed}",
         session_start_time=datetime(2021, 1, 1, tzinfo=timezone.utc),
     )
+    _add_units(nwb, session, heldout, rng)
+    _add_trials(nwb, session)
+    _add_behavior(nwb, session)
+
+    def write(tmp: Path) -> None:
+        with NWBHDF5IO(str(tmp), "w") as io:
+            io.write(nwb)
+
+    try:
+        write_atomic(path, write, tmp_suffix=".tmp.nwb", mkdir=True)  # pynwb warns about other suffixes
+    except OSError as err:
+        raise DataError(f"cannot write {path}: {err}") from None
+
+
+def _add_units(nwb, session: dict, heldout: np.ndarray, rng: np.random.Generator) -> None:
     end_s = session["latents"].shape[0] * STEP_S
     nwb.add_unit_column(name="heldout", description="held out from model input (co-smoothing targets)")
     for unit in range(session["counts"].shape[1]):
@@ -192,6 +206,8 @@ def _write_nwb(path: Path, session: dict, heldout: np.ndarray, rng: np.random.Ge
             heldout=bool(heldout[unit]),
         )
 
+
+def _add_trials(nwb, session: dict) -> None:
     columns = {
         "split": "train, val or test",
         "target_on_time": "target appears (s)",
@@ -214,7 +230,12 @@ def _write_nwb(path: Path, session: dict, heldout: np.ndarray, rng: np.random.Ge
             trial_version=0,
         )
 
-    # NLB keeps behaviour at 1 kHz: the 5 ms velocity, linearly interpolated.
+
+def _add_behavior(nwb, session: dict) -> None:
+    """NLB keeps behaviour at 1 kHz: the 5 ms velocity, linearly interpolated."""
+    from pynwb import TimeSeries
+
+    end_s = session["latents"].shape[0] * STEP_S
     ms = np.arange(round(end_s * 1000)) / 1000.0
     grid = np.arange(session["velocity"].shape[0]) * STEP_S
     velocity = np.stack([np.interp(ms, grid, session["velocity"][:, i]) for i in range(2)], axis=1)
@@ -230,17 +251,6 @@ def _write_nwb(path: Path, session: dict, heldout: np.ndarray, rng: np.random.Ge
             description="hand velocity",
         )
     )
-
-    tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex}.tmp.nwb")  # pynwb warns about other suffixes
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with NWBHDF5IO(str(tmp), "w") as io:
-            io.write(nwb)
-        os.replace(tmp, path)
-    except OSError as err:
-        raise DataError(f"cannot write {path}: {err}") from None
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _spike_times(counts: np.ndarray, rng: np.random.Generator) -> np.ndarray:

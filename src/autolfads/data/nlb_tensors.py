@@ -4,17 +4,7 @@
     autolfads data nlb --dataset mc_maze_small --tensors train_input.h5 eval_input.h5 \\
         --eval-targets eval_target.h5 --bin-ms 5 --out data/mc_maze_small.h5
 
-Read: train_spikes_heldin, train_spikes_heldout [, train_spikes_heldin_forward, train_spikes_heldout_forward,
-train_behavior], eval_spikes_heldin [, eval_spikes_heldout, eval_*_forward, eval_behavior], from one file or
-several; --eval-targets: make_eval_target_tensors' file (group DATASET or DATASET_BIN), whose arrays (held-out
-spikes, forward bins, behaviour, PSTHs) complete the eval trials. The bin width follows from the tensors'
-bins (NLB's windows are fixed) and from the targets' group name, and must be --bin-ms.
-
-Trial ids: the train tensors' trials are 0..n-1, the eval tensors' follow. Eval trials whose held-out
-spikes are known are the valid split (their forward bins NaN, missing, if not given: train with
-train.sbtt true); otherwise they are the test split (held-in only, rates for a submission) and a seeded
---valid-fraction of the train trials validates. What the tensors lack is left out of the targets, and
-`evaluate` reports its metrics as not available.
+What is read, and how trials become splits: docs/architecture-data-report-deploy.md ("NLB tensor files").
 """
 
 from __future__ import annotations
@@ -25,13 +15,17 @@ import h5py
 import numpy as np
 
 from autolfads.data.hdf5 import write_lfads_h5
-from autolfads.data.nlb import DATASETS, NLBFiles, _target_array, require_nlb_tools
+from autolfads.data.nlb import NLBFiles, _target_array
+from autolfads.data.nlb_datasets import DATASETS, require_nlb_tools
+from autolfads.data.nlb_targets import Targets, write_targets
+from autolfads.data.session import stored_counts
 from autolfads.errors import ConfigError, DataError
 
-TENSOR_KEYS = (
-    "train_spikes_heldin", "train_spikes_heldout", "train_spikes_heldin_forward", "train_spikes_heldout_forward", "train_behavior",
-    "eval_spikes_heldin", "eval_spikes_heldout", "eval_spikes_heldin_forward", "eval_spikes_heldout_forward", "eval_behavior",
-)  # fmt: skip
+TENSOR_KEYS = tuple(
+    f"{prefix}_{key}"
+    for prefix in ("train", "eval")
+    for key in ("spikes_heldin", "spikes_heldout", "spikes_heldin_forward", "spikes_heldout_forward", "behavior")
+)
 
 
 def prepare_tensors(
@@ -50,40 +44,85 @@ def prepare_tensors(
     params = make_tensors.PARAMS[dataset]
     out = Path(out)
     targets_out = Path(targets_out) if targets_out else out.with_name(f"{out.stem}_targets.h5")
-    t = _read_tensors([Path(p) for p in tensors])
     name = dataset if bin_ms == 5 else f"{dataset}_{bin_ms}"
-    target_arrays = _read_eval_targets(Path(eval_targets), dataset, name) if eval_targets else {}
     where = ", ".join(map(str, tensors))
-    for key in ("train_spikes_heldin", "train_spikes_heldout", "eval_spikes_heldin"):
-        if key not in t:
-            raise DataError(
-                f"{where}: no {key!r}; NLB tensor files have train_spikes_heldin/heldout (make_train_input_tensors) and eval_spikes_heldin (make_eval_input_tensors); found: {', '.join(sorted(t)) or 'nothing'}"
-            )
-    n_train, trial_bins, heldin = t["train_spikes_heldin"].shape
-    heldout = t["train_spikes_heldout"].shape[2]
-    forward_bins = t["train_spikes_heldin_forward"].shape[1] if "train_spikes_heldin_forward" in t else 0
+    t = _read_tensors([Path(p) for p in tensors])
+    target_arrays = _read_eval_targets(Path(eval_targets), dataset, name) if eval_targets else {}
+    trial_bins, forward_bins, heldin, heldout = _tensor_shape(t, where)
     _check_bin(dataset, params, bin_ms, trial_bins, forward_bins, where)
     _check_shapes(t, target_arrays, trial_bins, forward_bins, heldin, heldout, where)
+    n_train = len(t["train_spikes_heldin"])
     eval_known = {
         **{k: v for k, v in t.items() if k.startswith("eval_") and k != "eval_spikes_heldin"},
         **target_arrays,
     }
+    shape = (trial_bins, forward_bins, heldin, heldout)
     n_eval = len(t["eval_spikes_heldin"])
     train_ids, eval_ids = np.arange(n_train), n_train + np.arange(n_eval)
-
-    def recon(prefix: str, source: dict, n: int) -> np.ndarray:
-        """held-in | held-out x trial | forward bins; what `source` lacks is NaN (missing)."""
-        full = np.full((n, trial_bins + forward_bins, heldin + heldout), np.nan, dtype=np.float32)
-        for key, bins, units in ((f"{prefix}_spikes_heldin", slice(0, trial_bins), slice(0, heldin)), (f"{prefix}_spikes_heldout", slice(0, trial_bins), slice(heldin, None)),
-                                 (f"{prefix}_spikes_heldin_forward", slice(trial_bins, None), slice(0, heldin)), (f"{prefix}_spikes_heldout_forward", slice(trial_bins, None), slice(heldin, None))):  # fmt: skip
-            if key in source and (bins.stop or trial_bins + forward_bins) > bins.start:
-                full[:, bins, units] = source[key]
-        return full
-
-    train_recon = recon("train", t, n_train)
-    eval_recon = recon("eval", {**eval_known, "eval_spikes_heldin": t["eval_spikes_heldin"]}, n_eval)
-    arrays: dict[str, np.ndarray] = {}
     notes: list[str] = []
+    arrays = _training_arrays(t, eval_known, shape, (train_ids, eval_ids), valid_fraction, seed, notes)
+
+    targets = _targets(t, eval_known, name, dataset, bin_ms, train_ids, eval_ids, shape)
+    attrs = {
+        "nlb_dataset": dataset,
+        "bin_ms": bin_ms,
+        "tensors": where,
+        "heldin": heldin,
+        "heldout": heldout,
+        "trial_bins": trial_bins,
+        "forward_bins": forward_bins,
+    }
+    if targets is not None:
+        attrs["targets"] = targets_out.name
+    write_lfads_h5(out, arrays, attrs=attrs, compression=True)
+    notes.append(_write_targets(targets_out, targets, n_eval))
+    counts = " / ".join(
+        f"{split} {len(arrays[f'{split}_inds'])}" for split in ("train", "valid", "test") if f"{split}_inds" in arrays
+    )
+    summary = (
+        f"{out}: {name} from NLB tensors, {counts} trials, {trial_bins}+{forward_bins} bins, {heldin}+{heldout} neurons"
+        + "".join(f"\n  {note}" for note in notes)
+    )
+    return NLBFiles(out, targets_out if targets is not None else None, summary)
+
+
+def _write_targets(path: Path, targets: Targets | None, n_eval: int) -> str:
+    """Write the targets file, if there is anything to score; a note on what was (or was not) written."""
+    if targets is None:
+        return (
+            "nothing to score locally (no held-out spikes, forward bins or behaviour of the eval trials): "
+            "no targets file"
+        )
+    write_targets(path, targets)
+    unavailable = targets.unavailable()
+    return f"{path}: targets of the {n_eval} eval trials" + (
+        f" (not available: {', '.join(unavailable)})" if unavailable else ""
+    )
+
+
+def _tensor_shape(t: dict, where: str) -> tuple[int, int, int, int]:
+    """Trial bins, forward bins, held-in and held-out neurons of the train tensors."""
+    for key in ("train_spikes_heldin", "train_spikes_heldout", "eval_spikes_heldin"):
+        if key not in t:
+            raise DataError(
+                f"{where}: no {key!r}; NLB tensor files have train_spikes_heldin/heldout (make_train_input_tensors) "
+                f"and eval_spikes_heldin (make_eval_input_tensors); found: {', '.join(sorted(t)) or 'nothing'}"
+            )
+    _, trial_bins, heldin = t["train_spikes_heldin"].shape
+    forward_bins = t["train_spikes_heldin_forward"].shape[1] if "train_spikes_heldin_forward" in t else 0
+    return trial_bins, forward_bins, heldin, t["train_spikes_heldout"].shape[2]
+
+
+def _training_arrays(
+    t: dict, eval_known: dict, shape: tuple, ids: tuple, valid_fraction: float, seed: int, notes: list[str]
+) -> dict[str, np.ndarray]:
+    """The training file's splits. Eval trials with held-out spikes validate; without, they are the test
+    split and `valid_fraction` of the train trials validate. What the tensors lack is NaN (missing)."""
+    trial_bins, forward_bins, heldin, _ = shape
+    (train_ids, eval_ids), n_train, n_eval = ids, len(ids[0]), len(ids[1])
+    train_recon = _recon("train", t, n_train, shape)
+    eval_recon = _recon("eval", {**eval_known, "eval_spikes_heldin": t["eval_spikes_heldin"]}, n_eval, shape)
+    arrays: dict[str, np.ndarray] = {}
     if "eval_spikes_heldout" in eval_known:  # the eval trials validate
         splits = {"train": (train_recon, train_ids), "valid": (eval_recon, eval_ids)}
         if forward_bins and "eval_spikes_heldin_forward" not in eval_known:
@@ -97,59 +136,37 @@ def prepare_tensors(
             )
         valid, train = np.sort(order[:n_valid]), np.sort(order[n_valid:])
         splits = {"train": (train_recon[train], train_ids[train]), "valid": (train_recon[valid], train_ids[valid])}
-        arrays["test_encod_data"] = _stored(t["eval_spikes_heldin"])
+        arrays["test_encod_data"] = stored_counts(t["eval_spikes_heldin"])
         arrays["test_inds"] = eval_ids
         notes.append(
             f"eval trials' held-out spikes not given: they are the test split; {n_valid} train trials validate"
         )
-    for split, (values, ids) in splits.items():
-        arrays[f"{split}_encod_data"] = _stored(values[:, :trial_bins, :heldin])
-        arrays[f"{split}_recon_data"] = _stored(values)
-        arrays[f"{split}_inds"] = ids
+    for split, (values, split_ids) in splits.items():
+        arrays[f"{split}_encod_data"] = stored_counts(values[:, :trial_bins, :heldin])
+        arrays[f"{split}_recon_data"] = stored_counts(values)
+        arrays[f"{split}_inds"] = split_ids
     missing = sum(int(np.isnan(a).sum()) for key, a in arrays.items() if key.endswith("_data"))
     if missing:
         notes.append(f"{missing} missing bins (NaN): train with train.sbtt true")
+    return arrays
 
-    targets = _targets(
-        t, eval_known, name, dataset, bin_ms, train_ids, eval_ids, (trial_bins, forward_bins, heldin, heldout)
-    )
-    attrs = {
-        "nlb_dataset": dataset,
-        "bin_ms": bin_ms,
-        "tensors": where,
-        "heldin": heldin,
-        "heldout": heldout,
-        "trial_bins": trial_bins,
-        "forward_bins": forward_bins,
+
+def _recon(prefix: str, source: dict, n: int, shape: tuple) -> np.ndarray:
+    """held-in | held-out x trial | forward bins; what `source` lacks is NaN (missing)."""
+    trial_bins, forward_bins, heldin, heldout = shape
+    full = np.full((n, trial_bins + forward_bins, heldin + heldout), np.nan, dtype=np.float32)
+    trial, forward = slice(0, trial_bins), slice(trial_bins, None)
+    parts = {
+        "heldin": (trial, slice(0, heldin)),
+        "heldout": (trial, slice(heldin, None)),
+        "heldin_forward": (forward, slice(0, heldin)),
+        "heldout_forward": (forward, slice(heldin, None)),
     }
-    if targets is not None:
-        attrs["targets"] = targets_out.name
-    write_lfads_h5(out, arrays, attrs=attrs, compression=True)
-    if targets is not None:
-        from autolfads.evaluate import write_targets
-
-        write_targets(targets_out, targets)
-        unavailable = targets.unavailable()
-        notes.append(
-            f"{targets_out}: targets of the {n_eval} eval trials"
-            + (f" (not available: {', '.join(unavailable)})" if unavailable else "")
-        )
-    else:
-        notes.append(
-            "nothing to score locally (no held-out spikes, forward bins or behaviour of the eval trials): no targets file"
-        )
-    counts = " / ".join(
-        f"{split} {len(arrays[f'{split}_inds'])}" for split in ("train", "valid", "test") if f"{split}_inds" in arrays
-    )
-    summary = (
-        f"{out}: {name} from NLB tensors, {counts} trials, {trial_bins}+{forward_bins} bins, {heldin}+{heldout} neurons"
-        + "".join(f"\n  {note}" for note in notes)
-    )
-    return NLBFiles(out, targets_out if targets is not None else None, summary)
-
-
-def _stored(values: np.ndarray) -> np.ndarray:
-    return values.astype(np.float32) if np.isnan(values).any() else values.astype(np.int16)
+    for part, (bins, units) in parts.items():
+        key = f"{prefix}_spikes_{part}"
+        if key in source and (bins.stop or trial_bins + forward_bins) > bins.start:
+            full[:, bins, units] = source[key]
+    return full
 
 
 def _read_tensors(paths: list[Path]) -> dict[str, np.ndarray]:
@@ -175,7 +192,8 @@ def _read_eval_targets(path: Path, dataset: str, name: str) -> dict[str, np.ndar
             groups = [group for group in h5 if group == dataset or group.startswith(f"{dataset}_")]
             if not groups:
                 raise DataError(
-                    f"{path}: no group {name!r}; make_eval_target_tensors names it after the data set (and bin width); found: {', '.join(h5) or 'nothing'}"
+                    f"{path}: no group {name!r}; make_eval_target_tensors names it after the data set (and bin width); "
+                    f"found: {', '.join(h5) or 'nothing'}"
                 )
             if name not in h5:
                 raise DataError(
@@ -225,20 +243,20 @@ def _check_shapes(
             key = f"{prefix}_spikes_{part}"
             if key in source and source[key].shape[1:] != shape:
                 raise DataError(
-                    f"{where}: {key!r} is {source[key].shape[1]} bins x {source[key].shape[2]} neurons, expected {shape[0]} x {shape[1]} (as train_spikes_heldin/heldout{'_forward' if 'forward' in part else ''})"
+                    f"{where}: {key!r} is {source[key].shape[1]} bins x {source[key].shape[2]} neurons, expected "
+                    f"{shape[0]} x {shape[1]} (as train_spikes_heldin/heldout{'_forward' if 'forward' in part else ''})"
                 )
     if "eval_spikes_heldout" in target_arrays and len(target_arrays["eval_spikes_heldout"]) != len(
         t["eval_spikes_heldin"]
     ):
         raise DataError(
-            f"{where}: {len(t['eval_spikes_heldin'])} eval trials but the eval targets have {len(target_arrays['eval_spikes_heldout'])}"
+            f"{where}: {len(t['eval_spikes_heldin'])} eval trials but the eval targets have "
+            f"{len(target_arrays['eval_spikes_heldout'])}"
         )
 
 
 def _targets(t: dict, eval_known: dict, name: str, dataset: str, bin_ms: int, train_ids, eval_ids, shape):
     """NLB's targets of the eval trials, with what the tensors lack left out; None if nothing to score."""
-    from autolfads.evaluate import Targets
-
     arrays = dict(eval_known)
     if "train_behavior" in t and "train_behavior" not in arrays:
         arrays["train_behavior"] = t["train_behavior"]

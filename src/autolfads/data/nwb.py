@@ -14,8 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from autolfads.data.session import Recording, SessionFiles, TrialOptions, prepare_continuous, prepare_session
-from autolfads.errors import DataError, MissingDependency
+from autolfads.data.binning import bin_edges, bin_spikes
+from autolfads.data.hdf5 import write_lfads_h5
+from autolfads.data.session import Recording, SessionFiles, TrialOptions, check_units, prepare_session, stored_counts
+from autolfads.errors import ConfigError, DataError, MissingDependency
 
 
 def read_nwb(path: str | Path, behavior: tuple[str, ...] = ()) -> Recording:
@@ -110,3 +112,29 @@ def _samples(series) -> tuple[np.ndarray, np.ndarray]:
     else:
         times = series.starting_time + np.arange(len(data)) / series.rate
     return times, data
+
+
+def prepare_continuous(recording: Recording, bin_ms: int, out: str | Path) -> SessionFiles:
+    """A session without trials binned whole, from its first observed time (else its first spike) to its
+    last: key `data` (time x units, NaN where a unit is unobserved), for `autolfads data chop`."""
+    if bin_ms <= 0:
+        raise ConfigError(f"--bin-ms must be a positive number of milliseconds, got {bin_ms}")
+    check_units(recording)
+    if recording.observed is not None:
+        spans = np.concatenate([intervals for intervals in recording.observed if intervals is not None])
+        start, stop = spans.min(), spans.max()
+    else:
+        start = min(times.min() for times in recording.spike_times)
+        stop = max(times.max() for times in recording.spike_times)
+    bin_s = bin_ms / 1000
+    n_bins = max(int(np.ceil((stop - start) / bin_s)), 1)
+    counts = bin_spikes(recording.spike_times, bin_edges(np.array([start]), bin_s, n_bins), recording.observed)[0]
+    attrs = {"source": recording.source, "bin_ms": bin_ms, "start_time": float(start)}
+    write_lfads_h5(out, {"data": stored_counts(counts), "unit_ids": recording.unit_ids}, attrs=attrs, compression=True)
+    summary = (
+        f"{out}: the session has no trials table: binned whole into a continuous recording, {n_bins} bins of {bin_ms} "
+        "ms x "
+        f"{counts.shape[1]} units (key data); chop it into trials with: autolfads data chop --input {out} --key data "
+        "--window BINS --out CHOPS.h5"
+    )
+    return SessionFiles(Path(out), None, summary)

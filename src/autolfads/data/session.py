@@ -26,6 +26,7 @@ import numpy as np
 
 from autolfads.data.binning import bin_edges, bin_spikes, resample
 from autolfads.data.hdf5 import write_lfads_h5
+from autolfads.data.nlb_targets import Targets, write_targets
 from autolfads.errors import ConfigError, DataError
 
 SPLIT_VALUES = {"train": "train", "val": "valid", "valid": "valid", "test": "test", "none": None}  # None: left out
@@ -92,73 +93,42 @@ def check_options(options: TrialOptions) -> tuple[int, int]:
 def prepare_session(
     recording: Recording, options: TrialOptions, out: str | Path, targets_out: str | Path | None = None
 ) -> SessionFiles:
-    """Write the training file `out` and (when there is something to score) the targets file; see the module doc.
-    Every check runs before anything is written."""
+    """Write the training file `out` and (when there is something to score) the targets file; see the module
+    doc. Every check runs before anything is written."""
     trial_bins, forward_bins = check_options(options)
     out = Path(out)
     targets_out = Path(targets_out) if targets_out else out.with_name(f"{out.stem}_targets.h5")
-    _check_units(recording)
+    check_units(recording)
     trials, trials_source = recording.trials, recording.trials_source or recording.source
     if trials is None:
         raise DataError(f"{trials_source}: the session has no trials table")
     notes: list[str] = []
-    align = _column(trials, options.align, trials_source, "--align")
-    keep = ~np.isnan(align)
-    if not keep.any():
-        raise DataError(f"{trials_source}: every trial's {options.align!r} is NaN")
-    if not keep.all():
-        notes.append(f"{int((~keep).sum())} trials without a {options.align} left out")
-    starts = align + options.window_ms[0] / 1000
-    _check_window(
-        trials, keep, starts, align + options.window_ms[1] / 1000, recording.trial_ids, options, trials_source
-    )
+    keep, starts = _trial_starts(recording, options, trials_source, notes)
     split = _splits(trials, keep, recording.trial_ids, options, trials_source)
     heldout = _heldout_units(recording, options)
     order = np.concatenate([np.flatnonzero(~heldout), np.flatnonzero(heldout)])
     n_heldin = int((~heldout).sum())
-    observed = recording.observed or [np.array([[np.min(trials["start_time"]), np.max(trials["stop_time"])]])] * len(
-        order
+    span = np.array([[np.min(trials["start_time"]), np.max(trials["stop_time"])]])
+    binner = _Binner(
+        recording=recording,
+        order=order,
+        observed=recording.observed or [span] * len(order),
+        series=[_series(recording, name) for name in options.behavior],
+        bin_s=options.bin_ms / 1000,
+        bins=(trial_bins, forward_bins),
+        n_heldin=n_heldin,
     )
     conditions = _conditions(trials, options.condition_column, trials_source)
-    series = [_series(recording, name) for name in options.behavior]
-
-    bin_s = options.bin_ms / 1000
-    arrays: dict[str, np.ndarray] = {
-        "heldin_units": recording.unit_ids[order[:n_heldin]],
-        "heldout_units": recording.unit_ids[order[n_heldin:]],
-    }
-    counts: dict[str, np.ndarray] = {}
-    for name in ("train", "valid", "test"):
-        rows = np.flatnonzero(split == name)
-        if not rows.size:
-            continue
-        edges = bin_edges(starts[rows], bin_s, trial_bins + forward_bins)
-        recon = bin_spikes([recording.spike_times[u] for u in order], edges, [observed[u] for u in order])
-        counts[name] = recon
-        arrays[f"{name}_encod_data"] = _stored(recon[:, :trial_bins, :n_heldin])
-        arrays[f"{name}_recon_data"] = _stored(recon)
-        arrays[f"{name}_inds"] = recording.trial_ids[rows]
-        arrays[f"{name}_window_start"] = starts[rows]
-        if series:
-            centres = edges[:, :trial_bins] + bin_s / 2
-            arrays[f"{name}_behavior"] = np.concatenate([resample(t, v, centres) for t, v in series], axis=-1).astype(
-                np.float32
-            )
-        if conditions is not None:
-            # _cond_idx is what the reader, the report and PCR read-in use; _condition is `data nlb`'s name
-            arrays[f"{name}_cond_idx"] = arrays[f"{name}_condition"] = conditions[0][rows]
-    if conditions is not None:
-        arrays["condition_values"] = conditions[1]
+    arrays, counts = _binned_splits(binner, split, recording.trial_ids, starts, conditions)
     missing = sum(int(np.isnan(c).sum()) for c in counts.values())
     if missing:
         total = sum(c.size for c in counts.values())
         notes.append(f"{missing} of {total} unit-bins unobserved: NaN (missing); train with train.sbtt true")
-    lo, hi = options.window_ms
     attrs = {
         "source": recording.source,
         "bin_ms": options.bin_ms,
         "align": options.align,
-        "window_ms": [lo, hi],
+        "window_ms": list(options.window_ms),
         "heldin": n_heldin,
         "heldout": len(order) - n_heldin,
         "trial_bins": trial_bins,
@@ -171,33 +141,105 @@ def prepare_session(
         attrs["targets"] = targets_out.name
     write_lfads_h5(out, arrays, attrs=attrs, compression=True)
     if targets is not None:
-        from autolfads.evaluate import write_targets
-
         write_targets(targets_out, targets)
-    sizes = " / ".join(
-        f"{name} {len(arrays[f'{name}_inds'])}" for name in ("train", "valid", "test") if f"{name}_inds" in arrays
+    summary = _summary(out, arrays, attrs, notes) + (
+        f"\n{targets_out}: evaluation targets of the {len(arrays['valid_inds'])} valid trials" if targets else ""
     )
-    summary = (
-        f"{out}: {sizes} trials, {trial_bins}+{forward_bins} bins of {options.bin_ms} ms ({lo}..{hi} ms around {options.align}), "
-        f"{n_heldin}+{len(order) - n_heldin} units" + "".join(f"; {note}" for note in notes)
-    )
-    if targets is not None:
-        summary += f"\n{targets_out}: evaluation targets of the {len(arrays['valid_inds'])} valid trials"
     return SessionFiles(out, targets_out if targets is not None else None, summary)
 
 
-def _stored(counts: np.ndarray) -> np.ndarray:
+def _binned_splits(
+    binner: _Binner, split: np.ndarray, trial_ids: np.ndarray, starts: np.ndarray, conditions: tuple | None
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """The training file's arrays (units, then split by split) and every split's binned counts."""
+    order, n_heldin = binner.order, binner.n_heldin
+    arrays: dict[str, np.ndarray] = {
+        "heldin_units": binner.recording.unit_ids[order[:n_heldin]],
+        "heldout_units": binner.recording.unit_ids[order[n_heldin:]],
+    }
+    counts: dict[str, np.ndarray] = {}
+    for name in ("train", "valid", "test"):
+        rows = np.flatnonzero(split == name)
+        if not rows.size:
+            continue
+        counts[name] = binner.add_split(arrays, name, trial_ids[rows], starts[rows])
+        if conditions is not None:
+            # _cond_idx is what the reader, the report and PCR read-in use; _condition is `data nlb`'s name
+            arrays[f"{name}_cond_idx"] = arrays[f"{name}_condition"] = conditions[0][rows]
+    if conditions is not None:
+        arrays["condition_values"] = conditions[1]
+    return arrays, counts
+
+
+def _trial_starts(
+    recording: Recording, options: TrialOptions, source: str, notes: list[str]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Which trials have an alignment time, and every trial's first bin edge (s), its window checked."""
+    trials = recording.trials
+    align = _column(trials, options.align, source, "--align")
+    keep = ~np.isnan(align)
+    if not keep.any():
+        raise DataError(f"{source}: every trial's {options.align!r} is NaN")
+    if not keep.all():
+        notes.append(f"{int((~keep).sum())} trials without a {options.align} left out")
+    starts = align + options.window_ms[0] / 1000
+    _check_window(trials, keep, starts, align + options.window_ms[1] / 1000, recording.trial_ids, options, source)
+    return keep, starts
+
+
+@dataclass(frozen=True)
+class _Binner:
+    """Cuts trials out of a recording: units in training order (held-in first), bins from each start."""
+
+    recording: Recording
+    order: np.ndarray
+    observed: list[np.ndarray]
+    series: list[tuple[np.ndarray, np.ndarray]]
+    bin_s: float
+    bins: tuple[int, int]  # trial and forward bins
+    n_heldin: int
+
+    def add_split(self, arrays: dict, name: str, ids: np.ndarray, starts: np.ndarray) -> np.ndarray:
+        """One split's arrays of the training file, added to `arrays`; returns its binned counts."""
+        trial_bins, forward_bins = self.bins
+        edges = bin_edges(starts, self.bin_s, trial_bins + forward_bins)
+        spike_times = [self.recording.spike_times[u] for u in self.order]
+        recon = bin_spikes(spike_times, edges, [self.observed[u] for u in self.order])
+        arrays[f"{name}_encod_data"] = stored_counts(recon[:, :trial_bins, : self.n_heldin])
+        arrays[f"{name}_recon_data"] = stored_counts(recon)
+        arrays[f"{name}_inds"] = ids
+        arrays[f"{name}_window_start"] = starts
+        if self.series:
+            centres = edges[:, :trial_bins] + self.bin_s / 2
+            behavior = np.concatenate([resample(t, v, centres) for t, v in self.series], axis=-1)
+            arrays[f"{name}_behavior"] = behavior.astype(np.float32)
+        return recon
+
+
+def _summary(out: Path, arrays: dict, attrs: dict, notes: list[str]) -> str:
+    sizes = " / ".join(
+        f"{name} {len(arrays[f'{name}_inds'])}" for name in ("train", "valid", "test") if f"{name}_inds" in arrays
+    )
+    (lo, hi), bins = attrs["window_ms"], f"{attrs['trial_bins']}+{attrs['forward_bins']} bins"
+    return (
+        f"{out}: {sizes} trials, {bins} of {attrs['bin_ms']} ms ({lo}..{hi} ms around {attrs['align']}), "
+        f"{attrs['heldin']}+{attrs['heldout']} units" + "".join(f"; {note}" for note in notes)
+    )
+
+
+def stored_counts(counts: np.ndarray) -> np.ndarray:
     """Counts as int16, or float32 when some are missing (NaN)."""
     return counts.astype(np.float32) if np.isnan(counts).any() else counts.astype(np.int16)
 
 
-def _check_units(recording: Recording) -> None:
+def check_units(recording: Recording) -> None:
     if not recording.spike_times:
         raise DataError(f"{recording.source}: the session has no units")
     silent = [str(recording.unit_ids[u]) for u, times in enumerate(recording.spike_times) if len(times) == 0]
     if silent:
         raise DataError(
-            f"{recording.source}: {len(silent)} units have no spike times (unit ids {', '.join(silent[:10])}); every unit needs spikes"
+            f"{recording.source}: {len(silent)} units have no spike times (unit ids {', '.join(silent[:10])}); every "
+            "unit needs spikes"
         )
 
 
@@ -208,7 +250,8 @@ def _column(trials: dict[str, np.ndarray], name: str, source: str, option: str) 
         return np.asarray(trials[name], dtype=np.float64)
     except (TypeError, ValueError):
         raise DataError(
-            f"{source}: trials column {name!r} ({option}) must hold times in seconds, got values like {trials[name][0]!r}"
+            f"{source}: trials column {name!r} ({option}) must hold times in seconds, got values like "
+            f"{trials[name][0]!r}"
         ) from None
 
 
@@ -231,8 +274,9 @@ def _check_window(
         i = int(np.argmax(outside))
         lo, hi = options.window_ms
         raise DataError(
-            f"{source}: the window {lo}..{hi} ms around {options.align} lies outside {int(outside.sum())} trials, e.g. trial {ids[i]}: "
-            f"{first[i]:.4f}..{last[i]:.4f} s but the trial runs {start[i]:.4f}..{stop[i]:.4f} s; choose a window inside every trial"
+            f"{source}: the window {lo}..{hi} ms around {options.align} lies outside {int(outside.sum())} trials, e.g. "
+            f"trial {ids[i]}: {first[i]:.4f}..{last[i]:.4f} s but the trial runs {start[i]:.4f}..{stop[i]:.4f} s; "
+            "choose a window inside every trial"
         )
 
 
@@ -242,13 +286,15 @@ def _splits(trials: dict, keep: np.ndarray, ids: np.ndarray, options: TrialOptio
     if options.split_column is not None:
         if options.split_column not in trials:
             raise DataError(
-                f"{source}: the trials table has no column {options.split_column!r} (--split-column); it has: {', '.join(trials)}"
+                f"{source}: the trials table has no column {options.split_column!r} (--split-column); it has: "
+                f"{', '.join(trials)}"
             )
         values = np.asarray([v.decode() if isinstance(v, bytes) else str(v) for v in trials[options.split_column]])
         unknown = sorted(set(values) - set(SPLIT_VALUES))
         if unknown:
             raise DataError(
-                f"{source}: trials column {options.split_column!r} holds '{unknown[0]}'; expected {', '.join(SPLIT_VALUES)}"
+                f"{source}: trials column {options.split_column!r} holds '{unknown[0]}'; expected "
+                f"{', '.join(SPLIT_VALUES)}"
             )
         for value, name in SPLIT_VALUES.items():
             split[(values == value) & keep] = name or ""
@@ -268,7 +314,8 @@ def _splits(trials: dict, keep: np.ndarray, ids: np.ndarray, options: TrialOptio
     for name in ("train", "valid"):
         if not (split == name).any():
             raise DataError(
-                f"{source}: no {name} trials ({where}, {int(keep.sum())} usable trials); LFADS needs train and valid trials"
+                f"{source}: no {name} trials ({where}, {int(keep.sum())} usable trials); LFADS needs train and valid "
+                "trials"
             )
     return split
 
@@ -280,12 +327,14 @@ def _heldout_units(recording: Recording, options: TrialOptions) -> np.ndarray:
             raise ConfigError("give --heldout-column or --heldout-fraction, not both")
         if options.heldout_column not in recording.unit_columns:
             raise DataError(
-                f"{recording.source}: the units table has no column {options.heldout_column!r} (--heldout-column); it has: {', '.join(recording.unit_columns) or 'none'}"
+                f"{recording.source}: the units table has no column {options.heldout_column!r} (--heldout-column); it "
+                f"has: {', '.join(recording.unit_columns) or 'none'}"
             )
         values = np.asarray(recording.unit_columns[options.heldout_column])
         if values.dtype != bool and not set(np.unique(values).tolist()) <= {0, 1}:
             raise DataError(
-                f"{recording.source}: units column {options.heldout_column!r} must be boolean (held out or not), got values like {values[0]!r}"
+                f"{recording.source}: units column {options.heldout_column!r} must be boolean (held out or not), got "
+                f"values like {values[0]!r}"
             )
         heldout = values.astype(bool)
     else:
@@ -314,7 +363,8 @@ def _conditions(trials: dict, column: str | None, source: str) -> tuple[np.ndarr
 def _series(recording: Recording, name: str) -> tuple[np.ndarray, np.ndarray]:
     if name not in recording.series:
         raise DataError(
-            f"{recording.source}: no time series {name!r} (--behavior); found: {', '.join(sorted(recording.series)) or 'none'}"
+            f"{recording.source}: no time series {name!r} (--behavior); found: "
+            f"{', '.join(sorted(recording.series)) or 'none'}"
         )
     return recording.series[name]
 
@@ -322,8 +372,6 @@ def _series(recording: Recording, name: str) -> tuple[np.ndarray, np.ndarray]:
 def _targets(arrays: dict, counts: dict, trial_bins: int, n_heldin: int, options: TrialOptions, name: str):
     """The valid trials' evaluation targets (what the session lacks is left out), or None when there is
     nothing to score: no held-out units, forward bins or behaviour."""
-    from autolfads.evaluate import Targets
-
     valid = counts["valid"]
     forward_bins, n_heldout = valid.shape[1] - trial_bins, valid.shape[2] - n_heldin
     target_arrays = {}
@@ -348,27 +396,3 @@ def _targets(arrays: dict, counts: dict, trial_bins: int, n_heldin: int, options
         arrays["valid_inds"],
         (trial_bins, forward_bins, n_heldin, n_heldout),
     )
-
-
-def prepare_continuous(recording: Recording, bin_ms: int, out: str | Path) -> SessionFiles:
-    """A session without trials binned whole, from its first observed time (else its first spike) to its
-    last: key `data` (time x units, NaN where a unit is unobserved), for `autolfads data chop`."""
-    if bin_ms <= 0:
-        raise ConfigError(f"--bin-ms must be a positive number of milliseconds, got {bin_ms}")
-    _check_units(recording)
-    if recording.observed is not None:
-        spans = np.concatenate([intervals for intervals in recording.observed if intervals is not None])
-        start, stop = spans.min(), spans.max()
-    else:
-        start = min(times.min() for times in recording.spike_times)
-        stop = max(times.max() for times in recording.spike_times)
-    bin_s = bin_ms / 1000
-    n_bins = max(int(np.ceil((stop - start) / bin_s)), 1)
-    counts = bin_spikes(recording.spike_times, bin_edges(np.array([start]), bin_s, n_bins), recording.observed)[0]
-    attrs = {"source": recording.source, "bin_ms": bin_ms, "start_time": float(start)}
-    write_lfads_h5(out, {"data": _stored(counts), "unit_ids": recording.unit_ids}, attrs=attrs, compression=True)
-    summary = (
-        f"{out}: the session has no trials table: binned whole into a continuous recording, {n_bins} bins of {bin_ms} ms x "
-        f"{counts.shape[1]} units (key data); chop it into trials with: autolfads data chop --input {out} --key data --window BINS --out CHOPS.h5"
-    )
-    return SessionFiles(Path(out), None, summary)

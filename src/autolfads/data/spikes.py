@@ -33,7 +33,8 @@ def read_spikes(spikes: str | Path, trials: str | Path, units: str | Path | None
     for name in ("start_time", "stop_time"):
         if name not in columns:
             raise DataError(
-                f"{trials}: the trials CSV has no column {name!r} (or {name.removesuffix('_time')!r}); it has: {', '.join(columns)}"
+                f"{trials}: the trials CSV has no column {name!r} (or {name.removesuffix('_time')!r}); it has: "
+                f"{', '.join(columns)}"
             )
     columns = {name: _typed(values) for name, values in columns.items()}
     n_trials = len(columns["start_time"])
@@ -65,7 +66,8 @@ def _spike_table(path: Path) -> tuple[np.ndarray, np.ndarray]:
             missing = [key for key in ("unit", "time") if key not in npz]
             if missing:
                 raise DataError(
-                    f"{path}: the NPZ has no array {missing[0]!r}; expected unit and time (one entry per spike), it has: {', '.join(npz.files)}"
+                    f"{path}: the NPZ has no array {missing[0]!r}; expected unit and time (one entry per spike), it "
+                    f"has: {', '.join(npz.files)}"
                 )
             unit, time = npz["unit"], npz["time"]
     else:
@@ -73,7 +75,8 @@ def _spike_table(path: Path) -> tuple[np.ndarray, np.ndarray]:
         missing = [key for key in ("unit", "time") if key not in table]
         if missing:
             raise DataError(
-                f"{path}: the spikes CSV has no column {missing[0]!r}; expected unit,time (one spike a row), it has: {', '.join(table)}"
+                f"{path}: the spikes CSV has no column {missing[0]!r}; expected unit,time (one spike a row), it has: "
+                f"{', '.join(table)}"
             )
         unit, time = _typed(table["unit"]), table["time"]
     try:

@@ -12,14 +12,21 @@ from pathlib import Path
 import yaml
 
 from ..errors import ConfigError
-from ..files import write_text_atomic
+from ..files import write_atomic
 
 # Where the trial/search containers find the user's config and search space (a ConfigMap, mounted read-only).
 CONFIG_MOUNT = "/etc/autolfads"
+# A Kubernetes name that is also a DNS label (RFC 1035): Katib Experiments and RayJobs alike.
+NAME_PATTERN = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 
 
 def metadata(name: str, namespace: str | None) -> dict:
     return {"name": name, **({"namespace": namespace} if namespace else {})}
+
+
+def config_map_name(name: str) -> str:
+    """The ConfigMap that carries the config (and search space) of the Experiment or RayJob `name`."""
+    return f"{name}-config"
 
 
 def config_map(name: str, namespace: str | None, files: dict[str, str]) -> dict:
@@ -60,10 +67,10 @@ def to_yaml(documents: Iterable[dict], header: str = "") -> str:
     return header + "---\n".join(dump)
 
 
-def write_atomic(path: str | os.PathLike[str], text: str) -> Path:
-    """Write to a temporary file beside `path`, then rename: readers never see half a manifest."""
+def write_manifest(path: str | os.PathLike[str], text: str) -> Path:
+    """Write the manifests' YAML atomically (files.write_atomic): readers never see half a manifest."""
     try:
-        return write_text_atomic(path, text)
+        return write_atomic(path, text)
     except OSError as err:
         raise ConfigError(f"{path}: cannot write the manifest: {err}") from None
 

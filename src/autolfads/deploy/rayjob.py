@@ -9,19 +9,17 @@ is written to it, so it outlives the cluster. The config and search space travel
 Pods run as a non-root user; Ray token authentication is on (KubeRay >= 1.5.1 manages the token).
 """
 
-import re
 import shlex
 from dataclasses import dataclass
 
 from ..errors import ConfigError
 from ..layout import CONFIG_FILE, SPACE_FILE
-from . import CONFIG_MOUNT, config_map, cpu_quantity, metadata
+from . import CONFIG_MOUNT, NAME_PATTERN, config_map, config_map_name, cpu_quantity, metadata
 
 RAY_VERSION = "2.60.0"  # the Ray of the images (deploy/docker/requirements-ray.txt)
 SHARE = "/share"
 # KubeRay derives the cluster's, pods' and services' names from the RayJob's (label values: <= 63 chars).
 MAX_NAME_LENGTH = 40
-NAME_PATTERN = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 
 
 @dataclass(frozen=True)
@@ -53,7 +51,8 @@ class RayJobSettings:
         problems = []
         if not NAME_PATTERN.match(self.name) or len(self.name) > MAX_NAME_LENGTH:
             problems.append(
-                f"--name {self.name!r}: use lower-case letters, digits and '-', starting with a letter, at most {MAX_NAME_LENGTH} characters"
+                f"--name {self.name!r}: use lower-case letters, digits and '-', starting with a letter, at most "
+                f"{MAX_NAME_LENGTH} characters"
             )
         if self.population < 2:
             problems.append(f"--population must be >= 2, got {self.population}")
@@ -63,11 +62,13 @@ class RayJobSettings:
             problems.append(f"--workers must be >= 1, got {self.workers}")
         if not 0 < self.cpus_per_member <= self.cpus_per_worker:
             problems.append(
-                f"--cpus-per-member ({self.cpus_per_member:g}) must be > 0 and fit in a worker's --cpus-per-worker ({self.cpus_per_worker:g})"
+                f"--cpus-per-member ({self.cpus_per_member:g}) must be > 0 and fit in a worker's --cpus-per-worker "
+                f"({self.cpus_per_worker:g})"
             )
         if self.gpus_per_member < 0 or self.gpus_per_member > self.gpus_per_worker:
             problems.append(
-                f"--gpus-per-member ({self.gpus_per_member:g}) must fit in a worker's --gpus-per-worker ({self.gpus_per_worker})"
+                f"--gpus-per-member ({self.gpus_per_member:g}) must fit in a worker's --gpus-per-worker "
+                f"({self.gpus_per_worker})"
             )
         if self.run_as_user < 1:
             problems.append(f"--run-as-user must be a non-root uid (>= 1), got {self.run_as_user}")
@@ -85,7 +86,8 @@ def search_command(settings: RayJobSettings) -> list[str]:
                "--workdir", settings.workdir, "--population", str(settings.population),
                "--epochs-per-generation", str(settings.epochs_per_generation),
                "--max-generations", str(settings.max_generations), "--seed", str(settings.seed),
-               "--cpus-per-member", f"{settings.cpus_per_member:g}", "--gpus-per-member", f"{settings.gpus_per_member:g}"]  # fmt: skip
+               "--cpus-per-member", f"{settings.cpus_per_member:g}",
+               "--gpus-per-member", f"{settings.gpus_per_member:g}"]  # fmt: skip
     if settings.space_text is not None:
         command += ["--search-space", f"{CONFIG_MOUNT}/{SPACE_FILE}"]
     return command
@@ -120,7 +122,7 @@ def _pod(settings: RayJobSettings, container: str, cpus: float, memory: str, gpu
             "containers": [spec],
             "volumes": [
                 {"name": "share", "persistentVolumeClaim": {"claimName": settings.pvc}},
-                {"name": "config", "configMap": {"name": f"{settings.name}-config"}},
+                {"name": "config", "configMap": {"name": config_map_name(settings.name)}},
             ],
         },
     }
@@ -169,4 +171,4 @@ def rayjob_documents(settings: RayJobSettings) -> list[dict]:
     files = {CONFIG_FILE: settings.config_text}
     if settings.space_text is not None:
         files[SPACE_FILE] = settings.space_text
-    return [config_map(f"{settings.name}-config", settings.namespace, files), build_rayjob(settings)]
+    return [config_map(config_map_name(settings.name), settings.namespace, files), build_rayjob(settings)]

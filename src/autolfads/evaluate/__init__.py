@@ -7,9 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data.nlb_targets import Targets, read_targets, write_targets
 from ..errors import EvaluationError
-from .files import read_output_rates, read_targets, write_json, write_submission, write_targets
-from .scoring import SUBMISSION_KEYS, Targets, format_table, score, submission_from_rates
+from .files import read_output_rates, write_json, write_submission
+from .scoring import SUBMISSION_KEYS, format_table, score, submission_from_rates
 
 __all__ = [
     "SUBMISSION_KEYS",
@@ -39,7 +40,8 @@ def submission_for_test_phase(output: str | Path, targets: Targets) -> dict[str,
     rates = read_output_rates(output)
     if "test" not in rates:
         raise EvaluationError(
-            f"{output}: no test_rates: the data file had no NLB 'test' trials (give `data nlb` the folder with the test NWB file)"
+            f"{output}: no test_rates: the data file had no NLB 'test' trials (give `data nlb` the folder with the "
+            "test NWB file)"
         )
     train_ids = np.sort(np.concatenate([targets.train_ids, targets.eval_ids]))
     return submission_from_rates(rates, targets, train_ids, np.sort(rates["test"][0]))

@@ -1,8 +1,6 @@
-"""Files of an evaluation: NLB targets (written by `autolfads data nlb`), LFADS output rates, NLB submissions.
+"""Files of an evaluation: LFADS output rates in, NLB submissions and JSON scores out.
 
-The targets file is nlb_tools' target layout, so nlb_tools' evaluate() reads it as is: one group per data
-set (mc_maze, mc_maze_20, ...) with eval_spikes_heldout, train_behavior, ..., plus train_trial_ids and
-eval_trial_ids (NLB trial ids, to match model rates to trials) and the attributes nlb_dataset and bin_ms.
+The NLB targets file (written by `autolfads data nlb`, read here) is data/nlb_targets.py's.
 """
 
 from __future__ import annotations
@@ -15,59 +13,8 @@ import numpy as np
 
 from ..data.hdf5 import write_lfads_h5
 from ..errors import DataError, EvaluationError
-from ..files import write_text_atomic
-from .scoring import SUBMISSION_KEYS, Targets, check_rates
-
-ID_KEYS = ("train_trial_ids", "eval_trial_ids")
-NLB_TARGETS = (
-    "eval_spikes_heldout",
-    "eval_spikes_heldin_forward",
-    "eval_spikes_heldout_forward",
-    "train_behavior",
-    "eval_behavior",
-)
-
-
-def write_targets(path: str | Path, targets: Targets) -> Path:
-    arrays = {f"{targets.name}/{key}": value for key, value in targets.arrays.items()}
-    arrays[f"{targets.name}/train_trial_ids"] = targets.train_ids
-    arrays[f"{targets.name}/eval_trial_ids"] = targets.eval_ids
-    attrs = {"nlb_dataset": targets.dataset, "bin_ms": targets.bin_ms, "group": targets.name}
-    if targets.shape is not None:
-        attrs["shape"] = list(targets.shape)
-    return write_lfads_h5(path, arrays, attrs=attrs, compression=True)
-
-
-def read_targets(path: str | Path) -> Targets:
-    path = Path(path)
-    try:
-        with h5py.File(path, "r") as h5:
-            name = h5.attrs.get("group")
-            if name is None or name not in h5:
-                raise DataError(
-                    f"{path}: not an NLB targets file written by `autolfads data nlb` (no 'group' attribute naming its data set)"
-                )
-            group = h5[name]
-            shape = tuple(int(n) for n in h5.attrs["shape"]) if "shape" in h5.attrs else None
-            # without a shape, the targets are NLB's full set; with one, what the data lack is left out
-            required = ID_KEYS if shape else (*NLB_TARGETS, *ID_KEYS)
-            missing = [key for key in required if key not in group]
-            if missing:
-                raise DataError(f"{path}: '{name}/{missing[0]}' is missing; the group has: {', '.join(sorted(group))}")
-            arrays = {key: group[key][()] for key in group if key not in ID_KEYS}
-            return Targets(
-                str(name),
-                str(h5.attrs["nlb_dataset"]),
-                int(h5.attrs["bin_ms"]),
-                arrays,
-                group["train_trial_ids"][()],
-                group["eval_trial_ids"][()],
-                shape,
-            )
-    except FileNotFoundError:
-        raise DataError(f"targets file {path} does not exist") from None
-    except OSError as err:
-        raise DataError(f"{path}: cannot read as HDF5: {err}") from None
+from ..files import write_atomic
+from .scoring import SUBMISSION_KEYS, check_rates
 
 
 def read_output_rates(path: str | Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -112,6 +59,6 @@ def write_submission(path: str | Path, name: str, submission: dict[str, np.ndarr
 def write_json(path: str | Path, data: dict) -> Path:
     """Write `data` as indented JSON, atomically."""
     try:
-        return write_text_atomic(path, json.dumps(data, indent=2) + "\n")
+        return write_atomic(path, json.dumps(data, indent=2) + "\n")
     except OSError as err:
         raise DataError(f"cannot write {path}: {err}") from None

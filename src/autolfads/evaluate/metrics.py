@@ -1,5 +1,8 @@
 """The Neural Latents Benchmark's metrics in plain NumPy: the same numbers as nlb_tools 0.0.4's evaluation.
 
+These are the definitions of bits per spike and R^2; train/metrics.py has their torch twins for the training
+loop (on populations of tensors, batch by batch), and a test checks the two agree.
+
 Arrays are trials x time x neurons (or x behaviour channels). Rates are expected counts per bin. Bins whose
 spike count is NaN (outside the evaluated part of a trial) are left out, as nlb_tools does.
 """
@@ -26,15 +29,18 @@ def poisson_nll(rates: np.ndarray, spikes: np.ndarray) -> float:
 
 
 def bits_per_spike(rates: np.ndarray, spikes: np.ndarray) -> float:
-    """Log-likelihood gain over predicting each neuron's mean count (over all trials and bins), in bits/spike."""
+    """Log-likelihood gain over predicting each neuron's mean count (over all trials and bins), in bits/spike.
+    The definition of every bits per spike autolfads reports (val_bps and co. are its torch twin)."""
     null = np.nanmean(spikes, axis=tuple(range(spikes.ndim - 1)), keepdims=True)
     null = np.broadcast_to(null, spikes.shape)
     return (poisson_nll(null, spikes) - poisson_nll(rates, spikes)) / float(np.nansum(spikes)) / np.log(2)
 
 
 def r2_score(truth: np.ndarray, pred: np.ndarray) -> float:
-    """R^2 of each column of 2-D arrays, averaged (scikit-learn's r2_score: a constant column scores 1 if
-    predicted exactly, else 0)."""
+    """R^2 of each column (the last axis: neurons, behaviour channels) over all other axes (trials x bins),
+    averaged over columns; scikit-learn's r2_score on 2-D arrays: a constant column scores 1 if predicted
+    exactly, else 0. The definition of every R^2 autolfads reports (val_r2 is its torch twin)."""
+    truth, pred = truth.reshape(-1, truth.shape[-1]), pred.reshape(-1, pred.shape[-1])
     ss_res = np.sum((truth - pred) ** 2, axis=0)
     ss_tot = np.sum((truth - truth.mean(axis=0)) ** 2, axis=0)
     scores = np.ones(truth.shape[1])

@@ -8,10 +8,10 @@ held-out neurons, as an LFADS output holds them) matched by NLB trial id; `score
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 
 import numpy as np
 
+from ..data.nlb_targets import Targets
 from ..errors import EvaluationError
 from ..names import NLB_METRIC_NAMES
 from . import metrics
@@ -24,61 +24,6 @@ SUBMISSION_KEYS = (
     "eval_rates_heldin_forward",
     "eval_rates_heldout_forward",
 )
-# NLB's metric names -> the names in metrics.csv and on stdout (prefixed "nlb_"), all higher-is-better.
-NLB_PSTH_DATASETS = (
-    "mc_maze",
-    "area2_bump",
-    "dmfc_rsg",
-    "mc_maze_large",
-    "mc_maze_medium",
-    "mc_maze_small",
-)  # those NLB scores psth R2 on
-
-
-@dataclass(frozen=True, eq=False)
-class Targets:
-    """Evaluation targets of one NLB data set at one bin size (what make_eval_target_tensors returns), and the
-    NLB trial ids of their train and eval trials."""
-
-    name: str  # the submission's group: the data set, plus "_20" etc. for bins other than 5 ms
-    dataset: str  # mc_maze, ..., dmfc_rsg
-    bin_ms: int
-    arrays: dict[str, np.ndarray]
-    train_ids: np.ndarray
-    eval_ids: np.ndarray
-    # trial bins, forward bins, held-in and held-out neurons; None: read from NLB's arrays. Given when some
-    # arrays are left out because the data lack them (their metrics are then not available).
-    shape: tuple[int, int, int, int] | None = None
-
-    @property
-    def heldin(self) -> int:
-        return self.shape[2] if self.shape else int(self.arrays["eval_spikes_heldin_forward"].shape[2])
-
-    @property
-    def heldout(self) -> int:
-        return self.shape[3] if self.shape else int(self.arrays["eval_spikes_heldout"].shape[2])
-
-    @property
-    def trial_bins(self) -> int:
-        return self.shape[0] if self.shape else int(self.arrays["eval_spikes_heldout"].shape[1])
-
-    @property
-    def forward_bins(self) -> int:
-        return self.shape[1] if self.shape else int(self.arrays["eval_spikes_heldin_forward"].shape[1])
-
-    def unavailable(self) -> dict[str, str]:
-        """NLB's metrics these targets cannot score, with the reason."""
-        a = self.arrays
-        missing = {}
-        if "eval_spikes_heldout" not in a:
-            missing["co-bps"] = "no held-out neurons' spikes of the eval trials"
-        if self.dataset != "dmfc_rsg" and not {"train_behavior", "eval_behavior"} <= set(a):
-            missing["vel R2"] = "no behaviour of the train and eval trials"
-        if self.dataset in NLB_PSTH_DATASETS and "psth" not in a:
-            missing["psth R2"] = "no PSTHs"
-        if not {"eval_spikes_heldin_forward", "eval_spikes_heldout_forward"} <= set(a):
-            missing["fp-bps"] = "no forward-prediction bins of the eval trials"
-        return missing
 
 
 def submission_from_rates(
@@ -96,7 +41,8 @@ def submission_from_rates(
     if stacked.shape[1:] != expected:
         raise EvaluationError(
             f"the rates are {stacked.shape[1]} bins x {stacked.shape[2]} neurons per trial but {targets.name} needs "
-            f"{targets.trial_bins}+{targets.forward_bins} bins x {targets.heldin}+{targets.heldout} neurons: were they made from another data file?"
+            f"{targets.trial_bins}+{targets.forward_bins} bins x {targets.heldin}+{targets.heldout} neurons: were they "
+            "made from another data file?"
         )
     row = {int(trial): i for i, trial in enumerate(ids)}
     t, n = targets.trial_bins, targets.heldin
@@ -127,7 +73,8 @@ def check_rates(values: np.ndarray, key: str, source: str = "submission") -> Non
     if bad.any():
         index = tuple(int(i) for i in np.unravel_index(int(np.argmax(bad)), values.shape))
         raise EvaluationError(
-            f"{source}: {key!r} holds {int(bad.sum())} NaN, infinite or negative rates (expected counts per bin must be >= 0), "
+            f"{source}: {key!r} holds {int(bad.sum())} NaN, infinite or negative rates (expected counts per bin must "
+            "be >= 0), "
             f"e.g. {key}[{', '.join(map(str, index))}] = {float(values[index])!r}"
         )
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..config import ModelConfig
-from ..data import LFADSData
+from ..data.dataset import LFADSData
 from ..errors import ConfigError
 from .reconstruction import Reconstruction
 

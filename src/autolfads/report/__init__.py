@@ -1,11 +1,7 @@
 """Reports: one self-contained HTML page with figures of a training run or an AutoLFADS search.
 
-`load` reads a run folder or search workdir, `figures` draws (matplotlib, Agg), `html` assembles the page
-and `build` decides what goes in it. `autolfads report DIR` calls write_report; `train` and `search`
-call report_at_end when they finish.
+`load` reads a run folder or search workdir, `figures` draws (matplotlib, Agg), `html` assembles the page,
+`summary` writes its tables and `build` decides what goes in it: `autolfads report DIR` calls
+build.write_report; `train` and `search` call build.report_at_end when they finish. Import from those
+modules: this package imports nothing, so importing it loads neither matplotlib nor torch.
 """
-
-from ..layout import REPORT_FILE
-from .build import report_at_end, write_report
-
-__all__ = ["REPORT_FILE", "report_at_end", "write_report"]

@@ -128,46 +128,16 @@ def hyperparameters(
     value in the next generation, the loser's discarded value crossed. lineage: (generation, member) steps
     of the best member, drawn in black."""
     names = list(space)
-    generations = sorted({int(row["generation"]) for row in state})
-    members = sorted({int(row["member"]) for row in state})
-    value = {(int(row["generation"]), int(row["member"])): row for row in state}
     metric = np.array([row[METRIC] for row in state], dtype=float)
-    norm = _metric_norm(metric)
-    cmap = plt.get_cmap("viridis_r").with_extremes(bad=EXPLOIT)
+    colours = {"c": metric, "cmap": plt.get_cmap("viridis_r").with_extremes(bad=EXPLOIT), "norm": _metric_norm(metric)}
     columns = min(len(names), 3)
     rows = math.ceil(len(names) / columns)
     with plt.rc_context(STYLE):
         figure, axes = plt.subplots(rows, columns, figsize=(4.3 * columns, 3.0 * rows), squeeze=False)
         for ax, name in zip(axes.flat, names):
-            for member in members:
-                points = [(g, value[g, member][name]) for g in generations if (g, member) in value]
-                ax.plot(*zip(*points), color="#c8c8c8", lw=0.8, zorder=1)
-            for row in exploits:
-                g, winner = int(row["generation"]), int(row["winner"])
-                if (g, winner) in value and f"new_{name}" in row:
-                    ax.plot(
-                        [g, g + 1], [value[g, winner][name], row[f"new_{name}"]], "--", color=EXPLOIT, lw=0.9, zorder=2
-                    )
-                    ax.plot(g, row[f"old_{name}"], "x", color=EXPLOIT, ms=6, mew=1.5, zorder=4)
-            path = [(g, value[g, m][name]) for g, m in lineage if (g, m) in value]
-            if path:
-                ax.plot(*zip(*path), color=LINEAGE, lw=2.2, zorder=3)
-            scatter = ax.scatter(
-                [row["generation"] for row in state],
-                [row[name] for row in state],
-                c=metric,
-                cmap=cmap,
-                norm=norm,
-                s=28,
-                edgecolors="white",
-                linewidths=0.5,
-                zorder=5,
-            )
+            scatter = _hyperparameter_panel(ax, name, state, exploits, lineage, colours)
             if space[name] and min(row[name] for row in state) > 0:
                 ax.set_yscale("log")
-            ax.set_title(name)
-            ax.set_xlabel("generation")
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         for ax in axes.flat[len(names) :]:
             ax.axis("off")
         figure.tight_layout(rect=(0, 0.06, 0.92, 1))
@@ -187,6 +157,38 @@ def hyperparameters(
         ]
         figure.legend(handles, labels, loc="lower center", ncol=4, bbox_to_anchor=(0.46, 0.0))
     return figure
+
+
+def _hyperparameter_panel(
+    ax, name: str, state: Sequence[dict], exploits: Sequence[dict], lineage: Sequence[tuple[int, int]], colours: dict
+):
+    """One hyperparameter's panel: members' paths, exploits, the best lineage, the coloured values."""
+    generations = sorted({int(row["generation"]) for row in state})
+    value = {(int(row["generation"]), int(row["member"])): row for row in state}
+    for member in sorted({int(row["member"]) for row in state}):
+        points = [(g, value[g, member][name]) for g in generations if (g, member) in value]
+        ax.plot(*zip(*points), color="#c8c8c8", lw=0.8, zorder=1)
+    for row in exploits:
+        g, winner = int(row["generation"]), int(row["winner"])
+        if (g, winner) in value and f"new_{name}" in row:
+            ax.plot([g, g + 1], [value[g, winner][name], row[f"new_{name}"]], "--", color=EXPLOIT, lw=0.9, zorder=2)
+            ax.plot(g, row[f"old_{name}"], "x", color=EXPLOIT, ms=6, mew=1.5, zorder=4)
+    path = [(g, value[g, m][name]) for g, m in lineage if (g, m) in value]
+    if path:
+        ax.plot(*zip(*path), color=LINEAGE, lw=2.2, zorder=3)
+    scatter = ax.scatter(
+        [row["generation"] for row in state],
+        [row[name] for row in state],
+        s=28,
+        edgecolors="white",
+        linewidths=0.5,
+        zorder=5,
+        **colours,
+    )
+    ax.set_title(name)
+    ax.set_xlabel("generation")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    return scatter
 
 
 def generations(state: Sequence[dict], lineage: Sequence[tuple[int, int]]) -> Figure:

@@ -17,7 +17,8 @@ header p { margin: 0; color: #c4cde0; font-size: 13px; word-break: break-all; }
 nav { background: #fff; border-bottom: 1px solid var(--line); padding: 8px 32px; position: sticky; top: 0; z-index: 1; }
 nav a { color: var(--accent); text-decoration: none; margin-right: 18px; font-size: 13px; white-space: nowrap; }
 main { max-width: 1280px; margin: 0 auto; padding: 20px 24px 40px; }
-section { background: #fff; border: 1px solid var(--line); border-radius: 8px; padding: 16px 22px 18px; margin-bottom: 20px; }
+section { background: #fff; border: 1px solid var(--line); border-radius: 8px; padding: 16px 22px 18px;
+  margin-bottom: 20px; }
 h2 { font-size: 17px; margin: 0 0 8px; }
 h3 { font-size: 14px; margin: 14px 0 6px; color: var(--muted); text-transform: uppercase; letter-spacing: .04em; }
 p.intro { color: var(--muted); margin: 0 0 12px; }
@@ -68,7 +69,10 @@ def page(title: str, subtitle: str, sections: list[Section], footer: str) -> str
 
 def image(png: bytes, id: str, alt: str, caption: str) -> str:
     data = base64.b64encode(png).decode("ascii")
-    return f'<figure id="{id}"><img src="data:image/png;base64,{data}" alt="{escape(alt)}"><figcaption>{escape(caption)}</figcaption></figure>'
+    return (
+        f'<figure id="{id}"><img src="data:image/png;base64,{data}" alt="{escape(alt)}">'
+        f"<figcaption>{escape(caption)}</figcaption></figure>"
+    )
 
 
 def key_values(title: str, pairs: list[tuple[str, str]]) -> str:

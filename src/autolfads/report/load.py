@@ -17,12 +17,12 @@ from pathlib import Path
 
 import h5py
 import numpy as np
-import torch
 import yaml
 
 from ..config import Config, SessionDims, load_config
-from ..data import LFADSData
+from ..data.dataset import LFADSData
 from ..errors import AutoLFADSError, ReportError
+from ..evaluate.metrics import bits_per_spike, r2_score
 from ..layout import (
     BEST_DIR,
     CONFIG_FILE,
@@ -39,7 +39,6 @@ from ..names import MEMBER_HPARAMS, METRIC
 from ..output import output_paths
 from ..search.pbt import best_member
 from ..search.space import SearchSpace, load_search_space
-from ..train.metrics import bits_per_spike, null_nll_sum, poisson_nll, r2_score
 from ..train.run import read_sessions
 
 # A line that starts a training or search session in train.log / search.log ("new run", "resumed ...").
@@ -118,7 +117,8 @@ def load_results(folder: str | Path) -> Results:
     if not folder.is_dir():
         raise ReportError(f"{folder} is a file: give a training run folder or a search workdir")
     raise ReportError(
-        f"{folder} is neither a training run folder ({CONFIG_FILE} and {METRICS_FILE}) nor a search workdir ({SETTINGS_FILE})"
+        f"{folder} is neither a training run folder ({CONFIG_FILE} and {METRICS_FILE}) nor a search workdir "
+        f"({SETTINGS_FILE})"
     )
 
 
@@ -264,7 +264,8 @@ def _load_inferred(results: Results) -> None:
         return
     if not output.is_file():
         results.notes.append(
-            f"no {output.name} in {results.model_dir} yet: write it with `autolfads sample --checkpoint {results.model_dir}`"
+            f"no {output.name} in {results.model_dir} yet: write it with `autolfads sample --checkpoint "
+            f"{results.model_dir}`"
         )
         return
     if len(names) <= 1:
@@ -308,7 +309,8 @@ def _load_inferred(results: Results) -> None:
 
 
 def _read_data(results: Results) -> list[LFADSData] | None:
-    """Every session of the data recorded in config.yaml, loaded as training loaded it; None (and a note) if it cannot be."""
+    """Every session of the data recorded in config.yaml, loaded as training loaded it; None (and a note) if
+    it cannot be."""
     config = results.config
     if config.data.dir is None:
         results.notes.append(f"{results.model_dir / CONFIG_FILE} names no data file (data.dir)")
@@ -328,8 +330,8 @@ def session_rows(
     """A row per session of a stitched model (sessions and outputs in the model's order; data: the loaded
     sessions, matched by name, None when they could not be read) and notes on what is missing.
     R^2: the session's posterior-sampled rates against its true rates, per neuron over trials x bins and
-    averaged over neurons (r2_score, the convention of val_r2). Bits/spike: held-in neurons and bins,
-    against each neuron's mean count (as val_bps), for Poisson data without missing entries."""
+    averaged over neurons (evaluate.metrics.r2_score, the definition val_r2 follows). Bits/spike: held-in
+    neurons and bins, against each neuron's mean count (as val_bps), for Poisson data without missing entries."""
     by_name = {session.name: session for session in data or []}
     rows, notes, no_data, no_output = [], [], [], []
     for dims, output in zip(sessions, outputs, strict=True):
@@ -355,29 +357,26 @@ def session_rows(
             order = _match_trials(stored[f"{split.name}_inds"], split.inds)
             if order is None:
                 notes.append(
-                    f"{output} holds other {split.name} trials than {session.path}: no {split.name} scores for session {dims.name}"
+                    f"{output} holds other {split.name} trials than {session.path}: no {split.name} scores for session "
+                    f"{dims.name}"
                 )
                 continue
-            rates = torch.from_numpy(stored[f"{split.name}_rates"][order]).double()
+            rates = stored[f"{split.name}_rates"][order].astype(np.float64)
             if split.truth is not None:
-                row.r2[split.name] = float(r2_score(rates[None], split.truth.double())[0])
-            heldin = (
-                split.recon[:, : session.encod_seq_len, : session.encod_dim].double()
-                if split.recon is not None
-                else None
-            )
-            if poisson and heldin is not None and not heldin.isnan().any():
-                nll = poisson_nll(rates[:, : session.encod_seq_len, : session.encod_dim], heldin).sum()
-                row.bps[split.name] = float(
-                    bits_per_spike(nll, torch.tensor(null_nll_sum(heldin), dtype=torch.float64), float(heldin.sum()))
-                )
+                row.r2[split.name] = r2_score(split.truth.double().numpy(), rates)
+            if poisson and split.recon is not None:
+                heldin = split.recon[:, : session.encod_seq_len, : session.encod_dim].double().numpy()
+                if not np.isnan(heldin).any():
+                    row.bps[split.name] = bits_per_spike(rates[:, : session.encod_seq_len, : session.encod_dim], heldin)
     if data is not None and no_data:
         notes.append(
-            f"no data file of session{'s' if len(no_data) > 1 else ''} {', '.join(no_data)} in {Path(data[0].path).parent}: no trials or scores for {'them' if len(no_data) > 1 else 'it'}"
+            f"no data file of session{'s' if len(no_data) > 1 else ''} {', '.join(no_data)} in "
+            f"{Path(data[0].path).parent}: no trials or scores for {'them' if len(no_data) > 1 else 'it'}"
         )
     if no_output:
         notes.append(
-            f"no {', '.join(no_output)} in {outputs[0].parent}: no scores for {'those sessions' if len(no_output) > 1 else 'that session'}"
+            f"no {', '.join(no_output)} in {outputs[0].parent}: no scores for "
+            f"{'those sessions' if len(no_output) > 1 else 'that session'}"
         )
     return rows, notes
 

@@ -60,7 +60,7 @@ def search(
         outcome = run_embedded(config, data, space, settings, workdir, **backend_options)
     log = search_log(workdir)
     if report:  # one place for every backend; matplotlib is imported only when a report is made
-        from ..report import report_at_end
+        from ..report.build import report_at_end
 
         outcome.report = report_at_end(workdir, log)
     log.write(outcome.summary())

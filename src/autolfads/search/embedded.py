@@ -14,7 +14,7 @@ A killed search, driver or worker, reruns from the last completed generation, wi
 from pathlib import Path
 
 from ..config import Config, with_member_hparams
-from ..data import LFADSData
+from ..data.dataset import LFADSData
 from ..layout import SEARCH_CKPT, TENSORBOARD_DIR, member_folder
 from ..names import METRIC
 from ..train.checkpoint import load_checkpoint, remove_stale_temporaries, save_checkpoint

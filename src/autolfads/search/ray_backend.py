@@ -43,7 +43,7 @@ import socket
 from pathlib import Path
 
 from ..config import Config, member_hparams
-from ..data import LFADSData
+from ..data.dataset import LFADSData
 from ..errors import AutoLFADSError, ConfigError
 from ..layout import MEMBER_CKPT, RAY_DIR
 from ..names import METRIC

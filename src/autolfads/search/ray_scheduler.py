@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CheckpointError
+from ..files import write_atomic
 from ..layout import MEMBER_CKPT, MEMBERS_FILE, PBT_STATE_FILE, RAY_DIR, REPORTS_FILE, TENSORBOARD_DIR, member_folder
 from ..names import METRIC
 from ..train.run import TensorBoard
@@ -497,10 +498,4 @@ def _append_jsonl(path: Path, entry: dict) -> None:
 
 
 def _write_json(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as f:
-        json.dump(data, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(data), mkdir=True)

@@ -11,7 +11,7 @@ import uuid
 from pathlib import Path
 
 from ..config import Config
-from ..data import LFADSData
+from ..data.dataset import LFADSData
 from ..errors import CheckpointError
 from ..layout import MEMBER_CKPT
 from ..names import METRIC

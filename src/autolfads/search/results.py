@@ -20,7 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..config import Config, load_config, save_config, with_member_hparams
-from ..data import LFADSData
+from ..data.dataset import LFADSData
 from ..errors import CheckpointError, ConfigError
 from ..files import write_text_atomic
 from ..layout import (

@@ -1,36 +1,22 @@
 """Checkpoint files: written atomically, read with weights_only=True.
 
 A checkpoint is a plain dict of tensors, numbers, strings and lists (no pickled objects), so loading
-one cannot execute code. Writes go to a temporary file in the same folder, are flushed to disk and then
-renamed over the old file: a kill at any moment leaves either the old or the new checkpoint, whole.
+one cannot execute code. Writes go through files.write_atomic: a kill at any moment leaves either the old
+or the new checkpoint, whole.
 """
 
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 
 from ..errors import CheckpointError
+from ..files import write_atomic
 
 FORMAT_VERSION = 2  # 2: trainer state of the lfads-tf2 LR rule and the sampled metric (issue 12)
 
 
 def save_checkpoint(payload: dict, path: Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save({"format_version": FORMAT_VERSION, **payload}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; other users or pods on a shared volume must read it
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
+    write_atomic(path, lambda tmp: torch.save({"format_version": FORMAT_VERSION, **payload}, tmp), mkdir=True)
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict:
@@ -53,11 +39,3 @@ def remove_stale_temporaries(folder: Path) -> None:
     """Temporary files left by a killed writer are never valid checkpoints."""
     for tmp in Path(folder).glob(".*.tmp"):
         tmp.unlink(missing_ok=True)
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

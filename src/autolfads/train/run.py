@@ -25,7 +25,7 @@ import torch
 from tqdm import tqdm
 
 from ..config import Config, ModelConfig, SessionDims, load_config, member_hparams, save_config
-from ..data import LFADSData, load_sessions
+from ..data.dataset import LFADSData, load_sessions
 from ..errors import CheckpointError, ConfigError, TrainingDiverged
 from ..files import write_text_atomic
 from ..layout import BEST_CKPT, CONFIG_FILE, LAST_CKPT, METRICS_FILE, OUTPUT_FILE, RUN_LOG, TENSORBOARD_DIR
@@ -198,7 +198,7 @@ def train(
         log(f"best epoch {best_epoch}: " + ", ".join(f"{name} {best[name]:.4f}" for name in shown if name in best))
     report_path = None
     if report and (complete or outputs):
-        from ..report import report_at_end  # matplotlib is imported only when a report is made
+        from ..report.build import report_at_end  # matplotlib is imported only when a report is made
 
         report_path = report_at_end(folder, log)
     return TrainResult(folder, trainer.epoch, complete, last, best_epoch, outputs, report_path)

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from ..config import Config, ModelConfig, member_hparams, with_member_hparams
-from ..data import LFADSData, Split
+from ..data.dataset import LFADSData, Split
 from ..errors import ConfigError
 from ..evaluate import Targets, read_targets, score, submission_from_rates
 from ..model import LFADS

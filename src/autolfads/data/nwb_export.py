@@ -15,8 +15,6 @@ gives it.
 
 from __future__ import annotations
 
-import os
-import uuid
 from pathlib import Path
 
 import h5py
@@ -24,6 +22,8 @@ import numpy as np
 
 from autolfads import __version__
 from autolfads.errors import DataError, MissingDependency
+from autolfads.files import write_atomic
+from autolfads.layout import CONFIG_FILE
 
 MODULE = "lfads"
 ALIGN_TOLERANCE = 1e-6  # seconds
@@ -50,21 +50,19 @@ def export_nwb(
         raise DataError(f"NWB file {nwb} does not exist")
     if out.resolve() == nwb.resolve():
         raise DataError(f"--out {out} is the session itself; write the copy to another file")
-    tmp = out.with_name(f".{out.stem}.{uuid.uuid4().hex}.tmp.nwb")  # pynwb wants the .nwb suffix
-    try:
-        with NWBHDF5IO(str(nwb), "r") as read_io:
-            session = read_io.read()
-            if MODULE in session.processing:
-                raise DataError(f"{nwb}: already has a processing module {MODULE!r}; export from the original session")
-            rows = _rows(session, layout, fields, data, nwb)
-            _add_module(session, rows, layout, fields, config_text, output)
-            session.set_modified()
-            out.parent.mkdir(parents=True, exist_ok=True)
+    with NWBHDF5IO(str(nwb), "r") as read_io:
+        session = read_io.read()
+        if MODULE in session.processing:
+            raise DataError(f"{nwb}: already has a processing module {MODULE!r}; export from the original session")
+        rows = _rows(session, layout, fields, data, nwb)
+        _add_module(session, rows, layout, fields, config_text, output)
+        session.set_modified()
+
+        def write(tmp: Path) -> None:
             with NWBHDF5IO(str(tmp), "w") as export_io:
                 export_io.export(src_io=read_io, nwbfile=session)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+
+        write_atomic(out, write, tmp_suffix=".tmp.nwb", mkdir=True)  # pynwb wants the .nwb suffix
     return out
 
 
@@ -99,7 +97,8 @@ def _read_layout(path: Path, output: Path) -> dict:
         missing = [key for key in ("bin_ms", "trial_bins", "align", "window_ms") if key not in h5.attrs]
         if missing or "heldin_units" not in h5:
             raise DataError(
-                f"{path}: not a training file of `autolfads data nwb` or `data spikes` (no {missing[0] if missing else 'heldin_units'!r}); export-nwb places results by its trial windows"
+                f"{path}: not a training file of `autolfads data nwb` or `data spikes` (no "
+                f"{missing[0] if missing else 'heldin_units'!r}); export-nwb places results by its trial windows"
             )
         layout = {key: h5.attrs[key] for key in ("bin_ms", "trial_bins", "align", "window_ms")}
         layout["units"] = np.concatenate([h5["heldin_units"][()], h5["heldout_units"][()]])
@@ -115,7 +114,7 @@ def _config_text(output: Path, attrs: dict, config: str | Path | None) -> str:
     candidates = (
         [Path(config)]
         if config
-        else [Path(str(attrs.get("checkpoint", output.parent))) / "config.yaml", output.parent / "config.yaml"]
+        else [Path(str(attrs.get("checkpoint", output.parent))) / CONFIG_FILE, output.parent / CONFIG_FILE]
     )
     for path in candidates:
         if path.is_file():
@@ -133,7 +132,8 @@ def _rows(session, layout: dict, fields: dict, data: Path, nwb: Path) -> dict[st
     trial_ids = np.asarray(session.trials.id[:])
     if layout["align"] not in session.trials.colnames:
         raise DataError(
-            f"{nwb}: the trials table has no {layout['align']!r}, which {data} was aligned to: is it the session the data came from?"
+            f"{nwb}: the trials table has no {layout['align']!r}, which {data} was aligned to: is it the session the "
+            "data came from?"
         )
     align = np.asarray(session.trials[layout["align"]][:], dtype=np.float64)
     position = {int(trial): i for i, trial in enumerate(trial_ids)}
@@ -150,7 +150,8 @@ def _rows(session, layout: dict, fields: dict, data: Path, nwb: Path) -> dict[st
             expected = align[position[trial]] + layout["window_ms"][0] / 1000
             if abs(expected - start) > ALIGN_TOLERANCE:
                 raise DataError(
-                    f"{nwb}: trial {trial}'s window starts at {expected:.6f} s here but at {start:.6f} s in {data}: is it the session the data came from?"
+                    f"{nwb}: trial {trial}'s window starts at {expected:.6f} s here but at {start:.6f} s in {data}: is "
+                    "it the session the data came from?"
                 )
             starts.append(start), ids.append(trial), splits.append(split), rows.append(row)
     order = np.argsort(starts, kind="stable")
@@ -163,14 +164,14 @@ def _rows(session, layout: dict, fields: dict, data: Path, nwb: Path) -> dict[st
 
 
 def _add_module(session, rows: dict, layout: dict, fields: dict, config_text: str, output: Path) -> None:
+    """The `lfads` processing module: rates, factors, inferred inputs and the exported trials' windows."""
     from pynwb import TimeSeries
-    from pynwb.epoch import TimeIntervals
 
     bin_s, trial_bins = float(layout["bin_ms"]) / 1000, int(layout["trial_bins"])
-    window = trial_bins * bin_s
-    if np.any(np.diff(rows["start"]) < window - ALIGN_TOLERANCE):
+    if np.any(np.diff(rows["start"]) < trial_bins * bin_s - ALIGN_TOLERANCE):
         raise DataError(
-            "the trials' windows overlap, so their results cannot form one time series; export trials whose windows do not overlap"
+            "the trials' windows overlap, so their results cannot form one time series; "
+            "export trials whose windows do not overlap"
         )
     timestamps = (rows["start"][:, None] + bin_s * (np.arange(trial_bins) + 0.5)).reshape(-1)
 
@@ -179,46 +180,47 @@ def _add_module(session, rows: dict, layout: dict, fields: dict, config_text: st
             [fields[split][name][row, :trial_bins][None] for split, row in zip(rows["split"], rows["row"])]
         ).reshape(len(timestamps), -1)
 
-    unit_row = {int(unit): i for i, unit in enumerate(session.units.id[:])}
-    missing = [int(unit) for unit in layout["units"] if int(unit) not in unit_row]
-    if missing:
-        raise DataError(f"the session's Units table has no unit {missing[0]}, which the training file holds")
-    order = np.argsort([unit_row[int(unit)] for unit in layout["units"]])  # back to the Units table's order
+    order = _units_order(session, layout)
     module = session.create_processing_module(
         name=MODULE, description=f"LFADS results written by autolfads {__version__} from {output.name}; {config_text}"
     )
     unit_ids = ", ".join(str(int(u)) for u in np.asarray(layout["units"])[order])
-    module.add(
-        TimeSeries(
-            name="rates",
-            data=stacked("rates")[:, order] / bin_s,
-            unit="Hz",
-            timestamps=timestamps,
-            description=f"LFADS inferred firing rates (posterior mean) at the centres of {layout['bin_ms']} ms bins; columns: units {unit_ids} of the Units table",
-        )
-    )
-    module.add(
-        TimeSeries(
-            name="factors",
-            data=stacked("factors"),
-            unit="a.u.",
-            timestamps=timestamps,
-            description="LFADS latent factors (posterior mean)",
-        )
-    )
+    series = {
+        "rates": (
+            stacked("rates")[:, order] / bin_s,
+            "Hz",
+            f"LFADS inferred firing rates (posterior mean) at the centres of {layout['bin_ms']} ms bins; "
+            f"columns: units {unit_ids} of the Units table",
+        ),
+        "factors": (stacked("factors"), "a.u.", "LFADS latent factors (posterior mean)"),
+    }
     if all("gen_inputs" in fields[split] and fields[split]["gen_inputs"].shape[-1] for split in fields):
-        module.add(
-            TimeSeries(
-                name="inferred_inputs",
-                data=stacked("gen_inputs"),
-                unit="a.u.",
-                timestamps=timestamps,
-                description="LFADS inferred inputs: the controller's outputs to the generator (posterior mean)",
-            )
+        series["inferred_inputs"] = (
+            stacked("gen_inputs"),
+            "a.u.",
+            "LFADS inferred inputs: the controller's outputs to the generator (posterior mean)",
         )
+    for name, (values, unit, description) in series.items():
+        module.add(TimeSeries(name=name, data=values, unit=unit, timestamps=timestamps, description=description))
+    module.add(_trials_table(rows, layout, trial_bins * bin_s))
+
+
+def _units_order(session, layout: dict) -> np.ndarray:
+    """The training file's units (held-in, then held-out) put back in the session's Units table order."""
+    unit_row = {int(unit): i for i, unit in enumerate(session.units.id[:])}
+    missing = [int(unit) for unit in layout["units"] if int(unit) not in unit_row]
+    if missing:
+        raise DataError(f"the session's Units table has no unit {missing[0]}, which the training file holds")
+    return np.argsort([unit_row[int(unit)] for unit in layout["units"]])
+
+
+def _trials_table(rows: dict, layout: dict, window: float):
+    from pynwb.epoch import TimeIntervals
+
     trials = TimeIntervals(
         name="trials",
-        description=f"the exported trials' windows ({layout['window_ms'][0]}..{layout['window_ms'][1]} ms around {layout['align']})",
+        description=f"the exported trials' windows ({layout['window_ms'][0]}..{layout['window_ms'][1]} ms "
+        f"around {layout['align']})",
     )
     trials.add_column(name="trial_id", description="the trial's id in the session's trials table")
     trials.add_column(name="split", description="LFADS split: train, valid or test")
@@ -226,4 +228,4 @@ def _add_module(session, rows: dict, layout: dict, fields: dict, config_text: st
         trials.add_interval(
             start_time=float(start), stop_time=float(start + window), trial_id=int(trial), split=str(split)
         )
-    module.add(trials)
+    return trials
