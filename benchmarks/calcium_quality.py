@@ -40,8 +40,8 @@ import torch
 
 from autolfads.config import apply_overrides, load_config
 from autolfads.data import load_data, write_calcium
-from autolfads.train import train
 from autolfads.train.metrics import r2_score
+from autolfads.train.run import train
 
 CONFIG = Path(__file__).resolve().parent.parent / "examples" / "configs" / "lorenz.yaml"
 CASES = {  # signal -> (reconstruction, label)

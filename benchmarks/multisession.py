@@ -24,8 +24,9 @@ import torch
 
 from autolfads.config import apply_overrides, load_config
 from autolfads.data import load_sessions, write_multisession
-from autolfads.train import Trainer, load_run_data, train
 from autolfads.train.metrics import r2_score
+from autolfads.train.run import load_run_data, train
+from autolfads.train.trainer import Trainer
 
 CONFIG = Path(__file__).resolve().parent.parent / "examples" / "configs" / "lorenz.yaml"
 

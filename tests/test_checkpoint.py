@@ -21,8 +21,8 @@ except ImportError:  # pytest --import-mode=importlib
 
 from autolfads.config import Config, apply_overrides
 from autolfads.errors import CheckpointError
-from autolfads.train import train
 from autolfads.train.checkpoint import FORMAT_VERSION, load_checkpoint, remove_stale_temporaries, save_checkpoint
+from autolfads.train.run import train
 
 
 def bits(t: torch.Tensor) -> torch.Tensor:

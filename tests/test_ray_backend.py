@@ -36,7 +36,9 @@ import yaml  # noqa: E402
 from autolfads.config import Config, ModelConfig, TrainConfig  # noqa: E402
 from autolfads.data import write_synthetic  # noqa: E402
 from autolfads.names import METRIC  # noqa: E402
-from autolfads.search import SearchSettings, default_search_space, search  # noqa: E402
+from autolfads.search.results import SearchSettings  # noqa: E402
+from autolfads.search.run import search  # noqa: E402
+from autolfads.search.space import default_search_space  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -238,7 +240,8 @@ DRIVER = textwrap.dedent(
     """
     import sys
     from autolfads.config import Config
-    from autolfads.search import SearchSettings, search
+    from autolfads.search.results import SearchSettings
+    from autolfads.search.run import search
     config = Config.model_validate_json(sys.argv[1])
     search(config, sys.argv[2], sys.argv[3], SearchSettings(**{settings!r}), address=sys.argv[4], cpus_per_member=1, **{options!r})
     """

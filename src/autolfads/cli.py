@@ -319,7 +319,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run_train(args: argparse.Namespace, overrides: list[str]) -> int:
     from .config import Config, apply_overrides, load_config
-    from .train import train
+    from .layout import RUN_LOG
+    from .train.records import RunLog
+    from .train.run import train
 
     config_file = args.config_file
     if config_file is None and (args.checkpoint / CONFIG_FILE).exists():
@@ -335,12 +337,15 @@ def run_train(args: argparse.Namespace, overrides: list[str]) -> int:
         epochs=args.epochs,
         write_outputs=args.write_outputs,
         echo=None if args.quiet else print,
-        report=args.report,
     )
     for output in result.outputs:
         print(f"# output: {output}", file=sys.stderr)
-    if result.report is not None:
-        print(f"# report: {result.report}", file=sys.stderr)
+    if args.report and (result.complete or result.outputs):
+        from .report import report_at_end  # matplotlib is imported only when a report is made
+
+        report = report_at_end(result.checkpoint_dir, RunLog(result.checkpoint_dir / RUN_LOG))
+        if report is not None:
+            print(f"# report: {report}", file=sys.stderr)
     return 0
 
 
@@ -349,8 +354,11 @@ def run_search(args: argparse.Namespace, overrides: list[str]) -> int:
 
     from .config import Config, apply_overrides, explain_errors, load_config
     from .errors import ConfigError
-    from .layout import SETTINGS_FILE
-    from .search import SearchSettings, load_search_space, search
+    from .layout import SEARCH_LOG, SETTINGS_FILE
+    from .search.results import SearchSettings
+    from .search.run import search
+    from .search.space import load_search_space
+    from .train.records import RunLog
 
     if args.resume and not (args.workdir / SETTINGS_FILE).exists():
         raise ConfigError(f"--resume: {args.workdir} holds no search to continue")
@@ -379,13 +387,18 @@ def run_search(args: argparse.Namespace, overrides: list[str]) -> int:
         }
     else:
         options = {"workers": args.workers, "threads_per_worker": args.threads_per_worker}
-    outcome = search(config, args.data, args.workdir, settings, space, report=args.report, **options)
-    print(outcome.summary())
+    outcome = search(config, args.data, args.workdir, settings, space, **options)
+    report = None
+    if args.report:
+        from .report import report_at_end  # matplotlib is imported only when a report is made
+
+        report = report_at_end(outcome.workdir, RunLog(outcome.workdir / SEARCH_LOG))
+    print(outcome.summary(report))
     return 0
 
 
 def run_sample(args: argparse.Namespace, _: list[str]) -> int:
-    from .train import sample
+    from .train.run import sample
 
     for path in sample(args.checkpoint, args.data, args.output, args.num_samples):
         print(path)

@@ -19,7 +19,7 @@ from ..layout import SEARCH_CKPT, TENSORBOARD_DIR, member_folder
 from ..names import METRIC
 from ..train.checkpoint import load_checkpoint, remove_stale_temporaries, save_checkpoint
 from ..train.population_state import copy_member, join_members, select_members, set_member_hparams
-from ..train.run import TensorBoard
+from ..train.records import TensorBoard
 from ..train.trainer import resolve_device
 from .generation import SearchDriver, best_ranked, state_metrics
 from .pbt import Exploit, generation_epochs

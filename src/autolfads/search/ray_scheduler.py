@@ -12,7 +12,7 @@ from typing import Any
 from ..errors import CheckpointError
 from ..layout import MEMBER_CKPT, MEMBERS_FILE, PBT_STATE_FILE, RAY_DIR, REPORTS_FILE, TENSORBOARD_DIR, member_folder
 from ..names import METRIC
-from ..train.run import TensorBoard
+from ..train.records import TensorBoard
 from .generation import SearchDriver, state_metrics
 from .pbt import Exploit
 from .progress import SearchProgress

@@ -16,6 +16,7 @@ from ..errors import CheckpointError
 from ..layout import MEMBER_CKPT
 from ..names import METRIC
 from ..train.checkpoint import load_checkpoint, save_checkpoint
+from ..train.nlb_scoring import load_nlb_targets
 from ..train.population_state import join_members, select_members
 from ..train.trainer import Trainer
 from .pbt import generation_epochs
@@ -60,7 +61,8 @@ def group_trainable(
         config = Config.model_validate({**config_dict, "train": {**config_dict["train"], "device": "cpu"}})
     group, members = int(tune_config["group"]), [int(m) for m in tune_config["members"]]
     hparams = [dict(h) for h in tune_config["hparams"]]
-    trainer = Trainer(config, data, population=hparams, member_seeds=[config.train.seed + m for m in members])
+    seeds = [config.train.seed + m for m in members]
+    trainer = Trainer(config, data, population=hparams, member_seeds=seeds, nlb_targets=load_nlb_targets(config))
     expected = int(tune_config["generation"])
     starts, sources, owns = tune_config["start"], tune_config["source"], tune_config["own"]
     restored = [(-1, "")] * len(members)

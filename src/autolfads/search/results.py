@@ -36,7 +36,8 @@ from ..layout import (
 )
 from ..names import HEADLINE_METRICS, METRIC, PBT_METRICS
 from ..train.checkpoint import save_checkpoint
-from ..train.run import RunLog, sample, write_csv
+from ..train.records import RunLog, write_csv
+from ..train.run import sample
 from .pbt import Exploit
 from .space import SearchSpace, load_search_space
 
@@ -111,12 +112,11 @@ class SearchOutcome:
     outputs: list[Path]  # the best model's lfads_output.h5, one per session of a stitched model
     wall_time_s: float
     best_metrics: dict[str, float] = field(default_factory=dict)  # the best member's last validation metrics
-    report: Path | None = None  # report.html, when one was written
     ranked_by: str = METRIC  # the metric that made best_member the best (SearchSettings.metric)
 
-    def summary(self) -> str:
+    def summary(self, report: Path | None = None) -> str:
         """The best member of the last generation: the one whose value the progress lines showed last, unless
-        the search ranks by an NLB metric (then it says so)."""
+        the search ranks by an NLB metric (then it says so). report: the report.html written, if any."""
         hparams = ", ".join(f"{name} {value:.4g}" for name, value in self.best_hparams.items())
         shown = ", ".join(
             f"{name} {self.best_metrics[name]:.4f}" for name in HEADLINE_METRICS if name in self.best_metrics
@@ -132,7 +132,7 @@ class SearchOutcome:
             f"search complete: {self.generations} generations in {self.wall_time_s / 60:.1f} min; best member {self.best_member} of the last generation, "
             f"{METRIC} {self.best_metric:.5f}{ranking}\n  validation: {shown}\n  hyperparameters: {hparams}\n"
             f"  best model: {self.best_model}\n  rates and latents: {', '.join(map(str, self.outputs))}"
-            + (f"\n  report: {self.report}" if self.report else "")
+            + (f"\n  report: {report}" if report else "")
         )
 
 

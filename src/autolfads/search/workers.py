@@ -36,6 +36,7 @@ import torch
 
 from ..config import Config
 from ..errors import AutoLFADSError, ConfigError
+from ..train.nlb_scoring import load_nlb_targets
 from ..train.population_state import select_members
 from ..train.run import read_sessions
 from ..train.trainer import Trainer
@@ -102,7 +103,9 @@ class MemberSlice:
     driver keeps the search's history)."""
 
     def __init__(self, config: Config, data, hparams: Sequence[dict], seeds: Sequence[int]):
-        self.trainer = Trainer(config, data, population=hparams, member_seeds=seeds)
+        self.trainer = Trainer(
+            config, data, population=hparams, member_seeds=seeds, nlb_targets=load_nlb_targets(config)
+        )
 
     def train(self, epochs: int, nlb: bool, on_epoch: Callable[[int], None]) -> dict:
         """Train `epochs` epochs (NLB metrics in the last one if nlb); the slice's state with this generation's rows."""
