@@ -36,7 +36,7 @@ from ..layout import (
     STATE_FILE,
 )
 from ..names import MEMBER_HPARAMS, METRIC
-from ..output import output_paths
+from ..train.output import output_paths
 from ..search.pbt import best_member
 from ..search.space import SearchSpace, load_search_space
 from ..train.metrics import bits_per_spike, null_nll_sum, poisson_nll, r2_score

@@ -17,7 +17,7 @@ def search(
     config: Config,
     data_path: str | Path | None,
     workdir: str | Path,
-    settings: SearchSettings = SearchSettings(),
+    settings: SearchSettings | None = None,
     space: SearchSpace | None = None,
     **backend_options,
 ) -> SearchOutcome:
@@ -26,6 +26,7 @@ def search(
     gpus_per_member, members_per_trial, cpus_per_trial, gpus_per_trial). The closing summary
     (outcome.summary()) is appended to search.log, not shown: the caller shows it (the command line prints it
     once, on stdout, and writes the report)."""
+    settings = settings or SearchSettings()
     space = space or default_search_space()
     workdir = Path(workdir)
     config, data = load_run_data(config, data_path)

@@ -25,9 +25,9 @@ from ..data import LFADSData, load_sessions
 from ..errors import CheckpointError, ConfigError, TrainingDiverged
 from ..layout import BEST_CKPT, CONFIG_FILE, LAST_CKPT, METRICS_FILE, OUTPUT_FILE, RUN_LOG, TENSORBOARD_DIR
 from ..names import MEMBER_HPARAMS, METRIC
-from ..output import output_paths, write_output
 from .checkpoint import load_checkpoint, remove_stale_temporaries, save_checkpoint
 from .nlb_scoring import load_nlb_targets
+from .output import output_paths, write_output
 from .records import Progress, RunLog, TensorBoard, write_csv
 from .trainer import Trainer
 
@@ -96,18 +96,21 @@ def resolve_model_config(model: ModelConfig, sessions: list[LFADSData]) -> Model
         if len(sessions) == 1
         else f"the {len(sessions)} sessions {', '.join(str(s.path) for s in sessions)}"
     )
-    # In the encod/recon layout the file says which neurons and bins are held out: cs_dim / fp_len 0 (the default) defer to it.
+    # In the encod/recon layout the file says which neurons and bins are held out: cs_dim / fp_len 0 (the default)
+    # defer to it.
     deferred = ("cs_dim", "fp_len") if first.layout == "encod_recon" else ()
     for key, value in found.items():
         given = getattr(model, key)
         if given not in (None, []) and given != value and not (key in deferred and given == 0):
             shown = [dims.model_dump() for dims in value] if key == "sessions" else value
             raise ConfigError(
-                f"model.{key} is {given} in the config, but {where} has {shown}; fix the config or leave the key out to take it from the data"
+                f"model.{key} is {given} in the config, but {where} has {shown}; fix the config or leave the key out "
+                "to take it from the data"
             )
     if model.ic_enc_seq_len >= first.encod_seq_len:
         raise ConfigError(
-            f"model.ic_enc_seq_len ({model.ic_enc_seq_len}) must be smaller than the {first.encod_seq_len} encoded bins of {first.path}"
+            f"model.ic_enc_seq_len ({model.ic_enc_seq_len}) must be smaller than the {first.encod_seq_len} "
+            f"encoded bins of {first.path}"
         )
     return ModelConfig.model_validate({**model.model_dump(), **found})
 
@@ -218,7 +221,8 @@ def check_compatible(saved: Config, current: Config, path: Path) -> None:
     ]
     if differences:
         raise CheckpointError(
-            f"{path} was trained with a different model ({'; '.join(differences)}); use a new --checkpoint folder or restore the config"
+            f"{path} was trained with a different model ({'; '.join(differences)}); use a new --checkpoint folder "
+            "or restore the config"
         )
 
 
@@ -261,6 +265,7 @@ def sample(
         )
     shown = str(paths[0]) if len(paths) == 1 else f"{len(paths)} files {', '.join(p.name for p in paths)}"
     (log or RunLog(folder / RUN_LOG))(
-        f"wrote {shown} ({samples} posterior samples of {path.name}, epoch {epoch}) in {time.perf_counter() - start:.1f} s"
+        f"wrote {shown} ({samples} posterior samples of {path.name}, epoch {epoch}) "
+        f"in {time.perf_counter() - start:.1f} s"
     )
     return paths
