@@ -95,10 +95,8 @@ def kill_session(session: int) -> None:
         if not pids:
             return
         for pid in pids:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         time.sleep(0.2)
 
 
@@ -243,7 +241,10 @@ DRIVER = textwrap.dedent(
     from autolfads.search.results import SearchSettings
     from autolfads.search.run import search
     config = Config.model_validate_json(sys.argv[1])
-    search(config, sys.argv[2], sys.argv[3], SearchSettings(**{settings!r}), address=sys.argv[4], cpus_per_member=1, **{options!r})
+    search(
+        config, sys.argv[2], sys.argv[3], SearchSettings(**{settings!r}), address=sys.argv[4], cpus_per_member=1,
+        **{options!r},
+    )
     """
 )
 
@@ -354,7 +355,7 @@ def test_search_on_a_two_node_cluster_is_synchronous_binary_tournament_pbt(clust
     assert_restores_follow_exploits(members, exploits)
     report = {(int(r["generation"]), int(r["member"])): r for r in members}
     winners = {(int(e["generation"]), int(e["loser"])): int(e["winner"]) for e in exploits}
-    for (generation, member), winner in winners.items():  # and a loser's state differs from its own before
+    for generation, member in winners:  # and a loser's state differs from its own before
         assert report[(generation + 1, member)]["restored_checksum"] != report[(generation, member)]["saved_checksum"]
 
     metrics = read_csv(workdir / "metrics.csv")
