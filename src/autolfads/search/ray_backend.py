@@ -21,8 +21,8 @@ from ..layout import MEMBER_CKPT, RAY_DIR
 from ..names import METRIC
 from ..train.checkpoint import load_checkpoint
 from .generation import best_ranked, state_metrics
-from .ray_scheduler import MAX_FAILURES, BinaryTournamentPBT, restoring_in, trial_group
-from .ray_trainable import group_trainable, member_state
+from .ray_scheduler import MAX_FAILURES, BinaryTournamentPBT, restoring_in
+from .ray_trainable import group_trainable, member_state, trial_group
 from .ray_tune_private import resume_everything, use_token_if_available
 from .results import SearchOutcome, SearchSettings, search_log, write_best_model
 from .space import SearchSpace

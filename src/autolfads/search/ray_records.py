@@ -30,6 +30,21 @@ MEMBERS_FIELDS = (
 )
 
 
+# The fields of a trial report shared by its members (the rest are each member's metrics).
+REPORT_KEYS = (
+    "epoch",
+    "generation",
+    "member",
+    "group",
+    "node_id",
+    "torch_threads",
+    "restored_member",
+    "restored_checksum",
+    "saved_checksum",
+    "report_id",
+    "started_at",
+)
+
 # What reports.jsonl keeps of a member's report besides its rows.
 REPORT_ENTRY_FIELDS = (
     "report_id",

@@ -18,25 +18,13 @@ from ..names import METRIC
 from .generation import SearchDriver, state_metrics
 from .pbt import Exploit
 from .progress import SearchProgress
-from .ray_records import RayRecords, read_state, write_state
+from .ray_records import REPORT_KEYS, RayRecords, read_state, write_state
+from .ray_trainable import trial_group, trial_groups
 from .ray_tune_private import pause_requeued, reset_failures, set_latest_checkpoint, skip_used_checkpoint_names
 from .results import SearchRecord, SearchSettings, search_log
 from .space import SearchSpace
 
 MAX_FAILURES = 3  # restarts of one trial from its last checkpoint before the search gives up (rerun resumes)
-_REPORT_KEYS = (
-    "epoch",
-    "generation",
-    "member",
-    "group",
-    "node_id",
-    "torch_threads",
-    "restored_member",
-    "restored_checksum",
-    "saved_checksum",
-    "report_id",
-    "started_at",
-)
 _restoring_workdir: Path | None = None  # set by restoring_in while Tune unpickles the scheduler
 
 try:  # the module imports without Ray, so that run_ray can say how to install it
@@ -63,10 +51,10 @@ class BinaryTournamentPBT(_SchedulerBase):
     A trial trains a group of members (members_per_trial, default 1); the state, the reports and the decisions
     are per member. Overrides of FIFOScheduler: on_trial_add (a new, restored or restarted trial gets its
     members' hyperparameters and starting states from the scheduler's state), on_trial_result (record the
-    report of each of its members, PAUSE),
-    on_trial_error, choose_trial_to_run (the generation's decision once everyone is paused at the barrier; then
-    the paused members of the next generation), debug_string. Ray's PopulationBasedTraining is not used: its
-    quantile truncation, perturbation and sync bookkeeping are not AutoLFADS'.
+    report of each of its members, PAUSE), on_trial_error, choose_trial_to_run (the generation's decision once
+    everyone is paused at the barrier; then the paused members of the next generation), debug_string. Ray's
+    PopulationBasedTraining is not used: its quantile truncation, perturbation and sync bookkeeping are not
+    AutoLFADS'.
     """
 
     _supports_buffered_results = False  # one report per generation, each answered before the next
@@ -98,12 +86,8 @@ class BinaryTournamentPBT(_SchedulerBase):
         }
 
     def __setstate__(self, state: dict) -> None:
-        self.workdir, self.space, self.settings = (
-            Path(_restoring_workdir or state["workdir"]),
-            state["space"],
-            state["settings"],
-        )
-        self.base_hparams = state["base_hparams"]
+        self.workdir = Path(_restoring_workdir or state["workdir"])
+        self.space, self.settings, self.base_hparams = state["space"], state["settings"], state["base_hparams"]
         self.members_per_trial = int(state.get("members_per_trial", 1))
         self._metric = METRIC
         self._load()
@@ -144,11 +128,8 @@ class BinaryTournamentPBT(_SchedulerBase):
             self.hparams = [
                 {**self.base_hparams, **values} for values in self.space.sample_initial(self.population, self.rng)
             ]
-            self.start, self.own, self.source = (
-                [None] * self.population,
-                [None] * self.population,
-                list(range(self.population)),
-            )
+            self.start, self.own = [None] * self.population, [None] * self.population
+            self.source = list(range(self.population))
             self.reports, self.final, self.final_hparams = {}, {}, None
             self._resumed = False
             self._save()
@@ -274,9 +255,7 @@ class BinaryTournamentPBT(_SchedulerBase):
             "hparams": [dict(self.hparams[m]) for m in members],
             "start": [self.start[m] for m in members],  # the checkpoint each member starts from ...
             "source": [self.source[m] for m in members],  # ... and whose state in it (the winner's after an exploit)
-            "own": [
-                self.own[m] for m in members
-            ],  # after an exploit: the member's own last checkpoint (random stream, history)
+            "own": [self.own[m] for m in members],  # after an exploit: its own last checkpoint (rng, history)
         }
 
     def on_trial_error(self, tune_controller, trial) -> None:
@@ -291,11 +270,11 @@ class BinaryTournamentPBT(_SchedulerBase):
             )
             return self.PAUSE
         rows = json.loads(result["rows"])
-        shared = {key: result[key] for key in _REPORT_KEYS if key in result}
+        shared = {key: result[key] for key in REPORT_KEYS if key in result}
         for values in json.loads(result["members"]):
             member = int(values["member"])
-            metrics = {name: value for name, value in values.items() if name not in _REPORT_KEYS}
-            metrics.update({key: values.get(key, shared.get(key)) for key in _REPORT_KEYS})
+            metrics = {name: value for name, value in values.items() if name not in REPORT_KEYS}
+            metrics.update({key: values.get(key, shared.get(key)) for key in REPORT_KEYS})
             self.reports[member] = {"report_id": result["report_id"], "metrics": metrics, "checkpoint": None}
             mine = [row for row in rows if int(row["member"]) == member]
             self.records.add_report(member, generation, trial.trial_id, metrics, mine)
@@ -407,21 +386,6 @@ class BinaryTournamentPBT(_SchedulerBase):
     def _members_row(self, member: int, report: dict) -> None:
         trial = self._trials.get(self.group_of[member])
         self.records.add_checkpoint(trial.trial_id if trial else "", report)
-
-
-def trial_groups(population: int, members_per_trial: int) -> list[tuple[int, ...]]:
-    """The members of each trial: contiguous groups of members_per_trial (the last may be smaller)."""
-    if members_per_trial < 1:
-        raise ValueError(f"members_per_trial must be >= 1, got {members_per_trial}")
-    return [
-        tuple(range(first, min(first + members_per_trial, population)))
-        for first in range(0, population, members_per_trial)
-    ]
-
-
-def trial_group(trial) -> int:
-    """A trial's group (an experiment made before groups names its one member, the same number)."""
-    return int(trial.config["group"] if "group" in trial.config else trial.config["member"])
 
 
 def _is_report(latest, report: dict) -> bool:

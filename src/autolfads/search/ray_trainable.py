@@ -174,3 +174,18 @@ def member_checksum(state: dict, index: int) -> str:
     ]:
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()[:16]
+
+
+def trial_groups(population: int, members_per_trial: int) -> list[tuple[int, ...]]:
+    """The members of each trial: contiguous groups of members_per_trial (the last may be smaller)."""
+    if members_per_trial < 1:
+        raise ValueError(f"members_per_trial must be >= 1, got {members_per_trial}")
+    return [
+        tuple(range(first, min(first + members_per_trial, population)))
+        for first in range(0, population, members_per_trial)
+    ]
+
+
+def trial_group(trial) -> int:
+    """A trial's group (an experiment made before groups names its one member, the same number)."""
+    return int(trial.config["group"] if "group" in trial.config else trial.config["member"])
