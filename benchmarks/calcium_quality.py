@@ -41,8 +41,8 @@ import torch
 from autolfads.config import apply_overrides, load_config
 from autolfads.data.calcium_synthetic import write_calcium
 from autolfads.data.dataset import load_data
-from autolfads.train import train
 from autolfads.train.metrics import r2_score
+from autolfads.train.run import train
 
 CONFIG = Path(__file__).resolve().parent.parent / "examples" / "configs" / "lorenz.yaml"
 CASES = {  # signal -> (reconstruction, label)

@@ -18,8 +18,8 @@ import torch
 from autolfads.config import Config, apply_overrides, load_config
 from autolfads.data.dataset import load_data
 from autolfads.data.synthetic import write_synthetic
-from autolfads.train import train
 from autolfads.train.metrics import r2_score
+from autolfads.train.run import train
 
 CONFIG = Path(__file__).resolve().parent.parent / "examples" / "configs" / "lorenz.yaml"
 

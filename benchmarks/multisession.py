@@ -25,8 +25,9 @@ import torch
 from autolfads.config import apply_overrides, load_config
 from autolfads.data.dataset import load_sessions
 from autolfads.data.multisession_synthetic import write_multisession
-from autolfads.train import Trainer, load_run_data, train
 from autolfads.train.metrics import r2_score
+from autolfads.train.run import load_run_data, train
+from autolfads.train.trainer import Trainer
 
 CONFIG = Path(__file__).resolve().parent.parent / "examples" / "configs" / "lorenz.yaml"
 

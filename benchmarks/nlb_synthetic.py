@@ -28,8 +28,9 @@ from autolfads.config import Config, apply_overrides
 from autolfads.data.nlb import prepare_nlb
 from autolfads.data.nlb_synthetic import write_nlb_synthetic
 from autolfads.evaluate import evaluate_output, format_table, read_targets, score, submission_from_rates
-from autolfads.search import SearchSettings, search
-from autolfads.train import train
+from autolfads.search.results import SearchSettings
+from autolfads.search.run import search
+from autolfads.train.run import train
 
 BIN_MS = 20
 

@@ -22,9 +22,12 @@ import torch
 from autolfads.config import apply_overrides, load_config
 from autolfads.data.dataset import load_data
 from autolfads.data.synthetic import write_synthetic
-from autolfads.search import SearchSettings, embedded, search
-from autolfads.train import Trainer, load_run_data, train
+from autolfads.search import embedded
+from autolfads.search.results import SearchSettings
+from autolfads.search.run import search
 from autolfads.train.metrics import r2_score
+from autolfads.train.run import load_run_data, train
+from autolfads.train.trainer import Trainer
 
 CONFIG = Path(__file__).resolve().parent.parent / "examples" / "configs" / "lorenz.yaml"
 

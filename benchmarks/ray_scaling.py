@@ -23,7 +23,8 @@ from pathlib import Path
 
 from autolfads.config import Config, ModelConfig, TrainConfig
 from autolfads.data.synthetic import write_synthetic
-from autolfads.search import SearchSettings, search
+from autolfads.search.results import SearchSettings
+from autolfads.search.run import search
 
 RAY = str(Path(sys.executable).with_name("ray"))
 ENV = {**os.environ, "RAY_AUTH_MODE": "disabled", "OMP_NUM_THREADS": "1"}

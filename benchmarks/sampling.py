@@ -20,7 +20,7 @@ from train_throughput import MC_MAZE_SMALL, synthetic_split  # noqa: E402
 
 from autolfads.config import ModelConfig  # noqa: E402
 from autolfads.model import LFADS  # noqa: E402
-from autolfads.output import posterior_sample  # noqa: E402
+from autolfads.train.output import posterior_sample  # noqa: E402
 
 
 def peak_mib(device: torch.device) -> float:

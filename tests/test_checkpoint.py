@@ -21,8 +21,8 @@ except ImportError:  # pytest --import-mode=importlib
 
 from autolfads.config import Config, apply_overrides
 from autolfads.errors import CheckpointError
-from autolfads.train import train
 from autolfads.train.checkpoint import FORMAT_VERSION, load_checkpoint, remove_stale_temporaries, save_checkpoint
+from autolfads.train.run import train
 
 
 def bits(t: torch.Tensor) -> torch.Tensor:
@@ -232,7 +232,7 @@ def test_kill_9_mid_training_then_rerun_resumes(tmp_path, lorenz_file, tiny_mode
     command = cli_command(
         "train", "--data", lorenz_file, "--checkpoint", folder, "--quiet", *tiny_model(train__max_epochs=max_epochs)
     )
-    log = open(tmp_path / "first.err", "w")
+    log = open(tmp_path / "first.err", "w")  # noqa: SIM115 - closed in the finally below, after the kill
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log, env=cli_env())
     try:
         deadline = time.monotonic() + 120
@@ -268,7 +268,8 @@ from autolfads.train.checkpoint import save_checkpoint
 path, counter = sys.argv[1], int(sys.argv[2])
 while True:
     counter += 1
-    save_checkpoint({"counter": counter, "data": torch.full((5_000_000,), float(counter)), "tail": [counter] * 100}, path)
+    data = torch.full((5_000_000,), float(counter))
+    save_checkpoint({"counter": counter, "data": data, "tail": [counter] * 100}, path)
 """
 
 

@@ -1,9 +1,13 @@
-"""The data writers, the NLB scoring and the Kubernetes manifest writers import no torch (nor matplotlib,
-ray or pynwb): each is checked in a fresh interpreter, where nothing else has loaded them."""
+"""Light paths stay light. The package inits, the search space, the data writers, the NLB scoring and the
+Kubernetes manifest writers import no torch (nor matplotlib, ray or pynwb), each checked in a fresh
+interpreter; and no module of train/ or search/ imports the report or the command line (reports are the
+callers' business)."""
 
+import ast
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -35,7 +39,11 @@ LIGHT = (
     "autolfads.files",
     "autolfads.names",
     "autolfads.layout",
+    "autolfads.search",
+    "autolfads.search.space",
+    "autolfads.train",
 )
+SRC = Path(__file__).resolve().parents[1] / "src" / "autolfads"
 
 
 def heavy_modules_after_import(module: str) -> list[str]:
@@ -46,6 +54,24 @@ def heavy_modules_after_import(module: str) -> list[str]:
 
 @pytest.mark.parametrize("module", LIGHT)
 def test_module_imports_no_heavy_library(module):
-    if module == "autolfads.deploy.katib" and heavy_modules_after_import("autolfads.search.space"):
-        pytest.skip("autolfads.search's package init still imports torch (the Katib writer reads search.space)")
     assert heavy_modules_after_import(module) == []
+
+
+def imported(path: Path, package: str) -> list[str]:
+    """Absolute names of every module (or name in a module) a file of autolfads.<package> imports."""
+    names = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = (["autolfads", package] if node.level == 1 else ["autolfads"]) if node.level else []
+            module = ".".join(base + ([node.module] if node.module else []))
+            names += [module] + [f"{module}.{alias.name}" for alias in node.names]
+    return names
+
+
+@pytest.mark.parametrize("package", ["train", "search"])
+def test_train_and_search_import_no_report_and_no_cli(package):
+    for path in sorted((SRC / package).glob("*.py")):
+        for name in imported(path, package):
+            assert not name.startswith(("autolfads.report", "autolfads.cli")), f"{path.name} imports {name}"

@@ -19,9 +19,11 @@ from autolfads.errors import ConfigError, DataError
 from autolfads.layout import LAST_CKPT as LAST
 from autolfads.model.readin_readout import PINV_RCOND, pcr, pcr_session_inits
 from autolfads.model.reconstruction import make_reconstruction
-from autolfads.search import SearchSettings, search
-from autolfads.train import Trainer, load_run_data, train
+from autolfads.search.results import SearchSettings
+from autolfads.search.run import search
 from autolfads.train.checkpoint import load_checkpoint
+from autolfads.train.run import load_run_data, train
+from autolfads.train.trainer import Trainer
 
 NEURONS = (12, 9, 15)
 TINY = {

@@ -25,7 +25,8 @@ from autolfads.data.hdf5 import write_lfads_h5  # noqa: E402
 from autolfads.data.nlb_synthetic import write_nlb_synthetic  # noqa: E402
 from autolfads.errors import ConfigError, EvaluationError  # noqa: E402
 from autolfads.evaluate import Targets, metrics, score, write_targets  # noqa: E402
-from autolfads.train import Trainer  # noqa: E402
+from autolfads.train.nlb_scoring import load_nlb_targets  # noqa: E402
+from autolfads.train.trainer import Trainer  # noqa: E402
 from helpers import config, make_data  # noqa: E402
 
 RTOL = 1e-6
@@ -339,13 +340,12 @@ def test_trainer_needs_matching_nlb_targets(tmp_path):
     cfg = config(train={"nlb_every": 1}).model_copy(
         update={"data": DataConfig(nlb_targets=str(tmp_path / "targets.h5"))}
     )
-    trainer = Trainer(cfg, make_data(cfg.model))
     with pytest.raises(
         ConfigError,
         match=r"targets.h5 \(mc_maze: 25 bins, 8\+4 neurons\) does not belong to the data in-memory "
         r"\(12 bins, 4\+2 neurons",
     ):
-        trainer.run_epoch()
+        Trainer(cfg, make_data(cfg.model), nlb_targets=load_nlb_targets(cfg))
 
 
 # ---------------------------------------------------------------------------------------------------------------

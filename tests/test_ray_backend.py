@@ -36,7 +36,9 @@ import yaml  # noqa: E402
 from autolfads.config import Config, ModelConfig, TrainConfig  # noqa: E402
 from autolfads.data.synthetic import write_synthetic  # noqa: E402
 from autolfads.names import METRIC  # noqa: E402
-from autolfads.search import SearchSettings, default_search_space, search  # noqa: E402
+from autolfads.search.results import SearchSettings  # noqa: E402
+from autolfads.search.run import search  # noqa: E402
+from autolfads.search.space import default_search_space  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -93,10 +95,8 @@ def kill_session(session: int) -> None:
         if not pids:
             return
         for pid in pids:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         time.sleep(0.2)
 
 
@@ -238,9 +238,13 @@ DRIVER = textwrap.dedent(
     """
     import sys
     from autolfads.config import Config
-    from autolfads.search import SearchSettings, search
+    from autolfads.search.results import SearchSettings
+    from autolfads.search.run import search
     config = Config.model_validate_json(sys.argv[1])
-    search(config, sys.argv[2], sys.argv[3], SearchSettings(**{settings!r}), address=sys.argv[4], cpus_per_member=1, **{options!r})
+    search(
+        config, sys.argv[2], sys.argv[3], SearchSettings(**{settings!r}), address=sys.argv[4], cpus_per_member=1,
+        **{options!r},
+    )
     """
 )
 
@@ -351,7 +355,7 @@ def test_search_on_a_two_node_cluster_is_synchronous_binary_tournament_pbt(clust
     assert_restores_follow_exploits(members, exploits)
     report = {(int(r["generation"]), int(r["member"])): r for r in members}
     winners = {(int(e["generation"]), int(e["loser"])): int(e["winner"]) for e in exploits}
-    for (generation, member), winner in winners.items():  # and a loser's state differs from its own before
+    for generation, member in winners:  # and a loser's state differs from its own before
         assert report[(generation + 1, member)]["restored_checksum"] != report[(generation, member)]["saved_checksum"]
 
     metrics = read_csv(workdir / "metrics.csv")

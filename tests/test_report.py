@@ -25,13 +25,15 @@ from autolfads.config import Config, apply_overrides
 from autolfads.data.dataset import load_sessions
 from autolfads.data.multisession_synthetic import write_multisession
 from autolfads.errors import ReportError
-from autolfads.layout import REPORT_FILE
+from autolfads.layout import REPORT_FILE, RUN_LOG, SEARCH_LOG
 from autolfads.report.build import report_at_end, write_report
 from autolfads.report.load import lineage, load_results, logged_wall_time
 from autolfads.report.summary import fmt
-from autolfads.search import SearchSettings, search
 from autolfads.search.progress import SearchProgress
-from autolfads.train import train
+from autolfads.search.results import SearchSettings
+from autolfads.search.run import search
+from autolfads.train.records import RunLog
+from autolfads.train.run import train
 
 RUN_SECTIONS = ("summary", "training", "rates", "psth", "latents", "raster")
 SEARCH_SECTIONS = RUN_SECTIONS + ("search", "lineage")
@@ -46,21 +48,23 @@ def tiny_config(tiny_model, **changes) -> Config:
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory, lorenz_file, tiny_model) -> Path:
-    """A complete 6-epoch training run, its report written by train(report=True)."""
+    """A complete 6-epoch training run, its report written as the command line writes it after train()."""
     folder = tmp_path_factory.mktemp("run") / "run"
-    result = train(tiny_config(tiny_model, train__max_epochs=6), lorenz_file, folder, echo=None, report=True)
-    assert result.report == folder / REPORT_FILE and result.report.is_file()
+    result = train(tiny_config(tiny_model, train__max_epochs=6), lorenz_file, folder, echo=None)
+    report = report_at_end(result.checkpoint_dir, RunLog(folder / RUN_LOG))
+    assert report == folder / REPORT_FILE and report.is_file()
     return folder
 
 
 @pytest.fixture(scope="module")
 def search_dir(tmp_path_factory, lorenz_file, tiny_model) -> Path:
-    """A 4-member, 3-generation embedded search, its report written by search(report=True)."""
+    """A 4-member, 3-generation embedded search, its report written as the command line writes it after search()."""
     workdir = tmp_path_factory.mktemp("search") / "search"
     settings = SearchSettings(population=4, epochs_per_generation=2, max_generations=3)
-    outcome = search(tiny_config(tiny_model), lorenz_file, workdir, settings, report=True)
-    assert outcome.report == workdir / REPORT_FILE and outcome.report.is_file()
-    assert f"report: {outcome.report}" in outcome.summary()
+    outcome = search(tiny_config(tiny_model), lorenz_file, workdir, settings)
+    report = report_at_end(outcome.workdir, RunLog(workdir / SEARCH_LOG))
+    assert report == workdir / REPORT_FILE and report.is_file()
+    assert f"report: {report}" in outcome.summary(report)
     return workdir
 
 
@@ -85,15 +89,15 @@ def stitched_data(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def stitched_run(tmp_path_factory, stitched_data, tiny_model) -> Path:
     """A 2-epoch stitched run over the three sessions, the last 2 neurons of each held out; its report written
-    by train."""
+    after train, as by the command line."""
     folder = tmp_path_factory.mktemp("stitched") / "run"
     train(
         tiny_config(tiny_model, train__max_epochs=2, model__cs_dim=STITCHED_CS_DIM),
         stitched_data,
         folder,
         echo=None,
-        report=True,
     )
+    report_at_end(folder, RunLog(folder / RUN_LOG))
     return folder
 
 
@@ -101,7 +105,8 @@ def stitched_run(tmp_path_factory, stitched_data, tiny_model) -> Path:
 def stitched_search(tmp_path_factory, stitched_data, tiny_model) -> Path:
     workdir = tmp_path_factory.mktemp("stitched_search") / "search"
     settings = SearchSettings(population=2, epochs_per_generation=1, max_generations=2)
-    search(tiny_config(tiny_model, model__cs_dim=STITCHED_CS_DIM), stitched_data, workdir, settings, report=True)
+    search(tiny_config(tiny_model, model__cs_dim=STITCHED_CS_DIM), stitched_data, workdir, settings)
+    report_at_end(workdir, RunLog(workdir / SEARCH_LOG))
     return workdir
 
 

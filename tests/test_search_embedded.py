@@ -16,8 +16,11 @@ import torch
 
 from autolfads.errors import CheckpointError, ConfigError
 from autolfads.names import METRIC, SAMPLED_METRIC
-from autolfads.search import SearchSettings, default_search_space, embedded, search
+from autolfads.search import embedded
 from autolfads.search.pbt import plan_exploits
+from autolfads.search.results import SearchSettings
+from autolfads.search.run import search
+from autolfads.search.space import default_search_space
 from autolfads.train.checkpoint import load_checkpoint
 from autolfads.train.trainer import Trainer
 from helpers import TINY_OVERRIDES, read_csv, tiny_config, tiny_search_data

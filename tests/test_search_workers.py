@@ -13,7 +13,9 @@ import pytest
 import torch
 
 from autolfads.errors import ConfigError
-from autolfads.search import SearchSettings, embedded, search
+from autolfads.search import embedded
+from autolfads.search.results import SearchSettings
+from autolfads.search.run import search
 from autolfads.search.workers import ProcessWorkers, plan_workers
 from autolfads.train.checkpoint import load_checkpoint
 from autolfads.train.population_state import copy_member, join_members, member_tensors, select_members

@@ -321,7 +321,7 @@ def test_bad_calcium_parameters_are_config_errors(changes: dict, expected: str) 
 
 def test_fluorescence_trains_with_a_gaussian_model(tmp_path: Path) -> None:
     """A few epochs of a tiny gaussian-observation model on the fluorescence set lower its reconstruction loss."""
-    from autolfads.train import train
+    from autolfads.train.run import train
 
     path = write_calcium(
         tmp_path / "calcium.h5", n_conditions=8, trials_per_condition=5, n_neurons=10, seq_len=20, seed=0

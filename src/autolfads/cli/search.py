@@ -10,7 +10,7 @@ from ..names import METRIC, PBT_METRICS, SAMPLED_METRIC
 from .options import EXAMPLES, add_command
 
 if TYPE_CHECKING:
-    from ..search import SearchSettings
+    from ..search.results import SearchSettings
 
 RAY_OPTIONS = ("address", "cpus_per_member", "gpus_per_member", "members_per_trial", "cpus_per_trial", "gpus_per_trial")
 EMBEDDED_OPTIONS = ("workers", "threads_per_worker")
@@ -140,7 +140,8 @@ def add_backend_options(search: argparse.ArgumentParser) -> None:
 
 def run_search(args: argparse.Namespace, overrides: list[str]) -> int:
     from ..config import Config, apply_overrides, load_config
-    from ..search import load_search_space, search
+    from ..search.run import search
+    from ..search.space import load_search_space
 
     if args.resume and not (args.workdir / SETTINGS_FILE).exists():
         raise ConfigError(f"--resume: {args.workdir} holds no search to continue")
@@ -149,9 +150,8 @@ def run_search(args: argparse.Namespace, overrides: list[str]) -> int:
     space = load_search_space(args.search_space) if args.search_space else None
     names = RAY_OPTIONS if args.backend == "ray" else EMBEDDED_OPTIONS
     outcome = search(config, args.data, args.workdir, settings, space, **{name: getattr(args, name) for name in names})
-    if args.report:
-        outcome.report = write_search_report(args.workdir)
-    print(outcome.summary())
+    report = write_search_report(args.workdir) if args.report else None
+    print(outcome.summary(report))
     return 0
 
 
@@ -160,7 +160,7 @@ def search_settings(args: argparse.Namespace) -> "SearchSettings":
     from pydantic import ValidationError
 
     from ..config import explain_errors
-    from ..search import SearchSettings
+    from ..search.results import SearchSettings
 
     try:
         return SearchSettings(

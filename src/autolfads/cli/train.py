@@ -88,7 +88,7 @@ def add_sample(commands: argparse._SubParsersAction) -> None:
 
 def run_train(args: argparse.Namespace, overrides: list[str]) -> int:
     from ..config import Config, apply_overrides, load_config
-    from ..train import train
+    from ..train.run import train
 
     config_file = args.config_file
     if config_file is None and (args.checkpoint / CONFIG_FILE).exists():
@@ -123,7 +123,7 @@ def write_run_report(folder: Path) -> Path | None:
 
 
 def run_sample(args: argparse.Namespace, _: list[str]) -> int:
-    from ..train import sample
+    from ..train.run import sample
 
     for path in sample(args.checkpoint, args.data, args.output, args.num_samples):
         print(path)

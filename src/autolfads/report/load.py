@@ -36,9 +36,9 @@ from ..layout import (
     STATE_FILE,
 )
 from ..names import MEMBER_HPARAMS, METRIC
-from ..output import output_paths
 from ..search.pbt import best_member
 from ..search.space import SearchSpace, load_search_space
+from ..train.output import output_paths
 from ..train.run import read_sessions
 
 # A line that starts a training or search session in train.log / search.log ("new run", "resumed ...").

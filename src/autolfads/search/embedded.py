@@ -19,7 +19,7 @@ from ..layout import SEARCH_CKPT, TENSORBOARD_DIR, member_folder
 from ..names import METRIC
 from ..train.checkpoint import load_checkpoint, remove_stale_temporaries, save_checkpoint
 from ..train.population_state import copy_member, join_members, select_members, set_member_hparams
-from ..train.run import TensorBoard
+from ..train.records import TensorBoard
 from ..train.trainer import resolve_device
 from .generation import SearchDriver, best_ranked, state_metrics
 from .pbt import Exploit, generation_epochs
@@ -86,11 +86,13 @@ def _train(
     seeds = [config.train.seed + member for member in range(population)]  # a member's streams, whatever its worker
     if state:
         log(
-            f"resumed the search in {workdir} after generation {record.generation - 1} (epoch {state['trainer']['epoch']}): {plan.describe()}"
+            f"resumed the search in {workdir} after generation {record.generation - 1} "
+            f"(epoch {state['trainer']['epoch']}): {plan.describe()}"
         )
     else:
         log(
-            f"new search: {plan.describe()} on {device}, {settings.epochs_per_generation} epochs per generation after the KL/L2 ramps"
+            f"new search: {plan.describe()} on {device}, {settings.epochs_per_generation} epochs per generation "
+            "after the KL/L2 ramps"
         )
     pool = (InProcessWorkers if plan.workers == 1 else ProcessWorkers)(plan, config, data, hparams, seeds, log)
     boards = [TensorBoard(workdir / TENSORBOARD_DIR / member_folder(m)) for m in range(population)]
@@ -107,31 +109,7 @@ def _train(
                 boards[row["member"]].add(row)
             history = history + state["history"]
             state["history"] = history
-            last = history[-population:]
-
-            def apply(
-                exploits: list[Exploit], state=state
-            ) -> None:  # the winner's state first, then the new hyperparameters
-                for exploit in exploits:
-                    copy_member(state, exploit.winner, exploit.loser)
-                    with_member_hparams(
-                        config, {**state["trainer"]["members"][exploit.loser], **exploit.new}
-                    )  # validates
-                    set_member_hparams(state, exploit.loser, exploit.new)
-
-            def checkpoint(state=state) -> None:
-                save_checkpoint(
-                    {**state, "config": config.to_dict(), "search": record.to_dict()}, workdir / SEARCH_CKPT
-                )
-
-            driver.end_generation(
-                state["trainer"]["epoch"],
-                [dict(h) for h in state["trainer"]["members"]],
-                state_metrics(last),
-                apply,
-                checkpoint,
-                lambda: history,
-            )
+            _end_generation(driver, config, workdir, state)
             if not record.finished:
                 pool.load(_slices(state, plan))
     finally:
@@ -139,6 +117,29 @@ def _train(
         for board in boards:
             board.close()
     return state
+
+
+def _end_generation(driver: SearchDriver, config: Config, workdir: Path, state: dict) -> None:
+    """The PBT step on the joined population state (whose history is the whole search's), then its checkpoint."""
+    record = driver.record
+
+    def apply(exploits: list[Exploit]) -> None:  # the winner's state first, then the new hyperparameters
+        for exploit in exploits:
+            copy_member(state, exploit.winner, exploit.loser)
+            with_member_hparams(config, {**state["trainer"]["members"][exploit.loser], **exploit.new})  # validates
+            set_member_hparams(state, exploit.loser, exploit.new)
+
+    def checkpoint() -> None:
+        save_checkpoint({**state, "config": config.to_dict(), "search": record.to_dict()}, workdir / SEARCH_CKPT)
+
+    driver.end_generation(
+        state["trainer"]["epoch"],
+        [dict(h) for h in state["trainer"]["members"]],
+        state_metrics(state["history"][-driver.settings.population :]),
+        apply,
+        checkpoint,
+        lambda: state["history"],
+    )
 
 
 def _slices(state: dict, plan) -> list[dict]:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from ..names import HEADLINE_METRICS, METRIC, PBT_METRICS
-from ..train.run import RunLog
+from ..train.records import RunLog
 from .pbt import Exploit, best_member, plan_exploits, should_stop
 from .progress import SearchProgress
 from .results import SearchRecord, SearchSettings, write_tables

@@ -1,37 +1,9 @@
-"""The Ray backend: one Ray Tune trial per member, or per group of k members, on one machine or a cluster.
+"""The Ray backend's driver: one Ray Tune trial per member, or per group of k members, on one machine or a cluster.
 
-Every trial trains ONE member (a one-member Trainer), or with members_per_trial k a group of k members on
-one population axis (members 0..k-1, k..2k-1, ...; the group shares the trial's CPUs and GPU), a generation
-at a time and reports once per generation with one checkpoint. PBT is per member whatever k: an exploit
-copies the winner's slice of the winner's trial checkpoint into the loser's place in its own trial. `BinaryTournamentPBT`, a Ray Tune TrialScheduler, ends every generation
-with the embedded backend's code (`generation.SearchDriver`: `pbt.plan_exploits`, `pbt.should_stop`, the
-tables, the log line and the progress display; ranked by --metric, NLB metrics included) and the same
-random stream (numpy default_rng(settings.seed): the initial sample, then the tournaments and perturbations):
-
-* synchronous generations: each report is answered PAUSE (Tune saves the reported checkpoint and stops the
-  trial's actor); a paused trial is only started again (`choose_trial_to_run`) after the generation's
-  decision, and the decision is made only when every member has reported the generation and is paused;
-* binary tournament in disjoint random pairs; the loser continues from the WINNER's checkpoint (weights,
-  Adam moments and training state; it keeps its own random stream and history, as in the embedded backend)
-  with the winner's hyperparameters perturbed, applied in the trial after the restore;
-* the stop rule of `pbt.should_stop`; then every trial is stopped.
-
-The scheduler's state (the SearchRecord, the random stream, every member's next checkpoint and
-hyperparameters, the reports of the generation in progress) is written atomically to ray/pbt_state.json
-after every report and decision. It is the single source of truth: when a killed search is rerun, Tune's
-experiment is restored (`Tuner.restore`) and the scheduler rewrites each restored trial's configuration and
-checkpoint from its own state, so completed generations and members that already reported the generation in
-progress are not trained again. A failed trial (a killed worker or node) is restarted by Tune from its last
-checkpoint (FailureConfig.max_failures).
-
-Code: this module is the driver (run_ray); ray_trainable the trial; ray_scheduler the scheduler; every use of
-Tune's private API is in ray_tune_private.
-
-Files (besides the common results layout of results.py):
-    ray/search/          the Ray Tune experiment (one folder per trial, with its checkpoints)
-    ray/pbt_state.json   the scheduler's state
-    ray/reports.jsonl    every accepted report, appended (per-epoch rows for metrics.csv)
-    ray/members.csv      one row per accepted report: node, trial, checksums of the restored and saved state
+PBT is per member whatever k, with the embedded backend's end of a generation (`generation.SearchDriver`)
+and random stream, so both backends make the same decisions. `ray_trainable` is the trial, `ray_scheduler`
+the scheduler (synchronous generations, resumable from ray/pbt_state.json); every use of Tune's private API
+is in `ray_tune_private`. The design is described in docs/architecture-train-search.md.
 """
 
 from __future__ import annotations
@@ -49,8 +21,8 @@ from ..layout import MEMBER_CKPT, RAY_DIR
 from ..names import METRIC
 from ..train.checkpoint import load_checkpoint
 from .generation import best_ranked, state_metrics
-from .ray_scheduler import MAX_FAILURES, BinaryTournamentPBT, restoring_in, trial_group
-from .ray_trainable import group_trainable, member_state
+from .ray_scheduler import MAX_FAILURES, BinaryTournamentPBT, restoring_in
+from .ray_trainable import group_trainable, member_state, trial_group
 from .ray_tune_private import resume_everything, use_token_if_available
 from .results import SearchOutcome, SearchSettings, search_log, write_best_model
 from .space import SearchSpace
@@ -88,6 +60,44 @@ def run_ray(
         raise ConfigError(
             "the Ray backend needs Ray: pip install 'autolfads[ray]' (or use --backend embedded)"
         ) from None
+    cpus, gpus = _trial_resources(
+        settings, cpus_per_member, gpus_per_member, members_per_trial, cpus_per_trial, gpus_per_trial
+    )
+    workdir = Path(workdir).resolve()
+    log = search_log(workdir)
+    base = member_hparams(config)
+    scheduler = BinaryTournamentPBT(workdir, space, settings, base, members_per_trial)
+    if scheduler.finished:
+        log(f"the search in {workdir} is complete; writing the best model again")
+        return _outcome(scheduler, config, data, settings, workdir, log)
+    started_ray = not ray.is_initialized()
+    if started_ray:
+        _start_ray(ray, address, log)
+        _check_local_resources(ray, cpus, gpus)
+    try:
+        _fit(tune, config, data, settings, workdir, scheduler, cpus, gpus, log)
+    finally:
+        if started_ray:
+            ray.shutdown()
+    scheduler = BinaryTournamentPBT(workdir, space, settings, base, members_per_trial)  # the state on disk is the truth
+    if not scheduler.finished:
+        raise RayBackendError(
+            f"the search stopped after {scheduler.record.generation} generations: a member failed more than "
+            f"{MAX_FAILURES} times or the run was interrupted (see {workdir / RAY_DIR / EXPERIMENT} and search.log); "
+            "rerun the same command to resume"
+        )
+    return _outcome(scheduler, config, data, settings, workdir, log)
+
+
+def _trial_resources(
+    settings: SearchSettings,
+    cpus_per_member: float,
+    gpus_per_member: float,
+    members_per_trial: int,
+    cpus_per_trial: float | None,
+    gpus_per_trial: float | None,
+) -> tuple[float, float]:
+    """A trial's CPUs and GPUs, checked."""
     if cpus_per_member <= 0 or gpus_per_member < 0:
         raise ConfigError(
             f"cpus_per_member must be > 0 and gpus_per_member >= 0, got {cpus_per_member} and {gpus_per_member}"
@@ -100,44 +110,30 @@ def run_ray(
     gpus = gpus_per_member * members_per_trial if gpus_per_trial is None else gpus_per_trial
     if cpus <= 0 or gpus < 0:
         raise ConfigError(f"cpus_per_trial must be > 0 and gpus_per_trial >= 0, got {cpus} and {gpus}")
-    workdir = Path(workdir).resolve()
-    log = search_log(workdir)
-    base = member_hparams(config)
-    scheduler = BinaryTournamentPBT(workdir, space, settings, base, members_per_trial)
-    if scheduler.finished:
-        log(f"the search in {workdir} is complete; writing the best model again")
-    else:
-        started_ray = False
-        if not ray.is_initialized():
-            quiet = {"logging_level": logging.WARNING, "logging_config": ray.LoggingConfig(log_level="WARNING")}
-            if address is None:  # "local": never attach to a cluster found in the environment by accident
-                ray.init(address="local", include_dashboard=False, **quiet)
-            else:
-                try:
-                    _check_reachable(address)
-                    if address != "auto" and "RAY_AUTH_MODE" not in os.environ and use_token_if_available():
-                        log("a Ray token is at hand: joining the cluster with RAY_AUTH_MODE=token")
-                    ray.init(address=address, **quiet)
-                except (ConnectionError, ValueError) as err:
-                    raise ConfigError(
-                        f"cannot join the Ray cluster at {address!r}: {err}. Start one (`ray start --head`, `ray up deploy/ray/...`), "
-                        "set RAY_AUTH_MODE=token if the cluster uses token authentication, or leave out the address for a local Ray instance"
-                    ) from None
-            started_ray = True
-            _check_local_resources(ray, cpus, gpus)
-        try:
-            _fit(tune, config, data, settings, workdir, scheduler, cpus, gpus, log)
-        finally:
-            if started_ray:
-                ray.shutdown()
-        scheduler = BinaryTournamentPBT(
-            workdir, space, settings, base, members_per_trial
-        )  # the state on disk is the truth
-        if not scheduler.finished:
-            raise RayBackendError(
-                f"the search stopped after {scheduler.record.generation} generations: a member failed more than {MAX_FAILURES} times "
-                f"or the run was interrupted (see {workdir / RAY_DIR / EXPERIMENT} and search.log); rerun the same command to resume"
-            )
+    return cpus, gpus
+
+
+def _start_ray(ray, address: str | None, log) -> None:
+    """A local Ray instance (address None: never a cluster found in the environment by accident) or a cluster's."""
+    quiet = {"logging_level": logging.WARNING, "logging_config": ray.LoggingConfig(log_level="WARNING")}
+    if address is None:
+        ray.init(address="local", include_dashboard=False, **quiet)
+        return
+    try:
+        _check_reachable(address)
+        if address != "auto" and "RAY_AUTH_MODE" not in os.environ and use_token_if_available():
+            log("a Ray token is at hand: joining the cluster with RAY_AUTH_MODE=token")
+        ray.init(address=address, **quiet)
+    except (ConnectionError, ValueError) as err:
+        raise ConfigError(
+            f"cannot join the Ray cluster at {address!r}: {err}. Start one (`ray start --head`, "
+            "`ray up deploy/ray/...`), set RAY_AUTH_MODE=token if the cluster uses token authentication, or leave "
+            "out the address for a local Ray instance"
+        ) from None
+
+
+def _outcome(scheduler, config: Config, data, settings: SearchSettings, workdir: Path, log) -> SearchOutcome:
+    """The best member of the last generation written as best_model/, and the search's outcome."""
     final = scheduler.final
     metrics = state_metrics([final[m]["metrics"] for m in range(settings.population)])
     best = best_ranked(metrics, settings.metric)
@@ -179,8 +175,9 @@ def _check_local_resources(ray, cpus: float, gpus: float) -> None:
     if cpus > available.get("CPU", 0) or gpus > available.get("GPU", 0):
         ray.shutdown()
         raise ConfigError(
-            f"a trial needs {cpus:g} CPUs and {gpus:g} GPUs, but this machine's Ray instance has {available.get('CPU', 0):g} CPUs "
-            f"and {available.get('GPU', 0):g} GPUs; lower --cpus-per-member/--gpus-per-member (or the per-trial figures) or join a cluster with --address"
+            f"a trial needs {cpus:g} CPUs and {gpus:g} GPUs, but this machine's Ray instance has "
+            f"{available.get('CPU', 0):g} CPUs and {available.get('GPU', 0):g} GPUs; lower "
+            "--cpus-per-member/--gpus-per-member (or the per-trial figures) or join a cluster with --address"
         )
 
 
@@ -231,7 +228,8 @@ def _fit(tune, config, data, settings, workdir, scheduler, cpus, gpus, log) -> N
 
 
 def _trial_name(groups: list[tuple[int, ...]], trial) -> str:
-    """member_003_<id> for one member per trial (or an experiment made before groups), members_004-007_<id> for a group."""
+    """member_003_<id> for one member per trial (or an experiment made before groups), members_004-007_<id> for
+    a group."""
     members = groups[trial_group(trial)]
     if len(members) == 1:
         return f"member_{members[0]:03d}_{trial.trial_id}"

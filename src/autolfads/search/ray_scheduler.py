@@ -1,41 +1,30 @@
-"""The Ray backend's scheduler: synchronous binary-tournament PBT as a Ray Tune TrialScheduler (see ray_backend)."""
+"""The Ray backend's scheduler: synchronous binary-tournament PBT as a Ray Tune TrialScheduler.
+
+Its state (ray/pbt_state.json, `ray_records`) is the single source of truth of a Ray search, so a killed
+search resumes where it stopped; the design is in docs/architecture-train-search.md.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
-import time
 from pathlib import Path
 from typing import Any
 
 from ..errors import CheckpointError
-from ..files import write_atomic
-from ..layout import MEMBER_CKPT, MEMBERS_FILE, PBT_STATE_FILE, RAY_DIR, REPORTS_FILE, TENSORBOARD_DIR, member_folder
+from ..layout import MEMBER_CKPT, RAY_DIR
 from ..names import METRIC
-from ..train.run import TensorBoard
 from .generation import SearchDriver, state_metrics
 from .pbt import Exploit
 from .progress import SearchProgress
+from .ray_records import REPORT_KEYS, RayRecords, read_state, write_state
+from .ray_trainable import trial_group, trial_groups
 from .ray_tune_private import pause_requeued, reset_failures, set_latest_checkpoint, skip_used_checkpoint_names
 from .results import SearchRecord, SearchSettings, search_log
 from .space import SearchSpace
 
 MAX_FAILURES = 3  # restarts of one trial from its last checkpoint before the search gives up (rerun resumes)
-STATE_VERSION = 1
-_REPORT_KEYS = (
-    "epoch",
-    "generation",
-    "member",
-    "group",
-    "node_id",
-    "torch_threads",
-    "restored_member",
-    "restored_checksum",
-    "saved_checksum",
-    "report_id",
-    "started_at",
-)
 _restoring_workdir: Path | None = None  # set by restoring_in while Tune unpickles the scheduler
 
 try:  # the module imports without Ray, so that run_ray can say how to install it
@@ -46,7 +35,8 @@ except ImportError:  # pragma: no cover - exercised only without Ray
 
 @contextlib.contextmanager
 def restoring_in(workdir: Path):
-    """While Tune restores an experiment, the scheduler it unpickles from tuner.pkl reads this workdir (even if it moved)."""
+    """While Tune restores an experiment, the scheduler it unpickles from tuner.pkl reads this workdir (even if
+    it moved)."""
     global _restoring_workdir
     _restoring_workdir = workdir
     try:
@@ -56,15 +46,15 @@ def restoring_in(workdir: Path):
 
 
 class BinaryTournamentPBT(_SchedulerBase):
-    """Synchronous binary-tournament PBT as a Ray Tune TrialScheduler (see the module docstring).
+    """Synchronous binary-tournament PBT as a Ray Tune TrialScheduler (docs/architecture-train-search.md).
 
     A trial trains a group of members (members_per_trial, default 1); the state, the reports and the decisions
     are per member. Overrides of FIFOScheduler: on_trial_add (a new, restored or restarted trial gets its
     members' hyperparameters and starting states from the scheduler's state), on_trial_result (record the
-    report of each of its members, PAUSE),
-    on_trial_error, choose_trial_to_run (the generation's decision once everyone is paused at the barrier; then
-    the paused members of the next generation), debug_string. Ray's PopulationBasedTraining is not used: its
-    quantile truncation, perturbation and sync bookkeeping are not AutoLFADS'.
+    report of each of its members, PAUSE), on_trial_error, choose_trial_to_run (the generation's decision once
+    everyone is paused at the barrier; then the paused members of the next generation), debug_string. Ray's
+    PopulationBasedTraining is not used: its quantile truncation, perturbation and sync bookkeeping are not
+    AutoLFADS'.
     """
 
     _supports_buffered_results = False  # one report per generation, each answered before the next
@@ -96,12 +86,8 @@ class BinaryTournamentPBT(_SchedulerBase):
         }
 
     def __setstate__(self, state: dict) -> None:
-        self.workdir, self.space, self.settings = (
-            Path(_restoring_workdir or state["workdir"]),
-            state["space"],
-            state["settings"],
-        )
-        self.base_hparams = state["base_hparams"]
+        self.workdir = Path(_restoring_workdir or state["workdir"])
+        self.space, self.settings, self.base_hparams = state["space"], state["settings"], state["base_hparams"]
         self.members_per_trial = int(state.get("members_per_trial", 1))
         self._metric = METRIC
         self._load()
@@ -124,16 +110,9 @@ class BinaryTournamentPBT(_SchedulerBase):
         self._trials_logged = False
         self._stopping = False
         self._requeued: set[str] = set()
-        self._boards: dict[int, TensorBoard] = {}
-        path = self.folder / PBT_STATE_FILE
-        if path.exists():
-            state = json.loads(path.read_text())
-            if state.get("version") != STATE_VERSION or state.get("population") != self.population:
-                raise CheckpointError(f"{path} belongs to a different search; use a new workdir")
-            if state.get("members_per_trial", 1) != self.members_per_trial:
-                raise CheckpointError(
-                    f"{path} is a search with {state.get('members_per_trial', 1)} members per trial; rerun it with --members-per-trial {state.get('members_per_trial', 1)}"
-                )
+        self.records = RayRecords(self.workdir, self.log)
+        state = read_state(self.workdir, self.population, self.members_per_trial)
+        if state is not None:
             self.record = SearchRecord.from_dict(state["record"])
             self._start_driver()
             self.hparams, self.start, self.own = state["hparams"], state["start"], state["own"]
@@ -149,15 +128,12 @@ class BinaryTournamentPBT(_SchedulerBase):
             self.hparams = [
                 {**self.base_hparams, **values} for values in self.space.sample_initial(self.population, self.rng)
             ]
-            self.start, self.own, self.source = (
-                [None] * self.population,
-                [None] * self.population,
-                list(range(self.population)),
-            )
+            self.start, self.own = [None] * self.population, [None] * self.population
+            self.source = list(range(self.population))
             self.reports, self.final, self.final_hparams = {}, {}, None
             self._resumed = False
             self._save()
-        self.rows = _read_reports(self.folder / REPORTS_FILE)
+        self.rows = self.records.rows()
 
     def _start_driver(self) -> None:
         progress = SearchProgress(self.population, self.settings.max_generations, self.record.generation, self.log)
@@ -166,7 +142,6 @@ class BinaryTournamentPBT(_SchedulerBase):
 
     def _save(self) -> None:
         state = {
-            "version": STATE_VERSION,
             "population": self.population,
             "members_per_trial": self.members_per_trial,
             "record": {**self.record.to_dict(), "rng_state": self.rng.bit_generator.state},  # mid-generation too
@@ -178,7 +153,7 @@ class BinaryTournamentPBT(_SchedulerBase):
             "final": {str(m): report for m, report in self.final.items()} or None,
             "final_hparams": self.final_hparams,
         }
-        _write_json(self.folder / PBT_STATE_FILE, state)
+        write_state(self.workdir, state)
 
     def _rel(self, path: str) -> str:
         return os.path.relpath(path, self.workdir)
@@ -191,6 +166,8 @@ class BinaryTournamentPBT(_SchedulerBase):
         return True
 
     def on_trial_add(self, tune_controller, trial) -> None:
+        """A new, restored or restarted trial: its members' hyperparameters and starting states from our state;
+        a group that already reported the generation in progress waits at the barrier, paused."""
         from ray.tune.experiment import Trial
 
         group = trial_group(trial)
@@ -203,23 +180,7 @@ class BinaryTournamentPBT(_SchedulerBase):
             return
         if not requeued:  # new, or restored by a rerun: MAX_FAILURES restarts from here on
             reset_failures(trial)
-        if any(m in self.reports and self.reports[m]["checkpoint"] is None for m in members):
-            # Reported, but the checkpoint was not seen registered: take Tune's if it is that very report.
-            latest = trial.latest_checkpoint_result
-            for member in members:
-                report = self.reports.get(member)
-                if report is None or report["checkpoint"] is not None:
-                    continue
-                if (
-                    latest is not None
-                    and latest.checkpoint is not None
-                    and latest.metrics.get("report_id") == report["report_id"]
-                ):
-                    report["checkpoint"] = self._rel(latest.checkpoint.path)
-                    self._members_row(member, report)
-                else:
-                    del self.reports[member]
-            self._save()
+        self._keep_registered_reports(trial, members)
         if all(m in self.reports for m in members):  # done with this generation: wait at the barrier, paused
             report = self.reports[members[0]]
             set_latest_checkpoint(trial, self.workdir / report["checkpoint"], report["metrics"])
@@ -234,7 +195,8 @@ class BinaryTournamentPBT(_SchedulerBase):
                 for path in (self.start[member], self.own[member]):
                     if path is not None and not (self.workdir / path / MEMBER_CKPT).is_file():
                         raise CheckpointError(
-                            f"member {member} should continue from {self.workdir / path}, which is gone; the search cannot resume"
+                            f"member {member} should continue from {self.workdir / path}, which is gone; "
+                            "the search cannot resume"
                         )
             set_latest_checkpoint(
                 trial, self._group_checkpoint(group), {"group": group, "generation": self.record.generation - 1}
@@ -242,22 +204,44 @@ class BinaryTournamentPBT(_SchedulerBase):
         trial.set_config(self._trial_config(group))
         if not self._trials_logged and len(self._trials) == len(self.groups):
             self._trials_logged = True
-            packing = (
-                f", {self.members_per_trial} members per trial ({len(self.groups)} trials)"
-                if self.members_per_trial > 1
-                else ""
-            )
-            if self._resumed:
-                self.log(
-                    f"resumed the search in {self.workdir} at generation {self.record.generation} ({len(self._done())} members had finished it)"
-                )
+            self._log_start()
+
+    def _keep_registered_reports(self, trial, members: tuple[int, ...]) -> None:
+        """Reports whose checkpoint was not seen registered: keep one if Tune's latest is that very report."""
+        if not any(m in self.reports and self.reports[m]["checkpoint"] is None for m in members):
+            return
+        latest = trial.latest_checkpoint_result
+        for member in members:
+            report = self.reports.get(member)
+            if report is None or report["checkpoint"] is not None:
+                continue
+            if _is_report(latest, report):
+                report["checkpoint"] = self._rel(latest.checkpoint.path)
+                self._members_row(member, report)
             else:
-                self.log(
-                    f"new Ray search: population {self.population}{packing}, {self.settings.epochs_per_generation} epochs per generation (the first adds the KL/L2 ramps)"
-                )
+                del self.reports[member]
+        self._save()
+
+    def _log_start(self) -> None:
+        if self._resumed:
+            self.log(
+                f"resumed the search in {self.workdir} at generation {self.record.generation} "
+                f"({len(self._done())} members had finished it)"
+            )
+            return
+        packing = (
+            f", {self.members_per_trial} members per trial ({len(self.groups)} trials)"
+            if self.members_per_trial > 1
+            else ""
+        )
+        self.log(
+            f"new Ray search: population {self.population}{packing}, {self.settings.epochs_per_generation} epochs "
+            "per generation (the first adds the KL/L2 ramps)"
+        )
 
     def _group_checkpoint(self, group: int) -> Path | None:
-        """The checkpoint the group's trial reported last (Tune's restore point for the trial), None before the first."""
+        """The checkpoint the group's trial reported last (Tune's restore point for the trial), None before the
+        first."""
         first = self.groups[group][0]
         path = self.own[first] or self.start[first]  # an exploited member's own state, else its start is its group's
         return None if path is None else self.workdir / path
@@ -271,9 +255,7 @@ class BinaryTournamentPBT(_SchedulerBase):
             "hparams": [dict(self.hparams[m]) for m in members],
             "start": [self.start[m] for m in members],  # the checkpoint each member starts from ...
             "source": [self.source[m] for m in members],  # ... and whose state in it (the winner's after an exploit)
-            "own": [
-                self.own[m] for m in members
-            ],  # after an exploit: the member's own last checkpoint (random stream, history)
+            "own": [self.own[m] for m in members],  # after an exploit: its own last checkpoint (rng, history)
         }
 
     def on_trial_error(self, tune_controller, trial) -> None:
@@ -283,38 +265,20 @@ class BinaryTournamentPBT(_SchedulerBase):
         group, generation = int(result["group"]), int(result["generation"])
         if self.finished or generation != self.record.generation or group != trial_group(trial):
             self.log(
-                f"ignored a report of trial {group} for generation {generation} (expected generation {self.record.generation})"
+                f"ignored a report of trial {group} for generation {generation} "
+                f"(expected generation {self.record.generation})"
             )
             return self.PAUSE
         rows = json.loads(result["rows"])
-        shared = {key: result[key] for key in _REPORT_KEYS if key in result}
+        shared = {key: result[key] for key in REPORT_KEYS if key in result}
         for values in json.loads(result["members"]):
             member = int(values["member"])
-            metrics = {name: value for name, value in values.items() if name not in _REPORT_KEYS}
-            metrics.update({key: values.get(key, shared.get(key)) for key in _REPORT_KEYS})
+            metrics = {name: value for name, value in values.items() if name not in REPORT_KEYS}
+            metrics.update({key: values.get(key, shared.get(key)) for key in REPORT_KEYS})
             self.reports[member] = {"report_id": result["report_id"], "metrics": metrics, "checkpoint": None}
             mine = [row for row in rows if int(row["member"]) == member]
-            entry = {
-                "generation": generation,
-                "member": member,
-                "trial_id": trial.trial_id,
-                "time": time.time(),
-                **{
-                    k: metrics[k]
-                    for k in (
-                        "report_id",
-                        "node_id",
-                        "started_at",
-                        "restored_member",
-                        "restored_checksum",
-                        "saved_checksum",
-                        METRIC,
-                    )
-                },
-            }
-            _append_jsonl(self.folder / REPORTS_FILE, {**entry, "rows": mine})
+            self.records.add_report(member, generation, trial.trial_id, metrics, mine)
             self.rows[(member, generation)] = mine
-            self._board(member, mine)
         reset_failures(trial)  # MAX_FAILURES restarts per generation, not per search
         self._save()
         for member in self.groups[group]:
@@ -332,7 +296,8 @@ class BinaryTournamentPBT(_SchedulerBase):
         if self.finished or failed:
             if failed and not self._stopping:
                 self.log(
-                    f"member(s) {failed} failed more than {MAX_FAILURES} times in a generation; stopping the search (rerun to resume)"
+                    f"member(s) {failed} failed more than {MAX_FAILURES} times in a generation; stopping the search "
+                    "(rerun to resume)"
                 )
             self._stopping = True
             for trial in trials:  # a running trial still reports its generation (kept for the rerun), then stops
@@ -356,7 +321,8 @@ class BinaryTournamentPBT(_SchedulerBase):
         return None
 
     def debug_string(self) -> str:
-        return f"BinaryTournamentPBT: generation {self.record.generation}, {len(self._done())}/{self.population} members reported"
+        done = f"{len(self._done())}/{self.population}"
+        return f"BinaryTournamentPBT: generation {self.record.generation}, {done} members reported"
 
     # ---- the decision
     def _done(self) -> list[int]:
@@ -369,13 +335,8 @@ class BinaryTournamentPBT(_SchedulerBase):
             trial = self._trials.get(self.group_of[member])
             if report["checkpoint"] is not None or trial is None:
                 continue
-            latest = trial.latest_checkpoint_result
-            if (
-                latest is not None
-                and latest.checkpoint is not None
-                and latest.metrics.get("report_id") == report["report_id"]
-            ):
-                report["checkpoint"] = self._rel(latest.checkpoint.path)
+            if _is_report(trial.latest_checkpoint_result, report):
+                report["checkpoint"] = self._rel(trial.latest_checkpoint_result.checkpoint.path)
                 self._members_row(member, report)
                 changed = True
         if changed:
@@ -420,82 +381,15 @@ class BinaryTournamentPBT(_SchedulerBase):
         )
         if record.finished:
             self.driver.progress.close()
-            for board in self._boards.values():
-                board.close()
-
-    # ---- side outputs
-    def _board(self, member: int, rows: list[dict]) -> None:
-        try:
-            board = self._boards.setdefault(member, TensorBoard(self.workdir / TENSORBOARD_DIR / member_folder(member)))
-            for row in rows:
-                board.add(row)
-            if board.writer is not None:
-                board.writer.flush()
-        except Exception as err:  # TensorBoard is a convenience; the CSV tables are the record
-            self.log(f"tensorboard: {err}")
+            self.records.close()
 
     def _members_row(self, member: int, report: dict) -> None:
-        path = self.folder / MEMBERS_FILE
-        fields = (
-            "generation",
-            "member",
-            "trial_id",
-            "node_id",
-            "torch_threads",
-            "restored_member",
-            "restored_checksum",
-            "saved_checksum",
-            "report_id",
-        )
         trial = self._trials.get(self.group_of[member])
-        values = {
-            **{k: report["metrics"].get(k, "") for k in fields},
-            "trial_id": trial.trial_id if trial else "",
-            "checkpoint": report["checkpoint"],
-        }
-        new = not path.exists()
-        with open(path, "a") as f:
-            if new:
-                f.write(",".join((*fields, "checkpoint")) + "\n")
-            f.write(",".join(str(values[k]) for k in (*fields, "checkpoint")) + "\n")
+        self.records.add_checkpoint(trial.trial_id if trial else "", report)
 
 
-def trial_groups(population: int, members_per_trial: int) -> list[tuple[int, ...]]:
-    """The members of each trial: contiguous groups of members_per_trial (the last may be smaller)."""
-    if members_per_trial < 1:
-        raise ValueError(f"members_per_trial must be >= 1, got {members_per_trial}")
-    return [
-        tuple(range(first, min(first + members_per_trial, population)))
-        for first in range(0, population, members_per_trial)
-    ]
-
-
-def trial_group(trial) -> int:
-    """A trial's group (an experiment made before groups names its one member, the same number)."""
-    return int(trial.config["group"] if "group" in trial.config else trial.config["member"])
-
-
-def _read_reports(path: Path) -> dict[tuple[int, int], list[dict]]:
-    """Per-epoch rows by (member, generation); a later report of the same generation replaces an earlier one."""
-    rows: dict[tuple[int, int], list[dict]] = {}
-    if not path.exists():
-        return rows
-    for line in path.read_text().splitlines():
-        try:
-            entry = json.loads(line)
-        except json.JSONDecodeError:  # a line cut by a kill
-            continue
-        rows[(int(entry["member"]), int(entry["generation"]))] = entry["rows"]
-    return rows
-
-
-def _append_jsonl(path: Path, entry: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as f:
-        f.write("\n" + json.dumps(entry) + "\n")  # a leading newline isolates a line cut by an earlier kill
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _write_json(path: Path, data: dict) -> None:
-    write_atomic(path, json.dumps(data), mkdir=True)
+def _is_report(latest, report: dict) -> bool:
+    """Tune's latest registered checkpoint result is the one of this report."""
+    return (
+        latest is not None and latest.checkpoint is not None and latest.metrics.get("report_id") == report["report_id"]
+    )

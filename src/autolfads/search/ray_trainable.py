@@ -16,6 +16,7 @@ from ..errors import CheckpointError
 from ..layout import MEMBER_CKPT
 from ..names import METRIC
 from ..train.checkpoint import load_checkpoint, save_checkpoint
+from ..train.nlb_scoring import load_nlb_targets
 from ..train.population_state import join_members, select_members
 from ..train.trainer import Trainer
 from .pbt import generation_epochs
@@ -58,49 +59,20 @@ def group_trainable(
     config = Config.model_validate(config_dict)
     if gpus == 0 and config.train.device == "auto":  # a trial given no GPU must not take one
         config = Config.model_validate({**config_dict, "train": {**config_dict["train"], "device": "cpu"}})
-    group, members = int(tune_config["group"]), [int(m) for m in tune_config["members"]]
+    members = [int(m) for m in tune_config["members"]]
     hparams = [dict(h) for h in tune_config["hparams"]]
-    trainer = Trainer(config, data, population=hparams, member_seeds=[config.train.seed + m for m in members])
-    expected = int(tune_config["generation"])
-    starts, sources, owns = tune_config["start"], tune_config["source"], tune_config["own"]
-    restored = [(-1, "")] * len(members)
-    if expected > 0:
-        if None in starts:
-            raise CheckpointError(
-                f"trial {group} (members {members}) has no checkpoint to start generation {expected} from"
-            )
-        payloads: dict[str, dict] = {}
-
-        def payload(path: str) -> dict:
-            if path not in payloads:
-                payloads[path] = load_checkpoint(Path(workdir) / path / MEMBER_CKPT, map_location=trainer.device)
-                done = int(payloads[path]["generations_done"])
-                if done != expected:
-                    raise CheckpointError(
-                        f"{path} holds the state after {done} generations, but generation {expected} is next"
-                    )
-            return payloads[path]
-
-        pieces = []
-        for member, start, source, own in zip(members, starts, sources, owns, strict=True):
-            piece = member_state(payload(start), int(source))
-            if own is not None:  # exploited: the member's own random stream and history stay
-                mine = member_state(payload(own), member)
-                piece["rng"]["members"], piece["history"] = mine["rng"]["members"], mine["history"]
-            pieces.append(piece)
-        state = join_members(pieces, [[i] for i in range(len(members))])
-        trainer.load_state_dict(state)
-        restored = [(int(source), member_checksum(state, i)) for i, source in enumerate(sources)]
-    for i, own in enumerate(owns):  # after the restore, so the copied state does not overwrite them
+    seeds = [config.train.seed + m for m in members]
+    trainer = Trainer(config, data, population=hparams, member_seeds=seeds, nlb_targets=load_nlb_targets(config))
+    restored = _restore(trainer, tune_config, Path(workdir))
+    for i, own in enumerate(tune_config["own"]):  # after the restore, so the copied state does not overwrite them
         if own is not None:
             trainer.set_member_hparams(i, hparams[i])
         else:
             changed = {name: value for name, value in hparams[i].items() if value != trainer.member_hparams(i)[name]}
             if changed:
                 trainer.set_member_hparams(i, changed)
-    node = ray.get_runtime_context().get_node_id()
-    generation = expected
-    while generation < max_generations:
+    context = {"group": int(tune_config["group"]), "node_id": ray.get_runtime_context().get_node_id()}
+    for generation in range(int(tune_config["generation"]), max_generations):
         first = len(trainer.history)
         epochs = generation_epochs(generation, epochs_per_generation, trainer.ramp_end_epoch)
         for done in range(1, epochs + 1):
@@ -108,42 +80,85 @@ def group_trainable(
         rows = [
             {**row, "generation": generation, "member": members[int(row["member"])]} for row in trainer.history[first:]
         ]
-        state = trainer.state_dict()
-        per_member = []
-        for i, member in enumerate(members):
-            last = [row for row in rows if row["member"] == member][-1]
-            per_member.append(
-                {
-                    **{name: value for name, value in last.items() if name not in ("epoch", "member", "generation")},
-                    "member": member,
-                    "restored_member": restored[i][0],
-                    "restored_checksum": restored[i][1],
-                    "saved_checksum": member_checksum(state, i),
-                }
-            )
-        metrics = {
-            METRIC: min(float(m[METRIC]) for m in per_member),  # Tune's own bookkeeping; the scheduler reads "members"
-            "epoch": trainer.epoch,
-            "generation": generation,
-            "group": group,
-            "node_id": node,
-            "torch_threads": torch.get_num_threads(),
-            "report_id": uuid.uuid4().hex,
-            "started_at": started_at,
-            "members": json.dumps(per_member),
-            "rows": json.dumps(rows),
-        }
-        with tempfile.TemporaryDirectory(prefix="autolfads-trial-") as folder:
-            save_checkpoint(
-                {**state, "config": config.to_dict(), "members": members, "generations_done": generation + 1},
-                Path(folder) / MEMBER_CKPT,
-            )
-            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
-        generation += 1
-        restored, started_at = (
-            [(member, per_member[i]["saved_checksum"]) for i, member in enumerate(members)],
-            time.time(),
+        saved = _report(
+            tune, trainer, config, members, generation, rows, restored, {**context, "started_at": started_at}
         )
+        restored, started_at = list(zip(members, saved, strict=True)), time.time()
+
+
+def _restore(trainer: Trainer, tune_config: dict, workdir: Path) -> list[tuple[int, str]]:
+    """Each member's start of the generation (none before the first); returns (restored member, checksum) of each
+    (-1 and "" when nothing was restored)."""
+    members, expected = [int(m) for m in tune_config["members"]], int(tune_config["generation"])
+    starts, sources, owns = tune_config["start"], tune_config["source"], tune_config["own"]
+    if expected == 0:
+        return [(-1, "")] * len(members)
+    if None in starts:
+        raise CheckpointError(
+            f"trial {tune_config['group']} (members {members}) has no checkpoint to start generation {expected} from"
+        )
+    payloads: dict[str, dict] = {}
+
+    def payload(path: str) -> dict:
+        if path not in payloads:
+            payloads[path] = load_checkpoint(workdir / path / MEMBER_CKPT, map_location=trainer.device)
+            done = int(payloads[path]["generations_done"])
+            if done != expected:
+                raise CheckpointError(
+                    f"{path} holds the state after {done} generations, but generation {expected} is next"
+                )
+        return payloads[path]
+
+    pieces = []
+    for member, start, source, own in zip(members, starts, sources, owns, strict=True):
+        piece = member_state(payload(start), int(source))
+        if own is not None:  # exploited: the member's own random stream and history stay
+            mine = member_state(payload(own), member)
+            piece["rng"]["members"], piece["history"] = mine["rng"]["members"], mine["history"]
+        pieces.append(piece)
+    state = join_members(pieces, [[i] for i in range(len(members))])
+    trainer.load_state_dict(state)
+    return [(int(source), member_checksum(state, i)) for i, source in enumerate(sources)]
+
+
+def _report(
+    tune, trainer: Trainer, config: Config, members: list[int], generation: int, rows: list[dict], restored, context
+) -> list[str]:
+    """Report the generation's last epoch of every member with one checkpoint; returns each member's checksum."""
+    import torch
+
+    state = trainer.state_dict()
+    per_member = []
+    for i, member in enumerate(members):
+        last = [row for row in rows if row["member"] == member][-1]
+        per_member.append(
+            {
+                **{name: value for name, value in last.items() if name not in ("epoch", "member", "generation")},
+                "member": member,
+                "restored_member": restored[i][0],
+                "restored_checksum": restored[i][1],
+                "saved_checksum": member_checksum(state, i),
+            }
+        )
+    metrics = {
+        METRIC: min(float(m[METRIC]) for m in per_member),  # Tune's own bookkeeping; the scheduler reads "members"
+        "epoch": trainer.epoch,
+        "generation": generation,
+        "group": context["group"],
+        "node_id": context["node_id"],
+        "torch_threads": torch.get_num_threads(),
+        "report_id": uuid.uuid4().hex,
+        "started_at": context["started_at"],
+        "members": json.dumps(per_member),
+        "rows": json.dumps(rows),
+    }
+    with tempfile.TemporaryDirectory(prefix="autolfads-trial-") as folder:
+        save_checkpoint(
+            {**state, "config": config.to_dict(), "members": members, "generations_done": generation + 1},
+            Path(folder) / MEMBER_CKPT,
+        )
+        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+    return [m["saved_checksum"] for m in per_member]
 
 
 def member_checksum(state: dict, index: int) -> str:
@@ -159,3 +174,18 @@ def member_checksum(state: dict, index: int) -> str:
     ]:
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()[:16]
+
+
+def trial_groups(population: int, members_per_trial: int) -> list[tuple[int, ...]]:
+    """The members of each trial: contiguous groups of members_per_trial (the last may be smaller)."""
+    if members_per_trial < 1:
+        raise ValueError(f"members_per_trial must be >= 1, got {members_per_trial}")
+    return [
+        tuple(range(first, min(first + members_per_trial, population)))
+        for first in range(0, population, members_per_trial)
+    ]
+
+
+def trial_group(trial) -> int:
+    """A trial's group (an experiment made before groups names its one member, the same number)."""
+    return int(trial.config["group"] if "group" in trial.config else trial.config["member"])

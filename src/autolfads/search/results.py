@@ -36,7 +36,8 @@ from ..layout import (
 )
 from ..names import HEADLINE_METRICS, METRIC, PBT_METRICS
 from ..train.checkpoint import save_checkpoint
-from ..train.run import RunLog, sample, write_csv
+from ..train.records import RunLog, write_csv
+from ..train.run import sample
 from .pbt import Exploit
 from .space import SearchSpace, load_search_space
 
@@ -53,7 +54,8 @@ class SearchSettings(BaseModel):
     )
     seed: int = Field(0, ge=0, description="Seed of the initial sampling, the tournaments and the perturbations.")
     backend: Literal["embedded", "ray"] = "embedded"
-    # What PBT ranks members by: METRIC or SAMPLED_METRIC (lower is better) or an NLB metric (higher is better; needs data.nlb_targets).
+    # What PBT ranks members by: METRIC or SAMPLED_METRIC (lower is better) or an NLB metric (higher is better;
+    # needs data.nlb_targets).
     # Early stopping, the best checkpoint and the stopping rule keep METRIC.
     metric: Literal[tuple(PBT_METRICS)] = METRIC  # type: ignore[valid-type]
 
@@ -111,12 +113,11 @@ class SearchOutcome:
     outputs: list[Path]  # the best model's lfads_output.h5, one per session of a stitched model
     wall_time_s: float
     best_metrics: dict[str, float] = field(default_factory=dict)  # the best member's last validation metrics
-    report: Path | None = None  # report.html, when one was written
     ranked_by: str = METRIC  # the metric that made best_member the best (SearchSettings.metric)
 
-    def summary(self) -> str:
+    def summary(self, report: Path | None = None) -> str:
         """The best member of the last generation: the one whose value the progress lines showed last, unless
-        the search ranks by an NLB metric (then it says so)."""
+        the search ranks by an NLB metric (then it says so). report: the report.html written, if any."""
         hparams = ", ".join(f"{name} {value:.4g}" for name, value in self.best_hparams.items())
         shown = ", ".join(
             f"{name} {self.best_metrics[name]:.4f}" for name in HEADLINE_METRICS if name in self.best_metrics
@@ -125,14 +126,16 @@ class SearchOutcome:
             ""
             if self.ranked_by == METRIC
             else (
-                f" (first by {self.ranked_by} {self.best_metrics.get(self.ranked_by, math.nan):.4f}; the progress lines show the lowest {METRIC})"
+                f" (first by {self.ranked_by} {self.best_metrics.get(self.ranked_by, math.nan):.4f}; "
+                f"the progress lines show the lowest {METRIC})"
             )
         )
         return (
-            f"search complete: {self.generations} generations in {self.wall_time_s / 60:.1f} min; best member {self.best_member} of the last generation, "
+            f"search complete: {self.generations} generations in {self.wall_time_s / 60:.1f} min; "
+            f"best member {self.best_member} of the last generation, "
             f"{METRIC} {self.best_metric:.5f}{ranking}\n  validation: {shown}\n  hyperparameters: {hparams}\n"
             f"  best model: {self.best_model}\n  rates and latents: {', '.join(map(str, self.outputs))}"
-            + (f"\n  report: {self.report}" if self.report else "")
+            + (f"\n  report: {report}" if report else "")
         )
 
 
@@ -151,7 +154,8 @@ def prepare_workdir(
     free = shutil.disk_usage(workdir).free
     if free < needed_bytes:
         raise CheckpointError(
-            f"the search workdir {workdir} has {free / 2**20:.0f} MiB free; this search needs about {needed_bytes / 2**20:.0f} MiB (checkpoints and outputs)"
+            f"the search workdir {workdir} has {free / 2**20:.0f} MiB free; this search needs about "
+            f"{needed_bytes / 2**20:.0f} MiB (checkpoints and outputs)"
         )
     settings_path = workdir / SETTINGS_FILE
     if settings_path.exists():
@@ -164,7 +168,8 @@ def prepare_workdir(
             changed.append("config")
         if changed:
             raise ConfigError(
-                f"{workdir} holds a search with different {', '.join(changed)}; rerun with the same ones to resume, or use a new --workdir"
+                f"{workdir} holds a search with different {', '.join(changed)}; rerun with the same ones to resume, "
+                "or use a new --workdir"
             )
         return
     save_config(config, workdir / CONFIG_FILE)
@@ -198,7 +203,8 @@ def write_tables(workdir: Path, record: SearchRecord, metric_rows: list[dict]) -
 def write_best_model(
     workdir: Path, config: Config, hparams: dict[str, float], member_state: dict, data: list[LFADSData], log: RunLog
 ) -> list[Path]:
-    """The best member as a run folder that `autolfads sample` and `autolfads train` accept; returns its output files."""
+    """The best member as a run folder that `autolfads sample` and `autolfads train` accept; returns its output
+    files."""
     folder = workdir / BEST_DIR
     folder.mkdir(exist_ok=True)
     member_config = with_member_hparams(config, hparams)

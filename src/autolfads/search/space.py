@@ -43,7 +43,8 @@ class HyperParameter(BaseModel):
             raise ValueError(f"initial ({self.initial}) lies outside [{self.low}, {self.high}]")
         if self.initial is not None and (self.initial < 0 or (self.log and self.initial <= 0)):
             raise ValueError(
-                f"initial ({self.initial}) must be {'> 0 on a log scale' if self.log else '>= 0'}: perturbing multiplies it"
+                f"initial ({self.initial}) must be {'> 0 on a log scale' if self.log else '>= 0'}: "
+                "perturbing multiplies it"
             )
         return self
 
@@ -119,7 +120,8 @@ def load_search_space(path: str | Path) -> SearchSpace:
         raise ConfigError(f"{path}: cannot read the search space: {err}") from None
     if not isinstance(raw, dict):
         raise ConfigError(
-            f"{path}: expected a mapping of hyperparameter names to {{low, high, log, explore_weight, enforce_limits, initial}}"
+            f"{path}: expected a mapping of hyperparameter names to "
+            "{low, high, log, explore_weight, enforce_limits, initial}"
         )
     try:
         return SearchSpace(params=raw)

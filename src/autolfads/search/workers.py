@@ -16,6 +16,7 @@ file on its socket (only the worker holds the other end) and raises WorkerFailed
 checkpoint is intact).
 """
 
+import contextlib
 import ctypes
 import io
 import os
@@ -36,6 +37,7 @@ import torch
 
 from ..config import Config
 from ..errors import AutoLFADSError, ConfigError
+from ..train.nlb_scoring import load_nlb_targets
 from ..train.population_state import select_members
 from ..train.run import read_sessions
 from ..train.trainer import Trainer
@@ -64,7 +66,8 @@ class WorkerPlan:
         threads = sorted(set(self.threads))
         return (
             f"{sum(map(len, self.members))} members on {self.workers} worker{'s' if self.workers > 1 else ''} "
-            f"({'-'.join(map(str, sizes))} members and {'-'.join(map(str, threads))} torch thread{'s' if threads != [1] else ''} each; {self.cpus} usable CPUs)"
+            f"({'-'.join(map(str, sizes))} members and {'-'.join(map(str, threads))} "
+            f"torch thread{'s' if threads != [1] else ''} each; {self.cpus} usable CPUs)"
         )
 
 
@@ -102,7 +105,9 @@ class MemberSlice:
     driver keeps the search's history)."""
 
     def __init__(self, config: Config, data, hparams: Sequence[dict], seeds: Sequence[int]):
-        self.trainer = Trainer(config, data, population=hparams, member_seeds=seeds)
+        self.trainer = Trainer(
+            config, data, population=hparams, member_seeds=seeds, nlb_targets=load_nlb_targets(config)
+        )
 
     def train(self, epochs: int, nlb: bool, on_epoch: Callable[[int], None]) -> dict:
         """Train `epochs` epochs (NLB metrics in the last one if nlb); the slice's state with this generation's rows."""
@@ -212,10 +217,8 @@ class ProcessWorkers:
     def close(self) -> None:
         """Stop every worker: ask, wait, then kill what is left (never leave a process behind)."""
         for connection in self.connections:
-            try:
+            with contextlib.suppress(OSError):  # it is gone already
                 _send(connection, {"kind": "stop"})
-            except OSError:  # it is gone already
-                pass
         deadline = time.monotonic() + STOP_TIMEOUT_S
         for process in self.processes:
             try:
@@ -268,7 +271,8 @@ class ProcessWorkers:
             process.kill()
             process.wait()
         raise WorkerFailed(
-            f"worker {worker} (pid {process.pid}, members {_span(self.plan.members[worker])}) died (exit code {process.returncode}); "
+            f"worker {worker} (pid {process.pid}, members {_span(self.plan.members[worker])}) "
+            f"died (exit code {process.returncode}); "
             "the checkpoint of the last completed generation is intact: rerun the same command to resume"
         )
 
@@ -335,8 +339,6 @@ def run_worker(connection: Connection, parent_pid: int) -> None:
             elif message["kind"] == "stop":
                 return
     except Exception:
-        try:
+        with contextlib.suppress(OSError):
             _send(connection, {"kind": "error", "traceback": traceback.format_exc()})
-        except OSError:
-            pass
-        raise SystemExit(1)
+        raise SystemExit(1) from None

@@ -1,6 +1,4 @@
-"""Training: objective, population optimizer, metrics, the Trainer loop, checkpoints and runs on disk."""
-
-from .run import TrainResult, load_run_data, sample, train
-from .trainer import Trainer
-
-__all__ = ["TrainResult", "Trainer", "load_run_data", "sample", "train"]
+"""Training: the Trainer (`trainer`: the epoch and the training step) and its parts (`batches`,
+`validation`, `nlb_scoring`, `schedule`, `member_state`, `objective`, `optim`, `metrics`), and a run on disk
+(`run`: train and sample; `checkpoint`, `records`). Importing this package imports nothing heavy: import
+from the submodules (`from autolfads.train.run import train`)."""

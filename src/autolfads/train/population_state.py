@@ -11,9 +11,7 @@ from collections.abc import Sequence
 
 import torch
 
-from .trainer import Trainer
-
-_TRAINING_STATE = ("lr", *Trainer._STATE_TENSORS)  # per-member tensors of state["trainer"]
+from .member_state import MEMBER_STATE_FIELDS  # the per-member tensors of state["trainer"]
 
 
 def member_tensors(state: dict) -> list[torch.Tensor]:
@@ -24,7 +22,7 @@ def member_tensors(state: dict) -> list[torch.Tensor]:
         optimizer["steps"],
         *optimizer["exp_avg"],
         *optimizer["exp_avg_sq"],
-        *(trainer[name] for name in _TRAINING_STATE),
+        *(trainer[name] for name in MEMBER_STATE_FIELDS),
     ]
 
 
@@ -48,7 +46,7 @@ def select_members(state: dict, members: Sequence[int]) -> dict:
         "trainer": {
             "epoch": trainer["epoch"],
             "members": [dict(trainer["members"][m]) for m in members],
-            **{name: take(trainer[name]) for name in _TRAINING_STATE},
+            **{name: take(trainer[name]) for name in MEMBER_STATE_FIELDS},
         },
         "rng": {"members": [state["rng"]["members"][m].clone() for m in members], "data": state["rng"]["data"].clone()},
         "history": [
@@ -95,7 +93,7 @@ def join_members(slices: Sequence[dict], members: Sequence[Sequence[int]]) -> di
         "trainer": {
             "epoch": first["trainer"]["epoch"],
             "members": by_member([t["members"] for t in trainer]),
-            **{name: cat([t[name] for t in trainer]) for name in _TRAINING_STATE},
+            **{name: cat([t[name] for t in trainer]) for name in MEMBER_STATE_FIELDS},
         },
         "rng": {"members": by_member([part["rng"]["members"] for part in slices]), "data": first["rng"]["data"]},
         "history": sorted(history, key=lambda row: (row["epoch"], row["member"])),

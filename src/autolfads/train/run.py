@@ -12,9 +12,6 @@ The checkpoint folder holds
 Running the same command again continues from last.ckpt; a kill -9 loses at most the current epoch.
 """
 
-import csv
-import io
-import math
 import sys
 import time
 from collections.abc import Callable
@@ -22,19 +19,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 from ..config import Config, ModelConfig, SessionDims, load_config, member_hparams, save_config
 from ..data.dataset import LFADSData, load_sessions
 from ..errors import CheckpointError, ConfigError, TrainingDiverged
-from ..files import write_text_atomic
 from ..layout import BEST_CKPT, CONFIG_FILE, LAST_CKPT, METRICS_FILE, OUTPUT_FILE, RUN_LOG, TENSORBOARD_DIR
-from ..names import MEMBER_HPARAMS, METRIC
-from ..output import output_paths, write_output
+from ..names import HEADLINE_METRICS, MEMBER_HPARAMS, METRIC
 from .checkpoint import load_checkpoint, remove_stale_temporaries, save_checkpoint
+from .nlb_scoring import load_nlb_targets
+from .output import output_paths, write_output
+from .records import Progress, RunLog, TensorBoard, write_csv
 from .trainer import Trainer
-
-DATA_DIMS = ("data_dim", "cs_dim", "seq_len", "fp_len", "ext_input_dim")
 
 
 @dataclass
@@ -45,7 +40,6 @@ class TrainResult:
     metrics: dict[str, float]  # the last epoch's row
     best_epoch: int
     outputs: list[Path]  # lfads_output.h5, or one file per session of a stitched model; empty if none was written
-    report: Path | None = None  # report.html, when one was written
 
 
 def load_run_data(config: Config, data_path: str | Path | None) -> tuple[Config, list[LFADSData]]:
@@ -102,18 +96,21 @@ def resolve_model_config(model: ModelConfig, sessions: list[LFADSData]) -> Model
         if len(sessions) == 1
         else f"the {len(sessions)} sessions {', '.join(str(s.path) for s in sessions)}"
     )
-    # In the encod/recon layout the file says which neurons and bins are held out: cs_dim / fp_len 0 (the default) defer to it.
+    # In the encod/recon layout the file says which neurons and bins are held out: cs_dim / fp_len 0 (the default)
+    # defer to it.
     deferred = ("cs_dim", "fp_len") if first.layout == "encod_recon" else ()
     for key, value in found.items():
         given = getattr(model, key)
         if given not in (None, []) and given != value and not (key in deferred and given == 0):
             shown = [dims.model_dump() for dims in value] if key == "sessions" else value
             raise ConfigError(
-                f"model.{key} is {given} in the config, but {where} has {shown}; fix the config or leave the key out to take it from the data"
+                f"model.{key} is {given} in the config, but {where} has {shown}; fix the config or leave the key out "
+                "to take it from the data"
             )
     if model.ic_enc_seq_len >= first.encod_seq_len:
         raise ConfigError(
-            f"model.ic_enc_seq_len ({model.ic_enc_seq_len}) must be smaller than the {first.encod_seq_len} encoded bins of {first.path}"
+            f"model.ic_enc_seq_len ({model.ic_enc_seq_len}) must be smaller than the {first.encod_seq_len} "
+            f"encoded bins of {first.path}"
         )
     return ModelConfig.model_validate({**model.model_dump(), **found})
 
@@ -125,13 +122,11 @@ def train(
     epochs: int | None = None,
     write_outputs: bool | None = None,
     echo: Callable[[str], None] | None = print,
-    report: bool = False,
 ) -> TrainResult:
     """Train (or resume) one model. `epochs`: train exactly that many more epochs (one PBT generation),
     ignoring max_epochs and early stopping; None: train until early stopping or max_epochs.
     write_outputs: sample the posterior into lfads_output.h5 (None: when training is complete).
-    echo: receives Katib-style `name=value` metric lines every epoch (None: silent).
-    report: write report.html in the run folder once complete or sampled (the command line does unless --no-report)."""
+    echo: receives Katib-style `name=value` metric lines every epoch (None: silent)."""
     folder = Path(checkpoint_dir)
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -142,32 +137,63 @@ def train(
     if config.train.threads is not None:
         torch.set_num_threads(config.train.threads)
     log = RunLog(folder / RUN_LOG)
-    trainer = Trainer(config, sessions)
-    if (folder / LAST_CKPT).exists():
-        payload = load_checkpoint(folder / LAST_CKPT, map_location=trainer.device)
-        check_compatible(Config.model_validate(payload["config"]), config, folder / LAST_CKPT)
-        trainer.load_state_dict(payload)
-        # Hyperparameters given now (e.g. by a Katib PBT trial) apply after the restore.
-        changed = {k: v for k, v in member_hparams(config).items() if v != trainer.member_hparams(0)[k]}
-        trainer.set_member_hparams(0, changed)
-        log(f"resumed from {folder / LAST_CKPT} at epoch {trainer.epoch}" + (f" with new {changed}" if changed else ""))
-    else:
+    trainer = Trainer(config, sessions, nlb_targets=load_nlb_targets(config))
+    resume_or_start(trainer, config, folder, log)
+    save_config(config, folder / CONFIG_FILE)
+    target = trainer.epoch + epochs if epochs is not None else config.train.max_epochs
+    train_epochs(trainer, config, folder, target, until_stopped=epochs is None, echo=echo, log=log)
+
+    complete = bool(trainer.stopped.all()) or trainer.epoch >= config.train.max_epochs
+    outputs = []
+    if write_outputs or (write_outputs is None and complete):
+        outputs = sample(folder, data_path, data=sessions, config=config, log=log)
+    best_epoch = int(trainer.best_epoch[0])
+    log(f"{'complete' if complete else 'paused'} after {trainer.epoch} epochs")
+    best = next((row for row in trainer.history if row["epoch"] == best_epoch), None)
+    if best is not None:
+        shown = (METRIC, *HEADLINE_METRICS)
+        log(f"best epoch {best_epoch}: " + ", ".join(f"{name} {best[name]:.4f}" for name in shown if name in best))
+    last = trainer.history[-1] if trainer.history else {}
+    return TrainResult(folder, trainer.epoch, complete, last, best_epoch, outputs)
+
+
+def resume_or_start(trainer: Trainer, config: Config, folder: Path, log: RunLog) -> None:
+    """Continue from the folder's last.ckpt if there is one; hyperparameters given now apply after the restore."""
+    if not (folder / LAST_CKPT).exists():
         described = ", ".join(
-            f"{s.path} ({s.train.n_trials} train / {s.valid.n_trials} valid trials)" for s in sessions
+            f"{s.path} ({s.train.n_trials} train / {s.valid.n_trials} valid trials)" for s in trainer.sessions
         )
         log(f"new run: {described}, device {trainer.device}, threads {torch.get_num_threads()}")
-    save_config(config, folder / CONFIG_FILE)
+        return
+    payload = load_checkpoint(folder / LAST_CKPT, map_location=trainer.device)
+    check_compatible(Config.model_validate(payload["config"]), config, folder / LAST_CKPT)
+    trainer.load_state_dict(payload)
+    # Hyperparameters given now (e.g. by a Katib PBT trial) apply after the restore.
+    changed = {k: v for k, v in member_hparams(config).items() if v != trainer.member_hparams(0)[k]}
+    trainer.set_member_hparams(0, changed)
+    log(f"resumed from {folder / LAST_CKPT} at epoch {trainer.epoch}" + (f" with new {changed}" if changed else ""))
 
-    target = trainer.epoch + epochs if epochs is not None else config.train.max_epochs
+
+def train_epochs(
+    trainer: Trainer,
+    config: Config,
+    folder: Path,
+    target: int,
+    until_stopped: bool,
+    echo: Callable[[str], None] | None,
+    log: RunLog,
+) -> None:
+    """Epochs up to `target` (or early stopping), each checkpointed and logged before the next begins."""
     progress = Progress(trainer.epoch, target, log)
     writer = TensorBoard(folder / TENSORBOARD_DIR)
     try:
-        while trainer.epoch < target and (epochs is not None or not bool(trainer.stopped.all())):
+        while trainer.epoch < target and not (until_stopped and bool(trainer.stopped.all())):
             metrics = trainer.run_epoch()
             if bool(trainer.diverged.all()):
                 raise TrainingDiverged(
-                    f"the loss became NaN or infinite in epoch {trainer.epoch - 1}; {folder / LAST_CKPT} keeps the last good epoch. "
-                    f"Lower train.lr_init (now {trainer.member_hparams(0)['lr_init']:g}) or train.max_grad_norm and rerun."
+                    f"the loss became NaN or infinite in epoch {trainer.epoch - 1}; {folder / LAST_CKPT} keeps the "
+                    f"last good epoch. Lower train.lr_init (now {trainer.member_hparams(0)['lr_init']:g}) or "
+                    "train.max_grad_norm and rerun."
                 )
             save_checkpoint({**trainer.state_dict(), "config": config.to_dict()}, folder / LAST_CKPT)
             if bool(metrics["improved"][0]):
@@ -185,24 +211,6 @@ def train(
         writer.close()
         progress.close()
 
-    complete = bool(trainer.stopped.all()) or trainer.epoch >= config.train.max_epochs
-    outputs = []
-    if write_outputs or (write_outputs is None and complete):
-        outputs = sample(folder, data_path, data=sessions, config=config, log=log)
-    best_epoch = int(trainer.best_epoch[0])
-    last = trainer.history[-1] if trainer.history else {}
-    log(f"{'complete' if complete else 'paused'} after {trainer.epoch} epochs")
-    best = next((row for row in trainer.history if row["epoch"] == best_epoch), None)
-    if best is not None:
-        shown = [METRIC, "val_nll_heldin", "val_bps", "val_co_bps", "val_fp_bps", "val_r2"]
-        log(f"best epoch {best_epoch}: " + ", ".join(f"{name} {best[name]:.4f}" for name in shown if name in best))
-    report_path = None
-    if report and (complete or outputs):
-        from ..report.build import report_at_end  # matplotlib is imported only when a report is made
-
-        report_path = report_at_end(folder, log)
-    return TrainResult(folder, trainer.epoch, complete, last, best_epoch, outputs, report_path)
-
 
 def check_compatible(saved: Config, current: Config, path: Path) -> None:
     """A checkpoint can continue under new per-member hyperparameters, never under a different model."""
@@ -213,7 +221,8 @@ def check_compatible(saved: Config, current: Config, path: Path) -> None:
     ]
     if differences:
         raise CheckpointError(
-            f"{path} was trained with a different model ({'; '.join(differences)}); use a new --checkpoint folder or restore the config"
+            f"{path} was trained with a different model ({'; '.join(differences)}); use a new --checkpoint folder "
+            "or restore the config"
         )
 
 
@@ -256,82 +265,7 @@ def sample(
         )
     shown = str(paths[0]) if len(paths) == 1 else f"{len(paths)} files {', '.join(p.name for p in paths)}"
     (log or RunLog(folder / RUN_LOG))(
-        f"wrote {shown} ({samples} posterior samples of {path.name}, epoch {epoch}) in {time.perf_counter() - start:.1f} s"
+        f"wrote {shown} ({samples} posterior samples of {path.name}, epoch {epoch}) "
+        f"in {time.perf_counter() - start:.1f} s"
     )
     return paths
-
-
-def write_csv(path: Path, rows: list[dict]) -> None:
-    """Rewrite a whole CSV atomically from rows kept in a checkpoint, so it never disagrees with it."""
-    columns = list(dict.fromkeys(key for row in rows for key in row))
-    buffer = io.StringIO()
-    csv_writer = csv.DictWriter(buffer, fieldnames=columns, restval="")
-    csv_writer.writeheader()
-    csv_writer.writerows(rows)
-    write_text_atomic(path, buffer.getvalue())
-
-
-class RunLog:
-    """Appends timestamped lines to train.log and shows them on stderr."""
-
-    def __init__(self, path: Path):
-        self.path = path
-
-    def __call__(self, message: str) -> None:
-        tqdm.write(self.write(message), file=sys.stderr)  # above a progress bar, if one is showing
-        sys.stderr.flush()
-
-    def write(self, message: str) -> str:
-        """Append to the file only (what is shown elsewhere, like a closing summary printed on stdout)."""
-        line = f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}"
-        with open(self.path, "a") as f:
-            f.write(line + "\n")
-        return line
-
-
-class Progress:
-    """A tqdm bar on a terminal; otherwise a plain line at most every 30 seconds (and at the end)."""
-
-    def __init__(self, start: int, total: int, log: Callable[[str], None], interval_s: float = 30.0):
-        self.start, self.total, self.log, self.interval_s = start, total, log, interval_s
-        self.began = self.last_line = time.monotonic()
-        self.bar = None
-        if sys.stderr.isatty():
-            self.bar = tqdm(initial=start, total=total, unit="epoch", file=sys.stderr, dynamic_ncols=True)
-
-    def update(self, epoch: int, row: dict) -> None:
-        summary = f"val nll {row.get('val_nll_heldin', math.nan):.5f} | smoothed {row.get(METRIC, math.nan):.5f}"
-        if self.bar is not None:
-            self.bar.update(1)
-            self.bar.set_postfix_str(summary)
-            return
-        now = time.monotonic()
-        if now - self.last_line >= self.interval_s or epoch >= self.total:
-            done = epoch - self.start
-            eta = (now - self.began) / done * (self.total - epoch) if done else math.nan
-            self.log(f"epoch {epoch}/{self.total} | {summary} | eta {eta / 60:.1f} min")
-            self.last_line = now
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
-class TensorBoard:
-    """Scalars of every epoch under tensorboard/ (opened lazily: importing TensorBoard takes a second)."""
-
-    def __init__(self, folder: Path):
-        self.folder, self.writer = folder, None
-
-    def add(self, row: dict) -> None:
-        if self.writer is None:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.writer = SummaryWriter(str(self.folder))
-        for name, value in row.items():
-            if name not in ("epoch", "member") and math.isfinite(value):
-                self.writer.add_scalar(name, value, row["epoch"])
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()

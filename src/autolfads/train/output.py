@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import __version__
-from .data.dataset import LFADSData, Split
-from .data.hdf5 import write_lfads_h5
-from .model import LFADS
+from .. import __version__
+from ..data.dataset import LFADSData, Split
+from ..data.hdf5 import write_lfads_h5
+from ..model import LFADS
 
 SAMPLED_FIELDS = ("rates", "factors", "gen_states", "gen_inputs", "gen_init", "con_states", "co_means", "co_stds")
 OUTPUT_FIELDS = SAMPLED_FIELDS + ("ic_mean", "ic_std")
@@ -39,7 +39,7 @@ def posterior_sample(
         for start in range(0, num_samples, samples_per_pass):
             samples = min(samples_per_pass, num_samples - start)
 
-            def tile(t: torch.Tensor | None, dim: int = 1) -> torch.Tensor | None:
+            def tile(t: torch.Tensor | None, dim: int = 1, samples: int = samples) -> torch.Tensor | None:
                 return None if t is None else t.repeat_interleave(samples, dim=dim)
 
             out = model.decode(
