@@ -16,7 +16,7 @@ from autolfads.errors import ConfigError
 from autolfads.search import embedded
 from autolfads.search.results import SearchSettings
 from autolfads.search.run import search
-from autolfads.search.workers import ProcessWorkers, plan_workers
+from autolfads.search.workers import MemberSlice, ProcessWorkers, axis_groups, plan_workers
 from autolfads.train.checkpoint import load_checkpoint
 from autolfads.train.population_state import copy_member, join_members, member_tensors, select_members
 from autolfads.train.run import load_run_data
@@ -53,6 +53,16 @@ def test_plan_fills_the_cpus_and_never_oversubscribes():
     for workers in (0, 9):
         with pytest.raises(ConfigError, match="--workers"):
             plan_workers(8, cpus=2, workers=workers)
+
+
+def test_a_cpu_worker_trains_its_members_as_axes_of_two():
+    assert plan_workers(8, cpus=2).members_per_axis == 2 and plan_workers(8, cpus=16, gpu=True).members_per_axis is None
+    assert "trained as axes of <= 2 members" in plan_workers(8, cpus=2).describe()
+    assert axis_groups(4, 2) == [[0, 1], [2, 3]]
+    assert axis_groups(5, 2) == [[0, 1], [2, 3], [4]]
+    assert axis_groups(3, 2) == [[0, 1], [2]]
+    assert axis_groups(2, 2) == axis_groups(2, None) == [[0, 1]]
+    assert axis_groups(1, 2) == [[0]]
 
 
 # ------------------------------------------------------------------------------------------------ population state
@@ -115,6 +125,26 @@ def test_a_state_copied_across_workers_arrives_exactly(trained, lorenz):
         pool.close()
     assert_states_equal(back, {**state, "history": []})
     assert all(process.poll() is not None for process in pool.processes)
+
+
+def test_a_slice_as_axes_of_two_trains_as_one_axis(lorenz):
+    """4 members as axes of 2 trained in turn: the same weights, Adam state, training state and random streams
+    as one axis of 4, and the state loads back into the axes."""
+    config, data = load_run_data(tiny_config(), lorenz)
+    hparams = [{"lr_init": 0.01 * (m + 1)} for m in range(4)]
+    states = []
+    for per_axis in (None, 2):
+        work = MemberSlice(config, data, hparams, [0, 1, 2, 3], per_axis)
+        assert [t.population_size for t in work.trainers] == ([4] if per_axis is None else [2, 2])
+        states.append(work.train(2, nlb=False, on_epoch=lambda done: None))
+    one, split = states
+    assert_states_equal({**one, "history": []}, {**split, "history": []})
+    assert [row["member"] for row in one["history"]] == [row["member"] for row in split["history"]]
+    for a, b in zip(one["history"], split["history"], strict=True):  # metrics up to the reduction's last bits
+        assert a.keys() == b.keys() and all(a[k] == pytest.approx(b[k], rel=METRIC_RTOL, nan_ok=True) for k in a)
+    again = MemberSlice(config, data, [{}] * 4, [9, 9, 9, 9], 2)
+    again.load(split)
+    assert_states_equal({**split, "history": []}, again.train(0, nlb=False, on_epoch=lambda done: None))
 
 
 # ------------------------------------------------------------------------------------------------ W = 1 vs W = 2

@@ -5,31 +5,59 @@ the weight gradients step by step. Here the forward loops run without recording 
 backward needs (gates, clip masks); the backward loops walk time in reverse with plain tensor ops, and all
 weight gradients are then one batched matmul over every step. The equations are those of
 `recurrent.gru_step` and of the eager decoder loop; tests check values and gradients against them.
+
+Every step writes into preallocated sequence buffers: a network's trajectory h_0..h_T is one buffer (its
+states and previous states are views of it, no concatenation), the input gradient dL/dx_proj is one buffer
+written part by part (no concatenation of its z|r and n parts), and every per-step view is taken once with
+unbind (indexing [t] in the loop costs a call per step and tensor).
 """
 
 import torch
 
 
-def _gru_forward_step(x_proj, h, w_zr, w_n, clip, zr_out, n_out, h_out):
-    """One clipped-GRU step writing its gates z|r, n and the new state into the given buffers (no copies)."""
-    hidden = h.shape[-1]
-    x_zr, x_n = x_proj.split([2 * hidden, hidden], dim=-1)
-    torch.baddbmm(x_zr, h, w_zr, out=zr_out).sigmoid_()
-    z, r = zr_out.chunk(2, dim=-1)
-    torch.baddbmm(x_n, r * h, w_n, out=n_out).tanh_()
-    return torch.clamp(n_out + z * (h - n_out), -clip, clip, out=h_out)
+def _gru_forward_step(t, rnn, x_zr, x_n, h, w_zr, w_n, clip):
+    """Step t of a clipped GRU, writing its gates z|r, n and the new state into rnn's buffers (no copies).
+
+    h' = clamp(n + z * (h - n)) is computed in place in the state buffer: the same operations in the same
+    order as `recurrent.gru_step`, so the same values to the last bit."""
+    torch.baddbmm(x_zr, h, w_zr, out=rnn.zr[t]).sigmoid_()
+    n = torch.baddbmm(x_n, rnn.r[t] * h, w_n, out=rnn.n[t]).tanh_()
+    return torch.sub(h, n, out=rnn.h[t + 1]).mul_(rnn.z[t]).add_(n).clamp_(-clip, clip)
 
 
-def _gru_backward_step(d_h, h_prev, zr, n, inside, w_zr_t, w_n_t, d_zr_out, d_n_out):
-    """Given dL/dh_t, write dL/dx_proj_t (its z|r and n parts) and return dL/dh_{t-1} through this step."""
-    z, r = zr.chunk(2, dim=-1)
-    d_z, d_r = d_zr_out.chunk(2, dim=-1)
-    d_update = d_h * inside
-    torch.mul(d_update * (1 - z), 1 - n * n, out=d_n_out)
-    d_rh = torch.bmm(d_n_out, w_n_t)
-    torch.mul(d_update * (h_prev - n), z * (1 - z), out=d_z)
-    torch.mul(d_rh * h_prev, r * (1 - r), out=d_r)
-    return torch.baddbmm(d_update * z + d_rh * r, d_zr_out, w_zr_t)
+class _Saved:
+    """A recurrent network's forward record in the backward: per-step views (unbind: one call, where indexing
+    [t] would be one call per step) of h_{t-1}, z, r, n and the clamp's pass mask."""
+
+    def __init__(self, trajectory, zr, n, clip):
+        self.previous, self.states = trajectory[:-1], trajectory[1:]
+        hidden = n.shape[-1]
+        self.r_all = zr[..., hidden:]
+        # |h| < clip  <=>  the update was inside the clamp (up to a tie at exactly +-clip, which has measure zero)
+        inside = (self.states.abs() < clip).to(n.dtype)
+        self.h, self.n, self.inside = trajectory.unbind(0), n.unbind(0), inside.unbind(0)
+        self.z, self.r = (x.unbind(0) for x in zr.chunk(2, dim=-1))
+
+
+class _InputGrads:
+    """dL/dx_proj (T, G, B, 3H), written step by step through per-step views of its z, r, n and z|r parts."""
+
+    def __init__(self, like: torch.Tensor, hidden: int):
+        self.all = like.new_empty(*like.shape[:-1], 3 * hidden)
+        self.z, self.r, self.n = (x.unbind(0) for x in self.all.split(hidden, dim=-1))
+        self.zr = self.all[..., : 2 * hidden].unbind(0)
+
+
+def _gru_backward_step(t, g, saved, w_zr_t, w_n_t, d_x):
+    """Given g = dL/dh_t, write dL/dx_proj_t into d_x's step t and return dL/dh_{t-1}."""
+    z, r, n, h_prev = saved.z[t], saved.r[t], saved.n[t], saved.h[t]
+    d_update = g * saved.inside[t]
+    one_minus_z = 1 - z
+    d_n = torch.mul(d_update * one_minus_z, 1 - n * n, out=d_x.n[t])
+    d_rh = torch.bmm(d_n, w_n_t)
+    torch.mul(d_update * (h_prev - n), z * one_minus_z, out=d_x.z[t])
+    torch.mul(d_rh * h_prev, r * (1 - r), out=d_x.r[t])
+    return torch.baddbmm(d_update * z + d_rh * r, d_x.zr[t], w_zr_t)
 
 
 def _outer(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -42,35 +70,34 @@ def _outer(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 class _Recurrence:
-    """What one recurrent network keeps from its forward loop: states and gates, (T, G, B, .) each."""
+    """What one recurrent network keeps from its forward loop, (T, G, B, .) each: its trajectory h_0..h_T
+    (states = h_1..h_T, previous = h_0..h_{T-1}: views, no copies) and gates; per-step views of each."""
 
     def __init__(self, h0: torch.Tensor, steps: int):
         hidden = h0.shape[-1]
         shape = (steps, *h0.shape[:-1])
-        self.h0 = h0
-        self.states, self.zr, self.n = (
-            h0.new_empty(*shape, hidden),
-            h0.new_empty(*shape, 2 * hidden),
-            h0.new_empty(*shape, hidden),
-        )
-
-    def step(self, t, x_proj, h, w_zr, w_n, clip):
-        return _gru_forward_step(x_proj, h, w_zr, w_n, clip, self.zr[t], self.n[t], self.states[t])
+        self.trajectory = h0.new_empty(steps + 1, *h0.shape)
+        self.trajectory[0].copy_(h0)
+        self.states = self.trajectory[1:]
+        self.gates = h0.new_empty(*shape, 2 * hidden)
+        self.n_gates = h0.new_empty(*shape, hidden)
+        self.h, self.zr, self.n = self.trajectory.unbind(0), self.gates.unbind(0), self.n_gates.unbind(0)
+        self.z, self.r = (x.unbind(0) for x in self.gates.chunk(2, dim=-1))
 
 
-def _backward_buffers(states: torch.Tensor, h0: torch.Tensor, clip: float):
-    """h_{t-1} for every t, where the clamp passed gradient, and empty input-gradient buffers (z|r and n)."""
-    previous = torch.cat([h0.expand_as(states[0]).unsqueeze(0), states[:-1]])
-    # |h| < clip  <=>  the update was inside the clamp (up to a tie at exactly +-clip, which has measure zero)
-    inside = (states.abs() < clip).to(states.dtype)
-    d_zr = states.new_empty(*states.shape[:-1], 2 * states.shape[-1])
-    return previous, inside, d_zr, torch.empty_like(states)
+def _input_steps(x_proj: torch.Tensor, hidden: int):
+    """Per-step views of x_proj's z|r and n parts."""
+    x_zr, x_n = x_proj.split([2 * hidden, hidden], dim=-1)
+    return x_zr.unbind(0), x_n.unbind(0)
 
 
-def _recurrent_grads(previous, zr, d_zr, d_n):
+def _recurrent_grads(saved, d_x):
     """Gradients of W_hz|W_hr and W_hn from all steps at once."""
-    hidden = previous.shape[-1]
-    return _outer(previous, d_zr), _outer(zr[..., hidden:] * previous, d_n)
+    hidden = saved.previous.shape[-1]
+    return (
+        _outer(saved.previous, d_x.all[..., : 2 * hidden]),
+        _outer(saved.r_all * saved.previous, d_x.all[..., 2 * hidden :]),
+    )
 
 
 class FusedGRUSequence(torch.autograd.Function):
@@ -79,24 +106,26 @@ class FusedGRUSequence(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x_proj, h0, w_zr, w_n, clip):
         rnn = _Recurrence(h0, x_proj.shape[0])
-        h = h0
+        x_zr, x_n = _input_steps(x_proj, h0.shape[-1])
+        h = rnn.h[0]
         for t in range(x_proj.shape[0]):
-            h = rnn.step(t, x_proj[t], h, w_zr, w_n, clip)
+            h = _gru_forward_step(t, rnn, x_zr[t], x_n[t], h, w_zr, w_n, clip)
         ctx.clip = clip
-        ctx.save_for_backward(h0, w_zr, w_n, rnn.states, rnn.zr, rnn.n)
+        ctx.save_for_backward(w_zr, w_n, rnn.trajectory, rnn.gates, rnn.n_gates)
         return rnn.states
 
     @staticmethod
     def backward(ctx, d_states):
-        h0, w_zr, w_n, states, zr, n = ctx.saved_tensors
-        previous, inside, d_zr, d_n = _backward_buffers(states, h0, ctx.clip)
+        w_zr, w_n, trajectory, zr, n = ctx.saved_tensors
+        saved = _Saved(trajectory, zr, n, ctx.clip)
+        d_x = _InputGrads(n, n.shape[-1])
         w_zr_t, w_n_t = w_zr.transpose(1, 2), w_n.transpose(1, 2)
-        dh = torch.zeros_like(previous[0])
-        for t in range(states.shape[0] - 1, -1, -1):
-            dh = _gru_backward_step(
-                d_states[t] + dh, previous[t], zr[t], n[t], inside[t], w_zr_t, w_n_t, d_zr[t], d_n[t]
-            )
-        return (torch.cat([d_zr, d_n], dim=-1), dh, *_recurrent_grads(previous, zr, d_zr, d_n), None)
+        d_steps = d_states.unbind(0)
+        last = n.shape[0] - 1
+        dh = _gru_backward_step(last, d_steps[last], saved, w_zr_t, w_n_t, d_x)
+        for t in range(last - 1, -1, -1):
+            dh = _gru_backward_step(t, d_steps[t] + dh, saved, w_zr_t, w_n_t, d_x)
+        return (d_x.all, dh, *_recurrent_grads(saved, d_x), None)
 
 
 class FusedDecoder(torch.autograd.Function):
@@ -135,42 +164,59 @@ class FusedDecoder(torch.autograd.Function):
         use_con = con_in_proj is not None
         co_dim = gen_w_co.shape[1]
         gen = _Recurrence(gen_init, steps)
-        factors = factor0.new_empty(steps, *factor0.shape)
+        gen_x_zr, gen_x_n = _input_steps(gen_in_proj, gen_init.shape[-1])
+        gen_x = gen_in_proj.unbind(0)
+        # factor_{-1..T-1}: factor0 then each step's factor (the controller reads the previous one)
+        factor_trajectory = factor0.new_empty(steps + 1, *factor0.shape)
+        factor_trajectory[0].copy_(factor0)
+        factor_steps = factor_trajectory.unbind(0)
+        gen_masks = gen_mask.unbind(0) if gen_mask is not None else None
         empty = gen_init.new_empty(steps, *gen_init.shape[:-1], 0)
-        con_states = con_zr_gates = con_n_gates = co_params = co_stds = gen_inputs = empty
+        con_trajectory = con_zr_gates = con_n_gates = co_params = co_stds = gen_inputs = empty
         if use_con:
             con = _Recurrence(con_h0, steps)
-            con_states, con_zr_gates, con_n_gates = con.states, con.zr, con.n
+            con_trajectory, con_zr_gates, con_n_gates = con.trajectory, con.gates, con.n_gates
+            con_x = con_in_proj.unbind(0)
             co_params = gen_init.new_empty(steps, *gen_init.shape[:-1], 2 * co_dim)
             co_stds, gen_inputs = (gen_init.new_empty(steps, *gen_init.shape[:-1], co_dim) for _ in range(2))
-        gen_h, con_h, factor = gen_init, con_h0, factor0
+            co_means, co_logvars = (x.unbind(0) for x in co_params.split(co_dim, dim=-1))
+            co_param_steps, co_std_steps, gen_input_steps = (x.unbind(0) for x in (co_params, co_stds, gen_inputs))
+            con_masks = con_mask.unbind(0) if con_mask is not None else None
+            noise = co_noise.unbind(0) if co_noise is not None else None
+            con_hidden = con_h0.shape[-1]
+            co_b = co_b.unsqueeze(1)
+            con_h = con.h[0]
+        gen_h = gen.h[0]
         for t in range(steps):
-            gen_x = gen_in_proj[t]
+            gen_zr_x = gen_x_zr[t]
             if use_con:
-                con_factor = factor if con_mask is None else factor * con_mask[t]
-                con_h = con.step(t, torch.baddbmm(con_in_proj[t], con_factor, con_w_fac), con_h, con_zr, con_n, clip)
-                co_mean, co_logvar = torch.baddbmm(co_b.unsqueeze(1), con_h, co_w, out=co_params[t]).split(
-                    co_dim, dim=-1
+                factor = factor_steps[t]
+                con_factor = factor if con_masks is None else factor * con_masks[t]
+                con_zr_x, con_n_x = torch.baddbmm(con_x[t], con_factor, con_w_fac).split(
+                    [2 * con_hidden, con_hidden], dim=-1
                 )
-                co_std = torch.exp(0.5 * co_logvar, out=co_stds[t])
+                con_h = _gru_forward_step(t, con, con_zr_x, con_n_x, con_h, con_zr, con_n, clip)
+                torch.baddbmm(co_b, con_h, co_w, out=co_param_steps[t])
+                co_std = torch.exp(0.5 * co_logvars[t], out=co_std_steps[t])
                 co = (
-                    torch.addcmul(co_mean, co_std, co_noise[t], out=gen_inputs[t])
-                    if co_noise is not None
-                    else gen_inputs[t].copy_(co_mean)
+                    torch.addcmul(co_means[t], co_std, noise[t], out=gen_input_steps[t])
+                    if noise is not None
+                    else gen_input_steps[t].copy_(co_means[t])
                 )
-                gen_x = torch.baddbmm(gen_x, co, gen_w_co)
-            gen_h = gen.step(t, gen_x, gen_h, gen_zr, gen_n, clip)
-            factor = torch.bmm(gen_h if gen_mask is None else gen_h * gen_mask[t], factor_w, out=factors[t])
+                gen_zr_x, gen_n_x = torch.baddbmm(gen_x[t], co, gen_w_co).split(
+                    [2 * gen_init.shape[-1], gen_init.shape[-1]], dim=-1
+                )
+            else:
+                gen_n_x = gen_x_n[t]
+            gen_h = _gru_forward_step(t, gen, gen_zr_x, gen_n_x, gen_h, gen_zr, gen_n, clip)
+            torch.bmm(gen_h if gen_masks is None else gen_h * gen_masks[t], factor_w, out=factor_steps[t + 1])
         ctx.use_con, ctx.clip = use_con, clip
         ctx.save_for_backward(
-            gen_init,
-            factor0,
-            con_h0,
-            gen.states,
-            gen.zr,
-            gen.n,
-            factors,
-            con_states,
+            gen.trajectory,
+            gen.gates,
+            gen.n_gates,
+            factor_trajectory,
+            con_trajectory,
             con_zr_gates,
             con_n_gates,
             co_stds,
@@ -187,19 +233,17 @@ class FusedDecoder(torch.autograd.Function):
             gen_mask,
             co_noise,
         )
-        return gen.states, factors, con_states, co_params[..., :co_dim], co_stds, gen_inputs
+        con_states = con_trajectory[1:] if use_con else empty
+        return gen.states, factor_trajectory[1:], con_states, co_params[..., :co_dim], co_stds, gen_inputs
 
     @staticmethod
     def backward(ctx, d_gen_states, d_factors, d_con_states, d_co_means, d_co_stds, d_gen_inputs):
         (
-            gen_init,
-            factor0,
-            con_h0,
-            gen_states,
+            gen_trajectory,
             gen_zr_gates,
             gen_n_gates,
-            factors,
-            con_states,
+            factor_trajectory,
+            con_trajectory,
             con_zr_gates,
             con_n_gates,
             co_stds,
@@ -216,89 +260,80 @@ class FusedDecoder(torch.autograd.Function):
             gen_mask,
             co_noise,
         ) = ctx.saved_tensors
-        clip = ctx.clip
-        gen_previous, gen_inside, d_gen_zr_x, d_gen_n_x = _backward_buffers(gen_states, gen_init, clip)
-        d_factor_all = torch.empty_like(factors)
-        d_gen_h = torch.zeros_like(gen_init)
-        d_factor_carry = torch.zeros_like(factor0)
+        clip, use_con = ctx.clip, ctx.use_con
+        gen = _Saved(gen_trajectory, gen_zr_gates, gen_n_gates, clip)
+        gen_states = gen.states
+        d_gen_x = _InputGrads(gen_n_gates, gen_n_gates.shape[-1])
+        d_gen_x_steps = d_gen_x.all.unbind(0)
+        d_factor_all = torch.empty_like(factor_trajectory[1:])
+        d_factor_steps, d_factors, d_gen_states = d_factor_all.unbind(0), d_factors.unbind(0), d_gen_states.unbind(0)
+        gen_masks = gen_mask.unbind(0) if gen_mask is not None else None
+        d_gen_h = d_factor_carry = None
         gen_zr_t, gen_n_t, factor_w_t = (w.transpose(1, 2) for w in (gen_zr, gen_n, factor_w))
-        if ctx.use_con:
-            con_previous, con_inside, d_con_zr_x, d_con_n_x = _backward_buffers(con_states, con_h0, clip)
+        if use_con:
+            con = _Saved(con_trajectory, con_zr_gates, con_n_gates, clip)
+            con_states = con.states
+            d_con_x = _InputGrads(con_n_gates, con_n_gates.shape[-1])
+            d_con_x_steps = d_con_x.all.unbind(0)
             co_dim = gen_inputs.shape[-1]
-            d_co_params = gen_init.new_empty(*gen_inputs.shape[:-1], 2 * co_dim)
-            d_con_h = torch.zeros_like(con_previous[0])
-            con_zr_t, con_n_t, co_w_t = (w.transpose(1, 2) for w in (con_zr, con_n, co_w))
-            gen_w_co_zr_t, gen_w_co_n_t = (
-                w.transpose(1, 2) for w in gen_w_co.split([2 * gen_init.shape[-1], gen_init.shape[-1]], dim=-1)
+            d_co_params = gen_inputs.new_empty(*gen_inputs.shape[:-1], 2 * co_dim)
+            d_co_param_steps = d_co_params.unbind(0)
+            d_means, d_logvars = (x.unbind(0) for x in d_co_params.split(co_dim, dim=-1))
+            d_gen_inputs, d_co_means, d_co_stds, d_con_states = (
+                x.unbind(0) for x in (d_gen_inputs, d_co_means, d_co_stds, d_con_states)
             )
-            con_w_fac_zr_t, con_w_fac_n_t = (
-                w.transpose(1, 2) for w in con_w_fac.split([2 * con_h0.shape[-1], con_h0.shape[-1]], dim=-1)
+            half_stds = (0.5 * co_stds).unbind(0)
+            noise = co_noise.unbind(0) if co_noise is not None else None
+            con_masks = con_mask.unbind(0) if con_mask is not None else None
+            d_con_h = None
+            con_zr_t, con_n_t, co_w_t, gen_w_co_t, con_w_fac_t = (
+                w.transpose(1, 2) for w in (con_zr, con_n, co_w, gen_w_co, con_w_fac)
             )
         for t in range(gen_states.shape[0] - 1, -1, -1):
-            d_factor = torch.add(d_factors[t], d_factor_carry, out=d_factor_all[t])
-            d_gen_in = torch.bmm(d_factor, factor_w_t)
-            d_gen = d_gen_states[t] + d_gen_h + (d_gen_in if gen_mask is None else d_gen_in * gen_mask[t])
-            d_gen_h = _gru_backward_step(
-                d_gen,
-                gen_previous[t],
-                gen_zr_gates[t],
-                gen_n_gates[t],
-                gen_inside[t],
-                gen_zr_t,
-                gen_n_t,
-                d_gen_zr_x[t],
-                d_gen_n_x[t],
+            d_factor = (
+                d_factor_steps[t].copy_(d_factors[t])
+                if d_factor_carry is None
+                else torch.add(d_factors[t], d_factor_carry, out=d_factor_steps[t])
             )
-            if ctx.use_con:
-                # d co = d x_gen @ W_gen_co^T, with d x_gen kept as its z|r and n parts
-                d_co = torch.baddbmm(
-                    torch.baddbmm(d_gen_inputs[t], d_gen_zr_x[t], gen_w_co_zr_t), d_gen_n_x[t], gen_w_co_n_t
-                )
-                d_std = d_co_stds[t] + (d_co * co_noise[t] if co_noise is not None else 0)
-                d_mean, d_logvar = d_co_params[t].split(co_dim, dim=-1)
-                torch.add(d_co, d_co_means[t], out=d_mean)
-                torch.mul(d_std, 0.5 * co_stds[t], out=d_logvar)
-                d_con = torch.baddbmm(d_con_states[t] + d_con_h, d_co_params[t], co_w_t)
-                d_con_h = _gru_backward_step(
-                    d_con,
-                    con_previous[t],
-                    con_zr_gates[t],
-                    con_n_gates[t],
-                    con_inside[t],
-                    con_zr_t,
-                    con_n_t,
-                    d_con_zr_x[t],
-                    d_con_n_x[t],
-                )
-                d_con_factor = torch.baddbmm(torch.bmm(d_con_zr_x[t], con_w_fac_zr_t), d_con_n_x[t], con_w_fac_n_t)
-                d_factor_carry = d_con_factor if con_mask is None else d_con_factor * con_mask[t]
+            d_gen_in = torch.bmm(d_factor, factor_w_t)
+            d_gen = d_gen_states[t] + (d_gen_in if gen_masks is None else d_gen_in.mul_(gen_masks[t]))
+            if d_gen_h is not None:
+                d_gen += d_gen_h
+            d_gen_h = _gru_backward_step(t, d_gen, gen, gen_zr_t, gen_n_t, d_gen_x)
+            if use_con:
+                d_co = torch.baddbmm(d_gen_inputs[t], d_gen_x_steps[t], gen_w_co_t)  # d co = d x_gen @ W_gen_co^T
+                torch.add(d_co, d_co_means[t], out=d_means[t])
+                d_std = d_co_stds[t] if noise is None else torch.addcmul(d_co_stds[t], d_co, noise[t])
+                torch.mul(d_std, half_stds[t], out=d_logvars[t])
+                d_con = torch.baddbmm(d_con_states[t], d_co_param_steps[t], co_w_t)
+                if d_con_h is not None:
+                    d_con += d_con_h
+                d_con_h = _gru_backward_step(t, d_con, con, con_zr_t, con_n_t, d_con_x)
+                d_con_factor = torch.bmm(d_con_x_steps[t], con_w_fac_t)
+                d_factor_carry = d_con_factor if con_masks is None else d_con_factor.mul_(con_masks[t])
 
         gen_out = gen_states if gen_mask is None else gen_states * gen_mask
-        d_gen_x = torch.cat([d_gen_zr_x, d_gen_n_x], dim=-1)
-        d_gen_zr, d_gen_n = _recurrent_grads(gen_previous, gen_zr_gates, d_gen_zr_x, d_gen_n_x)
+        d_gen_zr, d_gen_n = _recurrent_grads(gen, d_gen_x)
         grads = dict(
             gen_init=d_gen_h,
-            factor0=d_factor_carry,
-            gen_in_proj=d_gen_x,
+            factor0=d_factor_carry if use_con else torch.zeros_like(factor_trajectory[0]),
+            gen_in_proj=d_gen_x.all,
             gen_zr=d_gen_zr,
             gen_n=d_gen_n,
             factor_w=_outer(gen_out, d_factor_all),
         )
-        if ctx.use_con:
-            con_factors = torch.cat([factor0.unsqueeze(0), factors[:-1]])
-            if con_mask is not None:
-                con_factors = con_factors * con_mask
-            d_con_x = torch.cat([d_con_zr_x, d_con_n_x], dim=-1)
-            d_con_zr, d_con_n = _recurrent_grads(con_previous, con_zr_gates, d_con_zr_x, d_con_n_x)
+        if use_con:
+            con_factors = factor_trajectory[:-1] if con_mask is None else factor_trajectory[:-1] * con_mask
+            d_con_zr, d_con_n = _recurrent_grads(con, d_con_x)
             grads.update(
                 con_h0=d_con_h,
-                con_in_proj=d_con_x,
-                con_w_fac=_outer(con_factors, d_con_x),
+                con_in_proj=d_con_x.all,
+                con_w_fac=_outer(con_factors, d_con_x.all),
                 con_zr=d_con_zr,
                 con_n=d_con_n,
                 co_w=_outer(con_states, d_co_params),
                 co_b=d_co_params.sum((0, 2)),
-                gen_w_co=_outer(gen_inputs, d_gen_x),
+                gen_w_co=_outer(gen_inputs, d_gen_x.all),
             )
         else:
             grads["gen_w_co"] = torch.zeros_like(gen_w_co)

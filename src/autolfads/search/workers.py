@@ -1,7 +1,9 @@
 """The embedded backend's executors: the population in slices, each on its own population axis.
 
 `plan_workers` (pure) splits P members over W workers and the usable CPUs over their torch threads.
-`MemberSlice` trains one slice a generation at a time. `InProcessWorkers` runs one slice in the driver's
+`MemberSlice` trains one slice a generation at a time, as population axes of at most `plan.members_per_axis`
+members each, one after another (`members_per_axis`: 2 on a CPU, where bigger axes cost more per member; the
+whole slice on a GPU). `InProcessWorkers` runs one slice in the driver's
 process (W = 1); `ProcessWorkers` runs W long-lived worker processes, one slice each: fresh interpreters
 (`python -m autolfads.search.worker_process`, as multiprocessing's 'spawn' but without re-running the caller's
 main module, so a script calling search() needs no `if __name__ == "__main__"` guard; torch and fork do not
@@ -38,7 +40,7 @@ import torch
 from ..config import Config
 from ..errors import AutoLFADSError, ConfigError
 from ..train.nlb_scoring import load_nlb_targets
-from ..train.population_state import select_members
+from ..train.population_state import join_members, select_members
 from ..train.run import read_sessions
 from ..train.trainer import Trainer
 
@@ -56,6 +58,7 @@ class WorkerPlan:
     members: tuple[tuple[int, ...], ...]  # the members of each worker (contiguous, balanced)
     threads: tuple[int, ...]  # torch threads of each worker
     cpus: int  # the usable CPUs the plan was made for
+    members_per_axis: int | None = None  # a worker trains its members as axes of at most this many (None: one axis)
 
     @property
     def workers(self) -> int:
@@ -64,10 +67,11 @@ class WorkerPlan:
     def describe(self) -> str:
         sizes = sorted({len(m) for m in self.members})
         threads = sorted(set(self.threads))
+        axes = "" if self.members_per_axis is None else f", trained as axes of <= {self.members_per_axis} members"
         return (
             f"{sum(map(len, self.members))} members on {self.workers} worker{'s' if self.workers > 1 else ''} "
             f"({'-'.join(map(str, sizes))} members and {'-'.join(map(str, threads))} "
-            f"torch thread{'s' if threads != [1] else ''} each; {self.cpus} usable CPUs)"
+            f"torch thread{'s' if threads != [1] else ''} each; {self.cpus} usable CPUs){axes}"
         )
 
 
@@ -79,12 +83,32 @@ def usable_cpus() -> int:
         return os.cpu_count() or 1
 
 
+# Members per population axis on a CPU. Measured (benchmarks/RESULTS.md, "Members per axis", issue 16 item 2): on
+# one core an axis of 2 members trains about as fast per member as 2 single models, axes of 4 and 8 members are
+# slower per member (their activations leave the caches), so a CPU worker runs its slice as axes of 2 in turn.
+CPU_MEMBERS_PER_AXIS = 2
+
+
+def members_per_axis(gpu: bool) -> int | None:
+    """How many members one population axis holds: all of a worker's on a GPU (one kernel launch for all of
+    them fills the device), CPU_MEMBERS_PER_AXIS on a CPU."""
+    return None if gpu else CPU_MEMBERS_PER_AXIS
+
+
+def axis_groups(members: int, per_axis: int | None) -> list[list[int]]:
+    """Positions 0..members-1 in contiguous, balanced groups of at most per_axis (None: one group)."""
+    if per_axis is None or members <= per_axis:
+        return [list(range(members))]
+    return [part.tolist() for part in np.array_split(np.arange(members), -(-members // per_axis))]
+
+
 def plan_workers(
     population: int, cpus: int, workers: int | None = None, threads: int | None = None, gpu: bool = False
 ) -> WorkerPlan:
     """workers: default min(population, cpus) on CPU (every core busy, members spread evenly), 1 on a GPU
     (one population axis fills the device). threads: default the worker's share of the CPUs, so the total
-    never exceeds them (oversubscribed threads slow small recurrent models 5-10x)."""
+    never exceeds them (oversubscribed threads slow small recurrent models 5-10x). Each worker trains its
+    members as population axes of `members_per_axis(gpu)` members."""
     if workers is None:
         workers = 1 if gpu else min(population, cpus)
     if not 1 <= workers <= population:
@@ -97,29 +121,46 @@ def plan_workers(
         per_worker = tuple(max(1, s) for s in share)
     else:
         per_worker = (threads,) * workers
-    return WorkerPlan(members, per_worker, cpus)
+    return WorkerPlan(members, per_worker, cpus, members_per_axis(gpu))
 
 
 class MemberSlice:
-    """A slice of the population on one Trainer. Its history holds only the generation in progress (the
-    driver keeps the search's history)."""
+    """A slice of the population on Trainers of at most `per_axis` members each (None: one Trainer), trained
+    one after another every epoch. Members share no weights and each has its own random streams, and every
+    Trainer draws the same batch order, so the grouping does not change what a member computes. Its history
+    holds only the generation in progress (the driver keeps the search's history)."""
 
-    def __init__(self, config: Config, data, hparams: Sequence[dict], seeds: Sequence[int]):
-        self.trainer = Trainer(
-            config, data, population=hparams, member_seeds=seeds, nlb_targets=load_nlb_targets(config)
-        )
+    def __init__(
+        self, config: Config, data, hparams: Sequence[dict], seeds: Sequence[int], per_axis: int | None = None
+    ):
+        self.groups = axis_groups(len(hparams), per_axis)
+        targets = load_nlb_targets(config)
+        self.trainers = [
+            Trainer(
+                config,
+                data,
+                population=[hparams[m] for m in group],
+                member_seeds=[seeds[m] for m in group],
+                nlb_targets=targets,
+            )
+            for group in self.groups
+        ]
+        self.ramp_end_epoch = self.trainers[0].ramp_end_epoch
 
     def train(self, epochs: int, nlb: bool, on_epoch: Callable[[int], None]) -> dict:
         """Train `epochs` epochs (NLB metrics in the last one if nlb); the slice's state with this generation's rows."""
         for done in range(1, epochs + 1):
-            self.trainer.run_epoch(nlb=nlb and done == epochs)
+            for trainer in self.trainers:
+                trainer.run_epoch(nlb=nlb and done == epochs)
             on_epoch(done)
-        state = select_members(self.trainer.state_dict(), range(self.trainer.population_size))
-        self.trainer.history.clear()
-        return state
+        states = [select_members(t.state_dict(), range(t.population_size)) for t in self.trainers]
+        for trainer in self.trainers:
+            trainer.history.clear()
+        return states[0] if len(states) == 1 else join_members(states, self.groups)
 
     def load(self, state: dict) -> None:
-        self.trainer.load_state_dict({**state, "history": []})
+        for trainer, group in zip(self.trainers, self.groups, strict=True):
+            trainer.load_state_dict({**select_members(state, group), "history": []})
 
 
 class InProcessWorkers:
@@ -138,8 +179,8 @@ class InProcessWorkers:
             raise ValueError("InProcessWorkers runs one slice")
         self.plan = plan
         torch.set_num_threads(plan.threads[0])
-        self.slice = MemberSlice(config, data, hparams, seeds)
-        self.ramp_end_epoch = self.slice.trainer.ramp_end_epoch
+        self.slice = MemberSlice(config, data, hparams, seeds, plan.members_per_axis)
+        self.ramp_end_epoch = self.slice.ramp_end_epoch
 
     def train(self, epochs: int, nlb: bool, on_epoch: Callable[[int, int], None]) -> list[dict]:
         return [self.slice.train(epochs, nlb, lambda done: on_epoch(done, epochs))]
@@ -191,6 +232,7 @@ class ProcessWorkers:
                     "hparams": [dict(hparams[m]) for m in members],
                     "seeds": [seeds[m] for m in members],
                     "threads": plan.threads[w],
+                    "members_per_axis": plan.members_per_axis,
                 }
                 _send(connection, job)
             self.ramp_end_epoch = self._gather("ready", timeout_s=START_TIMEOUT_S)[0]["ramp_end_epoch"]
@@ -321,8 +363,10 @@ def run_worker(connection: Connection, parent_pid: int) -> None:
         job = _receive(connection)
         torch.set_num_threads(job["threads"])
         config = Config.model_validate(job["config"])
-        work = MemberSlice(config, read_sessions(config, config.data.dir), job["hparams"], job["seeds"])
-        _send(connection, {"kind": "ready", "ramp_end_epoch": work.trainer.ramp_end_epoch})
+        work = MemberSlice(
+            config, read_sessions(config, config.data.dir), job["hparams"], job["seeds"], job["members_per_axis"]
+        )
+        _send(connection, {"kind": "ready", "ramp_end_epoch": work.ramp_end_epoch})
         while True:
             try:
                 message = _receive(connection)
