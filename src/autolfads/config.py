@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from autolfads import config_tf2
 from autolfads.config_tf2 import TF2_CONVENTIONS
 from autolfads.errors import ConfigError, did_you_mean
-from autolfads.files import write_text_atomic
+from autolfads.files import write_atomic
 from autolfads.names import MEMBER_HPARAMS, OBSERVATION_MODELS
 
 __all__ = [
@@ -489,7 +489,7 @@ def save_config(config: Config, path: str | os.PathLike[str]) -> Path:
     path = Path(path)
     body = yaml.safe_dump(config.to_dict(), sort_keys=False, default_flow_style=False)
     try:
-        return write_text_atomic(path, "# autolfads configuration (load with autolfads.config.load_config)\n" + body)
+        return write_atomic(path, "# autolfads configuration (load with autolfads.config.load_config)\n" + body)
     except OSError as err:
         raise ConfigError(f"{path}: cannot write config file: {err}") from None
 

@@ -14,7 +14,7 @@ import yaml
 from .config import Config
 from .config_tf2 import TF2_CONVENTIONS, TF2_RENAMES, TF2_REQUIRED
 from .errors import ConfigError
-from .files import write_text_atomic
+from .files import write_atomic
 
 USAGE = "autolfads train --config-file {name} --data DATA.h5 --checkpoint RUN_DIR [KEY VALUE ...]"
 # our key -> its lfads-tf2 key (TRAIN.SEED rather than early lfads-tf2's top-level SEED)
@@ -31,7 +31,7 @@ def write_default_config(path: str | Path, tf2: bool = False, force: bool = Fals
     if path.exists() and not force:
         raise ConfigError(f"{path} exists; choose another name or pass --force to overwrite it")
     try:
-        return write_text_atomic(path, default_config_text(tf2, path.name))
+        return write_atomic(path, default_config_text(tf2, path.name))
     except OSError as err:
         raise ConfigError(f"{path}: cannot write config file: {err}") from None
 

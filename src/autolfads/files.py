@@ -41,11 +41,6 @@ def write_atomic(
     return path
 
 
-def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
-    """write_atomic for text; kept for the callers in config, search and train (same helper underneath)."""
-    return write_atomic(path, text)
-
-
 def _fsync(path: Path) -> None:
     """Flush a file's (or a folder's) data to disk: a crash cannot leave the new name on unwritten blocks."""
     fd = os.open(path, os.O_RDONLY)

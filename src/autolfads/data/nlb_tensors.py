@@ -4,7 +4,7 @@
     autolfads data nlb --dataset mc_maze_small --tensors train_input.h5 eval_input.h5 \\
         --eval-targets eval_target.h5 --bin-ms 5 --out data/mc_maze_small.h5
 
-What is read, and how trials become splits: docs/architecture-data-report-deploy.md ("NLB tensor files").
+What is read, and how trials become splits: docs/architecture.md ("NLB tensor files").
 """
 
 from __future__ import annotations

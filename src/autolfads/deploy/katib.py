@@ -3,7 +3,7 @@
 Each trial runs `autolfads train --checkpoint KATIB_CHECKPOINT_DIR --epochs E ...` for one generation,
 resuming from the folder Katib's PBT copied from the trial's parent. Katib's PBT never copies weights from
 better trials (a search over hyperparameter schedules); `autolfads kubeflow rayjob` runs real PBT. Why, and
-how log-scale ranges become lists: docs/architecture-data-report-deploy.md ("Katib").
+how log-scale ranges become lists: docs/architecture.md ("Katib").
 """
 
 import math

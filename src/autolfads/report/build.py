@@ -55,8 +55,8 @@ def write_report(folder: str | Path, output: str | Path | None = None) -> Path:
 
 
 def report_at_end(folder: str | Path, log: Callable[[str], None]) -> Path | None:
-    """The report `train` and `search` write when they finish. A failure is logged, not raised: the results
-    are safe on disk, and `autolfads report FOLDER` makes the report again."""
+    """The report the command line writes when `train` or `search` finishes. A failure is logged, not raised:
+    the results are safe on disk, and `autolfads report FOLDER` makes the report again."""
     try:
         path = write_report(folder)
     except Exception as err:  # noqa: BLE001 - a figure problem must not fail a finished run

@@ -3,7 +3,7 @@
 PBT is per member whatever k, with the embedded backend's end of a generation (`generation.SearchDriver`)
 and random stream, so both backends make the same decisions. `ray_trainable` is the trial, `ray_scheduler`
 the scheduler (synchronous generations, resumable from ray/pbt_state.json); every use of Tune's private API
-is in `ray_tune_private`. The design is described in docs/architecture-train-search.md.
+is in `ray_tune_private`. The design is described in docs/architecture.md ("The Ray backend").
 """
 
 from __future__ import annotations

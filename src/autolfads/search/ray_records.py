@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..errors import CheckpointError
-from ..files import write_text_atomic
+from ..files import write_atomic
 from ..layout import MEMBERS_FILE, PBT_STATE_FILE, RAY_DIR, REPORTS_FILE, TENSORBOARD_DIR, member_folder
 from ..names import METRIC
 from ..train.records import TensorBoard
@@ -76,7 +76,7 @@ def read_state(workdir: Path, population: int, members_per_trial: int) -> dict |
 def write_state(workdir: Path, state: dict) -> None:
     path = workdir / RAY_DIR / PBT_STATE_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(path, json.dumps({"version": STATE_VERSION, **state}))
+    write_atomic(path, json.dumps({"version": STATE_VERSION, **state}))
 
 
 class RayRecords:

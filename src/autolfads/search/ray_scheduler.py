@@ -1,7 +1,7 @@
 """The Ray backend's scheduler: synchronous binary-tournament PBT as a Ray Tune TrialScheduler.
 
 Its state (ray/pbt_state.json, `ray_records`) is the single source of truth of a Ray search, so a killed
-search resumes where it stopped; the design is in docs/architecture-train-search.md.
+search resumes where it stopped; the design is in docs/architecture.md ("The Ray backend").
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def restoring_in(workdir: Path):
 
 
 class BinaryTournamentPBT(_SchedulerBase):
-    """Synchronous binary-tournament PBT as a Ray Tune TrialScheduler (docs/architecture-train-search.md).
+    """Synchronous binary-tournament PBT as a Ray Tune TrialScheduler (docs/architecture.md ("The Ray backend")).
 
     A trial trains a group of members (members_per_trial, default 1); the state, the reports and the decisions
     are per member. Overrides of FIFOScheduler: on_trial_add (a new, restored or restarted trial gets its

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..config import Config, load_config, save_config, with_member_hparams
 from ..data.dataset import LFADSData
 from ..errors import CheckpointError, ConfigError
-from ..files import write_text_atomic
+from ..files import write_atomic
 from ..layout import (
     BEST_DIR,
     CONFIG_FILE,
@@ -226,4 +226,4 @@ def _comparable(config: Config) -> dict:
 
 
 def _write_yaml(path: Path, data: dict) -> None:
-    write_text_atomic(path, yaml.safe_dump(data, sort_keys=False))
+    write_atomic(path, yaml.safe_dump(data, sort_keys=False))

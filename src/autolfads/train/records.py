@@ -13,7 +13,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from ..files import write_text_atomic
+from ..files import write_atomic
 from ..names import METRIC
 
 
@@ -24,7 +24,7 @@ def write_csv(path: Path, rows: list[dict]) -> None:
     csv_writer = csv.DictWriter(buffer, fieldnames=columns, restval="")
     csv_writer.writeheader()
     csv_writer.writerows(rows)
-    write_text_atomic(path, buffer.getvalue())
+    write_atomic(path, buffer.getvalue())
 
 
 class RunLog:
