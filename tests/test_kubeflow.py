@@ -599,6 +599,27 @@ def test_rayjob_bad_resources_are_explained():
         ray_settings(gpus_per_member=0.5)
 
 
+def test_rayjob_packs_members_per_trial_as_the_ray_search_does():
+    """--members-per-trial k: the job's search trains k members per Ray trial on one axis, the group sharing
+    --gpus-per-trial; the group must fit one worker pod."""
+    _, rayjob = rayjob_documents(
+        ray_settings(gpus_per_worker=1, cpus_per_member=1, members_per_trial=4, gpus_per_trial=1)
+    )
+    args, overrides = build_parser().parse_known_args(shlex.split(rayjob["spec"]["entrypoint"])[1:])
+    assert overrides == []
+    assert (args.members_per_trial, args.gpus_per_trial, args.cpus_per_trial) == (4, 1.0, None)
+    default = build_parser().parse_known_args(
+        shlex.split(rayjob_of(rayjob_documents(ray_settings()))["spec"]["entrypoint"])[1:]
+    )[0]
+    assert (default.members_per_trial, default.cpus_per_trial, default.gpus_per_trial) == (1, None, None)
+    with pytest.raises(ConfigError, match=r"--cpus-per-member x --members-per-trial \(8\) must be > 0 and fit"):
+        ray_settings(members_per_trial=4)  # 4 members x 2 CPUs on workers of 4 CPUs
+    with pytest.raises(ConfigError, match=r"--gpus-per-trial \(2\) must fit in a worker's --gpus-per-worker \(1\)"):
+        ray_settings(gpus_per_worker=1, members_per_trial=2, gpus_per_trial=2)
+    with pytest.raises(ConfigError, match=r"--members-per-trial must be between 1 and the population \(8\), got 9"):
+        ray_settings(members_per_trial=9, cpus_per_trial=4)
+
+
 def test_in_repo_rayjob_schema_is_the_trimmed_crd():
     """Provenance: the schema in tests/data is exactly what tests/data/trim_rayjob_crd.py makes of the CRD."""
     source = SHARED_SCHEMAS / "kuberay-rayjob-crd.yaml"

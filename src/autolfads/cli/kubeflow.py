@@ -26,6 +26,9 @@ RAYJOB_OPTIONS = (
     "memory_per_worker",
     "cpus_per_member",
     "gpus_per_member",
+    "members_per_trial",
+    "cpus_per_trial",
+    "gpus_per_trial",
 )
 
 
@@ -109,6 +112,20 @@ def add_rayjob(kinds: argparse._SubParsersAction) -> None:
     )
     rayjob.add_argument(
         "--gpus-per-member", type=float, default=0.0, help="GPUs per member, fractions allowed (default 0)"
+    )
+    rayjob.add_argument(
+        "--members-per-trial",
+        type=int,
+        default=1,
+        help="members trained together on one population axis in one Ray trial (default 1)",
+    )
+    rayjob.add_argument(
+        "--cpus-per-trial", type=float, help="CPUs of one trial (default: members per trial x --cpus-per-member)"
+    )
+    rayjob.add_argument(
+        "--gpus-per-trial",
+        type=float,
+        help="GPUs of one trial, shared by its members (default: members per trial x --gpus-per-member)",
     )
 
 

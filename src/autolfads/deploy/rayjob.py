@@ -42,6 +42,9 @@ class RayJobSettings:
     memory_per_worker: str = "8Gi"
     cpus_per_member: float = 1.0
     gpus_per_member: float = 0.0
+    members_per_trial: int = 1  # members trained together on one population axis in one Ray trial
+    cpus_per_trial: float | None = None  # default members_per_trial x cpus_per_member
+    gpus_per_trial: float | None = None  # default members_per_trial x gpus_per_member
     head_cpus: float = 2.0
     head_memory: str = "8Gi"
     run_as_user: int = 1000
@@ -60,20 +63,46 @@ class RayJobSettings:
             problems.append("--epochs-per-generation and --max-generations must be >= 1")
         if self.workers < 1:
             problems.append(f"--workers must be >= 1, got {self.workers}")
-        if not 0 < self.cpus_per_member <= self.cpus_per_worker:
+        if not 1 <= self.members_per_trial <= self.population:
             problems.append(
-                f"--cpus-per-member ({self.cpus_per_member:g}) must be > 0 and fit in a worker's --cpus-per-worker "
-                f"({self.cpus_per_worker:g})"
+                f"--members-per-trial must be between 1 and the population ({self.population}), "
+                f"got {self.members_per_trial}"
             )
-        if self.gpus_per_member < 0 or self.gpus_per_member > self.gpus_per_worker:
+        if not 0 < self.trial_cpus <= self.cpus_per_worker:
             problems.append(
-                f"--gpus-per-member ({self.gpus_per_member:g}) must fit in a worker's --gpus-per-worker "
-                f"({self.gpus_per_worker})"
+                f"{self._cpu_option} ({self.trial_cpus:g}) must be > 0 and fit in a worker's "
+                f"--cpus-per-worker ({self.cpus_per_worker:g})"
+            )
+        if not 0 <= self.trial_gpus <= self.gpus_per_worker:
+            problems.append(
+                f"{self._gpu_option} ({self.trial_gpus:g}) must fit in a worker's "
+                f"--gpus-per-worker ({self.gpus_per_worker})"
             )
         if self.run_as_user < 1:
             problems.append(f"--run-as-user must be a non-root uid (>= 1), got {self.run_as_user}")
         if problems:
             raise ConfigError("; ".join(problems))
+
+    @property
+    def trial_cpus(self) -> float:
+        """CPUs one Ray trial asks for (a group of members_per_trial members)."""
+        return self.members_per_trial * self.cpus_per_member if self.cpus_per_trial is None else self.cpus_per_trial
+
+    @property
+    def trial_gpus(self) -> float:
+        return self.members_per_trial * self.gpus_per_member if self.gpus_per_trial is None else self.gpus_per_trial
+
+    @property
+    def _cpu_option(self) -> str:
+        if self.cpus_per_trial is not None:
+            return "--cpus-per-trial"
+        return "--cpus-per-member" + (" x --members-per-trial" if self.members_per_trial > 1 else "")
+
+    @property
+    def _gpu_option(self) -> str:
+        if self.gpus_per_trial is not None:
+            return "--gpus-per-trial"
+        return "--gpus-per-member" + (" x --members-per-trial" if self.members_per_trial > 1 else "")
 
     @property
     def workdir(self) -> str:
@@ -88,6 +117,12 @@ def search_command(settings: RayJobSettings) -> list[str]:
                "--max-generations", str(settings.max_generations), "--seed", str(settings.seed),
                "--cpus-per-member", f"{settings.cpus_per_member:g}",
                "--gpus-per-member", f"{settings.gpus_per_member:g}"]  # fmt: skip
+    if settings.members_per_trial > 1:
+        command += ["--members-per-trial", str(settings.members_per_trial)]
+    if settings.cpus_per_trial is not None:
+        command += ["--cpus-per-trial", f"{settings.cpus_per_trial:g}"]
+    if settings.gpus_per_trial is not None:
+        command += ["--gpus-per-trial", f"{settings.gpus_per_trial:g}"]
     if settings.space_text is not None:
         command += ["--search-space", f"{CONFIG_MOUNT}/{SPACE_FILE}"]
     return command
