@@ -44,13 +44,16 @@ def main() -> None:
             for split in ("train", "valid")
         }
     print(
-        f"config: {Path(args.config).name} + {args.overrides}; torch {torch.__version__}, threads {args.threads}, batch {config.train.batch_size}"
+        f"config: {Path(args.config).name} + {args.overrides}; torch {torch.__version__}, threads {args.threads}, "
+        f"batch {config.train.batch_size}"
     )
     print(
-        f"data: {data.train.n_trials} train / {data.valid.n_trials} valid trials, {data.recon_dim} neurons x {data.recon_seq_len} bins"
+        f"data: {data.train.n_trials} train / {data.valid.n_trials} valid trials, {data.recon_dim} neurons x "
+        f"{data.recon_seq_len} bins"
     )
     print(
-        f"epochs {result.epochs} (best {result.best_epoch}), wall time {elapsed / 60:.1f} min (training + 50-sample posterior output)"
+        f"epochs {result.epochs} (best {result.best_epoch}), wall time {elapsed / 60:.1f} min (training + 50-sample "
+        "posterior output)"
     )
     print(f"rate R^2 vs truth: valid {scores['valid']:.4f}, train {scores['train']:.4f} (target >= 0.85 on valid)")
 

@@ -98,7 +98,9 @@ def smoothing_glm(data: Path, targets: Path, out: Path, bin_ms: int) -> float:
         key=lambda p: _eval_bps(smooth, fit_predict, encod, heldout, splits["valid"], targets, heldin, *p),
     )
     print(
-        f"# smoothing, kernel and L2 picked on the eval trials themselves (optimistic): sd {oracle[0]} ms, alpha {oracle[1]}: co-bps {_eval_bps(smooth, fit_predict, encod, heldout, splits['valid'], targets, heldin, *oracle):.4f}"
+        f"# smoothing, kernel and L2 picked on the eval trials themselves (optimistic): sd {oracle[0]} ms, alpha "
+        f"{oracle[1]}: co-bps "
+        f"{_eval_bps(smooth, fit_predict, encod, heldout, splits['valid'], targets, heldin, *oracle):.4f}"
     )
     arrays = {}
     for name, (x, _, inds) in splits.items():
@@ -157,13 +159,17 @@ def main() -> None:
     import torch
 
     print(
-        f"# settings: nwb {args.nwb}, workdir {args.workdir}, seed {args.seed}, heldout 20% of units, valid 20% of trials, 5 ms bins, -250..450 ms around move onset"
+        f"# settings: nwb {args.nwb}, workdir {args.workdir}, seed {args.seed}, heldout 20% of units, valid 20% of "
+        "trials, 5 ms bins, -250..450 ms around move onset"
     )
     print(
-        f"# search: population {args.population}, epochs/generation {args.epochs_per_generation}, max generations {args.max_generations}, space {args.search_space}"
+        f"# search: population {args.population}, epochs/generation {args.epochs_per_generation}, max generations "
+        f"{args.max_generations}, space {args.search_space}"
     )
     print(
-        f"# methods: {[m for m in methods if m not in args.skip]}{' (smoke: few epochs)' if args.smoke else ''}; torch {torch.__version__}, OMP_NUM_THREADS {os.environ.get('OMP_NUM_THREADS')}, train.threads 1, load average {os.getloadavg()[0]:.2f}",
+        f"# methods: {[m for m in methods if m not in args.skip]}{' (smoke: few epochs)' if args.smoke else ''}; "
+        f"torch {torch.__version__}, OMP_NUM_THREADS {os.environ.get('OMP_NUM_THREADS')}, train.threads 1, load "
+        f"average {os.getloadavg()[0]:.2f}",
         flush=True,
     )
     if not args.nwb.is_file():

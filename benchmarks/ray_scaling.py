@@ -125,15 +125,18 @@ def main() -> None:
     data_file = write_synthetic("lorenz", args.workdir / "lorenz.h5")
     epochs = args.population * (4 + args.epochs_per_generation * args.generations)
     print(
-        f"Lorenz set (1040 train trials), population {args.population}, {args.generations} generations x {args.epochs_per_generation} epochs (+4 ramp), "
-        f"{args.cpus_per_node} CPU(s) per worker node, 1 CPU and 1 torch thread per member; {os.cpu_count()} cores on this machine"
+        f"Lorenz set (1040 train trials), population {args.population}, {args.generations} generations x "
+        f"{args.epochs_per_generation} epochs (+4 ramp), "
+        f"{args.cpus_per_node} CPU(s) per worker node, 1 CPU and 1 torch thread per member; {os.cpu_count()} cores on "
+        "this machine"
     )
     rates = {}
     for workers in (1, 2):
         elapsed, threads = run(workers, args, data_file, args.workdir / f"workers-{workers}")
         rates[workers] = epochs / elapsed
         print(
-            f"{workers} worker node(s): {elapsed:.1f} s, {rates[workers]:.2f} member-epochs/s; torch threads per trial {sorted(threads)}"
+            f"{workers} worker node(s): {elapsed:.1f} s, {rates[workers]:.2f} member-epochs/s; torch threads per "
+            f"trial {sorted(threads)}"
         )
     print(f"scaling efficiency 1 -> 2 nodes: {rates[2] / rates[1] / 2 * 100:.0f}% of linear (target >= 85%)")
 

@@ -82,7 +82,8 @@ def pcr_session_inits(
     common = sorted(set.intersection(*(set(np.unique(s.train.conditions).tolist()) for s in sessions)))
     if len(common) < 2:
         raise ConfigError(
-            f"model.readin_init pcr needs conditions shared by all sessions; {len(common)} condition(s) appear in the train_cond_idx "
+            f"model.readin_init pcr needs conditions shared by all sessions; {len(common)} condition(s) appear in the "
+            "train_cond_idx "
             f"of every one of {', '.join(str(s.path) for s in sessions)}: set model.readin_init random"
         )
     bins = cfg.session(0).encod_seq_len
