@@ -12,7 +12,8 @@ and reduced precision.
 It runs on a CPU as well (the test suite runs it with --shape tiny), so the script is known to work before a
 GPU is at hand.
 
-    python benchmarks/gpu_scaling.py [--device cuda] [--populations 1 8 20 40] [--processes 8] [--epochs 2] [--shape mc_maze_small]
+    python benchmarks/gpu_scaling.py [--device cuda] [--populations 1 8 20 40] [--processes 8] [--epochs 2] \
+[--shape mc_maze_small]
 """
 
 import argparse
@@ -164,7 +165,9 @@ def main() -> None:
     name = (
         torch.cuda.get_device_name()
         if args.device.startswith("cuda")
-        else f"CPU ({len(os.sched_getaffinity(0))} usable, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')})"
+        else (
+            f"CPU ({len(os.sched_getaffinity(0))} usable, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')})"
+        )
     )
     print(
         f"{args.shape} shape, batch {args.batch}, {args.steps} training batches + 1 validation batch per epoch, "

@@ -5,7 +5,8 @@ examples/configs/lorenz.yaml, or `--config builtin`: the package defaults with n
 posterior-samples the best checkpoint (50 samples) and scores the validation trials: R^2 per neuron over
 trials x bins, averaged over neurons. Target >= 0.85.
 
-    python benchmarks/lorenz_quality.py [--config builtin|FILE] [--workdir runs/bench-lorenz] [--threads 1] [KEY VALUE ...]
+    python benchmarks/lorenz_quality.py [--config builtin|FILE] [--workdir runs/bench-lorenz] \
+[--threads 1] [KEY VALUE ...]
 """
 
 import argparse

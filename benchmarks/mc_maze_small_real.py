@@ -1,7 +1,8 @@
 """Real data: co-smoothing on MC_Maze_Small (the DANDI 000140 test file: 107 units, 100 trials of 700 ms).
 
     OMP_NUM_THREADS=1 python benchmarks/mc_maze_small_real.py --workdir /tmp/mcs_bench
-    OMP_NUM_THREADS=1 python benchmarks/mc_maze_small_real.py --workdir /tmp/mcs_bench --only smoothing --smoke  # seconds
+    OMP_NUM_THREADS=1 python benchmarks/mc_maze_small_real.py --workdir /tmp/mcs_bench \
+--only smoothing --smoke  # seconds
 
 `autolfads data nwb` bins the session (5 ms, -250..450 ms around move onset) with a seeded 20% of its units
 held out and 20% of its trials for validation; every method predicts the held-out units of the valid trials
@@ -242,7 +243,8 @@ def main() -> None:
         return co_bps(w / run / "lfads_output.h5", targets)
 
     timed("lfads", lambda: single("small_session.yaml", "lfads_small_session"))
-    # NLB's config needs this file's shapes: 86 + 21 units, 140 bins, no forward bins (its data.prefix mc_maze_small matches)
+    # NLB's config needs this file's shapes: 86 + 21 units, 140 bins, no forward bins
+    # (its data.prefix mc_maze_small matches)
     timed(
         "lfads_old",
         lambda: single(
@@ -260,8 +262,9 @@ def main() -> None:
     )
 
     def search():
-        autolfads("search", "--data", data, "--config-file", CONFIGS / "small_session.yaml", "--workdir", w / "search", "--population", args.population,
-                  "--epochs-per-generation", args.epochs_per_generation, "--max-generations", args.max_generations, "--seed", args.seed, "--no-report",
+        autolfads("search", "--data", data, "--config-file", CONFIGS / "small_session.yaml", "--workdir", w / "search",
+                  "--population", args.population, "--epochs-per-generation", args.epochs_per_generation,
+                  "--max-generations", args.max_generations, "--seed", args.seed, "--no-report",
                   "--search-space", args.search_space, *cpu)  # fmt: skip
         return co_bps(w / "search" / "best_model" / "lfads_output.h5", targets)
 

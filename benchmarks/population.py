@@ -9,7 +9,8 @@ that many short epochs and prints the RSS after each: it must stay flat.
 `--huge-pages off on` runs every P both without and with transparent huge pages for large tensors (the
 command line turns them on: autolfads.runtime.use_huge_pages).
 
-    python benchmarks/population.py [--populations 1 4 8 20] [--device cpu] [--threads 1] [--steps 2] [--huge-pages off on]
+    python benchmarks/population.py [--populations 1 4 8 20] [--device cpu] [--threads 1] [--steps 2] \
+[--huge-pages off on]
 """
 
 import argparse

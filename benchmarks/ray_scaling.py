@@ -10,6 +10,7 @@ oversubscription. Generation 0 includes the ramps, so one generation of work is 
 """
 
 import argparse
+import contextlib
 import csv
 import os
 import shutil
@@ -57,10 +58,8 @@ def stop(sessions: list[int]) -> None:
         for pid in subprocess.run(["ps", "-eo", "pid=,sid="], capture_output=True, text=True).stdout.split("\n"):
             fields = pid.split()
             if len(fields) == 2 and int(fields[1]) == session:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.kill(int(fields[0]), signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
 
 
 def run(workers: int, args, data_file: Path, workdir: Path) -> tuple[float, set[str]]:

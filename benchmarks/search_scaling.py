@@ -10,7 +10,8 @@ Printed per arm: member-epochs/s and its ratio to C x the single model's (C = us
 >= 0.9 on a quiet machine), the threads per worker, and the RSS (driver + workers) after each generation,
 which must stay flat (item 7). The load average is printed before and after.
 
-    python benchmarks/search_scaling.py [--populations 2 4 8] [--workers 1 2] [--threads auto] [--steps 2] [--batch 64] [--generations 3] [--rounds 2]
+    python benchmarks/search_scaling.py [--populations 2 4 8] [--workers 1 2] [--threads auto] [--steps 2] \
+[--batch 64] [--generations 3] [--rounds 2]
 """
 
 import argparse
