@@ -123,19 +123,24 @@ def main() -> None:
         rows.append((f"{label}: noiseless expected signal (ceiling)", 1.0, corr2_vs_rates(truth.numpy(), rates_hz)))
         changes = ["model.reconstruction", reconstruction, *extra[signal]]
         lines.append(
-            f"{label}: {' '.join(changes)}; epochs {result.epochs} (best {result.best_epoch}), wall time {elapsed / 60:.1f} min (training + 50-sample posterior output)"
+            f"{label}: {' '.join(changes)}; epochs {result.epochs} (best {result.best_epoch}), wall time "
+            f"{elapsed / 60:.1f} min (training + 50-sample posterior output)"
         )
 
     print(
-        f"data: make_calcium defaults (tau 200 ms, amplitude 0.2, noise std 0.1, event shape 4), 65 conditions x {args.trials_per_condition} trials, seed {args.seed}: {data.train.n_trials} train / {data.valid.n_trials} valid trials, {data.recon_dim} neurons x {data.recon_seq_len} bins of 20 ms"
+        "data: make_calcium defaults (tau 200 ms, amplitude 0.2, noise std 0.1, event shape 4), 65 conditions x "
+        f"{args.trials_per_condition} trials, seed {args.seed}: {data.train.n_trials} train / {data.valid.n_trials} "
+        f"valid trials, {data.recon_dim} neurons x {data.recon_seq_len} bins of 20 ms"
     )
     print(
-        f"config: {CONFIG.name} + {args.overrides}; torch {torch.__version__}, threads {args.threads}, batch {base.train.batch_size}, max epochs {base.train.max_epochs}, patience {base.train.patience}"
+        f"config: {CONFIG.name} + {args.overrides}; torch {torch.__version__}, threads {args.threads}, batch "
+        f"{base.train.batch_size}, max epochs {base.train.max_epochs}, patience {base.train.patience}"
     )
     for line in lines:
         print(line)
     print(
-        "R^2 vs noiseless signal: per neuron over valid trials x bins, averaged; r^2 vs true rates: squared Pearson correlation per neuron, averaged"
+        "R^2 vs noiseless signal: per neuron over valid trials x bins, averaged; r^2 vs true rates: squared Pearson "
+        "correlation per neuron, averaged"
     )
     width = max(len(name) for name, _, _ in rows)
     print(f"{'model':<{width}} | {'R^2 vs noiseless signal':>23} | {'r^2 vs true rates':>17}")

@@ -12,7 +12,8 @@ and reduced precision.
 It runs on a CPU as well (the test suite runs it with --shape tiny), so the script is known to work before a
 GPU is at hand.
 
-    python benchmarks/gpu_scaling.py [--device cuda] [--populations 1 8 20 40] [--processes 8] [--epochs 2] [--shape mc_maze_small]
+    python benchmarks/gpu_scaling.py [--device cuda] [--populations 1 8 20 40] [--processes 8] [--epochs 2] \
+[--shape mc_maze_small]
 """
 
 import argparse
@@ -164,10 +165,13 @@ def main() -> None:
     name = (
         torch.cuda.get_device_name()
         if args.device.startswith("cuda")
-        else f"CPU ({len(os.sched_getaffinity(0))} usable, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')})"
+        else (
+            f"CPU ({len(os.sched_getaffinity(0))} usable, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')})"
+        )
     )
     print(
-        f"{args.shape} shape, batch {args.batch}, {args.steps} training batches + 1 validation batch per epoch, {args.epochs} timed epochs, {name}, torch {torch.__version__}"
+        f"{args.shape} shape, batch {args.batch}, {args.steps} training batches + 1 validation batch per epoch, "
+        f"{args.epochs} timed epochs, {name}, torch {torch.__version__}"
     )
 
     print("== members on the population axis ==")
@@ -189,7 +193,9 @@ def main() -> None:
         print(f"failed: {failed[0]}")
     else:
         print(
-            f"member-epochs/s together {sum(1 / r['epoch_s'] for r in shared):.2f} (median epoch {np.median([r['epoch_s'] for r in shared]):.3f} s, wall {time.perf_counter() - start:.1f} s with start-up)"
+            f"member-epochs/s together {sum(1 / r['epoch_s'] for r in shared):.2f} (median epoch "
+            f"{np.median([r['epoch_s'] for r in shared]):.3f} s, wall {time.perf_counter() - start:.1f} s with "
+            "start-up)"
         )
 
     print(f"== precision, P = {args.precision_population} (validation NLL within {args.tolerance:.0%} of float32?) ==")
@@ -202,7 +208,8 @@ def main() -> None:
         difference = abs(r["val_nll"] - reference["val_nll"]) / abs(reference["val_nll"])
         verdict = "within" if difference <= args.tolerance else "OUTSIDE"
         print(
-            f"{precision:>5} epoch {r['epoch_s']:.3f} s ({reference['epoch_s'] / r['epoch_s']:.2f}x fp32), val NLL {r['val_nll']:.5f}, {difference:.2%} from fp32: {verdict}"
+            f"{precision:>5} epoch {r['epoch_s']:.3f} s ({reference['epoch_s'] / r['epoch_s']:.2f}x fp32), val NLL "
+            f"{r['val_nll']:.5f}, {difference:.2%} from fp32: {verdict}"
         )
 
 

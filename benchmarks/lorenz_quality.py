@@ -5,7 +5,8 @@ examples/configs/lorenz.yaml, or `--config builtin`: the package defaults with n
 posterior-samples the best checkpoint (50 samples) and scores the validation trials: R^2 per neuron over
 trials x bins, averaged over neurons. Target >= 0.85.
 
-    python benchmarks/lorenz_quality.py [--config builtin|FILE] [--workdir runs/bench-lorenz] [--threads 1] [KEY VALUE ...]
+    python benchmarks/lorenz_quality.py [--config builtin|FILE] [--workdir runs/bench-lorenz] \
+[--threads 1] [KEY VALUE ...]
 """
 
 import argparse
@@ -44,13 +45,16 @@ def main() -> None:
             for split in ("train", "valid")
         }
     print(
-        f"config: {Path(args.config).name} + {args.overrides}; torch {torch.__version__}, threads {args.threads}, batch {config.train.batch_size}"
+        f"config: {Path(args.config).name} + {args.overrides}; torch {torch.__version__}, threads {args.threads}, "
+        f"batch {config.train.batch_size}"
     )
     print(
-        f"data: {data.train.n_trials} train / {data.valid.n_trials} valid trials, {data.recon_dim} neurons x {data.recon_seq_len} bins"
+        f"data: {data.train.n_trials} train / {data.valid.n_trials} valid trials, {data.recon_dim} neurons x "
+        f"{data.recon_seq_len} bins"
     )
     print(
-        f"epochs {result.epochs} (best {result.best_epoch}), wall time {elapsed / 60:.1f} min (training + 50-sample posterior output)"
+        f"epochs {result.epochs} (best {result.best_epoch}), wall time {elapsed / 60:.1f} min (training + 50-sample "
+        "posterior output)"
     )
     print(f"rate R^2 vs truth: valid {scores['valid']:.4f}, train {scores['train']:.4f} (target >= 0.85 on valid)")
 

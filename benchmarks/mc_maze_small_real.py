@@ -1,7 +1,8 @@
 """Real data: co-smoothing on MC_Maze_Small (the DANDI 000140 test file: 107 units, 100 trials of 700 ms).
 
     OMP_NUM_THREADS=1 python benchmarks/mc_maze_small_real.py --workdir /tmp/mcs_bench
-    OMP_NUM_THREADS=1 python benchmarks/mc_maze_small_real.py --workdir /tmp/mcs_bench --only smoothing --smoke  # seconds
+    OMP_NUM_THREADS=1 python benchmarks/mc_maze_small_real.py --workdir /tmp/mcs_bench \
+--only smoothing --smoke  # seconds
 
 `autolfads data nwb` bins the session (5 ms, -250..450 ms around move onset) with a seeded 20% of its units
 held out and 20% of its trials for validation; every method predicts the held-out units of the valid trials
@@ -98,7 +99,9 @@ def smoothing_glm(data: Path, targets: Path, out: Path, bin_ms: int) -> float:
         key=lambda p: _eval_bps(smooth, fit_predict, encod, heldout, splits["valid"], targets, heldin, *p),
     )
     print(
-        f"# smoothing, kernel and L2 picked on the eval trials themselves (optimistic): sd {oracle[0]} ms, alpha {oracle[1]}: co-bps {_eval_bps(smooth, fit_predict, encod, heldout, splits['valid'], targets, heldin, *oracle):.4f}"
+        f"# smoothing, kernel and L2 picked on the eval trials themselves (optimistic): sd {oracle[0]} ms, alpha "
+        f"{oracle[1]}: co-bps "
+        f"{_eval_bps(smooth, fit_predict, encod, heldout, splits['valid'], targets, heldin, *oracle):.4f}"
     )
     arrays = {}
     for name, (x, _, inds) in splits.items():
@@ -157,13 +160,17 @@ def main() -> None:
     import torch
 
     print(
-        f"# settings: nwb {args.nwb}, workdir {args.workdir}, seed {args.seed}, heldout 20% of units, valid 20% of trials, 5 ms bins, -250..450 ms around move onset"
+        f"# settings: nwb {args.nwb}, workdir {args.workdir}, seed {args.seed}, heldout 20% of units, valid 20% of "
+        "trials, 5 ms bins, -250..450 ms around move onset"
     )
     print(
-        f"# search: population {args.population}, epochs/generation {args.epochs_per_generation}, max generations {args.max_generations}, space {args.search_space}"
+        f"# search: population {args.population}, epochs/generation {args.epochs_per_generation}, max generations "
+        f"{args.max_generations}, space {args.search_space}"
     )
     print(
-        f"# methods: {[m for m in methods if m not in args.skip]}{' (smoke: few epochs)' if args.smoke else ''}; torch {torch.__version__}, OMP_NUM_THREADS {os.environ.get('OMP_NUM_THREADS')}, train.threads 1, load average {os.getloadavg()[0]:.2f}",
+        f"# methods: {[m for m in methods if m not in args.skip]}{' (smoke: few epochs)' if args.smoke else ''}; "
+        f"torch {torch.__version__}, OMP_NUM_THREADS {os.environ.get('OMP_NUM_THREADS')}, train.threads 1, load "
+        f"average {os.getloadavg()[0]:.2f}",
         flush=True,
     )
     if not args.nwb.is_file():
@@ -236,7 +243,8 @@ def main() -> None:
         return co_bps(w / run / "lfads_output.h5", targets)
 
     timed("lfads", lambda: single("small_session.yaml", "lfads_small_session"))
-    # NLB's config needs this file's shapes: 86 + 21 units, 140 bins, no forward bins (its data.prefix mc_maze_small matches)
+    # NLB's config needs this file's shapes: 86 + 21 units, 140 bins, no forward bins
+    # (its data.prefix mc_maze_small matches)
     timed(
         "lfads_old",
         lambda: single(
@@ -254,8 +262,9 @@ def main() -> None:
     )
 
     def search():
-        autolfads("search", "--data", data, "--config-file", CONFIGS / "small_session.yaml", "--workdir", w / "search", "--population", args.population,
-                  "--epochs-per-generation", args.epochs_per_generation, "--max-generations", args.max_generations, "--seed", args.seed, "--no-report",
+        autolfads("search", "--data", data, "--config-file", CONFIGS / "small_session.yaml", "--workdir", w / "search",
+                  "--population", args.population, "--epochs-per-generation", args.epochs_per_generation,
+                  "--max-generations", args.max_generations, "--seed", args.seed, "--no-report",
                   "--search-space", args.search_space, *cpu)  # fmt: skip
         return co_bps(w / "search" / "best_model" / "lfads_output.h5", targets)
 

@@ -73,13 +73,16 @@ def main() -> None:
     separate_time = time.perf_counter() - start
 
     print(
-        f"data: {args.trials_per_condition} trials per condition and session, neurons {args.neurons_per_session}, seed {args.seed}"
+        f"data: {args.trials_per_condition} trials per condition and session, neurons {args.neurons_per_session}, "
+        f"seed {args.seed}"
     )
     print(
-        f"config: {CONFIG.name} + {args.overrides}, {args.epochs} epochs, early stopping off; torch {torch.__version__}, threads {args.threads}, batch {config.train.batch_size}"
+        f"config: {CONFIG.name} + {args.overrides}, {args.epochs} epochs, early stopping off; torch "
+        f"{torch.__version__}, threads {args.threads}, batch {config.train.batch_size}"
     )
     print(
-        f"wall time: stitched {stitched_time / 60:.1f} min, three separate models {separate_time / 60:.1f} min (training + 50-sample outputs)"
+        f"wall time: stitched {stitched_time / 60:.1f} min, three separate models {separate_time / 60:.1f} min "
+        "(training + 50-sample outputs)"
     )
     print(f"{'session':<12} {'neurons':>7} {'train/valid':>11} {'R^2 stitched':>13} {'R^2 separate':>13}")
     rows = []
@@ -101,7 +104,8 @@ def main() -> None:
             best[name] = min(best[name], time.perf_counter() - start)
     print(
         f"training epoch over all {sum(s.train.n_trials for s in sessions)} trials: stitched {best['stitched']:.2f} s, "
-        f"three separate models {best['separate']:.2f} s (stitched / separate {best['stitched'] / best['separate']:.2f}, best of {args.timing_rounds})"
+        f"three separate models {best['separate']:.2f} s (stitched / separate "
+        f"{best['stitched'] / best['separate']:.2f}, best of {args.timing_rounds})"
     )
 
 

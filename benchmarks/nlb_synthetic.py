@@ -92,7 +92,8 @@ def main() -> None:
     print(f"data: {files.summary.splitlines()[0]}")
     print(
         f"torch {torch.__version__}, threads {args.threads}; LFADS: default config, max_epochs {args.max_epochs}; "
-        f"AutoLFADS: population {args.population}, {args.epochs_per_generation} epochs per generation, max {args.max_generations} generations"
+        f"AutoLFADS: population {args.population}, {args.epochs_per_generation} epochs per generation, max "
+        f"{args.max_generations} generations"
     )
     print("wall time: " + ", ".join(f"{name} {seconds / 60:.1f} min" for name, seconds in timings.items()))
     print(format_table(rows))

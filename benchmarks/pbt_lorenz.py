@@ -85,7 +85,8 @@ def main() -> None:
     )
     total_epochs = args.ramp + args.epochs_per_generation * args.generations
     print(
-        f"config: {CONFIG.name}, ramps {args.ramp}; population {args.population}, {args.generations} generations x {args.epochs_per_generation} epochs (+ramp) = {total_epochs} epochs"
+        f"config: {CONFIG.name}, ramps {args.ramp}; population {args.population}, {args.generations} generations x "
+        f"{args.epochs_per_generation} epochs (+ramp) = {total_epochs} epochs"
     )
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, batch {config.train.batch_size}")
 
@@ -103,8 +104,10 @@ def main() -> None:
     single = train(single_config, data_file, args.workdir / "single", write_outputs=True, echo=None)
     single_time = time.perf_counter() - start
     print(
-        f"[1] rate R^2 on valid: search best member {valid_r2(outcome.outputs[0], data_file):.4f} ({outcome.generations} generations, {search_time / 60:.1f} min) "
-        f"vs default single model {valid_r2(single.outputs[0], data_file):.4f} ({single.epochs} epochs, {single_time / 60:.1f} min)"
+        f"[1] rate R^2 on valid: search best member {valid_r2(outcome.outputs[0], data_file):.4f} "
+        f"({outcome.generations} generations, {search_time / 60:.1f} min) "
+        f"vs default single model {valid_r2(single.outputs[0], data_file):.4f} ({single.epochs} epochs, "
+        f"{single_time / 60:.1f} min)"
     )
 
     # 2. throughput: the population on its axis vs the same members one after another
@@ -125,7 +128,8 @@ def main() -> None:
         alone_time += time.perf_counter() - start
     alone = args.population * args.throughput_epochs / alone_time
     print(
-        f"[2] member-epochs/s: population of {args.population} in one process {together:.2f} vs one after another {alone:.2f} (ratio {together / alone:.2f}x)"
+        f"[2] member-epochs/s: population of {args.population} in one process {together:.2f} vs one after another "
+        f"{alone:.2f} (ratio {together / alone:.2f}x)"
     )
 
     # 3. overhead: the search's time outside its epochs and outside the final output (exploits, checkpoints,
@@ -133,8 +137,10 @@ def main() -> None:
     generations_time = search_time - timers["final output"]
     overhead = generations_time - timers["epochs"]
     print(
-        f"[3] per-generation overhead (exploit, checkpoint, tables, set-up): {overhead:.1f} s = {overhead / generations_time * 100:.1f}% "
-        f"of the generations' {generations_time:.0f} s (target <= 5%); final best-model output {timers['final output']:.0f} s"
+        f"[3] per-generation overhead (exploit, checkpoint, tables, set-up): {overhead:.1f} s = "
+        f"{overhead / generations_time * 100:.1f}% "
+        f"of the generations' {generations_time:.0f} s (target <= 5%); final best-model output "
+        f"{timers['final output']:.0f} s"
     )
 
 

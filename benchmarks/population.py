@@ -9,7 +9,8 @@ that many short epochs and prints the RSS after each: it must stay flat.
 `--huge-pages off on` runs every P both without and with transparent huge pages for large tensors (the
 command line turns them on: autolfads.runtime.use_huge_pages).
 
-    python benchmarks/population.py [--populations 1 4 8 20] [--device cpu] [--threads 1] [--steps 2] [--huge-pages off on]
+    python benchmarks/population.py [--populations 1 4 8 20] [--device cpu] [--threads 1] [--steps 2] \
+[--huge-pages off on]
 """
 
 import argparse
@@ -96,7 +97,8 @@ def main() -> None:
         print(json.dumps(measure(args.child, args.device, args.threads, args.steps, args.batch, args.generations)))
         return
     print(
-        f"mc_maze_small shape, batch {args.batch}, {args.steps} steps per epoch, device {args.device}, threads {args.threads}, torch {torch.__version__}"
+        f"mc_maze_small shape, batch {args.batch}, {args.steps} steps per epoch, device {args.device}, threads "
+        f"{args.threads}, torch {torch.__version__}"
     )
     results = []
     for population in args.populations:
@@ -125,7 +127,8 @@ def main() -> None:
             )
             results.append({**result, "huge_pages": huge_pages})
     print(
-        f"{'P':>3} {'THP':>4} {'epoch s':>8} {'member-epochs/s':>16} {'vs P single runs':>17} {'RSS/member MiB':>15} {'GPU/member MiB':>15}  RSS over {args.generations} generations (MiB)"
+        f"{'P':>3} {'THP':>4} {'epoch s':>8} {'member-epochs/s':>16} {'vs P single runs':>17} {'RSS/member MiB':>15} "
+        f"{'GPU/member MiB':>15}  RSS over {args.generations} generations (MiB)"
     )
     for r in results:
         single = next(
@@ -134,7 +137,8 @@ def main() -> None:
         ratio = f"{single * r['population'] / r['epoch_s']:.2f}x" if single else "-"
         gpu = f"{r['gpu_per_member_mib']:.0f}" if "gpu_per_member_mib" in r else "-"
         print(
-            f"{r['population']:>3} {r['huge_pages']:>4} {r['epoch_s']:>8.2f} {r['population'] / r['epoch_s']:>16.2f} {ratio:>17} {r['rss_per_member_mib']:>15.0f} {gpu:>15}  {r['rss_by_generation_mib']}"
+            f"{r['population']:>3} {r['huge_pages']:>4} {r['epoch_s']:>8.2f} {r['population'] / r['epoch_s']:>16.2f} "
+            f"{ratio:>17} {r['rss_per_member_mib']:>15.0f} {gpu:>15}  {r['rss_by_generation_mib']}"
         )
 
 

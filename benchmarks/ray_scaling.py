@@ -10,6 +10,7 @@ oversubscription. Generation 0 includes the ramps, so one generation of work is 
 """
 
 import argparse
+import contextlib
 import csv
 import os
 import shutil
@@ -57,10 +58,8 @@ def stop(sessions: list[int]) -> None:
         for pid in subprocess.run(["ps", "-eo", "pid=,sid="], capture_output=True, text=True).stdout.split("\n"):
             fields = pid.split()
             if len(fields) == 2 and int(fields[1]) == session:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.kill(int(fields[0]), signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
 
 
 def run(workers: int, args, data_file: Path, workdir: Path) -> tuple[float, set[str]]:
@@ -125,15 +124,18 @@ def main() -> None:
     data_file = write_synthetic("lorenz", args.workdir / "lorenz.h5")
     epochs = args.population * (4 + args.epochs_per_generation * args.generations)
     print(
-        f"Lorenz set (1040 train trials), population {args.population}, {args.generations} generations x {args.epochs_per_generation} epochs (+4 ramp), "
-        f"{args.cpus_per_node} CPU(s) per worker node, 1 CPU and 1 torch thread per member; {os.cpu_count()} cores on this machine"
+        f"Lorenz set (1040 train trials), population {args.population}, {args.generations} generations x "
+        f"{args.epochs_per_generation} epochs (+4 ramp), "
+        f"{args.cpus_per_node} CPU(s) per worker node, 1 CPU and 1 torch thread per member; {os.cpu_count()} cores on "
+        "this machine"
     )
     rates = {}
     for workers in (1, 2):
         elapsed, threads = run(workers, args, data_file, args.workdir / f"workers-{workers}")
         rates[workers] = epochs / elapsed
         print(
-            f"{workers} worker node(s): {elapsed:.1f} s, {rates[workers]:.2f} member-epochs/s; torch threads per trial {sorted(threads)}"
+            f"{workers} worker node(s): {elapsed:.1f} s, {rates[workers]:.2f} member-epochs/s; torch threads per "
+            f"trial {sorted(threads)}"
         )
     print(f"scaling efficiency 1 -> 2 nodes: {rates[2] / rates[1] / 2 * 100:.0f}% of linear (target >= 85%)")
 

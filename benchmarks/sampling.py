@@ -43,7 +43,8 @@ def main() -> None:
     model = LFADS(cfg, [0], device)
     generator = torch.Generator().manual_seed(0)
     print(
-        f"mc_maze_small shape, {args.samples} samples, max_rows {args.max_rows}, device {device}, threads {torch.get_num_threads()}, torch {torch.__version__}"
+        f"mc_maze_small shape, {args.samples} samples, max_rows {args.max_rows}, device {device}, threads "
+        f"{torch.get_num_threads()}, torch {torch.__version__}"
     )
     posterior_sample(model, synthetic_split("warmup", 8, cfg, generator), args.samples, args.max_rows)
     for trials in args.trials:
@@ -59,7 +60,8 @@ def main() -> None:
         elapsed = time.perf_counter() - start
         growth = peak_mib(device) - (0 if device.type == "cuda" else before)
         print(
-            f"{trials:>5} trials: {trials / elapsed:7.1f} trials/s ({trials * args.samples / elapsed:8.0f} decoded samples/s); peak memory {'allocated' if device.type == 'cuda' else 'RSS growth'} {growth:.0f} MiB"
+            f"{trials:>5} trials: {trials / elapsed:7.1f} trials/s ({trials * args.samples / elapsed:8.0f} decoded "
+            f"samples/s); peak memory {'allocated' if device.type == 'cuda' else 'RSS growth'} {growth:.0f} MiB"
         )
 
 

@@ -10,7 +10,8 @@ Printed per arm: member-epochs/s and its ratio to C x the single model's (C = us
 >= 0.9 on a quiet machine), the threads per worker, and the RSS (driver + workers) after each generation,
 which must stay flat (item 7). The load average is printed before and after.
 
-    python benchmarks/search_scaling.py [--populations 2 4 8] [--workers 1 2] [--threads auto] [--steps 2] [--batch 64] [--generations 3] [--rounds 2]
+    python benchmarks/search_scaling.py [--populations 2 4 8] [--workers 1 2] [--threads auto] [--steps 2] \
+[--batch 64] [--generations 3] [--rounds 2]
 """
 
 import argparse
@@ -131,7 +132,8 @@ def main() -> None:
 
     cpus = usable_cpus()
     print(
-        f"mc_maze_small shape, batch {args.batch}, {args.steps} training batches + 1 validation batch per epoch, {cpus} usable CPUs, torch {torch.__version__}"
+        f"mc_maze_small shape, batch {args.batch}, {args.steps} training batches + 1 validation batch per epoch, "
+        f"{cpus} usable CPUs, torch {torch.__version__}"
     )
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
     arms = [(1, 1, "1")] + [(p, w, args.threads) for p in args.populations for w in args.workers if w <= p]
@@ -157,20 +159,23 @@ def main() -> None:
                 results[arm].append(result)
                 # as it goes, so a run cut short still tells something
                 print(
-                    f"round {round_}: P {arm[0]}, W {result['workers']}, threads {result['threads']}: epoch {result['epoch_s']:.2f} s, RSS {result['rss_mib']} MiB, load {os.getloadavg()[0]:.1f}",
+                    f"round {round_}: P {arm[0]}, W {result['workers']}, threads {result['threads']}: epoch "
+                    f"{result['epoch_s']:.2f} s, RSS {result['rss_mib']} MiB, load {os.getloadavg()[0]:.1f}",
                     flush=True,
                 )
     print(f"load average after:  {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     single = cpus * 1 / statistics.median(r["epoch_s"] for r in results[arms[0]])
     print(
-        f"{'P':>3} {'W':>3} {'threads':>8} {'epoch s':>8} {'member-epochs/s':>16} {'vs C x single':>14}  RSS MiB after each generation (driver + workers)"
+        f"{'P':>3} {'W':>3} {'threads':>8} {'epoch s':>8} {'member-epochs/s':>16} {'vs C x single':>14}  RSS MiB "
+        "after each generation (driver + workers)"
     )
     for arm, runs in results.items():
         epoch_s = statistics.median(r["epoch_s"] for r in runs)
         throughput = arm[0] / epoch_s
         label = "single" if arm == arms[0] else f"{throughput / single:.2f}x"
         print(
-            f"{arm[0]:>3} {runs[0]['workers']:>3} {'+'.join(map(str, runs[0]['threads'])):>8} {epoch_s:>8.2f} {throughput:>16.2f} {label:>14}  {runs[-1]['rss_mib']}"
+            f"{arm[0]:>3} {runs[0]['workers']:>3} {'+'.join(map(str, runs[0]['threads'])):>8} {epoch_s:>8.2f} "
+            f"{throughput:>16.2f} {label:>14}  {runs[-1]['rss_mib']}"
         )
     print(f"C x single = {cpus} x {single / cpus:.2f} = {single:.2f} member-epochs/s")
 

@@ -70,7 +70,8 @@ def main() -> None:
     )
     print(f"config: mc_maze_small shape {MC_MAZE_SMALL}")
     print(
-        f"torch {torch.__version__}, device {config.train.device}, threads {torch.get_num_threads()}, batch {args.batch}, population {args.population}, steps {args.steps}"
+        f"torch {torch.__version__}, device {config.train.device}, threads {torch.get_num_threads()}, batch "
+        f"{args.batch}, population {args.population}, steps {args.steps}"
     )
     # Fast core and plain autograd alternate epoch by epoch so machine noise hits both alike; best of rounds.
     trainers = {
@@ -95,7 +96,8 @@ def main() -> None:
     print(f"load average after: {os.getloadavg()}")
     for core, elapsed in best.items():
         print(
-            f"{core:>5}: step time {elapsed / args.steps * 1000:.1f} ms; throughput {n / elapsed:.1f} trials/s; {n * args.population / elapsed:.1f} member-trials/s"
+            f"{core:>5}: step time {elapsed / args.steps * 1000:.1f} ms; throughput {n / elapsed:.1f} trials/s; "
+            f"{n * args.population / elapsed:.1f} member-trials/s"
         )
     print(f"fast core vs eager: {best['eager'] / best['fused']:.2f}x")
     median = {core: statistics.median(times) for core, times in rounds.items()}

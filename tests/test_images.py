@@ -147,7 +147,8 @@ def test_host_context_copies_the_hosts_pip_settings(tmp_path, monkeypatch):
     ca.write_text("-----BEGIN CERTIFICATE-----\n")
     conf = tmp_path / "pip.conf"
     conf.write_text(f"[global]\ncert = {ca}\nindex-url = https://mirror.invalid/simple\n"
-                    f"extra-index-url = file:///opt/elsewhere http://other.invalid/simple\ntrusted-host = other.invalid\n")  # fmt: skip
+                    "extra-index-url = file:///opt/elsewhere http://other.invalid/simple\n"
+                    "trusted-host = other.invalid\n")  # fmt: skip
     host = tmp_path / "docker" / "host"
     script = tmp_path / "docker" / "host_context.py"
     script.parent.mkdir()

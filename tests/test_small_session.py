@@ -65,7 +65,8 @@ def test_benchmark_smoke_run_on_the_real_session(tmp_path):
         "OMP_NUM_THREADS": "1",
     }
     result = subprocess.run(
-        [sys.executable, str(BENCH), "--nwb", str(SHARED_NWB), "--workdir", str(tmp_path), "--smoke", "--only", "smoothing", "lfads"],
+        [sys.executable, str(BENCH), "--nwb", str(SHARED_NWB), "--workdir", str(tmp_path),
+         "--smoke", "--only", "smoothing", "lfads"],
         capture_output=True, text=True, env=env, timeout=600,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]

@@ -78,7 +78,8 @@ def main(torch: str) -> int:
     wheels = HOST / "wheels"
     shutil.rmtree(wheels, ignore_errors=True)
     fetched = subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary", ":all:",
-                              "--python-version", "3.11", "-d", str(wheels), torch], capture_output=True, text=True)  # fmt: skip
+                              "--python-version", "3.11", "-d", str(wheels), torch],
+                             capture_output=True, text=True)  # fmt: skip
     found = fetched.returncode == 0 and any(wheels.glob("torch-*.whl"))
     if found:
         conf.append(f"find-links = {IN_BUILD}/wheels")

@@ -178,7 +178,14 @@ def _check_trial_template(template: dict | None, parameters: list[dict], pbt: di
     if not isinstance(job, dict):
         return problems + ["spec.trialTemplate.trialSpec must be specified"]
     text = json.dumps(job)  # Katib substitutes placeholders in the template's serialised text
-    declared, references = [], []
+    problems += _check_trial_parameters(trial_parameters, parameters, text)
+    return problems + _check_trial_job(template, job, pbt)
+
+
+def _check_trial_parameters(trial_parameters: list[dict], parameters: list[dict], text: str) -> list[str]:
+    """Each trialParameter well formed, unique, referencing a searched parameter and used in the template's
+    text; every placeholder declared; every searched parameter passed to the trial."""
+    problems, declared, references = [], [], []
     for i, tp in enumerate(trial_parameters):
         name, reference = tp.get("name", ""), tp.get("reference", "")
         if not name or not reference or "{" in name or "}" in name:
@@ -204,6 +211,12 @@ def _check_trial_template(template: dict | None, parameters: list[dict], pbt: di
         problems.append(
             f"spec.parameters {unsearched} are never passed to the trial (no trialParameter references them)"
         )
+    return problems
+
+
+def _check_trial_job(template: dict, job: dict, pbt: dict | None) -> list[str]:
+    """The trial Job itself: kind, no fixed name, the primary container, restartPolicy, pbt's checkpoint."""
+    problems = []
     if not job.get("apiVersion") or not job.get("kind"):
         problems.append("spec.trialTemplate.trialSpec: apiVersion and kind must be specified")
     if job.get("metadata", {}).get("name") or job.get("metadata", {}).get("namespace"):

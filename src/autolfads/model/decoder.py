@@ -49,46 +49,18 @@ class Decoder(nn.Module):
         training: bool,
         sample: bool,
     ) -> DecoderStates:
-        """ic_sample (P, B, ic_dim); ci (P, B, T, 2 ci_enc_dim) or None; ext_input (1 or P, B, T, E) or None."""
-        cfg = self.cfg
-        members, batch = ic_sample.shape[:2]
-        steps = cfg.recon_seq_len
-        use_con = ci is not None
-        co_dim = cfg.co_dim if use_con else 0
+        """ic_sample (P, B, ic_dim); ci (P, B, T, 2 ci_enc_dim) or None; ext_input (1 or P, B, T, E) or None.
 
-        # Everything that does not depend on the previous step is computed for all steps at once.
-        gen_init = self.ic_to_gen(ic_sample)
-        factor_w = self.factor_readout.effective_weight()
-        factor0 = torch.bmm(member_dropout(gen_init, dropout_rate, rng, training), factor_w)
-        gen_w_ih = self.gen_cell.weight_ih
-        gen_in_proj = self.gen_cell.bias.unsqueeze(1).unsqueeze(1).expand(members, batch, steps, -1)
-        if cfg.ext_input_dim > 0:
-            ext = member_dropout(ext_input, dropout_rate, rng, training)
-            gen_in_proj = gen_in_proj + torch.matmul(ext.expand(members, -1, -1, -1), gen_w_ih[:, None, co_dim:])
-        gen_in_proj = gen_in_proj.permute(2, 0, 1, 3)  # time-major: (T, P, B, 3H)
-        gen_w_co = gen_w_ih[:, :co_dim].contiguous()
-        gen_zr, gen_n = self.gen_cell.split_recurrent()
-        gen_mask = self._step_masks(dropout_rate, rng, training, steps, batch, cfg.gen_dim)
-        con_h0 = con_in_proj = con_w_fac = con_zr = con_n = co_w = co_b = con_mask = co_noise = None
-        if use_con:
-            ci_dim = 2 * cfg.ci_enc_dim
-            con_w_ih = self.con_cell.weight_ih
-            con_in_proj = (
-                torch.baddbmm(
-                    self.con_cell.bias.unsqueeze(1),
-                    member_dropout(ci, dropout_rate, rng, training).reshape(members, -1, ci_dim),
-                    con_w_ih[:, :ci_dim],
-                )
-                .reshape(members, batch, steps, -1)
-                .permute(2, 0, 1, 3)
-            )
-            con_w_fac = con_w_ih[:, ci_dim:].contiguous()
-            con_zr, con_n = self.con_cell.split_recurrent()
-            co_w, co_b = self.co_linear.weight, self.co_linear.bias
-            con_mask = self._step_masks(dropout_rate, rng, training, steps, batch, cfg.fac_dim)
-            co_noise = rng.normal(steps, batch, co_dim).transpose(0, 1) if sample else None
-            con_h0 = self.con_h0.unsqueeze(1).expand(members, batch, cfg.con_dim)
-
+        Everything that does not depend on the previous step is computed for all steps at once (generator side,
+        then controller side: the order of the random draws), then the time loop runs."""
+        gen_side = self._generator_inputs(ic_sample, ext_input, dropout_rate, rng, training, ci is not None)
+        gen_init, factor0, gen_in_proj, gen_w_co, gen_zr, gen_n, factor_w, gen_mask = gen_side
+        con_side = (
+            (None,) * 9
+            if ci is None
+            else self._controller_inputs(ci, ic_sample.shape[:2], dropout_rate, rng, training, sample)
+        )
+        con_h0, con_in_proj, con_w_fac, con_zr, con_n, co_w, co_b, con_mask, co_noise = con_side
         loop = FusedDecoder.apply if self.fused else eager_decode
         outputs = loop(
             gen_init,
@@ -108,10 +80,55 @@ class Decoder(nn.Module):
             con_mask,
             gen_mask,
             co_noise,
-            cfg.cell_clip,
+            self.cfg.cell_clip,
         )
         gen_states, factors, con_states, co_means, co_stds, gen_inputs = (out.permute(1, 2, 0, 3) for out in outputs)
         return DecoderStates(gen_init, gen_states, factors, con_states, co_means, co_stds, gen_inputs)
+
+    def _generator_inputs(self, ic_sample, ext_input, dropout_rate, rng, training, use_con):
+        """The generator's side of the loop: gen_init, factor0 (the factor read from gen_init), gen_in_proj
+        (T, P, B, 3H: bias + external-input part), gen_w_co, the recurrent weights, factor_w, the step masks."""
+        cfg = self.cfg
+        members, batch = ic_sample.shape[:2]
+        steps = cfg.recon_seq_len
+        co_dim = cfg.co_dim if use_con else 0
+        gen_init = self.ic_to_gen(ic_sample)
+        factor_w = self.factor_readout.effective_weight()
+        factor0 = torch.bmm(member_dropout(gen_init, dropout_rate, rng, training), factor_w)
+        gen_w_ih = self.gen_cell.weight_ih
+        gen_in_proj = self.gen_cell.bias.unsqueeze(1).unsqueeze(1).expand(members, batch, steps, -1)
+        if cfg.ext_input_dim > 0:
+            ext = member_dropout(ext_input, dropout_rate, rng, training)
+            gen_in_proj = gen_in_proj + torch.matmul(ext.expand(members, -1, -1, -1), gen_w_ih[:, None, co_dim:])
+        gen_in_proj = gen_in_proj.permute(2, 0, 1, 3)  # time-major: (T, P, B, 3H)
+        gen_w_co = gen_w_ih[:, :co_dim].contiguous()
+        gen_zr, gen_n = self.gen_cell.split_recurrent()
+        gen_mask = self._step_masks(dropout_rate, rng, training, steps, batch, cfg.gen_dim)
+        return gen_init, factor0, gen_in_proj, gen_w_co, gen_zr, gen_n, factor_w, gen_mask
+
+    def _controller_inputs(self, ci, members_batch, dropout_rate, rng, training, sample):
+        """The controller's side of the loop: con_h0, con_in_proj (T, P, B, 3H: bias + ci part), con_w_fac, the
+        recurrent weights, co_w, co_b, the step masks and the controller-output noise (None unless sampling)."""
+        cfg = self.cfg
+        (members, batch), steps = members_batch, cfg.recon_seq_len
+        ci_dim = 2 * cfg.ci_enc_dim
+        con_w_ih = self.con_cell.weight_ih
+        con_in_proj = (
+            torch.baddbmm(
+                self.con_cell.bias.unsqueeze(1),
+                member_dropout(ci, dropout_rate, rng, training).reshape(members, -1, ci_dim),
+                con_w_ih[:, :ci_dim],
+            )
+            .reshape(members, batch, steps, -1)
+            .permute(2, 0, 1, 3)
+        )
+        con_w_fac = con_w_ih[:, ci_dim:].contiguous()
+        con_zr, con_n = self.con_cell.split_recurrent()
+        co_w, co_b = self.co_linear.weight, self.co_linear.bias
+        con_mask = self._step_masks(dropout_rate, rng, training, steps, batch, cfg.fac_dim)
+        co_noise = rng.normal(steps, batch, cfg.co_dim).transpose(0, 1) if sample else None
+        con_h0 = self.con_h0.unsqueeze(1).expand(members, batch, cfg.con_dim)
+        return con_h0, con_in_proj, con_w_fac, con_zr, con_n, co_w, co_b, con_mask, co_noise
 
     @staticmethod
     def _step_masks(rate: torch.Tensor, rng: MemberRNG, training: bool, steps: int, batch: int, dim: int):

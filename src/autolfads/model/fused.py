@@ -12,6 +12,8 @@ written part by part (no concatenation of its z|r and n parts), and every per-st
 unbind (indexing [t] in the loop costs a call per step and tensor).
 """
 
+from typing import NamedTuple
+
 import torch
 
 
@@ -128,6 +130,205 @@ class FusedGRUSequence(torch.autograd.Function):
         return (d_x.all, dh, *_recurrent_grads(saved, d_x), None)
 
 
+class _ControllerForward:
+    """The controller's side of the decoder's forward loop: its weights, its recurrence, buffers for the
+    controller-output parameters (means | log-variances), their stds and the generator inputs (T, P, B, .),
+    and per-step views of all."""
+
+    def __init__(self, con_h0, con_in_proj, con_w_fac, con_zr, con_n, co_w, co_b, gen_w_co, con_mask, co_noise, like):
+        steps, co_dim = con_in_proj.shape[0], gen_w_co.shape[1]
+        self.rnn = _Recurrence(con_h0, steps)
+        self.x = con_in_proj.unbind(0)
+        self.params = like.new_empty(steps, *like.shape[:-1], 2 * co_dim)
+        self.stds, self.gen_inputs = (like.new_empty(steps, *like.shape[:-1], co_dim) for _ in range(2))
+        self.means, self.logvars = (x.unbind(0) for x in self.params.split(co_dim, dim=-1))
+        self.param_steps, self.std_steps, self.gen_input_steps = (
+            x.unbind(0) for x in (self.params, self.stds, self.gen_inputs)
+        )
+        self.masks = con_mask.unbind(0) if con_mask is not None else None
+        self.noise = co_noise.unbind(0) if co_noise is not None else None
+        self.hidden = con_h0.shape[-1]
+        self.w_fac, self.w_zr, self.w_n, self.co_w, self.gen_w_co = con_w_fac, con_zr, con_n, co_w, gen_w_co
+        self.co_b = co_b.unsqueeze(1)
+
+
+def _controller_forward_step(t, con, factor, con_h, gen_x, gen_hidden, clip):
+    """Step t of the controller, from the previous factor: its new state and output (written into con's
+    buffers) -> the new state and the generator's input projections z|r and n with that output added."""
+    con_factor = factor if con.masks is None else factor * con.masks[t]
+    con_zr_x, con_n_x = torch.baddbmm(con.x[t], con_factor, con.w_fac).split([2 * con.hidden, con.hidden], dim=-1)
+    con_h = _gru_forward_step(t, con.rnn, con_zr_x, con_n_x, con_h, con.w_zr, con.w_n, clip)
+    torch.baddbmm(con.co_b, con_h, con.co_w, out=con.param_steps[t])
+    co_std = torch.exp(0.5 * con.logvars[t], out=con.std_steps[t])
+    co = (
+        torch.addcmul(con.means[t], co_std, con.noise[t], out=con.gen_input_steps[t])
+        if con.noise is not None
+        else con.gen_input_steps[t].copy_(con.means[t])
+    )
+    gen_zr_x, gen_n_x = torch.baddbmm(gen_x, co, con.gen_w_co).split([2 * gen_hidden, gen_hidden], dim=-1)
+    return con_h, gen_zr_x, gen_n_x
+
+
+def _decoder_forward_loop(gen, con, factor_steps, gen_in_proj, gen_zr, gen_n, factor_w, gen_mask, clip):
+    """The forward time loop: the controller step (with a controller), the generator step, then the factor
+    read from the new generator state (its dropped-out copy) into factor_steps[t + 1]."""
+    gen_hidden = gen.h[0].shape[-1]
+    gen_x_zr, gen_x_n = _input_steps(gen_in_proj, gen_hidden)
+    gen_x = gen_in_proj.unbind(0)
+    gen_masks = gen_mask.unbind(0) if gen_mask is not None else None
+    gen_h = gen.h[0]
+    con_h = con.rnn.h[0] if con is not None else None
+    for t in range(gen_in_proj.shape[0]):
+        if con is not None:
+            con_h, gen_zr_x, gen_n_x = _controller_forward_step(
+                t, con, factor_steps[t], con_h, gen_x[t], gen_hidden, clip
+            )
+        else:
+            gen_zr_x, gen_n_x = gen_x_zr[t], gen_x_n[t]
+        gen_h = _gru_forward_step(t, gen, gen_zr_x, gen_n_x, gen_h, gen_zr, gen_n, clip)
+        torch.bmm(gen_h if gen_masks is None else gen_h * gen_masks[t], factor_w, out=factor_steps[t + 1])
+
+
+class _DecoderRecord(NamedTuple):
+    """What FusedDecoder's forward saves for its backward, in `ctx.save_for_backward` order: the forward
+    record (zero-width tensors for the con_* / co_* / gen_inputs entries without a controller), then inputs."""
+
+    gen_trajectory: torch.Tensor
+    gen_zr_gates: torch.Tensor
+    gen_n_gates: torch.Tensor
+    factor_trajectory: torch.Tensor
+    con_trajectory: torch.Tensor
+    con_zr_gates: torch.Tensor
+    con_n_gates: torch.Tensor
+    co_stds: torch.Tensor
+    gen_inputs: torch.Tensor
+    con_w_fac: torch.Tensor | None
+    con_zr: torch.Tensor | None
+    con_n: torch.Tensor | None
+    co_w: torch.Tensor | None
+    gen_w_co: torch.Tensor
+    gen_zr: torch.Tensor
+    gen_n: torch.Tensor
+    factor_w: torch.Tensor
+    con_mask: torch.Tensor | None
+    gen_mask: torch.Tensor | None
+    co_noise: torch.Tensor | None
+
+
+class _ControllerBackward:
+    """The controller's side of the decoder's backward loop: its forward record, its input gradient
+    dL/dx_proj, dL/d(means | log-variances) (T, P, B, 2 co_dim) written step by step, the incoming output
+    gradients, the transposed weights, and per-step views; d_h carries dL/dcon_h between steps."""
+
+    def __init__(self, s: _DecoderRecord, clip, d_gen_inputs, d_co_means, d_co_stds, d_con_states):
+        self.saved = _Saved(s.con_trajectory, s.con_zr_gates, s.con_n_gates, clip)
+        self.d_x = _InputGrads(s.con_n_gates, s.con_n_gates.shape[-1])
+        self.d_x_steps = self.d_x.all.unbind(0)
+        co_dim = s.gen_inputs.shape[-1]
+        self.d_params = s.gen_inputs.new_empty(*s.gen_inputs.shape[:-1], 2 * co_dim)
+        self.d_param_steps = self.d_params.unbind(0)
+        self.d_means, self.d_logvars = (x.unbind(0) for x in self.d_params.split(co_dim, dim=-1))
+        self.d_gen_inputs, self.d_co_means, self.d_co_stds, self.d_states = (
+            x.unbind(0) for x in (d_gen_inputs, d_co_means, d_co_stds, d_con_states)
+        )
+        self.half_stds = (0.5 * s.co_stds).unbind(0)
+        self.noise = s.co_noise.unbind(0) if s.co_noise is not None else None
+        self.masks = s.con_mask.unbind(0) if s.con_mask is not None else None
+        self.d_h = None
+        self.zr_t, self.n_t, self.co_w_t, self.gen_w_co_t, self.w_fac_t = (
+            w.transpose(1, 2) for w in (s.con_zr, s.con_n, s.co_w, s.gen_w_co, s.con_w_fac)
+        )
+
+
+def _controller_backward_step(t, con, d_gen_x):
+    """Step t of the controller in reverse, from dL/dx_gen_t (writing into con's buffers) -> dL/dfactor_{t-1}
+    through the controller."""
+    d_co = torch.baddbmm(con.d_gen_inputs[t], d_gen_x, con.gen_w_co_t)  # d co = d x_gen @ W_gen_co^T
+    torch.add(d_co, con.d_co_means[t], out=con.d_means[t])
+    d_std = con.d_co_stds[t] if con.noise is None else torch.addcmul(con.d_co_stds[t], d_co, con.noise[t])
+    torch.mul(d_std, con.half_stds[t], out=con.d_logvars[t])
+    d_con = torch.baddbmm(con.d_states[t], con.d_param_steps[t], con.co_w_t)
+    if con.d_h is not None:
+        d_con += con.d_h
+    con.d_h = _gru_backward_step(t, d_con, con.saved, con.zr_t, con.n_t, con.d_x)
+    d_con_factor = torch.bmm(con.d_x_steps[t], con.w_fac_t)
+    return d_con_factor if con.masks is None else d_con_factor.mul_(con.masks[t])
+
+
+def _decoder_backward_loop(s: _DecoderRecord, gen, d_gen_x, con, d_factor_all, d_factors, d_gen_states):
+    """The backward time loop, last step first: dL/dfactor_t (written into d_factor_all), the generator step,
+    then the controller step (with a controller) -> dL/dgen_init and dL/dfactor0 (None without a controller)."""
+    d_factor_steps, d_factors, d_gen_states = d_factor_all.unbind(0), d_factors.unbind(0), d_gen_states.unbind(0)
+    d_gen_x_steps = d_gen_x.all.unbind(0)
+    gen_masks = s.gen_mask.unbind(0) if s.gen_mask is not None else None
+    d_gen_h = d_factor_carry = None
+    gen_zr_t, gen_n_t, factor_w_t = (w.transpose(1, 2) for w in (s.gen_zr, s.gen_n, s.factor_w))
+    for t in range(len(d_gen_states) - 1, -1, -1):
+        d_factor = (
+            d_factor_steps[t].copy_(d_factors[t])
+            if d_factor_carry is None
+            else torch.add(d_factors[t], d_factor_carry, out=d_factor_steps[t])
+        )
+        d_gen_in = torch.bmm(d_factor, factor_w_t)
+        d_gen = d_gen_states[t] + (d_gen_in if gen_masks is None else d_gen_in.mul_(gen_masks[t]))
+        if d_gen_h is not None:
+            d_gen += d_gen_h
+        d_gen_h = _gru_backward_step(t, d_gen, gen, gen_zr_t, gen_n_t, d_gen_x)
+        if con is not None:
+            d_factor_carry = _controller_backward_step(t, con, d_gen_x_steps[t])
+    return d_gen_h, d_factor_carry
+
+
+def _generator_grads(s: _DecoderRecord, gen, d_gen_x, d_factor_all, d_gen_h, d_factor0):
+    """Gradients of the generator's inputs and weights, the weight gradients as one matmul over all steps;
+    dL/dfactor0 is zero without a controller (only the controller reads factor0)."""
+    gen_out = gen.states if s.gen_mask is None else gen.states * s.gen_mask
+    d_gen_zr, d_gen_n = _recurrent_grads(gen, d_gen_x)
+    return dict(
+        gen_init=d_gen_h,
+        factor0=d_factor0 if d_factor0 is not None else torch.zeros_like(s.factor_trajectory[0]),
+        gen_in_proj=d_gen_x.all,
+        gen_zr=d_gen_zr,
+        gen_n=d_gen_n,
+        factor_w=_outer(gen_out, d_factor_all),
+    )
+
+
+def _controller_grads(s: _DecoderRecord, con, d_gen_x):
+    """Gradients of the controller's inputs and weights and of gen_w_co, each weight one matmul over all steps."""
+    con_factors = s.factor_trajectory[:-1] if s.con_mask is None else s.factor_trajectory[:-1] * s.con_mask
+    d_con_zr, d_con_n = _recurrent_grads(con.saved, con.d_x)
+    return dict(
+        con_h0=con.d_h,
+        con_in_proj=con.d_x.all,
+        con_w_fac=_outer(con_factors, con.d_x.all),
+        con_zr=d_con_zr,
+        con_n=d_con_n,
+        co_w=_outer(con.saved.states, con.d_params),
+        co_b=con.d_params.sum((0, 2)),
+        gen_w_co=_outer(s.gen_inputs, d_gen_x.all),
+    )
+
+
+# FusedDecoder's differentiable inputs, in argument order (the masks, the noise and clip follow)
+_DECODER_INPUTS = (
+    "gen_init",
+    "factor0",
+    "con_h0",
+    "con_in_proj",
+    "gen_in_proj",
+    "con_w_fac",
+    "con_zr",
+    "con_n",
+    "co_w",
+    "co_b",
+    "gen_w_co",
+    "gen_zr",
+    "gen_n",
+    "factor_w",
+)
+
+
 class FusedDecoder(torch.autograd.Function):
     """The controller + generator loop of `decoder.eager_decode`, time-major (T, P, B, .) tensors.
 
@@ -160,197 +361,43 @@ class FusedDecoder(torch.autograd.Function):
         co_noise,
         clip,
     ):
-        steps = gen_in_proj.shape[0]
-        use_con = con_in_proj is not None
-        co_dim = gen_w_co.shape[1]
+        steps, co_dim = gen_in_proj.shape[0], gen_w_co.shape[1]
         gen = _Recurrence(gen_init, steps)
-        gen_x_zr, gen_x_n = _input_steps(gen_in_proj, gen_init.shape[-1])
-        gen_x = gen_in_proj.unbind(0)
         # factor_{-1..T-1}: factor0 then each step's factor (the controller reads the previous one)
         factor_trajectory = factor0.new_empty(steps + 1, *factor0.shape)
         factor_trajectory[0].copy_(factor0)
-        factor_steps = factor_trajectory.unbind(0)
-        gen_masks = gen_mask.unbind(0) if gen_mask is not None else None
-        empty = gen_init.new_empty(steps, *gen_init.shape[:-1], 0)
-        con_trajectory = con_zr_gates = con_n_gates = co_params = co_stds = gen_inputs = empty
-        if use_con:
-            con = _Recurrence(con_h0, steps)
-            con_trajectory, con_zr_gates, con_n_gates = con.trajectory, con.gates, con.n_gates
-            con_x = con_in_proj.unbind(0)
-            co_params = gen_init.new_empty(steps, *gen_init.shape[:-1], 2 * co_dim)
-            co_stds, gen_inputs = (gen_init.new_empty(steps, *gen_init.shape[:-1], co_dim) for _ in range(2))
-            co_means, co_logvars = (x.unbind(0) for x in co_params.split(co_dim, dim=-1))
-            co_param_steps, co_std_steps, gen_input_steps = (x.unbind(0) for x in (co_params, co_stds, gen_inputs))
-            con_masks = con_mask.unbind(0) if con_mask is not None else None
-            noise = co_noise.unbind(0) if co_noise is not None else None
-            con_hidden = con_h0.shape[-1]
-            co_b = co_b.unsqueeze(1)
-            con_h = con.h[0]
-        gen_h = gen.h[0]
-        for t in range(steps):
-            gen_zr_x = gen_x_zr[t]
-            if use_con:
-                factor = factor_steps[t]
-                con_factor = factor if con_masks is None else factor * con_masks[t]
-                con_zr_x, con_n_x = torch.baddbmm(con_x[t], con_factor, con_w_fac).split(
-                    [2 * con_hidden, con_hidden], dim=-1
-                )
-                con_h = _gru_forward_step(t, con, con_zr_x, con_n_x, con_h, con_zr, con_n, clip)
-                torch.baddbmm(co_b, con_h, co_w, out=co_param_steps[t])
-                co_std = torch.exp(0.5 * co_logvars[t], out=co_std_steps[t])
-                co = (
-                    torch.addcmul(co_means[t], co_std, noise[t], out=gen_input_steps[t])
-                    if noise is not None
-                    else gen_input_steps[t].copy_(co_means[t])
-                )
-                gen_zr_x, gen_n_x = torch.baddbmm(gen_x[t], co, gen_w_co).split(
-                    [2 * gen_init.shape[-1], gen_init.shape[-1]], dim=-1
-                )
-            else:
-                gen_n_x = gen_x_n[t]
-            gen_h = _gru_forward_step(t, gen, gen_zr_x, gen_n_x, gen_h, gen_zr, gen_n, clip)
-            torch.bmm(gen_h if gen_masks is None else gen_h * gen_masks[t], factor_w, out=factor_steps[t + 1])
-        ctx.use_con, ctx.clip = use_con, clip
-        ctx.save_for_backward(
-            gen.trajectory,
-            gen.gates,
-            gen.n_gates,
-            factor_trajectory,
-            con_trajectory,
-            con_zr_gates,
-            con_n_gates,
-            co_stds,
-            gen_inputs,
-            con_w_fac,
-            con_zr,
-            con_n,
-            co_w,
-            gen_w_co,
-            gen_zr,
-            gen_n,
-            factor_w,
-            con_mask,
-            gen_mask,
-            co_noise,
+        con = None
+        if con_in_proj is not None:
+            weights = (con_w_fac, con_zr, con_n, co_w, co_b, gen_w_co)
+            con = _ControllerForward(con_h0, con_in_proj, *weights, con_mask, co_noise, gen_init)
+        _decoder_forward_loop(
+            gen, con, factor_trajectory.unbind(0), gen_in_proj, gen_zr, gen_n, factor_w, gen_mask, clip
         )
-        con_states = con_trajectory[1:] if use_con else empty
+        if con is None:
+            empty = gen_init.new_empty(steps, *gen_init.shape[:-1], 0)
+            con_record, con_states, co_params = (empty,) * 5, empty, empty
+        else:
+            con_record = (con.rnn.trajectory, con.rnn.gates, con.rnn.n_gates, con.stds, con.gen_inputs)
+            con_states, co_params = con.rnn.states, con.params
+        ctx.use_con, ctx.clip = con is not None, clip
+        inputs = (con_w_fac, con_zr, con_n, co_w, gen_w_co, gen_zr, gen_n, factor_w, con_mask, gen_mask, co_noise)
+        ctx.save_for_backward(gen.trajectory, gen.gates, gen.n_gates, factor_trajectory, *con_record, *inputs)
+        co_stds, gen_inputs = con_record[3:]
         return gen.states, factor_trajectory[1:], con_states, co_params[..., :co_dim], co_stds, gen_inputs
 
     @staticmethod
     def backward(ctx, d_gen_states, d_factors, d_con_states, d_co_means, d_co_stds, d_gen_inputs):
-        (
-            gen_trajectory,
-            gen_zr_gates,
-            gen_n_gates,
-            factor_trajectory,
-            con_trajectory,
-            con_zr_gates,
-            con_n_gates,
-            co_stds,
-            gen_inputs,
-            con_w_fac,
-            con_zr,
-            con_n,
-            co_w,
-            gen_w_co,
-            gen_zr,
-            gen_n,
-            factor_w,
-            con_mask,
-            gen_mask,
-            co_noise,
-        ) = ctx.saved_tensors
-        clip, use_con = ctx.clip, ctx.use_con
-        gen = _Saved(gen_trajectory, gen_zr_gates, gen_n_gates, clip)
-        gen_states = gen.states
-        d_gen_x = _InputGrads(gen_n_gates, gen_n_gates.shape[-1])
-        d_gen_x_steps = d_gen_x.all.unbind(0)
-        d_factor_all = torch.empty_like(factor_trajectory[1:])
-        d_factor_steps, d_factors, d_gen_states = d_factor_all.unbind(0), d_factors.unbind(0), d_gen_states.unbind(0)
-        gen_masks = gen_mask.unbind(0) if gen_mask is not None else None
-        d_gen_h = d_factor_carry = None
-        gen_zr_t, gen_n_t, factor_w_t = (w.transpose(1, 2) for w in (gen_zr, gen_n, factor_w))
-        if use_con:
-            con = _Saved(con_trajectory, con_zr_gates, con_n_gates, clip)
-            con_states = con.states
-            d_con_x = _InputGrads(con_n_gates, con_n_gates.shape[-1])
-            d_con_x_steps = d_con_x.all.unbind(0)
-            co_dim = gen_inputs.shape[-1]
-            d_co_params = gen_inputs.new_empty(*gen_inputs.shape[:-1], 2 * co_dim)
-            d_co_param_steps = d_co_params.unbind(0)
-            d_means, d_logvars = (x.unbind(0) for x in d_co_params.split(co_dim, dim=-1))
-            d_gen_inputs, d_co_means, d_co_stds, d_con_states = (
-                x.unbind(0) for x in (d_gen_inputs, d_co_means, d_co_stds, d_con_states)
-            )
-            half_stds = (0.5 * co_stds).unbind(0)
-            noise = co_noise.unbind(0) if co_noise is not None else None
-            con_masks = con_mask.unbind(0) if con_mask is not None else None
-            d_con_h = None
-            con_zr_t, con_n_t, co_w_t, gen_w_co_t, con_w_fac_t = (
-                w.transpose(1, 2) for w in (con_zr, con_n, co_w, gen_w_co, con_w_fac)
-            )
-        for t in range(gen_states.shape[0] - 1, -1, -1):
-            d_factor = (
-                d_factor_steps[t].copy_(d_factors[t])
-                if d_factor_carry is None
-                else torch.add(d_factors[t], d_factor_carry, out=d_factor_steps[t])
-            )
-            d_gen_in = torch.bmm(d_factor, factor_w_t)
-            d_gen = d_gen_states[t] + (d_gen_in if gen_masks is None else d_gen_in.mul_(gen_masks[t]))
-            if d_gen_h is not None:
-                d_gen += d_gen_h
-            d_gen_h = _gru_backward_step(t, d_gen, gen, gen_zr_t, gen_n_t, d_gen_x)
-            if use_con:
-                d_co = torch.baddbmm(d_gen_inputs[t], d_gen_x_steps[t], gen_w_co_t)  # d co = d x_gen @ W_gen_co^T
-                torch.add(d_co, d_co_means[t], out=d_means[t])
-                d_std = d_co_stds[t] if noise is None else torch.addcmul(d_co_stds[t], d_co, noise[t])
-                torch.mul(d_std, half_stds[t], out=d_logvars[t])
-                d_con = torch.baddbmm(d_con_states[t], d_co_param_steps[t], co_w_t)
-                if d_con_h is not None:
-                    d_con += d_con_h
-                d_con_h = _gru_backward_step(t, d_con, con, con_zr_t, con_n_t, d_con_x)
-                d_con_factor = torch.bmm(d_con_x_steps[t], con_w_fac_t)
-                d_factor_carry = d_con_factor if con_masks is None else d_con_factor.mul_(con_masks[t])
-
-        gen_out = gen_states if gen_mask is None else gen_states * gen_mask
-        d_gen_zr, d_gen_n = _recurrent_grads(gen, d_gen_x)
-        grads = dict(
-            gen_init=d_gen_h,
-            factor0=d_factor_carry if use_con else torch.zeros_like(factor_trajectory[0]),
-            gen_in_proj=d_gen_x.all,
-            gen_zr=d_gen_zr,
-            gen_n=d_gen_n,
-            factor_w=_outer(gen_out, d_factor_all),
-        )
-        if use_con:
-            con_factors = factor_trajectory[:-1] if con_mask is None else factor_trajectory[:-1] * con_mask
-            d_con_zr, d_con_n = _recurrent_grads(con, d_con_x)
-            grads.update(
-                con_h0=d_con_h,
-                con_in_proj=d_con_x.all,
-                con_w_fac=_outer(con_factors, d_con_x.all),
-                con_zr=d_con_zr,
-                con_n=d_con_n,
-                co_w=_outer(con_states, d_co_params),
-                co_b=d_co_params.sum((0, 2)),
-                gen_w_co=_outer(gen_inputs, d_gen_x.all),
-            )
+        s = _DecoderRecord(*ctx.saved_tensors)
+        gen = _Saved(s.gen_trajectory, s.gen_zr_gates, s.gen_n_gates, ctx.clip)
+        d_gen_x = _InputGrads(s.gen_n_gates, s.gen_n_gates.shape[-1])
+        d_factor_all = torch.empty_like(s.factor_trajectory[1:])
+        con = None
+        if ctx.use_con:
+            con = _ControllerBackward(s, ctx.clip, d_gen_inputs, d_co_means, d_co_stds, d_con_states)
+        d_gen_h, d_factor0 = _decoder_backward_loop(s, gen, d_gen_x, con, d_factor_all, d_factors, d_gen_states)
+        grads = _generator_grads(s, gen, d_gen_x, d_factor_all, d_gen_h, d_factor0)
+        if con is None:
+            grads["gen_w_co"] = torch.zeros_like(s.gen_w_co)
         else:
-            grads["gen_w_co"] = torch.zeros_like(gen_w_co)
-        order = (
-            "gen_init",
-            "factor0",
-            "con_h0",
-            "con_in_proj",
-            "gen_in_proj",
-            "con_w_fac",
-            "con_zr",
-            "con_n",
-            "co_w",
-            "co_b",
-            "gen_w_co",
-            "gen_zr",
-            "gen_n",
-            "factor_w",
-        )
-        return (*(grads.get(name) for name in order), None, None, None, None)
+            grads.update(_controller_grads(s, con, d_gen_x))
+        return (*(grads.get(name) for name in _DECODER_INPUTS), None, None, None, None)

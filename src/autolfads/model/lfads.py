@@ -22,8 +22,6 @@ from .priors import AutoregressivePrior, GaussianPrior
 from .readin_readout import SessionInit
 from .reconstruction import make_reconstruction
 
-L2_GROUPS = ("ic_enc", "ci_enc", "gen", "con")  # recurrent kernels penalised by l2_{group}_scale
-
 
 @dataclass
 class LFADSOutput:

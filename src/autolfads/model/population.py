@@ -72,10 +72,7 @@ class PopulationLinear(nn.Module):
         lead = x.shape[:-1]
         flat = x.reshape(lead[0], -1, self.in_features)
         weight = self.effective_weight()
-        if self.bias is None:
-            out = torch.bmm(flat, weight)
-        else:
-            out = torch.baddbmm(self.bias.unsqueeze(1), flat, weight)
+        out = torch.bmm(flat, weight) if self.bias is None else torch.baddbmm(self.bias.unsqueeze(1), flat, weight)
         return out.reshape(*lead, self.out_features)
 
 

@@ -32,7 +32,8 @@ PINV_RCOND = 0.1
 
 @dataclass(frozen=True)
 class SessionInit:
-    """Initial read-in (N_enc, D) with its bias (D,), and read-out (D, N_recon, n_params) with bias (N_recon, n_params)."""
+    """Initial read-in (N_enc, D) with its bias (D,), and read-out (D, N_recon, n_params) with bias
+    (N_recon, n_params)."""
 
     readin_weight: np.ndarray
     readin_bias: np.ndarray
@@ -82,8 +83,8 @@ def pcr_session_inits(
     common = sorted(set.intersection(*(set(np.unique(s.train.conditions).tolist()) for s in sessions)))
     if len(common) < 2:
         raise ConfigError(
-            f"model.readin_init pcr needs conditions shared by all sessions; {len(common)} condition(s) appear in the train_cond_idx "
-            f"of every one of {', '.join(str(s.path) for s in sessions)}: set model.readin_init random"
+            f"model.readin_init pcr needs conditions shared by all sessions; {len(common)} condition(s) appear in the "
+            f"train_cond_idx of every one of {', '.join(str(s.path) for s in sessions)}: set model.readin_init random"
         )
     bins = cfg.session(0).encod_seq_len
     recon_averages = []  # per session (conditions x bins, N_recon): held-in neurons first

@@ -27,7 +27,8 @@ class Reconstruction(ABC):
     @abstractmethod
     def mean_parameter(self, mean: np.ndarray) -> tuple[int, np.ndarray, int]:
         """Where a read-out starts for data means `mean` (N,) (multi-session PCR): the output parameter that
-        carries the mean, its value where the distribution mean is `mean`, and +1 / -1 as the mean grows / falls with it."""
+        carries the mean, its value where the distribution mean is `mean`, and +1 / -1 as the mean grows / falls
+        with it."""
 
 
 MIN_MEAN = 1e-3  # means are floored here before a log link: a silent neuron must not give -inf

@@ -18,6 +18,27 @@ SHOWN_METRICS = (METRIC, *HEADLINE_METRICS, "val_nll_heldout", "val_nll_fp")
 
 def summary(results: Results) -> Section:
     best_row, best_epoch = best_metrics(results)
+    overview, metrics = overview_rows(results, best_row, best_epoch), metric_rows(results, best_row)
+    where = f"member {results.search.best_member}, last generation" if results.search else f"epoch {best_epoch}"
+    blocks = [grid(key_values("Overview", overview), key_values("Data", data_rows(results)))]
+    hparams = hyperparameter_rows(results, best_row)
+    blocks.append(
+        grid(
+            table(f"Validation metrics ({where})", ["metric", "value"], metrics),
+            table(
+                "Hyperparameters" + (" (best member)" if results.search else ""), ["name", "value", "searched"], hparams
+            ),
+        )
+    )
+    blocks += [note(text) for text in results.notes]
+    blocks.append(
+        details("Full configuration (config.yaml)", yaml.safe_dump(results.config.to_dict(), sort_keys=False))
+    )
+    return Section("summary", "Summary", blocks=blocks)
+
+
+def overview_rows(results: Results, best_row: dict, best_epoch: int) -> list[tuple[str, str]]:
+    """The Overview block: folder, kind of run, its size (generations or epochs), time, hardware, outputs."""
     overview = [("folder", str(results.folder.resolve()))]
     if results.search is not None:
         s = results.search
@@ -48,35 +69,22 @@ def summary(results: Results) -> Section:
                 f"{output} ({attrs.get('num_samples', '?')} posterior samples, epoch {attrs.get('epoch', '?')})",
             )
         )
+    return overview
 
-    metric_rows = [
-        [name, fmt(best_row[name])] for name in SHOWN_METRICS if name in best_row and math.isfinite(best_row[name])
-    ]
+
+def metric_rows(results: Results, best_row: dict) -> list[list[str]]:
+    """The validation metrics shown, then R² of the inferred rates vs true rates where the data has them."""
+    rows = [[name, fmt(best_row[name])] for name in SHOWN_METRICS if name in best_row and math.isfinite(best_row[name])]
     for name, split in results.inferred.items():
         if split.truth is not None:
             session = f", session {results.sessions[0].name}" if results.sessions else ""
-            metric_rows.append(
+            rows.append(
                 [
                     f"R² of the posterior-sampled rates vs true rates ({name}{session})",
                     fmt(r2_score(split.truth.astype(np.float64), split.rates.astype(np.float64))),
                 ]
             )
-    where = f"member {results.search.best_member}, last generation" if results.search else f"epoch {best_epoch}"
-    blocks = [grid(key_values("Overview", overview), key_values("Data", data_rows(results)))]
-    hparams = hyperparameter_rows(results, best_row)
-    blocks.append(
-        grid(
-            table(f"Validation metrics ({where})", ["metric", "value"], metric_rows),
-            table(
-                "Hyperparameters" + (" (best member)" if results.search else ""), ["name", "value", "searched"], hparams
-            ),
-        )
-    )
-    blocks += [note(text) for text in results.notes]
-    blocks.append(
-        details("Full configuration (config.yaml)", yaml.safe_dump(results.config.to_dict(), sort_keys=False))
-    )
-    return Section("summary", "Summary", blocks=blocks)
+    return rows
 
 
 def best_metrics(results: Results) -> tuple[dict, int]:
