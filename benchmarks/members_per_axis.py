@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train_throughput import MC_MAZE_SMALL, synthetic_split  # noqa: E402
 
 from autolfads.config import Config, ModelConfig, TrainConfig  # noqa: E402
-from autolfads.data import LFADSData  # noqa: E402
+from autolfads.data.dataset import LFADSData  # noqa: E402
 from autolfads.runtime import return_large_blocks_to_os  # noqa: E402
 from autolfads.search.workers import axis_groups  # noqa: E402
 from autolfads.train.trainer import Trainer  # noqa: E402
