@@ -226,6 +226,20 @@ def read_csv(path: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
+def assert_same_state(state: list[dict], other: list[dict], space) -> None:
+    """Two state.csv tables agree row by row: hyperparameters and positions exactly, metrics to float rounding."""
+    for ours, theirs in zip(state, other):
+        for name, value in theirs.items():
+            if name in space.params or name in ("generation", "member", "epoch"):
+                assert ours[name] == value, (name, ours, theirs)
+            else:
+                assert math.isclose(float(ours[name]), float(value), rel_tol=1e-4, abs_tol=1e-6), (
+                    name,
+                    ours[name],
+                    value,
+                )
+
+
 def completed_generations(workdir: Path) -> int:
     try:
         rows = read_csv(workdir / "state.csv")
@@ -373,16 +387,7 @@ def test_search_on_a_two_node_cluster_is_synchronous_binary_tournament_pbt(clust
     search(tiny_config(), lorenz, twin_dir, SearchSettings(**{**SETTINGS, "backend": "embedded"}))
     twin = read_csv(twin_dir / "state.csv")
     assert list(twin[0]) == list(state[0]) and len(twin) == len(state)
-    for ours, theirs in zip(state, twin):
-        for name, value in theirs.items():
-            if name in space.params or name in ("generation", "member", "epoch"):
-                assert ours[name] == value, (name, ours, theirs)
-            else:
-                assert math.isclose(float(ours[name]), float(value), rel_tol=1e-4, abs_tol=1e-6), (
-                    name,
-                    ours[name],
-                    value,
-                )
+    assert_same_state(state, twin, space)
     twin_exploits = read_csv(twin_dir / "exploits.csv")
     assert [(e["generation"], e["loser"], e["winner"]) for e in exploits] == [
         (e["generation"], e["loser"], e["winner"]) for e in twin_exploits
@@ -475,16 +480,7 @@ def test_members_per_trial_packs_members_on_one_axis_with_the_same_pbt(cluster, 
     theirs = read_csv(twin_dir / "state.csv")
     space = default_search_space()
     assert len(theirs) == len(state)
-    for ours, other in zip(state, theirs):
-        for name, value in other.items():
-            if name in space.params or name in ("generation", "member", "epoch"):
-                assert ours[name] == value, (name, ours, other)
-            else:
-                assert math.isclose(float(ours[name]), float(value), rel_tol=1e-4, abs_tol=1e-6), (
-                    name,
-                    ours[name],
-                    value,
-                )
+    assert_same_state(state, theirs, space)
     assert [(e["generation"], e["loser"], e["winner"]) for e in exploits] == [
         (e["generation"], e["loser"], e["winner"]) for e in read_csv(twin_dir / "exploits.csv")
     ]
