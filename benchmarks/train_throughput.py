@@ -7,6 +7,7 @@ per-member gradient clipping and the Adam update. Random Poisson data. The fast 
 
     python benchmarks/train_throughput.py [--threads 1] [--batch 64] [--steps 10] [--population 1] [--clock wall]
 
+Memory is set up as the command line does it (huge pages, large blocks back to the OS: autolfads.runtime).
 `--clock cpu` times the process's CPU time instead of wall time (one thread: the time it computed, less
 disturbed when other jobs share the cores) and prints the median of the rounds next to the best.
 """
@@ -16,12 +17,16 @@ import os
 import statistics
 import time
 
-import numpy as np
-import torch
+from autolfads.runtime import return_large_blocks_to_os, use_huge_pages
 
-from autolfads.config import Config, ModelConfig, TrainConfig
-from autolfads.data.dataset import LFADSData, Split
-from autolfads.train.trainer import Trainer
+use_huge_pages()  # as the command line does (before torch allocates)
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from autolfads.config import Config, ModelConfig, TrainConfig  # noqa: E402
+from autolfads.data.dataset import LFADSData, Split  # noqa: E402
+from autolfads.train.trainer import Trainer  # noqa: E402
 
 MC_MAZE_SMALL = dict(
     data_dim=142,
@@ -56,6 +61,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="timed epochs per core (after one warm-up)")
     parser.add_argument("--clock", choices=["wall", "cpu"], default="wall", help="cpu: process CPU time")
     args = parser.parse_args()
+    return_large_blocks_to_os()  # as the command line does
     torch.set_num_threads(args.threads)
     config = Config(model=ModelConfig(**MC_MAZE_SMALL), train=TrainConfig(batch_size=args.batch, device=args.device))
     generator = torch.Generator().manual_seed(0)

@@ -82,12 +82,12 @@ class Decoder(nn.Module):
             co_noise,
             self.cfg.cell_clip,
         )
-        gen_states, factors, con_states, co_means, co_stds, gen_inputs = (out.permute(1, 2, 0, 3) for out in outputs)
+        gen_states, factors, con_states, co_means, co_stds, gen_inputs = (out.transpose(1, 2) for out in outputs)
         return DecoderStates(gen_init, gen_states, factors, con_states, co_means, co_stds, gen_inputs)
 
     def _generator_inputs(self, ic_sample, ext_input, dropout_rate, rng, training, use_con):
         """The generator's side of the loop: gen_init, factor0 (the factor read from gen_init), gen_in_proj
-        (T, P, B, 3H: bias + external-input part), gen_w_co, the recurrent weights, factor_w, the step masks."""
+        (P, T, B, 3H: bias + external-input part), gen_w_co, the recurrent weights, factor_w, the step masks."""
         cfg = self.cfg
         members, batch = ic_sample.shape[:2]
         steps = cfg.recon_seq_len
@@ -100,14 +100,14 @@ class Decoder(nn.Module):
         if cfg.ext_input_dim > 0:
             ext = member_dropout(ext_input, dropout_rate, rng, training)
             gen_in_proj = gen_in_proj + torch.matmul(ext.expand(members, -1, -1, -1), gen_w_ih[:, None, co_dim:])
-        gen_in_proj = gen_in_proj.permute(2, 0, 1, 3)  # time-major: (T, P, B, 3H)
+        gen_in_proj = gen_in_proj.transpose(1, 2)  # the loop's layout: (P, T, B, 3H)
         gen_w_co = gen_w_ih[:, :co_dim].contiguous()
         gen_zr, gen_n = self.gen_cell.split_recurrent()
         gen_mask = self._step_masks(dropout_rate, rng, training, steps, batch, cfg.gen_dim)
         return gen_init, factor0, gen_in_proj, gen_w_co, gen_zr, gen_n, factor_w, gen_mask
 
     def _controller_inputs(self, ci, members_batch, dropout_rate, rng, training, sample):
-        """The controller's side of the loop: con_h0, con_in_proj (T, P, B, 3H: bias + ci part), con_w_fac, the
+        """The controller's side of the loop: con_h0, con_in_proj (P, T, B, 3H: bias + ci part), con_w_fac, the
         recurrent weights, co_w, co_b, the step masks and the controller-output noise (None unless sampling)."""
         cfg = self.cfg
         (members, batch), steps = members_batch, cfg.recon_seq_len
@@ -120,22 +120,22 @@ class Decoder(nn.Module):
                 con_w_ih[:, :ci_dim],
             )
             .reshape(members, batch, steps, -1)
-            .permute(2, 0, 1, 3)
+            .transpose(1, 2)
         )
         con_w_fac = con_w_ih[:, ci_dim:].contiguous()
         con_zr, con_n = self.con_cell.split_recurrent()
         co_w, co_b = self.co_linear.weight, self.co_linear.bias
         con_mask = self._step_masks(dropout_rate, rng, training, steps, batch, cfg.fac_dim)
-        co_noise = rng.normal(steps, batch, cfg.co_dim).transpose(0, 1) if sample else None
+        co_noise = rng.normal(steps, batch, cfg.co_dim) if sample else None
         con_h0 = self.con_h0.unsqueeze(1).expand(members, batch, cfg.con_dim)
         return con_h0, con_in_proj, con_w_fac, con_zr, con_n, co_w, co_b, con_mask, co_noise
 
     @staticmethod
     def _step_masks(rate: torch.Tensor, rng: MemberRNG, training: bool, steps: int, batch: int, dim: int):
-        """Dropout masks for every step drawn up front, (T, P, B, dim); None when not training."""
+        """Dropout masks for every step drawn up front, (P, T, B, dim); None when not training."""
         if not training:
             return None
-        return dropout_mask(rate, rng, (steps, batch, dim)).transpose(0, 1)
+        return dropout_mask(rate, rng, (steps, batch, dim))
 
 
 def eager_decode(
@@ -160,31 +160,32 @@ def eager_decode(
 ):
     """The decoder's time loop with plain autograd: the reference `fused.FusedDecoder` must match.
 
-    Time-major (T, P, B, .) in and out; returns gen_states, factors, con_states, co_means, co_stds, gen_inputs.
+    Member-major (P, T, B, .) sequences in and out; returns gen_states, factors, con_states, co_means, co_stds,
+    gen_inputs.
     """
     use_con = con_in_proj is not None
-    steps, members, batch = gen_in_proj.shape[:3]
+    members, steps, batch = gen_in_proj.shape[:3]
     gen_h, con_h, factor = gen_init, con_h0, factor0
     gen_states, factors, con_states, co_means, co_stds, gen_inputs = [], [], [], [], [], []
     # unbind, not [t] indexing: the backward of per-step indexing allocates a full-size gradient each step.
-    gen_in_steps = gen_in_proj.unbind(0)
-    con_in_steps = con_in_proj.unbind(0) if use_con else None
+    gen_in_steps = gen_in_proj.unbind(1)
+    con_in_steps = con_in_proj.unbind(1) if use_con else None
     for t in range(steps):
         gen_x = gen_in_steps[t]
         if use_con:
-            con_factor = factor if con_mask is None else factor * con_mask[t]
+            con_factor = factor if con_mask is None else factor * con_mask[:, t]
             con_h = gru_step(torch.baddbmm(con_in_steps[t], con_factor, con_w_fac), con_h, con_zr, con_n, clip)
             co_mean, co_logvar = torch.baddbmm(co_b.unsqueeze(1), con_h, co_w).split(gen_w_co.shape[1], dim=-1)
             co_std = torch.exp(0.5 * co_logvar)
-            co = co_mean + co_std * co_noise[t] if co_noise is not None else co_mean
+            co = co_mean + co_std * co_noise[:, t] if co_noise is not None else co_mean
             gen_x = torch.baddbmm(gen_x, co, gen_w_co)
             con_states.append(con_h), co_means.append(co_mean), co_stds.append(co_std), gen_inputs.append(co)
         gen_h = gru_step(gen_x, gen_h, gen_zr, gen_n, clip)
         # The carried generator state is never dropped; only its copy going to the factors is.
-        factor = torch.bmm(gen_h if gen_mask is None else gen_h * gen_mask[t], factor_w)
+        factor = torch.bmm(gen_h if gen_mask is None else gen_h * gen_mask[:, t], factor_w)
         gen_states.append(gen_h), factors.append(factor)
 
     def stack(seq: list[torch.Tensor]) -> torch.Tensor:
-        return torch.stack(seq) if seq else gen_init.new_zeros(steps, members, batch, 0)
+        return torch.stack(seq, 1) if seq else gen_init.new_zeros(members, steps, batch, 0)
 
     return stack(gen_states), stack(factors), stack(con_states), stack(co_means), stack(co_stds), stack(gen_inputs)

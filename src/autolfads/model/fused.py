@@ -9,21 +9,33 @@ weight gradients are then one batched matmul over every step. The equations are 
 Every step writes into preallocated sequence buffers: a network's trajectory h_0..h_T is one buffer (its
 states and previous states are views of it, no concatenation), the input gradient dL/dx_proj is one buffer
 written part by part (no concatenation of its z|r and n parts), and every per-step view is taken once with
-unbind (indexing [t] in the loop costs a call per step and tensor).
+unbind (indexing [t] in the loop costs a call per step and tensor). Sequences are group-major (G, T, B, .):
+each group's steps are one block, so the weight-gradient matmuls over all steps read them without copies.
+On a CPU the python-scalar forms of `1 - z` or `x * 2` cost twice a tensor-tensor op, hence the 0-dim constants.
 """
 
 from typing import NamedTuple
 
 import torch
 
+_HALF, _ONE, _TWO = torch.tensor(0.5), torch.tensor(1.0), torch.tensor(2.0)
+
+
+def _tanh_(x: torch.Tensor) -> torch.Tensor:
+    """tanh in place. On a CPU as 2 sigmoid(2x) - 1: torch's CPU tanh costs 4x that (within 2e-7 of tanh);
+    on a GPU one kernel beats three."""
+    if x.is_cuda:
+        return x.tanh_()
+    return x.mul_(_TWO).sigmoid_().mul_(_TWO).sub_(_ONE)
+
 
 def _gru_forward_step(t, rnn, x_zr, x_n, h, w_zr, w_n, clip):
     """Step t of a clipped GRU, writing its gates z|r, n and the new state into rnn's buffers (no copies).
 
-    h' = clamp(n + z * (h - n)) is computed in place in the state buffer: the same operations in the same
-    order as `recurrent.gru_step`, so the same values to the last bit."""
+    h' = clamp(n + z * (h - n)) is computed in place in the state buffer, in the order of `recurrent.gru_step`
+    (which differs only in its tanh: the values agree to about 1e-7)."""
     torch.baddbmm(x_zr, h, w_zr, out=rnn.zr[t]).sigmoid_()
-    n = torch.baddbmm(x_n, rnn.r[t] * h, w_n, out=rnn.n[t]).tanh_()
+    n = _tanh_(torch.baddbmm(x_n, rnn.r[t] * h, w_n, out=rnn.n[t]))
     return torch.sub(h, n, out=rnn.h[t + 1]).mul_(rnn.z[t]).add_(n).clamp_(-clip, clip)
 
 
@@ -32,65 +44,61 @@ class _Saved:
     [t] would be one call per step) of h_{t-1}, z, r, n and the clamp's pass mask."""
 
     def __init__(self, trajectory, zr, n, clip):
-        self.previous, self.states = trajectory[:-1], trajectory[1:]
+        self.previous, self.states = trajectory[:, :-1], trajectory[:, 1:]
         hidden = n.shape[-1]
         self.r_all = zr[..., hidden:]
         # |h| < clip  <=>  the update was inside the clamp (up to a tie at exactly +-clip, which has measure zero)
         inside = (self.states.abs() < clip).to(n.dtype)
-        self.h, self.n, self.inside = trajectory.unbind(0), n.unbind(0), inside.unbind(0)
-        self.z, self.r = (x.unbind(0) for x in zr.chunk(2, dim=-1))
+        self.h, self.n, self.inside = trajectory.unbind(1), n.unbind(1), inside.unbind(1)
+        self.z, self.r = (x.unbind(1) for x in zr.chunk(2, dim=-1))
 
 
 class _InputGrads:
-    """dL/dx_proj (T, G, B, 3H), written step by step through per-step views of its z, r, n and z|r parts."""
+    """dL/dx_proj (G, T, B, 3H), written step by step through per-step views of its z, r, n and z|r parts."""
 
     def __init__(self, like: torch.Tensor, hidden: int):
         self.all = like.new_empty(*like.shape[:-1], 3 * hidden)
-        self.z, self.r, self.n = (x.unbind(0) for x in self.all.split(hidden, dim=-1))
-        self.zr = self.all[..., : 2 * hidden].unbind(0)
+        self.z, self.r, self.n = (x.unbind(1) for x in self.all.split(hidden, dim=-1))
+        self.zr = self.all[..., : 2 * hidden].unbind(1)
 
 
 def _gru_backward_step(t, g, saved, w_zr_t, w_n_t, d_x):
     """Given g = dL/dh_t, write dL/dx_proj_t into d_x's step t and return dL/dh_{t-1}."""
     z, r, n, h_prev = saved.z[t], saved.r[t], saved.n[t], saved.h[t]
     d_update = g * saved.inside[t]
-    one_minus_z = 1 - z
-    d_n = torch.mul(d_update * one_minus_z, 1 - n * n, out=d_x.n[t])
+    one_minus_z = torch.sub(_ONE, z)
+    d_n = torch.mul(d_update * one_minus_z, torch.addcmul(_ONE, n, n, value=-1), out=d_x.n[t])
     d_rh = torch.bmm(d_n, w_n_t)
     torch.mul(d_update * (h_prev - n), z * one_minus_z, out=d_x.z[t])
-    torch.mul(d_rh * h_prev, r * (1 - r), out=d_x.r[t])
+    torch.mul(d_rh * h_prev, torch.addcmul(r, r, r, value=-1), out=d_x.r[t])
     return torch.baddbmm(d_update * z + d_rh * r, d_x.zr[t], w_zr_t)
 
 
 def _outer(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """sum over time and batch of a_t^T b_t: a (T, G, B, i), b (T, G, B, o) -> (G, i, o), one matmul."""
-    steps, groups, batch = a.shape[:3]
-    return torch.bmm(
-        a.transpose(0, 1).reshape(groups, steps * batch, -1).transpose(1, 2),
-        b.transpose(0, 1).reshape(groups, steps * batch, -1),
-    )
+    """sum over time and batch of a_t^T b_t: a (G, T, B, i), b (G, T, B, o) -> (G, i, o), one matmul."""
+    groups = a.shape[0]
+    return torch.bmm(a.reshape(groups, -1, a.shape[-1]).transpose(1, 2), b.reshape(groups, -1, b.shape[-1]))
 
 
 class _Recurrence:
-    """What one recurrent network keeps from its forward loop, (T, G, B, .) each: its trajectory h_0..h_T
+    """What one recurrent network keeps from its forward loop, (G, T, B, .) each: its trajectory h_0..h_T
     (states = h_1..h_T, previous = h_0..h_{T-1}: views, no copies) and gates; per-step views of each."""
 
     def __init__(self, h0: torch.Tensor, steps: int):
-        hidden = h0.shape[-1]
-        shape = (steps, *h0.shape[:-1])
-        self.trajectory = h0.new_empty(steps + 1, *h0.shape)
-        self.trajectory[0].copy_(h0)
-        self.states = self.trajectory[1:]
-        self.gates = h0.new_empty(*shape, 2 * hidden)
-        self.n_gates = h0.new_empty(*shape, hidden)
-        self.h, self.zr, self.n = self.trajectory.unbind(0), self.gates.unbind(0), self.n_gates.unbind(0)
-        self.z, self.r = (x.unbind(0) for x in self.gates.chunk(2, dim=-1))
+        (groups, batch, hidden) = h0.shape
+        self.trajectory = h0.new_empty(groups, steps + 1, batch, hidden)
+        self.trajectory[:, 0].copy_(h0)
+        self.states = self.trajectory[:, 1:]
+        self.gates = h0.new_empty(groups, steps, batch, 2 * hidden)
+        self.n_gates = h0.new_empty(groups, steps, batch, hidden)
+        self.h, self.zr, self.n = self.trajectory.unbind(1), self.gates.unbind(1), self.n_gates.unbind(1)
+        self.z, self.r = (x.unbind(1) for x in self.gates.chunk(2, dim=-1))
 
 
 def _input_steps(x_proj: torch.Tensor, hidden: int):
     """Per-step views of x_proj's z|r and n parts."""
     x_zr, x_n = x_proj.split([2 * hidden, hidden], dim=-1)
-    return x_zr.unbind(0), x_n.unbind(0)
+    return x_zr.unbind(1), x_n.unbind(1)
 
 
 def _recurrent_grads(saved, d_x):
@@ -103,14 +111,14 @@ def _recurrent_grads(saved, d_x):
 
 
 class FusedGRUSequence(torch.autograd.Function):
-    """x_proj (T, G, B, 3H) = x W_ih + b, h0 (G, B, H), w_zr (G, H, 2H), w_n (G, H, H) -> states (T, G, B, H)."""
+    """x_proj (G, T, B, 3H) = x W_ih + b, h0 (G, B, H), w_zr (G, H, 2H), w_n (G, H, H) -> states (G, T, B, H)."""
 
     @staticmethod
     def forward(ctx, x_proj, h0, w_zr, w_n, clip):
-        rnn = _Recurrence(h0, x_proj.shape[0])
+        rnn = _Recurrence(h0, x_proj.shape[1])
         x_zr, x_n = _input_steps(x_proj, h0.shape[-1])
         h = rnn.h[0]
-        for t in range(x_proj.shape[0]):
+        for t in range(x_proj.shape[1]):
             h = _gru_forward_step(t, rnn, x_zr[t], x_n[t], h, w_zr, w_n, clip)
         ctx.clip = clip
         ctx.save_for_backward(w_zr, w_n, rnn.trajectory, rnn.gates, rnn.n_gates)
@@ -122,8 +130,8 @@ class FusedGRUSequence(torch.autograd.Function):
         saved = _Saved(trajectory, zr, n, ctx.clip)
         d_x = _InputGrads(n, n.shape[-1])
         w_zr_t, w_n_t = w_zr.transpose(1, 2), w_n.transpose(1, 2)
-        d_steps = d_states.unbind(0)
-        last = n.shape[0] - 1
+        d_steps = d_states.unbind(1)
+        last = n.shape[1] - 1
         dh = _gru_backward_step(last, d_steps[last], saved, w_zr_t, w_n_t, d_x)
         for t in range(last - 1, -1, -1):
             dh = _gru_backward_step(t, d_steps[t] + dh, saved, w_zr_t, w_n_t, d_x)
@@ -132,21 +140,21 @@ class FusedGRUSequence(torch.autograd.Function):
 
 class _ControllerForward:
     """The controller's side of the decoder's forward loop: its weights, its recurrence, buffers for the
-    controller-output parameters (means | log-variances), their stds and the generator inputs (T, P, B, .),
+    controller-output parameters (means | log-variances), their stds and the generator inputs (P, T, B, .),
     and per-step views of all."""
 
     def __init__(self, con_h0, con_in_proj, con_w_fac, con_zr, con_n, co_w, co_b, gen_w_co, con_mask, co_noise, like):
-        steps, co_dim = con_in_proj.shape[0], gen_w_co.shape[1]
+        (members, steps), batch, co_dim = con_in_proj.shape[:2], like.shape[1], gen_w_co.shape[1]
         self.rnn = _Recurrence(con_h0, steps)
-        self.x = con_in_proj.unbind(0)
-        self.params = like.new_empty(steps, *like.shape[:-1], 2 * co_dim)
-        self.stds, self.gen_inputs = (like.new_empty(steps, *like.shape[:-1], co_dim) for _ in range(2))
-        self.means, self.logvars = (x.unbind(0) for x in self.params.split(co_dim, dim=-1))
+        self.x = con_in_proj.unbind(1)
+        self.params = like.new_empty(members, steps, batch, 2 * co_dim)
+        self.stds, self.gen_inputs = (like.new_empty(members, steps, batch, co_dim) for _ in range(2))
+        self.means, self.logvars = (x.unbind(1) for x in self.params.split(co_dim, dim=-1))
         self.param_steps, self.std_steps, self.gen_input_steps = (
-            x.unbind(0) for x in (self.params, self.stds, self.gen_inputs)
+            x.unbind(1) for x in (self.params, self.stds, self.gen_inputs)
         )
-        self.masks = con_mask.unbind(0) if con_mask is not None else None
-        self.noise = co_noise.unbind(0) if co_noise is not None else None
+        self.masks = con_mask.unbind(1) if con_mask is not None else None
+        self.noise = co_noise.unbind(1) if co_noise is not None else None
         self.hidden = con_h0.shape[-1]
         self.w_fac, self.w_zr, self.w_n, self.co_w, self.gen_w_co = con_w_fac, con_zr, con_n, co_w, gen_w_co
         self.co_b = co_b.unsqueeze(1)
@@ -159,7 +167,7 @@ def _controller_forward_step(t, con, factor, con_h, gen_x, gen_hidden, clip):
     con_zr_x, con_n_x = torch.baddbmm(con.x[t], con_factor, con.w_fac).split([2 * con.hidden, con.hidden], dim=-1)
     con_h = _gru_forward_step(t, con.rnn, con_zr_x, con_n_x, con_h, con.w_zr, con.w_n, clip)
     torch.baddbmm(con.co_b, con_h, con.co_w, out=con.param_steps[t])
-    co_std = torch.exp(0.5 * con.logvars[t], out=con.std_steps[t])
+    co_std = torch.exp(torch.mul(con.logvars[t], _HALF), out=con.std_steps[t])
     co = (
         torch.addcmul(con.means[t], co_std, con.noise[t], out=con.gen_input_steps[t])
         if con.noise is not None
@@ -174,11 +182,11 @@ def _decoder_forward_loop(gen, con, factor_steps, gen_in_proj, gen_zr, gen_n, fa
     read from the new generator state (its dropped-out copy) into factor_steps[t + 1]."""
     gen_hidden = gen.h[0].shape[-1]
     gen_x_zr, gen_x_n = _input_steps(gen_in_proj, gen_hidden)
-    gen_x = gen_in_proj.unbind(0)
-    gen_masks = gen_mask.unbind(0) if gen_mask is not None else None
+    gen_x = gen_in_proj.unbind(1)
+    gen_masks = gen_mask.unbind(1) if gen_mask is not None else None
     gen_h = gen.h[0]
     con_h = con.rnn.h[0] if con is not None else None
-    for t in range(gen_in_proj.shape[0]):
+    for t in range(gen_in_proj.shape[1]):
         if con is not None:
             con_h, gen_zr_x, gen_n_x = _controller_forward_step(
                 t, con, factor_steps[t], con_h, gen_x[t], gen_hidden, clip
@@ -217,23 +225,23 @@ class _DecoderRecord(NamedTuple):
 
 class _ControllerBackward:
     """The controller's side of the decoder's backward loop: its forward record, its input gradient
-    dL/dx_proj, dL/d(means | log-variances) (T, P, B, 2 co_dim) written step by step, the incoming output
+    dL/dx_proj, dL/d(means | log-variances) (P, T, B, 2 co_dim) written step by step, the incoming output
     gradients, the transposed weights, and per-step views; d_h carries dL/dcon_h between steps."""
 
     def __init__(self, s: _DecoderRecord, clip, d_gen_inputs, d_co_means, d_co_stds, d_con_states):
         self.saved = _Saved(s.con_trajectory, s.con_zr_gates, s.con_n_gates, clip)
         self.d_x = _InputGrads(s.con_n_gates, s.con_n_gates.shape[-1])
-        self.d_x_steps = self.d_x.all.unbind(0)
+        self.d_x_steps = self.d_x.all.unbind(1)
         co_dim = s.gen_inputs.shape[-1]
         self.d_params = s.gen_inputs.new_empty(*s.gen_inputs.shape[:-1], 2 * co_dim)
-        self.d_param_steps = self.d_params.unbind(0)
-        self.d_means, self.d_logvars = (x.unbind(0) for x in self.d_params.split(co_dim, dim=-1))
+        self.d_param_steps = self.d_params.unbind(1)
+        self.d_means, self.d_logvars = (x.unbind(1) for x in self.d_params.split(co_dim, dim=-1))
         self.d_gen_inputs, self.d_co_means, self.d_co_stds, self.d_states = (
-            x.unbind(0) for x in (d_gen_inputs, d_co_means, d_co_stds, d_con_states)
+            x.unbind(1) for x in (d_gen_inputs, d_co_means, d_co_stds, d_con_states)
         )
-        self.half_stds = (0.5 * s.co_stds).unbind(0)
-        self.noise = s.co_noise.unbind(0) if s.co_noise is not None else None
-        self.masks = s.con_mask.unbind(0) if s.con_mask is not None else None
+        self.half_stds = (0.5 * s.co_stds).unbind(1)
+        self.noise = s.co_noise.unbind(1) if s.co_noise is not None else None
+        self.masks = s.con_mask.unbind(1) if s.con_mask is not None else None
         self.d_h = None
         self.zr_t, self.n_t, self.co_w_t, self.gen_w_co_t, self.w_fac_t = (
             w.transpose(1, 2) for w in (s.con_zr, s.con_n, s.co_w, s.gen_w_co, s.con_w_fac)
@@ -258,9 +266,9 @@ def _controller_backward_step(t, con, d_gen_x):
 def _decoder_backward_loop(s: _DecoderRecord, gen, d_gen_x, con, d_factor_all, d_factors, d_gen_states):
     """The backward time loop, last step first: dL/dfactor_t (written into d_factor_all), the generator step,
     then the controller step (with a controller) -> dL/dgen_init and dL/dfactor0 (None without a controller)."""
-    d_factor_steps, d_factors, d_gen_states = d_factor_all.unbind(0), d_factors.unbind(0), d_gen_states.unbind(0)
-    d_gen_x_steps = d_gen_x.all.unbind(0)
-    gen_masks = s.gen_mask.unbind(0) if s.gen_mask is not None else None
+    d_factor_steps, d_factors, d_gen_states = d_factor_all.unbind(1), d_factors.unbind(1), d_gen_states.unbind(1)
+    d_gen_x_steps = d_gen_x.all.unbind(1)
+    gen_masks = s.gen_mask.unbind(1) if s.gen_mask is not None else None
     d_gen_h = d_factor_carry = None
     gen_zr_t, gen_n_t, factor_w_t = (w.transpose(1, 2) for w in (s.gen_zr, s.gen_n, s.factor_w))
     for t in range(len(d_gen_states) - 1, -1, -1):
@@ -286,7 +294,7 @@ def _generator_grads(s: _DecoderRecord, gen, d_gen_x, d_factor_all, d_gen_h, d_f
     d_gen_zr, d_gen_n = _recurrent_grads(gen, d_gen_x)
     return dict(
         gen_init=d_gen_h,
-        factor0=d_factor0 if d_factor0 is not None else torch.zeros_like(s.factor_trajectory[0]),
+        factor0=d_factor0 if d_factor0 is not None else torch.zeros_like(s.factor_trajectory[:, 0]),
         gen_in_proj=d_gen_x.all,
         gen_zr=d_gen_zr,
         gen_n=d_gen_n,
@@ -296,7 +304,7 @@ def _generator_grads(s: _DecoderRecord, gen, d_gen_x, d_factor_all, d_gen_h, d_f
 
 def _controller_grads(s: _DecoderRecord, con, d_gen_x):
     """Gradients of the controller's inputs and weights and of gen_w_co, each weight one matmul over all steps."""
-    con_factors = s.factor_trajectory[:-1] if s.con_mask is None else s.factor_trajectory[:-1] * s.con_mask
+    con_factors = s.factor_trajectory[:, :-1] if s.con_mask is None else s.factor_trajectory[:, :-1] * s.con_mask
     d_con_zr, d_con_n = _recurrent_grads(con.saved, con.d_x)
     return dict(
         con_h0=con.d_h,
@@ -305,7 +313,7 @@ def _controller_grads(s: _DecoderRecord, con, d_gen_x):
         con_zr=d_con_zr,
         con_n=d_con_n,
         co_w=_outer(con.saved.states, con.d_params),
-        co_b=con.d_params.sum((0, 2)),
+        co_b=con.d_params.sum((1, 2)),
         gen_w_co=_outer(s.gen_inputs, d_gen_x.all),
     )
 
@@ -330,7 +338,7 @@ _DECODER_INPUTS = (
 
 
 class FusedDecoder(torch.autograd.Function):
-    """The controller + generator loop of `decoder.eager_decode`, time-major (T, P, B, .) tensors.
+    """The controller + generator loop of `decoder.eager_decode`, member-major (P, T, B, .) sequences.
 
     Inputs: gen_init, factor0 (the factor read from gen_init), con_h0, con_in_proj (ci part + bias),
     gen_in_proj (external-input part + bias), con_w_fac, con_zr, con_n, co_w, co_b, gen_w_co, gen_zr,
@@ -361,20 +369,20 @@ class FusedDecoder(torch.autograd.Function):
         co_noise,
         clip,
     ):
-        steps, co_dim = gen_in_proj.shape[0], gen_w_co.shape[1]
+        (members, steps, batch), co_dim = gen_in_proj.shape[:3], gen_w_co.shape[1]
         gen = _Recurrence(gen_init, steps)
         # factor_{-1..T-1}: factor0 then each step's factor (the controller reads the previous one)
-        factor_trajectory = factor0.new_empty(steps + 1, *factor0.shape)
-        factor_trajectory[0].copy_(factor0)
+        factor_trajectory = factor0.new_empty(members, steps + 1, batch, factor0.shape[-1])
+        factor_trajectory[:, 0].copy_(factor0)
         con = None
         if con_in_proj is not None:
             weights = (con_w_fac, con_zr, con_n, co_w, co_b, gen_w_co)
             con = _ControllerForward(con_h0, con_in_proj, *weights, con_mask, co_noise, gen_init)
         _decoder_forward_loop(
-            gen, con, factor_trajectory.unbind(0), gen_in_proj, gen_zr, gen_n, factor_w, gen_mask, clip
+            gen, con, factor_trajectory.unbind(1), gen_in_proj, gen_zr, gen_n, factor_w, gen_mask, clip
         )
         if con is None:
-            empty = gen_init.new_empty(steps, *gen_init.shape[:-1], 0)
+            empty = gen_init.new_empty(members, steps, batch, 0)
             con_record, con_states, co_params = (empty,) * 5, empty, empty
         else:
             con_record = (con.rnn.trajectory, con.rnn.gates, con.rnn.n_gates, con.stds, con.gen_inputs)
@@ -383,14 +391,14 @@ class FusedDecoder(torch.autograd.Function):
         inputs = (con_w_fac, con_zr, con_n, co_w, gen_w_co, gen_zr, gen_n, factor_w, con_mask, gen_mask, co_noise)
         ctx.save_for_backward(gen.trajectory, gen.gates, gen.n_gates, factor_trajectory, *con_record, *inputs)
         co_stds, gen_inputs = con_record[3:]
-        return gen.states, factor_trajectory[1:], con_states, co_params[..., :co_dim], co_stds, gen_inputs
+        return gen.states, factor_trajectory[:, 1:], con_states, co_params[..., :co_dim], co_stds, gen_inputs
 
     @staticmethod
     def backward(ctx, d_gen_states, d_factors, d_con_states, d_co_means, d_co_stds, d_gen_inputs):
         s = _DecoderRecord(*ctx.saved_tensors)
         gen = _Saved(s.gen_trajectory, s.gen_zr_gates, s.gen_n_gates, ctx.clip)
         d_gen_x = _InputGrads(s.gen_n_gates, s.gen_n_gates.shape[-1])
-        d_factor_all = torch.empty_like(s.factor_trajectory[1:])
+        d_factor_all = torch.empty_like(s.factor_trajectory[:, 1:])
         con = None
         if ctx.use_con:
             con = _ControllerBackward(s, ctx.clip, d_gen_inputs, d_co_means, d_co_stds, d_con_states)

@@ -31,13 +31,6 @@ class ClippedGRUCell(nn.Module):
         bias[:, : 2 * hidden_size] = 1.0  # update and reset gates start open
         self.bias = nn.Parameter(bias)
 
-    def project_inputs(self, x: torch.Tensor) -> torch.Tensor:
-        """x: (P, ..., in) -> x W_ih + b: (P, ..., 3H)."""
-        lead = x.shape[:-1]
-        flat = x.reshape(lead[0], -1, self.input_size)
-        out = torch.baddbmm(self.bias.unsqueeze(1), flat, self.weight_ih)
-        return out.reshape(*lead, 3 * self.hidden_size)
-
     def split_recurrent(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(W_hz|W_hr: (P, H, 2H), W_hn: (P, H, H)), contiguous so the loop's bmm does not copy."""
         hidden = self.hidden_size
@@ -56,21 +49,21 @@ def gru_step(x_proj: torch.Tensor, h: torch.Tensor, w_zr: torch.Tensor, w_n: tor
 def gru_sequence(
     x_proj: torch.Tensor, h0: torch.Tensor, w_zr: torch.Tensor, w_n: torch.Tensor, clip: float
 ) -> torch.Tensor:
-    """Run over time: x_proj (T, G, B, 3H), h0 (G, B, H) -> states (T, G, B, H)."""
+    """Run over time: x_proj (G, T, B, 3H), h0 (G, B, H) -> states (G, T, B, H)."""
     states = []
     h = h0
-    for x_t in x_proj.unbind(
-        0
-    ):  # unbind: one backward node; indexing x_proj[t] would add a full-size zero gradient per step
+    # unbind: one backward node; indexing x_proj[:, t] would add a full-size zero gradient per step
+    for x_t in x_proj.unbind(1):
         h = gru_step(x_t, h, w_zr, w_n, clip)
         states.append(h)
-    return torch.stack(states)
+    return torch.stack(states, 1)
 
 
 class BidirectionalGRU(nn.Module):
     """Forward and backward clipped GRUs with learnable initial states h0: (P, 2, H).
 
-    Both directions run in the same time loop as 2P groups of one batched matmul.
+    Both directions run in the same time loop as 2P groups of one batched matmul: group 2p is member p's
+    forward direction, 2p + 1 its backward one, each a (T, B, .) block of the group-major sequences.
     """
 
     def __init__(self, rng: MemberRNG, input_size: int, hidden_size: int, clip: float, fused: bool = True):
@@ -80,21 +73,29 @@ class BidirectionalGRU(nn.Module):
         self.backward_cell = ClippedGRUCell(rng, input_size, hidden_size, clip, encoder_init=True)
         self.h0 = nn.Parameter(torch.zeros(len(rng), 2, hidden_size, device=rng.device))
 
+    def project_inputs(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (P, B, T, in) -> x W_ih + b of both directions, group-major (2P, T, B, 3H), the backward
+        direction's in reversed time: one matmul over the (small) input, stacked time-major."""
+        members, batch, steps, n_in = x.shape
+        time_major = x.transpose(1, 2)
+        sequences = torch.stack([time_major, time_major.flip(1)], 1).reshape(2 * members, steps * batch, n_in)
+        cells = (self.forward_cell, self.backward_cell)
+        weight = torch.stack([cell.weight_ih for cell in cells], 1).flatten(0, 1)
+        bias = torch.stack([cell.bias for cell in cells], 1).reshape(2 * members, 1, -1)
+        return torch.baddbmm(bias, sequences, weight).reshape(2 * members, steps, batch, 3 * self.hidden_size)
+
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """x: (P, B, T, in) -> forward states (P, B, T, H), backward states (P, B, T, H) aligned to input
         time, and the final states concat(last forward, first backward): (P, B, 2H)."""
         members, batch, steps, _ = x.shape
         hidden = self.hidden_size
-        proj = torch.stack([self.forward_cell.project_inputs(x), self.backward_cell.project_inputs(x.flip(2))], 1)
-        proj = proj.reshape(2 * members, batch, steps, 3 * hidden).permute(2, 0, 1, 3)
         (fz, fn), (bz, bn) = self.forward_cell.split_recurrent(), self.backward_cell.split_recurrent()
         w_zr = torch.stack([fz, bz], 1).reshape(2 * members, hidden, 2 * hidden)
         w_n = torch.stack([fn, bn], 1).reshape(2 * members, hidden, hidden)
         h0 = self.h0.reshape(2 * members, 1, hidden).expand(2 * members, batch, hidden)
         states = (FusedGRUSequence.apply if self.fused else gru_sequence)(
-            proj, h0, w_zr, w_n, self.clip
-        )  # (T, 2P, B, H)
-        states = states.reshape(steps, members, 2, batch, hidden).permute(2, 1, 3, 0, 4)  # (2, P, B, T, H)
-        forward_states, backward_states = states[0], states[1].flip(2)
-        final = torch.cat([forward_states[:, :, -1], backward_states[:, :, 0]], dim=-1)
+            self.project_inputs(x), h0, w_zr, w_n, self.clip
+        ).reshape(members, 2, steps, batch, hidden)
+        forward_states, backward_states = states[:, 0].transpose(1, 2), states[:, 1].flip(1).transpose(1, 2)
+        final = torch.cat([states[:, 0, -1], states[:, 1, -1]], dim=-1)
         return forward_states, backward_states, final
