@@ -31,7 +31,7 @@ from train_throughput import MC_MAZE_SMALL, synthetic_split  # noqa: E402
 
 from autolfads.config import Config, ModelConfig, TrainConfig  # noqa: E402
 from autolfads.data.dataset import LFADSData  # noqa: E402
-from autolfads.runtime import return_large_blocks_to_os  # noqa: E402
+from autolfads.runtime import reuse_freed_memory  # noqa: E402
 from autolfads.search.workers import axis_groups  # noqa: E402
 from autolfads.train.trainer import Trainer  # noqa: E402
 
@@ -46,7 +46,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    return_large_blocks_to_os()
+    reuse_freed_memory()
     config = Config(model=ModelConfig(**MC_MAZE_SMALL), train=TrainConfig(batch_size=args.batch))
     generator = torch.Generator().manual_seed(0)
     data = LFADSData(

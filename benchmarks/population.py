@@ -38,11 +38,11 @@ def rss_mib() -> float:
 def measure(population: int, device: str, threads: int, steps: int, batch: int, generations: int) -> dict:
     from autolfads.config import Config, ModelConfig, TrainConfig
     from autolfads.data.dataset import LFADSData
-    from autolfads.runtime import return_large_blocks_to_os
+    from autolfads.runtime import reuse_freed_memory
     from autolfads.train.trainer import Trainer
 
     torch.set_num_threads(threads)
-    return_large_blocks_to_os()  # as the command line does
+    reuse_freed_memory()  # as the command line does
     config = Config(model=ModelConfig(**MC_MAZE_SMALL), train=TrainConfig(batch_size=batch, device=device))
     generator = torch.Generator().manual_seed(0)
     data = LFADSData(

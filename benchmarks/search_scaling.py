@@ -54,12 +54,12 @@ def write_data(path: Path, trials: int, valid: int) -> Path:
 
 def measure(data_path: Path, population: int, workers: int, threads: int | None, batch: int, generations: int) -> dict:
     from autolfads.config import Config, ModelConfig, TrainConfig
-    from autolfads.runtime import return_large_blocks_to_os
+    from autolfads.runtime import reuse_freed_memory
     from autolfads.search.workers import InProcessWorkers, ProcessWorkers, plan_workers, usable_cpus
     from autolfads.train.population_state import copy_member, join_members, select_members
     from autolfads.train.run import load_run_data
 
-    return_large_blocks_to_os()  # as the command line does
+    reuse_freed_memory()  # as the command line does
     model = {key: value for key, value in MC_MAZE_SMALL.items() if key not in ("data_dim", "seq_len", "ext_input_dim")}
     config, data = load_run_data(
         Config(model=ModelConfig(**model), train=TrainConfig(batch_size=batch, device="cpu")), data_path

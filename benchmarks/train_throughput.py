@@ -17,7 +17,7 @@ import os
 import statistics
 import time
 
-from autolfads.runtime import return_large_blocks_to_os, use_huge_pages
+from autolfads.runtime import reuse_freed_memory, use_huge_pages
 
 use_huge_pages()  # as the command line does (before torch allocates)
 
@@ -61,7 +61,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="timed epochs per core (after one warm-up)")
     parser.add_argument("--clock", choices=["wall", "cpu"], default="wall", help="cpu: process CPU time")
     args = parser.parse_args()
-    return_large_blocks_to_os()  # as the command line does
+    reuse_freed_memory()  # as the command line does
     torch.set_num_threads(args.threads)
     config = Config(model=ModelConfig(**MC_MAZE_SMALL), train=TrainConfig(batch_size=args.batch, device=args.device))
     generator = torch.Generator().manual_seed(0)

@@ -1,40 +1,55 @@
-"""Process-wide memory setting of the command line."""
+"""Process-wide memory settings of the command line."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from autolfads.runtime import return_large_blocks_to_os
+from autolfads.runtime import HUGE_PAGES_VARIABLE, reuse_freed_memory
 
 
-def test_large_blocks_go_back_to_the_os_after_free():
-    # In a fresh process: allocate 16 x 20 MiB tensors and free every other one; only with the setting does
-    # the freed half leave the process (glibc's heap cannot return holes between live blocks).
+def test_freed_activations_are_reused_without_page_faults_and_memory_stays_flat():
+    # In a fresh process (4 KiB pages: no huge pages), twenty "steps" each allocate and fill the same mix of large
+    # tensors, then free them. Without the setting glibc maps each large block fresh and every step faults its
+    # pages in again; with it the heap settles within a few steps (a fragmentation margin) and the later steps
+    # reuse its freed memory: no faults, and the RSS stays where it settled.
     script = """
 import resource, sys, torch
-from autolfads.runtime import return_large_blocks_to_os
+from autolfads.runtime import reuse_freed_memory
+applied = reuse_freed_memory() if sys.argv[1] == 'on' else False
 def rss():
     with open('/proc/self/statm') as f:
         return int(f.read().split()[1]) * resource.getpagesize() / 2**20
-applied = return_large_blocks_to_os() if sys.argv[1] == 'on' else False
-warm = torch.ones(5 << 20)  # freeing one mmapped block makes glibc serve blocks this size from its heap after
-del warm
-before = rss()
-blocks = [torch.ones(5 << 20) for _ in range(16)]
-del blocks[::2]           # free every other block: a fragmented heap keeps them
-print(applied, rss() - before)
+def step():
+    blocks = [torch.ones(n << 18) for n in (40, 12, 80, 6, 40)]  # 40, 12, 80, 6, 40 MiB
+    del blocks
+for _ in range(10):
+    step()
+faults, sizes = resource.getrusage(resource.RUSAGE_SELF).ru_minflt, []
+for _ in range(10):
+    step()
+    sizes.append(rss())
+print(applied, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults, max(sizes) - min(sizes), sizes[-1])
 """
     results = {}
     for mode in ("on", "off"):
         out = subprocess.run(
-            [sys.executable, "-c", script, mode], capture_output=True, text=True, check=True
+            [sys.executable, "-c", script, mode],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, HUGE_PAGES_VARIABLE: "0"},
         ).stdout.split()
-        results[mode] = (out[0] == "True", float(out[1]))
-    assert results["on"][0]
-    assert results["on"][1] < 0.6 * results["off"][1]  # the freed half went back to the OS only with the setting
-    assert return_large_blocks_to_os() in (True, False)
+        results[mode] = (out[0] == "True", int(out[1]), float(out[2]), float(out[3]))
+    (applied, faults_on, spread_on, rss_on), (_, faults_off, _, rss_off) = results["on"], results["off"]
+    assert applied
+    assert faults_off > 5 * 45_000  # ten steps of 178 MiB (45,568 pages of 4 KiB): most faulted in again
+    assert faults_on < 0.01 * faults_off
+    assert spread_on < 1.0  # flat: every step's memory is the first step's
+    assert rss_on > rss_off + 100  # the price: the freed step stays in the process
+    assert reuse_freed_memory() in (True, False)
 
 
 def _thp_mode() -> str:

@@ -9,7 +9,7 @@ import sys
 
 from .. import __version__
 from ..errors import AutoLFADSError, TrainingDiverged
-from ..runtime import return_large_blocks_to_os, use_huge_pages
+from ..runtime import reuse_freed_memory, use_huge_pages
 from . import config, doctor, kubeflow, results, search, train
 from .data import add_data
 
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     options = [item for item in unknown if item.startswith("--")]
     if options or (unknown and not args.takes_overrides):
         parser.error(f"unrecognized arguments: {' '.join(options or unknown)}")
-    return_large_blocks_to_os()
+    reuse_freed_memory()
     try:
         return args.handler(args, unknown)
     except TrainingDiverged as err:

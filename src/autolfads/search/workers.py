@@ -83,9 +83,10 @@ def usable_cpus() -> int:
         return os.cpu_count() or 1
 
 
-# Members per population axis on a CPU. Measured (benchmarks/RESULTS.md, "Members per axis", issue 16 item 2): on
-# one core an axis of 2 members trains about as fast per member as 2 single models, axes of 4 and 8 members are
-# slower per member (their activations leave the caches), so a CPU worker runs its slice as axes of 2 in turn.
+# Members per population axis on a CPU. Measured (benchmarks/RESULTS.md, "Members per axis", issue 16 item 2), on
+# one core with the command line's memory setting (runtime.reuse_freed_memory): one axis of 2, 4 or 8 members
+# trains 1.06-1.15x as fast per member as single models, axes of 2 in turn 1.09-1.11x, i.e. the same within the
+# noise, while a process then holds only 2 members' activations (it keeps its peak): axes of 2 in turn.
 CPU_MEMBERS_PER_AXIS = 2
 
 
@@ -355,10 +356,10 @@ def _die_with_parent(parent_pid: int) -> None:
 
 def run_worker(connection: Connection, parent_pid: int) -> None:
     """A worker process's life: start its slice, then train / load / stop as the driver says."""
-    from ..runtime import return_large_blocks_to_os
+    from ..runtime import reuse_freed_memory
 
     _die_with_parent(parent_pid)
-    return_large_blocks_to_os()  # flat memory over a long search, as the command line does in the driver
+    reuse_freed_memory()  # each step reuses the last one's memory, as the command line does in the driver
     try:
         job = _receive(connection)
         torch.set_num_threads(job["threads"])
