@@ -30,10 +30,11 @@ def reuse_freed_memory(keep_bytes: int = 1 << 30) -> bool:
 
     glibc's default maps blocks above a threshold (at most 32 MiB) fresh from the OS and unmaps them when freed:
     each step of a population then faults in every page of its large activations. Measured on one core
-    (benchmarks/population.py, mc_maze_small shape, members on one axis): 4 members spent 0.3-0.6 s of each
-    2 s step in the kernel; with this setting none, and 8 members trained 1.6x faster. The RSS stays at the
-    peak of a step instead of dropping between steps, and flat over generations (8 members: 2.4 GiB after each
-    of 8 generations). Only memory reuse changes, never results. Returns False where the C library is not glibc.
+    (mc_maze_small shape, members on one axis): 4 members spent 0.3-0.6 s of each 2 s step in the kernel, with
+    this setting none; 8 members trained 1.55x faster (benchmarks/population.py). The RSS stays at the peak of a
+    step instead of dropping between steps, and bounded over generations (the heap settles: 4 members 1.24 ->
+    1.36 GiB by generation 17 of 30, flat after). Only memory reuse changes, never results. Returns False where
+    the C library is not glibc.
     """
     name = ctypes.util.find_library("c")
     if name is None:
