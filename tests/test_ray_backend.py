@@ -328,6 +328,15 @@ def test_search_on_a_two_node_cluster_is_synchronous_binary_tournament_pbt(clust
     assert {row["torch_threads"] for row in members} == {"1"}, (
         "each trial uses as many torch threads as CPUs it was given"
     )
+    # Tune's own log of each trial's reports (it may miss a trial's last one: read every line there is)
+    tune_results = {
+        path.parent.name: [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        for path in (workdir / "ray" / "search").glob("*/result.json")
+    }
+    assert len(tune_results) == 4 and all(tune_results.values())
+    assert all(r["freed_memory_kept"] for results in tune_results.values() for r in results), (
+        "every trial keeps freed memory for its next step, as the command line does"
+    )
 
     # Synchronous: no member started a generation before every member had reported the one before.
     reports = [
