@@ -16,34 +16,13 @@ from ..train.records import TensorBoard
 
 STATE_VERSION = 1
 
-MEMBERS_FIELDS = (
-    "generation",
-    "member",
-    "trial_id",
-    "node_id",
-    "torch_threads",
-    "restored_member",
-    "restored_checksum",
-    "saved_checksum",
-    "report_id",
-    "checkpoint",
-)
+# Where a member's generation ran, what it started from and what it saved: in members.csv and in every report.
+_TRIAL_FIELDS = ("node_id", "torch_threads", "restored_member", "restored_checksum", "saved_checksum", "report_id")
 
+MEMBERS_FIELDS = ("generation", "member", "trial_id", *_TRIAL_FIELDS, "checkpoint")
 
 # The fields of a trial report shared by its members (the rest are each member's metrics).
-REPORT_KEYS = (
-    "epoch",
-    "generation",
-    "member",
-    "group",
-    "node_id",
-    "torch_threads",
-    "restored_member",
-    "restored_checksum",
-    "saved_checksum",
-    "report_id",
-    "started_at",
-)
+REPORT_KEYS = ("epoch", "generation", "member", "group", *_TRIAL_FIELDS, "started_at")
 
 # What reports.jsonl keeps of a member's report besides its rows.
 REPORT_ENTRY_FIELDS = (
