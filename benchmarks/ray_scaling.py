@@ -6,7 +6,12 @@ workers. Efficiency = (rate with 2 workers / rate with 1) / 2; the target is >= 
 trial's torch thread count (recorded in ray/members.csv) must equal the CPUs it was given: no
 oversubscription. Generation 0 includes the ramps, so one generation of work is large enough to time.
 
+`--compare packing` instead runs the search on 2 worker nodes twice: one member per trial, then
+`--members-per-trial K` members per trial (each trial the CPUs of one node): what packing members saves
+(fewer trial processes to start each generation, members trained on one population axis).
+
     python benchmarks/ray_scaling.py [--cpus-per-node 1] [--population 4] [--generations 2] [--epochs-per-generation 4]
+        [--compare nodes|packing] [--members-per-trial 2]
 """
 
 import argparse
@@ -62,7 +67,7 @@ def stop(sessions: list[int]) -> None:
                     os.kill(int(fields[0]), signal.SIGKILL)
 
 
-def run(workers: int, args, data_file: Path, workdir: Path) -> tuple[float, set[str]]:
+def run(workers: int, members_per_trial: int, args, data_file: Path, workdir: Path) -> tuple[float, set[str]]:
     sessions: list[int] = []
     temp_dir = tempfile.mkdtemp(prefix="als")
     port = free_port()
@@ -98,7 +103,12 @@ def run(workers: int, args, data_file: Path, workdir: Path) -> tuple[float, set[
             backend="ray",
         )
         start = time.perf_counter()
-        search(config, data_file, workdir, settings, address=f"127.0.0.1:{port}", cpus_per_member=1)
+        packing = (
+            {}
+            if members_per_trial == 1
+            else dict(members_per_trial=members_per_trial, cpus_per_trial=args.cpus_per_node)
+        )
+        search(config, data_file, workdir, settings, address=f"127.0.0.1:{port}", cpus_per_member=1, **packing)
         elapsed = time.perf_counter() - start
         with open(workdir / "ray" / "members.csv") as f:
             threads = {row["torch_threads"] for row in csv.DictReader(f)}
@@ -119,6 +129,8 @@ def main() -> None:
     parser.add_argument("--generations", type=int, default=2)
     parser.add_argument("--epochs-per-generation", type=int, default=4)
     parser.add_argument("--workdir", type=Path, default=Path("runs/bench-ray-scaling"))
+    parser.add_argument("--compare", choices=["nodes", "packing"], default="nodes")
+    parser.add_argument("--members-per-trial", type=int, default=2, help="with --compare packing")
     args = parser.parse_args()
     shutil.rmtree(args.workdir, ignore_errors=True)
     data_file = write_synthetic("lorenz", args.workdir / "lorenz.h5")
@@ -129,15 +141,23 @@ def main() -> None:
         f"{args.cpus_per_node} CPU(s) per worker node, 1 CPU and 1 torch thread per member; {os.cpu_count()} cores on "
         "this machine"
     )
+    # (worker nodes, members per trial) of each arm
+    arms = [(1, 1), (2, 1)] if args.compare == "nodes" else [(2, 1), (2, args.members_per_trial)]
     rates = {}
-    for workers in (1, 2):
-        elapsed, threads = run(workers, args, data_file, args.workdir / f"workers-{workers}")
-        rates[workers] = epochs / elapsed
+    for workers, members_per_trial in arms:
+        workdir = args.workdir / f"workers-{workers}-members-{members_per_trial}"
+        elapsed, threads = run(workers, members_per_trial, args, data_file, workdir)
+        rates[workers, members_per_trial] = epochs / elapsed
         print(
-            f"{workers} worker node(s): {elapsed:.1f} s, {rates[workers]:.2f} member-epochs/s; torch threads per "
-            f"trial {sorted(threads)}"
+            f"{workers} worker node(s), {members_per_trial} member(s) per trial: {elapsed:.1f} s, "
+            f"{rates[workers, members_per_trial]:.2f} member-epochs/s; torch threads per trial {sorted(threads)}"
         )
-    print(f"scaling efficiency 1 -> 2 nodes: {rates[2] / rates[1] / 2 * 100:.0f}% of linear (target >= 85%)")
+    if args.compare == "nodes":
+        print(f"scaling efficiency 1 -> 2 nodes: {rates[2, 1] / rates[1, 1] / 2 * 100:.0f}% of linear (target >= 85%)")
+    else:
+        print(
+            f"{args.members_per_trial} members per trial vs 1: {rates[arms[1]] / rates[arms[0]]:.2f}x member-epochs/s"
+        )
 
 
 if __name__ == "__main__":

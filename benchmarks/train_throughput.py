@@ -3,9 +3,11 @@
 107 held-in / 142 total neurons, 140 -> 180 bins, ic_enc 100, ci_enc 80, con 80, co 4, ic 100, gen 100,
 fac 40, batch 64. A step is the full training step: coordinated dropout, forward, loss, backward,
 per-member gradient clipping and the Adam update. Random Poisson data. The fast recurrent core
-(`train.fused_rnn`, hand-written backward) and plain autograd are timed alternately in one run.
+(`train.fused_rnn`, hand-written backward), its loops compiled (`train.compiled_loops`, C++) and plain autograd
+are timed alternately in one run.
 
     python benchmarks/train_throughput.py [--threads 1] [--batch 64] [--steps 10] [--population 1] [--clock wall]
+        [--no-compiled]
 
 Memory is set up as the command line does it (huge pages, large blocks back to the OS: autolfads.runtime).
 `--clock cpu` times the process's CPU time instead of wall time (one thread: the time it computed, less
@@ -60,6 +62,9 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--rounds", type=int, default=3, help="timed epochs per core (after one warm-up)")
     parser.add_argument("--clock", choices=["wall", "cpu"], default="wall", help="cpu: process CPU time")
+    parser.add_argument(
+        "--no-compiled", dest="compiled", action="store_false", help="leave out train.compiled_loops (no compiler)"
+    )
     args = parser.parse_args()
     reuse_freed_memory()  # as the command line does
     torch.set_num_threads(args.threads)
@@ -80,14 +85,16 @@ def main() -> None:
         f"{args.batch}, population {args.population}, steps {args.steps}"
     )
     # Fast core and plain autograd alternate epoch by epoch so machine noise hits both alike; best of rounds.
+    options = {"eager": dict(fused_rnn=False), "fused": {}, "compiled": dict(compiled_loops=True)}
+    cores = ["eager", "fused"] + (["compiled"] if args.compiled else [])
     trainers = {
         core: Trainer(
-            config.model_copy(update={"train": config.train.model_copy(update={"fused_rnn": core == "fused"})}),
+            config.model_copy(update={"train": config.train.model_copy(update=options[core])}),
             data,
             population=[{}] * args.population,
             member_seeds=range(args.population),
         )
-        for core in ("eager", "fused")
+        for core in cores
     }
     clock = time.process_time if args.clock == "cpu" else time.perf_counter
     print(f"clock: {args.clock}; load average before: {os.getloadavg()}")
@@ -105,13 +112,13 @@ def main() -> None:
             f"{core:>5}: step time {elapsed / args.steps * 1000:.1f} ms; throughput {n / elapsed:.1f} trials/s; "
             f"{n * args.population / elapsed:.1f} member-trials/s"
         )
-    print(f"fast core vs eager: {best['eager'] / best['fused']:.2f}x")
     median = {core: statistics.median(times) for core, times in rounds.items()}
-    print(
-        f"medians: eager {median['eager'] / args.steps * 1000:.1f} ms, "
-        f"fused {median['fused'] / args.steps * 1000:.1f} ms per step; "
-        f"fast core vs eager {median['eager'] / median['fused']:.2f}x"
-    )
+    for core in cores[1:]:
+        print(
+            f"{core} vs eager: {best['eager'] / best[core]:.2f}x (best), {median['eager'] / median[core]:.2f}x "
+            f"(medians: eager {median['eager'] / args.steps * 1000:.1f} ms, {core} "
+            f"{median[core] / args.steps * 1000:.1f} ms per step)"
+        )
 
 
 if __name__ == "__main__":

@@ -325,6 +325,11 @@ class TrainConfig(_Section):
         description="Recurrent loops with the hand-written backward (fast); False: plain autograd, same numbers to "
         "float rounding.",
     )
+    compiled_loops: bool = Field(
+        False,
+        description="CPU: run the fast core's time loops in C++, built at first use with the machine's C++ compiler "
+        "and cached (a faster step; needs fused_rnn; same numbers to float rounding).",
+    )
 
 
 class DataConfig(_Section):

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from ..config import ModelConfig
-from .fused import FusedDecoder
+from .fused import Core, FusedDecoder
 from .population import MemberRNG, PopulationLinear, dropout_mask, member_dropout
 from .recurrent import ClippedGRUCell, gru_step
 
@@ -25,9 +25,9 @@ class DecoderStates:
 
 
 class Decoder(nn.Module):
-    def __init__(self, cfg: ModelConfig, rng: MemberRNG, fused: bool = True):
+    def __init__(self, cfg: ModelConfig, rng: MemberRNG, core: Core = "fused"):
         super().__init__()
-        self.cfg, self.fused = cfg, fused
+        self.cfg, self.core = cfg, core
         self.ic_to_gen = PopulationLinear(rng, cfg.ic_dim, cfg.gen_dim)
         if cfg.use_controller:
             self.con_cell = ClippedGRUCell(
@@ -61,8 +61,7 @@ class Decoder(nn.Module):
             else self._controller_inputs(ci, ic_sample.shape[:2], dropout_rate, rng, training, sample)
         )
         con_h0, con_in_proj, con_w_fac, con_zr, con_n, co_w, co_b, con_mask, co_noise = con_side
-        loop = FusedDecoder.apply if self.fused else eager_decode
-        outputs = loop(
+        inputs = (
             gen_init,
             factor0,
             con_h0,
@@ -82,6 +81,10 @@ class Decoder(nn.Module):
             co_noise,
             self.cfg.cell_clip,
         )
+        if self.core == "eager":
+            outputs = eager_decode(*inputs)
+        else:
+            outputs = FusedDecoder.apply(*inputs, self.core == "compiled")
         gen_states, factors, con_states, co_means, co_stds, gen_inputs = (out.transpose(1, 2) for out in outputs)
         return DecoderStates(gen_init, gen_states, factors, con_states, co_means, co_stds, gen_inputs)
 

@@ -5,18 +5,19 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import ModelConfig
+from .fused import Core
 from .population import MemberRNG, PopulationLinear, member_dropout
 from .recurrent import BidirectionalGRU
 
 
 class Encoder(nn.Module):
-    def __init__(self, cfg: ModelConfig, rng: MemberRNG, fused: bool = True):
+    def __init__(self, cfg: ModelConfig, rng: MemberRNG, core: Core = "fused"):
         super().__init__()
         self.cfg = cfg
-        self.ic_enc = BidirectionalGRU(rng, cfg.input_dim, cfg.ic_enc_dim, cfg.cell_clip, fused)
+        self.ic_enc = BidirectionalGRU(rng, cfg.input_dim, cfg.ic_enc_dim, cfg.cell_clip, core)
         self.ic_linear = PopulationLinear(rng, 2 * cfg.ic_enc_dim, 2 * cfg.ic_dim)
         self.ci_enc = (
-            BidirectionalGRU(rng, cfg.input_dim, cfg.ci_enc_dim, cfg.cell_clip, fused) if cfg.use_controller else None
+            BidirectionalGRU(rng, cfg.input_dim, cfg.ci_enc_dim, cfg.cell_clip, core) if cfg.use_controller else None
         )
 
     def forward(self, data: torch.Tensor, dropout_rate: torch.Tensor, rng: MemberRNG, training: bool):

@@ -14,9 +14,15 @@ each group's steps are one block, so the weight-gradient matmuls over all steps 
 On a CPU the python-scalar forms of `1 - z` or `x * 2` cost twice a tensor-tensor op, hence the 0-dim constants.
 """
 
-from typing import NamedTuple
+import functools
+from typing import Literal, NamedTuple
 
 import torch
+
+from .compiled import compiled_loops
+
+# how the recurrent loops run: plain autograd, the hand-written backward in python, or its loops in C++
+Core = Literal["eager", "fused", "compiled"]
 
 _HALF, _ONE, _TWO = torch.tensor(0.5), torch.tensor(1.0), torch.tensor(2.0)
 
@@ -39,18 +45,38 @@ def _gru_forward_step(t, rnn, x_zr, x_n, h, w_zr, w_n, clip):
     return torch.sub(h, n, out=rnn.h[t + 1]).mul_(rnn.z[t]).add_(n).clamp_(-clip, clip)
 
 
+class _steps(functools.cached_property):
+    """A per-step view tuple of the (G, T, B, X) tensor attribute `name` (of its `part`-th of `of` equal
+    parts along X, `parts` of them), made on first use."""
+
+    def __init__(self, name: str, part: int = 0, of: int = 1, parts: int = 1):
+        def steps(owner):
+            whole = getattr(owner, name)
+            if whole is None:  # a mask or noise that is not drawn
+                return None
+            width = whole.shape[-1] // of
+            return whole[..., part * width : (part + parts) * width].unbind(1)
+
+        super().__init__(steps)
+
+
 class _Saved:
-    """A recurrent network's forward record in the backward: per-step views (unbind: one call, where indexing
-    [t] would be one call per step) of h_{t-1}, z, r, n and the clamp's pass mask."""
+    """A recurrent network's forward record in the backward, and the clamp's pass mask; per-step views of
+    h_{t-1}, z, r, n and the mask (unbind: one call, where indexing [t] would be one call per step), made on
+    first use (the compiled loops use none)."""
 
     def __init__(self, trajectory, zr, n, clip):
+        self.trajectory, self.zr_all, self.n_all = trajectory, zr, n
         self.previous, self.states = trajectory[:, :-1], trajectory[:, 1:]
-        hidden = n.shape[-1]
-        self.r_all = zr[..., hidden:]
+        self.r_all = zr[..., n.shape[-1] :]
         # |h| < clip  <=>  the update was inside the clamp (up to a tie at exactly +-clip, which has measure zero)
-        inside = (self.states.abs() < clip).to(n.dtype)
-        self.h, self.n, self.inside = trajectory.unbind(1), n.unbind(1), inside.unbind(1)
-        self.z, self.r = (x.unbind(1) for x in zr.chunk(2, dim=-1))
+        self.inside_all = (self.states.abs() < clip).to(n.dtype)
+
+    h = _steps("trajectory")
+    n = _steps("n_all")
+    inside = _steps("inside_all")
+    z = _steps("zr_all", 0, 2)
+    r = _steps("zr_all", 1, 2)
 
 
 class _InputGrads:
@@ -58,8 +84,11 @@ class _InputGrads:
 
     def __init__(self, like: torch.Tensor, hidden: int):
         self.all = like.new_empty(*like.shape[:-1], 3 * hidden)
-        self.z, self.r, self.n = (x.unbind(1) for x in self.all.split(hidden, dim=-1))
-        self.zr = self.all[..., : 2 * hidden].unbind(1)
+
+    z = _steps("all", 0, 3)
+    r = _steps("all", 1, 3)
+    n = _steps("all", 2, 3)
+    zr = _steps("all", 0, 3, parts=2)
 
 
 def _gru_backward_step(t, g, saved, w_zr_t, w_n_t, d_x):
@@ -91,8 +120,12 @@ class _Recurrence:
         self.states = self.trajectory[:, 1:]
         self.gates = h0.new_empty(groups, steps, batch, 2 * hidden)
         self.n_gates = h0.new_empty(groups, steps, batch, hidden)
-        self.h, self.zr, self.n = self.trajectory.unbind(1), self.gates.unbind(1), self.n_gates.unbind(1)
-        self.z, self.r = (x.unbind(1) for x in self.gates.chunk(2, dim=-1))
+
+    h = _steps("trajectory")
+    zr = _steps("gates")
+    n = _steps("n_gates")
+    z = _steps("gates", 0, 2)
+    r = _steps("gates", 1, 2)
 
 
 def _input_steps(x_proj: torch.Tensor, hidden: int):
@@ -114,13 +147,16 @@ class FusedGRUSequence(torch.autograd.Function):
     """x_proj (G, T, B, 3H) = x W_ih + b, h0 (G, B, H), w_zr (G, H, 2H), w_n (G, H, H) -> states (G, T, B, H)."""
 
     @staticmethod
-    def forward(ctx, x_proj, h0, w_zr, w_n, clip):
+    def forward(ctx, x_proj, h0, w_zr, w_n, clip, compiled=False):
         rnn = _Recurrence(h0, x_proj.shape[1])
-        x_zr, x_n = _input_steps(x_proj, h0.shape[-1])
-        h = rnn.h[0]
-        for t in range(x_proj.shape[1]):
-            h = _gru_forward_step(t, rnn, x_zr[t], x_n[t], h, w_zr, w_n, clip)
-        ctx.clip = clip
+        if compiled:
+            compiled_loops().gru_forward(x_proj, rnn.trajectory, rnn.gates, rnn.n_gates, w_zr, w_n, clip)
+        else:
+            x_zr, x_n = _input_steps(x_proj, h0.shape[-1])
+            h = rnn.h[0]
+            for t in range(x_proj.shape[1]):
+                h = _gru_forward_step(t, rnn, x_zr[t], x_n[t], h, w_zr, w_n, clip)
+        ctx.clip, ctx.compiled = clip, compiled
         ctx.save_for_backward(w_zr, w_n, rnn.trajectory, rnn.gates, rnn.n_gates)
         return rnn.states
 
@@ -129,35 +165,41 @@ class FusedGRUSequence(torch.autograd.Function):
         w_zr, w_n, trajectory, zr, n = ctx.saved_tensors
         saved = _Saved(trajectory, zr, n, ctx.clip)
         d_x = _InputGrads(n, n.shape[-1])
-        w_zr_t, w_n_t = w_zr.transpose(1, 2), w_n.transpose(1, 2)
-        d_steps = d_states.unbind(1)
-        last = n.shape[1] - 1
-        dh = _gru_backward_step(last, d_steps[last], saved, w_zr_t, w_n_t, d_x)
-        for t in range(last - 1, -1, -1):
-            dh = _gru_backward_step(t, d_steps[t] + dh, saved, w_zr_t, w_n_t, d_x)
-        return (d_x.all, dh, *_recurrent_grads(saved, d_x), None)
+        if ctx.compiled:
+            dh = compiled_loops().gru_backward(d_states, trajectory, zr, n, saved.inside_all, w_zr, w_n, d_x.all)
+        else:
+            w_zr_t, w_n_t = w_zr.transpose(1, 2), w_n.transpose(1, 2)
+            d_steps = d_states.unbind(1)
+            last = n.shape[1] - 1
+            dh = _gru_backward_step(last, d_steps[last], saved, w_zr_t, w_n_t, d_x)
+            for t in range(last - 1, -1, -1):
+                dh = _gru_backward_step(t, d_steps[t] + dh, saved, w_zr_t, w_n_t, d_x)
+        return (d_x.all, dh, *_recurrent_grads(saved, d_x), None, None)
 
 
 class _ControllerForward:
     """The controller's side of the decoder's forward loop: its weights, its recurrence, buffers for the
     controller-output parameters (means | log-variances), their stds and the generator inputs (P, T, B, .),
-    and per-step views of all."""
+    and per-step views of all (made on first use)."""
 
     def __init__(self, con_h0, con_in_proj, con_w_fac, con_zr, con_n, co_w, co_b, gen_w_co, con_mask, co_noise, like):
         (members, steps), batch, co_dim = con_in_proj.shape[:2], like.shape[1], gen_w_co.shape[1]
         self.rnn = _Recurrence(con_h0, steps)
-        self.x = con_in_proj.unbind(1)
+        self.in_proj, self.mask, self.noise_all = con_in_proj, con_mask, co_noise
         self.params = like.new_empty(members, steps, batch, 2 * co_dim)
         self.stds, self.gen_inputs = (like.new_empty(members, steps, batch, co_dim) for _ in range(2))
-        self.means, self.logvars = (x.unbind(1) for x in self.params.split(co_dim, dim=-1))
-        self.param_steps, self.std_steps, self.gen_input_steps = (
-            x.unbind(1) for x in (self.params, self.stds, self.gen_inputs)
-        )
-        self.masks = con_mask.unbind(1) if con_mask is not None else None
-        self.noise = co_noise.unbind(1) if co_noise is not None else None
         self.hidden = con_h0.shape[-1]
         self.w_fac, self.w_zr, self.w_n, self.co_w, self.gen_w_co = con_w_fac, con_zr, con_n, co_w, gen_w_co
         self.co_b = co_b.unsqueeze(1)
+
+    x = _steps("in_proj")
+    param_steps = _steps("params")
+    means = _steps("params", 0, 2)
+    logvars = _steps("params", 1, 2)
+    std_steps = _steps("stds")
+    gen_input_steps = _steps("gen_inputs")
+    masks = _steps("mask")
+    noise = _steps("noise_all")
 
 
 def _controller_forward_step(t, con, factor, con_h, gen_x, gen_hidden, clip):
@@ -226,26 +268,37 @@ class _DecoderRecord(NamedTuple):
 class _ControllerBackward:
     """The controller's side of the decoder's backward loop: its forward record, its input gradient
     dL/dx_proj, dL/d(means | log-variances) (P, T, B, 2 co_dim) written step by step, the incoming output
-    gradients, the transposed weights, and per-step views; d_h carries dL/dcon_h between steps."""
+    gradients, the transposed weights, and per-step views (made on first use); d_h carries dL/dcon_h between
+    steps."""
 
     def __init__(self, s: _DecoderRecord, clip, d_gen_inputs, d_co_means, d_co_stds, d_con_states):
         self.saved = _Saved(s.con_trajectory, s.con_zr_gates, s.con_n_gates, clip)
         self.d_x = _InputGrads(s.con_n_gates, s.con_n_gates.shape[-1])
-        self.d_x_steps = self.d_x.all.unbind(1)
+        self.d_x_all = self.d_x.all
         co_dim = s.gen_inputs.shape[-1]
         self.d_params = s.gen_inputs.new_empty(*s.gen_inputs.shape[:-1], 2 * co_dim)
-        self.d_param_steps = self.d_params.unbind(1)
-        self.d_means, self.d_logvars = (x.unbind(1) for x in self.d_params.split(co_dim, dim=-1))
-        self.d_gen_inputs, self.d_co_means, self.d_co_stds, self.d_states = (
-            x.unbind(1) for x in (d_gen_inputs, d_co_means, d_co_stds, d_con_states)
-        )
-        self.half_stds = (0.5 * s.co_stds).unbind(1)
-        self.noise = s.co_noise.unbind(1) if s.co_noise is not None else None
-        self.masks = s.con_mask.unbind(1) if s.con_mask is not None else None
+        self.d_outputs = (d_gen_inputs, d_co_means, d_co_stds, d_con_states)
+        self.d_gen_inputs_all, self.d_co_means_all, self.d_co_stds_all, self.d_states_all = self.d_outputs
+        self.co_stds, self.noise_all, self.mask = s.co_stds, s.co_noise, s.con_mask
         self.d_h = None
         self.zr_t, self.n_t, self.co_w_t, self.gen_w_co_t, self.w_fac_t = (
             w.transpose(1, 2) for w in (s.con_zr, s.con_n, s.co_w, s.gen_w_co, s.con_w_fac)
         )
+
+    d_x_steps = _steps("d_x_all")
+    d_param_steps = _steps("d_params")
+    d_means = _steps("d_params", 0, 2)
+    d_logvars = _steps("d_params", 1, 2)
+    d_gen_inputs = _steps("d_gen_inputs_all")
+    d_co_means = _steps("d_co_means_all")
+    d_co_stds = _steps("d_co_stds_all")
+    d_states = _steps("d_states_all")
+    noise = _steps("noise_all")
+    masks = _steps("mask")
+
+    @functools.cached_property
+    def half_stds(self):
+        return (0.5 * self.co_stds).unbind(1)
 
 
 def _controller_backward_step(t, con, d_gen_x):
@@ -285,6 +338,34 @@ def _decoder_backward_loop(s: _DecoderRecord, gen, d_gen_x, con, d_factor_all, d
         if con is not None:
             d_factor_carry = _controller_backward_step(t, con, d_gen_x_steps[t])
     return d_gen_h, d_factor_carry
+
+
+def _compiled_decoder_forward(gen, con, factor_trajectory, gen_in_proj, gen_zr, gen_n, factor_w, gen_mask, clip):
+    """`_decoder_forward_loop` in C++ (`compiled.compiled_loops`), on the same buffers."""
+    gen_side = (gen.trajectory, gen.gates, gen.n_gates, gen_in_proj, gen_zr, gen_n, factor_w)
+    con_side = None
+    if con is not None:
+        weights = (con.w_fac, con.w_zr, con.w_n, con.co_w, con.co_b.squeeze(1), con.gen_w_co)
+        record = (con.rnn.trajectory, con.rnn.gates, con.rnn.n_gates, con.params, con.stds, con.gen_inputs)
+        con_side = (con.in_proj, *weights, *record)
+    con_mask, co_noise = (None, None) if con is None else (con.mask, con.noise_all)
+    compiled_loops().decoder_forward(gen_side, factor_trajectory, gen_mask, con_side, con_mask, co_noise, clip)
+
+
+def _compiled_decoder_backward(s: _DecoderRecord, gen, d_gen_x, con, d_factor_all, d_factors, d_gen_states):
+    """`_decoder_backward_loop` in C++ (`compiled.compiled_loops`), on the same buffers."""
+    gen_side = (*s[:3], gen.inside_all, d_gen_x.all, s.gen_zr, s.gen_n, s.factor_w)
+    con_side = None
+    if con is not None:
+        record = (s.con_trajectory, s.con_zr_gates, s.con_n_gates, con.saved.inside_all, con.d_x.all, con.d_params)
+        con_side = (*record, *con.d_outputs, s.co_stds, s.con_zr, s.con_n, s.co_w, s.gen_w_co, s.con_w_fac)
+    grads = compiled_loops().decoder_backward(
+        gen_side, d_factor_all, d_factors, d_gen_states, s.gen_mask, con_side, s.co_noise, s.con_mask
+    )
+    if con is None:
+        return grads[0], None
+    con.d_h = grads[2]
+    return grads[0], grads[1]
 
 
 def _generator_grads(s: _DecoderRecord, gen, d_gen_x, d_factor_all, d_gen_h, d_factor0):
@@ -368,6 +449,7 @@ class FusedDecoder(torch.autograd.Function):
         gen_mask,
         co_noise,
         clip,
+        compiled=False,
     ):
         (members, steps, batch), co_dim = gen_in_proj.shape[:3], gen_w_co.shape[1]
         gen = _Recurrence(gen_init, steps)
@@ -378,16 +460,19 @@ class FusedDecoder(torch.autograd.Function):
         if con_in_proj is not None:
             weights = (con_w_fac, con_zr, con_n, co_w, co_b, gen_w_co)
             con = _ControllerForward(con_h0, con_in_proj, *weights, con_mask, co_noise, gen_init)
-        _decoder_forward_loop(
-            gen, con, factor_trajectory.unbind(1), gen_in_proj, gen_zr, gen_n, factor_w, gen_mask, clip
-        )
+        if compiled:
+            _compiled_decoder_forward(gen, con, factor_trajectory, gen_in_proj, gen_zr, gen_n, factor_w, gen_mask, clip)
+        else:
+            _decoder_forward_loop(
+                gen, con, factor_trajectory.unbind(1), gen_in_proj, gen_zr, gen_n, factor_w, gen_mask, clip
+            )
         if con is None:
             empty = gen_init.new_empty(members, steps, batch, 0)
             con_record, con_states, co_params = (empty,) * 5, empty, empty
         else:
             con_record = (con.rnn.trajectory, con.rnn.gates, con.rnn.n_gates, con.stds, con.gen_inputs)
             con_states, co_params = con.rnn.states, con.params
-        ctx.use_con, ctx.clip = con is not None, clip
+        ctx.use_con, ctx.clip, ctx.compiled = con is not None, clip, compiled
         inputs = (con_w_fac, con_zr, con_n, co_w, gen_w_co, gen_zr, gen_n, factor_w, con_mask, gen_mask, co_noise)
         ctx.save_for_backward(gen.trajectory, gen.gates, gen.n_gates, factor_trajectory, *con_record, *inputs)
         co_stds, gen_inputs = con_record[3:]
@@ -402,10 +487,11 @@ class FusedDecoder(torch.autograd.Function):
         con = None
         if ctx.use_con:
             con = _ControllerBackward(s, ctx.clip, d_gen_inputs, d_co_means, d_co_stds, d_con_states)
-        d_gen_h, d_factor0 = _decoder_backward_loop(s, gen, d_gen_x, con, d_factor_all, d_factors, d_gen_states)
+        backward_loop = _compiled_decoder_backward if ctx.compiled else _decoder_backward_loop
+        d_gen_h, d_factor0 = backward_loop(s, gen, d_gen_x, con, d_factor_all, d_factors, d_gen_states)
         grads = _generator_grads(s, gen, d_gen_x, d_factor_all, d_gen_h, d_factor0)
         if con is None:
             grads["gen_w_co"] = torch.zeros_like(s.gen_w_co)
         else:
             grads.update(_controller_grads(s, con, d_gen_x))
-        return (*(grads.get(name) for name in _DECODER_INPUTS), None, None, None, None)
+        return (*(grads.get(name) for name in _DECODER_INPUTS), None, None, None, None, None)

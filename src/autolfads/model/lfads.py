@@ -17,6 +17,7 @@ from torch import nn
 from ..config import ModelConfig
 from .decoder import Decoder, DecoderStates
 from .encoder import Encoder
+from .fused import Core
 from .population import MemberRNG, PopulationLinear, member_dropout
 from .priors import AutoregressivePrior, GaussianPrior
 from .readin_readout import SessionInit
@@ -37,11 +38,12 @@ class LFADSOutput:
 class LFADS(nn.Module):
     """P independent LFADS models; member p is initialised and driven by the generator seeded with seeds[p].
 
-    fused: the recurrent loops use the hand-written backward of `fused.py` (fast); False: plain autograd.
+    core: how the recurrent loops run (`fused.Core`): "fused", the hand-written backward of `fused.py` (fast);
+    "compiled", its loops in C++ (`compiled.py`, faster); "eager", plain autograd (the reference).
     """
 
     def __init__(
-        self, cfg: ModelConfig, member_seeds: Sequence[int], device: torch.device | str = "cpu", fused: bool = True
+        self, cfg: ModelConfig, member_seeds: Sequence[int], device: torch.device | str = "cpu", core: Core = "fused"
     ):
         super().__init__()
         self.cfg = cfg
@@ -54,8 +56,8 @@ class LFADS(nn.Module):
                 PopulationLinear(self.rng, session.encod_dim, cfg.input_dim) for session in sessions
             )
             self.readin.requires_grad_(cfg.train_readin)
-        self.encoder = Encoder(cfg, self.rng, fused)
-        self.decoder = Decoder(cfg, self.rng, fused)
+        self.encoder = Encoder(cfg, self.rng, core)
+        self.decoder = Decoder(cfg, self.rng, core)
         self.readout = nn.ModuleList(
             PopulationLinear(self.rng, cfg.fac_dim, session.recon_dim * self.reconstruction.n_params)
             for session in sessions

@@ -10,7 +10,7 @@ Input projections of whole sequences are computed up front in one matmul; only h
 import torch
 from torch import nn
 
-from .fused import FusedGRUSequence
+from .fused import Core, FusedGRUSequence
 from .population import MemberRNG, member_normal
 
 
@@ -66,9 +66,9 @@ class BidirectionalGRU(nn.Module):
     forward direction, 2p + 1 its backward one, each a (T, B, .) block of the group-major sequences.
     """
 
-    def __init__(self, rng: MemberRNG, input_size: int, hidden_size: int, clip: float, fused: bool = True):
+    def __init__(self, rng: MemberRNG, input_size: int, hidden_size: int, clip: float, core: Core = "fused"):
         super().__init__()
-        self.hidden_size, self.clip, self.fused = hidden_size, clip, fused
+        self.hidden_size, self.clip, self.core = hidden_size, clip, core
         self.forward_cell = ClippedGRUCell(rng, input_size, hidden_size, clip, encoder_init=True)
         self.backward_cell = ClippedGRUCell(rng, input_size, hidden_size, clip, encoder_init=True)
         self.h0 = nn.Parameter(torch.zeros(len(rng), 2, hidden_size, device=rng.device))
@@ -93,8 +93,11 @@ class BidirectionalGRU(nn.Module):
         w_zr = torch.stack([fz, bz], 1).reshape(2 * members, hidden, 2 * hidden)
         w_n = torch.stack([fn, bn], 1).reshape(2 * members, hidden, hidden)
         h0 = self.h0.reshape(2 * members, 1, hidden).expand(2 * members, batch, hidden)
-        states = (FusedGRUSequence.apply if self.fused else gru_sequence)(
-            self.project_inputs(x), h0, w_zr, w_n, self.clip
+        x_proj = self.project_inputs(x)
+        states = (
+            gru_sequence(x_proj, h0, w_zr, w_n, self.clip)
+            if self.core == "eager"
+            else FusedGRUSequence.apply(x_proj, h0, w_zr, w_n, self.clip, self.core == "compiled")
         ).reshape(members, 2, steps, batch, hidden)
         forward_states, backward_states = states[:, 0].transpose(1, 2), states[:, 1].flip(1).transpose(1, 2)
         final = torch.cat([states[:, 0, -1], states[:, 1, -1]], dim=-1)

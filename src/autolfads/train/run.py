@@ -163,7 +163,10 @@ def resume_or_start(trainer: Trainer, config: Config, folder: Path, log: RunLog)
         described = ", ".join(
             f"{s.path} ({s.train.n_trials} train / {s.valid.n_trials} valid trials)" for s in trainer.sessions
         )
-        log(f"new run: {described}, device {trainer.device}, threads {torch.get_num_threads()}")
+        log(
+            f"new run: {described}, device {trainer.device}, threads {torch.get_num_threads()}, "
+            f"recurrent core {trainer.core}"
+        )
         return
     payload = load_checkpoint(folder / LAST_CKPT, map_location=trainer.device)
     check_compatible(Config.model_validate(payload["config"]), config, folder / LAST_CKPT)

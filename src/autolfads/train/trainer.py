@@ -11,12 +11,14 @@ from dataclasses import dataclass
 
 import torch
 
-from ..config import Config, ModelConfig, member_hparams, with_member_hparams
+from ..config import Config, ModelConfig, TrainConfig, member_hparams, with_member_hparams
 from ..data.dataset import LFADSData
 from ..errors import ConfigError
 from ..evaluate import Targets
 from ..model import LFADS
 from ..model.augmentations import coordinated_dropout, sbtt_targets
+from ..model.compiled import compiled_loops
+from ..model.fused import Core
 from ..model.readin_readout import pcr_session_inits
 from ..names import MEMBER_HPARAMS
 from .batches import Batch, SampleValidation, augment, check_augmentations, take_batch, to_device
@@ -75,7 +77,8 @@ class Trainer:
         if len(seeds) != len(self.members):
             raise ValueError(f"{len(self.members)} members but {len(seeds)} seeds")
         self.device = resolve_device(train.device)
-        self.model = LFADS(config.model, seeds, self.device, fused=train.fused_rnn)
+        self.core = recurrent_core(train, self.device)
+        self.model = LFADS(config.model, seeds, self.device, core=self.core)
         if config.model.multisession and config.model.readin_init == "pcr":
             self.model.init_sessions(pcr_session_inits(self.sessions, config.model, self.model.reconstruction))
         self.params = [param for param in self.model.parameters() if param.requires_grad]  # fixed read-ins are not
@@ -317,6 +320,18 @@ class Trainer:
         self.model.rng.set_state(state["rng"]["members"])
         self.data_rng.set_state(state["rng"]["data"])
         self.history = list(state["history"])
+
+
+def recurrent_core(train: TrainConfig, device: torch.device) -> Core:
+    """How the recurrent loops run, from train.fused_rnn and train.compiled_loops."""
+    if not train.compiled_loops:
+        return "fused" if train.fused_rnn else "eager"
+    if not train.fused_rnn:
+        raise ConfigError("train.compiled_loops compiles the fast core's loops: it needs train.fused_rnn true")
+    if device.type != "cpu":
+        raise ConfigError(f"train.compiled_loops runs on a CPU; on {device.type} leave it false (train.fused_rnn)")
+    compiled_loops()  # built (or loaded) now: a missing compiler is an error before training starts
+    return "compiled"
 
 
 def _check_config(config: Config, sessions: int) -> None:

@@ -1,0 +1,427 @@
+// The time loops of the fast recurrent core (model/fused.py) in C++: the same steps on the same buffers, with
+// the element-wise work of a step done in a few passes over its rows instead of one python-dispatched op each.
+// Matmuls and the sigmoids stay ATen's (the same kernels as the python loops); the rest is plain loops built
+// without FMA contraction, so values agree with the python loops to float rounding (the order of some sums
+// differs). Every sequence is (G, T, B, X) and every step view (G, B, X) with contiguous rows.
+
+#include <torch/extension.h>
+
+#include <cmath>
+#include <optional>
+#include <utility>
+#include <vector>
+
+namespace {
+
+using at::Tensor;
+using Steps = std::vector<Tensor>;
+using Maybe = std::optional<Tensor>;
+
+// The rows a loop reads and writes never overlap: vectorize without alias checks.
+#define IVDEP _Pragma("GCC ivdep")
+
+Steps steps_of(const Tensor& sequence) { return sequence.unbind(1); }
+
+Tensor scratch_like(const Tensor& x) { return at::empty_like(x, at::MemoryFormat::Contiguous); }
+
+// Row pointers into a (G, B, X) step view.
+template <typename T>
+struct Rows {
+  T* data;
+  int64_t group_stride, row_stride;
+  explicit Rows(const Tensor& x) : data(x.data_ptr<T>()), group_stride(x.stride(0)), row_stride(x.stride(1)) {
+    TORCH_CHECK(x.dim() == 3 && x.stride(2) == 1, "a step view must be (G, B, X) with contiguous rows");
+  }
+  T* operator()(int64_t g, int64_t b) const { return data + g * group_stride + b * row_stride; }
+};
+
+template <typename Body>
+void for_rows(const Tensor& like, Body body) {
+  for (int64_t g = 0; g < like.size(0); ++g)
+    for (int64_t b = 0; b < like.size(1); ++b) body(g, b);
+}
+
+// One network's forward record, per step: h_0..h_T, gates z|r and n (and in the backward, the clamp's
+// pass mask: |h_t| < clip).
+struct Record {
+  Steps h, zr, n, inside;
+  int64_t hidden;
+  Record(const Tensor& trajectory, const Tensor& gates, const Tensor& n_gates, const Maybe& inside = {})
+      : h(steps_of(trajectory)), zr(steps_of(gates)), n(steps_of(n_gates)), hidden(n_gates.size(-1)) {
+    if (inside) this->inside = steps_of(*inside);
+  }
+};
+
+template <typename T>
+T clamp(T v, T clip) {
+  return v < -clip ? -clip : (v > clip ? clip : v);  // NaN passes through, as torch.clamp
+}
+
+// Step t of a clipped GRU (fused._gru_forward_step): writes z|r, n and h_{t+1} into the record.
+template <typename T>
+void gru_forward_step(int64_t t, Record& rnn, const Tensor& x_zr, const Tensor& x_n, const Tensor& w_zr,
+                      const Tensor& w_n, Tensor& reset_h, T clip) {
+  const int64_t H = rnn.hidden;
+  Tensor zr = rnn.zr[t], n = rnn.n[t];
+  // the matmuls write their outputs and a pass adds the input projection: baddbmm would first copy it there
+  at::bmm_out(zr, rnn.h[t], w_zr);
+  Rows<T> z_rows(zr), xzr_rows(x_zr), h_rows(rnn.h[t]), rh_rows(reset_h), n_rows(n), xn_rows(x_n);
+  Rows<T> next_rows(rnn.h[t + 1]);
+  for_rows(zr, [&](int64_t g, int64_t b) {
+    T* v = z_rows(g, b);
+    const T* x = xzr_rows(g, b);
+    IVDEP for (int64_t j = 0; j < 2 * H; ++j) v[j] = x[j] + v[j];
+  });
+  zr.sigmoid_();
+  for_rows(zr, [&](int64_t g, int64_t b) {
+    const T *r = z_rows(g, b) + H, *h = h_rows(g, b);
+    T* rh = rh_rows(g, b);
+    IVDEP for (int64_t j = 0; j < H; ++j) rh[j] = r[j] * h[j];
+  });
+  at::bmm_out(n, reset_h, w_n);
+  for_rows(n, [&](int64_t g, int64_t b) {
+    T* v = n_rows(g, b);
+    const T* x = xn_rows(g, b);
+    IVDEP for (int64_t j = 0; j < H; ++j) v[j] = (x[j] + v[j]) * T(2);
+  });
+  n.sigmoid_();  // tanh(x) = 2 sigmoid(2x) - 1, as fused._tanh_
+  for_rows(n, [&](int64_t g, int64_t b) {
+    T* v = n_rows(g, b);
+    const T *z = z_rows(g, b), *h = h_rows(g, b);
+    T* next = next_rows(g, b);
+    IVDEP for (int64_t j = 0; j < H; ++j) {
+      const T n_j = v[j] * T(2) - T(1);
+      v[j] = n_j;
+      next[j] = clamp((h[j] - n_j) * z[j] + n_j, clip);
+    }
+  });
+}
+
+// Scratch rows of one network's backward step.
+struct BackwardScratch {
+  Tensor d_update, d_reset_h, base;
+  explicit BackwardScratch(const Tensor& like) : d_update(scratch_like(like)), d_reset_h(scratch_like(like)),
+                                                 base(scratch_like(like)) {}
+};
+
+// Step t of a clipped GRU in reverse (fused._gru_backward_step): given g = dL/dh_t, writes dL/dx_proj_t
+// (z | r | n) into d_x[t] and dL/dh_{t-1} into d_previous.
+template <typename T>
+void gru_backward_step(int64_t t, const Tensor& g, const Record& s, const Tensor& w_zr_t, const Tensor& w_n_t,
+                       const Steps& d_x, BackwardScratch& scratch, Tensor& d_previous) {
+  const int64_t H = s.hidden;
+  Rows<T> g_rows(g), in_rows(s.inside[t]), zr_rows(s.zr[t]), n_rows(s.n[t]), h_rows(s.h[t]);
+  Rows<T> dx_rows(d_x[t]), du_rows(scratch.d_update);
+  for_rows(g, [&](int64_t gi, int64_t b) {
+    const T *grad = g_rows(gi, b), *inside = in_rows(gi, b), *z = zr_rows(gi, b), *n = n_rows(gi, b);
+    const T* h_prev = h_rows(gi, b);
+    T *dx = dx_rows(gi, b), *du = du_rows(gi, b);
+    IVDEP for (int64_t j = 0; j < H; ++j) {
+      const T d_update = grad[j] * inside[j];
+      const T one_minus_z = T(1) - z[j];
+      du[j] = d_update;
+      dx[2 * H + j] = (d_update * one_minus_z) * (T(1) - n[j] * n[j]);
+      dx[j] = (d_update * (h_prev[j] - n[j])) * (z[j] * one_minus_z);
+    }
+  });
+  at::bmm_out(scratch.d_reset_h, d_x[t].narrow(-1, 2 * H, H), w_n_t);
+  Rows<T> drh_rows(scratch.d_reset_h), base_rows(scratch.base);
+  for_rows(g, [&](int64_t gi, int64_t b) {
+    const T *z = zr_rows(gi, b), *r = zr_rows(gi, b) + H, *h_prev = h_rows(gi, b);
+    const T *drh = drh_rows(gi, b), *du = du_rows(gi, b);
+    T *dx = dx_rows(gi, b), *base = base_rows(gi, b);
+    IVDEP for (int64_t j = 0; j < H; ++j) {
+      dx[H + j] = (drh[j] * h_prev[j]) * (r[j] - r[j] * r[j]);
+      base[j] = du[j] * z[j] + drh[j] * r[j];
+    }
+  });
+  scratch.base.baddbmm_(d_x[t].narrow(-1, 0, 2 * H), w_zr_t);  // in place: no copy of base
+  std::swap(scratch.base, d_previous);
+}
+
+// out = a + b (+ c), row by row.
+template <typename T>
+void add_rows(const Tensor& out, const Tensor& a, const Tensor& b, const Maybe& c = {}) {
+  const int64_t X = out.size(-1);
+  Rows<T> o_rows(out), a_rows(a), b_rows(b);
+  for_rows(out, [&](int64_t g, int64_t r) {
+    const T *x = a_rows(g, r), *y = b_rows(g, r);
+    T* o = o_rows(g, r);
+    IVDEP for (int64_t j = 0; j < X; ++j) o[j] = x[j] + y[j];
+  });
+  if (!c) return;
+  Rows<T> c_rows(*c);
+  for_rows(out, [&](int64_t g, int64_t r) {
+    const T* z = c_rows(g, r);
+    T* o = o_rows(g, r);
+    IVDEP for (int64_t j = 0; j < X; ++j) o[j] = o[j] + z[j];
+  });
+}
+
+// out = a * b, row by row (out may be a).
+template <typename T>
+void mul_rows(const Tensor& out, const Tensor& a, const Tensor& b) {
+  const int64_t X = out.size(-1);
+  Rows<T> o_rows(out), a_rows(a), b_rows(b);
+  for_rows(out, [&](int64_t g, int64_t r) {
+    const T *x = a_rows(g, r), *y = b_rows(g, r);
+    T* o = o_rows(g, r);
+    IVDEP for (int64_t j = 0; j < X; ++j) o[j] = x[j] * y[j];
+  });
+}
+
+template <typename T>
+void gru_forward_impl(const Tensor& x_proj, const Tensor& trajectory, const Tensor& gates, const Tensor& n_gates,
+                      const Tensor& w_zr, const Tensor& w_n, double clip) {
+  Record rnn(trajectory, gates, n_gates);
+  const int64_t H = rnn.hidden;
+  Tensor reset_h = scratch_like(rnn.h[0]);
+  const Steps x = steps_of(x_proj);
+  for (int64_t t = 0; t < x_proj.size(1); ++t)
+    gru_forward_step<T>(t, rnn, x[t].narrow(-1, 0, 2 * H), x[t].narrow(-1, 2 * H, H), w_zr, w_n, reset_h, T(clip));
+}
+
+template <typename T>
+Tensor gru_backward_impl(const Tensor& d_states, const Tensor& trajectory, const Tensor& gates,
+                         const Tensor& n_gates, const Tensor& inside, const Tensor& w_zr, const Tensor& w_n,
+                         const Tensor& d_x_all) {
+  const Record s(trajectory, gates, n_gates, inside);
+  const Tensor w_zr_t = w_zr.transpose(1, 2), w_n_t = w_n.transpose(1, 2);
+  const Steps d_steps = steps_of(d_states), d_x = steps_of(d_x_all);
+  BackwardScratch scratch(d_steps[0]);
+  Tensor g = scratch_like(d_steps[0]), d_h = scratch_like(d_steps[0]);
+  const int64_t last = d_states.size(1) - 1;
+  gru_backward_step<T>(last, d_steps[last], s, w_zr_t, w_n_t, d_x, scratch, d_h);
+  for (int64_t t = last - 1; t >= 0; --t) {
+    add_rows<T>(g, d_steps[t], d_h);
+    gru_backward_step<T>(t, g, s, w_zr_t, w_n_t, d_x, scratch, d_h);
+  }
+  return d_h;
+}
+
+// FusedGRUSequence's forward loop: x_proj (G, T, B, 3H); trajectory (G, T + 1, B, H) with h_0 in place, gates
+// (G, T, B, 2H), n_gates (G, T, B, H) are filled in.
+void gru_forward(const Tensor& x_proj, const Tensor& trajectory, const Tensor& gates, const Tensor& n_gates,
+                 const Tensor& w_zr, const Tensor& w_n, double clip) {
+  AT_DISPATCH_FLOATING_TYPES(x_proj.scalar_type(), "gru_forward",
+                             [&] { gru_forward_impl<scalar_t>(x_proj, trajectory, gates, n_gates, w_zr, w_n, clip); });
+}
+
+// FusedGRUSequence's backward loop: fills d_x_all (G, T, B, 3H) and returns dL/dh_0.
+Tensor gru_backward(const Tensor& d_states, const Tensor& trajectory, const Tensor& gates, const Tensor& n_gates,
+                    const Tensor& inside, const Tensor& w_zr, const Tensor& w_n, const Tensor& d_x_all) {
+  Tensor d_h;
+  AT_DISPATCH_FLOATING_TYPES(d_states.scalar_type(), "gru_backward", [&] {
+    d_h = gru_backward_impl<scalar_t>(d_states.contiguous(), trajectory, gates, n_gates, inside, w_zr, w_n, d_x_all);
+  });
+  return d_h;
+}
+
+// The controller's side of the decoder loop: its inputs, weights, record and output buffers.
+struct Controller {
+  Tensor in_proj, w_fac, w_zr, w_n, co_w, co_b, gen_w_co;
+  Steps x, params, stds, gen_inputs, masks, noise;
+  Record rnn;
+  int64_t hidden, co_dim;
+  Controller(const std::vector<Tensor>& t, const Maybe& mask, const Maybe& noise)
+      : in_proj(t[0]), w_fac(t[1]), w_zr(t[2]), w_n(t[3]), co_w(t[4]), co_b(t[5].unsqueeze(1)), gen_w_co(t[6]),
+        x(steps_of(t[0])), params(steps_of(t[10])), stds(steps_of(t[11])), gen_inputs(steps_of(t[12])),
+        rnn(t[7], t[8], t[9]), hidden(t[9].size(-1)), co_dim(t[11].size(-1)) {
+    if (mask) masks = steps_of(mask->contiguous());
+    if (noise) this->noise = steps_of(noise->contiguous());
+  }
+};
+
+// The controller step of the decoder's forward loop (fused._controller_forward_step): returns the generator's
+// input projection for step t with the controller output added, in gen_x.
+template <typename T>
+void controller_forward_step(int64_t t, Controller& con, const Tensor& factor, const Tensor& gen_in_x,
+                             Tensor& con_factor, Tensor& con_x, Tensor& reset_h, Tensor& gen_x, T clip) {
+  const int64_t H = con.hidden, C = con.co_dim;
+  const Tensor* factor_in = &factor;
+  if (!con.masks.empty()) {
+    mul_rows<T>(con_factor, factor, con.masks[t]);
+    factor_in = &con_factor;
+  }
+  at::baddbmm_out(con_x, con.x[t], *factor_in, con.w_fac);
+  gru_forward_step<T>(t, con.rnn, con_x.narrow(-1, 0, 2 * H), con_x.narrow(-1, 2 * H, H), con.w_zr, con.w_n,
+                      reset_h, clip);
+  Tensor params = con.params[t];
+  at::baddbmm_out(params, con.co_b, con.rnn.h[t + 1], con.co_w);
+  Rows<T> p_rows(params), std_rows(con.stds[t]), co_rows(con.gen_inputs[t]);
+  const bool sampled = !con.noise.empty();
+  Rows<T> noise_rows(sampled ? con.noise[t] : con.stds[t]);
+  for_rows(params, [&](int64_t g, int64_t b) {
+    const T *mean = p_rows(g, b), *logvar = p_rows(g, b) + C, *eps = noise_rows(g, b);
+    T *std = std_rows(g, b), *co = co_rows(g, b);
+    IVDEP for (int64_t j = 0; j < C; ++j) {
+      std[j] = std::exp(logvar[j] * T(0.5));
+      co[j] = sampled ? mean[j] + std[j] * eps[j] : mean[j];
+    }
+  });
+  at::baddbmm_out(gen_x, gen_in_x, con.gen_inputs[t], con.gen_w_co);
+}
+
+template <typename T>
+void decoder_forward_impl(const std::vector<Tensor>& gen_t, const Tensor& factor_trajectory, const Maybe& gen_mask,
+                          const std::optional<std::vector<Tensor>>& con_t, const Maybe& con_mask,
+                          const Maybe& co_noise, double clip_) {
+  const T clip(clip_);
+  const Tensor &gen_in_proj = gen_t[3], &gen_zr = gen_t[4], &gen_n = gen_t[5], &factor_w = gen_t[6];
+  Record gen(gen_t[0], gen_t[1], gen_t[2]);
+  const int64_t H = gen.hidden;
+  const Steps gen_x_steps = steps_of(gen_in_proj), factors = steps_of(factor_trajectory);
+  const Steps gen_masks = gen_mask ? steps_of(gen_mask->contiguous()) : Steps{};
+  std::optional<Controller> con;
+  if (con_t) con.emplace(*con_t, con_mask, co_noise);
+  Tensor reset_h = scratch_like(gen.h[0]), masked_h = scratch_like(reset_h);
+  Tensor gen_x = scratch_like(gen_x_steps[0]);
+  Tensor con_factor, con_x, con_reset_h;
+  if (con) {
+    con_factor = scratch_like(factors[0]);
+    con_x = scratch_like(con->x[0]);
+    con_reset_h = scratch_like(con->rnn.h[0]);
+  }
+  for (int64_t t = 0; t < gen_in_proj.size(1); ++t) {
+    const Tensor* x = &gen_x_steps[t];
+    if (con) {
+      controller_forward_step<T>(t, *con, factors[t], gen_x_steps[t], con_factor, con_x, con_reset_h, gen_x, clip);
+      x = &gen_x;
+    }
+    gru_forward_step<T>(t, gen, x->narrow(-1, 0, 2 * H), x->narrow(-1, 2 * H, H), gen_zr, gen_n, reset_h, clip);
+    const Tensor* out = &gen.h[t + 1];
+    if (!gen_masks.empty()) {
+      mul_rows<T>(masked_h, gen.h[t + 1], gen_masks[t]);
+      out = &masked_h;
+    }
+    Tensor factor = factors[t + 1];
+    at::bmm_out(factor, *out, factor_w);
+  }
+}
+
+// FusedDecoder's forward loop. gen: (gen_trajectory, gen_zr_gates, gen_n_gates, gen_in_proj, gen_zr, gen_n,
+// factor_w); con (with a controller): (con_in_proj, con_w_fac, con_zr, con_n, co_w, co_b, gen_w_co,
+// con_trajectory, con_zr_gates, con_n_gates, co_params, co_stds, gen_inputs). Fills the records in place.
+void decoder_forward(const std::vector<Tensor>& gen, const Tensor& factor_trajectory, const Maybe& gen_mask,
+                     const std::optional<std::vector<Tensor>>& con, const Maybe& con_mask, const Maybe& co_noise,
+                     double clip) {
+  AT_DISPATCH_FLOATING_TYPES(factor_trajectory.scalar_type(), "decoder_forward", [&] {
+    decoder_forward_impl<scalar_t>(gen, factor_trajectory, gen_mask, con, con_mask, co_noise, clip);
+  });
+}
+
+// The controller's side of the decoder's backward loop.
+struct ControllerBackward {
+  Record saved;
+  Steps d_x, d_params, d_gen_inputs, d_co_means, d_co_stds, d_states, stds, noise, masks;
+  Tensor zr_t, n_t, co_w_t, gen_w_co_t, w_fac_t;
+  BackwardScratch scratch;
+  Tensor d_co, d_con, g, d_h;
+  int64_t co_dim;
+  bool started = false;
+  // t: con_trajectory, con_zr_gates, con_n_gates, con_inside, d_x_all, d_params, d_gen_inputs, d_co_means,
+  // d_co_stds, d_con_states, co_stds, con_zr, con_n, co_w, gen_w_co, con_w_fac
+  ControllerBackward(const std::vector<Tensor>& t, const Maybe& noise, const Maybe& mask)
+      : saved(t[0], t[1], t[2], t[3]), d_x(steps_of(t[4])), d_params(steps_of(t[5])),
+        d_gen_inputs(steps_of(t[6].contiguous())), d_co_means(steps_of(t[7].contiguous())),
+        d_co_stds(steps_of(t[8].contiguous())), d_states(steps_of(t[9].contiguous())), stds(steps_of(t[10])),
+        zr_t(t[11].transpose(1, 2)), n_t(t[12].transpose(1, 2)), co_w_t(t[13].transpose(1, 2)),
+        gen_w_co_t(t[14].transpose(1, 2)), w_fac_t(t[15].transpose(1, 2)), scratch(saved.h[0]),
+        d_co(scratch_like(d_gen_inputs[0])), d_con(scratch_like(saved.h[0])),
+        g(scratch_like(d_con)), d_h(scratch_like(d_con)), co_dim(t[10].size(-1)) {
+    if (noise) this->noise = steps_of(noise->contiguous());
+    if (mask) masks = steps_of(mask->contiguous());
+  }
+};
+
+// The controller step in reverse (fused._controller_backward_step): from dL/dx_gen_t, writes dL/dfactor_{t-1}
+// through the controller into d_factor.
+template <typename T>
+void controller_backward_step(int64_t t, ControllerBackward& con, const Tensor& d_gen_x, Tensor& d_factor) {
+  const int64_t C = con.co_dim;
+  at::baddbmm_out(con.d_co, con.d_gen_inputs[t], d_gen_x, con.gen_w_co_t);
+  Rows<T> dco_rows(con.d_co), dp_rows(con.d_params[t]), dm_rows(con.d_co_means[t]), ds_rows(con.d_co_stds[t]);
+  Rows<T> std_rows(con.stds[t]);
+  const bool sampled = !con.noise.empty();
+  Rows<T> noise_rows(sampled ? con.noise[t] : con.stds[t]);
+  for_rows(con.d_co, [&](int64_t g, int64_t b) {
+    const T *d_co = dco_rows(g, b), *d_mean = dm_rows(g, b), *d_std_in = ds_rows(g, b), *std = std_rows(g, b);
+    const T* eps = noise_rows(g, b);
+    T* d_params = dp_rows(g, b);
+    IVDEP for (int64_t j = 0; j < C; ++j) {
+      d_params[j] = d_co[j] + d_mean[j];
+      const T d_std = sampled ? d_std_in[j] + d_co[j] * eps[j] : d_std_in[j];
+      d_params[C + j] = d_std * (T(0.5) * std[j]);
+    }
+  });
+  at::baddbmm_out(con.d_con, con.d_states[t], con.d_params[t], con.co_w_t);
+  const Tensor* g = &con.d_con;
+  if (con.started) {
+    add_rows<T>(con.g, con.d_con, con.d_h);
+    g = &con.g;
+  }
+  con.started = true;
+  gru_backward_step<T>(t, *g, con.saved, con.zr_t, con.n_t, con.d_x, con.scratch, con.d_h);
+  at::bmm_out(d_factor, con.d_x[t], con.w_fac_t);
+  if (!con.masks.empty()) mul_rows<T>(d_factor, d_factor, con.masks[t]);
+}
+
+template <typename T>
+std::vector<Tensor> decoder_backward_impl(const std::vector<Tensor>& gen_t, const Tensor& d_factor_all,
+                                          const Tensor& d_factors_, const Tensor& d_gen_states_,
+                                          const Maybe& gen_mask, const std::optional<std::vector<Tensor>>& con_t,
+                                          const Maybe& co_noise, const Maybe& con_mask) {
+  const Record gen(gen_t[0], gen_t[1], gen_t[2], gen_t[3]);
+  const Steps d_gen_x = steps_of(gen_t[4]);
+  const Tensor gen_zr_t = gen_t[5].transpose(1, 2), gen_n_t = gen_t[6].transpose(1, 2);
+  const Tensor factor_w_t = gen_t[7].transpose(1, 2);
+  const Steps d_factor_steps = steps_of(d_factor_all), d_factors = steps_of(d_factors_.contiguous());
+  const Steps d_gen_states = steps_of(d_gen_states_.contiguous());
+  const Steps gen_masks = gen_mask ? steps_of(gen_mask->contiguous()) : Steps{};
+  std::optional<ControllerBackward> con;
+  if (con_t) con.emplace(*con_t, co_noise, con_mask);
+  BackwardScratch scratch(d_gen_states[0]);
+  Tensor d_gen_in = scratch_like(d_gen_states[0]), g = scratch_like(d_gen_states[0]);
+  Tensor d_gen_h = scratch_like(d_gen_states[0]), carry = scratch_like(d_factors[0]);
+  for (int64_t t = static_cast<int64_t>(d_gen_states.size()) - 1; t >= 0; --t) {
+    const bool last = t == static_cast<int64_t>(d_gen_states.size()) - 1;
+    if (con && !last)
+      add_rows<T>(d_factor_steps[t], d_factors[t], carry);
+    else
+      d_factor_steps[t].copy_(d_factors[t]);
+    at::bmm_out(d_gen_in, d_factor_steps[t], factor_w_t);
+    if (!gen_masks.empty()) mul_rows<T>(d_gen_in, d_gen_in, gen_masks[t]);
+    if (last)
+      add_rows<T>(g, d_gen_states[t], d_gen_in);
+    else
+      add_rows<T>(g, d_gen_states[t], d_gen_in, d_gen_h);
+    gru_backward_step<T>(t, g, gen, gen_zr_t, gen_n_t, d_gen_x, scratch, d_gen_h);
+    if (con) controller_backward_step<T>(t, *con, d_gen_x[t], carry);
+  }
+  if (!con) return {d_gen_h};
+  return {d_gen_h, carry, con->d_h};
+}
+
+// FusedDecoder's backward loop. gen: (gen_trajectory, gen_zr_gates, gen_n_gates, gen_inside, d_gen_x_all,
+// gen_zr, gen_n, factor_w); con: see ControllerBackward. Fills d_factor_all, d_gen_x_all and the controller's
+// d_x_all and d_params; returns dL/dgen_init, and with a controller dL/dfactor0 and dL/dcon_h0.
+std::vector<Tensor> decoder_backward(const std::vector<Tensor>& gen, const Tensor& d_factor_all,
+                                     const Tensor& d_factors, const Tensor& d_gen_states, const Maybe& gen_mask,
+                                     const std::optional<std::vector<Tensor>>& con, const Maybe& co_noise,
+                                     const Maybe& con_mask) {
+  std::vector<Tensor> out;
+  AT_DISPATCH_FLOATING_TYPES(d_factor_all.scalar_type(), "decoder_backward", [&] {
+    out = decoder_backward_impl<scalar_t>(gen, d_factor_all, d_factors, d_gen_states, gen_mask, con, co_noise,
+                                          con_mask);
+  });
+  return out;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("gru_forward", &gru_forward);
+  m.def("gru_backward", &gru_backward);
+  m.def("decoder_forward", &decoder_forward);
+  m.def("decoder_backward", &decoder_backward);
+}

@@ -1,0 +1,128 @@
+"""The compiled loops (`train.compiled_loops`, C++) against the python loops of the fast core: same buffers,
+same order of operations, so the same values and gradients to float rounding; and the option's errors."""
+
+import pytest
+import torch
+
+from autolfads.config import ModelConfig
+from autolfads.errors import ConfigError
+from autolfads.model import LFADS, compiled
+from autolfads.model.fused import FusedDecoder, FusedGRUSequence
+from autolfads.train.trainer import Trainer
+from helpers import config, make_data
+from test_fused import assert_close_grads, decoder_inputs, grads_of
+
+needs_compiler = pytest.mark.skipif(
+    compiled.build_tools_missing() is not None, reason=str(compiled.build_tools_missing())
+)
+
+
+@needs_compiler
+@pytest.mark.parametrize("dtype,tolerance", [(torch.float32, 1e-6), (torch.float64, 1e-14)])
+@pytest.mark.parametrize("clip", [5.0, 0.6])
+def test_compiled_gru_sequence_matches_the_python_loop(clip, dtype, tolerance):
+    generator = torch.Generator().manual_seed(0)
+    steps, groups, batch, hidden = 9, 3, 4, 5
+
+    def rand(*shape, scale=1.0):
+        return (torch.randn(*shape, generator=generator) * scale).to(dtype).requires_grad_()
+
+    inputs = [rand(groups, steps, batch, 3 * hidden, scale=2), rand(groups, 1, hidden)]
+    inputs += [rand(groups, hidden, 2 * hidden), rand(groups, hidden, hidden)]
+    weights = [torch.randn(groups, steps, batch, hidden, generator=generator).to(dtype)]
+    runs = [
+        grads_of(
+            lambda x, h, a, b, c=c: FusedGRUSequence.apply(x, h.expand(groups, batch, hidden), a, b, clip, c),
+            inputs,
+            weights,
+        )
+        for c in (False, True)
+    ]
+    (python_out, python_grads), (compiled_out, compiled_grads) = runs
+    assert compiled_out[0].dtype == dtype
+    torch.testing.assert_close(python_out[0], compiled_out[0], rtol=0, atol=tolerance)
+    if clip < 1:
+        assert (compiled_out[0].abs() == clip).float().mean() > 0.1  # the clamp is really exercised
+    assert_close_grads(python_grads, compiled_grads, rtol=10 * tolerance)
+
+
+@needs_compiler
+@pytest.mark.parametrize("use_con", [True, False])
+@pytest.mark.parametrize("training", [True, False])
+def test_compiled_decoder_matches_the_python_loop(use_con, training):
+    inputs, weights = decoder_inputs(use_con, training)
+    python_out, python_grads = grads_of(lambda *x: FusedDecoder.apply(*x, False), inputs, weights)
+    compiled_out, compiled_grads = grads_of(lambda *x: FusedDecoder.apply(*x, True), inputs, weights)
+    for a, b in zip(python_out, compiled_out):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+    assert_close_grads(python_grads, compiled_grads)
+    assert sum(g is not None for g in compiled_grads) == sum(g is not None for g in python_grads)
+
+
+@needs_compiler
+def test_lfads_loss_and_gradients_compiled_vs_python_loops():
+    cfg = ModelConfig(data_dim=8, cs_dim=2, seq_len=10, fp_len=2, ext_input_dim=2, co_dim=2, ic_enc_dim=5)
+    cfg = cfg.model_copy(update=dict(ci_enc_dim=4, con_dim=4, ic_dim=3, gen_dim=6, fac_dim=3, cell_clip=1.0))
+    generator = torch.Generator().manual_seed(2)
+    data = torch.poisson(torch.full((4, 8, 6), 1.5), generator=generator)
+    target = torch.poisson(torch.full((4, 10, 8), 1.5), generator=generator)
+    ext_input = torch.randn(4, 10, 2, generator=generator)
+    results = []
+    for core in ("fused", "compiled"):
+        model = LFADS(cfg, [3, 4], core=core).train()
+        out = model(data, torch.tensor([0.1, 0.2]), ext_input)
+        loss = model.reconstruction.nll(out.output_params, target).mean() + 1e-3 * (out.kl_ic + out.kl_co).sum()
+        loss.backward()
+        results.append((loss.detach(), [p.grad for p in model.parameters()]))
+    (python_loss, python_grads), (compiled_loss, compiled_grads) = results
+    torch.testing.assert_close(python_loss, compiled_loss, rtol=1e-6, atol=0)
+    assert_close_grads(python_grads, compiled_grads)
+
+
+@needs_compiler
+def test_training_with_compiled_loops_follows_the_python_loops():
+    cfg = config()
+    runs = []
+    for compiled_loops in (False, True):
+        train = cfg.train.model_copy(update={"compiled_loops": compiled_loops})
+        trainer = Trainer(cfg.model_copy(update={"train": train}), make_data(cfg.model), member_seeds=[0])
+        assert trainer.model.decoder.core == ("compiled" if compiled_loops else "fused")
+        for _ in range(3):
+            trainer.run_epoch()
+        runs.append(trainer)
+    for (name, a), b in zip(runs[0].model.named_parameters(), runs[1].model.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)
+    assert runs[0].history[-1].keys() == runs[1].history[-1].keys()
+
+
+def test_compiled_loops_need_the_fast_core():
+    cfg = config()
+    train = cfg.train.model_copy(update={"compiled_loops": True, "fused_rnn": False})
+    with pytest.raises(ConfigError, match="train.compiled_loops .* needs train.fused_rnn true"):
+        Trainer(cfg.model_copy(update={"train": train}), make_data(cfg.model))
+
+
+def test_compiled_loops_without_a_compiler_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("CXX", "no-such-c++-compiler")
+    compiled.compiled_loops.cache_clear()
+    try:
+        with pytest.raises(
+            ConfigError, match="'no-such-c\\+\\+-compiler' is not on PATH; .* or set train.compiled_loops false"
+        ):
+            compiled.compiled_loops()
+    finally:
+        compiled.compiled_loops.cache_clear()
+
+
+@needs_compiler
+@pytest.mark.slow
+def test_the_command_line_trains_and_resumes_with_compiled_loops(autolfads, tiny_model, lorenz_file, tmp_path):
+    folder = tmp_path / "run"
+    args = ("train", "--data", lorenz_file, "--checkpoint", folder)
+    first = autolfads(*args, *tiny_model(train__max_epochs=2, train__compiled_loops="true"))
+    assert first.returncode == 0, first.stderr
+    assert "recurrent core compiled" in (folder / "train.log").read_text()
+    resumed = autolfads(*args, *tiny_model(train__max_epochs=3, train__compiled_loops="true"))
+    assert resumed.returncode == 0, resumed.stderr
+    metrics = (folder / "metrics.csv").read_text().splitlines()
+    assert len(metrics) == 1 + 3  # a header, then epochs 1-3: the resumed run added one
