@@ -1,6 +1,11 @@
 """The compiled loops (`train.compiled_loops`, C++) against the python loops of the fast core: same buffers,
 same order of operations, so the same values and gradients to float rounding; and the option's errors."""
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -126,3 +131,21 @@ def test_the_command_line_trains_and_resumes_with_compiled_loops(autolfads, tiny
     assert resumed.returncode == 0, resumed.stderr
     metrics = (folder / "metrics.csv").read_text().splitlines()
     assert len(metrics) == 1 + 3  # a header, then epochs 1-3: the resumed run added one
+
+
+@needs_compiler
+@pytest.mark.slow
+def test_processes_that_build_at_once_share_one_build(tmp_path):
+    """Search workers start together: the first builds, the others wait on torch's lock and load the same."""
+    code = "from autolfads.model.compiled import compiled_loops; print(compiled_loops().__file__)"
+    env = {**os.environ, "TORCH_EXTENSIONS_DIR": str(tmp_path / "extensions")}
+    builds = [
+        subprocess.Popen(
+            [sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(2)
+    ]
+    outputs = [build.communicate(timeout=600) for build in builds]
+    assert [build.returncode for build in builds] == [0, 0], [err for _, err in outputs]
+    paths = {out.strip() for out, _ in outputs}
+    assert len(paths) == 1 and Path(paths.pop()).is_relative_to(tmp_path / "extensions")
