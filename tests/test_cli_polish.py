@@ -125,12 +125,20 @@ def test_doctor_reports_versions_devices_ray_and_threads(capsys):
         "torch devices",
         "CUDA available",
         "Ray",
+        "compiled loops",
         "torch threads",
         "OMP_NUM_THREADS",
         "recommended",
     ):
         assert any(line.startswith(item + " ") for line in out.splitlines()), item
     assert "cpu" in out and "train.threads 1" in out
+
+
+def test_doctor_says_why_the_compiled_loops_cannot_be_built(capsys, monkeypatch):
+    monkeypatch.setenv("CXX", "no-such-c++-compiler")
+    assert main(["doctor"]) == 0
+    line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("compiled loops "))
+    assert line.endswith("unavailable: the C++ compiler 'no-such-c++-compiler' is not on PATH")
 
 
 @pytest.mark.slow

@@ -1,6 +1,7 @@
 """`autolfads doctor`: what this machine offers autolfads, in one screen.
 
-Versions, torch devices, CUDA and Ray availability, and the thread settings that decide CPU speed. Ray is
+Versions, torch devices, CUDA and Ray availability, whether the compiled loops can be built, and the thread
+settings that decide CPU speed. Ray is
 looked up, not imported (importing it takes seconds); nothing here changes any setting.
 """
 
@@ -52,6 +53,7 @@ def machine_report() -> str:
     no_cuda = f"torch built for CUDA {built}, no GPU visible" if built else "CPU-only torch build"
     rows.append(("CUDA available", "yes" if cuda else f"no ({no_cuda})"))
     rows.append(("Ray", ray_status()))
+    rows.append(("compiled loops", compiled_loops_status()))
     cores = usable_cores()
     rows.append(("CPU cores", f"{cores} usable of {os.cpu_count()}"))
     threads = f"{torch.get_num_threads()} intra-op, {torch.get_num_interop_threads()} inter-op"
@@ -67,6 +69,16 @@ def ray_status() -> str:
         return "not installed: pip install 'autolfads[ray]' for --backend ray"
     address = os.environ.get("RAY_ADDRESS")
     return "installed: --backend ray works" + (f"; RAY_ADDRESS={address}" if address else "")
+
+
+def compiled_loops_status() -> str:
+    """Whether train.compiled_loops can be built here (looked up: building takes half a minute)."""
+    from ..model.compiled import build_tools_missing
+
+    missing = build_tools_missing()
+    if missing:
+        return f"unavailable: {missing}"
+    return "buildable: train.compiled_loops true builds them at first use (CPU; about 40 s once)"
 
 
 def version(package: str) -> str:
@@ -90,6 +102,6 @@ def recommendation(cores: int, cuda: bool) -> str:
     if cuda:
         return text + "; on a GPU the threads only feed it, so 1 is enough"
     if cores > 1:
-        side_by_side = "autolfads search --backend ray --cpus-per-member 1"
+        side_by_side = "autolfads search (one worker per core by default, --workers N)"
         return text + f"; use the {cores} cores by training members side by side: {side_by_side}"
     return text
