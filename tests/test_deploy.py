@@ -174,6 +174,8 @@ def test_image_install_sequence_gives_a_working_autolfads(tmp_path, lorenz_file)
         text=True,
     )
     assert str(tmp_path / "venv") in where.stdout
+    installed = Path(where.stdout.strip()).parent
+    assert (installed / "model" / "csrc" / "loops.cpp").is_file(), "the compiled loops' source is package data"
 
 
 # ------------------------------------------------------------------------------------------ deploy/kubernetes
