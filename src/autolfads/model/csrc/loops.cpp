@@ -219,12 +219,12 @@ Tensor gru_backward(const Tensor& d_states, const Tensor& trajectory, const Tens
 
 // The controller's side of the decoder loop: its inputs, weights, record and output buffers.
 struct Controller {
-  Tensor in_proj, w_fac, w_zr, w_n, co_w, co_b, gen_w_co;
+  Tensor w_fac, w_zr, w_n, co_w, co_b, gen_w_co;
   Steps x, params, stds, gen_inputs, masks, noise;
   Record rnn;
   int64_t hidden, co_dim;
   Controller(const std::vector<Tensor>& t, const Maybe& mask, const Maybe& noise)
-      : in_proj(t[0]), w_fac(t[1]), w_zr(t[2]), w_n(t[3]), co_w(t[4]), co_b(t[5].unsqueeze(1)), gen_w_co(t[6]),
+      : w_fac(t[1]), w_zr(t[2]), w_n(t[3]), co_w(t[4]), co_b(t[5].unsqueeze(1)), gen_w_co(t[6]),
         x(steps_of(t[0])), params(steps_of(t[10])), stds(steps_of(t[11])), gen_inputs(steps_of(t[12])),
         rnn(t[7], t[8], t[9]), hidden(t[9].size(-1)), co_dim(t[11].size(-1)) {
     if (mask) masks = steps_of(mask->contiguous());
