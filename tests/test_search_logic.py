@@ -7,6 +7,7 @@ Expectations follow /work/shared/reference/autolfads-pbt-spec.md; every random t
 from __future__ import annotations
 
 import itertools
+import json
 import math
 from collections import Counter
 
@@ -620,6 +621,8 @@ def test_plateau_stops():
     assert not should_stop(best[:4], 50)  # 2.5 -> 1.99995 over the last 4: big improvement
     assert not should_stop(best[:5], 50)  # 2.5 -> 1.9999
     assert should_stop(best[:6], 50)  # 2.0 -> 1.9999: ratio 5e-5
+    # plain bools either way: the Ray scheduler writes the decision into pbt_state.json (numpy's bool is no JSON)
+    assert json.dumps([should_stop(best[:5], 50), should_stop(best[:6], 50)]) == "[false, true]"
 
 
 def test_plateau_of_equal_values_stops_after_window():
@@ -700,3 +703,21 @@ def test_nan_after_finite_values_is_ignored_by_running_best():
 )
 def test_generation_epochs(generation, per_gen, ramp, expected):
     assert generation_epochs(generation, per_gen, ramp) == expected
+
+
+def test_trials_fit_counts_the_places_on_each_live_node():
+    """The Ray scheduler lets trials wait at the barrier in their process only when every trial has a place at
+    once: a trial runs on one node, dead nodes do not count, fractions count as Ray's fixed point does."""
+    from autolfads.search.ray_scheduler import trials_fit
+
+    head = {"Alive": True, "Resources": {"CPU": 0.0}}
+    worker = {"Alive": True, "Resources": {"CPU": 2.0, "GPU": 1.0}}
+    dead = {"Alive": False, "Resources": {"CPU": 8.0}}
+    assert trials_fit([head, worker, dead], {"CPU": 1.0, "GPU": 0.0}, 2)
+    assert not trials_fit([head, worker, dead], {"CPU": 1.0, "GPU": 0.0}, 3)
+    assert trials_fit([worker], {"CPU": 0.5, "GPU": 0.5}, 2)  # the GPU bounds it: 2 places, not 4
+    assert not trials_fit([worker], {"CPU": 0.5, "GPU": 0.5}, 3)
+    assert trials_fit([{"Alive": True, "Resources": {"CPU": 0.6}}], {"CPU": 0.2}, 3)
+    half = {"Alive": True, "Resources": {"CPU": 1.5}}
+    assert not trials_fit([half, half], {"CPU": 1.0}, 3)  # 3 CPUs in all, but one trial per node
+    assert trials_fit([head], {"CPU": 0.0}, 5)  # a trial that needs nothing always has a place

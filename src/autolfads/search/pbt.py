@@ -87,7 +87,7 @@ def should_stop(best_by_generation: Sequence[float], max_generations: int) -> bo
     before, now = running[-STOP_WINDOW], running[-1]
     if not math.isfinite(before):
         return False
-    return (before - now) / abs(before) <= STOP_RATIO
+    return bool((before - now) / abs(before) <= STOP_RATIO)  # a plain bool: the record is saved as JSON too
 
 
 def generation_epochs(generation: int, epochs_per_generation: int, ramp_epochs: int) -> int:
