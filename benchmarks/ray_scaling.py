@@ -8,15 +8,21 @@ oversubscription. Generation 0 includes the ramps, so one generation of work is 
 
 `--compare packing` instead runs the search on 2 worker nodes twice: one member per trial, then
 `--members-per-trial K` members per trial (each trial the CPUs of one node): what packing members saves
-(fewer trial processes to start each generation, members trained on one population axis).
+(fewer trial processes, members trained on one population axis).
+
+`--compare processes` runs the search on 2 worker nodes (with `--members-per-trial K`) twice: with every
+report answered PAUSE (a fresh process for every trial each generation, as before trials waited at the
+barrier in their process), then as the scheduler does now. Each arm prints its trial processes and the
+barrier's mean gap (a generation's last report to the next generation's first training step).
 
     python benchmarks/ray_scaling.py [--cpus-per-node 1] [--population 4] [--generations 2] [--epochs-per-generation 4]
-        [--compare nodes|packing] [--members-per-trial 2]
+        [--compare nodes|packing|processes] [--members-per-trial 2]
 """
 
 import argparse
 import contextlib
 import csv
+import json
 import os
 import shutil
 import signal
@@ -26,9 +32,11 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from unittest import mock
 
 from autolfads.config import Config, ModelConfig, TrainConfig
 from autolfads.data.synthetic import write_synthetic
+from autolfads.search.ray_scheduler import BinaryTournamentPBT
 from autolfads.search.results import SearchSettings
 from autolfads.search.run import search
 
@@ -67,7 +75,10 @@ def stop(sessions: list[int]) -> None:
                     os.kill(int(fields[0]), signal.SIGKILL)
 
 
-def run(workers: int, members_per_trial: int, args, data_file: Path, workdir: Path) -> tuple[float, set[str]]:
+def run(
+    workers: int, members_per_trial: int, args, data_file: Path, workdir: Path, fresh: bool = False
+) -> tuple[float, set[str]]:
+    """One search; fresh: every report answered PAUSE, so every trial takes a new process each generation."""
     sessions: list[int] = []
     temp_dir = tempfile.mkdtemp(prefix="als")
     port = free_port()
@@ -108,7 +119,12 @@ def run(workers: int, members_per_trial: int, args, data_file: Path, workdir: Pa
             if members_per_trial == 1
             else dict(members_per_trial=members_per_trial, cpus_per_trial=args.cpus_per_node)
         )
-        search(config, data_file, workdir, settings, address=f"127.0.0.1:{port}", cpus_per_member=1, **packing)
+        with (
+            mock.patch.object(BinaryTournamentPBT, "_may_wait", lambda self, trial, group: False)
+            if fresh
+            else (contextlib.nullcontext())
+        ):
+            search(config, data_file, workdir, settings, address=f"127.0.0.1:{port}", cpus_per_member=1, **packing)
         elapsed = time.perf_counter() - start
         with open(workdir / "ray" / "members.csv") as f:
             threads = {row["torch_threads"] for row in csv.DictReader(f)}
@@ -129,8 +145,8 @@ def main() -> None:
     parser.add_argument("--generations", type=int, default=2)
     parser.add_argument("--epochs-per-generation", type=int, default=4)
     parser.add_argument("--workdir", type=Path, default=Path("runs/bench-ray-scaling"))
-    parser.add_argument("--compare", choices=["nodes", "packing"], default="nodes")
-    parser.add_argument("--members-per-trial", type=int, default=2, help="with --compare packing")
+    parser.add_argument("--compare", choices=["nodes", "packing", "processes"], default="nodes")
+    parser.add_argument("--members-per-trial", type=int, default=2, help="with --compare packing or processes")
     args = parser.parse_args()
     shutil.rmtree(args.workdir, ignore_errors=True)
     data_file = write_synthetic("lorenz", args.workdir / "lorenz.h5")
@@ -141,23 +157,45 @@ def main() -> None:
         f"{args.cpus_per_node} CPU(s) per worker node, 1 CPU and 1 torch thread per member; {os.cpu_count()} cores on "
         "this machine"
     )
-    # (worker nodes, members per trial) of each arm
-    arms = [(1, 1), (2, 1)] if args.compare == "nodes" else [(2, 1), (2, args.members_per_trial)]
-    rates = {}
-    for workers, members_per_trial in arms:
-        workdir = args.workdir / f"workers-{workers}-members-{members_per_trial}"
-        elapsed, threads = run(workers, members_per_trial, args, data_file, workdir)
-        rates[workers, members_per_trial] = epochs / elapsed
+    # (worker nodes, members per trial, a fresh process per trial each generation) of each arm
+    k = args.members_per_trial
+    arms = {
+        "nodes": [(1, 1, False), (2, 1, False)],
+        "packing": [(2, 1, False), (2, k, False)],
+        "processes": [(2, k, True), (2, k, False)],
+    }[args.compare]
+    rates = []
+    for workers, members_per_trial, fresh in arms:
+        workdir = args.workdir / f"workers-{workers}-members-{members_per_trial}{'-fresh' if fresh else ''}"
+        elapsed, threads = run(workers, members_per_trial, args, data_file, workdir, fresh)
+        rates.append(epochs / elapsed)
+        processes, gap, rss = barrier(workdir)
+        arm = f"{workers} worker node(s), {members_per_trial} member(s) per trial"
         print(
-            f"{workers} worker node(s), {members_per_trial} member(s) per trial: {elapsed:.1f} s, "
-            f"{rates[workers, members_per_trial]:.2f} member-epochs/s; torch threads per trial {sorted(threads)}"
+            f"{arm}{', a fresh process each generation' if fresh else ''}: {elapsed:.1f} s, {rates[-1]:.2f} "
+            f"member-epochs/s; torch threads per trial {sorted(threads)}; {processes} trial processes; "
+            f"barrier {gap:.2f} s; peak RSS of a trial process by generation {rss} MiB"
         )
     if args.compare == "nodes":
-        print(f"scaling efficiency 1 -> 2 nodes: {rates[2, 1] / rates[1, 1] / 2 * 100:.0f}% of linear (target >= 85%)")
+        print(f"scaling efficiency 1 -> 2 nodes: {rates[1] / rates[0] / 2 * 100:.0f}% of linear (target >= 85%)")
+    elif args.compare == "packing":
+        print(f"{k} members per trial vs 1: {rates[1] / rates[0]:.2f}x member-epochs/s")
     else:
-        print(
-            f"{args.members_per_trial} members per trial vs 1: {rates[arms[1]] / rates[arms[0]]:.2f}x member-epochs/s"
-        )
+        print(f"trials waiting in their process vs a fresh process each generation: {rates[1] / rates[0]:.2f}x")
+
+
+def barrier(workdir: Path) -> tuple[int, float, list[float]]:
+    """From ray/reports.jsonl: how many trial processes ran, the mean gap from a generation's last report to
+    the next generation's first training step, and the largest peak RSS of a trial process by generation."""
+    reports = [json.loads(line) for line in (workdir / "ray" / "reports.jsonl").read_text().splitlines() if line]
+    generations = sorted({r["generation"] for r in reports})
+    gaps = [
+        min(r["started_at"] for r in reports if r["generation"] == g)
+        - max(r["time"] for r in reports if r["generation"] == g - 1)
+        for g in generations[1:]
+    ]
+    rss = [round(max(r["peak_rss_mib"] for r in reports if r["generation"] == g)) for g in generations]
+    return len({(r["node_id"], r["pid"]) for r in reports}), sum(gaps) / max(1, len(gaps)), rss
 
 
 if __name__ == "__main__":

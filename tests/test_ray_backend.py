@@ -240,6 +240,26 @@ def assert_same_state(state: list[dict], other: list[dict], space) -> None:
                 )
 
 
+def read_reports(workdir: Path) -> list[dict]:
+    return [json.loads(line) for line in (workdir / "ray" / "reports.jsonl").read_text().splitlines() if line.strip()]
+
+
+def assert_synchronous(reports: list[dict]) -> None:
+    """No member started a generation before every member had reported the one before."""
+    for generation in range(1, max(r["generation"] for r in reports) + 1):
+        assert min(r["started_at"] for r in reports if r["generation"] == generation) > max(
+            r["time"] for r in reports if r["generation"] == generation - 1
+        ), generation
+
+
+def processes_by_member(reports: list[dict]) -> dict[int, int]:
+    """How many trial processes trained each member over the search."""
+    pids: dict[int, set] = {}
+    for r in reports:
+        pids.setdefault(r["member"], set()).add((r["node_id"], r["pid"]))
+    return {member: len(found) for member, found in sorted(pids.items())}
+
+
 def completed_generations(workdir: Path) -> int:
     try:
         rows = read_csv(workdir / "state.csv")
@@ -339,13 +359,10 @@ def test_search_on_a_two_node_cluster_is_synchronous_binary_tournament_pbt(clust
     )
 
     # Synchronous: no member started a generation before every member had reported the one before.
-    reports = [
-        json.loads(line) for line in (workdir / "ray" / "reports.jsonl").read_text().splitlines() if line.strip()
-    ]
-    for generation in (1, 2):
-        assert min(r["started_at"] for r in reports if r["generation"] == generation) > max(
-            r["time"] for r in reports if r["generation"] == generation - 1
-        )
+    reports = read_reports(workdir)
+    assert_synchronous(reports)
+    # Every trial fits on the cluster at once: each waits at the barrier in its process, never started anew.
+    assert processes_by_member(reports) == dict.fromkeys(range(4), 1), processes_by_member(reports)
 
     # Binary tournament: disjoint pairs, the loser is the worse member, its new values are the winner's perturbed.
     space = default_search_space()
@@ -475,6 +492,7 @@ def test_members_per_trial_packs_members_on_one_axis_with_the_same_pbt(cluster, 
         "no exploit crossed trials: the copy between trial checkpoints went untested"
     )
     assert "2 members per trial (2 trials)" in (workdir / "search.log").read_text()
+    assert processes_by_member(read_reports(workdir)) == dict.fromkeys(range(4), 1)  # both trials live throughout
     assert (workdir / "best_model" / "lfads_output.h5").is_file()
 
     twin_dir = tmp_path / "embedded"
@@ -494,6 +512,26 @@ def test_members_per_trial_packs_members_on_one_axis_with_the_same_pbt(cluster, 
         (e["generation"], e["loser"], e["winner"]) for e in read_csv(twin_dir / "exploits.csv")
     ]
     assert outcome.best_member == twin.best_member
+
+
+def test_a_population_larger_than_the_cluster_takes_turns_with_the_same_pbt(cluster, lorenz, tmp_path):
+    """Two CPUs per member on a 4-CPU cluster: two of the four trials at a time. A trial waits at the barrier in
+    its process only when no trial still to run this generation needs its CPUs, so the search neither
+    deadlocks nor changes: the same decisions and state as the embedded backend."""
+    workdir = tmp_path / "turns"
+    with deadline(300):
+        search(tiny_config(), lorenz, workdir, SearchSettings(**SETTINGS), address=cluster.address, cpus_per_member=2)
+    state = check_complete(workdir)
+    reports = read_reports(workdir)
+    assert_synchronous(reports)
+    assert {row["torch_threads"] for row in read_csv(workdir / "ray" / "members.csv")} == {"2"}
+    assert max(processes_by_member(reports).values()) > 1, "no trial gave its CPUs up at the barrier"
+    twin_dir = tmp_path / "embedded"
+    search(tiny_config(), lorenz, twin_dir, SearchSettings(**{**SETTINGS, "backend": "embedded"}))
+    assert_same_state(state, read_csv(twin_dir / "state.csv"), default_search_space())
+    assert [(e["generation"], e["loser"], e["winner"]) for e in read_csv(workdir / "exploits.csv")] == [
+        (e["generation"], e["loser"], e["winner"]) for e in read_csv(twin_dir / "exploits.csv")
+    ]
 
 
 @pytest.mark.parametrize("members_per_trial", [1, 2])

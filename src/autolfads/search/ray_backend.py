@@ -22,7 +22,7 @@ from ..names import METRIC
 from ..train.checkpoint import load_checkpoint
 from .generation import best_ranked, state_metrics
 from .ray_scheduler import MAX_FAILURES, BinaryTournamentPBT, restoring_in
-from .ray_trainable import group_trainable, member_state, trial_group
+from .ray_trainable import DECISIONS, DecisionBoard, group_trainable, member_state, trial_group
 from .ray_tune_private import resume_everything, use_token_if_available
 from .results import SearchOutcome, SearchSettings, search_log, write_best_model
 from .space import SearchSpace
@@ -182,6 +182,8 @@ def _check_local_resources(ray, cpus: float, gpus: float) -> None:
 
 
 def _fit(tune, config, data, settings, workdir, scheduler, cpus, gpus, log) -> None:
+    import ray
+
     trainable = tune.with_resources(
         tune.with_parameters(
             group_trainable,
@@ -189,7 +191,6 @@ def _fit(tune, config, data, settings, workdir, scheduler, cpus, gpus, log) -> N
             data=data,
             workdir=str(workdir),
             epochs_per_generation=settings.epochs_per_generation,
-            max_generations=settings.max_generations,
             nlb=settings.metric.startswith("nlb_"),
             cpus=float(cpus),
             gpus=float(gpus),
@@ -212,7 +213,7 @@ def _fit(tune, config, data, settings, workdir, scheduler, cpus, gpus, log) -> N
                 num_samples=1,
                 metric=METRIC,
                 mode="min",
-                reuse_actors=False,  # a fresh process per generation: spreads over nodes, survives node loss
+                reuse_actors=False,  # a trial that must stop waits for the next generation in a fresh process
                 trial_name_creator=functools.partial(_trial_name, scheduler.groups),
                 trial_dirname_creator=functools.partial(_trial_name, scheduler.groups),
             ),
@@ -224,7 +225,22 @@ def _fit(tune, config, data, settings, workdir, scheduler, cpus, gpus, log) -> N
                 verbose=0,
             ),
         )
-    tuner.fit()
+    board = _decision_board()
+    try:
+        tuner.fit()
+    finally:
+        ray.kill(board)
+
+
+def _decision_board():
+    """The DecisionBoard actor, on the driver's node (it lives as long as the driver does)."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    board = ray.remote(DecisionBoard).options(name=DECISIONS, num_cpus=0, scheduling_strategy=here).remote()
+    ray.get(board.__ray_ready__.remote())
+    return board
 
 
 def _trial_name(groups: list[tuple[int, ...]], trial) -> str:

@@ -22,12 +22,14 @@ _TRIAL_FIELDS = ("node_id", "torch_threads", "restored_member", "restored_checks
 MEMBERS_FIELDS = ("generation", "member", "trial_id", *_TRIAL_FIELDS, "checkpoint")
 
 # The fields of a trial report shared by its members (the rest are each member's metrics).
-REPORT_KEYS = ("epoch", "generation", "member", "group", *_TRIAL_FIELDS, "started_at")
+REPORT_KEYS = ("epoch", "generation", "member", "group", *_TRIAL_FIELDS, "pid", "peak_rss_mib", "started_at")
 
 # What reports.jsonl keeps of a member's report besides its rows.
 REPORT_ENTRY_FIELDS = (
     "report_id",
     "node_id",
+    "pid",
+    "peak_rss_mib",
     "started_at",
     "restored_member",
     "restored_checksum",

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +21,14 @@ from .generation import SearchDriver, state_metrics
 from .pbt import Exploit
 from .progress import SearchProgress
 from .ray_records import REPORT_KEYS, RayRecords, read_state, write_state
-from .ray_trainable import trial_group, trial_groups
-from .ray_tune_private import pause_requeued, reset_failures, set_latest_checkpoint, skip_used_checkpoint_names
+from .ray_trainable import DECISIONS, trial_group, trial_groups
+from .ray_tune_private import (
+    continue_waiting,
+    pause_requeued,
+    reset_failures,
+    set_latest_checkpoint,
+    skip_used_checkpoint_names,
+)
 from .results import SearchRecord, SearchSettings, search_log
 from .space import SearchSpace
 
@@ -110,6 +118,8 @@ class BinaryTournamentPBT(_SchedulerBase):
         self._trials_logged = False
         self._stopping = False
         self._requeued: set[str] = set()
+        self._waiting: set[int] = set()  # groups whose report was answered NOOP: waiting in their process
+        self._fit_checked = (-math.inf, False)  # (when, whether every trial fits on the cluster at once)
         self.records = RayRecords(self.workdir, self.log)
         state = read_state(self.workdir, self.population, self.members_per_trial)
         if state is not None:
@@ -173,6 +183,7 @@ class BinaryTournamentPBT(_SchedulerBase):
         group = trial_group(trial)
         members = self.groups[group]
         self._trials[group] = trial
+        self._waiting.discard(group)
         skip_used_checkpoint_names(trial)
         requeued = trial.trial_id in self._requeued
         self._requeued.discard(trial.trial_id)
@@ -283,7 +294,36 @@ class BinaryTournamentPBT(_SchedulerBase):
         self._save()
         for member in self.groups[group]:
             self.driver.progress.member_done(member, float(self.reports[member]["metrics"][METRIC]))
-        return self.PAUSE  # Tune saves the reported checkpoint, then stops the actor: the barrier
+        # The barrier. NOOP: the trial waits in its process, inside its report, until the decision (Tune still
+        # registers the reported checkpoint); PAUSE: Tune stops the actor, whose resources a trial still to run
+        # this generation needs.
+        if not self._may_wait(trial, group):
+            return self.PAUSE
+        self._waiting.add(group)
+        return self.NOOP
+
+    def _may_wait(self, trial, group: int) -> bool:
+        """A trial may hold its resources at the barrier: every trial fits on the cluster at once, or every other
+        trial that has yet to report the generation is running (none waits for resources)."""
+        from ray.tune.experiment import Trial
+
+        return self._all_fit(trial) or (
+            len(self._trials) == len(self.groups)
+            and all(t.status == Trial.RUNNING or self._reported(g) for g, t in self._trials.items() if g != group)
+        )
+
+    def _all_fit(self, trial) -> bool:
+        """Every trial of the search has a place on the cluster's live nodes at once (checked once a second)."""
+        import ray
+
+        now = time.monotonic()
+        if now - self._fit_checked[0] > 1.0:
+            need = trial.placement_group_factory.required_resources
+            self._fit_checked = (now, trials_fit(ray.nodes(), need, len(self.groups)))
+        return self._fit_checked[1]
+
+    def _reported(self, group: int) -> bool:
+        return all(m in self.reports for m in self.groups[group])
 
     def choose_trial_to_run(self, tune_controller):
         from ray.tune.experiment import Trial
@@ -293,6 +333,10 @@ class BinaryTournamentPBT(_SchedulerBase):
         if None in trials:  # Tune is still adding them
             return None
         failed = [m for g, trial in enumerate(trials) if trial.status == Trial.ERROR for m in self.groups[g]]
+        done = set(self._done())
+        waiting = [  # at the barrier in its process, its checkpoint registered (pausing it now loses nothing)
+            g for g in sorted(self._waiting) if trials[g].status == Trial.RUNNING and set(self.groups[g]) <= done
+        ]
         if self.finished or failed:
             if failed and not self._stopping:
                 self.log(
@@ -300,25 +344,45 @@ class BinaryTournamentPBT(_SchedulerBase):
                     "(rerun to resume)"
                 )
             self._stopping = True
-            for trial in trials:  # a running trial still reports its generation (kept for the rerun), then stops
-                if trial.status in (Trial.PENDING, Trial.PAUSED):
+            for group, trial in enumerate(trials):  # one still training reports its generation (kept), then stops
+                if trial.status in (Trial.PENDING, Trial.PAUSED) or group in waiting:
                     tune_controller.stop_trial(trial)
             return None
-        if len(self._done()) == self.population and all(trial.status == Trial.PAUSED for trial in trials):
-            self._decide()  # everyone is at the barrier
+        if (
+            waiting
+            and any(t.status != Trial.RUNNING and not self._reported(g) for g, t in enumerate(trials))
+            and not self._all_fit(trials[waiting[0]])
+        ):
+            for group in waiting:  # a restarted trial needs resources: the waiting ones free theirs
+                self._waiting.discard(group)
+                tune_controller.pause_trial(trials[group], should_checkpoint=False)
+            waiting = []
+        if len(done) == self.population and all(t.status == Trial.PAUSED or g in waiting for g, t in enumerate(trials)):
+            self._decide()  # everyone is at the barrier: paused, or waiting in its process
             if self.finished:
                 for trial in trials:
                     tune_controller.stop_trial(trial)
                 return None
+            configs = {group: self._trial_config(group) for group in range(len(self.groups))}
             for group, trial in enumerate(trials):  # losers now point at their winner's checkpoint
                 set_latest_checkpoint(
                     trial, self._group_checkpoint(group), {"group": group, "generation": self.record.generation - 1}
                 )
-                trial.set_config(self._trial_config(group))
+                trial.set_config(configs[group])
+            self._post(configs)
+            for group in waiting:
+                self._waiting.discard(group)
+                continue_waiting(tune_controller, trials[group])
         for group, trial in enumerate(trials):
             if trial.status == Trial.PAUSED and self.groups[group][0] not in self.reports:
                 return trial  # the next generation, one trial per call (Tune asks every step)
         return None
+
+    def _post(self, configs: dict[int, dict]) -> None:
+        """The generation's trial configurations, for the trials that go on in their process (before they do)."""
+        import ray
+
+        ray.get(ray.get_actor(DECISIONS).post.remote(self.record.generation, configs))
 
     def debug_string(self) -> str:
         done = f"{len(self._done())}/{self.population}"
@@ -386,6 +450,19 @@ class BinaryTournamentPBT(_SchedulerBase):
     def _members_row(self, member: int, report: dict) -> None:
         trial = self._trials.get(self.group_of[member])
         self.records.add_checkpoint(trial.trial_id if trial else "", report)
+
+
+def trials_fit(nodes: list[dict], need: dict[str, float], trials: int) -> bool:
+    """Whether `trials` trials, each needing `need` resources on one node, have a place at once on the live
+    nodes of `ray.nodes()`."""
+    places = 0.0
+    for node in nodes:
+        if node.get("Alive"):
+            have = node.get("Resources", {})
+            # Ray counts resources in units of 1e-4: 0.6 CPUs hold three trials of 0.2
+            fits = (math.floor(have.get(name, 0.0) / amount + 1e-6) for name, amount in need.items() if amount > 0)
+            places += min(fits, default=math.inf)
+    return places >= trials
 
 
 def _is_report(latest, report: dict) -> bool:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import resource
 import tempfile
 import time
 import uuid
@@ -23,6 +25,23 @@ from ..train.trainer import Trainer
 from .pbt import generation_epochs
 
 PAYLOAD_KEYS = ("model", "optimizer", "trainer", "rng", "history")  # a group's Trainer state in MEMBER_CKPT
+DECISIONS = "autolfads-decisions"  # the DecisionBoard actor's name (in the search driver's Ray namespace)
+
+
+class DecisionBoard:
+    """A Ray actor, made by the driver: the scheduler posts each generation's trial configurations here before
+    it lets the trials that wait in their process go on; each reads its own."""
+
+    def __init__(self) -> None:
+        self.configs: dict[int, dict[int, dict]] = {}  # generation -> group -> trial configuration
+
+    def post(self, generation: int, configs: dict[int, dict]) -> None:
+        self.configs = {generation: configs}  # only the newest is ever asked for
+
+    def next_config(self, group: int, generation: int) -> dict:
+        if generation not in self.configs:
+            raise RuntimeError(f"trial {group} was let on to generation {generation}, but no decision was posted")
+        return self.configs[generation][group]
 
 
 def checkpoint_members(payload: dict) -> list[int]:
@@ -42,15 +61,15 @@ def group_trainable(
     data: list[LFADSData],
     workdir: str,
     epochs_per_generation: int,
-    max_generations: int,
     nlb: bool,
     cpus: float,
     gpus: float,
 ) -> None:
-    """A group of members, generation by generation: each member restores its start (its own state, or after
-    an exploit the winner's weights, optimizer and training state with its own random stream and history),
-    THEN takes this trial's hyperparameters; the group trains on one population axis and reports the
-    generation's last epoch of every member with one checkpoint."""
+    """A group of members, generation by generation, in one process while the scheduler lets it (every trial
+    of the search has a place on the cluster at once): each generation starts from the scheduler's decision
+    (`_start_generation`), trains the group on one population axis and reports the generation's last epoch of
+    every member with one checkpoint; the next generation's configuration comes from the scheduler's
+    DecisionBoard."""
     import ray
     import torch
     from ray import tune
@@ -65,20 +84,15 @@ def group_trainable(
     hparams = [dict(h) for h in tune_config["hparams"]]
     seeds = [config.train.seed + m for m in members]
     trainer = Trainer(config, data, population=hparams, member_seeds=seeds, nlb_targets=load_nlb_targets(config))
-    restored = _restore(trainer, tune_config, Path(workdir))
-    for i, own in enumerate(tune_config["own"]):  # after the restore, so the copied state does not overwrite them
-        if own is not None:
-            trainer.set_member_hparams(i, hparams[i])
-        else:
-            changed = {name: value for name, value in hparams[i].items() if value != trainer.member_hparams(i)[name]}
-            if changed:
-                trainer.set_member_hparams(i, changed)
     context = {
         "group": int(tune_config["group"]),
         "node_id": ray.get_runtime_context().get_node_id(),
+        "pid": os.getpid(),
         "freed_memory_kept": freed_memory_kept,
     }
-    for generation in range(int(tune_config["generation"]), max_generations):
+    while True:
+        restored = _start_generation(trainer, tune_config, Path(workdir))
+        generation = int(tune_config["generation"])
         first = len(trainer.history)
         epochs = generation_epochs(generation, epochs_per_generation, trainer.ramp_end_epoch)
         for done in range(1, epochs + 1):
@@ -86,10 +100,27 @@ def group_trainable(
         rows = [
             {**row, "generation": generation, "member": members[int(row["member"])]} for row in trainer.history[first:]
         ]
-        saved = _report(
-            tune, trainer, config, members, generation, rows, restored, {**context, "started_at": started_at}
-        )
-        restored, started_at = list(zip(members, saved, strict=True)), time.time()
+        # Returns once the scheduler has decided the generation and lets this trial go on in its process (else
+        # Tune pauses or stops it here: a fresh process picks up the next generation from the checkpoint).
+        _report(tune, trainer, config, members, generation, rows, restored, {**context, "started_at": started_at})
+        tune_config = ray.get(ray.get_actor(DECISIONS).next_config.remote(context["group"], generation + 1))
+        started_at = time.time()
+
+
+def _start_generation(trainer: Trainer, tune_config: dict, workdir: Path) -> list[tuple[int, str]]:
+    """Each member's start of the generation: its own state, or after an exploit the winner's weights,
+    optimizer and training state with its own random stream and history; THEN this trial's hyperparameters.
+    Returns (restored member, checksum) of each (-1 and "" before the first generation)."""
+    restored = _restore(trainer, tune_config, workdir)
+    for i, own in enumerate(tune_config["own"]):  # after the restore, so the copied state does not overwrite them
+        hparams = dict(tune_config["hparams"][i])
+        if own is not None:
+            trainer.set_member_hparams(i, hparams)
+        else:
+            changed = {name: value for name, value in hparams.items() if value != trainer.member_hparams(i)[name]}
+            if changed:
+                trainer.set_member_hparams(i, changed)
+    return restored
 
 
 def _restore(trainer: Trainer, tune_config: dict, workdir: Path) -> list[tuple[int, str]]:
@@ -129,8 +160,8 @@ def _restore(trainer: Trainer, tune_config: dict, workdir: Path) -> list[tuple[i
 
 def _report(
     tune, trainer: Trainer, config: Config, members: list[int], generation: int, rows: list[dict], restored, context
-) -> list[str]:
-    """Report the generation's last epoch of every member with one checkpoint; returns each member's checksum."""
+) -> None:
+    """Report the generation's last epoch of every member with one checkpoint."""
     import torch
 
     state = trainer.state_dict()
@@ -152,6 +183,8 @@ def _report(
         "generation": generation,
         "group": context["group"],
         "node_id": context["node_id"],
+        "pid": context["pid"],
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,  # flat over generations
         "torch_threads": torch.get_num_threads(),
         "freed_memory_kept": context["freed_memory_kept"],  # in Tune's own result.json of the trial
         "report_id": uuid.uuid4().hex,
@@ -165,7 +198,6 @@ def _report(
             Path(folder) / MEMBER_CKPT,
         )
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
-    return [m["saved_checksum"] for m in per_member]
 
 
 def member_checksum(state: dict, index: int) -> str:

@@ -1,10 +1,11 @@
 """Every use of Ray's private API, in one place (checked against Ray 2.60; see tests/test_ray_backend.py).
 
-The synchronous binary-tournament scheduler needs four things Tune offers no public call for: point a paused
+The synchronous binary-tournament scheduler needs five things Tune offers no public call for: point a paused
 trial at the checkpoint it must start from (as Ray's own PopulationBasedTraining does on exploit), reset a
-trial's failure count, keep a restored trial from reusing checkpoint names, and file a requeued trial as
-paused. The driver resumes every trial of an unfinished experiment with the experimental ResumeConfig, and
-turns token authentication on for an explicit cluster address as Ray does for "auto".
+trial's failure count, keep a restored trial from reusing checkpoint names, file a requeued trial as paused,
+and let a trial that waits at the barrier in its process (a report answered NOOP) go on. The driver resumes
+every trial of an unfinished experiment with the experimental ResumeConfig, and turns token authentication on
+for an explicit cluster address as Ray does for "auto".
 """
 
 from __future__ import annotations
@@ -22,6 +23,11 @@ def pause_requeued(tune_controller, trial) -> None:
     from ray.tune.experiment import Trial
 
     tune_controller._set_trial_status(trial, Trial.PAUSED)
+
+
+def continue_waiting(tune_controller, trial) -> None:
+    """Let a trial that waits in its process, inside its report (answered NOOP), go on: Tune's next train call."""
+    tune_controller._tune_controller._schedule_trial_train(trial)
 
 
 def skip_used_checkpoint_names(trial) -> None:
