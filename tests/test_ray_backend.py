@@ -363,6 +363,7 @@ def test_search_on_a_two_node_cluster_is_synchronous_binary_tournament_pbt(clust
     assert_synchronous(reports)
     # Every trial fits on the cluster at once: each waits at the barrier in its process, never started anew.
     assert processes_by_member(reports) == dict.fromkeys(range(4), 1), processes_by_member(reports)
+    assert "4 trials of 1 CPU each; every trial has a place" in (workdir / "search.log").read_text()
 
     # Binary tournament: disjoint pairs, the loser is the worse member, its new values are the winner's perturbed.
     space = default_search_space()
@@ -526,6 +527,7 @@ def test_a_population_larger_than_the_cluster_takes_turns_with_the_same_pbt(clus
     assert_synchronous(reports)
     assert {row["torch_threads"] for row in read_csv(workdir / "ray" / "members.csv")} == {"2"}
     assert max(processes_by_member(reports).values()) > 1, "no trial gave its CPUs up at the barrier"
+    assert "4 trials of 2 CPU each; the trials do not all fit" in (workdir / "search.log").read_text()
     twin_dir = tmp_path / "embedded"
     search(tiny_config(), lorenz, twin_dir, SearchSettings(**{**SETTINGS, "backend": "embedded"}))
     assert_same_state(state, read_csv(twin_dir / "state.csv"), default_search_space())

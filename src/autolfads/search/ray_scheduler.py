@@ -215,7 +215,7 @@ class BinaryTournamentPBT(_SchedulerBase):
         trial.set_config(self._trial_config(group))
         if not self._trials_logged and len(self._trials) == len(self.groups):
             self._trials_logged = True
-            self._log_start()
+            self._log_start(trial)
 
     def _keep_registered_reports(self, trial, members: tuple[int, ...]) -> None:
         """Reports whose checkpoint was not seen registered: keep one if Tune's latest is that very report."""
@@ -233,7 +233,14 @@ class BinaryTournamentPBT(_SchedulerBase):
                 del self.reports[member]
         self._save()
 
-    def _log_start(self) -> None:
+    def _log_start(self, trial) -> None:
+        turns = (
+            "every trial has a place on the cluster at once: each waits for the generation's decision in its process"
+            if self._all_fit(trial)
+            else "the trials do not all fit on the cluster at once: they take turns, some in a fresh process "
+            "each generation"
+        )
+        self.log(f"{len(self.groups)} trials of {_resources(trial)} each; {turns}")
         if self._resumed:
             self.log(
                 f"resumed the search in {self.workdir} at generation {self.record.generation} "
@@ -450,6 +457,11 @@ class BinaryTournamentPBT(_SchedulerBase):
     def _members_row(self, member: int, report: dict) -> None:
         trial = self._trials.get(self.group_of[member])
         self.records.add_checkpoint(trial.trial_id if trial else "", report)
+
+
+def _resources(trial) -> str:
+    need = trial.placement_group_factory.required_resources
+    return ", ".join(f"{amount:g} {name}" for name, amount in need.items() if amount > 0) or "no resources"
 
 
 def trials_fit(nodes: list[dict], need: dict[str, float], trials: int) -> bool:
