@@ -119,6 +119,15 @@ def test_compiled_loops_without_a_compiler_is_a_clear_error(monkeypatch):
         compiled.compiled_loops.cache_clear()
 
 
+@pytest.mark.skipif(not compiled.NATIVE, reason="the build is tuned to the CPU (-march=native) on Linux only")
+def test_a_build_tuned_to_the_cpu_is_kept_per_kind_of_cpu(monkeypatch):
+    """Machines that share a home directory (and so the extension cache) never load another CPU's build."""
+    name = compiled.build_name()
+    assert name.startswith("autolfads_loops_") and name == compiled.build_name()
+    monkeypatch.setattr(compiled.platform, "machine", lambda: "another-cpu")
+    assert compiled.build_name() != name
+
+
 @needs_compiler
 @pytest.mark.slow
 def test_the_command_line_trains_and_resumes_with_compiled_loops(autolfads, tiny_model, lorenz_file, tmp_path):

@@ -3,11 +3,15 @@
 `csrc/loops.cpp` runs `fused.py`'s loops step for step on the same buffers; what it saves is python's cost
 per small op (a GRU step is some twenty of them). It is built once per machine by torch's extension builder
 with the system's C++ compiler and cached (TORCH_EXTENSIONS_DIR, default ~/.cache/torch_extensions);
-processes that start together wait on the builder's lock rather than build twice.
+processes that start together wait on the builder's lock rather than build twice. On Linux the build is
+tuned to the CPU it runs on (-march=native: wider vectors, about 5% of a training step), so the cache keeps
+one build per kind of CPU: machines that share a home directory never load another CPU's build.
 """
 
 import functools
+import hashlib
 import os
+import platform
 import shutil
 from pathlib import Path
 from types import ModuleType
@@ -18,6 +22,19 @@ SOURCE = Path(__file__).with_name("csrc") / "loops.cpp"
 # no FMA contraction: each value is rounded as the python loops round it; no trapping math: GCC vectorizes
 # a loop with compare-and-select (the clamp) only without it
 CFLAGS = ["-O3", "-ffp-contract=off", "-fno-trapping-math", "-fno-math-errno"]
+NATIVE = platform.system() == "Linux"  # GCC and Clang there know -march=native
+
+
+def build_name() -> str:
+    """The extension's name: one per kind of CPU where the build is tuned to it (the CPU's flags, hashed)."""
+    if not NATIVE:
+        return "autolfads_loops"
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        lines = []
+    flags = next((line for line in lines if line.startswith(("flags", "Features"))), "")
+    return "autolfads_loops_" + hashlib.sha256((platform.machine() + flags).encode()).hexdigest()[:12]
 
 
 def _ninja_on_path() -> None:
@@ -54,4 +71,5 @@ def compiled_loops() -> ModuleType:
         )
     from torch.utils import cpp_extension
 
-    return cpp_extension.load(name="autolfads_loops", sources=[str(SOURCE)], extra_cflags=CFLAGS, verbose=False)
+    flags = CFLAGS + (["-march=native"] if NATIVE else [])
+    return cpp_extension.load(name=build_name(), sources=[str(SOURCE)], extra_cflags=flags, verbose=False)
