@@ -59,8 +59,9 @@ class BinaryTournamentPBT(_SchedulerBase):
     A trial trains a group of members (members_per_trial, default 1); the state, the reports and the decisions
     are per member. Overrides of FIFOScheduler: on_trial_add (a new, restored or restarted trial gets its
     members' hyperparameters and starting states from the scheduler's state), on_trial_result (record the
-    report of each of its members, PAUSE), on_trial_error, choose_trial_to_run (the generation's decision once
-    everyone is paused at the barrier; then the paused members of the next generation), debug_string. Ray's
+    report of each of its members; NOOP: wait at the barrier in the process, or PAUSE), on_trial_error,
+    choose_trial_to_run (the generation's decision once everyone is at the barrier; then the waiting trials go
+    on and the paused ones are started), debug_string. Ray's
     PopulationBasedTraining is not used: its quantile truncation, perturbation and sync bookkeeping are not
     AutoLFADS'.
     """
@@ -355,11 +356,7 @@ class BinaryTournamentPBT(_SchedulerBase):
                 if trial.status in (Trial.PENDING, Trial.PAUSED) or group in waiting:
                     tune_controller.stop_trial(trial)
             return None
-        if (
-            waiting
-            and any(t.status != Trial.RUNNING and not self._reported(g) for g, t in enumerate(trials))
-            and not self._all_fit(trials[waiting[0]])
-        ):
+        if waiting and self._needed_elsewhere(trials, waiting):
             for group in waiting:  # a restarted trial needs resources: the waiting ones free theirs
                 self._waiting.discard(group)
                 tune_controller.pause_trial(trials[group], should_checkpoint=False)
@@ -370,26 +367,36 @@ class BinaryTournamentPBT(_SchedulerBase):
                 for trial in trials:
                     tune_controller.stop_trial(trial)
                 return None
-            configs = {group: self._trial_config(group) for group in range(len(self.groups))}
-            for group, trial in enumerate(trials):  # losers now point at their winner's checkpoint
-                set_latest_checkpoint(
-                    trial, self._group_checkpoint(group), {"group": group, "generation": self.record.generation - 1}
-                )
-                trial.set_config(configs[group])
-            self._post(configs)
-            for group in waiting:
-                self._waiting.discard(group)
-                continue_waiting(tune_controller, trials[group])
+            self._start_next_generation(tune_controller, trials, waiting)
         for group, trial in enumerate(trials):
             if trial.status == Trial.PAUSED and self.groups[group][0] not in self.reports:
                 return trial  # the next generation, one trial per call (Tune asks every step)
         return None
 
-    def _post(self, configs: dict[int, dict]) -> None:
-        """The generation's trial configurations, for the trials that go on in their process (before they do)."""
+    def _needed_elsewhere(self, trials: list, waiting: list[int]) -> bool:
+        """A trial still to run the generation is not running, and the trials do not all fit at once: the
+        resources of the trials waiting in their process may be what it waits for."""
+        from ray.tune.experiment import Trial
+
+        stalled = any(t.status != Trial.RUNNING and not self._reported(g) for g, t in enumerate(trials))
+        return stalled and not self._all_fit(trials[waiting[0]])
+
+    def _start_next_generation(self, tune_controller, trials: list, waiting: list[int]) -> None:
+        """After the decision: every trial's configuration and restore point (losers now point at their
+        winner's checkpoint); the waiting trials read theirs from the DecisionBoard and go on, the paused ones
+        are started by choose_trial_to_run."""
         import ray
 
-        ray.get(ray.get_actor(DECISIONS).post.remote(self.record.generation, configs))
+        configs = {group: self._trial_config(group) for group in range(len(self.groups))}
+        for group, trial in enumerate(trials):
+            set_latest_checkpoint(
+                trial, self._group_checkpoint(group), {"group": group, "generation": self.record.generation - 1}
+            )
+            trial.set_config(configs[group])
+        ray.get(ray.get_actor(DECISIONS).post.remote(self.record.generation, configs))  # before any goes on
+        for group in waiting:
+            self._waiting.discard(group)
+            continue_waiting(tune_controller, trials[group])
 
     def debug_string(self) -> str:
         done = f"{len(self._done())}/{self.population}"
