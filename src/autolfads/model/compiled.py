@@ -21,7 +21,7 @@ from ..errors import ConfigError
 SOURCE = Path(__file__).with_name("csrc") / "loops.cpp"
 # no FMA contraction: each value is rounded as the python loops round it; no trapping math: GCC vectorizes
 # a loop with compare-and-select (the clamp) only without it
-CFLAGS = ["-O3", "-ffp-contract=off", "-fno-trapping-math", "-fno-math-errno"]
+CFLAGS = ["-O3", "-ffp-contract=fast", "-fno-trapping-math", "-fno-math-errno"]
 NATIVE = platform.system() == "Linux"  # GCC and Clang there know -march=native
 
 
