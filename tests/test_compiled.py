@@ -1,5 +1,6 @@
 """The compiled loops (`train.compiled_loops`, C++) against the python loops of the fast core: same buffers,
-same order of operations, so the same values and gradients to float rounding; and the option's errors."""
+same steps, so the same values and gradients to float rounding; their projection kernel against baddbmm; and
+the option's errors."""
 
 import os
 import subprocess
@@ -12,7 +13,7 @@ import torch
 from autolfads.config import ModelConfig
 from autolfads.errors import ConfigError
 from autolfads.model import LFADS, compiled
-from autolfads.model.fused import FusedDecoder, FusedGRUSequence
+from autolfads.model.fused import FusedDecoder, FusedGRUSequence, project
 from autolfads.train.trainer import Trainer
 from helpers import config, make_data
 from test_fused import assert_close_grads, decoder_inputs, grads_of
@@ -49,6 +50,24 @@ def test_compiled_gru_sequence_matches_the_python_loop(clip, dtype, tolerance):
     if clip < 1:
         assert (compiled_out[0].abs() == clip).float().mean() > 0.1  # the clamp is really exercised
     assert_close_grads(python_grads, compiled_grads, rtol=10 * tolerance)
+
+
+@needs_compiler
+@pytest.mark.parametrize("dtype,tolerance", [(torch.float32, 1e-5), (torch.float64, 1e-12)])
+@pytest.mark.parametrize("rows,n_in,n_out", [(13, 7, 37), (64, 100, 300), (3, 1, 4)])
+def test_the_compiled_projection_matches_baddbmm(rows, n_in, n_out, dtype, tolerance):
+    """Rows not a multiple of the kernel's tile, outputs not of its vectors (partial last vector), K of 1."""
+    generator = torch.Generator().manual_seed(0)
+
+    def rand(*shape):
+        return torch.randn(*shape, generator=generator).to(dtype).requires_grad_()
+
+    inputs = [rand(2, 1, n_out), rand(2, rows, n_in), rand(2, n_in, n_out)]
+    weights = [torch.randn(2, rows, n_out, generator=generator).to(dtype)]
+    expected_out, expected_grads = grads_of(lambda *x: project(*x, "fused"), inputs, weights)
+    out, grads = grads_of(lambda *x: project(*x, "compiled"), inputs, weights)
+    torch.testing.assert_close(out[0], expected_out[0], rtol=tolerance, atol=tolerance)
+    assert_close_grads(expected_grads, grads, rtol=tolerance)
 
 
 @needs_compiler

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from ..config import ModelConfig
-from .fused import Core, FusedDecoder
+from .fused import Core, FusedDecoder, project
 from .population import MemberRNG, PopulationLinear, dropout_mask, member_dropout
 from .recurrent import ClippedGRUCell, gru_step
 
@@ -117,10 +117,11 @@ class Decoder(nn.Module):
         ci_dim = 2 * cfg.ci_enc_dim
         con_w_ih = self.con_cell.weight_ih
         con_in_proj = (
-            torch.baddbmm(
+            project(
                 self.con_cell.bias.unsqueeze(1),
                 member_dropout(ci, dropout_rate, rng, training).reshape(members, -1, ci_dim),
                 con_w_ih[:, :ci_dim],
+                self.core,
             )
             .reshape(members, batch, steps, -1)
             .transpose(1, 2)

@@ -10,7 +10,7 @@ Input projections of whole sequences are computed up front in one matmul; only h
 import torch
 from torch import nn
 
-from .fused import Core, FusedGRUSequence
+from .fused import Core, FusedGRUSequence, project
 from .population import MemberRNG, member_normal
 
 
@@ -82,7 +82,8 @@ class BidirectionalGRU(nn.Module):
         cells = (self.forward_cell, self.backward_cell)
         weight = torch.stack([cell.weight_ih for cell in cells], 1).flatten(0, 1)
         bias = torch.stack([cell.bias for cell in cells], 1).reshape(2 * members, 1, -1)
-        return torch.baddbmm(bias, sequences, weight).reshape(2 * members, steps, batch, 3 * self.hidden_size)
+        x_proj = project(bias, sequences, weight, self.core)
+        return x_proj.reshape(2 * members, steps, batch, 3 * self.hidden_size)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """x: (P, B, T, in) -> forward states (P, B, T, H), backward states (P, B, T, H) aligned to input
