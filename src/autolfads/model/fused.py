@@ -83,15 +83,18 @@ class _steps(functools.cached_property):
 
 class _Saved:
     """A recurrent network's forward record in the backward, and the clamp's pass mask; per-step views of
-    h_{t-1}, z, r, n and the mask (unbind: one call, where indexing [t] would be one call per step), made on
-    first use (the compiled loops use none)."""
+    h_{t-1}, z, r, n and the mask (unbind: one call, where indexing [t] would be one call per step). The mask
+    and the views are made on first use: the compiled loops use none (they test |h| < clip as they go)."""
 
     def __init__(self, trajectory, zr, n, clip):
-        self.trajectory, self.zr_all, self.n_all = trajectory, zr, n
+        self.trajectory, self.zr_all, self.n_all, self.clip = trajectory, zr, n, clip
         self.previous, self.states = trajectory[:, :-1], trajectory[:, 1:]
         self.r_all = zr[..., n.shape[-1] :]
-        # |h| < clip  <=>  the update was inside the clamp (up to a tie at exactly +-clip, which has measure zero)
-        self.inside_all = (self.states.abs() < clip).to(n.dtype)
+
+    @functools.cached_property
+    def inside_all(self) -> torch.Tensor:
+        """|h| < clip  <=>  the update was inside the clamp (up to a tie at exactly +-clip, which has measure zero)."""
+        return (self.states.abs() < self.clip).to(self.n_all.dtype)
 
     h = _steps("trajectory")
     n = _steps("n_all")
@@ -187,7 +190,7 @@ class FusedGRUSequence(torch.autograd.Function):
         saved = _Saved(trajectory, zr, n, ctx.clip)
         d_x = _InputGrads(n, n.shape[-1])
         if ctx.compiled:
-            dh = compiled_loops().gru_backward(d_states, trajectory, zr, n, saved.inside_all, w_zr, w_n, d_x.all)
+            dh = compiled_loops().gru_backward(d_states, trajectory, zr, n, w_zr, w_n, d_x.all, ctx.clip)
         else:
             w_zr_t, w_n_t = w_zr.transpose(1, 2), w_n.transpose(1, 2)
             d_steps = d_states.unbind(1)
@@ -375,13 +378,13 @@ def _compiled_decoder_forward(gen, con, factor_trajectory, gen_in_proj, gen_zr, 
 
 def _compiled_decoder_backward(s: _DecoderRecord, gen, d_gen_x, con, d_factor_all, d_factors, d_gen_states):
     """`_decoder_backward_loop` in C++ (`compiled.compiled_loops`), on the same buffers."""
-    gen_side = (*s[:3], gen.inside_all, d_gen_x.all, s.gen_zr, s.gen_n, s.factor_w)
+    gen_side = (*s[:3], d_gen_x.all, s.gen_zr, s.gen_n, s.factor_w)
     con_side = None
     if con is not None:
-        record = (s.con_trajectory, s.con_zr_gates, s.con_n_gates, con.saved.inside_all, con.d_x.all, con.d_params)
+        record = (s.con_trajectory, s.con_zr_gates, s.con_n_gates, con.d_x.all, con.d_params)
         con_side = (*record, *con.d_outputs, s.co_stds, s.con_zr, s.con_n, s.co_w, s.gen_w_co, s.con_w_fac)
     grads = compiled_loops().decoder_backward(
-        gen_side, d_factor_all, d_factors, d_gen_states, s.gen_mask, con_side, s.co_noise, s.con_mask
+        gen_side, d_factor_all, d_factors, d_gen_states, s.gen_mask, con_side, s.co_noise, s.con_mask, gen.clip
     )
     if con is None:
         return grads[0], None

@@ -227,15 +227,12 @@ void gemm(const Tensor& out, const Tensor& a, const Packed<T>& w, const Maybe& a
   }
 }
 
-// One network's forward record, per step: h_0..h_T, gates z|r and n (and in the backward, the clamp's
-// pass mask: |h_t| < clip).
+// One network's forward record, per step: h_0..h_T, gates z|r and n.
 struct Record {
-  Steps h, zr, n, inside;
+  Steps h, zr, n;
   int64_t hidden;
-  Record(const Tensor& trajectory, const Tensor& gates, const Tensor& n_gates, const Maybe& inside = {})
-      : h(steps_of(trajectory)), zr(steps_of(gates)), n(steps_of(n_gates)), hidden(n_gates.size(-1)) {
-    if (inside) this->inside = steps_of(*inside);
-  }
+  Record(const Tensor& trajectory, const Tensor& gates, const Tensor& n_gates)
+      : h(steps_of(trajectory)), zr(steps_of(gates)), n(steps_of(n_gates)), hidden(n_gates.size(-1)) {}
 };
 
 template <typename T>
@@ -272,19 +269,19 @@ struct BackwardScratch {
 };
 
 // Step t of a clipped GRU in reverse (fused._gru_backward_step): given g = dL/dh_t, writes dL/dx_proj_t
-// (z | r | n) into d_x[t] and dL/dh_{t-1} into d_previous.
+// (z | r | n) into d_x[t] and dL/dh_{t-1} into d_previous. The clamp passes the gradient where |h_t| < clip.
 template <typename T>
 void gru_backward_step(int64_t t, const Tensor& g, const Record& s, const Packed<T>& w_zr_t, const Packed<T>& w_n_t,
-                       const Steps& d_x, BackwardScratch& scratch, Tensor& d_previous) {
+                       const Steps& d_x, BackwardScratch& scratch, Tensor& d_previous, T clip) {
   const int64_t H = s.hidden;
-  Rows<T> g_rows(g), in_rows(s.inside[t]), zr_rows(s.zr[t]), n_rows(s.n[t]), h_rows(s.h[t]);
+  Rows<T> g_rows(g), zr_rows(s.zr[t]), n_rows(s.n[t]), h_rows(s.h[t]), next_rows(s.h[t + 1]);
   Rows<T> dx_rows(d_x[t]), du_rows(scratch.d_update);
   for_rows(g, [&](int64_t gi, int64_t b) {
-    const T *grad = g_rows(gi, b), *inside = in_rows(gi, b), *z = zr_rows(gi, b), *n = n_rows(gi, b);
+    const T *grad = g_rows(gi, b), *z = zr_rows(gi, b), *n = n_rows(gi, b), *h_next = next_rows(gi, b);
     const T* h_prev = h_rows(gi, b);
     T *dx = dx_rows(gi, b), *du = du_rows(gi, b);
     IVDEP for (int64_t j = 0; j < H; ++j) {
-      const T d_update = grad[j] * inside[j];
+      const T d_update = grad[j] * T(std::abs(h_next[j]) < clip);
       const T one_minus_z = T(1) - z[j];
       du[j] = d_update;
       dx[2 * H + j] = (d_update * one_minus_z) * (T(1) - n[j] * n[j]);
@@ -351,18 +348,18 @@ void gru_forward_impl(const Tensor& x_proj, const Tensor& trajectory, const Tens
 
 template <typename T>
 Tensor gru_backward_impl(const Tensor& d_states, const Tensor& trajectory, const Tensor& gates,
-                         const Tensor& n_gates, const Tensor& inside, const Tensor& w_zr, const Tensor& w_n,
-                         const Tensor& d_x_all) {
-  const Record s(trajectory, gates, n_gates, inside);
+                         const Tensor& n_gates, const Tensor& w_zr, const Tensor& w_n, const Tensor& d_x_all,
+                         T clip) {
+  const Record s(trajectory, gates, n_gates);
   const Packed<T> w_zr_t(w_zr.transpose(1, 2)), w_n_t(w_n.transpose(1, 2));
   const Steps d_steps = steps_of(d_states), d_x = steps_of(d_x_all);
   BackwardScratch scratch(d_steps[0]);
   Tensor g = scratch_like(d_steps[0]), d_h = scratch_like(d_steps[0]);
   const int64_t last = d_states.size(1) - 1;
-  gru_backward_step<T>(last, d_steps[last], s, w_zr_t, w_n_t, d_x, scratch, d_h);
+  gru_backward_step<T>(last, d_steps[last], s, w_zr_t, w_n_t, d_x, scratch, d_h, clip);
   for (int64_t t = last - 1; t >= 0; --t) {
     add_rows<T>(g, d_steps[t], d_h);
-    gru_backward_step<T>(t, g, s, w_zr_t, w_n_t, d_x, scratch, d_h);
+    gru_backward_step<T>(t, g, s, w_zr_t, w_n_t, d_x, scratch, d_h, clip);
   }
   return d_h;
 }
@@ -377,10 +374,11 @@ void gru_forward(const Tensor& x_proj, const Tensor& trajectory, const Tensor& g
 
 // FusedGRUSequence's backward loop: fills d_x_all (G, T, B, 3H) and returns dL/dh_0.
 Tensor gru_backward(const Tensor& d_states, const Tensor& trajectory, const Tensor& gates, const Tensor& n_gates,
-                    const Tensor& inside, const Tensor& w_zr, const Tensor& w_n, const Tensor& d_x_all) {
+                    const Tensor& w_zr, const Tensor& w_n, const Tensor& d_x_all, double clip) {
   Tensor d_h;
   AT_DISPATCH_FLOATING_TYPES(d_states.scalar_type(), "gru_backward", [&] {
-    d_h = gru_backward_impl<scalar_t>(d_states.contiguous(), trajectory, gates, n_gates, inside, w_zr, w_n, d_x_all);
+    d_h = gru_backward_impl<scalar_t>(d_states.contiguous(), trajectory, gates, n_gates, w_zr, w_n, d_x_all,
+                                      scalar_t(clip));
   });
   return d_h;
 }
@@ -492,16 +490,16 @@ struct ControllerBackward {
   Tensor d_co, d_con, g, d_h;
   int64_t co_dim;
   bool started = false;
-  // t: con_trajectory, con_zr_gates, con_n_gates, con_inside, d_x_all, d_params, d_gen_inputs, d_co_means,
-  // d_co_stds, d_con_states, co_stds, con_zr, con_n, co_w, gen_w_co, con_w_fac
+  // t: con_trajectory, con_zr_gates, con_n_gates, d_x_all, d_params, d_gen_inputs, d_co_means, d_co_stds,
+  // d_con_states, co_stds, con_zr, con_n, co_w, gen_w_co, con_w_fac
   ControllerBackward(const std::vector<Tensor>& t, const Maybe& noise, const Maybe& mask)
-      : saved(t[0], t[1], t[2], t[3]), d_x(steps_of(t[4])), d_params(steps_of(t[5])),
-        d_gen_inputs(steps_of(t[6].contiguous())), d_co_means(steps_of(t[7].contiguous())),
-        d_co_stds(steps_of(t[8].contiguous())), d_states(steps_of(t[9].contiguous())), stds(steps_of(t[10])),
-        zr_t(t[11].transpose(1, 2)), n_t(t[12].transpose(1, 2)), co_w_t(t[13].transpose(1, 2)),
-        gen_w_co_t(t[14].transpose(1, 2)), w_fac_t(t[15].transpose(1, 2)), scratch(saved.h[0]),
+      : saved(t[0], t[1], t[2]), d_x(steps_of(t[3])), d_params(steps_of(t[4])),
+        d_gen_inputs(steps_of(t[5].contiguous())), d_co_means(steps_of(t[6].contiguous())),
+        d_co_stds(steps_of(t[7].contiguous())), d_states(steps_of(t[8].contiguous())), stds(steps_of(t[9])),
+        zr_t(t[10].transpose(1, 2)), n_t(t[11].transpose(1, 2)), co_w_t(t[12].transpose(1, 2)),
+        gen_w_co_t(t[13].transpose(1, 2)), w_fac_t(t[14].transpose(1, 2)), scratch(saved.h[0]),
         d_co(scratch_like(d_gen_inputs[0])), d_con(scratch_like(saved.h[0])),
-        g(scratch_like(d_con)), d_h(scratch_like(d_con)), co_dim(t[10].size(-1)) {
+        g(scratch_like(d_con)), d_h(scratch_like(d_con)), co_dim(t[9].size(-1)) {
     if (noise) this->noise = steps_of(noise->contiguous());
     if (mask) masks = steps_of(mask->contiguous());
   }
@@ -510,7 +508,8 @@ struct ControllerBackward {
 // The controller step in reverse (fused._controller_backward_step): from dL/dx_gen_t, writes dL/dfactor_{t-1}
 // through the controller into d_factor.
 template <typename T>
-void controller_backward_step(int64_t t, ControllerBackward<T>& con, const Tensor& d_gen_x, Tensor& d_factor) {
+void controller_backward_step(int64_t t, ControllerBackward<T>& con, const Tensor& d_gen_x, Tensor& d_factor,
+                              T clip) {
   const int64_t C = con.co_dim;
   gemm<T>(con.d_co, d_gen_x, con.gen_w_co_t, con.d_gen_inputs[t]);
   Rows<T> dco_rows(con.d_co), dp_rows(con.d_params[t]), dm_rows(con.d_co_means[t]), ds_rows(con.d_co_stds[t]);
@@ -534,7 +533,7 @@ void controller_backward_step(int64_t t, ControllerBackward<T>& con, const Tenso
     g = &con.g;
   }
   con.started = true;
-  gru_backward_step<T>(t, *g, con.saved, con.zr_t, con.n_t, con.d_x, con.scratch, con.d_h);
+  gru_backward_step<T>(t, *g, con.saved, con.zr_t, con.n_t, con.d_x, con.scratch, con.d_h, clip);
   gemm<T>(d_factor, con.d_x[t], con.w_fac_t);
   if (!con.masks.empty()) mul_rows<T>(d_factor, d_factor, con.masks[t]);
 }
@@ -543,11 +542,11 @@ template <typename T>
 std::vector<Tensor> decoder_backward_impl(const std::vector<Tensor>& gen_t, const Tensor& d_factor_all,
                                           const Tensor& d_factors_, const Tensor& d_gen_states_,
                                           const Maybe& gen_mask, const std::optional<std::vector<Tensor>>& con_t,
-                                          const Maybe& co_noise, const Maybe& con_mask) {
-  const Record gen(gen_t[0], gen_t[1], gen_t[2], gen_t[3]);
-  const Steps d_gen_x = steps_of(gen_t[4]);
-  const Packed<T> gen_zr_t(gen_t[5].transpose(1, 2)), gen_n_t(gen_t[6].transpose(1, 2));
-  const Packed<T> factor_w_t(gen_t[7].transpose(1, 2));
+                                          const Maybe& co_noise, const Maybe& con_mask, T clip) {
+  const Record gen(gen_t[0], gen_t[1], gen_t[2]);
+  const Steps d_gen_x = steps_of(gen_t[3]);
+  const Packed<T> gen_zr_t(gen_t[4].transpose(1, 2)), gen_n_t(gen_t[5].transpose(1, 2));
+  const Packed<T> factor_w_t(gen_t[6].transpose(1, 2));
   const Steps d_factor_steps = steps_of(d_factor_all), d_factors = steps_of(d_factors_.contiguous());
   const Steps d_gen_states = steps_of(d_gen_states_.contiguous());
   const Steps gen_masks = gen_mask ? steps_of(gen_mask->contiguous()) : Steps{};
@@ -568,24 +567,24 @@ std::vector<Tensor> decoder_backward_impl(const std::vector<Tensor>& gen_t, cons
       add_rows<T>(g, d_gen_states[t], d_gen_in);
     else
       add_rows<T>(g, d_gen_states[t], d_gen_in, d_gen_h);
-    gru_backward_step<T>(t, g, gen, gen_zr_t, gen_n_t, d_gen_x, scratch, d_gen_h);
-    if (con) controller_backward_step<T>(t, *con, d_gen_x[t], carry);
+    gru_backward_step<T>(t, g, gen, gen_zr_t, gen_n_t, d_gen_x, scratch, d_gen_h, clip);
+    if (con) controller_backward_step<T>(t, *con, d_gen_x[t], carry, clip);
   }
   if (!con) return {d_gen_h};
   return {d_gen_h, carry, con->d_h};
 }
 
-// FusedDecoder's backward loop. gen: (gen_trajectory, gen_zr_gates, gen_n_gates, gen_inside, d_gen_x_all,
-// gen_zr, gen_n, factor_w); con: see ControllerBackward. Fills d_factor_all, d_gen_x_all and the controller's
+// FusedDecoder's backward loop. gen: (gen_trajectory, gen_zr_gates, gen_n_gates, d_gen_x_all, gen_zr, gen_n,
+// factor_w); con: see ControllerBackward. Fills d_factor_all, d_gen_x_all and the controller's
 // d_x_all and d_params; returns dL/dgen_init, and with a controller dL/dfactor0 and dL/dcon_h0.
 std::vector<Tensor> decoder_backward(const std::vector<Tensor>& gen, const Tensor& d_factor_all,
                                      const Tensor& d_factors, const Tensor& d_gen_states, const Maybe& gen_mask,
                                      const std::optional<std::vector<Tensor>>& con, const Maybe& co_noise,
-                                     const Maybe& con_mask) {
+                                     const Maybe& con_mask, double clip) {
   std::vector<Tensor> out;
   AT_DISPATCH_FLOATING_TYPES(d_factor_all.scalar_type(), "decoder_backward", [&] {
     out = decoder_backward_impl<scalar_t>(gen, d_factor_all, d_factors, d_gen_states, gen_mask, con, co_noise,
-                                          con_mask);
+                                          con_mask, scalar_t(clip));
   });
   return out;
 }
