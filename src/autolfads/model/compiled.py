@@ -1,11 +1,13 @@
 """The fast core's time loops as a C++ extension (`train.compiled_loops`), built at first use.
 
 `csrc/loops.cpp` runs `fused.py`'s loops step for step on the same buffers; what it saves is python's cost
-per small op (a GRU step is some twenty of them). It is built once per machine by torch's extension builder
-with the system's C++ compiler and cached (TORCH_EXTENSIONS_DIR, default ~/.cache/torch_extensions);
-processes that start together wait on the builder's lock rather than build twice. On Linux the build is
-tuned to the CPU it runs on (-march=native: wider vectors, about 5% of a training step), so the cache keeps
-one build per kind of CPU: machines that share a home directory never load another CPU's build.
+per small op (a GRU step is some twenty of them) and, with a matrix-product kernel of its own that ends in the
+gate's activation, MKL's per-call cost at the loops' small sizes. It is built once per machine by torch's
+extension builder with the system's C++ compiler and cached (TORCH_EXTENSIONS_DIR, default
+~/.cache/torch_extensions); processes that start together wait on the builder's lock rather than build twice.
+On Linux the build is tuned to the CPU it runs on (-march=native: wider vectors, and the kernel's tile sized
+to the vector registers), so the cache keeps one build per kind of CPU: machines that share a home directory
+never load another CPU's build.
 """
 
 import functools
@@ -19,8 +21,8 @@ from types import ModuleType
 from ..errors import ConfigError
 
 SOURCE = Path(__file__).with_name("csrc") / "loops.cpp"
-# no FMA contraction: each value is rounded as the python loops round it; no trapping math: GCC vectorizes
-# a loop with compare-and-select (the clamp) only without it
+# FMA contraction: the matrix-product kernel's multiply-adds are one instruction each; no trapping math: GCC
+# vectorizes a loop with compare-and-select (the clamp) only without it
 CFLAGS = ["-O3", "-ffp-contract=fast", "-fno-trapping-math", "-fno-math-errno"]
 NATIVE = platform.system() == "Linux"  # GCC and Clang there know -march=native
 
