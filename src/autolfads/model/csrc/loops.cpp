@@ -45,10 +45,11 @@ void for_rows(const Tensor& like, Body body) {
 }
 
 // The loops' matrix products, out (G, B, N) = act([addend +] a (G, B, K) @ w (G, K, N)): a register-tiled
-// kernel on 64-byte vectors, each weight packed once per loop (rows padded to whole vectors), the gate's
-// activation applied while the result is in registers. At the loops' sizes (B 64, K and N 4-300) the product
-// ran 1.1-1.3x MKL's batched GEMM on one core, with no per-call setup.
-// A tile of accumulators fills most of the vector registers: 16 of 32 with AVX-512, 12 of 16 with AVX2.
+// kernel on the widest vectors of the build, each weight packed once per loop (rows padded to whole vectors),
+// the gate's activation applied while the result is in registers. At the loops' sizes (B 64, K and N 4-300)
+// it ran 1.1-1.3x MKL's batched GEMM on one core (AVX-512), with no per-call setup.
+// A tile of accumulators fills about half the vector registers: 16 of 32 with AVX-512 and on ARM, 12 of 16
+// with AVX2 or SSE. (benchmarks/RESULTS.md: other tiles were slower on AVX-512.)
 #ifndef VECTOR_BYTES
 #if defined(__AVX512F__)
 #define VECTOR_BYTES 64
@@ -58,10 +59,14 @@ void for_rows(const Tensor& like, Body body) {
 #define VECTOR_BYTES 32
 #define TILE_ROWS 4
 #define TILE_VECTORS 3
-#else  // 16-byte vectors (SSE, NEON)
+#elif defined(__aarch64__)
 #define VECTOR_BYTES 16
 #define TILE_ROWS 4
 #define TILE_VECTORS 4
+#else
+#define VECTOR_BYTES 16
+#define TILE_ROWS 4
+#define TILE_VECTORS 3
 #endif
 #endif
 template <typename T>
@@ -91,15 +96,16 @@ template <typename T>
 struct Packed {
   Tensor data;
   int64_t k, n, row;  // row: n rounded up to whole vectors
-  explicit Packed(const Tensor& w) : k(w.size(1)), n(w.size(2)), row((n + lanes_of<T> - 1) / lanes_of<T> * lanes_of<T>) {
+  explicit Packed(const Tensor& w)
+      : k(w.size(1)), n(w.size(2)), row((n + lanes_of<T> - 1) / lanes_of<T> * lanes_of<T>) {
     data = at::zeros({w.size(0), k, row}, w.options());
     data.narrow(2, 0, n).copy_(w);
   }
   const T* group(int64_t g) const { return data.data_ptr<T>() + g * k * row; }
 };
 
-// exp on a vector of floats (Cephes' expf: 2^n e^r, |r| <= ln2 / 2, a degree-7 polynomial; within 2 ulp of
-// expf on [-80, 80], where the loops' sigmoids need it; NaN stays NaN).
+// exp on a vector of floats (Cephes' expf: 2^n e^r, |r| <= ln2 / 2, a degree-7 polynomial; within 1 ulp of exp
+// on [-80, 80], where the loops' sigmoids need it, and clamped there; NaN stays NaN).
 inline Lanes<float>::V exp_lanes(Lanes<float>::V x) {
   using V = Lanes<float>::V;
   using Bits = Lanes<float>::Bits;
@@ -199,7 +205,9 @@ void gemm_rows(T* const* out, const T* const* add, const T* const* a, const Pack
     const int64_t vectors = std::min<int64_t>(TILE_VECTORS, (width + L - 1) / L);
     // the last columns: a tile of as many vectors as they need
     [&]<int... V>(std::integer_sequence<int, V...>) {
-      ((vectors == V + 1 ? gemm_tile<T, R, V + 1>(o, add ? x : nullptr, a, w_col, w.k, w.row, width, act) : void()), ...);
+      ((vectors == V + 1 ? gemm_tile<T, R, V + 1>(o, add ? x : nullptr, a, w_col, w.k, w.row, width, act)
+                         : void()),
+       ...);
     }(std::make_integer_sequence<int, TILE_VECTORS>{});
   }
 }
