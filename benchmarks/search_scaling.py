@@ -1,7 +1,7 @@
 """The embedded search's executor: P members on W workers vs C one-core single models (issue 16, item 1).
 
 Every arm runs in a fresh process, on the mc_maze_small shape (train_throughput.py), with the executor the
-search uses (search.workers: plan_workers, InProcessWorkers / ProcessWorkers) and the driver's steps
+search uses (search.placement.plan_workers, search.workers.InProcessWorkers / ProcessWorkers) and the driver's steps
 between generations (join the slices, an exploit, send the slices back); checkpoints and tables are the
 same for every arm and left out. The baseline is one single model on one thread (P = 1, W = 1, 1 thread).
 Arms alternate in rounds (the machine's load changes over minutes); each arm's figure is its median.
@@ -55,7 +55,8 @@ def write_data(path: Path, trials: int, valid: int) -> Path:
 def measure(data_path: Path, population: int, workers: int, threads: int | None, batch: int, generations: int) -> dict:
     from autolfads.config import Config, ModelConfig, TrainConfig
     from autolfads.runtime import reuse_freed_memory
-    from autolfads.search.workers import InProcessWorkers, ProcessWorkers, plan_workers, usable_cpus
+    from autolfads.search.placement import plan_workers, usable_cpus
+    from autolfads.search.workers import InProcessWorkers, ProcessWorkers
     from autolfads.train.population_state import copy_member, join_members, select_members
     from autolfads.train.run import load_run_data
 

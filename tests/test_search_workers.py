@@ -14,9 +14,10 @@ import torch
 
 from autolfads.errors import ConfigError
 from autolfads.search import embedded
+from autolfads.search.placement import plan_workers
 from autolfads.search.results import SearchSettings
 from autolfads.search.run import search
-from autolfads.search.workers import MemberSlice, ProcessWorkers, axis_groups, plan_workers
+from autolfads.search.workers import MemberSlice, ProcessWorkers, axis_groups
 from autolfads.train.checkpoint import load_checkpoint
 from autolfads.train.population_state import copy_member, join_members, member_tensors, select_members
 from autolfads.train.run import load_run_data
@@ -44,7 +45,7 @@ def test_plan_fills_the_cpus_and_never_oversubscribes():
     assert plan.members == ((0, 1), (2, 3), (4,)) and plan.threads == (1, 1, 1)
     assert plan_workers(3, cpus=8, workers=2).threads == (4, 4)
     assert plan_workers(3, cpus=5, workers=2).threads == (3, 2)
-    assert plan_workers(8, cpus=16, gpu=True).members == (tuple(range(8)),)
+    assert plan_workers(8, cpus=16, gpus=(0,)).members == (tuple(range(8)),)
     assert plan_workers(8, cpus=2, workers=4, threads=2).threads == (2, 2, 2, 2)  # asked for: given
     assert (
         "8 members on 2 workers (4 members and 1 torch thread each; 2 usable CPUs)"
@@ -56,7 +57,9 @@ def test_plan_fills_the_cpus_and_never_oversubscribes():
 
 
 def test_a_cpu_worker_trains_its_members_as_axes_of_two():
-    assert plan_workers(8, cpus=2).members_per_axis == 2 and plan_workers(8, cpus=16, gpu=True).members_per_axis is None
+    assert (
+        plan_workers(8, cpus=2).members_per_axis == 2 and plan_workers(8, cpus=16, gpus=(0,)).members_per_axis is None
+    )
     assert "trained as axes of <= 2 members" in plan_workers(8, cpus=2).describe()
     assert axis_groups(4, 2) == [[0, 1], [2, 3]]
     assert axis_groups(5, 2) == [[0, 1], [2, 3], [4]]
@@ -169,7 +172,8 @@ def test_one_or_two_workers_give_the_same_search(lorenz, tmp_path, monkeypatch):
         for name in a:
             assert float(a[name]) == pytest.approx(float(b[name]), rel=METRIC_RTOL), name
     log = (two / "search.log").read_text()
-    assert "4 members on 2 workers" in log and "worker 1: pid" in log
+    assert "4 members on 2 workers" in log and "usable CPUs), trained as axes of <= 2 members, on cpu," in log
+    assert re.search(r"worker 1: pid \d+, members 2-3, 1 torch thread\(s\), on cpu", log)
     assert len(saved["w1"]) == len(saved["w2"]) == 3
     for a, b in zip(saved["w1"], saved["w2"], strict=True):  # every generation's weights and Adam state, exactly
         for name in a["model"]:

@@ -1,7 +1,7 @@
 """`autolfads doctor`: what this machine offers autolfads, in one screen.
 
-Versions, torch devices, CUDA and Ray availability, whether the compiled loops can be built, and the thread
-settings that decide CPU speed. Ray is
+Versions, torch devices, CUDA and Ray availability, whether the compiled loops can be built, where a search
+puts its workers (every CPU core or every visible GPU), and the thread settings that decide CPU speed. Ray is
 looked up, not imported (importing it takes seconds); nothing here changes any setting.
 """
 
@@ -59,6 +59,7 @@ def machine_report() -> str:
     threads = f"{torch.get_num_threads()} intra-op, {torch.get_num_interop_threads()} inter-op"
     rows.append(("torch threads", f"{threads} (autolfads sets intra-op from train.threads)"))
     rows += [(name, os.environ.get(name, "unset")) for name in THREAD_VARIABLES]
+    rows.append(("search", search_placement(cores, count)))
     rows.append(("recommended", recommendation(cores, cuda)))
     width = max(len(name) for name, _ in rows)
     return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
@@ -93,6 +94,18 @@ def usable_cores() -> int:
         return len(os.sched_getaffinity(0))  # what a container or taskset allows, not the whole machine
     except AttributeError:  # macOS, Windows
         return os.cpu_count() or 1
+
+
+def search_placement(cores: int, gpus: int, population: int = 8) -> str:
+    """Where `autolfads search` (embedded, the default population) puts its workers on this machine: the plan
+    it will log at start, made by the same function (every visible GPU gets a worker)."""
+    from ..search.placement import plan_workers
+
+    plan = plan_workers(population, cores, gpus=tuple(range(gpus)))
+    text = f"--population {population} runs {plan.describe()}"
+    if gpus > 1:
+        text += f"; --gpus 0,1 (or CUDA_VISIBLE_DEVICES) picks GPUs, --workers {2 * gpus} puts 2 workers on each"
+    return text
 
 
 def recommendation(cores: int, cuda: bool) -> str:

@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from ..search.results import SearchSettings
 
 RAY_OPTIONS = ("address", "cpus_per_member", "gpus_per_member", "members_per_trial", "cpus_per_trial", "gpus_per_trial")
-EMBEDDED_OPTIONS = ("workers", "threads_per_worker")
+EMBEDDED_OPTIONS = ("workers", "threads_per_worker", "gpus")
 
 
 def add_search(commands: argparse._SubParsersAction) -> None:
@@ -99,13 +99,20 @@ def add_backend_options(search: argparse.ArgumentParser) -> None:
         "--workers",
         type=int,
         help="embedded: worker processes, each training a slice of the population (default: one per usable CPU, at "
-        "most the population; 1 on a GPU)",
+        "most the population; on GPUs one per GPU)",
     )
     search.add_argument(
         "--threads-per-worker",
         type=int,
         help="embedded: torch threads of each worker (default: its share of the usable CPUs; train.threads applies "
         "to `autolfads train`)",
+    )
+    search.add_argument(
+        "--gpus",
+        type=gpu_indices,
+        metavar="0,2",
+        help="embedded: the GPUs the workers run on, as torch numbers them after CUDA_VISIBLE_DEVICES (default: "
+        "every visible GPU, one worker each; --workers N spreads N workers over them)",
     )
     search.add_argument(
         "--address", help="Ray cluster to join: auto or HOST:PORT (default: start a local Ray instance on 127.0.0.1)"
@@ -149,10 +156,25 @@ def run_search(args: argparse.Namespace, overrides: list[str]) -> int:
     settings = search_settings(args)
     space = load_search_space(args.search_space) if args.search_space else None
     names = RAY_OPTIONS if args.backend == "ray" else EMBEDDED_OPTIONS
+    misplaced = [name for name in EMBEDDED_OPTIONS if args.backend == "ray" and getattr(args, name) is not None]
+    if misplaced:
+        given = ", ".join("--" + name.replace("_", "-") for name in misplaced)
+        raise ConfigError(
+            f"{given}: options of the embedded backend; a Ray trial's share is --cpus-per-member, "
+            "--gpus-per-member or the per-trial options"
+        )
     outcome = search(config, args.data, args.workdir, settings, space, **{name: getattr(args, name) for name in names})
     report = write_search_report(args.workdir) if args.report else None
     print(outcome.summary(report))
     return 0
+
+
+def gpu_indices(text: str) -> tuple[int, ...]:
+    """--gpus 0,2 -> (0, 2); whether they exist is checked against the GPUs torch sees (search.workers)."""
+    try:
+        return tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected GPU indices separated by commas, e.g. 0,2; got {text!r}") from None
 
 
 def search_settings(args: argparse.Namespace) -> "SearchSettings":

@@ -1,17 +1,21 @@
 """The embedded backend: the population on this machine, in W slices on the model's population axis.
 
-No cluster and no Ray. `workers.plan_workers` splits the P members over W long-lived worker processes
-(default: one per usable CPU, up to P; one on a GPU), each with torch threads = its CPU share; W = 1 trains
-in this process. The driver loop below is the whole search: every worker trains its slice a generation,
-the driver joins the slices into one population state, `SearchDriver.end_generation` makes the PBT
-decisions (an exploit copies a member's slice of every weight, Adam and training-state tensor, across
-workers as within one), checkpoints the whole search atomically (weights, optimizer state, training state,
-random streams, the record of decisions) and the workers continue from the exploited state. A member's
-trajectory does not depend on W: its random streams are its own and every slice sees the same batches.
-A killed search, driver or worker, reruns from the last completed generation, with any W.
+No cluster and no Ray. `placement.plan_workers` splits the P members over W long-lived worker processes
+(default: one per usable CPU, up to P; on GPUs one per GPU, every visible GPU or those of --gpus), each with
+torch threads = its CPU share; W = 1 trains in this process. The driver loop below is the whole search: every
+worker trains its slice a generation, the driver joins the slices into one population state,
+`SearchDriver.end_generation` makes the PBT decisions (an exploit copies a member's slice of every weight,
+Adam and training-state tensor, across workers as within one), checkpoints the whole search atomically
+(weights, optimizer state, training state, random streams, the record of decisions) and the workers continue
+from the exploited state. A member's trajectory does not depend on W: its random streams are its own and every
+slice sees the same batches. A killed search, driver or worker, reruns from the last completed generation,
+with any W.
 """
 
+from collections.abc import Sequence
 from pathlib import Path
+
+import torch
 
 from ..config import Config, with_member_hparams
 from ..data.dataset import LFADSData
@@ -20,13 +24,13 @@ from ..names import METRIC
 from ..train.checkpoint import load_checkpoint, remove_stale_temporaries, save_checkpoint
 from ..train.population_state import copy_member, join_members, select_members, set_member_hparams
 from ..train.records import TensorBoard
-from ..train.trainer import resolve_device
 from .generation import SearchDriver, best_ranked, state_metrics
 from .pbt import Exploit, generation_epochs
+from .placement import WorkerPlan, plan_workers, search_gpus, usable_cpus
 from .progress import SearchProgress
 from .results import SearchOutcome, SearchRecord, SearchSettings, search_log, write_best_model
 from .space import SearchSpace
-from .workers import InProcessWorkers, ProcessWorkers, plan_workers, usable_cpus
+from .workers import InProcessWorkers, ProcessWorkers
 
 
 def run_embedded(
@@ -35,10 +39,9 @@ def run_embedded(
     space: SearchSpace,
     settings: SearchSettings,
     workdir: Path,
-    workers: int | None = None,
-    threads_per_worker: int | None = None,
+    plan: WorkerPlan,
 ) -> SearchOutcome:
-    """workers, threads_per_worker: see workers.plan_workers (default: every usable CPU busy)."""
+    """plan: embedded_plan's, made before anything is written (a bad --workers or --gpus writes nothing)."""
     log = search_log(workdir)
     remove_stale_temporaries(workdir)
     path = workdir / SEARCH_CKPT
@@ -49,7 +52,7 @@ def run_embedded(
     state = {key: payload[key] for key in ("model", "optimizer", "trainer", "rng", "history")} if payload else None
     try:
         if not record.finished:
-            state = _train(config, data, space, settings, workdir, driver, state, workers, threads_per_worker)
+            state = _train(config, data, space, settings, workdir, driver, state, plan)
     finally:
         progress.close()
     final = state["history"][-settings.population :]
@@ -71,13 +74,23 @@ def run_embedded(
     )
 
 
-def _train(
-    config, data, space, settings, workdir, driver: SearchDriver, state: dict | None, workers, threads_per_worker
-) -> dict:
+def embedded_plan(
+    config: Config,
+    population: int,
+    workers: int | None = None,
+    threads_per_worker: int | None = None,
+    gpus: Sequence[int] | None = None,
+) -> WorkerPlan:
+    """The workers of this machine (placement.plan_workers): its usable CPUs, and the GPUs of train.device and
+    gpus (default: every visible GPU), one worker per GPU unless `workers` says otherwise."""
+    visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    chosen = search_gpus(config.train.device, visible, gpus)
+    return plan_workers(population, usable_cpus(), workers, threads_per_worker, chosen)
+
+
+def _train(config, data, space, settings, workdir, driver: SearchDriver, state: dict | None, plan: WorkerPlan) -> dict:
     """Generations until the stopping rule; returns the final population state."""
     record, log, population = driver.record, driver.log, settings.population
-    device = resolve_device(config.train.device)
-    plan = plan_workers(population, usable_cpus(), workers, threads_per_worker, gpu=device.type == "cuda")
     hparams = (
         state["trainer"]["members"]
         if state
@@ -91,7 +104,7 @@ def _train(
         )
     else:
         log(
-            f"new search: {plan.describe()} on {device}, {settings.epochs_per_generation} epochs per generation "
+            f"new search: {plan.describe()}, {settings.epochs_per_generation} epochs per generation "
             "after the KL/L2 ramps"
         )
     pool = (InProcessWorkers if plan.workers == 1 else ProcessWorkers)(plan, config, data, hparams, seeds, log)

@@ -8,7 +8,8 @@ from ..config import Config
 from ..errors import ConfigError
 from ..names import METRIC, SAMPLED_METRIC
 from ..train.run import load_run_data
-from .embedded import run_embedded
+from ..train.trainer import recurrent_core, resolve_device
+from .embedded import embedded_plan, run_embedded
 from .results import SearchOutcome, SearchSettings, prepare_workdir, search_log
 from .space import SearchSpace, default_search_space
 
@@ -22,7 +23,7 @@ def search(
     **backend_options,
 ) -> SearchOutcome:
     """Run (or resume) an AutoLFADS search; rerunning with the same arguments continues where it stopped.
-    backend_options go to the backend: embedded (workers, threads_per_worker), Ray (address, cpus_per_member,
+    backend_options go to the backend: embedded (workers, threads_per_worker, gpus), Ray (address, cpus_per_member,
     gpus_per_member, members_per_trial, cpus_per_trial, gpus_per_trial). The closing summary
     (outcome.summary()) is appended to search.log, not shown: the caller shows it (the command line prints it
     once, on stdout, and writes the report)."""
@@ -34,6 +35,7 @@ def search(
         raise ConfigError(f"PBT on {settings.metric} needs train.sampled_metric true and the embedded backend")
     if settings.metric not in (METRIC, SAMPLED_METRIC) and config.data.nlb_targets is None:
         raise ConfigError(f"PBT on {settings.metric} needs data.nlb_targets (the targets file of `autolfads data nlb`)")
+    plan = embedded_plan(config, settings.population, **backend_options) if settings.backend == "embedded" else None
     prepare_workdir(workdir, settings, config, space, data)
     if settings.backend == "ray":
         from .ray_backend import run_ray
@@ -42,6 +44,10 @@ def search(
             torch.set_num_threads(config.train.threads)
         outcome = run_ray(config, data, space, settings, workdir, **backend_options)
     else:
-        outcome = run_embedded(config, data, space, settings, workdir, **backend_options)
+        # the core the workers will choose, chosen once here: a compiled build happens before they start
+        core_note = recurrent_core(config.train, resolve_device(config.train.device))[1]
+        if core_note:
+            search_log(workdir)(core_note)
+        outcome = run_embedded(config, data, space, settings, workdir, plan)
     search_log(workdir).write(outcome.summary())
     return outcome

@@ -1,6 +1,7 @@
 """The embedded backend's executors: the population in slices, each on its own population axis.
 
-`plan_workers` (pure) splits P members over W workers and the usable CPUs over their torch threads.
+`placement.plan_workers` (pure) splits P members over W workers, the usable CPUs over their torch threads and
+the workers over the GPUs chosen by `placement.search_gpus` (every visible GPU by default).
 `MemberSlice` trains one slice a generation at a time, as population axes of at most `plan.members_per_axis`
 members each, one after another (`members_per_axis`: 2 on a CPU, where bigger axes cost more per member; the
 whole slice on a GPU). `InProcessWorkers` runs one slice in the driver's
@@ -30,7 +31,6 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
 
@@ -38,11 +38,12 @@ import numpy as np
 import torch
 
 from ..config import Config
-from ..errors import AutoLFADSError, ConfigError
+from ..errors import AutoLFADSError
 from ..train.nlb_scoring import load_nlb_targets
 from ..train.population_state import join_members, select_members
 from ..train.run import read_sessions
 from ..train.trainer import Trainer
+from .placement import WorkerPlan
 
 PR_SET_PDEATHSIG = 1
 STOP_TIMEOUT_S = 10.0  # a worker told to stop that is still alive after this is killed
@@ -53,49 +54,6 @@ class WorkerFailed(AutoLFADSError):
     """A worker process died or raised; the search's last checkpoint is intact."""
 
 
-@dataclass(frozen=True)
-class WorkerPlan:
-    members: tuple[tuple[int, ...], ...]  # the members of each worker (contiguous, balanced)
-    threads: tuple[int, ...]  # torch threads of each worker
-    cpus: int  # the usable CPUs the plan was made for
-    members_per_axis: int | None = None  # a worker trains its members as axes of at most this many (None: one axis)
-
-    @property
-    def workers(self) -> int:
-        return len(self.members)
-
-    def describe(self) -> str:
-        sizes = sorted({len(m) for m in self.members})
-        threads = sorted(set(self.threads))
-        axes = "" if self.members_per_axis is None else f", trained as axes of <= {self.members_per_axis} members"
-        return (
-            f"{sum(map(len, self.members))} members on {self.workers} worker{'s' if self.workers > 1 else ''} "
-            f"({'-'.join(map(str, sizes))} members and {'-'.join(map(str, threads))} "
-            f"torch thread{'s' if threads != [1] else ''} each; {self.cpus} usable CPUs){axes}"
-        )
-
-
-def usable_cpus() -> int:
-    """The CPUs this process may run on (a container's or taskset's limit, not the machine's count)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
-# Members per population axis on a CPU. Measured (benchmarks/RESULTS.md, "Members per axis", issue 16 item 2), on
-# one core with the command line's memory setting (runtime.reuse_freed_memory): one axis of 2, 4 or 8 members
-# trains 1.06-1.15x as fast per member as single models, axes of 2 in turn 1.09-1.11x, i.e. the same within the
-# noise, while a process then holds only 2 members' activations (it keeps its peak): axes of 2 in turn.
-CPU_MEMBERS_PER_AXIS = 2
-
-
-def members_per_axis(gpu: bool) -> int | None:
-    """How many members one population axis holds: all of a worker's on a GPU (one kernel launch for all of
-    them fills the device), CPU_MEMBERS_PER_AXIS on a CPU."""
-    return None if gpu else CPU_MEMBERS_PER_AXIS
-
-
 def axis_groups(members: int, per_axis: int | None) -> list[list[int]]:
     """Positions 0..members-1 in contiguous, balanced groups of at most per_axis (None: one group)."""
     if per_axis is None or members <= per_axis:
@@ -103,26 +61,9 @@ def axis_groups(members: int, per_axis: int | None) -> list[list[int]]:
     return [part.tolist() for part in np.array_split(np.arange(members), -(-members // per_axis))]
 
 
-def plan_workers(
-    population: int, cpus: int, workers: int | None = None, threads: int | None = None, gpu: bool = False
-) -> WorkerPlan:
-    """workers: default min(population, cpus) on CPU (every core busy, members spread evenly), 1 on a GPU
-    (one population axis fills the device). threads: default the worker's share of the CPUs, so the total
-    never exceeds them (oversubscribed threads slow small recurrent models 5-10x). Each worker trains its
-    members as population axes of `members_per_axis(gpu)` members."""
-    if workers is None:
-        workers = 1 if gpu else min(population, cpus)
-    if not 1 <= workers <= population:
-        raise ConfigError(f"--workers must be between 1 and the population ({population}), got {workers}")
-    if threads is not None and threads < 1:
-        raise ConfigError(f"--threads-per-worker must be >= 1, got {threads}")
-    members = tuple(tuple(int(m) for m in part) for part in np.array_split(np.arange(population), workers))
-    if threads is None:
-        share = [cpus // workers + (1 if w < cpus % workers else 0) for w in range(workers)]
-        per_worker = tuple(max(1, s) for s in share)
-    else:
-        per_worker = (threads,) * workers
-    return WorkerPlan(members, per_worker, cpus, members_per_axis(gpu))
+def on_device(config: Config, device: str) -> Config:
+    """The config with train.device set: what a worker on that device trains with."""
+    return config.model_copy(update={"train": config.train.model_copy(update={"device": device})})
 
 
 class MemberSlice:
@@ -180,7 +121,7 @@ class InProcessWorkers:
             raise ValueError("InProcessWorkers runs one slice")
         self.plan = plan
         torch.set_num_threads(plan.threads[0])
-        self.slice = MemberSlice(config, data, hparams, seeds, plan.members_per_axis)
+        self.slice = MemberSlice(on_device(config, plan.device(0)), data, hparams, seeds, plan.members_per_axis)
         self.ramp_end_epoch = self.slice.ramp_end_epoch
 
     def train(self, epochs: int, nlb: bool, on_epoch: Callable[[int, int], None]) -> list[dict]:
@@ -229,7 +170,7 @@ class ProcessWorkers:
                 self.connections.append(connection)
                 job = {
                     "kind": "start",
-                    "config": config.to_dict(),
+                    "config": on_device(config, plan.device(w)).to_dict(),
                     "hparams": [dict(hparams[m]) for m in members],
                     "seeds": [seeds[m] for m in members],
                     "threads": plan.threads[w],
@@ -241,7 +182,10 @@ class ProcessWorkers:
             self.close()
             raise
         for w, (process, members) in enumerate(zip(self.processes, plan.members, strict=True)):
-            log(f"worker {w}: pid {process.pid}, members {_span(members)}, {plan.threads[w]} torch thread(s)")
+            log(
+                f"worker {w}: pid {process.pid}, members {_span(members)}, {plan.threads[w]} torch thread(s), "
+                f"on {plan.device(w)}"
+            )
 
     def train(self, epochs: int, nlb: bool, on_epoch: Callable[[int, int], None]) -> list[dict]:
         self._send_all([{"kind": "train", "epochs": epochs, "nlb": nlb}] * self.plan.workers)
@@ -331,7 +275,9 @@ def _send(connection: Connection, message: dict) -> None:
 
 
 def _receive(connection: Connection) -> dict:
-    return torch.load(io.BytesIO(connection.recv_bytes()), weights_only=True)
+    """States travel on the CPU: the driver joins slices of workers on different GPUs, and a worker's
+    load_state_dict puts what it receives on its own device."""
+    return torch.load(io.BytesIO(connection.recv_bytes()), map_location="cpu", weights_only=True)
 
 
 def _die_with_parent(parent_pid: int) -> None:
