@@ -14,6 +14,7 @@ from autolfads.cli import main  # noqa: E402
 from autolfads.data.nlb_datasets import require_nlb_tools  # noqa: E402
 from autolfads.data.nlb_synthetic import write_nlb_synthetic  # noqa: E402
 from autolfads.evaluate import read_targets  # noqa: E402
+from conftest import tiny_overrides  # noqa: E402
 
 SMALL_SESSION = {"conditions": 4, "trials_per_condition": 8, "heldin": 20, "heldout": 6}
 
@@ -108,10 +109,14 @@ def test_what_the_tensors_lack_is_missing_not_zero(files, capsys):
     out = capsys.readouterr().out
     assert (
         "the eval trials' forward bins are not in the tensors: NaN (missing)" in out
-        and "train with train.sbtt true" in out
+        and "missing bins (NaN, marked in the file): training masks them (SBTT)" in out
     )
     valid = read(files["folder"] / "partial.h5")["valid_recon_data"]
     assert np.isnan(valid[:, 35:]).all() and not np.isnan(valid[:, :35]).any()
+    # the file says its NaN are missing bins: it trains with no flag, and says so
+    run = ["train", "--data", files["folder"] / "partial.h5", "--checkpoint", files["folder"] / "run", "--epochs", 1]
+    assert main([*map(str, run), "--quiet", "--no-report", *tiny_overrides()]) == 0
+    assert "partial.h5 (" in capsys.readouterr().err.split("missing bins: ")[1]
     assert read_targets(files["folder"] / "partial_targets.h5").unavailable().keys() == {"vel R2", "psth R2", "fp-bps"}
 
 

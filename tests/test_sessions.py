@@ -136,7 +136,7 @@ def test_hand_placed_spikes_land_in_the_computed_bins(tmp_path, capsys):
         tmp_path / "d.h5",
     )
     assert "train 3 / valid 2 / test 1 trials, 4+2 bins of 10 ms (0..40 ms around go), 3+1 units" in out
-    assert "unobserved: NaN (missing); train with train.sbtt true" in out
+    assert "unobserved: NaN, marked missing; training masks them (SBTT)" in out
     f = read(tmp_path / "d.h5")
     expected = np.array([UNIT0, UNIT2, UNIT3, UNIT1], dtype=float).T  # bins x units, held-in then held-out
     train = f["train_recon_data"]

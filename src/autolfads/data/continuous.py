@@ -26,7 +26,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from autolfads.data.hdf5 import write_lfads_h5
+from autolfads.data.hdf5 import KIND_ATTR, write_lfads_h5
 from autolfads.errors import ConfigError, DataError
 
 RAMPS = ("linear", "power")
@@ -223,7 +223,13 @@ def merge_file(
             arrays[field] = merge(np.concatenate(parts), segment_starts, n_bins, ramp, power).astype(np.float32)
     if "rates" not in arrays:
         raise DataError(f"{output}: no {{split}}_rates with {window} bins: does it belong to {chops}?")
-    attrs = {"merged_from": str(output.resolve()), "chops": str(chops.resolve()), "ramp": ramp, "power": power}
+    attrs = {
+        KIND_ATTR: "lfads_output",
+        "merged_from": str(output.resolve()),
+        "chops": str(chops.resolve()),
+        "ramp": ramp,
+        "power": power,
+    }
     return write_lfads_h5(out, arrays, attrs, compression=True)
 
 
@@ -275,6 +281,10 @@ def write_continuous(out: str | Path, **params) -> Path:
     return write_lfads_h5(
         out,
         arrays,
-        {"synthetic_kind": "continuous", "synthetic_params": json.dumps(params, sort_keys=True)},
+        {
+            KIND_ATTR: "recording",
+            "synthetic_kind": "continuous",
+            "synthetic_params": json.dumps(params, sort_keys=True),
+        },
         compression=True,
     )

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from autolfads.data.hdf5 import SplitArrays, preview, read_lfads_h5
+from autolfads.data.hdf5 import MISSING_BINS_ATTR, SplitArrays, not_data_reason, preview, read_lfads_h5
 from autolfads.errors import DataError
 
 DATA_SUFFIXES = (".h5", ".hdf5")
@@ -57,6 +57,7 @@ class LFADSData:
     valid: Split
     test: Split | None
     conversion_factor: float | None
+    missing_bins: int = 0  # NaN entries the file marks as missing bins (MISSING_BINS_ATTR): masked without train.sbtt
 
     @property
     def encod_dim(self) -> int:
@@ -136,7 +137,8 @@ def check_sessions(sessions: list[LFADSData]) -> None:
 def find_data_files(path: str | Path, prefix: str = "") -> list[Path]:
     """The data files `path` names: a file; every *.h5 / *.hdf5 file in a folder whose name starts with
     `prefix` (sorted by name); or the files a glob pattern (data/session_*.h5) matches. Several files are
-    several sessions of one multi-session model."""
+    several sessions of one multi-session model. Files that hold something else (targets, true rates, model
+    outputs: hdf5.not_data_reason) are no sessions: a folder or glob skips them, a file named alone is refused."""
     given = Path(path)
     if given.is_dir():
         entries = sorted(given.iterdir())
@@ -146,15 +148,29 @@ def find_data_files(path: str | Path, prefix: str = "") -> list[Path]:
                 f"no *.h5 or *.hdf5 file whose name starts with {prefix!r} in {given}; "
                 f"it holds: {preview([p.name for p in entries])}"
             )
-        return matches
+        return _sessions_only(matches, f"in {given} (prefix {prefix!r})")
     if given.exists():
+        reason = not_data_reason(given) if given.suffix in DATA_SUFFIXES else None
+        if reason is not None:
+            raise DataError(f"{given} holds {reason}, not training data; give the data file written beside it")
         return [given]
     if glob.has_magic(str(path)):
         matches = sorted(Path(p) for p in glob.glob(str(path)) if Path(p).is_file())
         if not matches:
             raise DataError(f"no data file matches the pattern {str(path)!r}")
-        return matches
+        return _sessions_only(matches, f"matching {str(path)!r}")
     raise DataError(f"data file {given} does not exist")
+
+
+def _sessions_only(files: list[Path], where: str) -> list[Path]:
+    """The files that may be sessions: never what our commands write beside a data file (hdf5.not_data_reason:
+    `data nlb|nwb|spikes --out x.h5` also writes x_targets.h5)."""
+    reasons = {file: not_data_reason(file) for file in files}
+    sessions = [file for file in files if reasons[file] is None]
+    if not sessions:
+        skipped = [f"{file.name} ({reason})" for file, reason in reasons.items()]
+        raise DataError(f"no LFADS data file {where}, only {preview(skipped)}")
+    return sessions
 
 
 def find_data_file(path: str | Path, prefix: str = "") -> Path:
@@ -180,7 +196,8 @@ def load_data(
 ) -> LFADSData:
     """Load and check an LFADS data file (or the one file in directory `path` starting with `prefix`); the
     checks and options are hdf5.read_lfads_h5's. allow_nan (train.sbtt): NaN entries of the data arrays
-    are missing bins; they stay NaN in the reconstruction targets and become 0 in the encoder inputs."""
+    are missing bins; they stay NaN in the reconstruction targets and become 0 in the encoder inputs. A file
+    that marks its NaN entries as missing bins (MISSING_BINS_ATTR) is read so whatever allow_nan says."""
     arrays = read_lfads_h5(
         find_data_file(path, prefix),
         cs_dim=cs_dim,
@@ -188,7 +205,8 @@ def load_data(
         reconstruction=reconstruction,
         allow_nan=allow_nan,
     )
-    splits = {name: _split(split, arrays.conversion_factor, allow_nan) for name, split in arrays.splits.items()}
+    nan_ok = allow_nan or arrays.missing_marked
+    splits = {name: _split(split, arrays.conversion_factor, nan_ok) for name, split in arrays.splits.items()}
     return LFADSData(
         path=arrays.path,
         layout=arrays.layout,
@@ -196,7 +214,22 @@ def load_data(
         valid=splits["valid"],
         test=splits.get("test"),
         conversion_factor=arrays.conversion_factor,
+        missing_bins=_nan_count(arrays.splits.values()) if arrays.missing_marked else 0,
     )
+
+
+def _nan_count(splits) -> int:
+    """NaN entries of the data: the reconstruction targets (which hold the encoders' inputs) or the inputs."""
+    return sum(int(np.isnan(s.recon if s.recon is not None else s.encod).sum()) for s in splits)
+
+
+def missing_bins_note(sessions: list[LFADSData]) -> str | None:
+    """The one line a run shows when its data files mark missing bins: that training masks them (SBTT)."""
+    marked = [s for s in sessions if s.missing_bins]
+    if not marked:
+        return None
+    files = ", ".join(f"{s.path} ({s.missing_bins} NaN entries)" for s in marked)
+    return f"missing bins: {files} marks NaN as missing ({MISSING_BINS_ATTR}); training masks them (SBTT)"
 
 
 def load_sessions(path: str | Path, *, prefix: str = "", **options: Any) -> list[LFADSData]:

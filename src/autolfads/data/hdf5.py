@@ -23,6 +23,19 @@ from autolfads.files import write_atomic
 from autolfads.names import OBSERVATION_MODELS
 
 SPLIT_NAMES = ("train", "valid", "test")
+# File attributes our writers set. KIND_ATTR: what a file that is not training data holds, so that a folder of
+# our commands' outputs trains as --data FOLDER (dataset.find_data_files skips such files). MISSING_BINS_ATTR
+# true: the data arrays' NaN entries are missing bins, which training masks (SBTT) without train.sbtt.
+KIND_ATTR = "autolfads_kind"
+NOT_DATA_KINDS = {
+    "nlb_targets": "NLB evaluation targets",
+    "truth": "true rates of a synthetic session",
+    "lfads_output": "a model's output",
+    "nlb_submission": "an NLB submission",
+    "recording": "a continuous recording (chop it into trials: autolfads data chop)",
+}
+MISSING_BINS_ATTR = "nan_is_missing"
+TARGETS_SUFFIX = "_targets"  # targets files written before KIND_ATTR: `data nlb|nwb|spikes` name them OUT_targets.h5
 
 
 def _is_count(array: np.ndarray) -> np.ndarray:
@@ -64,6 +77,7 @@ class DataArrays:
     layout: str  # "single" (train_data...) or "encod_recon" (train_encod_data/train_recon_data...)
     splits: dict[str, SplitArrays]
     conversion_factor: float | None
+    missing_marked: bool = False  # the file marks its NaN entries as missing bins (MISSING_BINS_ATTR)
 
 
 def read_lfads_h5(
@@ -76,7 +90,8 @@ def read_lfads_h5(
 ) -> DataArrays:
     """Read and check an LFADS data file.
 
-    allow_nan (train.sbtt): NaN entries of the data arrays are missing bins. Inf is never accepted.
+    allow_nan (train.sbtt): NaN entries of the data arrays are missing bins, as they are in a file whose
+    MISSING_BINS_ATTR is true whatever allow_nan says. Inf is never accepted.
     cs_dim / fp_len: held-out neurons (last columns) and forward-prediction bins (last steps). In the
     "single" layout they split the data; in the "encod_recon" layout the file implies them, and a
     non-zero value passed here must agree. Every problem raises DataError naming the file and key.
@@ -139,6 +154,21 @@ def _write_dataset(h5: h5py.File, key: str, value: np.ndarray | float | int | st
     h5.create_dataset(key, data=array, compression="gzip" if compress else None)
 
 
+def not_data_reason(path: str | Path) -> str | None:
+    """What `path` holds when it is not training data (its KIND_ATTR; without one, a name ending in _targets),
+    else None. A file that cannot be opened may be data: reading it says what is wrong."""
+    try:
+        with h5py.File(path, "r") as h5:
+            kind = h5.attrs.get(KIND_ATTR)
+    except OSError:
+        kind = None
+    if kind is not None:
+        return NOT_DATA_KINDS.get(str(kind), str(kind))
+    if Path(path).stem.endswith(TARGETS_SUFFIX):
+        return f"{NOT_DATA_KINDS['nlb_targets']} (by its name)"
+    return None
+
+
 def preview(names: list[str], limit: int = 20) -> str:
     if not names:
         return "nothing"
@@ -150,7 +180,8 @@ class _Reader:
     """Reads one open file; every problem becomes a DataError that names the file and key."""
 
     def __init__(self, h5: h5py.File, file: Path, reconstruction: str, allow_nan: bool = False) -> None:
-        self.allow_nan = allow_nan
+        self.missing_marked = bool(h5.attrs.get(MISSING_BINS_ATTR, False))
+        self.allow_nan = allow_nan or self.missing_marked
         self.h5 = h5
         self.file = file
         self.keys = set(h5.keys())
@@ -175,7 +206,7 @@ class _Reader:
         recon_shape = targets["train"][1].shape[1:]
         splits = {name: self._split(name, encod, recon, recon_shape) for name, (encod, recon) in targets.items()}
         self._check_ext_inputs_agree(splits)
-        return DataArrays(self.file, layout, splits, conversion_factor)
+        return DataArrays(self.file, layout, splits, conversion_factor, self.missing_marked)
 
     # --- layouts: each returns {split: (encod, recon)} as checked numpy arrays ---
 
@@ -331,7 +362,12 @@ class _Reader:
                     "NaN may mark missing bins of the data arrays when train.sbtt is true)"
                 )
             if n_nan and not nan_ok:
-                hint = " (data arrays may mark missing bins with NaN when train.sbtt is true)" if rank == 3 else ""
+                hint = (
+                    f" (data arrays may mark missing bins with NaN when train.sbtt is true or the file's attribute "
+                    f"{MISSING_BINS_ATTR} says so, as `autolfads data` writes it)"
+                    if rank == 3
+                    else ""
+                )
                 raise self.error(f"{key!r} holds {n_nan} NaN values{hint}")
         return array
 

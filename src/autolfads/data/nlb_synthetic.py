@@ -25,7 +25,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from autolfads.data.hdf5 import write_lfads_h5
+from autolfads.data.hdf5 import KIND_ATTR, write_lfads_h5
 from autolfads.errors import ConfigError, DataError
 from autolfads.files import write_atomic
 
@@ -80,6 +80,7 @@ def write_nlb_synthetic(
             "heldout": heldout_mask,
         },
         attrs={
+            KIND_ATTR: "truth",
             "bin_ms": 5,
             "description": "true rates: exp(log_rate_bias + latents @ log_rate_weights.T) Hz",
             "nwb_file": path.name,

@@ -15,7 +15,7 @@ import h5py
 import numpy as np
 
 from ..errors import DataError
-from .hdf5 import write_lfads_h5
+from .hdf5 import KIND_ATTR, write_lfads_h5
 
 NLB_PSTH_DATASETS = (
     "mc_maze",
@@ -87,7 +87,7 @@ def write_targets(path: str | Path, targets: Targets) -> Path:
     arrays = {f"{targets.name}/{key}": value for key, value in targets.arrays.items()}
     arrays[f"{targets.name}/train_trial_ids"] = targets.train_ids
     arrays[f"{targets.name}/eval_trial_ids"] = targets.eval_ids
-    attrs = {"nlb_dataset": targets.dataset, "bin_ms": targets.bin_ms, "group": targets.name}
+    attrs = {KIND_ATTR: "nlb_targets", "nlb_dataset": targets.dataset, "bin_ms": targets.bin_ms, "group": targets.name}
     if targets.shape is not None:
         attrs["shape"] = list(targets.shape)
     return write_lfads_h5(path, arrays, attrs=attrs, compression=True)

@@ -14,7 +14,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from autolfads.data.hdf5 import write_lfads_h5
+from autolfads.data.hdf5 import MISSING_BINS_ATTR, write_lfads_h5
 from autolfads.data.nlb import NLBFiles, _target_array
 from autolfads.data.nlb_datasets import DATASETS, require_nlb_tools
 from autolfads.data.nlb_targets import Targets, write_targets
@@ -71,6 +71,7 @@ def prepare_tensors(
         "heldout": heldout,
         "trial_bins": trial_bins,
         "forward_bins": forward_bins,
+        MISSING_BINS_ATTR: True,  # what the tensors lack is NaN: training masks it
     }
     if targets is not None:
         attrs["targets"] = targets_out.name
@@ -147,7 +148,7 @@ def _training_arrays(
         arrays[f"{split}_inds"] = split_ids
     missing = sum(int(np.isnan(a).sum()) for key, a in arrays.items() if key.endswith("_data"))
     if missing:
-        notes.append(f"{missing} missing bins (NaN): train with train.sbtt true")
+        notes.append(f"{missing} missing bins (NaN, marked in the file): training masks them (SBTT)")
     return arrays
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from autolfads.data.binning import bin_edges, bin_spikes
-from autolfads.data.hdf5 import write_lfads_h5
+from autolfads.data.hdf5 import KIND_ATTR, write_lfads_h5
 from autolfads.data.session import Recording, SessionFiles, TrialOptions, check_units, prepare_session, stored_counts
 from autolfads.errors import ConfigError, DataError, MissingDependency
 
@@ -129,7 +129,7 @@ def prepare_continuous(recording: Recording, bin_ms: int, out: str | Path) -> Se
     bin_s = bin_ms / 1000
     n_bins = max(int(np.ceil((stop - start) / bin_s)), 1)
     counts = bin_spikes(recording.spike_times, bin_edges(np.array([start]), bin_s, n_bins), recording.observed)[0]
-    attrs = {"source": recording.source, "bin_ms": bin_ms, "start_time": float(start)}
+    attrs = {KIND_ATTR: "recording", "source": recording.source, "bin_ms": bin_ms, "start_time": float(start)}
     write_lfads_h5(out, {"data": stored_counts(counts), "unit_ids": recording.unit_ids}, attrs=attrs, compression=True)
     summary = (
         f"{out}: the session has no trials table: binned whole into a continuous recording, {n_bins} bins of {bin_ms} "

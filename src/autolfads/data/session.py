@@ -12,7 +12,7 @@ on). The training file is in the encod/recon layout:
     {split}_cond_idx        condition of every trial (also as {split}_condition; names in condition_values)
     heldin_units, heldout_units   the units' ids in column order
 Bins outside a unit's observed intervals (NWB's obs_intervals; without them: from the first trial's start to
-the last trial's stop) are NaN, missing: train with train.sbtt true. The targets file (OUT's name +
+the last trial's stop) are NaN, marked missing in the file: training masks them. The targets file (OUT's name +
 _targets.h5) scores the valid trials: held-out units (co-bps), forward bins (fp-bps) and behaviour (vel R2)
 in nlb_tools' layout; `evaluate` reports what it lacks as not available.
 """
@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from autolfads.data.binning import bin_edges, bin_spikes, resample
-from autolfads.data.hdf5 import write_lfads_h5
+from autolfads.data.hdf5 import MISSING_BINS_ATTR, write_lfads_h5
 from autolfads.data.nlb_targets import Targets, write_targets
 from autolfads.errors import ConfigError, DataError
 
@@ -123,7 +123,7 @@ def prepare_session(
     missing = sum(int(np.isnan(c).sum()) for c in counts.values())
     if missing:
         total = sum(c.size for c in counts.values())
-        notes.append(f"{missing} of {total} unit-bins unobserved: NaN (missing); train with train.sbtt true")
+        notes.append(f"{missing} of {total} unit-bins unobserved: NaN, marked missing; training masks them (SBTT)")
     attrs = {
         "source": recording.source,
         "bin_ms": options.bin_ms,
@@ -135,6 +135,7 @@ def prepare_session(
         "forward_bins": forward_bins,
         "behavior": list(options.behavior),
         "seed": options.seed,
+        MISSING_BINS_ATTR: True,  # bins outside a unit's obs_intervals are NaN: training masks them
     }
     targets = _targets(arrays, counts, trial_bins, n_heldin, options, out.stem)
     if targets is not None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from ..data.hdf5 import write_lfads_h5
+from ..data.hdf5 import KIND_ATTR, write_lfads_h5
 from ..errors import DataError, EvaluationError
 from ..files import write_atomic
 from .scoring import SUBMISSION_KEYS, check_rates
@@ -53,7 +53,7 @@ def write_submission(path: str | Path, name: str, submission: dict[str, np.ndarr
         except OSError as err:
             raise DataError(f"{path}: exists but cannot be read as an NLB submission: {err}") from None
     arrays.update({f"{name}/{key}": np.asarray(submission[key], dtype=np.float32) for key in SUBMISSION_KEYS})
-    return write_lfads_h5(path, arrays, compression=True)
+    return write_lfads_h5(path, arrays, {KIND_ATTR: "nlb_submission"}, compression=True)
 
 
 def write_json(path: str | Path, data: dict) -> Path:

@@ -5,6 +5,7 @@ from pathlib import Path
 import torch
 
 from ..config import Config
+from ..data.dataset import missing_bins_note
 from ..errors import ConfigError
 from ..names import METRIC, SAMPLED_METRIC
 from ..train.run import load_run_data
@@ -37,6 +38,8 @@ def search(
         raise ConfigError(f"PBT on {settings.metric} needs data.nlb_targets (the targets file of `autolfads data nlb`)")
     plan = embedded_plan(config, settings.population, **backend_options) if settings.backend == "embedded" else None
     prepare_workdir(workdir, settings, config, space, data)
+    if note := missing_bins_note(data):
+        search_log(workdir)(note)
     if settings.backend == "ray":
         from .ray_backend import run_ray
 

@@ -13,7 +13,7 @@ import torch
 
 from .. import __version__
 from ..data.dataset import LFADSData, Split
-from ..data.hdf5 import write_lfads_h5
+from ..data.hdf5 import KIND_ATTR, write_lfads_h5
 from ..model import LFADS
 
 SAMPLED_FIELDS = ("rates", "factors", "gen_states", "gen_inputs", "gen_init", "con_states", "co_means", "co_stds")
@@ -84,6 +84,7 @@ def write_output(
             arrays[f"{split.name}_{name}"] = value[member]
         arrays[f"{split.name}_inds"] = np.asarray(split.inds)
     header = {
+        KIND_ATTR: "lfads_output",
         "autolfads_version": __version__,
         "num_samples": num_samples,
         "data_file": str(Path(data.path).resolve()),

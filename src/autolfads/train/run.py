@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from ..config import Config, ModelConfig, SessionDims, load_config, member_hparams, save_config
-from ..data.dataset import LFADSData, load_sessions
+from ..data.dataset import LFADSData, load_sessions, missing_bins_note
 from ..errors import CheckpointError, ConfigError, TrainingDiverged
 from ..layout import BEST_CKPT, CONFIG_FILE, LAST_CKPT, METRICS_FILE, OUTPUT_FILE, RUN_LOG, TENSORBOARD_DIR
 from ..names import HEADLINE_METRICS, MEMBER_HPARAMS, METRIC
@@ -137,6 +137,8 @@ def train(
     if config.train.threads is not None:
         torch.set_num_threads(config.train.threads)
     log = RunLog(folder / RUN_LOG)
+    if note := missing_bins_note(sessions):
+        log(note)
     trainer = Trainer(config, sessions, nlb_targets=load_nlb_targets(config))
     resume_or_start(trainer, config, folder, log)
     save_config(config, folder / CONFIG_FILE)
