@@ -255,7 +255,7 @@ def test_lfads_tf2_lorenz_example_maps_exactly():
     )  # fmt: skip
     assert (m.dropout_rate, m.cd_rate, m.cd_pass_rate) == (0.05, 0.35, 0.0)
     assert (m.co_prior_tau, m.co_prior_nvar, m.ic_prior_var, m.ic_post_var_min) == (10.0, 0.1, 0.1, 1e-4)
-    assert (d.dir, d.prefix) == ("/share/data", "lfads")
+    assert (d.dir, d.prefix) == ("/share/data", "lorenz")  # the README's data/lorenz.h5 in a folder
     assert (t.patience, t.batch_size, t.max_epochs, t.max_grad_norm, t.loss_scale) == (150, 500, 10000, 200.0, 1.0)
     assert t.lr_init == 1e-2
     assert t.lr_schedule is False  # LR.DECAY 1.0

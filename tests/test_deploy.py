@@ -125,6 +125,8 @@ def test_compose_runs_train_with_a_gpu_profile():
     devices = services["train-gpu"]["deploy"]["resources"]["reservations"]["devices"]
     assert devices == [{"driver": "nvidia", "count": "all", "capabilities": ["gpu"]}]
     assert services["train-gpu"]["build"]["dockerfile"].endswith("Dockerfile.gpu")
+    # jobs run side by side under their own project names (-p NAME): nothing in the file fixes a name
+    assert "name" not in compose and not any("container_name" in service for service in services.values())
 
 
 @pytest.mark.slow

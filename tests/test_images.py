@@ -109,7 +109,7 @@ def test_compose_mounts_share_and_uses_the_project_version():
             "--config-file",
             "/share/data/config.yaml",
         ]
-        assert service["user"] == "${UID:-1000}:${GID:-1000}"
+        assert service["user"] == "${AUTOLFADS_UID:-1000}:${AUTOLFADS_GID:-1000}"  # bash exports no UID/GID
     assert train["image"] == f"${{AUTOLFADS_IMAGE:-autolfads:{VERSION}}}"
     assert gpu["image"] == f"${{AUTOLFADS_GPU_IMAGE:-autolfads:{VERSION}-gpu}}"
 

@@ -79,8 +79,8 @@ version=$(sed -n 's/^version = "\(.*\)"/\1/p' "$repo/pyproject.toml")
 grep -qx "autolfads $version" "$log" || fail "expected 'autolfads $version'"
 
 step "synthetic data (autolfads data lorenz) into /share/data"
-run "$image" data lorenz --out /share/data/lfads_lorenz.h5 --n-conditions 8 --trials-per-condition 10
-has data/lfads_lorenz.h5
+run "$image" data lorenz --out /share/data/lorenz.h5 --n-conditions 8 --trials-per-condition 10
+has data/lorenz.h5  # the prefix of examples/configs/lfads_tf2_lorenz.yaml (TRAIN.DATA.PREFIX lorenz)
 
 step "train, the seed's form (IMAGE --data/--checkpoint/--config-file, lfads-tf2 YAML) with KEY VALUE overrides, 2 epochs"
 # shellcheck disable=SC2086  # $train and $overrides are word lists
