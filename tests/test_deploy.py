@@ -253,5 +253,14 @@ def test_kustomization_builds_offline():
     assert result.returncode == 0, result.stderr
     documents = {doc["kind"]: doc for doc in yaml.safe_load_all(result.stdout)}
     assert set(documents) == {"PersistentVolumeClaim", "Pod"}
-    assert all(doc["metadata"]["namespace"] == "kubeflow-user-example-com" for doc in documents.values())
+    assert all("namespace" not in doc["metadata"] for doc in documents.values())  # `kubectl apply -n $NS -k` sets it
     assert documents["Pod"]["spec"]["securityContext"]["runAsUser"] == 1000
+
+
+def test_standalone_katib_namespace_is_created_and_labelled():
+    """Katib injects its metrics collector only into labelled namespaces; standalone Katib creates none."""
+    readme = (KUBE / "README.md").read_text()
+    create = readme.index("kubectl create namespace $NS")
+    assert readme.index("kubectl label namespace $NS katib.kubeflow.org/metrics-collector-injection=enabled") > create
+    assert readme.index("NS=autolfads") < create < readme.index("kubectl apply -n $NS -k deploy/kubernetes\n")
+    assert "nfs-subdir-external-provisioner" in readme and "storageClassName: nfs-client" in readme
