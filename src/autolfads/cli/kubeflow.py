@@ -192,14 +192,15 @@ def options(args: argparse.Namespace, names: tuple[str, ...]) -> dict:
 
 
 def emit(documents: list[dict], kind: str, args: argparse.Namespace) -> int:
-    from ..deploy import submit, to_yaml, write_manifest
+    from ..deploy import connect, to_yaml, write_manifest
 
     text = to_yaml(documents, HEADER.format(kind=kind))
+    cluster = connect(args.namespace) if args.submit else None  # before anything is written
     if args.dry_run or args.output is None:
         sys.stdout.write(text)
     else:
         print(f"wrote {write_manifest(args.output, text)}", file=sys.stderr)
-    if args.submit:
-        for created in submit(documents, args.namespace):
+    if cluster is not None:
+        for created in cluster.create(documents):
             print(f"created {created}", file=sys.stderr)
     return 0

@@ -14,6 +14,8 @@ def add_command(commands: argparse._SubParsersAction, name: str, handler: Handle
     """A sub-command whose parsed arguments go to `handler`; kwargs go to argparse's add_parser."""
     parser = commands.add_parser(name, **kwargs)
     parser.set_defaults(handler=handler)
+    # The top-level --debug, also accepted after the command (SUPPRESS: not given, it leaves the top level's value).
+    parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return parser
 
 

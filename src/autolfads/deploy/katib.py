@@ -14,7 +14,7 @@ from ..errors import ConfigError
 from ..layout import CONFIG_FILE, KATIB_CHECKPOINT_DIR
 from ..names import MEMBER_HPARAMS, METRIC
 from ..search.space import HyperParameter, SearchSpace
-from . import CONFIG_MOUNT, NAME_PATTERN, config_map, config_map_name, cpu_quantity, metadata
+from . import CONFIG_MOUNT, NAME_PATTERN, config_map, config_map_name, cpu_quantity, metadata, pod_problems
 from .katib_rules import MIN_POPULATION, check_experiment
 
 DATA_MOUNT = "/share/data"
@@ -73,6 +73,13 @@ class KatibSettings:
             problems.append(f"--gpus must be >= 0 and --cpus > 0, got {self.gpus} and {self.cpus}")
         if self.run_as_user < 0:
             problems.append(f"--run-as-user must be >= 0, got {self.run_as_user}")
+        problems += pod_problems(
+            self.image,
+            self.namespace,
+            {"--data-pvc": self.data_pvc},
+            {"--memory": self.memory},
+            {"--data-subpath": self.data_subpath},
+        )
         if problems:
             raise ConfigError("; ".join(problems))
 
@@ -120,9 +127,9 @@ def linear_step(low: float, high: float) -> float:
 def katib_parameter(name: str, hp: HyperParameter) -> dict:
     """One hyperparameter as Katib's ParameterSpec (camelCase dict, as the API serialises it)."""
     if hp.log:
-        return {"name": name, "parameterType": "discrete", "feasibleSpace": {"list": log_grid(hp.low, hp.high)}}
-    space = {"min": _number(hp.low), "max": _number(hp.high), "step": _number(linear_step(hp.low, hp.high))}
-    return {"name": name, "parameterType": "double", "feasibleSpace": space}
+        return {"feasibleSpace": {"list": log_grid(hp.low, hp.high)}, "name": name, "parameterType": "discrete"}
+    space = {"max": _number(hp.high), "min": _number(hp.low), "step": _number(linear_step(hp.low, hp.high))}
+    return {"feasibleSpace": space, "name": name, "parameterType": "double"}
 
 
 def limitations(space: SearchSpace) -> list[str]:
@@ -202,72 +209,55 @@ def trial_job(settings: KatibSettings) -> dict:
     return {"apiVersion": "batch/v1", "kind": "Job", "spec": {"backoffLimit": 0, "template": pod}}
 
 
-def build_experiment(settings: KatibSettings):
-    """The Experiment as the Katib SDK's model objects (kubeflow.katib.V1beta1Experiment)."""
-    from kubeflow import katib
-
+def build_experiment(settings: KatibSettings) -> dict:
+    """The Experiment as the Katib API serialises it: camelCase keys in the order of the SDK's models
+    (kubeflow.katib.V1beta1Experiment and its parts), so the YAML is the SDK's, written without it."""
     metrics = printed_metrics(settings.config)
-    strategies = [katib.V1beta1MetricStrategy(name=name, value="latest") for name in metrics]
     pbt = {
         "suggestion_trial_dir": KATIB_CHECKPOINT_DIR,
         "n_population": settings.population,
         "truncation_threshold": settings.truncation_threshold,
     }
-    parameters = []
-    for name, hp in settings.space.params.items():
-        spec = katib_parameter(name, hp)
-        parameters.append(
-            katib.V1beta1ParameterSpec(
-                name=name,
-                parameter_type=spec["parameterType"],
-                feasible_space=katib.V1beta1FeasibleSpace(**spec["feasibleSpace"]),
-            )
-        )
     trial_parameters = [
-        katib.V1beta1TrialParameterSpec(
-            name=name, reference=name, description=f"{MEMBER_HPARAMS[name]}.{name} of autolfads train"
-        )
+        {"description": f"{MEMBER_HPARAMS[name]}.{name} of autolfads train", "name": name, "reference": name}
         for name in settings.space.params
     ]
-    return katib.V1beta1Experiment(
-        api_version="kubeflow.org/v1beta1",
-        kind="Experiment",
-        metadata=metadata(settings.name, settings.namespace),
-        spec=katib.V1beta1ExperimentSpec(
-            algorithm=katib.V1beta1AlgorithmSpec(
-                algorithm_name="pbt",
-                algorithm_settings=[katib.V1beta1AlgorithmSetting(name=k, value=str(v)) for k, v in pbt.items()],
-            ),
-            objective=katib.V1beta1ObjectiveSpec(
-                type="minimize",
-                objective_metric_name=metrics[0],
-                additional_metric_names=metrics[1:],
-                metric_strategies=strategies,
-            ),
-            parameters=parameters,
-            parallel_trial_count=settings.population,
-            max_trial_count=settings.population * settings.max_generations,
-            max_failed_trial_count=settings.population,  # a diverged member fails its trial; PBT requeues it
-            resume_policy="FromVolume",  # PBT keeps its trial folders on the suggestion's volume
-            metrics_collector_spec=katib.V1beta1MetricsCollectorSpec(
-                collector=katib.V1beta1CollectorSpec(kind="StdOut")
-            ),
-            trial_template=katib.V1beta1TrialTemplate(
-                primary_container_name=CONTAINER,
-                success_condition=JOB_SUCCESS,
-                failure_condition=JOB_FAILURE,
-                trial_parameters=trial_parameters,
-                trial_spec=trial_job(settings),
-            ),
-        ),
-    )
+    spec = {
+        "algorithm": {
+            "algorithmName": "pbt",
+            "algorithmSettings": [{"name": key, "value": str(value)} for key, value in pbt.items()],
+        },
+        "maxFailedTrialCount": settings.population,  # a diverged member fails its trial; PBT requeues it
+        "maxTrialCount": settings.population * settings.max_generations,
+        "metricsCollectorSpec": {"collector": {"kind": "StdOut"}},
+        "objective": {
+            "additionalMetricNames": metrics[1:],
+            "metricStrategies": [{"name": name, "value": "latest"} for name in metrics],
+            "objectiveMetricName": metrics[0],
+            "type": "minimize",
+        },
+        "parallelTrialCount": settings.population,
+        "parameters": [katib_parameter(name, hp) for name, hp in settings.space.params.items()],
+        "resumePolicy": "FromVolume",  # PBT keeps its trial folders on the suggestion's volume
+        "trialTemplate": {
+            "failureCondition": JOB_FAILURE,
+            "primaryContainerName": CONTAINER,
+            "successCondition": JOB_SUCCESS,
+            "trialParameters": trial_parameters,
+            "trialSpec": trial_job(settings),
+        },
+    }
+    return {
+        "apiVersion": "kubeflow.org/v1beta1",
+        "kind": "Experiment",
+        "metadata": metadata(settings.name, settings.namespace),
+        "spec": spec,
+    }
 
 
 def katib_documents(settings: KatibSettings) -> list[dict]:
     """[ConfigMap with the config, Experiment] as plain dicts, checked against Katib's offline rules."""
-    from kubeflow.katib import ApiClient
-
-    experiment = ApiClient().sanitize_for_serialization(build_experiment(settings))
+    experiment = build_experiment(settings)
     problems = check_experiment(experiment, printed_metrics(settings.config))
     if problems:  # a bug here, not a user error: the settings were validated
         raise AssertionError("generated Experiment breaks Katib's rules: " + "; ".join(problems))

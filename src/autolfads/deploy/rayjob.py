@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from ..errors import ConfigError
 from ..layout import CONFIG_FILE, SPACE_FILE
-from . import CONFIG_MOUNT, NAME_PATTERN, config_map, config_map_name, cpu_quantity, metadata
+from . import CONFIG_MOUNT, NAME_PATTERN, config_map, config_map_name, cpu_quantity, metadata, pod_problems
 
 RAY_VERSION = "2.60.0"  # the Ray of the images (deploy/docker/requirements-ray.txt)
 SHARE = "/share"
@@ -68,20 +68,52 @@ class RayJobSettings:
                 f"--members-per-trial must be between 1 and the population ({self.population}), "
                 f"got {self.members_per_trial}"
             )
-        if not 0 < self.trial_cpus <= self.cpus_per_worker:
+        problems += self._resource_problems()
+        if self.run_as_user < 1:
+            problems.append(f"--run-as-user must be a non-root uid (>= 1), got {self.run_as_user}")
+        problems += pod_problems(
+            self.image,
+            self.namespace,
+            {"--pvc": self.pvc},
+            {"--memory-per-worker": self.memory_per_worker},
+            {"--data-subpath": self.data_subpath, "--workdir-subpath": self.workdir_subpath},
+        )
+        if problems:
+            raise ConfigError("; ".join(problems))
+
+    def _resource_problems(self) -> list[str]:
+        """Each resource option in range, then a trial's CPUs and GPUs inside one worker pod's."""
+        given = {
+            "--cpus-per-worker": self.cpus_per_worker,
+            "--cpus-per-member": self.cpus_per_member,
+            "--cpus-per-trial": self.cpus_per_trial,
+        }
+        problems = [
+            f"{option} must be > 0, got {value:g}"
+            for option, value in given.items()
+            if value is not None and value <= 0
+        ]
+        gpus = {
+            "--gpus-per-worker": self.gpus_per_worker,
+            "--gpus-per-member": self.gpus_per_member,
+            "--gpus-per-trial": self.gpus_per_trial,
+        }
+        problems += [
+            f"{option} must be >= 0, got {value:g}" for option, value in gpus.items() if value is not None and value < 0
+        ]
+        if problems:
+            return problems
+        if self.trial_cpus > self.cpus_per_worker:
             problems.append(
-                f"{self._cpu_option} ({self.trial_cpus:g}) must be > 0 and fit in a worker's "
+                f"{self._cpu_option} ({self.trial_cpus:g}) must fit in a worker's "
                 f"--cpus-per-worker ({self.cpus_per_worker:g})"
             )
-        if not 0 <= self.trial_gpus <= self.gpus_per_worker:
+        if self.trial_gpus > self.gpus_per_worker:
             problems.append(
                 f"{self._gpu_option} ({self.trial_gpus:g}) must fit in a worker's "
                 f"--gpus-per-worker ({self.gpus_per_worker})"
             )
-        if self.run_as_user < 1:
-            problems.append(f"--run-as-user must be a non-root uid (>= 1), got {self.run_as_user}")
-        if problems:
-            raise ConfigError("; ".join(problems))
+        return problems
 
     @property
     def trial_cpus(self) -> float:

@@ -41,6 +41,8 @@ from ..search.space import SearchSpace, load_search_space
 from ..train.output import output_paths
 from ..train.run import read_sessions
 
+# What a report needs of metrics.csv (besides a row): the rows are epochs of members.
+METRICS_COLUMNS = ("epoch", "member")
 # A line that starts a training or search session in train.log / search.log ("new run", "resumed ...").
 SESSION_START = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) (new |resumed)")
 
@@ -129,7 +131,7 @@ def _load_run(folder: Path) -> Results:
         "run",
         folder,
         config,
-        read_table(folder / METRICS_FILE),
+        read_table(folder / METRICS_FILE, METRICS_COLUMNS),
         folder,
         None,
         {},
@@ -163,7 +165,7 @@ def _load_search(folder: Path) -> Results:
         "search",
         folder,
         config,
-        read_table(folder / METRICS_FILE),
+        read_table(folder / METRICS_FILE, METRICS_COLUMNS),
         model_dir,
         None,
         {},
@@ -193,16 +195,37 @@ def lineage(state: list[dict], exploits: list[dict], member: int) -> list[Lineag
     return steps[::-1]
 
 
-def read_table(path: Path) -> list[dict[str, float]]:
-    """A CSV of numbers; empty cells are NaN."""
+def read_table(path: Path, columns: tuple[str, ...] = ()) -> list[dict[str, float]]:
+    """A CSV of numbers; empty cells are NaN. columns: ones it must have, with at least one row."""
     try:
         with open(path, newline="") as f:
-            return [
-                {name: float(value) if value != "" else math.nan for name, value in row.items()}
-                for row in csv.DictReader(f)
-            ]
-    except (OSError, ValueError) as err:
+            reader = csv.DictReader(f)
+            rows = [_numbers(row, path, reader.line_num) for row in reader]
+            header = reader.fieldnames
+    except (OSError, UnicodeDecodeError, csv.Error) as err:
         raise ReportError(f"cannot read {path}: {err}") from None
+    missing = [name for name in columns if name not in (header or [])]
+    if columns and (missing or not rows):
+        found = "is empty" if not header else f"has no column {', '.join(missing)}" if missing else "has no rows"
+        raise ReportError(
+            f"{path} {found}: expected a table written by autolfads with {', '.join(columns)} and a row per epoch"
+        )
+    return rows
+
+
+def _numbers(row: dict, path: Path, line: int) -> dict[str, float]:
+    """One CSV row as numbers; a cell that is not one, or a row of the wrong length, is a ReportError."""
+    if None in row or None in row.values():  # csv.DictReader's marks of a row longer or shorter than the header
+        raise ReportError(
+            f"{path}, line {line}: the row has {'more' if None in row else 'fewer'} cells than the header"
+        )
+    values = {}
+    for name, value in row.items():
+        try:
+            values[name] = float(value) if value != "" else math.nan
+        except ValueError:
+            raise ReportError(f"{path}, line {line}: {name} is {value!r}, not a number") from None
+    return values
 
 
 def logged_wall_time(path: Path) -> float | None:

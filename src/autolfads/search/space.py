@@ -4,6 +4,7 @@ Pure logic (no processes, no files besides reading YAML): initial sampling and t
 """
 
 import math
+import operator
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -11,10 +12,13 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from ..config import ModelConfig, TrainConfig
 from ..errors import ConfigError
 from ..names import MEMBER_HPARAMS
 
 PERTURB_TRIES = 100  # resampling attempts before clipping into the limits
+# The config schema's bounds (pydantic's ge/gt/le/lt) as tests and how they read.
+BOUNDS = {"ge": (operator.ge, ">="), "gt": (operator.gt, ">"), "le": (operator.le, "<="), "lt": (operator.lt, "<")}
 
 
 class HyperParameter(BaseModel):
@@ -78,6 +82,9 @@ class SearchSpace(BaseModel):
             raise ValueError(f"cannot search {unknown}: the searchable hyperparameters are {sorted(MEMBER_HPARAMS)}")
         if not self.params:
             raise ValueError("the search space is empty")
+        problems = [problem for name, hp in self.params.items() for problem in config_limit_problems(name, hp)]
+        if problems:
+            raise ValueError("; ".join(problems))
         return self
 
     def sample_initial(self, population: int, rng: np.random.Generator) -> list[dict[str, float]]:
@@ -93,6 +100,32 @@ class SearchSpace(BaseModel):
 
     def to_dict(self) -> dict:
         return {name: p.model_dump() for name, p in self.params.items()}
+
+
+def config_bounds(name: str) -> list[tuple[str, float]]:
+    """The config schema's bounds on a per-member hyperparameter, e.g. [("ge", 0), ("lt", 1)] for dropout_rate."""
+    section = ModelConfig if MEMBER_HPARAMS[name] == "model" else TrainConfig
+    metadata = section.model_fields[name].metadata
+    return [(kind, getattr(item, kind)) for item in metadata for kind in BOUNDS if hasattr(item, kind)]
+
+
+def config_limit_problems(name: str, hp: HyperParameter) -> list[str]:
+    """Values PBT could give `name` that the config refuses (checked before a search starts, not when a member
+    first draws one): low, high and initial outside the schema's bounds, or perturbations without limits on a
+    hyperparameter bounded above."""
+    bounds = config_bounds(name)
+    allowed = ", ".join(f"{BOUNDS[kind][1]} {limit:g}" for kind, limit in bounds)
+    where = f"{MEMBER_HPARAMS[name]}.{name}"
+    problems = [
+        f"{name}.{key} {value:g} is outside what {where} allows ({allowed})"
+        for key, value in (("low", hp.low), ("high", hp.high), ("initial", hp.initial))
+        if value is not None and not all(BOUNDS[kind][0](value, limit) for kind, limit in bounds)
+    ]
+    if not hp.enforce_limits and any(kind in ("le", "lt") for kind, _ in bounds):
+        problems.append(
+            f"{name}: enforce_limits false lets PBT perturb it past what {where} allows ({allowed}); set it true"
+        )
+    return problems
 
 
 def default_search_space() -> SearchSpace:
@@ -126,5 +159,11 @@ def load_search_space(path: str | Path) -> SearchSpace:
     try:
         return SearchSpace(params=raw)
     except ValidationError as err:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'][1:])) or 'search space'}: {e['msg']}" for e in err.errors())
-        raise ConfigError(f"{path}: {problems}") from None
+        raise ConfigError(f"{path}: {'; '.join(map(_problem, err.errors()))}") from None
+
+
+def _problem(error: dict) -> str:
+    """'dropout_rate.high: Input should be ...', or a whole-space check's message as it is."""
+    where = ".".join(map(str, error["loc"][1:]))
+    message = error["msg"].removeprefix("Value error, ")
+    return f"{where}: {message}" if where else message

@@ -242,6 +242,8 @@ def sample(
 ) -> list[Path]:
     """Posterior-sample the best checkpoint (the last one if none is best yet) into an LFADS output file,
     one per session of a stitched model (`output` then names the first; the others follow its pattern)."""
+    if num_samples is not None and num_samples < 1:
+        raise ConfigError(f"--num-samples must be >= 1, got {num_samples}")
     folder = Path(checkpoint_dir)
     if config is None:
         if not (folder / CONFIG_FILE).exists():
@@ -255,7 +257,7 @@ def sample(
     payload = load_checkpoint(path)
     trainer = Trainer(config, data)
     trainer.load_state_dict(payload)
-    samples = num_samples or config.train.num_samples
+    samples = config.train.num_samples if num_samples is None else num_samples
     start = time.perf_counter()
     epoch = trainer.epoch - 1  # the checkpoint's last completed epoch, numbered from 0 as in metrics.csv
     paths = output_paths(Path(output) if output else folder / OUTPUT_FILE, [session.name for session in data])
