@@ -158,7 +158,7 @@ def test_another_session_is_refused_and_nothing_written(tmp_path, capsys):
     assert (
         main(["export-nwb", "--output", str(tmp_path / "lfads_output.h5"), "--nwb", str(nwb), "--out", str(nwb)]) == 2
     )
-    assert "is the session itself" in capsys.readouterr().err
+    assert f"--out {nwb} is the input --nwb {nwb}: writing it would overwrite that input" in capsys.readouterr().err
 
 
 @pytest.mark.skipif(

@@ -193,6 +193,6 @@ def run_nwb(args: argparse.Namespace, _: list[str]) -> int:
 
 
 def run_spikes(args: argparse.Namespace, _: list[str]) -> int:
-    recording = spikes.read_spikes(args.spikes, args.trials, args.units)
-    print(session.prepare_session(recording, trial_options(args), args.out, args.targets).summary)
+    files = spikes.prepare_spikes(args.spikes, args.trials, args.units, trial_options(args), args.out, args.targets)
+    print(files.summary)
     return 0

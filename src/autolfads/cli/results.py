@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from ..data import nwb_export
 from ..errors import ConfigError
+from ..files import check_distinct
 from .options import EXAMPLES, add_command
 
 if TYPE_CHECKING:
@@ -100,6 +101,10 @@ def add_report(commands: argparse._SubParsersAction) -> None:
 def run_evaluate(args: argparse.Namespace, _: list[str]) -> int:
     from ..evaluate import evaluate_output, format_table, read_targets, submission_for_test_phase, write_json
 
+    check_distinct(
+        {"--json": args.json, "--nlb-submission": args.nlb_submission},
+        {"--output": args.output, "--targets": args.targets},
+    )
     targets = read_targets(args.targets)
     if args.phase == "test":
         if not args.nlb_submission:
@@ -127,7 +132,10 @@ def write_nlb_submission(path: Path, targets: "Targets", submission: dict, what:
 
 
 def run_export_nwb(args: argparse.Namespace, _: list[str]) -> int:
-    print(nwb_export.export_nwb(args.output, args.nwb, args.out, data=args.data, config=args.config))
+    def note(line: str) -> None:
+        print(f"autolfads: note: {line}", file=sys.stderr)
+
+    print(nwb_export.export_nwb(args.output, args.nwb, args.out, data=args.data, config=args.config, note=note))
     return 0
 
 

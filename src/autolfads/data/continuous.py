@@ -28,6 +28,7 @@ import numpy as np
 
 from autolfads.data.hdf5 import KIND_ATTR, write_lfads_h5
 from autolfads.errors import ConfigError, DataError
+from autolfads.files import check_distinct
 
 RAMPS = ("linear", "power")
 
@@ -141,6 +142,7 @@ def chop_file(
     file has it) is chopped alongside into {split}_truth.
     """
     path = Path(input)
+    check_distinct({"--out": out}, {"--input": path})
     recording = _read_recording(path, key)
     segments, starts = chop(recording, window, overlap)
     if truth_key is None:
@@ -186,11 +188,15 @@ def merge_file(
     (rates, factors, gen_states, ...); `{split}_inds` name the segments (the chop file's numbering).
     """
     chops, output = Path(chops), Path(output)
-    with h5py.File(chops, "r") as h5:
-        if "chop_starts" not in h5 or "chop_window" not in h5.attrs:
-            raise DataError(f"{chops}: not a chop file of `autolfads data chop` (no chop_starts / chop_window)")
-        starts = np.asarray(h5["chop_starts"][()])
-        window, n_bins = int(h5.attrs["chop_window"]), int(h5.attrs["chop_n_bins"])
+    check_distinct({"--out": out}, {"--output": output, "--chops": chops})
+    try:
+        with h5py.File(chops, "r") as h5:
+            if "chop_starts" not in h5 or "chop_window" not in h5.attrs:
+                raise DataError(f"{chops}: not a chop file of `autolfads data chop` (no chop_starts / chop_window)")
+            starts = np.asarray(h5["chop_starts"][()])
+            window, n_bins = int(h5.attrs["chop_window"]), int(h5.attrs["chop_n_bins"])
+    except OSError as err:
+        raise DataError(f"{chops}: cannot open as HDF5: {err}") from err
     try:
         h5 = h5py.File(output, "r")
     except OSError as err:

@@ -10,6 +10,7 @@ Both may carry {split}_ext_input, {split}_truth, {split}_inds and conversion_fac
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,7 @@ NOT_DATA_KINDS = {
 }
 MISSING_BINS_ATTR = "nan_is_missing"
 TARGETS_SUFFIX = "_targets"  # targets files written before KIND_ATTR: `data nlb|nwb|spikes` name them OUT_targets.h5
+FLOAT32_EXACT = 2**24  # float32, what training computes in, holds every integer up to this and not all above it
 
 
 def _is_count(array: np.ndarray) -> np.ndarray:
@@ -123,15 +125,19 @@ def write_lfads_h5(
     """Write `arrays` as datasets (and `attrs` as file attributes) to `path`, atomically.
 
     Through files.write_atomic: readers never see a partial file and a failed write leaves an existing
-    file untouched. compression: gzip every non-scalar dataset.
+    file untouched. compression: gzip every non-scalar dataset. The file is built in memory and then
+    written as bytes: a full disk is one OSError of that write, never an error inside HDF5, whose file
+    close after a failed write crashes the process (h5py 3.16 with HDF5 2.0: a segfault).
     """
 
     def write(tmp: Path) -> None:
-        with h5py.File(tmp, "x") as h5:
+        image = io.BytesIO()
+        with h5py.File(image, "w") as h5:
             for key, value in arrays.items():
                 _write_dataset(h5, key, value, compression)
             for key, value in (attrs or {}).items():
                 h5.attrs[key] = value
+        tmp.write_bytes(image.getbuffer())
 
     try:
         return write_atomic(path, write, mkdir=True)
@@ -386,7 +392,31 @@ class _Reader:
                     f"do not, e.g. {key}[{', '.join(map(str, index))}] = {array[index].item()!r}"
                     + self._value_hint(array)
                 )
+        self._check_trainable(key, array)
         return array
+
+    def _check_trainable(self, key: str, array: np.ndarray) -> None:
+        """Data that reads but cannot train sensibly: counts float32 (what training computes in) rounds, a trial
+        with no observed entry (all NaN), a train or valid split of nothing but zeros."""
+        if self.reconstruction == "poisson":
+            with np.errstate(invalid="ignore"):
+                too_big = array > FLOAT32_EXACT
+            if too_big.any():
+                index = tuple(int(i) for i in np.unravel_index(int(np.argmax(too_big)), array.shape))
+                raise self.error(
+                    f"{key!r} holds {int(too_big.sum())} counts above 2**24 = {FLOAT32_EXACT}, the largest float32 "
+                    f"holds exactly, e.g. {key}[{', '.join(map(str, index))}] = {array[index].item()!r}: are these "
+                    "spike counts per bin?"
+                )
+        if np.issubdtype(array.dtype, np.floating):
+            empty = np.isnan(array).all(axis=(1, 2))
+            if empty.any():
+                raise self.error(
+                    f"{key!r} has {int(empty.sum())} trials with no observed entry (all NaN), e.g. trial row "
+                    f"{int(np.argmax(empty))}; leave such trials out of the file"
+                )
+        if not key.startswith("test") and not np.any((array != 0) & ~np.isnan(array)):
+            raise self.error(f"{key!r} holds nothing but zeros: there is nothing to learn or score")
 
     def _value_hint(self, array: np.ndarray) -> str:
         if self.reconstruction == "gamma" and np.any(array == 0) and not np.any(array < 0):

@@ -32,8 +32,9 @@ import numpy as np
 from autolfads.data.hdf5 import write_lfads_h5
 from autolfads.data.nlb_datasets import DATASETS, check_bin, check_nwb, nwb_files, require_nlb_tools
 from autolfads.data.nlb_synthetic import true_counts
-from autolfads.data.nlb_targets import Targets, write_targets
+from autolfads.data.nlb_targets import Targets, targets_path, write_targets
 from autolfads.errors import ConfigError, DataError
+from autolfads.files import check_distinct
 
 SPLITS = {"train": "train", "valid": "val", "test": "test"}  # LFADS split -> NLB split
 TRUTH_FIELDS = {"spk_field": "truth", "hospk_field": "heldout_truth"}  # where _add_truth puts the true rates
@@ -62,9 +63,11 @@ def prepare_nlb(
     make_tensors, NWBDataset = require_nlb_tools()
     params = make_tensors.PARAMS[dataset]
     check_bin(dataset, bin_ms, params)
-    check_nwb(nwb_files(nwb), dataset)
     out = Path(out)
-    targets_out = Path(targets_out) if targets_out else out.with_name(f"{out.stem}_targets.h5")
+    targets_out = targets_path(out, targets_out)
+    files = nwb_files(nwb)
+    check_distinct({"--out": out, "--targets": targets_out}, {"--nwb": files, "--truth": truth})
+    identifiers = check_nwb(files, dataset)
 
     run = _NLBTools(dataset, nwb, make_tensors)
     run.ds = run.call("load the NWB data", NWBDataset, str(nwb))
@@ -86,6 +89,7 @@ def prepare_nlb(
         "nlb_dataset": dataset,
         "bin_ms": bin_ms,
         "nwb": str(nwb),
+        "session_identifier": ", ".join(identifiers),  # provenance (data.identity); `data nlb` files are not exported
         "targets": targets_out.name,
         "heldin": heldin,
         "heldout": neurons - heldin,

@@ -87,20 +87,22 @@ def nwb_files(path: str | Path) -> list[Path]:
     return [path]
 
 
-def check_nwb(files: list[Path], dataset: str) -> None:
+def check_nwb(files: list[Path], dataset: str) -> list[str]:
     """What nlb_tools needs from the NWB files, checked up front so a wrong file gets a clear message:
     units with spike_times, obs_intervals and heldout; trials with split and the data set's columns; its
-    behaviour; NLB's neuron counts (except in our synthetic files)."""
+    behaviour; NLB's neuron counts (except in our synthetic files). Returns the files' NWB identifiers."""
     from pynwb import NWBHDF5IO
 
     spec = DATASETS[dataset]
     columns: set[str] = set()
     series: set[str] = set()
     counts: dict[Path, tuple[int, int]] = {}  # held-in and total units of the files with training trials
+    identifiers = []
     for file in files:
         try:
             with NWBHDF5IO(str(file), "r") as io:
                 nwb = io.read()
+                identifiers.append(str(nwb.identifier))
                 _check_units(file, nwb)
                 if nwb.trials is None:
                     raise DataError(f"{file}: the NWB file has no trials table")
@@ -135,6 +137,7 @@ def check_nwb(files: list[Path], dataset: str) -> None:
                 f"{file}: {found[0]} held-in of {found[1]} units, but {dataset} has {spec.neurons[0]} of "
                 f"{spec.neurons[1]}{hint}; is --dataset right?"
             )
+    return identifiers
 
 
 def _check_units(file: Path, nwb) -> None:

@@ -83,6 +83,12 @@ NLB_TARGETS = (
 )
 
 
+def targets_path(out: str | Path, given: str | Path | None = None) -> Path:
+    """Where data preparation writes the targets of training file `out`: `given`, else OUT's name + _targets.h5."""
+    out = Path(out)
+    return Path(given) if given else out.with_name(f"{out.stem}_targets.h5")
+
+
 def write_targets(path: str | Path, targets: Targets) -> Path:
     arrays = {f"{targets.name}/{key}": value for key, value in targets.arrays.items()}
     arrays[f"{targets.name}/train_trial_ids"] = targets.train_ids

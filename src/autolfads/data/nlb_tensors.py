@@ -17,9 +17,10 @@ import numpy as np
 from autolfads.data.hdf5 import MISSING_BINS_ATTR, write_lfads_h5
 from autolfads.data.nlb import NLBFiles, _target_array
 from autolfads.data.nlb_datasets import DATASETS, require_nlb_tools
-from autolfads.data.nlb_targets import Targets, write_targets
+from autolfads.data.nlb_targets import Targets, targets_path, write_targets
 from autolfads.data.session import stored_counts
 from autolfads.errors import ConfigError, DataError
+from autolfads.files import check_distinct
 
 TENSOR_KEYS = tuple(
     f"{prefix}_{key}"
@@ -43,7 +44,8 @@ def prepare_tensors(
     make_tensors, _ = require_nlb_tools()
     params = make_tensors.PARAMS[dataset]
     out = Path(out)
-    targets_out = Path(targets_out) if targets_out else out.with_name(f"{out.stem}_targets.h5")
+    targets_out = targets_path(out, targets_out)
+    check_distinct({"--out": out, "--targets": targets_out}, {"--tensors": tensors, "--eval-targets": eval_targets})
     name = dataset if bin_ms == 5 else f"{dataset}_{bin_ms}"
     where = ", ".join(map(str, tensors))
     t = _read_tensors([Path(p) for p in tensors])

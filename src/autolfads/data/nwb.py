@@ -16,8 +16,18 @@ import numpy as np
 
 from autolfads.data.binning import bin_edges, bin_spikes
 from autolfads.data.hdf5 import KIND_ATTR, write_lfads_h5
-from autolfads.data.session import Recording, SessionFiles, TrialOptions, check_units, prepare_session, stored_counts
+from autolfads.data.nlb_targets import targets_path
+from autolfads.data.session import (
+    Recording,
+    SessionFiles,
+    TrialOptions,
+    check_units,
+    identity,
+    prepare_session,
+    stored_counts,
+)
 from autolfads.errors import ConfigError, DataError, MissingDependency
+from autolfads.files import check_distinct
 
 
 def read_nwb(path: str | Path, behavior: tuple[str, ...] = ()) -> Recording:
@@ -40,10 +50,16 @@ def read_nwb(path: str | Path, behavior: tuple[str, ...] = ()) -> Recording:
 def prepare_nwb(
     nwb: str | Path, options: TrialOptions, out: str | Path, targets_out: str | Path | None = None
 ) -> SessionFiles:
+    check_distinct({"--out": out, "--targets": targets_path(out, targets_out)}, {"--nwb": nwb})
     recording = read_nwb(nwb, options.behavior)
     if recording.trials is None:
         return prepare_continuous(recording, options.bin_ms, out)
     return prepare_session(recording, options, out, targets_out)
+
+
+def session_identity(path: str | Path, nwb) -> dict[str, str | int]:
+    """The identity (autolfads.data.identity) of an open NWB session (a pynwb NWBFile), as `data nwb` records it."""
+    return identity(_recording(Path(path), nwb, ()))
 
 
 def _recording(path: Path, nwb, behavior: tuple[str, ...]) -> Recording:
@@ -79,7 +95,17 @@ def _recording(path: Path, nwb, behavior: tuple[str, ...]) -> Recording:
                 f"{path}: no TimeSeries {name!r} (--behavior); the file has: {', '.join(sorted(series)) or 'none'}"
             )
         wanted[name] = _samples(series[name])
-    return Recording(str(path), spike_times, np.asarray(units.id[:]), unit_columns, observed, trials, trial_ids, wanted)
+    return Recording(
+        str(path),
+        spike_times,
+        np.asarray(units.id[:]),
+        unit_columns,
+        observed,
+        trials,
+        trial_ids,
+        wanted,
+        identifier=str(nwb.identifier),
+    )
 
 
 def _is_flat(column) -> bool:

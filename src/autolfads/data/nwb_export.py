@@ -15,14 +15,19 @@ gives it.
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import h5py
 import numpy as np
 
 from autolfads import __version__
+from autolfads.config import load_config
+from autolfads.data.identity import differences, identity_of
+from autolfads.data.nwb import session_identity
 from autolfads.errors import DataError, MissingDependency
-from autolfads.files import write_atomic
+from autolfads.files import check_distinct, write_atomic
 from autolfads.layout import CONFIG_FILE
 
 MODULE = "lfads"
@@ -36,25 +41,29 @@ def export_nwb(
     *,
     data: str | Path | None = None,
     config: str | Path | None = None,
+    note: Callable[[str], None] | None = None,
 ) -> Path:
+    """Write the copy (see the module doc) after checking that the output, the training file and the session
+    agree: the session's identity recorded in the training file (autolfads.data.identity), its units, and its
+    trials and their times. note: receives what could not be checked (files made before identities were
+    recorded)."""
     try:
         from pynwb import NWBHDF5IO
     except ImportError:
         raise MissingDependency("export-nwb needs pynwb: pip install pynwb") from None
     output, nwb, out = Path(output), Path(nwb), Path(out)
     fields, attrs = _read_output(output)
-    data = Path(data) if data else Path(attrs.get("data_file", ""))
+    data = Path(data or attrs.get("data_file") or "")  # "": none named, which _read_layout reports
+    check_distinct({"--out": out}, {"--nwb": nwb, "--output": output, "--data": data, "--config": config})
     layout = _read_layout(data, output)
     config_text = _config_text(output, attrs, config)
-    if not nwb.is_file():
-        raise DataError(f"NWB file {nwb} does not exist")
-    if out.resolve() == nwb.resolve():
-        raise DataError(f"--out {out} is the session itself; write the copy to another file")
-    with NWBHDF5IO(str(nwb), "r") as read_io:
-        session = read_io.read()
+    read_io, session = _open_session(nwb)
+    with read_io:
         if MODULE in session.processing:
             raise DataError(f"{nwb}: already has a processing module {MODULE!r}; export from the original session")
         rows = _rows(session, layout, fields, data, nwb)
+        for line in _check_same_session(session, nwb, layout, data, identity_of(attrs), output):
+            (note or warnings.warn)(line)
         _add_module(session, rows, layout, fields, config_text, output)
         session.set_modified()
 
@@ -62,8 +71,61 @@ def export_nwb(
             with NWBHDF5IO(str(tmp), "w") as export_io:
                 export_io.export(src_io=read_io, nwbfile=session)
 
-        write_atomic(out, write, tmp_suffix=".tmp.nwb", mkdir=True)  # pynwb wants the .nwb suffix
+        try:
+            write_atomic(out, write, tmp_suffix=".tmp.nwb", mkdir=True)  # pynwb wants the .nwb suffix
+        except OSError as err:
+            raise DataError(f"cannot write {out}: {err}") from None
     return out
+
+
+def _open_session(nwb: Path):
+    """The open NWBHDF5IO and its NWBFile; a file pynwb cannot read is one line."""
+    from pynwb import NWBHDF5IO
+
+    if not nwb.is_file():
+        raise DataError(f"NWB file {nwb} does not exist")
+    try:
+        io = NWBHDF5IO(str(nwb), "r")
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise DataError(f"{nwb}: cannot read as an NWB file: {err}") from None
+    try:
+        return io, io.read()
+    except Exception as err:  # pynwb and hdmf raise many kinds for files that are HDF5 but not NWB
+        io.close()
+        raise DataError(f"{nwb}: cannot read as an NWB file: {type(err).__name__}: {err}") from None
+
+
+def _check_same_session(session, nwb: Path, layout: dict, data: Path, carried: dict, output: Path) -> list[str]:
+    """Refuse a session other than the one the training file was made from, and an output made from other
+    data; returns notes on what could not be checked."""
+    recorded = layout["identity"]
+    if carried and recorded:
+        differ = differences(carried, recorded, str(output), str(data))
+        if differ:
+            raise DataError(
+                f"{output} was made from another session than {data}: {'; '.join(differ)} differ; give the training "
+                "file the model was trained on with --data"
+            )
+    if not recorded:
+        n_units, n_session = len(layout["units"]), len(session.units.id[:])
+        if n_units != n_session:
+            raise DataError(
+                f"{nwb} has {n_session} units but {data} was made from a session of {n_units}: is it the session the "
+                "data came from?"
+            )
+        return [
+            f"{data} records no identity of its session (made by an older autolfads): checked the units and the "
+            f"trials' times only; remake it with `autolfads data nwb` for the full check"
+        ]
+    if not recorded.get("session_identifier"):  # plain spike times (`data spikes`) have no NWB identifier
+        recorded = {key: value for key, value in recorded.items() if key != "session_identifier"}
+    differ = differences(recorded, session_identity(nwb, session), str(data), str(nwb))
+    if differ:
+        raise DataError(
+            f"{nwb} is not the session {data} was made from: {'; '.join(differ)} differ; export into that session "
+            "(or a copy of it)"
+        )
+    return []
 
 
 def _read_output(path: Path) -> tuple[dict[str, dict[str, np.ndarray]], dict]:
@@ -90,10 +152,13 @@ def _read_output(path: Path) -> tuple[dict[str, dict[str, np.ndarray]], dict]:
 
 def _read_layout(path: Path, output: Path) -> dict:
     if not path.is_file():
-        raise DataError(
-            f"{output}: its training file {str(path) or '(none named)'} does not exist; give it with --data"
-        )
-    with h5py.File(path, "r") as h5:
+        named = "(none named)" if path == Path("") else str(path)
+        raise DataError(f"{output}: its training file {named} does not exist; give it with --data")
+    try:
+        h5 = h5py.File(path, "r")
+    except OSError as err:
+        raise DataError(f"{path}: cannot read the training file as HDF5: {err}") from None
+    with h5:
         missing = [key for key in ("bin_ms", "trial_bins", "align", "window_ms") if key not in h5.attrs]
         if missing or "heldin_units" not in h5:
             raise DataError(
@@ -101,6 +166,7 @@ def _read_layout(path: Path, output: Path) -> dict:
                 f"{missing[0] if missing else 'heldin_units'!r}); export-nwb places results by its trial windows"
             )
         layout = {key: h5.attrs[key] for key in ("bin_ms", "trial_bins", "align", "window_ms")}
+        layout["identity"] = identity_of(h5.attrs)
         layout["units"] = np.concatenate([h5["heldin_units"][()], h5["heldout_units"][()]])
         layout["splits"] = {
             key.removesuffix("_window_start"): (h5[f"{key.removesuffix('_window_start')}_inds"][()], h5[key][()])
@@ -118,6 +184,7 @@ def _config_text(output: Path, attrs: dict, config: str | Path | None) -> str:
     )
     for path in candidates:
         if path.is_file():
+            load_config(path)  # a config that is no config (invalid YAML, unknown keys) is refused, not stored
             return f"model config ({path.name}):\n{path.read_text()}"
     if config:
         raise DataError(f"config file {config} does not exist")

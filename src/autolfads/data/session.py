@@ -26,10 +26,12 @@ import numpy as np
 
 from autolfads.data.binning import bin_edges, bin_spikes, resample
 from autolfads.data.hdf5 import MISSING_BINS_ATTR, write_lfads_h5
-from autolfads.data.nlb_targets import Targets, write_targets
+from autolfads.data.identity import fingerprint
+from autolfads.data.nlb_targets import Targets, targets_path, write_targets
 from autolfads.errors import ConfigError, DataError
 
 SPLIT_VALUES = {"train": "train", "val": "valid", "valid": "valid", "test": "test", "none": None}  # None: left out
+BOOLEAN_TEXT = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 SESSION_DATASET = "session"  # the targets' data set name: not an NLB data set, so only generic metrics apply
 
 
@@ -46,6 +48,8 @@ class Recording:
     trial_ids: np.ndarray | None = None
     series: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # name -> (timestamps, samples)
     trials_source: str | None = None  # where the trials table came from, if not `source`
+    units_source: str | None = None  # where the per-unit columns came from, if not `source` ('': nowhere)
+    identifier: str | None = None  # the NWB file's identifier (None: not an NWB file)
 
 
 @dataclass(frozen=True)
@@ -97,18 +101,19 @@ def prepare_session(
     doc. Every check runs before anything is written."""
     trial_bins, forward_bins = check_options(options)
     out = Path(out)
-    targets_out = Path(targets_out) if targets_out else out.with_name(f"{out.stem}_targets.h5")
+    targets_out = targets_path(out, targets_out)
     check_units(recording)
     trials, trials_source = recording.trials, recording.trials_source or recording.source
     if trials is None:
         raise DataError(f"{trials_source}: the session has no trials table")
     notes: list[str] = []
-    keep, starts = _trial_starts(recording, options, trials_source, notes)
+    bounds = _trial_bounds(trials, recording.trial_ids, trials_source)
+    keep, starts = _trial_starts(recording, options, bounds, trials_source, notes)
     split = _splits(trials, keep, recording.trial_ids, options, trials_source)
     heldout = _heldout_units(recording, options)
     order = np.concatenate([np.flatnonzero(~heldout), np.flatnonzero(heldout)])
     n_heldin = int((~heldout).sum())
-    span = np.array([[np.min(trials["start_time"]), np.max(trials["stop_time"])]])
+    span = np.array([[np.min(bounds[0]), np.max(bounds[1])]])
     binner = _Binner(
         recording=recording,
         order=order,
@@ -136,6 +141,7 @@ def prepare_session(
         "behavior": list(options.behavior),
         "seed": options.seed,
         MISSING_BINS_ATTR: True,  # bins outside a unit's obs_intervals are NaN: training masks them
+        **identity(recording),
     }
     targets = _targets(arrays, counts, trial_bins, n_heldin, options, out.stem)
     if targets is not None:
@@ -173,19 +179,38 @@ def _binned_splits(
 
 
 def _trial_starts(
-    recording: Recording, options: TrialOptions, source: str, notes: list[str]
+    recording: Recording,
+    options: TrialOptions,
+    bounds: tuple[np.ndarray, np.ndarray],
+    source: str,
+    notes: list[str],
 ) -> tuple[np.ndarray, np.ndarray]:
     """Which trials have an alignment time, and every trial's first bin edge (s), its window checked."""
-    trials = recording.trials
-    align = _column(trials, options.align, source, "--align")
+    align = _column(recording.trials, options.align, source, "--align")
     keep = ~np.isnan(align)
     if not keep.any():
         raise DataError(f"{source}: every trial's {options.align!r} is NaN")
     if not keep.all():
         notes.append(f"{int((~keep).sum())} trials without a {options.align} left out")
     starts = align + options.window_ms[0] / 1000
-    _check_window(trials, keep, starts, align + options.window_ms[1] / 1000, recording.trial_ids, options, source)
+    _check_window(bounds, keep, starts, align + options.window_ms[1] / 1000, recording.trial_ids, options, source)
     return keep, starts
+
+
+def _trial_bounds(trials: dict[str, np.ndarray], ids: np.ndarray, source: str) -> tuple[np.ndarray, np.ndarray]:
+    """Every trial's start and stop time (s): finite, since they bound the trial's bins and, without observed
+    intervals, the recording itself (one NaN would make every bin unobserved)."""
+    start = _column(trials, "start_time", source, "trial start")
+    stop = _column(trials, "stop_time", source, "trial stop")
+    for name, values in (("start_time", start), ("stop_time", stop)):
+        bad = ~np.isfinite(values)
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise DataError(
+                f"{source}: trial {ids[i]} has {name} {values[i]}, and {int(bad.sum())} trials in all have no finite "
+                f"{name}; every trial needs its start and stop time in seconds"
+            )
+    return start, stop
 
 
 @dataclass(frozen=True)
@@ -228,6 +253,14 @@ def _summary(out: Path, arrays: dict, attrs: dict, notes: list[str]) -> str:
     )
 
 
+def identity(recording: Recording) -> dict[str, str | int]:
+    """The session's identity as its training file records it (see autolfads.data.identity)."""
+    trials = recording.trials or {"start_time": [], "stop_time": []}
+    start, stop = (np.asarray(trials[name], dtype=np.float64) for name in ("start_time", "stop_time"))
+    trial_ids = recording.trial_ids if recording.trial_ids is not None else np.arange(len(start))
+    return fingerprint(recording.identifier, recording.unit_ids, recording.spike_times, trial_ids, start, stop)
+
+
 def stored_counts(counts: np.ndarray) -> np.ndarray:
     """Counts as int16, or float32 when some are missing (NaN)."""
     return counts.astype(np.float32) if np.isnan(counts).any() else counts.astype(np.int16)
@@ -250,14 +283,28 @@ def _column(trials: dict[str, np.ndarray], name: str, source: str, option: str) 
     try:
         return np.asarray(trials[name], dtype=np.float64)
     except (TypeError, ValueError):
+        row, value = _first_non_number(trials[name])
         raise DataError(
-            f"{source}: trials column {name!r} ({option}) must hold times in seconds, got values like "
-            f"{trials[name][0]!r}"
+            f"{source}: trials column {name!r} ({option}) must hold times in seconds, but row {row} (counting from "
+            f"0) holds {value!r}"
         ) from None
 
 
+def _first_non_number(values: np.ndarray) -> tuple[int, object]:
+    """The row and value of the first entry that is no number; an empty text cell (a missing time) only when
+    nothing else is wrong."""
+    bad = []
+    for row, value in enumerate(values.tolist()):
+        try:
+            float(value)
+        except (TypeError, ValueError):
+            bad.append((row, value))
+    filled = [(row, value) for row, value in bad if not (isinstance(value, str | bytes) and not value.strip())]
+    return (filled or bad)[0]
+
+
 def _check_window(
-    trials: dict,
+    bounds: tuple[np.ndarray, np.ndarray],
     keep: np.ndarray,
     first: np.ndarray,
     last: np.ndarray,
@@ -265,10 +312,7 @@ def _check_window(
     options: TrialOptions,
     source: str,
 ) -> None:
-    start, stop = (
-        _column(trials, "start_time", source, "trial start"),
-        _column(trials, "stop_time", source, "trial stop"),
-    )
+    start, stop = bounds
     tolerance = 1e-9
     outside = keep & ((first < start - tolerance) | (last > stop + tolerance))
     if outside.any():
@@ -324,20 +368,7 @@ def _splits(trials: dict, keep: np.ndarray, ids: np.ndarray, options: TrialOptio
 def _heldout_units(recording: Recording, options: TrialOptions) -> np.ndarray:
     n = len(recording.spike_times)
     if options.heldout_column is not None:
-        if options.heldout_fraction:
-            raise ConfigError("give --heldout-column or --heldout-fraction, not both")
-        if options.heldout_column not in recording.unit_columns:
-            raise DataError(
-                f"{recording.source}: the units table has no column {options.heldout_column!r} (--heldout-column); it "
-                f"has: {', '.join(recording.unit_columns) or 'none'}"
-            )
-        values = np.asarray(recording.unit_columns[options.heldout_column])
-        if values.dtype != bool and not set(np.unique(values).tolist()) <= {0, 1}:
-            raise DataError(
-                f"{recording.source}: units column {options.heldout_column!r} must be boolean (held out or not), got "
-                f"values like {values[0]!r}"
-            )
-        heldout = values.astype(bool)
+        heldout = _heldout_column(recording, options)
     else:
         heldout = np.zeros(n, dtype=bool)
         count = int(round(options.heldout_fraction * n))
@@ -347,6 +378,40 @@ def _heldout_units(recording: Recording, options: TrialOptions) -> np.ndarray:
     if heldout.all():
         raise DataError(f"{recording.source}: every one of the {n} units is held out; some must be held in")
     return heldout
+
+
+def _heldout_column(recording: Recording, options: TrialOptions) -> np.ndarray:
+    column, source = options.heldout_column, recording.units_source
+    if options.heldout_fraction:
+        raise ConfigError("give --heldout-column or --heldout-fraction, not both")
+    if source == "":
+        raise ConfigError(
+            f"--heldout-column {column} reads a units table, and none was given: add --units FILE (a CSV with a unit "
+            f"column and a {column} column)"
+        )
+    source = source or recording.source
+    if column not in recording.unit_columns:
+        raise DataError(
+            f"{source}: the units table has no column {column!r} (--heldout-column); it has: "
+            f"{', '.join(recording.unit_columns) or 'none'}"
+        )
+    flags = [_flag(value) for value in np.asarray(recording.unit_columns[column]).tolist()]
+    if None in flags:
+        unit = flags.index(None)
+        raise DataError(
+            f"{source}: units column {column!r} must be boolean (held out or not), but unit "
+            f"{recording.unit_ids[unit]} has {recording.unit_columns[column][unit].tolist()!r}"
+        )
+    return np.asarray(flags, dtype=bool)
+
+
+def _flag(value: object) -> bool | None:
+    """A held-out flag: a boolean, 0 or 1, or their spellings in text (BOOLEAN_TEXT); None for anything else."""
+    if isinstance(value, bytes):
+        value = value.decode()
+    if isinstance(value, str):
+        return BOOLEAN_TEXT.get(value.strip().lower())
+    return bool(value) if value in (0, 1) else None
 
 
 def _conditions(trials: dict, column: str | None, source: str) -> tuple[np.ndarray, np.ndarray] | None:

@@ -14,15 +14,19 @@ running from the first trial's start to the last trial's stop.
 from __future__ import annotations
 
 import csv
+import zipfile
 from pathlib import Path
 
 import numpy as np
 
-from autolfads.data.session import Recording
+from autolfads.data.nlb_targets import targets_path
+from autolfads.data.session import BOOLEAN_TEXT, Recording, SessionFiles, TrialOptions, prepare_session
 from autolfads.errors import DataError
+from autolfads.files import check_distinct
 
 ALIASES = {"start": "start_time", "stop": "stop_time"}
-TRUE, FALSE = {"true", "1", "yes"}, {"false", "0", "no"}
+TRUE = {text for text, flag in BOOLEAN_TEXT.items() if flag}
+FALSE = set(BOOLEAN_TEXT) - TRUE
 
 
 def read_spikes(spikes: str | Path, trials: str | Path, units: str | Path | None = None) -> Recording:
@@ -55,21 +59,41 @@ def read_spikes(spikes: str | Path, trials: str | Path, units: str | Path | None
             name: _typed(values)[[row[label] for label in labels.tolist()]] for name, values in table.items()
         }
     spike_times = [np.sort(time[unit == label]) for label in labels]
-    return Recording(str(spikes), spike_times, labels, unit_columns, None, columns, ids, trials_source=str(trials))
+    return Recording(
+        str(spikes),
+        spike_times,
+        labels,
+        unit_columns,
+        None,
+        columns,
+        ids,
+        trials_source=str(trials),
+        units_source=str(units) if units is not None else "",
+    )
+
+
+def prepare_spikes(
+    spikes: str | Path,
+    trials: str | Path,
+    units: str | Path | None,
+    options: TrialOptions,
+    out: str | Path,
+    targets_out: str | Path | None = None,
+) -> SessionFiles:
+    """`autolfads data spikes`: the files read into a Recording, then session.prepare_session. Refused before
+    anything is read: an output that is one of the input files."""
+    check_distinct(
+        {"--out": out, "--targets": targets_path(out, targets_out)},
+        {"--spikes": spikes, "--trials": trials, "--units": units},
+    )
+    return prepare_session(read_spikes(spikes, trials, units), options, out, targets_out)
 
 
 def _spike_table(path: Path) -> tuple[np.ndarray, np.ndarray]:
     if not path.is_file():
         raise DataError(f"spike file {path} does not exist")
     if path.suffix == ".npz":
-        with np.load(path, allow_pickle=False) as npz:
-            missing = [key for key in ("unit", "time") if key not in npz]
-            if missing:
-                raise DataError(
-                    f"{path}: the NPZ has no array {missing[0]!r}; expected unit and time (one entry per spike), it "
-                    f"has: {', '.join(npz.files)}"
-                )
-            unit, time = npz["unit"], npz["time"]
+        unit, time = _read_npz(path)
     else:
         table = _read_csv(path)
         missing = [key for key in ("unit", "time") if key not in table]
@@ -92,14 +116,33 @@ def _spike_table(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return unit, time
 
 
+def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            missing = [key for key in ("unit", "time") if key not in npz]
+            if missing:
+                raise DataError(
+                    f"{path}: the NPZ has no array {missing[0]!r}; expected unit and time (one entry per spike), it "
+                    f"has: {', '.join(npz.files)}"
+                )
+            return npz["unit"], npz["time"]
+    except (OSError, ValueError, zipfile.BadZipFile) as err:
+        raise DataError(f"{path}: cannot read as an NPZ file (numpy.savez) with arrays unit and time: {err}") from None
+
+
 def _read_csv(path: Path) -> dict[str, list[str]]:
     if not path.is_file():
         raise DataError(f"CSV file {path} does not exist")
-    with open(path, newline="") as fh:
-        reader = csv.DictReader(fh)
-        if not reader.fieldnames:
-            raise DataError(f"{path}: empty CSV; expected a header row")
-        rows = list(reader)
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            if not reader.fieldnames:
+                raise DataError(f"{path}: empty CSV; expected a header row")
+            rows = list(reader)
+    except (UnicodeDecodeError, csv.Error) as err:
+        raise DataError(
+            f"{path}: not a text CSV file ({err}); expected comma-separated text with a header row"
+        ) from None
     if not rows:
         raise DataError(f"{path}: the CSV has a header but no rows")
     return {

@@ -24,9 +24,21 @@ import numpy as np
 
 from .. import __version__
 from ..errors import ReportError
-from ..files import write_atomic
-from ..layout import REPORT_FILE
+from ..files import check_distinct, write_atomic
+from ..layout import (
+    CONFIG_FILE,
+    EXPLOITS_FILE,
+    METRICS_FILE,
+    OUTPUT_FILE,
+    REPORT_FILE,
+    RUN_LOG,
+    SEARCH_LOG,
+    SETTINGS_FILE,
+    SPACE_FILE,
+    STATE_FILE,
+)
 from ..names import METRIC
+from ..train.output import output_paths
 from . import figures
 from .html import Section, image, note, page, table
 from .load import Inferred, Results, load_results
@@ -40,6 +52,7 @@ def write_report(folder: str | Path, output: str | Path | None = None) -> Path:
     (default FOLDER/report.html). Returns its path."""
     results = load_results(folder)
     path = Path(output) if output is not None else results.folder / REPORT_FILE
+    check_distinct({"-o": path}, {f"{file.name} of RUN_DIR": file for file in files_read(results)})
     kind = "AutoLFADS search" if results.kind == "search" else "LFADS training run"
     host = f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs"
     text = page(
@@ -52,6 +65,17 @@ def write_report(folder: str | Path, output: str | Path | None = None) -> Path:
         return write_atomic(path, text, mkdir=True)
     except OSError as err:
         raise ReportError(f"cannot write the report {path}: {err}") from None
+
+
+def files_read(results: Results) -> list[Path]:
+    """The files a report is made from: the folder's tables, logs and configs, the output and the data."""
+    tables = (CONFIG_FILE, METRICS_FILE, RUN_LOG, SETTINGS_FILE, SPACE_FILE, STATE_FILE, EXPLOITS_FILE, SEARCH_LOG)
+    names = [dims.name for dims in results.config.model.sessions]
+    files = [results.folder / name for name in tables] + [results.model_dir / CONFIG_FILE]
+    files += output_paths(results.model_dir / OUTPUT_FILE, names)
+    if results.data is not None:
+        files.append(Path(results.data.path))
+    return [file for file in files if file.is_file()]
 
 
 def report_at_end(folder: str | Path, log: Callable[[str], None]) -> Path | None:

@@ -14,6 +14,7 @@ import torch
 from .. import __version__
 from ..data.dataset import LFADSData, Split
 from ..data.hdf5 import KIND_ATTR, write_lfads_h5
+from ..data.identity import read_identity
 from ..model import LFADS
 
 SAMPLED_FIELDS = ("rates", "factors", "gen_states", "gen_inputs", "gen_init", "con_states", "co_means", "co_stds")
@@ -90,5 +91,7 @@ def write_output(
         "data_file": str(Path(data.path).resolve()),
         "session": data.name,
     }
+    if Path(data.path).is_file():  # data built in memory has no file, so no recorded session to carry
+        header |= read_identity(data.path)  # the source session's identity, which export-nwb checks
     write_lfads_h5(path, arrays, attrs={**header, **(attrs or {})})
     return Path(path)

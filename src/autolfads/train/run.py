@@ -23,7 +23,8 @@ import torch
 from ..config import Config, ModelConfig, SessionDims, load_config, member_hparams, save_config
 from ..data.dataset import LFADSData, load_sessions, missing_bins_note
 from ..errors import CheckpointError, ConfigError, TrainingDiverged
-from ..layout import BEST_CKPT, CONFIG_FILE, LAST_CKPT, METRICS_FILE, OUTPUT_FILE, RUN_LOG, TENSORBOARD_DIR
+from ..files import check_distinct
+from ..layout import BEST_CKPT, CONFIG_FILE, LAST_CKPT, METRICS_FILE, OUTPUT_FILE, REPORT_FILE, RUN_LOG, TENSORBOARD_DIR
 from ..names import HEADLINE_METRICS, MEMBER_HPARAMS, METRIC
 from .checkpoint import load_checkpoint, remove_stale_temporaries, save_checkpoint
 from .nlb_scoring import load_nlb_targets
@@ -134,6 +135,7 @@ def train(
         raise CheckpointError(f"cannot create checkpoint folder {folder}: {err}") from None
     remove_stale_temporaries(folder)
     config, sessions = load_run_data(config, data_path)
+    check_run_files(folder, sessions, config)
     if config.train.threads is not None:
         torch.set_num_threads(config.train.threads)
     log = RunLog(folder / RUN_LOG)
@@ -157,6 +159,17 @@ def train(
         log(f"best epoch {best_epoch}: " + ", ".join(f"{name} {best[name]:.4f}" for name in shown if name in best))
     last = trainer.history[-1] if trainer.history else {}
     return TrainResult(folder, trainer.epoch, complete, last, best_epoch, outputs)
+
+
+def check_run_files(folder: Path, sessions: list[LFADSData], config: Config) -> None:
+    """Refuse a run folder whose files would overwrite the data or the NLB targets. (Its config.yaml is the
+    run's own: read to resume, and rewritten as the resolved config.)"""
+    names = (LAST_CKPT, BEST_CKPT, METRICS_FILE, RUN_LOG, REPORT_FILE)
+    outputs = output_paths(folder / OUTPUT_FILE, [session.name for session in sessions])
+    check_distinct(
+        {f"--checkpoint's {path.name}": path for path in [*(folder / name for name in names), *outputs]},
+        {"--data": [session.path for session in sessions], "data.nlb_targets": config.data.nlb_targets},
+    )
 
 
 def resume_or_start(trainer: Trainer, config: Config, folder: Path, log: RunLog) -> None:
@@ -254,13 +267,21 @@ def sample(
     if config.train.threads is not None:
         torch.set_num_threads(config.train.threads)
     path = folder / BEST_CKPT if (folder / BEST_CKPT).exists() else folder / LAST_CKPT
+    paths = output_paths(Path(output) if output else folder / OUTPUT_FILE, [session.name for session in data])
+    check_distinct(
+        {f"--output ({p.name})" if len(paths) > 1 else "--output": p for p in paths},
+        {
+            "--data": [session.path for session in data],
+            "the checkpoint": [folder / BEST_CKPT, folder / LAST_CKPT],  # the run's state, read or not
+            "its config": folder / CONFIG_FILE,
+        },
+    )
     payload = load_checkpoint(path)
     trainer = Trainer(config, data)
     trainer.load_state_dict(payload)
     samples = config.train.num_samples if num_samples is None else num_samples
     start = time.perf_counter()
     epoch = trainer.epoch - 1  # the checkpoint's last completed epoch, numbered from 0 as in metrics.csv
-    paths = output_paths(Path(output) if output else folder / OUTPUT_FILE, [session.name for session in data])
     for session, (session_data, out) in enumerate(zip(data, paths, strict=True)):
         write_output(
             out,
