@@ -242,6 +242,28 @@ def test_report_on_a_bad_metrics_table_is_one_line(trained, tmp_path, capsys):
     assert succeeds(["report", run], capsys).strip() == str(run / "report.html")
 
 
+# ---------------------------------------------------------------------------------------------------------- train
+
+
+@pytest.mark.parametrize(
+    "data, extra, subject",
+    [
+        ("missing.h5", [], "missing.h5"),
+        (None, ["--epochs", "0"], "--epochs must be >= 1, got 0"),
+        (None, ["model.gen_dim", "-5"], "model.gen_dim"),
+        (None, ["model.data_dim", "7"], "model.data_dim is 7 in the config"),
+        (None, ["model.ic_enc_seq_len", "50"], "model.ic_enc_seq_len (50)"),
+    ],
+)
+def test_train_refused_leaves_no_checkpoint_folder(data, extra, subject, lorenz_file, tmp_path, capsys):
+    run = tmp_path / "runs" / "lorenz"
+    config = tmp_path / "config.yaml"  # a config file: no sizing from the data (and its note)
+    config.write_text("train: {device: cpu}\n")
+    argv = ["train", "--data", tmp_path / data if data else lorenz_file, "--checkpoint", run, "--config-file", config]
+    refused([*argv, "--quiet", "--no-report", *tiny_overrides(), *extra], capsys, subject)
+    assert not (tmp_path / "runs").exists()
+
+
 # --------------------------------------------------------------------------------------------------------- sample
 
 
@@ -256,3 +278,44 @@ def test_sample_refuses_a_count_below_one(count, trained, tmp_path, capsys):
     assert files_under(tmp_path) == set()
     succeeds(["sample", "--checkpoint", trained, "--output", output, "--num-samples", "2"], capsys)
     assert output.is_file()
+
+
+# --------------------------------------------------------------------------------------------------------- search
+
+
+def search_argv(data: Path, workdir: Path, *extra: object) -> list:
+    """A tiny embedded search in this process: 2 members, 1-epoch generations, 1 generation. (A config file,
+    even an empty one, keeps the model the overrides say: no sizing from the data.)"""
+    config = workdir.parent / "search_config.yaml"
+    config.write_text("train: {device: cpu}\n")
+    return ["search", "--data", data, "--workdir", workdir, "--config-file", config, "--population", "2",
+            "--epochs-per-generation", "1", "--max-generations", "1", "--workers", "1", "--no-report", *extra,
+            *tiny_overrides(train__max_epochs=100)]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "extra, space, subject",
+    [
+        (
+            [],
+            "dropout_rate: {low: 0.0, high: 1.5}\n",
+            "dropout_rate.high 1.5 is outside what model.dropout_rate allows",
+        ),
+        ([], "cd_rate: {low: 0.1, high: 0.5, enforce_limits: false}\n", "cd_rate: enforce_limits false"),
+        ([], "lr_init: {low: 0, high: 0.01}\n", "lr_init.low 0 is outside what train.lr_init allows (> 0)"),
+        (["--workers", "0"], None, "--workers"),
+        (["--workers", "-1"], None, "--workers"),
+        (["--workers", "3"], None, "--workers"),
+        (["--threads-per-worker", "0"], None, "--threads-per-worker"),
+        (["--threads-per-worker", "-1"], None, "--threads-per-worker"),
+        (["--epochs-per-generation", "0"], None, "--epochs-per-generation"),
+        (["--max-generations", "0"], None, "--max-generations"),
+    ],
+)
+def test_search_refuses_bad_options_before_writing_anything(extra, space, subject, lorenz_file, tmp_path, capsys):
+    workdir = tmp_path / "search"
+    if space is not None:
+        (tmp_path / "space.yaml").write_text(space)
+        extra = [*extra, "--search-space", tmp_path / "space.yaml"]
+    refused(search_argv(lorenz_file, workdir, *extra), capsys, subject)
+    assert not workdir.exists()

@@ -129,19 +129,19 @@ def train(
     write_outputs: sample the posterior into lfads_output.h5 (None: when training is complete).
     echo: receives Katib-style `name=value` metric lines every epoch (None: silent)."""
     folder = Path(checkpoint_dir)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise CheckpointError(f"cannot create checkpoint folder {folder}: {err}") from None
-    remove_stale_temporaries(folder)
     config, sessions = load_run_data(config, data_path)
     check_run_files(folder, sessions, config)
     if config.train.threads is not None:
         torch.set_num_threads(config.train.threads)
+    trainer = Trainer(config, sessions, nlb_targets=load_nlb_targets(config))
+    try:  # only now: a run refused for its config or data leaves no empty folder behind
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise CheckpointError(f"cannot create checkpoint folder {folder}: {err}") from None
+    remove_stale_temporaries(folder)
     log = RunLog(folder / RUN_LOG)
     if note := missing_bins_note(sessions):
         log(note)
-    trainer = Trainer(config, sessions, nlb_targets=load_nlb_targets(config))
     resume_or_start(trainer, config, folder, log)
     save_config(config, folder / CONFIG_FILE)
     target = trainer.epoch + epochs if epochs is not None else config.train.max_epochs
