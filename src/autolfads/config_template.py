@@ -6,6 +6,7 @@ file loads as our defaults (the lfads-tf2 one with lfads-tf2's conventions, conf
 lfads-tf2 has no name for keep our defaults and are listed at the top.
 """
 
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,39 +22,66 @@ USAGE = "autolfads train --config-file {name} --data DATA.h5 --checkpoint RUN_DI
 TF2_NAMES = {ours: tf2 for tf2, ours in TF2_RENAMES.items() if tf2 != "SEED"}
 
 
-def default_config_text(tf2: bool = False, name: str = "FILE") -> str:
-    return _tf2_text(name) if tf2 else _own_text(name)
+SIZED = "sized from the data"
 
 
-def write_default_config(path: str | Path, tf2: bool = False, force: bool = False) -> Path:
-    """Write the documented defaults to `path` atomically; an existing file is kept unless `force`."""
+def default_config_text(
+    tf2: bool = False,
+    name: str = "FILE",
+    config: Config | None = None,
+    sized: Collection[str] = (),
+    notes: Sequence[str] = (),
+) -> str:
+    """The documented config: the defaults, or `config` whose keys `sized` ("section.field") were sized from the
+    data, as `notes` say (comment lines at the top)."""
+    config = config or Config()
+    head = [f"# {note}" for text in notes for note in text.splitlines()]
+    return _tf2_text(name, config, sized, head) if tf2 else _own_text(name, config, sized, head)
+
+
+def write_default_config(
+    path: str | Path,
+    tf2: bool = False,
+    force: bool = False,
+    config: Config | None = None,
+    sized: Collection[str] = (),
+    notes: Sequence[str] = (),
+) -> Path:
+    """Write the documented config (see default_config_text) to `path` atomically; an existing file is kept
+    unless `force`."""
     path = Path(path)
     if path.exists() and not force:
         raise ConfigError(f"{path} exists; choose another name or pass --force to overwrite it")
     try:
-        return write_atomic(path, default_config_text(tf2, path.name))
+        return write_atomic(path, default_config_text(tf2, path.name, config, sized, notes))
     except OSError as err:
         raise ConfigError(f"{path}: cannot write config file: {err}") from None
 
 
-def _own_text(name: str) -> str:
+def _described(key: str, description: str | None, sized: Collection[str]) -> str | None:
+    return f"{SIZED}; {description}" if key in sized else description
+
+
+def _own_text(name: str, config: Config, sized: Collection[str], head: list[str]) -> str:
+    what = f"its value ({SIZED} where it says so)" if sized else "its default value"
     lines = [
-        "# autolfads configuration: every key with its default value and what it does.",
+        f"# autolfads configuration: every key with {what} and what it does.",
+        *head,
         f"# Use it with:  {USAGE.format(name=name)}",
         "# Leave out any key to take its default; override any on the command line (train.lr_init 0.003).",
         "# null dimensions are read from the data file; null data.dir means --data gives the file.",
     ]
-    config = Config()
     for section, info in Config.model_fields.items():
         lines.append(f"\n{section}:  # {info.description}")
         values = getattr(config, section)
         for field, field_info in type(values).model_fields.items():
-            lines.append(_line(1, field, getattr(values, field), field_info.description))
+            description = _described(f"{section}.{field}", field_info.description, sized)
+            lines.append(_line(1, field, getattr(values, field), description))
     return "\n".join(lines) + "\n"
 
 
-def _tf2_text(name: str) -> str:
-    entries, unnamed = _tf2_entries(Config())
+def _tf2_text(name: str, config: Config, sized: Collection[str], head: list[str]) -> str:
+    entries, unnamed = _tf2_entries(config, sized)
     tree: dict = {}
     for key, value, comment in entries:
         *parents, leaf = key.split(".")
@@ -63,8 +91,10 @@ def _tf2_text(name: str) -> str:
         node[leaf] = (value, comment)
     conventions = ", ".join(f"{key} {yaml.safe_dump(value).splitlines()[0]}" for key, value in TF2_CONVENTIONS.items())
     required = ", ".join(f"{key} {str(expected).lower()}" for key, (expected, _) in TF2_REQUIRED.items())
+    holding = f"autolfads' defaults, {SIZED} where it says so" if sized else "autolfads' defaults"
     lines = [
-        "# autolfads configuration in lfads-tf2's spelling (MODEL.*, TRAIN.*), holding autolfads' defaults.",
+        f"# autolfads configuration in lfads-tf2's spelling (MODEL.*, TRAIN.*), holding {holding}.",
+        *head,
         f"# Use it with:  {USAGE.format(name=name)}",
         "# Keys left out of an lfads-tf2 file take lfads-tf2's defaults, so keep the ones you do not change.",
         "# The keys mean what they meant in lfads-tf2, so where autolfads offers a choice this spelling takes "
@@ -77,7 +107,7 @@ def _tf2_text(name: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _tf2_entries(config: Config) -> tuple[list[tuple[str, Any, str]], list[str]]:
+def _tf2_entries(config: Config, sized: Collection[str] = ()) -> tuple[list[tuple[str, Any, str]], list[str]]:
     """(lfads-tf2 key, value, comment) of each of our keys lfads-tf2 has a name for, and our keys it has none for."""
     entries: list[tuple[str, Any, str]] = []
     unnamed = []
@@ -87,7 +117,8 @@ def _tf2_entries(config: Config) -> tuple[list[tuple[str, Any, str]], list[str]]
             ours, value = f"{section}.{field}", getattr(values, field)
             converted = _converted_entry(ours, value, config)
             if ours in TF2_NAMES:
-                entries.append((TF2_NAMES[ours], value, f"{ours}: {field_info.description}"))
+                comment = f"{ours}: {_described(ours, field_info.description, sized)}"
+                entries.append((TF2_NAMES[ours], value, comment))
             elif converted is not None:
                 entries.append(converted)
             elif ours != "train.lr_decay" and ours not in TF2_CONVENTIONS:

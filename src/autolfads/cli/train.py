@@ -4,10 +4,15 @@
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import ConfigError
 from ..layout import CONFIG_FILE, KATIB_CHECKPOINT_DIR, RUN_LOG
 from .options import EXAMPLES, add_command
+
+if TYPE_CHECKING:
+    from ..config import Config
+    from ..sizing import DataShape
 
 # A command line that starts with one of these is `train` (the older tools' images took no sub-command).
 SEED_TRAIN_OPTIONS = ("--data", "--checkpoint", "--config-file")
@@ -41,7 +46,8 @@ def add_train(commands: argparse._SubParsersAction) -> None:
     train.add_argument(
         "--config-file",
         type=Path,
-        help="YAML config, our schema or lfads-tf2's; default: the run folder's config.yaml, else built-in defaults",
+        help="YAML config, our schema or lfads-tf2's; default: the run folder's config.yaml, else the built-in "
+        "defaults sized from the data (printed; `autolfads config init --data DATA` writes them to edit)",
     )
     train.add_argument(
         "--epochs",
@@ -87,14 +93,12 @@ def add_sample(commands: argparse._SubParsersAction) -> None:
 
 
 def run_train(args: argparse.Namespace, overrides: list[str]) -> int:
-    from ..config import Config, apply_overrides, load_config
     from ..train.run import train
 
     config_file = args.config_file
     if config_file is None and (args.checkpoint / CONFIG_FILE).exists():
         config_file = args.checkpoint / CONFIG_FILE
-    config = load_config(config_file) if config_file else Config()
-    config = apply_overrides(config, overrides)
+    config = run_config(config_file, args.data, overrides)
     if args.epochs is not None and args.epochs < 1:
         raise ConfigError(f"--epochs must be >= 1, got {args.epochs}")
     result = train(
@@ -112,6 +116,32 @@ def run_train(args: argparse.Namespace, overrides: list[str]) -> int:
         if report is not None:
             print(f"# report: {report}", file=sys.stderr)
     return 0
+
+
+def run_config(config_file: Path | None, data: Path | None, overrides: list[str]) -> "Config":
+    """The config file's settings, else the built-in defaults sized from the data (said on stderr); then the
+    command line's overrides, which win over both."""
+    from ..config import apply_overrides, load_config
+    from ..sizing import describe_sizing
+
+    if config_file is not None:
+        return apply_overrides(load_config(config_file), overrides)
+    shape, config = sized_config(data, overrides)
+    print(describe_sizing(shape, config), file=sys.stderr)
+    return config
+
+
+def sized_config(data: Path | None, overrides: list[str]) -> tuple["DataShape", "Config"]:
+    """The data's shape, read with the overrides' data options (held-out neurons, forward bins, prefix, ...),
+    and the defaults sized to it with the overrides applied on top."""
+    from ..config import Config, apply_overrides
+    from ..sizing import config_for_data, shape_of
+    from ..train.run import load_run_data
+
+    given = apply_overrides(Config(), overrides)  # a bad override is reported before the data is read
+    _, sessions = load_run_data(given, data)
+    shape = shape_of(sessions)
+    return shape, apply_overrides(config_for_data(shape, given), overrides)
 
 
 def write_run_report(folder: Path) -> Path | None:
