@@ -14,6 +14,7 @@ from autolfads import __version__
 from autolfads.cli import build_parser, main
 from autolfads.config import TF2_CONVENTIONS, Config, load_config, parse_config
 from autolfads.config_template import default_config_text
+from autolfads.model.compiled import build_tools_missing
 
 
 def defaults(tf2: bool) -> Config:
@@ -125,7 +126,7 @@ def test_doctor_reports_versions_devices_ray_and_threads(capsys):
         "torch devices",
         "CUDA available",
         "Ray",
-        "compiled loops",
+        "recurrent core",
         "torch threads",
         "OMP_NUM_THREADS",
         "recommended",
@@ -134,11 +135,21 @@ def test_doctor_reports_versions_devices_ray_and_threads(capsys):
     assert "cpu" in out and "train.threads 1" in out
 
 
-def test_doctor_says_why_the_compiled_loops_cannot_be_built(capsys, monkeypatch):
+def test_doctor_says_the_python_loops_are_used_and_why_not_the_compiled_ones(capsys, monkeypatch):
     monkeypatch.setenv("CXX", "no-such-c++-compiler")
     assert main(["doctor"]) == 0
-    line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("compiled loops "))
-    assert line.endswith("unavailable: the C++ compiler 'no-such-c++-compiler' is not on PATH")
+    line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("recurrent core "))
+    assert line.endswith(
+        "python loops (train.fused_rnn): the compiled loops cannot be built here: the C++ compiler "
+        "'no-such-c++-compiler' is not on PATH"
+    )
+
+
+@pytest.mark.skipif(build_tools_missing() is not None, reason=str(build_tools_missing()))
+def test_doctor_says_the_compiled_loops_are_used_where_they_can_be_built(capsys):
+    assert main(["doctor"]) == 0
+    line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("recurrent core "))
+    assert "compiled loops (C++, train.compiled_loops auto)" in line
 
 
 @pytest.mark.slow

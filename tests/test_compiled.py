@@ -14,7 +14,7 @@ from autolfads.config import ModelConfig
 from autolfads.errors import ConfigError
 from autolfads.model import LFADS, compiled
 from autolfads.model.fused import FusedDecoder, FusedGRUSequence, project
-from autolfads.train.trainer import Trainer
+from autolfads.train.trainer import Trainer, recurrent_core
 from helpers import config, make_data
 from test_fused import assert_close_grads, decoder_inputs, grads_of
 
@@ -136,6 +136,57 @@ def test_compiled_loops_without_a_compiler_is_a_clear_error(monkeypatch):
             compiled.compiled_loops()
     finally:
         compiled.compiled_loops.cache_clear()
+
+
+@pytest.fixture
+def no_compiler(monkeypatch):
+    """This process sees no C++ compiler: the compiled loops cannot be built (nor loaded) here."""
+    monkeypatch.setenv("CXX", "no-such-c++-compiler")
+    for cached in (compiled.compiled_loops, compiled.why_not_compiled):
+        cached.cache_clear()
+    yield
+    for cached in (compiled.compiled_loops, compiled.why_not_compiled):
+        cached.cache_clear()
+
+
+def test_auto_without_a_compiler_takes_the_python_loops_and_says_why(no_compiler):
+    cfg = config()
+    assert cfg.train.compiled_loops == "auto"  # the default
+    trainer = Trainer(cfg, make_data(cfg.model), member_seeds=[0])
+    assert trainer.core == trainer.model.decoder.core == "fused"
+    assert trainer.core_note == (
+        "recurrent core: python loops (train.fused_rnn), not the compiled ones (train.compiled_loops auto): the C++ "
+        "compiler 'no-such-c++-compiler' is not on PATH"
+    )
+
+
+def test_auto_on_a_gpu_or_with_plain_autograd_takes_no_compiled_loops():
+    train = config().train
+    core, note = recurrent_core(train, torch.device("cuda"))  # decided without touching a GPU
+    assert core == "fused" and note.endswith("they run on a CPU and this run is on cuda")
+    assert recurrent_core(train.model_copy(update={"fused_rnn": False}), torch.device("cpu")) == ("eager", None)
+    assert recurrent_core(train.model_copy(update={"compiled_loops": False}), torch.device("cpu")) == ("fused", None)
+
+
+@needs_compiler
+def test_auto_takes_the_compiled_loops_where_they_build():
+    cfg = config()
+    trainer = Trainer(cfg, make_data(cfg.model), member_seeds=[0])
+    assert (trainer.core, trainer.model.decoder.core, trainer.core_note) == ("compiled", "compiled", None)
+
+
+@pytest.mark.slow
+def test_the_command_line_says_in_one_line_why_it_trains_without_compiled_loops(
+    autolfads, tiny_model, lorenz_file, tmp_path, monkeypatch
+):
+    folder = tmp_path / "run"
+    monkeypatch.setenv("CXX", "no-such-c++-compiler")  # the command's environment
+    args = ("train", "--data", lorenz_file, "--checkpoint", folder, "--quiet", "--no-output", "--no-report")
+    result = autolfads(*args, *tiny_model(train__max_epochs=1))
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stderr.splitlines() if "recurrent core: python loops" in line]
+    assert len(lines) == 1 and lines[0].endswith("the C++ compiler 'no-such-c++-compiler' is not on PATH")
+    assert "recurrent core fused" in (folder / "train.log").read_text()
 
 
 @pytest.mark.skipif(not compiled.NATIVE, reason="the build is tuned to the CPU (-march=native) on Linux only")

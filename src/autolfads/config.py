@@ -325,10 +325,12 @@ class TrainConfig(_Section):
         description="Recurrent loops with the hand-written backward (fast); False: plain autograd, same numbers to "
         "float rounding.",
     )
-    compiled_loops: bool = Field(
-        False,
-        description="CPU: run the fast core's time loops in C++, built at first use with the machine's C++ compiler "
-        "and cached (a faster step; needs fused_rnn; same numbers to float rounding).",
+    compiled_loops: Literal["auto"] | bool = Field(
+        "auto",
+        description="Run the fast core's time loops in C++, built at first use with the machine's C++ compiler and "
+        "ninja, and cached (a faster step on a CPU; same numbers to float rounding). auto: where they can be built "
+        "and the run is on a CPU, else the python loops, with one line saying why; true: always (an error where "
+        "they cannot be); false: never.",
     )
 
 

@@ -53,7 +53,7 @@ def machine_report() -> str:
     no_cuda = f"torch built for CUDA {built}, no GPU visible" if built else "CPU-only torch build"
     rows.append(("CUDA available", "yes" if cuda else f"no ({no_cuda})"))
     rows.append(("Ray", ray_status()))
-    rows.append(("compiled loops", compiled_loops_status()))
+    rows.append(("recurrent core", core_status(cuda)))
     cores = usable_cores()
     rows.append(("CPU cores", f"{cores} usable of {os.cpu_count()}"))
     threads = f"{torch.get_num_threads()} intra-op, {torch.get_num_interop_threads()} inter-op"
@@ -72,8 +72,9 @@ def ray_status() -> str:
     return "installed: --backend ray works" + (f"; RAY_ADDRESS={address}" if address else "")
 
 
-def compiled_loops_status() -> str:
-    """Whether train.compiled_loops can be built here (looked up: building takes half a minute)."""
+def core_status(cuda: bool) -> str:
+    """The recurrent core train.compiled_loops auto (the default) picks here (looked up: building takes half a
+    minute)."""
     from ..model.compiled import build_tools_missing
 
     missing = build_tools_missing()

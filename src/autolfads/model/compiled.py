@@ -58,7 +58,23 @@ def build_tools_missing() -> str | None:
         return f"the C++ compiler {compiler!r} is not on PATH"
     _ninja_on_path()
     if not shutil.which("ninja"):
-        return "ninja is not installed (pip install 'autolfads[compiled]' or pip install ninja)"
+        return "ninja is not installed (pip install ninja)"
+    return None
+
+
+@functools.cache
+def why_not_compiled(device_type: str) -> str | None:
+    """Why a run on `device_type` cannot have the compiled loops (built or loaded now when it can), or None."""
+    if device_type != "cpu":
+        return f"they run on a CPU and this run is on {device_type}"
+    missing = build_tools_missing()
+    if missing:
+        return missing
+    try:
+        compiled_loops()
+    # a compiler that fails on this machine (torch raises RuntimeError, or others): the python loops still run
+    except Exception as err:
+        return f"their build failed ({str(err).splitlines()[0] if str(err) else type(err).__name__})"
     return None
 
 

@@ -142,7 +142,9 @@ def train(
     log = RunLog(folder / RUN_LOG)
     if note := missing_bins_note(sessions):
         log(note)
-    resume_or_start(trainer, config, folder, log)
+    if trainer.core_note:
+        log(trainer.core_note)
+    config = resume_or_start(trainer, config, folder, log)
     save_config(config, folder / CONFIG_FILE)
     target = trainer.epoch + epochs if epochs is not None else config.train.max_epochs
     train_epochs(trainer, config, folder, target, until_stopped=epochs is None, echo=echo, log=log)

@@ -17,7 +17,7 @@ from ..errors import ConfigError
 from ..evaluate import Targets
 from ..model import LFADS
 from ..model.augmentations import coordinated_dropout, sbtt_targets
-from ..model.compiled import compiled_loops
+from ..model.compiled import compiled_loops, why_not_compiled
 from ..model.fused import Core
 from ..model.readin_readout import pcr_session_inits
 from ..names import MEMBER_HPARAMS
@@ -77,7 +77,7 @@ class Trainer:
         if len(seeds) != len(self.members):
             raise ValueError(f"{len(self.members)} members but {len(seeds)} seeds")
         self.device = resolve_device(train.device)
-        self.core = recurrent_core(train, self.device)
+        self.core, self.core_note = recurrent_core(train, self.device)
         self.model = LFADS(config.model, seeds, self.device, core=self.core)
         if config.model.multisession and config.model.readin_init == "pcr":
             self.model.init_sessions(pcr_session_inits(self.sessions, config.model, self.model.reconstruction))
@@ -322,16 +322,27 @@ class Trainer:
         self.history = list(state["history"])
 
 
-def recurrent_core(train: TrainConfig, device: torch.device) -> Core:
-    """How the recurrent loops run, from train.fused_rnn and train.compiled_loops."""
-    if not train.compiled_loops:
-        return "fused" if train.fused_rnn else "eager"
+def recurrent_core(train: TrainConfig, device: torch.device) -> tuple[Core, str | None]:
+    """How the recurrent loops run, from train.fused_rnn and train.compiled_loops; and, when compiled_loops auto
+    could not have the compiled loops, one line saying why (the caller shows it)."""
+    if train.compiled_loops is True:
+        if not train.fused_rnn:
+            raise ConfigError("train.compiled_loops compiles the fast core's loops: it needs train.fused_rnn true")
+        if device.type != "cpu":
+            raise ConfigError(f"train.compiled_loops runs on a CPU; on {device.type} leave it false (train.fused_rnn)")
+        compiled_loops()  # built (or loaded) now: a missing compiler is an error before training starts
+        return "compiled", None
     if not train.fused_rnn:
-        raise ConfigError("train.compiled_loops compiles the fast core's loops: it needs train.fused_rnn true")
-    if device.type != "cpu":
-        raise ConfigError(f"train.compiled_loops runs on a CPU; on {device.type} leave it false (train.fused_rnn)")
-    compiled_loops()  # built (or loaded) now: a missing compiler is an error before training starts
-    return "compiled"
+        return "eager", None
+    if train.compiled_loops is False:
+        return "fused", None
+    why = why_not_compiled(device.type)
+    if why is None:
+        return "compiled", None
+    return (
+        "fused",
+        f"recurrent core: python loops (train.fused_rnn), not the compiled ones (train.compiled_loops auto): {why}",
+    )
 
 
 def _check_config(config: Config, sessions: int) -> None:
