@@ -79,8 +79,9 @@ def core_status(cuda: bool) -> str:
 
     missing = build_tools_missing()
     if missing:
-        return f"unavailable: {missing}"
-    return "buildable: train.compiled_loops true builds them at first use (CPU; about 40 s once)"
+        return f"python loops (train.fused_rnn): the compiled loops cannot be built here: {missing}"
+    text = "compiled loops (C++, train.compiled_loops auto): built at first use, about 40 s once, then cached"
+    return text + ("; python loops on a GPU" if cuda else "")
 
 
 def version(package: str) -> str:
