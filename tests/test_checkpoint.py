@@ -230,7 +230,14 @@ def test_kill_9_mid_training_then_rerun_resumes(tmp_path, lorenz_file, tiny_mode
     max_epochs = 150
     folder = tmp_path / "run"
     command = cli_command(
-        "train", "--data", lorenz_file, "--checkpoint", folder, "--quiet", *tiny_model(train__max_epochs=max_epochs)
+        "train",
+        "--data",
+        lorenz_file,
+        "--checkpoint",
+        folder,
+        "--quiet",
+        # every epoch written (the default writes at most every 30 s): the kill comes after the fourth
+        *tiny_model(train__max_epochs=max_epochs, train__checkpoint_every_s=0),
     )
     log = open(tmp_path / "first.err", "w")  # noqa: SIM115 - closed in the finally below, after the kill
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log, env=cli_env())

@@ -322,6 +322,12 @@ class TrainConfig(_Section):
     )
     fused_rnn: bool = Field(
         True,
+    checkpoint_every_s: float = Field(
+        30.0,
+        ge=0,
+        description="`autolfads train`: seconds between writes of last.ckpt, best.ckpt and metrics.csv (0: every "
+        "epoch); the end of a run, an error and Ctrl-C write them too. A kill -9 loses at most this much training.",
+    )
         description="Recurrent loops with the hand-written backward (fast); False: plain autograd, same numbers to "
         "float rounding.",
     )

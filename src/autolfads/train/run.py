@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -203,8 +204,8 @@ def train_epochs(
     echo: Callable[[str], None] | None,
     log: RunLog,
 ) -> None:
-    """Epochs up to `target` (or early stopping), each checkpointed and logged before the next begins."""
-    progress = Progress(trainer.epoch, target, log)
+    """Epochs up to `target` (or early stopping), each logged as it ends and checkpointed by RunFiles."""
+    progress = Progress(trainer.epoch, target, log, config.train.select_metric)
     writer = TensorBoard(folder / TENSORBOARD_DIR)
     try:
         while trainer.epoch < target and not (until_stopped and bool(trainer.stopped.all())):
@@ -215,16 +216,14 @@ def train_epochs(
                     f"last good epoch. Lower train.lr_init (now {trainer.member_hparams(0)['lr_init']:g}) or "
                     "train.max_grad_norm and rerun."
                 )
-            save_checkpoint({**trainer.state_dict(), "config": config.to_dict()}, folder / LAST_CKPT)
-            if bool(metrics["improved"][0]):
-                save_checkpoint({**trainer.state_dict(), "config": config.to_dict()}, folder / BEST_CKPT)
+            files.epoch_done(trainer, improved=bool(metrics["improved"][0]))
             row = trainer.history[-1]
-            write_csv(folder / METRICS_FILE, trainer.history)
             writer.add(row)
             if echo is not None:
                 for name, value in row.items():
                     if name != "member":
                         echo(f"{name}={value:.6g}" if isinstance(value, float) else f"{name}={value}")
+    files = RunFiles(folder, config)
                 sys.stdout.flush()
             progress.update(trainer.epoch, row)
     finally:
@@ -247,10 +246,55 @@ def check_compatible(saved: Config, current: Config, path: Path) -> None:
 
 
 def sample(
+        files.write()  # the last completed epoch, also after an error or Ctrl-C
     checkpoint_dir: str | Path,
     data_path: str | Path | None = None,
     output: str | Path | None = None,
     num_samples: int | None = None,
+class RunFiles:
+    """last.ckpt, best.ckpt and metrics.csv of a run, written at most every train.checkpoint_every_s seconds and
+    when the training loop ends: on small data writing them every epoch cost more than validation did. Every
+    epoch keeps a copy of its state in memory (about a millisecond), so what is written is always a whole epoch."""
+
+    def __init__(self, folder: Path, config: Config):
+        self.folder, self.config = folder, config.to_dict()
+        self.every_s = config.train.checkpoint_every_s
+        self.last: dict | None = None  # the newest epoch's state, not yet written
+        self.best: dict | None = None  # the newest best epoch's state, not yet written
+        self.written_at = time.monotonic()
+
+    def epoch_done(self, trainer: Trainer, improved: bool) -> None:
+        state = trainer.state_dict()
+        # history rows are never changed once appended: a new list of the same rows is a copy
+        self.last = {**_cloned(state), "history": list(state["history"]), "config": self.config}
+        if improved:
+            self.best = self.last
+        if time.monotonic() - self.written_at >= self.every_s:
+            self.write()
+
+    def write(self) -> None:
+        """Write what is pending: the best epoch first, so best.ckpt is never older than last.ckpt's best epoch."""
+        if self.best is not None:
+            save_checkpoint(self.best, self.folder / BEST_CKPT)
+            self.best = None
+        if self.last is not None:
+            save_checkpoint(self.last, self.folder / LAST_CKPT)
+            write_csv(self.folder / METRICS_FILE, self.last["history"])
+            self.last = None
+        self.written_at = time.monotonic()
+
+
+def _cloned(state: Any) -> Any:
+    """A copy of a state dict's tensors and containers, which later training steps cannot change."""
+    if isinstance(state, torch.Tensor):
+        return state.detach().clone()
+    if isinstance(state, dict):
+        return {key: _cloned(value) for key, value in state.items()}
+    if isinstance(state, list | tuple):
+        return type(state)(_cloned(value) for value in state)
+    return state
+
+
     data: list[LFADSData] | None = None,
     config: Config | None = None,
     log: Callable[[str], None] | None = None,
