@@ -145,7 +145,7 @@ def train(
         log(note)
     if trainer.core_note:
         log(trainer.core_note)
-    config = resume_or_start(trainer, config, folder, log)
+    resume_or_start(trainer, config, folder, log)
     save_config(config, folder / CONFIG_FILE)
     target = trainer.epoch + epochs if epochs is not None else config.train.max_epochs
     train_epochs(trainer, config, folder, target, until_stopped=epochs is None, echo=echo, log=log)
@@ -205,8 +205,9 @@ def train_epochs(
     log: RunLog,
 ) -> None:
     """Epochs up to `target` (or early stopping), each logged as it ends and checkpointed by RunFiles."""
-    progress = Progress(trainer.epoch, target, log, config.train.select_metric)
+    progress = Progress(trainer.epoch, target, log)
     writer = TensorBoard(folder / TENSORBOARD_DIR)
+    files = RunFiles(folder, config)
     try:
         while trainer.epoch < target and not (until_stopped and bool(trainer.stopped.all())):
             metrics = trainer.run_epoch()
@@ -223,34 +224,14 @@ def train_epochs(
                 for name, value in row.items():
                     if name != "member":
                         echo(f"{name}={value:.6g}" if isinstance(value, float) else f"{name}={value}")
-    files = RunFiles(folder, config)
                 sys.stdout.flush()
             progress.update(trainer.epoch, row)
     finally:
+        files.write()  # the last completed epoch, also after an error or Ctrl-C
         writer.close()
         progress.close()
 
 
-def check_compatible(saved: Config, current: Config, path: Path) -> None:
-    """A checkpoint can continue under new per-member hyperparameters, never under a different model."""
-    mutable = {name for name, section in MEMBER_HPARAMS.items() if section == "model"}
-    old, new = saved.model.model_dump(), current.model.model_dump()
-    differences = [
-        f"model.{key}: {old[key]} -> {new[key]}" for key in old if key not in mutable and old[key] != new[key]
-    ]
-    if differences:
-        raise CheckpointError(
-            f"{path} was trained with a different model ({'; '.join(differences)}); use a new --checkpoint folder "
-            "or restore the config"
-        )
-
-
-def sample(
-        files.write()  # the last completed epoch, also after an error or Ctrl-C
-    checkpoint_dir: str | Path,
-    data_path: str | Path | None = None,
-    output: str | Path | None = None,
-    num_samples: int | None = None,
 class RunFiles:
     """last.ckpt, best.ckpt and metrics.csv of a run, written at most every train.checkpoint_every_s seconds and
     when the training loop ends: on small data writing them every epoch cost more than validation did. Every
@@ -295,6 +276,25 @@ def _cloned(state: Any) -> Any:
     return state
 
 
+def check_compatible(saved: Config, current: Config, path: Path) -> None:
+    """A checkpoint can continue under new per-member hyperparameters, never under a different model."""
+    mutable = {name for name, section in MEMBER_HPARAMS.items() if section == "model"}
+    old, new = saved.model.model_dump(), current.model.model_dump()
+    differences = [
+        f"model.{key}: {old[key]} -> {new[key]}" for key in old if key not in mutable and old[key] != new[key]
+    ]
+    if differences:
+        raise CheckpointError(
+            f"{path} was trained with a different model ({'; '.join(differences)}); use a new --checkpoint folder "
+            "or restore the config"
+        )
+
+
+def sample(
+    checkpoint_dir: str | Path,
+    data_path: str | Path | None = None,
+    output: str | Path | None = None,
+    num_samples: int | None = None,
     data: list[LFADSData] | None = None,
     config: Config | None = None,
     log: Callable[[str], None] | None = None,
