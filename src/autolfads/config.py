@@ -302,6 +302,12 @@ class TrainConfig(_Section):
     l2_con_scale: float = Field(1e-4, ge=0, description="L2 penalty on the controller's recurrent kernel.")
     l2_ic_enc_scale: float = Field(0.0, ge=0, description="L2 penalty on the IC encoder's recurrent kernels.")
     l2_ci_enc_scale: float = Field(0.0, ge=0, description="L2 penalty on the CI encoder's recurrent kernels.")
+    checkpoint_every_s: float = Field(
+        30.0,
+        ge=0,
+        description="`autolfads train`: seconds between writes of last.ckpt, best.ckpt and metrics.csv (0: every "
+        "epoch); the end of a run, an error and Ctrl-C write them too. A kill -9 loses at most this much training.",
+    )
     num_samples: int = Field(50, ge=1, description="Posterior samples averaged into the output rates file.")
     sampled_metric: bool = Field(
         False,
@@ -322,12 +328,6 @@ class TrainConfig(_Section):
     )
     fused_rnn: bool = Field(
         True,
-    checkpoint_every_s: float = Field(
-        30.0,
-        ge=0,
-        description="`autolfads train`: seconds between writes of last.ckpt, best.ckpt and metrics.csv (0: every "
-        "epoch); the end of a run, an error and Ctrl-C write them too. A kill -9 loses at most this much training.",
-    )
         description="Recurrent loops with the hand-written backward (fast); False: plain autograd, same numbers to "
         "float rounding.",
     )
