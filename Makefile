@@ -43,7 +43,7 @@ bench: setup
 	$(BIN)/python benchmarks/lorenz_quality.py
 	$(BIN)/python benchmarks/pbt_lorenz.py
 
-# Container images (deploy/docker/, README "Containers"): Docker where its engine runs, else Podman. Not part
+# Container images (deploy/docker/, docs/containers.md): Docker where its engine runs, else Podman. Not part
 # of `make test`; CI runs `make image-test` after it. IMAGE is the tag the compose file uses by default.
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 IMAGE ?= autolfads:$(VERSION)

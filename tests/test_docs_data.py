@@ -6,15 +6,14 @@ seconds; `dandi download` lines need the internet and are not run."""
 
 import os
 import re
-import shlex
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from autolfads.cli.main import build_parser
 from conftest import cli_command, cli_env, tiny_overrides
 from data_files import write_spike_tables
+from markdown_commands import bash_commands, bash_lines, parse_error, table_commands
 
 ROOT = Path(__file__).resolve().parents[1]
 GUIDE = ROOT / "docs" / "data.md"
@@ -29,9 +28,6 @@ GROUPS = {
 }
 
 
-SHELL = ("cp", "mkdir")  # the shell commands of the page's bash blocks that run here too (not dandi, docker, kubectl)
-
-
 # Appended to the guide's commands here: the tiny model, and fewer Lorenz trials (the lfads-tf2 example config
 # fixes the neurons and bins, so those stay).
 QUICK = {
@@ -39,47 +35,12 @@ QUICK = {
     "search": ["--no-report", *tiny_overrides()],
     "data lorenz": ["--n-conditions", "4", "--trials-per-condition", "4"],
 }
-
-
-def bash_lines(text: str) -> list[list[str]]:
-    """The commands of the page's bash blocks that run offline, in order (continuation lines joined, comments
-    dropped): `autolfads ...` and the SHELL commands."""
-    lines = []
-    for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
-        for line in block.replace("\\\n", " ").splitlines():
-            words = shlex.split(line, comments=True)
-            if words[:1] == ["autolfads"] or words[:1] and words[0] in SHELL:
-                lines.append(words)
-    return lines
-
-
-def bash_commands(text: str) -> list[list[str]]:
-    """The `autolfads` commands of the page's bash blocks (without the program's name)."""
-    return [words[1:] for words in bash_lines(text) if words[0] == "autolfads"]
-
-
-def table_commands(text: str) -> list[list[str]]:
-    """The `autolfads ...` commands of the page's tables (the NLB data sets')."""
-    rows = [line for line in text.splitlines() if line.startswith("|")]
-    return [shlex.split(command)[1:] for row in rows for command in re.findall(r"`(autolfads [^`]+)`", row)]
+SHELL = ("cp", "mkdir")  # the shell commands of the page's bash blocks that run here too (not dandi, docker, kubectl)
 
 
 def group(argv: list[str]) -> str:
     line = " ".join(argv)
     return next((name for name, marks in GROUPS.items() if any(mark in line for mark in marks)), "plain")
-
-
-def parse_error(argv: list[str]) -> str | None:
-    """What `autolfads ARGV` would refuse before running (as main() parses), or None."""
-    parser = build_parser()
-    try:
-        args, unknown = parser.parse_known_args(argv)
-    except SystemExit:
-        return "argparse refused it"
-    options = [item for item in unknown if item.startswith("--")]
-    if args.command is None or options or (unknown and not args.takes_overrides):
-        return f"unrecognized: {options or unknown}"
-    return None
 
 
 def test_the_guide_has_every_nlb_session_and_every_command_parses():
@@ -105,7 +66,7 @@ def run_group(name: str, folder: Path) -> list[str]:
     """Run the guide's commands of one group in `folder`; returns the commands run."""
     (folder / "examples").symlink_to(ROOT / "examples")
     done = []
-    for words in bash_lines(GUIDE.read_text()):
+    for words in bash_lines(GUIDE.read_text(), ("autolfads", *SHELL)):
         if group(words) != name:
             continue
         if words[0] in SHELL:

@@ -665,7 +665,7 @@ def test_cluster_configs_match_the_schema_of_the_installed_ray(name):
 
 
 def test_the_readme_cluster_commands_with_a_token(lorenz, tmp_path):
-    """As the README says: generate a token, start the head, join a worker with RAY_AUTH_MODE=token, and search
+    """As docs/ray.md says: generate a token, start the head, join a worker with RAY_AUTH_MODE=token, and search
     with --address HEAD:PORT without exporting anything (the command line turns token mode on, as Ray does for
     "auto"). HOME is a temporary folder, so the token is this test's own."""
     home = tmp_path / "home"

@@ -1,4 +1,5 @@
-"""File and folder names of a run folder and of a search's workdir (the on-disk layout in the README)."""
+"""File and folder names of a run folder and of a search's workdir (the on-disk layouts in docs/configuration.md
+and docs/pbt-search.md)."""
 
 # A run folder (`autolfads train --checkpoint DIR`, and every member's folder of a search).
 CONFIG_FILE = "config.yaml"  # the resolved config
