@@ -35,7 +35,7 @@ import yaml  # noqa: E402
 
 from autolfads.config import Config, ModelConfig, TrainConfig  # noqa: E402
 from autolfads.data.synthetic import write_synthetic  # noqa: E402
-from autolfads.names import METRIC  # noqa: E402
+from autolfads.names import ALL_METRIC  # noqa: E402
 from autolfads.search.results import SearchSettings  # noqa: E402
 from autolfads.search.run import search  # noqa: E402
 from autolfads.search.space import default_search_space  # noqa: E402
@@ -376,8 +376,8 @@ def test_search_on_a_two_node_cluster_is_synchronous_binary_tournament_pbt(clust
         assert len(pairs) == 2 and len(set(involved)) == 4, pairs  # population 4: two disjoint pairs
         for e in pairs:
             loser, winner = by_key[(generation, int(e["loser"]))], by_key[(generation, int(e["winner"]))]
-            assert float(e["loser_metric"]) == float(loser[METRIC]) and float(e["winner_metric"]) == float(
-                winner[METRIC]
+            assert float(e["loser_metric"]) == float(loser[ALL_METRIC]) and float(e["winner_metric"]) == float(
+                winner[ALL_METRIC]
             )
             assert math.isnan(float(e["loser_metric"])) or float(e["loser_metric"]) >= float(e["winner_metric"])
             after = by_key[(generation + 1, int(e["loser"]))]

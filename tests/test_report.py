@@ -26,6 +26,7 @@ from autolfads.data.dataset import load_sessions
 from autolfads.data.multisession_synthetic import write_multisession
 from autolfads.errors import ReportError
 from autolfads.layout import REPORT_FILE, RUN_LOG, SEARCH_LOG
+from autolfads.names import ALL_METRIC, HELDIN_METRIC
 from autolfads.report.build import report_at_end, write_report
 from autolfads.report.load import lineage, load_results, logged_wall_time
 from autolfads.report.summary import fmt
@@ -181,7 +182,7 @@ def test_search_summary_and_lineage_match_the_search(search_dir):
     results = load_results(search_dir)
     state, exploits = read_csv(search_dir / "state.csv"), read_csv(search_dir / "exploits.csv")
     last = [row for row in state if row["generation"] == "2"]
-    best = min(last, key=lambda row: float(row["smth_val_nll_heldin"]))
+    best = min(last, key=lambda row: float(row[ALL_METRIC]))  # the default train.select_metric
     assert results.search.best_member == int(best["member"])
     steps = results.search.lineage
     assert [step.generation for step in steps] == [0, 1, 2] and steps[-1].member == int(best["member"])
@@ -200,10 +201,7 @@ def test_search_summary_and_lineage_match_the_search(search_dir):
                 if row["generation"] == str(step.generation - 1) and row["loser"] == str(step.member)
             ).items()
     html = html_of(search_dir)
-    assert (
-        "AutoLFADS search, embedded backend" in html
-        and f"member {results.search.best_member} (smth_val_nll_heldin" in html
-    )
+    assert "AutoLFADS search, embedded backend" in html and f"member {results.search.best_member} ({ALL_METRIC}" in html
     assert "1e-05 … 0.005 (log)" in html  # the searched range of lr_init, from search_space.yaml
     assert f"exploits</th><td>{len(exploits)}<" in html
 
@@ -312,9 +310,13 @@ def test_lineage_follows_exploits_backwards():
         {"generation": 0, "loser": 2, "winner": 1},  # 2 continues from 1 in generation 1
         {"generation": 1, "loser": 0, "winner": 2},  # 0 continues from 2 in generation 2
     ]
-    steps = lineage(state, exploits, 0)
+    steps = lineage(state, exploits, 0, "smth_val_nll_heldin")
     assert [(s.generation, s.member, s.inherited_from) for s in steps] == [(0, 1, None), (1, 2, 1), (2, 0, 2)]
-    assert [(s.generation, s.member) for s in lineage(state, exploits, 3)] == [(0, 3), (1, 3), (2, 3)]
+    assert [(s.generation, s.member) for s in lineage(state, exploits, 3, "smth_val_nll_heldin")] == [
+        (0, 3),
+        (1, 3),
+        (2, 3),
+    ]
 
 
 # ---------------------------------------------------------------------------------------- missing pieces and errors
@@ -362,7 +364,7 @@ def test_wall_time_counts_sessions_not_the_pause_between_them(tmp_path):
 def test_search_progress_degrades_to_plain_lines(monkeypatch):
     monkeypatch.setattr(sys.stderr, "isatty", lambda: False)
     lines = []
-    progress = SearchProgress(population=4, max_generations=3, log=lines.append, interval_s=0.0)
+    progress = SearchProgress(population=4, max_generations=3, metric=HELDIN_METRIC, log=lines.append, interval_s=0.0)
     progress.epoch(1, 5)
     assert lines[-1].startswith("search: generation 1/3 | members 0/4 | epoch 1/5 | best smth_val_nll_heldin —")
     progress.member_done(0, 0.9)
@@ -377,7 +379,7 @@ def test_search_progress_degrades_to_plain_lines(monkeypatch):
     progress.close()
 
     quiet = []  # the default interval: at most a line every 30 s, and the last one
-    progress = SearchProgress(4, 3, log=quiet.append)
+    progress = SearchProgress(4, 3, HELDIN_METRIC, log=quiet.append)
     progress.epoch(1, 5)
     progress.member_done(0, 0.5)
     progress.generation_done(finished=True)
@@ -389,7 +391,7 @@ def test_search_progress_shows_the_populations_best_now(monkeypatch):
     the best ever seen (a member's smoothed NLL can rise after its best generation)."""
     monkeypatch.setattr(sys.stderr, "isatty", lambda: False)
     lines = []
-    progress = SearchProgress(population=2, max_generations=3, log=lines.append, interval_s=0.0)
+    progress = SearchProgress(population=2, max_generations=3, metric=HELDIN_METRIC, log=lines.append, interval_s=0.0)
     progress.member_done(0, 0.5)
     progress.member_done(1, 0.7)
     progress.generation_done()
@@ -404,7 +406,7 @@ def test_search_progress_shows_a_bar_on_a_terminal(monkeypatch):
     stream = io.StringIO()
     stream.isatty = lambda: True
     monkeypatch.setattr(sys, "stderr", stream)
-    progress = SearchProgress(population=2, max_generations=2, log=pytest.fail)
+    progress = SearchProgress(population=2, max_generations=2, metric=HELDIN_METRIC, log=pytest.fail)
     progress.member_done(0, 0.7)
     progress.member_done(1, 0.6)
     progress.generation_done()

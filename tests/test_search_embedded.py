@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from autolfads.errors import CheckpointError, ConfigError
-from autolfads.names import METRIC, SAMPLED_METRIC
+from autolfads.names import ALL_METRIC, SAMPLED_METRIC
 from autolfads.search import embedded
 from autolfads.search.pbt import plan_exploits
 from autolfads.search.results import SearchSettings
@@ -79,7 +79,7 @@ def test_search_tables_and_best_model(finished_search):
     exploits = read_csv(workdir / "exploits.csv")
     assert len(exploits) == 2 * 2  # two disjoint pairs after generations 0 and 1, none after the last
     assert outcome.generations == 3 and 0 <= outcome.best_member < 4
-    final = [float(r[METRIC]) for r in state if int(r["generation"]) == 2]
+    final = [float(r[ALL_METRIC]) for r in state if int(r["generation"]) == 2]
     assert outcome.best_metric == pytest.approx(min(final))
     with h5py.File(outcome.outputs[0]) as f:
         assert f["valid_rates"].shape[1:] == (20, 10) and np.all(np.asarray(f["valid_rates"]) > 0)

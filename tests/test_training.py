@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from autolfads.errors import ConfigError
-from autolfads.names import METRIC, SAMPLED_METRIC
+from autolfads.names import ALL_METRIC, HELDIN_METRIC, SAMPLED_METRIC
 from autolfads.train.checkpoint import load_checkpoint, save_checkpoint
 from autolfads.train.trainer import Trainer
 from helpers import ar_kl_by_hand, config, make_data
@@ -64,7 +64,7 @@ def test_population_members_equal_separate_runs(cfg, data, population):
         metrics = pop.run_epoch()
         single_metrics = [single.run_epoch() for single in singles]
         for p in range(2):
-            for name in ("loss", "val_nll_heldin", "val_loss", METRIC):
+            for name in ("loss", "val_nll_heldin", "val_loss", HELDIN_METRIC, ALL_METRIC):
                 torch.testing.assert_close(
                     metrics[name][p : p + 1], single_metrics[p][name], rtol=1e-5, atol=1e-7, msg=name
                 )
@@ -99,14 +99,24 @@ def test_loss_decreases_on_learnable_data():
     assert last["recon"].item() < first["recon"].item()
     assert last["val_bps"].item() > first["val_bps"].item()
     assert last["val_r2"].item() > first["val_r2"].item() + 0.1
-    assert last[METRIC].item() < history[1][METRIC].item()
+    assert last[ALL_METRIC].item() < history[1][ALL_METRIC].item()
 
 
 # ============================================================================ metrics
 
 
 TRAIN_KEYS = {"loss", "recon", "nll_heldin", "kl_ic", "kl_co", "l2", "grad_norm", "kl_ramp", "l2_ramp", "lr"}
-VAL_KEYS = {"val_recon", "val_kl_ic", "val_kl_co", "val_nll_heldin", "val_r2", "val_loss", METRIC, "improved"}
+VAL_KEYS = {
+    "val_recon",
+    "val_kl_ic",
+    "val_kl_co",
+    "val_nll_heldin",
+    "val_r2",
+    "val_loss",
+    HELDIN_METRIC,
+    ALL_METRIC,
+    "improved",
+}
 
 
 @pytest.mark.parametrize(
@@ -169,15 +179,35 @@ def test_validation_metrics_by_hand(cfg, data):
     ss_res = (rates - truth).square().sum((1, 2))
     ss_tot = (truth - truth.mean((0, 1))).square().sum((0, 1))
     torch.testing.assert_close(first["val_r2"].double(), (1 - ss_res / ss_tot).mean(-1), rtol=1e-4, atol=1e-5)
-    # smoothing: the first value is taken as is, then 0.3 previous + 0.7 current
-    assert torch.equal(first[METRIC], first["val_nll_heldin"])
+    # smoothing: the first value is taken as is, then 0.3 previous + 0.7 current; the all-neuron score smooths
+    # val_recon, every neuron and bin
     second = trainer.run_epoch()
-    torch.testing.assert_close(second[METRIC], 0.3 * first[METRIC] + 0.7 * second["val_nll_heldin"])
+    for metric, raw in ((HELDIN_METRIC, "val_nll_heldin"), (ALL_METRIC, "val_recon")):
+        assert torch.equal(first[metric], first[raw])
+        torch.testing.assert_close(second[metric], 0.3 * first[metric] + 0.7 * second[raw])
+    assert not torch.allclose(first[ALL_METRIC], first[HELDIN_METRIC])  # held-out neurons and forward bins count
+
+
+def test_without_held_out_neurons_or_forward_bins_both_selection_scores_are_one(data):
+    """No held-out neurons, no forward bins: every reconstructed entry is a held-in one, so the all-neuron score
+    is the held-in score exactly, epoch by epoch: the mean Poisson NLL of the posterior means over all entries."""
+    cfg = config(model=dict(cs_dim=0, fp_len=0))
+    plain = make_data(cfg.model, n_train=20, n_valid=8, seed=2)
+    trainer = Trainer(cfg, plain, population=[{}, {"lr_init": 1e-2}], member_seeds=[0, 1])
+    for _ in range(3):
+        metrics = trainer.run_epoch()
+        assert torch.equal(metrics[ALL_METRIC], metrics[HELDIN_METRIC])
+    trainer.model.eval()
+    with torch.no_grad():
+        rates = trainer.model(plain.valid.encod, torch.zeros(2)).rates.double()
+    counts = plain.valid.recon.double()
+    torch.testing.assert_close(metrics["val_recon"].double(), (rates - counts * rates.log()).mean((1, 2, 3)))
+    torch.testing.assert_close(metrics["val_nll_heldin"], metrics["val_recon"], rtol=0, atol=0)
 
 
 def test_sampled_validation_metric_is_every_bin_with_a_posterior_sample(cfg, data):
     """train.sampled_metric: val_recon_sampled is the mean NLL over every neuron and bin of one posterior-sampled
-    pass (no dropout), smoothed like METRIC into SAMPLED_METRIC; off by default."""
+    pass (no dropout), smoothed like HELDIN_METRIC into SAMPLED_METRIC; off by default."""
     assert SAMPLED_METRIC not in Trainer(cfg, data).run_epoch()
     trainer = Trainer(config(train=dict(sampled_metric=True)), data, population=[{}, {}], member_seeds=[0, 1])
     trainer.train_epoch()
@@ -307,16 +337,22 @@ def test_diverged_member_is_frozen_and_the_other_trains_on(cfg, data):
         assert torch.equal(t[0], old[0])
     assert pop.optimizer.steps.tolist() == [2.0, 4.0]
     assert_member_equal(pop, 1, single, exact=False)  # member 1 is untouched by member 0's NaNs
-    assert math.isnan(metrics[METRIC][0].item()) and math.isfinite(metrics[METRIC][1].item())
+    assert math.isnan(metrics[ALL_METRIC][0].item()) and math.isfinite(metrics[ALL_METRIC][1].item())
     pop.run_epoch()  # and the run goes on
     assert pop.diverged.tolist() == [True, False] and pop.epoch == 3
 
 
 def _stub_epochs(trainer: Trainer, values: list[list[float]]):
-    """Replace training and validation by a scripted validation NLL per epoch and member."""
+    """Replace training and validation by a scripted validation NLL per epoch and member (held-in and every
+    neuron alike)."""
     script = iter(values)
     trainer.train_epoch = lambda: {}
-    trainer.evaluate = lambda split_name: {"val_nll_heldin": torch.tensor(next(script))}
+
+    def evaluate(split_name: str) -> dict[str, torch.Tensor]:
+        nll = torch.tensor(next(script))
+        return {"val_nll_heldin": nll, "val_recon": nll}
+
+    trainer.evaluate = evaluate
 
 
 def test_early_stopping_only_after_the_ramps(data):
@@ -389,7 +425,7 @@ def test_learning_rate_schedule_matches_torch_reduce_lr_on_plateau(data, patienc
             )
         )
     for _ in values:
-        smoothed = trainer.run_epoch()[METRIC]
+        smoothed = trainer.run_epoch()[ALL_METRIC]  # the default train.select_metric
         for member, (optimizer, scheduler) in enumerate(oracles):
             scheduler.step(float(smoothed[member]))
             assert trainer.lr[member].item() == pytest.approx(optimizer.param_groups[0]["lr"], rel=1e-6)
@@ -419,7 +455,9 @@ def test_lfads_tf2_learning_rate_rule(data):
     bump = [5.0, 5.0, 5.0, 5.0, 5.0, 9.0, 6.0, 7.0, 9.5, 9.0, 9.0, 9.0]  # 7 < 9 at epoch 7; 9.5 > 7 at epoch 8
     script = iter(zip(worse, better, bump, strict=True))
     trainer.train_epoch = lambda: {}
-    trainer.evaluate = lambda split_name: dict(zip(("val_loss", "val_nll_heldin"), [torch.tensor(next(script))] * 2))
+    trainer.evaluate = lambda split_name: dict.fromkeys(
+        ("val_loss", "val_nll_heldin", "val_recon"), torch.tensor(next(script))
+    )
     lrs, stopped = [], []
     for _ in range(12):
         trainer.run_epoch()

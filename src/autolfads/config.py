@@ -21,7 +21,15 @@ from autolfads import config_tf2
 from autolfads.config_tf2 import TF2_CONVENTIONS
 from autolfads.errors import ConfigError, did_you_mean
 from autolfads.files import write_atomic
-from autolfads.names import MEMBER_HPARAMS, OBSERVATION_MODELS
+from autolfads.names import (
+    ALL_METRIC,
+    DEFAULT_SELECT_METRIC,
+    HELDIN_METRIC,
+    LEGACY_SELECT_METRIC,
+    MEMBER_HPARAMS,
+    OBSERVATION_MODELS,
+    SELECT_METRICS,
+)
 
 __all__ = [
     "TF2_CONVENTIONS",
@@ -34,10 +42,12 @@ __all__ = [
     "default_config",
     "explain_errors",
     "load_config",
+    "load_saved_config",
     "member_hparams",
     "parse_config",
     "read_yaml",
     "save_config",
+    "saved_config",
     "with_member_hparams",
     "yaml_problem",
 ]
@@ -251,7 +261,16 @@ class TrainConfig(_Section):
         "a whole number of full batches; a training set smaller than one batch still takes one step on all of it.",
     )
     max_epochs: int = Field(500, ge=1, description="Upper bound on training epochs.")
-    patience: int = Field(200, ge=0, description="Early stopping: epochs without a better smoothed valid NLL.")
+    patience: int = Field(
+        200, ge=0, description="Early stopping: epochs without a better selection metric (select_metric)."
+    )
+    select_metric: Literal[SELECT_METRICS] = Field(  # type: ignore[valid-type]
+        DEFAULT_SELECT_METRIC,
+        description="What selects a model: early stopping, the best checkpoint, the plateau learning-rate rule and "
+        f"the search's ranking and stopping rule. {ALL_METRIC}: the smoothed validation NLL of every reconstructed "
+        f"neuron and bin (held-in, held-out, forward; val_recon); {HELDIN_METRIC}: held-in neurons and encoded bins "
+        "only (what the encoder sees; the only score before this setting existed, which a resumed older run keeps).",
+    )
     seed: int = Field(0, ge=0, description="Seed for initialisation, batching and dropout.")
     threads: int | None = Field(1, ge=1, description="torch CPU threads (None: torch's default).")
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="'auto', 'cpu', 'cuda' or 'cuda:N'.")
@@ -261,7 +280,8 @@ class TrainConfig(_Section):
     )
     lr_rule: Literal["plateau", "lfads_tf2"] = Field(
         "plateau",
-        description="plateau: torch's ReduceLROnPlateau on the smoothed valid held-in NLL (lfads-torch). lfads_tf2 "
+        description="plateau: torch's ReduceLROnPlateau on the selection metric (select_metric), as lfads-torch. "
+        "lfads_tf2 "
         "(set by TRAIN.LR.DECAY): from lr_patience epochs after the ramps, at most every lr_patience epochs, decay "
         "when the raw val_loss exceeds the worst of the lr_patience epochs before it; the rate stops at lr_stop.",
     )
@@ -436,6 +456,23 @@ def load_config(path: str | os.PathLike[str]) -> Config:
     if ignored:
         warnings.warn(f"{path}: lfads-tf2 keys with no effect here were ignored: {', '.join(ignored)}", stacklevel=2)
     return config
+
+
+def saved_config(tree: Mapping[str, Any], source: str = "<saved config>") -> Config:
+    """A config autolfads saved with a run, a search or a checkpoint (our schema). One saved before
+    train.select_metric existed selected by smth_val_nll_heldin: it keeps that metric, not today's default."""
+    train = tree.get("train") if isinstance(tree, Mapping) else None
+    if isinstance(train, Mapping) and "select_metric" not in train:
+        tree = {**tree, "train": {**train, "select_metric": LEGACY_SELECT_METRIC}}
+    return _validate(tree, source)
+
+
+def load_saved_config(path: str | os.PathLike[str]) -> Config:
+    """The config.yaml of a run folder or a search workdir (see saved_config)."""
+    raw = read_yaml(path, "config file")
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{path}: expected the mapping autolfads writes (model/train/data)")
+    return saved_config(raw, str(path))
 
 
 def read_yaml(path: str | os.PathLike[str], what: str) -> Any:

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import ConfigError
 from ..layout import SEARCH_LOG, SETTINGS_FILE
-from ..names import METRIC, PBT_METRICS, SAMPLED_METRIC
+from ..names import ALL_METRIC, DEFAULT_SELECT_METRIC, HELDIN_METRIC, PBT_METRICS, SAMPLED_METRIC, SELECT_METRICS
 from .options import EXAMPLES, add_command
 
 if TYPE_CHECKING:
@@ -43,10 +43,11 @@ def add_search(commands: argparse._SubParsersAction) -> None:
     )
     search.add_argument(
         "--metric",
-        default=METRIC,
         choices=list(PBT_METRICS),
-        help=f"what PBT ranks members by: {METRIC} (default: held-in neurons and bins, posterior means; lower is "
-        f"better), {SAMPLED_METRIC} (every neuron and bin, a posterior sample, as lfads-torch and lfads-tf2; needs "
+        help=f"what selects and ranks members. {ALL_METRIC} or {HELDIN_METRIC}: the same as the override "
+        f"train.select_metric (default {DEFAULT_SELECT_METRIC}: every neuron and bin; or held-in neurons and bins "
+        "only), which early stopping, the best checkpoint and the stopping rule use too. PBT's ranking alone: "
+        f"{SAMPLED_METRIC} (every neuron and bin, a posterior sample, as lfads-torch and lfads-tf2; needs "
         "train.sampled_metric true) or an NLB metric (higher is better; needs data.nlb_targets)",
     )
     search.add_argument(
@@ -80,7 +81,25 @@ def add_search_options(search: argparse.ArgumentParser) -> None:
         default=25,
         help="epochs between exploits (default 25; the first generation adds the KL/L2 ramps)",
     )
-    search.add_argument("--max-generations", type=int, default=50, help="upper bound on generations (default 50)")
+    search.add_argument(
+        "--max-generations",
+        type=int,
+        help="upper bound on generations (default 50; with --time-budget none: the budget bounds them)",
+    )
+    search.add_argument(
+        "--time-budget",
+        type=duration_s,
+        help="wall time for the search, e.g. 90s, 10m, 1.5h: it stops after the generation that spends it, or before "
+        "one that cannot finish in it (estimated from the generations so far), and writes the best model as usual; "
+        "a rerun counts the time already spent, a rerun with a larger budget continues",
+    )
+    search.add_argument(
+        "--no-exploit",
+        dest="exploit",
+        action="store_false",
+        help="a random-search control: every member keeps its sampled hyperparameters and its own weights (no "
+        "exploit, no perturbation); the same generations, stopping and best member",
+    )
     search.add_argument(
         "--seed", type=int, default=0, help="seed of the sampling, tournaments and perturbations (default 0)"
     )
@@ -152,7 +171,9 @@ def run_search(args: argparse.Namespace, overrides: list[str]) -> int:
 
     if args.resume and not (args.workdir / SETTINGS_FILE).exists():
         raise ConfigError(f"--resume: {args.workdir} holds no search to continue")
-    config = apply_overrides(load_config(args.config_file) if args.config_file else Config(), overrides)
+    config = apply_overrides(
+        load_config(args.config_file) if args.config_file else Config(), selection_overrides(args, overrides)
+    )
     settings = search_settings(args)
     space = load_search_space(args.search_space) if args.search_space else None
     names = RAY_OPTIONS if args.backend == "ray" else EMBEDDED_OPTIONS
@@ -177,6 +198,25 @@ def gpu_indices(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"expected GPU indices separated by commas, e.g. 0,2; got {text!r}") from None
 
 
+def duration_s(text: str) -> float:
+    """--time-budget: a number with s, m or h (90s, 10m, 1.5h) -> seconds."""
+    units = {"s": 1.0, "m": 60.0, "h": 3600.0}
+    try:
+        seconds = float(text[:-1]) * units[text[-1]]
+    except (KeyError, ValueError, IndexError):
+        raise argparse.ArgumentTypeError(f"expected a duration like 90s, 10m or 1.5h; got {text!r}") from None
+    if not seconds > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive duration; got {text!r}")
+    return seconds
+
+
+def selection_overrides(args: argparse.Namespace, overrides: list[str]) -> list[str]:
+    """--metric naming a selection metric is the override train.select_metric (after the others: it wins)."""
+    if args.metric in SELECT_METRICS:
+        return [*overrides, "train.select_metric", args.metric]
+    return overrides
+
+
 def search_settings(args: argparse.Namespace) -> "SearchSettings":
     """The SearchSettings of the command line; a bad value is one line naming its option."""
     from pydantic import ValidationError
@@ -185,16 +225,22 @@ def search_settings(args: argparse.Namespace) -> "SearchSettings":
     from ..search.results import SearchSettings
 
     try:
+        given = args.max_generations is not None or args.time_budget is not None
+        bound = {"max_generations": args.max_generations} if given else {}
         return SearchSettings(
             population=args.population,
             epochs_per_generation=args.epochs_per_generation,
-            max_generations=args.max_generations,
             seed=args.seed,
             backend=args.backend,
-            metric=args.metric,
+            metric=None if args.metric in SELECT_METRICS else args.metric,
+            exploit=args.exploit,
+            time_budget_s=args.time_budget,
+            **bound,
         )
     except ValidationError as err:
-        options = {name: "--" + name.replace("_", "-") for name in SearchSettings.model_fields}
+        options = {name: "--" + name.replace("_", "-") for name in SearchSettings.model_fields} | {
+            "time_budget_s": "--time-budget"
+        }
         raise ConfigError("invalid search settings: " + "; ".join(explain_errors(err, options))) from None
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from ..config import Config
 from ..errors import ConfigError
 from ..layout import CONFIG_FILE, KATIB_CHECKPOINT_DIR
-from ..names import MEMBER_HPARAMS, METRIC
+from ..names import MEMBER_HPARAMS, SELECT_METRICS
 from ..search.space import HyperParameter, SearchSpace
 from . import CONFIG_MOUNT, NAME_PATTERN, config_map, config_map_name, cpu_quantity, metadata, pod_problems
 from .katib_rules import MIN_POPULATION, check_experiment
@@ -90,7 +90,8 @@ class KatibSettings:
 
 def printed_metrics(config: Config) -> list[str]:
     """The validation metrics every epoch of `autolfads train` prints for this config (val_r2 only appears
-    with ground truth in the data, so it is left out), then the epoch counter, loss and learning rate."""
+    with ground truth in the data, so it is left out), then the epoch counter, loss and learning rate. The
+    first, Katib's objective, is train.select_metric."""
     model = config.model
     poisson = model.reconstruction == "poisson"
     names = ["val_loss", "val_recon", "val_nll_heldin", "val_kl_ic", "val_kl_co"]
@@ -102,7 +103,8 @@ def printed_metrics(config: Config) -> list[str]:
         names += ["val_nll_heldout"] + (["val_co_bps"] if poisson else [])
     if model.fp_len > 0:
         names += ["val_nll_fp"] + (["val_fp_bps"] if poisson else [])
-    return [METRIC, *names, "epoch", "loss", "lr"]
+    select = config.train.select_metric
+    return [select, *(name for name in SELECT_METRICS if name != select), *names, "epoch", "loss", "lr"]
 
 
 # ---------------------------------------------------------------------------------------------------------------

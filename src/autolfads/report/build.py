@@ -37,7 +37,6 @@ from ..layout import (
     SPACE_FILE,
     STATE_FILE,
 )
-from ..names import METRIC
 from ..train.output import output_paths
 from . import figures
 from .html import Section, image, note, page, table
@@ -137,8 +136,8 @@ def training(results: Results) -> Section:
     return Section(
         "training",
         "Training curves",
-        "Loss, held-in and held-out NLL, the smoothed validation NLL that selects the best model, KL and L2 terms and "
-        "the learning rate.",
+        "Loss, held-in and held-out NLL, the smoothed validation NLLs (train.select_metric selects the model), KL and "
+        "L2 terms and the learning rate.",
         [
             image(
                 figures.png(figures.training_curves(results.metrics, ends)), "fig-training", "training curves", caption
@@ -153,11 +152,11 @@ def search_hyperparameters(results: Results) -> Section:
     steps = [(step.generation, step.member) for step in s.lineage]
     caption = (
         "Every member's hyperparameters at the end of each generation (log axes for log-range hyperparameters), "
-        f"coloured by {METRIC} at the generation's end (yellow: lower, better; red: NaN). Red dashed: an exploit, from "
-        "the winner's value to the loser's perturbed "
-        "value in the next generation; red cross: the loser's discarded value. Black: the best member's lineage."
+        f"coloured by {results.select_metric} at the generation's end (yellow: lower, better; red: NaN). Red dashed: "
+        "an exploit, from the winner's value to the loser's perturbed value in the next generation; red cross: the "
+        "loser's discarded value. Black: the best member's lineage."
     )
-    figure = figures.hyperparameters(s.state, s.exploits, space, steps)
+    figure = figures.hyperparameters(s.state, s.exploits, space, steps, results.select_metric)
     return Section(
         "search",
         "Hyperparameters by generation",
@@ -184,7 +183,7 @@ def lineage(results: Results) -> Section:
                 *(fmt(step.hparams.get(n, math.nan)) for n in names),
             ]
         )
-    figure = figures.generations(s.state, [(step.generation, step.member) for step in s.lineage])
+    figure = figures.generations(s.state, [(step.generation, step.member) for step in s.lineage], results.select_metric)
     return Section(
         "lineage",
         "Best member's lineage",
@@ -196,9 +195,9 @@ def lineage(results: Results) -> Section:
                 figures.png(figure),
                 "fig-generations",
                 "metric by generation",
-                f"{METRIC} of every member at each generation's end; black: the best member's lineage.",
+                f"{results.select_metric} of every member at each generation's end; black: the best member's lineage.",
             ),
-            table("", ["generation", "member", "state before the generation", METRIC, *names], rows),
+            table("", ["generation", "member", "state before the generation", results.select_metric, *names], rows),
         ],
     )
 

@@ -19,7 +19,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from ..names import METRIC  # noqa: E402
+from ..names import ALL_METRIC, HELDIN_METRIC  # noqa: E402
 
 STYLE = {
     "font.size": 9,
@@ -41,7 +41,7 @@ CURVES = [
     ("Loss (scaled objective)", [("loss", "train"), ("val_loss", "valid")], "log"),
     ("Held-in NLL", [("nll_heldin", "train"), ("val_nll_heldin", "valid")], "linear"),
     ("Held-out NLL (valid)", [("val_nll_heldout", "held-out neurons"), ("val_nll_fp", "forward bins")], "linear"),
-    ("Smoothed validation NLL", [(METRIC, "held-in, smoothed")], "linear"),
+    ("Smoothed validation NLL", [(ALL_METRIC, "every neuron and bin"), (HELDIN_METRIC, "held-in")], "linear"),
     ("KL terms (train)", [("kl_ic", "initial condition"), ("kl_co", "controller outputs")], "linear"),
     ("L2 penalty (train)", [("l2", "recurrent kernels")], "log"),
     ("Learning rate", [("lr", "lr")], "log"),
@@ -121,14 +121,18 @@ def training_curves(rows: Sequence[dict], generation_ends: Sequence[int] = ()) -
 
 
 def hyperparameters(
-    state: Sequence[dict], exploits: Sequence[dict], space: dict[str, bool], lineage: Sequence[tuple[int, int]]
+    state: Sequence[dict],
+    exploits: Sequence[dict],
+    space: dict[str, bool],
+    lineage: Sequence[tuple[int, int]],
+    metric_name: str,
 ) -> Figure:
-    """Every member's hyperparameters at each generation's end, coloured by the smoothed validation NLL.
+    """Every member's hyperparameters at each generation's end, coloured by the selection metric (metric_name).
     space: name -> log axis. Exploits: red dashed from the winner's value to the loser's new (perturbed)
     value in the next generation, the loser's discarded value crossed. lineage: (generation, member) steps
     of the best member, drawn in black."""
     names = list(space)
-    metric = np.array([row[METRIC] for row in state], dtype=float)
+    metric = np.array([row[metric_name] for row in state], dtype=float)
     colours = {"c": metric, "cmap": plt.get_cmap("viridis_r").with_extremes(bad=EXPLOIT), "norm": _metric_norm(metric)}
     columns = min(len(names), 3)
     rows = math.ceil(len(names) / columns)
@@ -142,7 +146,7 @@ def hyperparameters(
             ax.axis("off")
         figure.tight_layout(rect=(0, 0.06, 0.92, 1))
         bar = figure.colorbar(scatter, ax=axes.ravel().tolist(), fraction=0.025, pad=0.02)
-        bar.set_label(METRIC)
+        bar.set_label(metric_name)
         handles = [
             Line2D([], [], color="#c8c8c8", lw=1),
             Line2D([], [], color=LINEAGE, lw=2.2),
@@ -191,11 +195,12 @@ def _hyperparameter_panel(
     return scatter
 
 
-def generations(state: Sequence[dict], lineage: Sequence[tuple[int, int]]) -> Figure:
-    """The smoothed validation NLL of every member at each generation's end; the best member's lineage in black."""
+def generations(state: Sequence[dict], lineage: Sequence[tuple[int, int]], metric_name: str) -> Figure:
+    """The selection metric (metric_name) of every member at each generation's end; the best member's lineage in
+    black."""
     members = sorted({int(row["member"]) for row in state})
     colors = member_colors(len(members))
-    metric = {(int(row["generation"]), int(row["member"])): row[METRIC] for row in state}
+    metric = {(int(row["generation"]), int(row["member"])): row[metric_name] for row in state}
     with plt.rc_context(STYLE):
         figure, ax = plt.subplots(figsize=(7.5, 3.4))
         for m, member in enumerate(members):
@@ -215,8 +220,8 @@ def generations(state: Sequence[dict], lineage: Sequence[tuple[int, int]]) -> Fi
         )
         ax.set_xlabel("generation")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_ylabel(METRIC)
-        ax.set_title("Smoothed validation NLL by generation")
+        ax.set_ylabel(metric_name)
+        ax.set_title("Selection metric by generation")
         ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), ncol=1 if len(members) <= 12 else 2)
         figure.tight_layout()
     return figure

@@ -19,7 +19,7 @@ import h5py
 import numpy as np
 import yaml
 
-from ..config import Config, SessionDims, load_config
+from ..config import Config, SessionDims, load_saved_config
 from ..data.dataset import LFADSData
 from ..errors import AutoLFADSError, ReportError
 from ..evaluate.metrics import bits_per_spike, r2_score
@@ -35,7 +35,7 @@ from ..layout import (
     SPACE_FILE,
     STATE_FILE,
 )
-from ..names import MEMBER_HPARAMS, METRIC
+from ..names import MEMBER_HPARAMS, PBT_METRICS, RANK_ONLY_METRICS
 from ..search.pbt import best_member
 from ..search.space import SearchSpace, load_search_space
 from ..train.output import output_paths
@@ -107,6 +107,11 @@ class Results:
     sessions: list[SessionRow] = field(default_factory=list)  # a stitched model's sessions (empty: one session)
     notes: list[str] = field(default_factory=list)  # what is left out of the report, and why
 
+    @property
+    def select_metric(self) -> str:
+        """What selected the model (train.select_metric; a run saved before the setting: the held-in score)."""
+        return self.config.train.select_metric
+
 
 def load_results(folder: str | Path) -> Results:
     folder = Path(folder)
@@ -155,11 +160,13 @@ def _load_search(folder: Path) -> Results:
         space = load_search_space(folder / SPACE_FILE)
     except (OSError, yaml.YAMLError, AutoLFADSError) as err:
         raise ReportError(f"{folder}: cannot read the search settings: {err}") from None
-    last = [row for row in state if row["generation"] == state[-1]["generation"]]
-    best = int(last[best_member([row[METRIC] for row in last])]["member"])
-    tables = SearchTables(settings, space, state, exploits, best, lineage(state, exploits, best))
     model_dir = folder / BEST_DIR
     config = _config(model_dir / CONFIG_FILE if (model_dir / CONFIG_FILE).is_file() else folder / CONFIG_FILE)
+    select = config.train.select_metric
+    rank = settings.get("metric") if settings.get("metric") in RANK_ONLY_METRICS else select  # as the search ranked
+    last = [row for row in state if row["generation"] == state[-1]["generation"]]
+    best = int(last[best_member([PBT_METRICS[rank] * row[rank] for row in last])]["member"])
+    tables = SearchTables(settings, space, state, exploits, best, lineage(state, exploits, best, select))
     log = folder / SEARCH_LOG
     results = Results(
         "search",
@@ -177,9 +184,10 @@ def _load_search(folder: Path) -> Results:
     return results
 
 
-def lineage(state: list[dict], exploits: list[dict], member: int) -> list[LineageStep]:
+def lineage(state: list[dict], exploits: list[dict], member: int, metric: str) -> list[LineageStep]:
     """Follow `member` of the last generation back to generation 0: after generation g, a loser continues
-    from its winner's state, so the member's past before an exploit is the winner's."""
+    from its winner's state, so the member's past before an exploit is the winner's. metric: the one each step
+    shows."""
     rows = {(int(row["generation"]), int(row["member"])): row for row in state}
     lost = {(int(row["generation"]), int(row["loser"])): int(row["winner"]) for row in exploits}
     steps = []
@@ -188,7 +196,7 @@ def lineage(state: list[dict], exploits: list[dict], member: int) -> list[Lineag
         winner = lost.get((generation - 1, member))
         steps.append(
             LineageStep(
-                generation, member, row[METRIC], {name: row[name] for name in MEMBER_HPARAMS if name in row}, winner
+                generation, member, row[metric], {name: row[name] for name in MEMBER_HPARAMS if name in row}, winner
             )
         )
         member = winner if winner is not None else member
@@ -265,7 +273,7 @@ def logged_hardware(path: Path) -> str:
 
 def _config(path: Path) -> Config:
     try:
-        return load_config(path)
+        return load_saved_config(path)
     except AutoLFADSError as err:
         raise ReportError(str(err)) from None
 

@@ -9,11 +9,11 @@ import yaml
 from ..data.hdf5 import SPLIT_NAMES
 from ..evaluate.metrics import r2_score
 from ..layout import OUTPUT_FILE
-from ..names import HEADLINE_METRICS, MEMBER_HPARAMS, METRIC
+from ..names import HEADLINE_METRICS, MEMBER_HPARAMS, SELECT_METRICS
 from .html import Section, details, grid, key_values, note, table
 from .load import Results
 
-SHOWN_METRICS = (METRIC, *HEADLINE_METRICS, "val_nll_heldout", "val_nll_fp")
+SHOWN_METRICS = (*SELECT_METRICS, *HEADLINE_METRICS, "val_nll_heldout", "val_nll_fp")
 
 
 def summary(results: Results) -> Section:
@@ -40,6 +40,7 @@ def summary(results: Results) -> Section:
 def overview_rows(results: Results, best_row: dict, best_epoch: int) -> list[tuple[str, str]]:
     """The Overview block: folder, kind of run, its size (generations or epochs), time, hardware, outputs."""
     overview = [("folder", str(results.folder.resolve()))]
+    metric = results.select_metric
     if results.search is not None:
         s = results.search
         generations = int(s.state[-1]["generation"]) + 1
@@ -52,7 +53,7 @@ def overview_rows(results: Results, best_row: dict, best_epoch: int) -> list[tup
                 f"({s.settings.get('epochs_per_generation')} epochs each; the first adds the KL/L2 ramps)",
             ),
             ("exploits", str(len(s.exploits))),
-            ("best member", f"member {s.best_member} ({METRIC} {fmt(best_row.get(METRIC, math.nan))})"),
+            ("best member", f"member {s.best_member} ({metric} {fmt(best_row.get(metric, math.nan))})"),
         ]
     else:
         overview += [("kind", "LFADS training run"), ("epochs", f"{len(results.metrics)} (best: epoch {best_epoch})")]
@@ -89,7 +90,7 @@ def metric_rows(results: Results, best_row: dict) -> list[list[str]]:
 
 def best_metrics(results: Results) -> tuple[dict, int]:
     """The row the summary reports: the best member's last generation, or the run's best epoch (lowest
-    smoothed validation NLL once the KL/L2 ramps are done, as best.ckpt is chosen)."""
+    selection metric (train.select_metric) once the KL/L2 ramps are done, as best.ckpt is chosen)."""
     if results.search is not None:
         last = results.search.state[-1]["generation"]
         row = next(
@@ -100,10 +101,11 @@ def best_metrics(results: Results) -> tuple[dict, int]:
         return row, int(row["epoch"]) - 1
     train = results.config.train
     ramp_end = max(train.kl_start_epoch + train.kl_increase_epoch, train.l2_start_epoch + train.l2_increase_epoch)
+    metric = results.select_metric
     candidates = [
-        r for r in results.metrics if r["epoch"] >= ramp_end and math.isfinite(r.get(METRIC, math.nan))
+        r for r in results.metrics if r["epoch"] >= ramp_end and math.isfinite(r.get(metric, math.nan))
     ] or results.metrics[-1:]
-    row = min(candidates, key=lambda r: r.get(METRIC, math.inf))
+    row = min(candidates, key=lambda r: r.get(metric, math.inf))
     return row, int(row["epoch"])
 
 

@@ -20,12 +20,12 @@ import torch
 from ..config import Config, with_member_hparams
 from ..data.dataset import LFADSData
 from ..layout import SEARCH_CKPT, TENSORBOARD_DIR, member_folder
-from ..names import METRIC
 from ..train.checkpoint import load_checkpoint, remove_stale_temporaries, save_checkpoint
 from ..train.population_state import copy_member, join_members, select_members, set_member_hparams
 from ..train.records import TensorBoard
-from .generation import SearchDriver, best_ranked, state_metrics
-from .pbt import Exploit, generation_epochs
+from .ensemble import write_ensemble
+from .generation import SearchDriver, best_ranked, ranked, state_metrics
+from .pbt import Exploit, generation_epochs, ranking
 from .placement import WorkerPlan, plan_workers, search_gpus, usable_cpus
 from .progress import SearchProgress
 from .results import SearchOutcome, SearchRecord, SearchSettings, search_log, write_best_model
@@ -47,30 +47,38 @@ def run_embedded(
     path = workdir / SEARCH_CKPT
     payload = load_checkpoint(path) if path.exists() else None
     record = SearchRecord.from_dict(payload["search"]) if payload else SearchRecord()
-    progress = SearchProgress(settings.population, settings.max_generations, record.generation, log)
-    driver = SearchDriver(workdir, settings, space, record, log, progress)
+    select = config.train.select_metric
+    progress = SearchProgress(settings.population, settings.max_generations, select, record.generation, log)
+    driver = SearchDriver(workdir, settings, space, record, log, progress, select)
     state = {key: payload[key] for key in ("model", "optimizer", "trainer", "rng", "history")} if payload else None
     try:
+        if record.finished:
+            _reopen(driver, config, workdir, state)
         if not record.finished:
             state = _train(config, data, space, settings, workdir, driver, state, plan)
     finally:
         progress.close()
     final = state["history"][-settings.population :]
     metrics = state_metrics(final)
-    best = best_ranked(metrics, settings.metric)
+    best = best_ranked(metrics, driver.rank_metric)
     hparams = dict(state["trainer"]["members"][best])
     outputs = write_best_model(workdir, config, hparams, select_members(state, [best]), data, log)
+    order = ranking(ranked(metrics[driver.rank_metric], driver.rank_metric))
+    ensemble = write_ensemble(workdir, config, data, order, lambda m: select_members(state, [m]), outputs, log)
     return SearchOutcome(
         workdir,
         record.generation,
         best,
-        final[best][METRIC],
+        final[best][select],
         hparams,
         outputs[0].parent,
         outputs,
         record.wall_time_s,
         final[best],
-        ranked_by=settings.metric,
+        select,
+        driver.rank_metric,
+        record.stop_reason,
+        ensemble,
     )
 
 
@@ -115,7 +123,7 @@ def _train(config, data, space, settings, workdir, driver: SearchDriver, state: 
             pool.load(_slices(state, plan))
         while not record.finished:
             epochs = generation_epochs(record.generation, settings.epochs_per_generation, pool.ramp_end_epoch)
-            slices = pool.train(epochs, nlb=settings.metric.startswith("nlb_"), on_epoch=driver.progress.epoch)
+            slices = pool.train(epochs, nlb=settings.ranks_by_nlb, on_epoch=driver.progress.epoch)
             state = join_members(slices, plan.members)
             for row in state["history"]:
                 row["generation"] = record.generation
@@ -134,25 +142,39 @@ def _train(config, data, space, settings, workdir, driver: SearchDriver, state: 
 
 def _end_generation(driver: SearchDriver, config: Config, workdir: Path, state: dict) -> None:
     """The PBT step on the joined population state (whose history is the whole search's), then its checkpoint."""
-    record = driver.record
+    driver.end_generation(
+        state["trainer"]["epoch"],
+        [dict(h) for h in state["trainer"]["members"]],
+        state_metrics(state["history"][-driver.settings.population :]),
+        *_exploit_and_checkpoint(driver, config, workdir, state),
+        lambda: state["history"],
+    )
 
-    def apply(exploits: list[Exploit]) -> None:  # the winner's state first, then the new hyperparameters
+
+def _reopen(driver: SearchDriver, config: Config, workdir: Path, state: dict) -> None:
+    """A finished search: go on if its time budget or --max-generations stopped it and the larger ones it is
+    rerun with hold another generation."""
+    driver.reopen(
+        [dict(h) for h in state["trainer"]["members"]],
+        state_metrics(state["history"][-driver.settings.population :]),
+        *_exploit_and_checkpoint(driver, config, workdir, state),
+    )
+
+
+def _exploit_and_checkpoint(driver: SearchDriver, config: Config, workdir: Path, state: dict):
+    """The backend's two steps of the end of a generation, on the joined population state: apply the exploits
+    (the winner's state first, then the new hyperparameters), and checkpoint the search."""
+
+    def apply(exploits: list[Exploit]) -> None:
         for exploit in exploits:
             copy_member(state, exploit.winner, exploit.loser)
             with_member_hparams(config, {**state["trainer"]["members"][exploit.loser], **exploit.new})  # validates
             set_member_hparams(state, exploit.loser, exploit.new)
 
     def checkpoint() -> None:
-        save_checkpoint({**state, "config": config.to_dict(), "search": record.to_dict()}, workdir / SEARCH_CKPT)
+        save_checkpoint({**state, "config": config.to_dict(), "search": driver.record.to_dict()}, workdir / SEARCH_CKPT)
 
-    driver.end_generation(
-        state["trainer"]["epoch"],
-        [dict(h) for h in state["trainer"]["members"]],
-        state_metrics(state["history"][-driver.settings.population :]),
-        apply,
-        checkpoint,
-        lambda: state["history"],
-    )
+    return apply, checkpoint
 
 
 def _slices(state: dict, plan) -> list[dict]:

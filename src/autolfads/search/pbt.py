@@ -74,12 +74,17 @@ def best_member(metrics: Sequence[float]) -> int:
     return min(range(len(metrics)), key=lambda i: (_rank_key(metrics[i]), i))
 
 
-def should_stop(best_by_generation: Sequence[float], max_generations: int) -> bool:
-    """Stop after max_generations, or once the running best improved by a ratio <= STOP_RATIO over the
+def ranking(metrics: Sequence[float]) -> list[int]:
+    """Members best first (lowest metric; ties to the lower index), NaN members left out: best_member first."""
+    return sorted((m for m in range(len(metrics)) if not math.isnan(metrics[m])), key=lambda m: (metrics[m], m))
+
+
+def should_stop(best_by_generation: Sequence[float], max_generations: int | None) -> bool:
+    """Stop after max_generations (None: no bound), or once the running best improved by a ratio <= STOP_RATIO over the
     last STOP_WINDOW generations: from the first of them to the last, as lfads-torch's ImprovementRatioStopper
     and tune-tf2's scheduler measure it. They take each generation's own best and divide by the window's mean
     |best|; this takes the running best (NaN generations and regressions do not count) and divides by |first|."""
-    if len(best_by_generation) >= max_generations:
+    if max_generations is not None and len(best_by_generation) >= max_generations:
         return True
     if len(best_by_generation) < STOP_WINDOW:
         return False
@@ -88,6 +93,28 @@ def should_stop(best_by_generation: Sequence[float], max_generations: int) -> bo
     if not math.isfinite(before):
         return False
     return bool((before - now) / abs(before) <= STOP_RATIO)  # a plain bool: the record is saved as JSON too
+
+
+def next_generation_s(generation_s: Sequence[float], first_epochs: int, epochs_per_generation: int) -> float:
+    """The expected wall time of the next generation: the mean of the generations after the first (the burn-in),
+    else the first one's time per epoch times epochs_per_generation."""
+    if len(generation_s) > 1:
+        return float(np.mean(generation_s[1:]))
+    return generation_s[0] / first_epochs * epochs_per_generation
+
+
+def over_budget(
+    spent_s: float, generation_s: Sequence[float], first_epochs: int, epochs_per_generation: int, budget_s: float
+) -> bool:
+    """The time budget stops the search after this generation: it is spent, or the next generation (estimated
+    from the ones so far) would not finish within it."""
+    return spent_s + next_generation_s(generation_s, first_epochs, epochs_per_generation) > budget_s
+
+
+def planned_generations(first_s: float, first_epochs: int, epochs_per_generation: int, budget_s: float) -> int:
+    """How many generations a budget holds, from the first generation's time (the first included)."""
+    next_s = next_generation_s([first_s], first_epochs, epochs_per_generation)
+    return 1 + max(0, math.floor((budget_s - first_s) / next_s))
 
 
 def generation_epochs(generation: int, epochs_per_generation: int, ramp_epochs: int) -> int:

@@ -18,9 +18,10 @@ from ..config import Config, member_hparams
 from ..data.dataset import LFADSData
 from ..errors import AutoLFADSError, ConfigError
 from ..layout import MEMBER_CKPT, RAY_DIR
-from ..names import METRIC
 from ..train.checkpoint import load_checkpoint
-from .generation import best_ranked, state_metrics
+from .ensemble import write_ensemble
+from .generation import best_ranked, ranked, state_metrics
+from .pbt import ranking
 from .ray_scheduler import MAX_FAILURES, BinaryTournamentPBT, restoring_in
 from .ray_trainable import DECISIONS, DecisionBoard, group_trainable, member_state, trial_group
 from .ray_tune_private import resume_everything, use_token_if_available
@@ -66,8 +67,14 @@ def run_ray(
     workdir = Path(workdir).resolve()
     log = search_log(workdir)
     base = member_hparams(config)
-    scheduler = BinaryTournamentPBT(workdir, space, settings, base, members_per_trial)
+    select = config.train.select_metric
+    scheduler = BinaryTournamentPBT(workdir, space, settings, base, select, members_per_trial)
     if scheduler.finished:
+        if scheduler.driver.may_reopen():
+            raise ConfigError(
+                "the Ray backend does not continue a search its time budget stopped; rerun it with the budget it "
+                "had, or search again in a new --workdir"
+            )
         log(f"the search in {workdir} is complete; writing the best model again")
         return _outcome(scheduler, config, data, settings, workdir, log)
     started_ray = not ray.is_initialized()
@@ -79,7 +86,7 @@ def run_ray(
     finally:
         if started_ray:
             ray.shutdown()
-    scheduler = BinaryTournamentPBT(workdir, space, settings, base, members_per_trial)  # the state on disk is the truth
+    scheduler = BinaryTournamentPBT(workdir, space, settings, base, select, members_per_trial)  # the state on disk
     if not scheduler.finished:
         raise RayBackendError(
             f"the search stopped after {scheduler.record.generation} generations: a member failed more than "
@@ -136,23 +143,32 @@ def _outcome(scheduler, config: Config, data, settings: SearchSettings, workdir:
     """The best member of the last generation written as best_model/, and the search's outcome."""
     final = scheduler.final
     metrics = state_metrics([final[m]["metrics"] for m in range(settings.population)])
-    best = best_ranked(metrics, settings.metric)
-    state = member_state(load_checkpoint(workdir / final[best]["checkpoint"] / MEMBER_CKPT), best)
+    rank_metric = scheduler.driver.rank_metric
+    best = best_ranked(metrics, rank_metric)
+
+    def state_of(member: int) -> dict:
+        return member_state(load_checkpoint(workdir / final[member]["checkpoint"] / MEMBER_CKPT), member)
+
     hparams = dict(scheduler.final_hparams[best])
-    outputs = write_best_model(workdir, config, hparams, state, data, log)
+    outputs = write_best_model(workdir, config, hparams, state_of(best), data, log)
+    order = ranking(ranked(metrics[rank_metric], rank_metric))
+    ensemble = write_ensemble(workdir, config, data, order, state_of, outputs, log)
     record = scheduler.record
     last = {name: value for name, value in final[best]["metrics"].items() if isinstance(value, float)}
     return SearchOutcome(
         workdir,
         record.generation,
         best,
-        metrics[METRIC][best],
+        metrics[scheduler.select_metric][best],
         hparams,
         outputs[0].parent,
         outputs,
         record.wall_time_s,
-        best_metrics=last,
-        ranked_by=settings.metric,
+        last,
+        scheduler.select_metric,
+        rank_metric,
+        record.stop_reason,
+        ensemble,
     )
 
 
@@ -191,7 +207,7 @@ def _fit(tune, config, data, settings, workdir, scheduler, cpus, gpus, log) -> N
             data=data,
             workdir=str(workdir),
             epochs_per_generation=settings.epochs_per_generation,
-            nlb=settings.metric.startswith("nlb_"),
+            nlb=settings.ranks_by_nlb,
             cpus=float(cpus),
             gpus=float(gpus),
         ),
@@ -211,7 +227,7 @@ def _fit(tune, config, data, settings, workdir, scheduler, cpus, gpus, log) -> N
             tune_config=tune.TuneConfig(
                 scheduler=scheduler,
                 num_samples=1,
-                metric=METRIC,
+                metric=config.train.select_metric,
                 mode="min",
                 reuse_actors=False,  # a trial that must stop waits for the next generation in a fresh process
                 trial_name_creator=functools.partial(_trial_name, scheduler.groups),

@@ -11,7 +11,7 @@ from pathlib import Path
 from ..errors import CheckpointError
 from ..files import write_atomic
 from ..layout import MEMBERS_FILE, PBT_STATE_FILE, RAY_DIR, REPORTS_FILE, TENSORBOARD_DIR, member_folder
-from ..names import METRIC
+from ..names import SELECT_METRICS
 from ..train.records import TensorBoard
 
 STATE_VERSION = 1
@@ -34,7 +34,7 @@ REPORT_ENTRY_FIELDS = (
     "restored_member",
     "restored_checksum",
     "saved_checksum",
-    METRIC,
+    *SELECT_METRICS,
 )
 
 
@@ -72,7 +72,7 @@ class RayRecords:
 
     def add_report(self, member: int, generation: int, trial_id: str, metrics: dict, rows: list[dict]) -> None:
         entry = {"generation": generation, "member": member, "trial_id": trial_id, "time": time.time()}
-        entry.update({k: metrics[k] for k in REPORT_ENTRY_FIELDS})
+        entry.update({k: metrics[k] for k in REPORT_ENTRY_FIELDS if k in metrics})  # older reports: no all-neuron score
         append_report(self.workdir / RAY_DIR / REPORTS_FILE, {**entry, "rows": rows})
         try:
             folder = self.workdir / TENSORBOARD_DIR / member_folder(member)

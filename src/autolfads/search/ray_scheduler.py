@@ -16,7 +16,7 @@ from typing import Any
 
 from ..errors import CheckpointError
 from ..layout import MEMBER_CKPT, RAY_DIR
-from ..names import METRIC
+from ..names import LEGACY_SELECT_METRIC
 from .generation import SearchDriver, state_metrics
 from .pbt import Exploit
 from .progress import SearchProgress
@@ -74,14 +74,16 @@ class BinaryTournamentPBT(_SchedulerBase):
         space: SearchSpace,
         settings: SearchSettings,
         base_hparams: dict[str, float],
+        select_metric: str,
         members_per_trial: int = 1,
     ):
         """base_hparams: every per-member hyperparameter's config value (the searched ones are sampled over it).
-        members_per_trial: k members per trial (contiguous groups: 0..k-1, k..2k-1, ...; the last may be smaller)."""
+        select_metric: train.select_metric. members_per_trial: k members per trial (contiguous groups: 0..k-1,
+        k..2k-1, ...; the last may be smaller)."""
         super().__init__()
         self.workdir, self.space, self.settings, self.base_hparams = Path(workdir), space, settings, dict(base_hparams)
+        self.select_metric = self._metric = select_metric
         self.members_per_trial = int(members_per_trial)
-        self._metric = METRIC
         self._load()
 
     # ---- pickling: Tune keeps the scheduler in tuner.pkl; the state on disk is what counts
@@ -92,13 +94,15 @@ class BinaryTournamentPBT(_SchedulerBase):
             "settings": self.settings,
             "base_hparams": self.base_hparams,
             "members_per_trial": self.members_per_trial,
+            "select_metric": self.select_metric,
         }
 
     def __setstate__(self, state: dict) -> None:
         self.workdir = Path(_restoring_workdir or state["workdir"])
         self.space, self.settings, self.base_hparams = state["space"], state["settings"], state["base_hparams"]
         self.members_per_trial = int(state.get("members_per_trial", 1))
-        self._metric = METRIC
+        # a scheduler pickled before train.select_metric existed selected by the held-in score
+        self.select_metric = self._metric = state.get("select_metric", LEGACY_SELECT_METRIC)
         self._load()
 
     # ---- state
@@ -147,8 +151,12 @@ class BinaryTournamentPBT(_SchedulerBase):
         self.rows = self.records.rows()
 
     def _start_driver(self) -> None:
-        progress = SearchProgress(self.population, self.settings.max_generations, self.record.generation, self.log)
-        self.driver = SearchDriver(self.workdir, self.settings, self.space, self.record, self.log, progress)
+        progress = SearchProgress(
+            self.population, self.settings.max_generations, self.select_metric, self.record.generation, self.log
+        )
+        self.driver = SearchDriver(
+            self.workdir, self.settings, self.space, self.record, self.log, progress, self.select_metric
+        )
         self.rng = self.driver.rng  # the initial sample, then the tournaments and perturbations
 
     def _save(self) -> None:
@@ -173,7 +181,7 @@ class BinaryTournamentPBT(_SchedulerBase):
     def set_search_properties(self, metric, mode, **spec) -> bool:
         if mode not in (None, "min"):
             return False
-        self._metric = metric or METRIC
+        self._metric = metric or self.select_metric
         return True
 
     def on_trial_add(self, tune_controller, trial) -> None:
@@ -301,7 +309,7 @@ class BinaryTournamentPBT(_SchedulerBase):
         reset_failures(trial)  # MAX_FAILURES restarts per generation, not per search
         self._save()
         for member in self.groups[group]:
-            self.driver.progress.member_done(member, float(self.reports[member]["metrics"][METRIC]))
+            self.driver.progress.member_done(member, float(self.reports[member]["metrics"][self.select_metric]))
         # The barrier. NOOP: the trial waits in its process, inside its report, until the decision (Tune still
         # registers the reported checkpoint); PAUSE: Tune stops the actor, whose resources a trial still to run
         # this generation needs.

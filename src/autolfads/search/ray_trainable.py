@@ -16,7 +16,6 @@ from ..config import Config
 from ..data.dataset import LFADSData
 from ..errors import CheckpointError
 from ..layout import MEMBER_CKPT
-from ..names import METRIC
 from ..runtime import reuse_freed_memory
 from ..train.checkpoint import load_checkpoint, save_checkpoint
 from ..train.nlb_scoring import load_nlb_targets
@@ -178,7 +177,8 @@ def _report(
             }
         )
     metrics = {
-        METRIC: min(float(m[METRIC]) for m in per_member),  # Tune's own bookkeeping; the scheduler reads "members"
+        # Tune's own bookkeeping (its metric is train.select_metric); the scheduler reads "members"
+        config.train.select_metric: min(float(m[config.train.select_metric]) for m in per_member),
         "epoch": trainer.epoch,
         "generation": generation,
         "group": context["group"],

@@ -7,6 +7,7 @@
     search.log          plain-text log
     best_model/         the best member as an ordinary run folder (config.yaml, last.ckpt, metrics.csv)
                         with its posterior-sampled lfads_output.h5
+    ensemble/           the best members' rates averaged (search.ensemble)
 The tables are rewritten atomically from the search's checkpointed record after every generation.
 """
 
@@ -17,9 +18,9 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ..config import Config, load_config, save_config, with_member_hparams
+from ..config import Config, load_saved_config, save_config, with_member_hparams
 from ..data.dataset import LFADSData
 from ..errors import CheckpointError, ConfigError
 from ..files import write_atomic
@@ -34,10 +35,10 @@ from ..layout import (
     SPACE_FILE,
     STATE_FILE,
 )
-from ..names import HEADLINE_METRICS, METRIC, PBT_METRICS
+from ..names import HEADLINE_METRICS, RANK_ONLY_METRICS, SELECT_METRICS
 from ..train.checkpoint import save_checkpoint
 from ..train.records import RunLog, write_csv
-from ..train.run import sample
+from ..train.run import kept_select_metric, sample
 from .pbt import Exploit
 from .space import SearchSpace, load_search_space
 
@@ -49,15 +50,45 @@ class SearchSettings(BaseModel):
     epochs_per_generation: int = Field(
         25, ge=1, description="Epochs between exploit/explore steps (the first generation adds the KL/L2 ramps)."
     )
-    max_generations: int = Field(
-        50, ge=1, description="Upper bound on generations; the search usually stops earlier on a plateau."
+    max_generations: int | None = Field(
+        50,
+        ge=1,
+        description="Upper bound on generations; the search usually stops earlier on a plateau. None: no bound but "
+        "the time budget's.",
     )
     seed: int = Field(0, ge=0, description="Seed of the initial sampling, the tournaments and the perturbations.")
     backend: Literal["embedded", "ray"] = "embedded"
-    # What PBT ranks members by: METRIC or SAMPLED_METRIC (lower is better) or an NLB metric (higher is better;
-    # needs data.nlb_targets).
-    # Early stopping, the best checkpoint and the stopping rule keep METRIC.
-    metric: Literal[tuple(PBT_METRICS)] = METRIC  # type: ignore[valid-type]
+    # What PBT ranks members by instead of train.select_metric (None: by it): SAMPLED_METRIC (lower is better) or
+    # an NLB metric (higher is better; needs data.nlb_targets). Early stopping, the best checkpoint and the
+    # stopping rule keep train.select_metric.
+    metric: Literal[RANK_ONLY_METRICS] | None = None  # type: ignore[valid-type]
+    exploit: bool = Field(
+        True,
+        description="False: a random-search control. Every member keeps its sampled hyperparameters and its own "
+        "weights (no exploit, no perturbation); generations, stopping and the best member as with PBT.",
+    )
+    time_budget_s: float | None = Field(
+        None,
+        gt=0,
+        description="Wall-time budget in seconds: the search stops after the generation that spends it, or before "
+        "one that cannot finish within it (estimated from the generations so far). A rerun counts the time already "
+        "spent; a rerun with a larger budget continues.",
+    )
+
+    @model_validator(mode="after")
+    def _bounded(self) -> "SearchSettings":
+        if self.max_generations is None and self.time_budget_s is None:
+            raise ValueError("max_generations may be left out only with a time budget (time_budget_s)")
+        return self
+
+    @property
+    def ranks_by_nlb(self) -> bool:
+        """PBT ranks by an NLB metric: the members score them in each generation's last epoch."""
+        return self.metric is not None and self.metric.startswith("nlb_")
+
+    def rank_metric(self, select_metric: str) -> str:
+        """What PBT ranks members by: `metric`, else the selection metric (train.select_metric)."""
+        return self.metric or select_metric
 
 
 @dataclass
@@ -71,6 +102,8 @@ class SearchRecord:
     rng_state: dict = field(default_factory=dict)
     finished: bool = False
     wall_time_s: float = 0.0
+    generation_s: list[float] = field(default_factory=list)  # each generation's wall time (with what follows it)
+    stop_reason: str = ""  # why it finished: STOP_REASONS' keys
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -79,13 +112,15 @@ class SearchRecord:
     def from_dict(cls, data: dict) -> "SearchRecord":
         return cls(**data)
 
-    def add_generation(self, epoch: int, hparams: list[dict[str, float]], metrics: dict[str, list[float]]) -> None:
-        """Record the end of a generation: one row per member, before any exploit."""
+    def add_generation(
+        self, epoch: int, hparams: list[dict[str, float]], metrics: dict[str, list[float]], select_metric: str
+    ) -> None:
+        """Record the end of a generation: one row per member, before any exploit; the best by select_metric."""
         for member, values in enumerate(hparams):
             row = {"generation": self.generation, "member": member, "epoch": epoch, **values}
             row.update({name: column[member] for name, column in metrics.items()})
             self.state_rows.append(row)
-        finite = [value for value in metrics[METRIC] if math.isfinite(value)]
+        finite = [value for value in metrics[select_metric] if math.isfinite(value)]
         self.best_by_generation.append(min(finite) if finite else math.nan)
 
     def add_exploits(self, exploits: list[Exploit]) -> None:
@@ -102,47 +137,82 @@ class SearchRecord:
             self.exploit_rows.append(row)
 
 
+STOP_REASONS = {
+    "max_generations": "reached --max-generations",
+    "plateau": "the best metric stopped improving",
+    "time_budget": "the time budget",
+}
+
+
+@dataclass
+class EnsembleSummary:
+    """The averaged rates of the top-k members (search.ensemble), and how they score against the best member."""
+
+    folder: Path
+    members: list[int]  # the k members averaged, best first
+    score: float  # the validation NLL of the averaged rates (every neuron and bin, per observed entry)
+    best_score: float  # the same of the best member's rates alone (k = 1)
+
+
 @dataclass
 class SearchOutcome:
     workdir: Path
     generations: int
     best_member: int
-    best_metric: float
+    best_metric: float  # the best member's select_metric
     best_hparams: dict[str, float]
     best_model: Path
     outputs: list[Path]  # the best model's lfads_output.h5, one per session of a stitched model
     wall_time_s: float
-    best_metrics: dict[str, float] = field(default_factory=dict)  # the best member's last validation metrics
-    ranked_by: str = METRIC  # the metric that made best_member the best (SearchSettings.metric)
+    best_metrics: dict[str, float]  # the best member's last validation metrics
+    select_metric: str  # train.select_metric
+    ranked_by: str  # the metric that made best_member the best (SearchSettings.rank_metric)
+    stop_reason: str = ""
+    ensemble: EnsembleSummary | None = None
 
     def summary(self, report: Path | None = None) -> str:
         """The best member of the last generation: the one whose value the progress lines showed last, unless
-        the search ranks by an NLB metric (then it says so). report: the report.html written, if any."""
+        the search ranks by another metric (then it says so). report: the report.html written, if any."""
         hparams = ", ".join(f"{name} {value:.4g}" for name, value in self.best_hparams.items())
         shown = ", ".join(
             f"{name} {self.best_metrics[name]:.4f}" for name in HEADLINE_METRICS if name in self.best_metrics
         )
         ranking = (
             ""
-            if self.ranked_by == METRIC
+            if self.ranked_by == self.select_metric
             else (
                 f" (first by {self.ranked_by} {self.best_metrics.get(self.ranked_by, math.nan):.4f}; "
-                f"the progress lines show the lowest {METRIC})"
+                f"the progress lines show the lowest {self.select_metric})"
             )
         )
+        stopped = f" (stopped: {STOP_REASONS[self.stop_reason]})" if self.stop_reason else ""
         return (
-            f"search complete: {self.generations} generations in {self.wall_time_s / 60:.1f} min; "
+            f"search complete: {self.generations} generations in {self.wall_time_s / 60:.1f} min{stopped}; "
             f"best member {self.best_member} of the last generation, "
-            f"{METRIC} {self.best_metric:.5f}{ranking}\n  validation: {shown}\n  hyperparameters: {hparams}\n"
+            f"{self.select_metric} {self.best_metric:.5f}{ranking}\n  validation: {shown}\n"
+            f"  hyperparameters: {hparams}\n"
             f"  best model: {self.best_model}\n  rates and latents: {', '.join(map(str, self.outputs))}"
+            + self._ensemble_line()
             + (f"\n  report: {report}" if report else "")
+        )
+
+    def _ensemble_line(self) -> str:
+        if self.ensemble is None:
+            return ""
+        e = self.ensemble
+        return (
+            f"\n  ensemble: {e.folder} (rates averaged over {len(e.members)} members: "
+            f"{', '.join(map(str, e.members))}); "
+            f"validation NLL of the posterior-sampled rates, every neuron and bin: {e.score:.5f} "
+            f"(best member alone {e.best_score:.5f})"
         )
 
 
 def prepare_workdir(
     workdir: Path, settings: SearchSettings, config: Config, space: SearchSpace, data: list[LFADSData]
-) -> None:
-    """Check the workdir is writable with room to spare, and that a rerun searches the same thing."""
+) -> Config:
+    """Check the workdir is writable with room to spare, and that a rerun searches the same thing (its time
+    budget may change). Returns the search's config: a rerun keeps the selection metric the search started with."""
     needed_bytes = estimated_bytes(config, settings.population, data)
     try:
         workdir.mkdir(parents=True, exist_ok=True)
@@ -159,10 +229,17 @@ def prepare_workdir(
         )
     settings_path = workdir / SETTINGS_FILE
     if settings_path.exists():
-        saved = SearchSettings.model_validate(yaml.safe_load(settings_path.read_text()))
-        saved_config, saved_space = load_config(workdir / CONFIG_FILE), load_search_space(workdir / SPACE_FILE)
+        saved = saved_settings(settings_path)
+        saved_config, saved_space = load_saved_config(workdir / CONFIG_FILE), load_search_space(workdir / SPACE_FILE)
+        config = kept_select_metric(saved_config, config, search_log(workdir))
+        budget = {"time_budget_s": None}
         changed = [
-            name for name, old, new in (("settings", saved, settings), ("space", saved_space, space)) if old != new
+            name
+            for name, old, new in (
+                ("settings", saved.model_copy(update=budget), settings.model_copy(update=budget)),
+                ("space", saved_space, space),
+            )
+            if old != new
         ]
         if _comparable(saved_config) != _comparable(config):
             changed.append("config")
@@ -171,14 +248,26 @@ def prepare_workdir(
                 f"{workdir} holds a search with different {', '.join(changed)}; rerun with the same ones to resume, "
                 "or use a new --workdir"
             )
-        return
+        if saved.time_budget_s != settings.time_budget_s:
+            _write_yaml(settings_path, settings.model_dump())
+        return config
     save_config(config, workdir / CONFIG_FILE)
     _write_yaml(workdir / SPACE_FILE, space.to_dict())
     _write_yaml(settings_path, settings.model_dump())
+    return config
+
+
+def saved_settings(path: Path) -> SearchSettings:
+    """A workdir's search.yaml. Before train.select_metric existed its `metric` named the held-in score too,
+    which the search's config now carries (config.saved_config): PBT ranks by the selection metric."""
+    raw = yaml.safe_load(path.read_text())
+    if raw.get("metric") in SELECT_METRICS:
+        raw = {**raw, "metric": None}
+    return SearchSettings.model_validate(raw)
 
 
 def estimated_bytes(config: Config, population: int, data: list[LFADSData]) -> int:
-    """Twice the checkpoint (weights + Adam moments, old and new copy during a write) and output file."""
+    """Twice the checkpoint (weights + Adam moments, old and new copy during a write) and output files."""
     from ..model import LFADS
 
     parameters = sum(p.numel() for p in LFADS(config.model, [0]).parameters())
@@ -190,7 +279,7 @@ def estimated_bytes(config: Config, population: int, data: list[LFADSData]) -> i
         * cfg.recon_seq_len
         * 4
     )
-    return 2 * (checkpoint + output)
+    return 2 * (checkpoint + 2 * output)  # the best model's output and the ensemble's
 
 
 def write_tables(workdir: Path, record: SearchRecord, metric_rows: list[dict]) -> None:

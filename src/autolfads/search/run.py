@@ -7,7 +7,7 @@ import torch
 from ..config import Config
 from ..data.dataset import missing_bins_note
 from ..errors import ConfigError
-from ..names import METRIC, SAMPLED_METRIC
+from ..names import SAMPLED_METRIC
 from ..train.run import load_run_data
 from ..train.trainer import recurrent_core, resolve_device
 from .embedded import embedded_plan, run_embedded
@@ -34,10 +34,10 @@ def search(
     config, data = load_run_data(config, data_path)
     if settings.metric == SAMPLED_METRIC and (settings.backend != "embedded" or not config.train.sampled_metric):
         raise ConfigError(f"PBT on {settings.metric} needs train.sampled_metric true and the embedded backend")
-    if settings.metric not in (METRIC, SAMPLED_METRIC) and config.data.nlb_targets is None:
+    if settings.ranks_by_nlb and config.data.nlb_targets is None:
         raise ConfigError(f"PBT on {settings.metric} needs data.nlb_targets (the targets file of `autolfads data nlb`)")
     plan = embedded_plan(config, settings.population, **backend_options) if settings.backend == "embedded" else None
-    prepare_workdir(workdir, settings, config, space, data)
+    config = prepare_workdir(workdir, settings, config, space, data)
     if note := missing_bins_note(data):
         search_log(workdir)(note)
     if settings.backend == "ray":

@@ -5,6 +5,7 @@ one cannot execute code. Writes go through files.write_atomic: a kill at any mom
 or the new checkpoint, whole.
 """
 
+import math
 from pathlib import Path
 
 import torch
@@ -32,7 +33,17 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
         ) from None
     if not isinstance(payload, dict) or payload.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(f"checkpoint {path} is not an autolfads checkpoint of format version {FORMAT_VERSION}")
+    _add_all_neuron_score(payload)
     return payload
+
+
+def _add_all_neuron_score(payload: dict) -> None:
+    """A checkpoint written before the all-neuron score (smth_all) holds none: NaN, as before a first epoch,
+    so smoothing starts afresh. Its config names no train.select_metric: it selected by the held-in score
+    (config.saved_config keeps that)."""
+    trainer = payload.get("trainer")
+    if isinstance(trainer, dict) and "smth_all" not in trainer and "smth_metric" in trainer:
+        trainer["smth_all"] = torch.full_like(trainer["smth_metric"], math.nan)
 
 
 def remove_stale_temporaries(folder: Path) -> None:

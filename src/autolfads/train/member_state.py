@@ -11,10 +11,11 @@ import torch
 @dataclass
 class MemberState:
     lr: torch.Tensor  # the current learning rate (on the model's device; the optimizer reads it)
-    smth_metric: torch.Tensor  # smoothed val_nll_heldin (METRIC); NaN before the first epoch
+    smth_metric: torch.Tensor  # smoothed val_nll_heldin (HELDIN_METRIC); NaN before the first epoch
+    smth_all: torch.Tensor  # smoothed val_recon, every neuron and bin (ALL_METRIC)
     smth_sampled: torch.Tensor  # smoothed val_recon_sampled (SAMPLED_METRIC)
-    best_metric: torch.Tensor  # the best smth_metric once the KL/L2 ramps are done
-    lr_best_metric: torch.Tensor  # lr_rule plateau: the best smth_metric since the start
+    best_metric: torch.Tensor  # the best selection metric (train.select_metric) once the KL/L2 ramps are done
+    lr_best_metric: torch.Tensor  # lr_rule plateau: the best selection metric since the start
     best_epoch: torch.Tensor  # the epoch of best_metric (-1: none yet)
     plateau_epochs: torch.Tensor  # lr_rule plateau: epochs without a new lr_best_metric
     val_loss_window: torch.Tensor  # lr_rule lfads_tf2: (P, lr_patience + 1) raw val_loss, oldest first
@@ -29,6 +30,7 @@ class MemberState:
         return cls(
             lr=lr_init.clone(),
             smth_metric=nan.clone(),
+            smth_all=nan.clone(),
             smth_sampled=nan.clone(),
             best_metric=inf.clone(),
             lr_best_metric=inf.clone(),

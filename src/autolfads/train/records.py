@@ -14,7 +14,6 @@ from pathlib import Path
 from tqdm import tqdm
 
 from ..files import write_atomic
-from ..names import METRIC
 
 
 def write_csv(path: Path, rows: list[dict]) -> None:
@@ -49,15 +48,18 @@ class Progress:
     """A training run's progress: a tqdm bar on a terminal, otherwise a plain line at most every 30 seconds
     (and at the end)."""
 
-    def __init__(self, start: int, total: int, log: Callable[[str], None], interval_s: float = 30.0):
-        self.start, self.total, self.log, self.interval_s = start, total, log, interval_s
+    def __init__(self, start: int, total: int, log: Callable[[str], None], metric: str, interval_s: float = 30.0):
+        """metric: the selection metric (train.select_metric), shown beside the raw held-in NLL."""
+        self.start, self.total, self.log, self.metric, self.interval_s = start, total, log, metric, interval_s
         self.began = self.last_line = time.monotonic()
         self.bar = None
         if sys.stderr.isatty():
             self.bar = tqdm(initial=start, total=total, unit="epoch", file=sys.stderr, dynamic_ncols=True)
 
     def update(self, epoch: int, row: dict) -> None:
-        summary = f"val nll {row.get('val_nll_heldin', math.nan):.5f} | smoothed {row.get(METRIC, math.nan):.5f}"
+        summary = (
+            f"val nll {row.get('val_nll_heldin', math.nan):.5f} | {self.metric} {row.get(self.metric, math.nan):.5f}"
+        )
         if self.bar is not None:
             self.bar.update(1)
             self.bar.set_postfix_str(summary)

@@ -3,7 +3,7 @@
 The checkpoint folder holds
     config.yaml         the resolved configuration (dimensions filled in from the data)
     last.ckpt           the most recent epoch (weights, optimizer, training state, RNG, history)
-    best.ckpt           the best epoch by smoothed validation NLL, counted once the KL/L2 ramps are done
+    best.ckpt           the best epoch by train.select_metric, counted once the KL/L2 ramps are done
     metrics.csv         one row per epoch, rewritten atomically from the checkpoint's history
     train.log           plain-text log
     tensorboard/        TensorBoard scalars
@@ -21,12 +21,12 @@ from typing import Any
 
 import torch
 
-from ..config import Config, ModelConfig, SessionDims, load_config, member_hparams, save_config
+from ..config import Config, ModelConfig, SessionDims, load_saved_config, member_hparams, save_config, saved_config
 from ..data.dataset import LFADSData, load_sessions, missing_bins_note
 from ..errors import CheckpointError, ConfigError, TrainingDiverged
 from ..files import check_distinct
 from ..layout import BEST_CKPT, CONFIG_FILE, LAST_CKPT, METRICS_FILE, OUTPUT_FILE, REPORT_FILE, RUN_LOG, TENSORBOARD_DIR
-from ..names import HEADLINE_METRICS, MEMBER_HPARAMS, METRIC
+from ..names import HEADLINE_METRICS, MEMBER_HPARAMS
 from .checkpoint import load_checkpoint, remove_stale_temporaries, save_checkpoint
 from .nlb_scoring import load_nlb_targets
 from .output import output_paths, write_output
@@ -158,7 +158,7 @@ def train(
     log(f"{'complete' if complete else 'paused'} after {trainer.epoch} epochs")
     best = next((row for row in trainer.history if row["epoch"] == best_epoch), None)
     if best is not None:
-        shown = (METRIC, *HEADLINE_METRICS)
+        shown = (config.train.select_metric, *HEADLINE_METRICS)
         log(f"best epoch {best_epoch}: " + ", ".join(f"{name} {best[name]:.4f}" for name in shown if name in best))
     last = trainer.history[-1] if trainer.history else {}
     return TrainResult(folder, trainer.epoch, complete, last, best_epoch, outputs)
@@ -175,24 +175,43 @@ def check_run_files(folder: Path, sessions: list[LFADSData], config: Config) -> 
     )
 
 
-def resume_or_start(trainer: Trainer, config: Config, folder: Path, log: RunLog) -> None:
-    """Continue from the folder's last.ckpt if there is one; hyperparameters given now apply after the restore."""
+def resume_or_start(trainer: Trainer, config: Config, folder: Path, log: RunLog) -> Config:
+    """Continue from the folder's last.ckpt if there is one; hyperparameters given now apply after the restore.
+    Returns the run's config: a resumed run keeps the selection metric it started with (its best epoch and early
+    stopping were counted by it)."""
     if not (folder / LAST_CKPT).exists():
         described = ", ".join(
             f"{s.path} ({s.train.n_trials} train / {s.valid.n_trials} valid trials)" for s in trainer.sessions
         )
         log(
             f"new run: {described}, device {trainer.device}, threads {torch.get_num_threads()}, "
-            f"recurrent core {trainer.core}"
+            f"recurrent core {trainer.core}, selected by {config.train.select_metric}"
         )
-        return
+        return config
     payload = load_checkpoint(folder / LAST_CKPT, map_location=trainer.device)
-    check_compatible(Config.model_validate(payload["config"]), config, folder / LAST_CKPT)
+    saved = saved_config(payload["config"], str(folder / LAST_CKPT))
+    check_compatible(saved, config, folder / LAST_CKPT)
+    config = kept_select_metric(saved, config, log)
+    trainer.config = config
     trainer.load_state_dict(payload)
     # Hyperparameters given now (e.g. by a Katib PBT trial) apply after the restore.
     changed = {k: v for k, v in member_hparams(config).items() if v != trainer.member_hparams(0)[k]}
     trainer.set_member_hparams(0, changed)
     log(f"resumed from {folder / LAST_CKPT} at epoch {trainer.epoch}" + (f" with new {changed}" if changed else ""))
+    return config
+
+
+def kept_select_metric(saved: Config, config: Config, log: Callable[[str], None]) -> Config:
+    """`config` with the saved run's train.select_metric (a run saved before the setting existed: the held-in
+    score); the log says so when `config` named another."""
+    metric = saved.train.select_metric
+    if config.train.select_metric == metric:
+        return config
+    log(
+        f"train.select_metric stays {metric}, the metric this run started with (the config names "
+        f"{config.train.select_metric}; a new checkpoint folder starts a run selected by it)"
+    )
+    return config.model_copy(update={"train": config.train.model_copy(update={"select_metric": metric})})
 
 
 def train_epochs(
@@ -307,7 +326,7 @@ def sample(
     if config is None:
         if not (folder / CONFIG_FILE).exists():
             raise CheckpointError(f"{folder} holds no {CONFIG_FILE}: not an autolfads checkpoint folder")
-        config = load_config(folder / CONFIG_FILE)
+        config = load_saved_config(folder / CONFIG_FILE)
     if data is None:
         config, data = load_run_data(config, data_path)  # dimensions in config.yaml must match the data
     if config.train.threads is not None:

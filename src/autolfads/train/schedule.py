@@ -10,7 +10,7 @@ from dataclasses import replace
 import torch
 
 from ..config import TrainConfig
-from ..names import METRIC, SAMPLED_METRIC
+from ..names import ALL_METRIC, HELDIN_METRIC, SAMPLED_METRIC
 from .member_state import MemberState
 from .metrics import smooth
 
@@ -18,27 +18,31 @@ from .metrics import smooth
 def end_epoch(
     state: MemberState, metrics: dict[str, torch.Tensor], epoch: int, train: TrainConfig, ramp_end_epoch: int
 ) -> tuple[MemberState, dict[str, torch.Tensor]]:
-    """metrics: at least val_nll_heldin (and val_loss for lr_rule lfads_tf2), (P,) each. Returns the new state and
-    METRIC (SAMPLED_METRIC when val_recon_sampled is given) and `improved` (1.0 for a new best epoch)."""
-    added: dict[str, torch.Tensor] = {}
-    smth_metric = smooth(state.smth_metric, _unless_diverged(state, metrics["val_nll_heldin"]))
-    added[METRIC] = smth_metric.clone()
-    state = replace(state, smth_metric=smth_metric)
+    """metrics: at least val_nll_heldin and val_recon (and val_loss for lr_rule lfads_tf2), (P,) each. Returns
+    the new state and HELDIN_METRIC, ALL_METRIC (SAMPLED_METRIC when val_recon_sampled is given) and `improved`
+    (1.0 for a new best epoch by train.select_metric)."""
+    state = replace(
+        state,
+        smth_metric=smooth(state.smth_metric, _unless_diverged(state, metrics["val_nll_heldin"])),
+        smth_all=smooth(state.smth_all, _unless_diverged(state, metrics["val_recon"])),
+    )
+    added = {HELDIN_METRIC: state.smth_metric.clone(), ALL_METRIC: state.smth_all.clone()}
     if "val_recon_sampled" in metrics:
         state = replace(
             state, smth_sampled=smooth(state.smth_sampled, _unless_diverged(state, metrics["val_recon_sampled"]))
         )
         added[SAMPLED_METRIC] = state.smth_sampled.clone()
+    selected = selection_metric(state, train.select_metric)
     ramps_done = epoch >= ramp_end_epoch
-    improved = ramps_done & (state.smth_metric < state.best_metric)
+    improved = ramps_done & (selected < state.best_metric)
     state = replace(
         state,
-        best_metric=torch.where(improved, state.smth_metric, state.best_metric),
+        best_metric=torch.where(improved, selected, state.best_metric),
         best_epoch=torch.where(improved, epoch, state.best_epoch),
     )
     added["improved"] = improved.float()
     if train.lr_schedule and train.lr_rule == "plateau":
-        state = plateau_rule(state, train)
+        state = plateau_rule(state, selected, train)
     elif train.lr_schedule:
         state = lfads_tf2_rule(state, metrics["val_loss"], epoch, train, ramp_end_epoch)
     if ramps_done:
@@ -47,17 +51,22 @@ def end_epoch(
     return state, added
 
 
-def plateau_rule(state: MemberState, train: TrainConfig) -> MemberState:
-    """torch's ReduceLROnPlateau on the smoothed metric (lfads-torch): lr_patience bad epochs are tolerated,
-    the next decays the rate; a member stops once its rate is below lr_stop."""
-    better = state.smth_metric < state.lr_best_metric
+def selection_metric(state: MemberState, name: str) -> torch.Tensor:
+    """The smoothed score train.select_metric names."""
+    return {HELDIN_METRIC: state.smth_metric, ALL_METRIC: state.smth_all}[name]
+
+
+def plateau_rule(state: MemberState, selected: torch.Tensor, train: TrainConfig) -> MemberState:
+    """torch's ReduceLROnPlateau on the smoothed selection metric (lfads-torch): lr_patience bad epochs are
+    tolerated, the next decays the rate; a member stops once its rate is below lr_stop."""
+    better = selected < state.lr_best_metric
     plateau_epochs = torch.where(better, 0, state.plateau_epochs + 1)
     decay = plateau_epochs > train.lr_patience
     lr = torch.where(decay.to(state.lr.device), state.lr * train.lr_decay, state.lr)
     return replace(
         state,
         lr=lr,
-        lr_best_metric=torch.where(better, state.smth_metric, state.lr_best_metric),
+        lr_best_metric=torch.where(better, selected, state.lr_best_metric),
         plateau_epochs=torch.where(decay, 0, plateau_epochs),
         stopped=state.stopped | (lr < train.lr_stop).cpu(),
     )

@@ -1,0 +1,145 @@
+"""The population after a search: the rates of its best members averaged, the number chosen on validation.
+
+The members are ranked by the search's ranking metric at the last generation (`pbt.ranking`: NaN members are
+left out). Each member's rates are the posterior-sampled rates `autolfads sample` would write of its final state
+(`train.output.posterior_sample`, its own random stream); the best member's are read from best_model/'s
+lfads_output.h5, so an ensemble of one is the best model exactly. Every member's rates are held in memory at
+once (members x trials x bins x neurons, float32). k in 1..M is the one whose averaged rates have the lowest
+validation NLL over every reconstructed neuron and bin (Poisson, per observed entry, from model.loss_start_bin;
+with several sessions over all of them); a tie goes to the smaller k.
+
+Written to ENSEMBLE_DIR:
+    lfads_output.h5     best_model/'s file with every <split>_rates the mean of the k members' rates; the other
+                        fields (factors, latents, inputs) stay the best member's: latents of different models do
+                        not average. One file per session of a stitched model, as best_model/ has.
+    ensemble.yaml       the members (best first), k, and the validation NLL of each k
+    config.yaml, metrics.csv   best_model/'s, so `autolfads report` finds the data (and shows the best member's
+                        training)
+Poisson reconstruction only (the score is the Poisson NLL of rates); otherwise no ensemble is written.
+"""
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import h5py
+import numpy as np
+import yaml
+
+from ..config import Config
+from ..data.dataset import LFADSData
+from ..data.hdf5 import write_lfads_h5
+from ..errors import CheckpointError
+from ..evaluate.metrics import poisson_nll
+from ..files import write_atomic
+from ..layout import CONFIG_FILE, METRICS_FILE
+from ..train.output import posterior_sample
+from ..train.trainer import Trainer
+from .results import EnsembleSummary
+
+ENSEMBLE_DIR = "ensemble"
+ENSEMBLE_FILE = "ensemble.yaml"
+VALID = "valid"
+
+
+def nll_per_entry(rates: Sequence[np.ndarray], counts: Sequence[np.ndarray], starts: Sequence[int]) -> float:
+    """Poisson NLL per observed entry (NaN counts are missing) over every session's neurons and bins from its
+    loss_start_bin: rates[s], counts[s] (trials, bins, neurons)."""
+    total = sum(poisson_nll(r[:, t:], c[:, t:]) for r, c, t in zip(rates, counts, starts, strict=True))
+    entries = sum(int((~np.isnan(c[:, t:])).sum()) for c, t in zip(counts, starts, strict=True))
+    return total / entries
+
+
+def choose_k(
+    member_rates: Sequence[Sequence[np.ndarray]], counts: Sequence[np.ndarray], starts: Sequence[int]
+) -> tuple[int, list[float]]:
+    """member_rates[i][s]: the i-th ranked member's validation rates of session s. Returns k (1-based) and the
+    validation NLL of the average of the first k members, for every k."""
+    scores, running = [], None
+    for k, rates in enumerate(member_rates, start=1):
+        running = [r.astype(np.float64) for r in rates] if running is None else [a + r for a, r in zip(running, rates)]
+        scores.append(nll_per_entry([total / k for total in running], counts, starts))
+    return int(np.argmin(scores)) + 1, scores
+
+
+def write_ensemble(
+    workdir: Path,
+    config: Config,
+    data: list[LFADSData],
+    order: Sequence[int],
+    member_state: Callable[[int], dict],
+    best_outputs: Sequence[Path],
+    log: Callable[[str], None],
+) -> EnsembleSummary | None:
+    """order: the members, best first (`pbt.ranking`); member_state(m): member m's one-member state dict;
+    best_outputs: best_model/'s output files (one per session), whose member is order[0]."""
+    if config.model.reconstruction != "poisson":
+        log(
+            "no ensemble: it is scored by the Poisson NLL of rates, and this model's observation model is "
+            + config.model.reconstruction
+        )
+        return None
+    best = [_read_output(path) for path in best_outputs]
+    if any(f"{VALID}_rates" not in arrays for arrays, _ in best):
+        log("no ensemble: the data has no validation split to choose its size on")
+        return None
+    sessions = [config.model.session(s) for s in range(len(data))]
+    counts = [session.valid.recon.numpy() for session in data]
+    starts = [cfg.loss_start_bin for cfg in sessions]
+    rates = [_file_rates(best)] + [_member_rates(config, data, member_state(m)) for m in order[1:]]
+    k, scores = choose_k([member[VALID] for member in rates], counts, starts)
+    chosen = list(order[:k])
+    folder = workdir / ENSEMBLE_DIR
+    for s, ((arrays, attrs), path) in enumerate(zip(best, best_outputs, strict=True)):
+        averaged = {f"{split}_rates": mean_rates([member[split][s] for member in rates[:k]]) for split in rates[0]}
+        write_lfads_h5(folder / path.name, {**arrays, **averaged}, attrs={**attrs, "ensemble_members": chosen})
+    _write_record(folder, chosen, scores, best_outputs[0].parent)
+    log(
+        f"wrote {folder}: rates averaged over the best {k} of {len(order)} members ({', '.join(map(str, chosen))}); "
+        f"validation NLL {scores[k - 1]:.5f} (best member alone {scores[0]:.5f})"
+    )
+    return EnsembleSummary(folder, chosen, scores[k - 1], scores[0])
+
+
+def mean_rates(parts: Sequence[np.ndarray]) -> np.ndarray:
+    """The members' rates averaged (in float64), stored as float32 as every output's rates are."""
+    return np.mean(np.stack([part.astype(np.float64) for part in parts]), axis=0).astype(np.float32)
+
+
+def _file_rates(outputs: list[tuple[dict, dict]]) -> dict[str, list[np.ndarray]]:
+    """{split: [rates of each session]} of best_model's output files."""
+    splits = [key.removesuffix("_rates") for key in outputs[0][0] if key.endswith("_rates")]
+    return {split: [arrays[f"{split}_rates"] for arrays, _ in outputs] for split in splits}
+
+
+def _member_rates(config: Config, data: list[LFADSData], state: dict) -> dict[str, list[np.ndarray]]:
+    """One member's posterior-sampled rates, {split: [rates of each session]}: the rates `autolfads sample` of
+    its state would write (the same random stream, session by session, split by split)."""
+    trainer = Trainer(config, data)
+    trainer.load_state_dict(state)
+    rates: dict[str, list[np.ndarray]] = {}
+    for s, session in enumerate(data):
+        for split in session.splits:
+            sampled = posterior_sample(trainer.model, split, config.train.num_samples, session=s)["rates"]
+            rates.setdefault(split.name, []).append(sampled[0])
+    return rates
+
+
+def _read_output(path: Path) -> tuple[dict, dict]:
+    with h5py.File(path, "r") as h5:
+        return {key: h5[key][()] for key in h5}, dict(h5.attrs)
+
+
+def _write_record(folder: Path, members: list[int], scores: list[float], best_dir: Path) -> None:
+    record = {
+        "members": members,
+        "k": len(members),
+        "chosen_by": "validation NLL of the averaged posterior-sampled rates: every neuron and bin, Poisson, per entry",
+        "valid_nll_by_k": {k: float(score) for k, score in enumerate(scores, start=1)},
+        "best_model": str(best_dir),
+    }
+    try:
+        write_atomic(folder / ENSEMBLE_FILE, yaml.safe_dump(record, sort_keys=False))
+        for name in (CONFIG_FILE, METRICS_FILE):
+            write_atomic(folder / name, (best_dir / name).read_bytes())
+    except OSError as err:
+        raise CheckpointError(f"cannot write the ensemble's files in {folder}: {err}") from None
