@@ -145,7 +145,7 @@ def train(
         log(note)
     if trainer.core_note:
         log(trainer.core_note)
-    resume_or_start(trainer, config, folder, log)
+    config = resume_or_start(trainer, config, folder, log)
     save_config(config, folder / CONFIG_FILE)
     target = trainer.epoch + epochs if epochs is not None else config.train.max_epochs
     train_epochs(trainer, config, folder, target, until_stopped=epochs is None, echo=echo, log=log)
@@ -224,7 +224,7 @@ def train_epochs(
     log: RunLog,
 ) -> None:
     """Epochs up to `target` (or early stopping), each logged as it ends and checkpointed by RunFiles."""
-    progress = Progress(trainer.epoch, target, log)
+    progress = Progress(trainer.epoch, target, log, config.train.select_metric)
     writer = TensorBoard(folder / TENSORBOARD_DIR)
     files = RunFiles(folder, config)
     try:
