@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 DEMO ?= runs/demo
 
-.PHONY: setup demo test test-fast lint format bench clean image image-gpu image-lint image-test
+.PHONY: setup demo test test-fast slurm-test lint format bench clean image image-gpu image-lint image-test
 
 setup: $(VENV)/.installed
 
@@ -28,6 +28,13 @@ test: setup
 
 test-fast: setup
 	$(BIN)/pytest -m "not slow"
+
+# SLURM (docs/slurm.md): a single-host cluster on this machine (as root, on loopback), the tests marked `slurm`
+# on it, and everything it started stopped after. Installs the distribution's SLURM packages if slurmctld is missing.
+slurm-test: setup
+	@if ! PATH="$$PATH:/usr/sbin:/sbin" sh -c 'command -v slurmctld' >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurm-wlm munge; fi
+	deploy/slurm/local_cluster.sh run $(BIN)/pytest -q -m slurm tests/test_slurm.py
 
 # ruff, configured in pyproject.toml: lint and formatting checks (CI runs this before the tests)
 lint: setup

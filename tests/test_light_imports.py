@@ -47,6 +47,10 @@ COMMANDS = {
         *("kubeflow", "katib", "--name", "lorenz", "--image", "ghcr.io/lab/autolfads:0.1.0", "--data-pvc", "data"),
         *("--config-file", str(LORENZ), "--population", "8", "--epochs-per-generation", "5", "--dry-run"),
     ],
+    "slurm search": [
+        *("slurm", "search", "--config-file", str(LORENZ), "--workdir", "runs/search", "--cpus", "8"),
+        *("--backend", "ray", "--nodes", "2", "--cpus-per-member", "2"),
+    ],
 }
 
 

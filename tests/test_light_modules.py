@@ -35,6 +35,7 @@ LIGHT = (
     "autolfads.deploy",
     "autolfads.deploy.katib",
     "autolfads.deploy.rayjob",
+    "autolfads.deploy.slurm",
     "autolfads.report",
     "autolfads.files",
     "autolfads.names",

@@ -13,7 +13,7 @@ import traceback
 from .. import __version__
 from ..errors import AutoLFADSError, TrainingDiverged
 from ..runtime import reuse_freed_memory, use_huge_pages
-from . import config, doctor, kubeflow, results, search, train
+from . import config, doctor, kubeflow, results, search, slurm, train
 from .data import add_data
 
 DESCRIPTION = """The `autolfads` command: a thin layer over the Python API.
@@ -44,6 +44,7 @@ COMMANDS = (
     config.add_config,
     doctor.add_doctor,
     kubeflow.add_kubeflow,
+    slurm.add_slurm,
 )
 
 
