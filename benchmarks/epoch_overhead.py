@@ -62,7 +62,7 @@ def timed(clock, work) -> float:
     return clock() - start
 
 
-def parts(trainer: Trainer, config: Config, folder: Path, repeats: int = 5) -> dict[str, float]:
+def parts(trainer: Trainer, config: Config, folder: Path, clock, repeats: int = 5) -> dict[str, float]:
     """Mean seconds of each extra an epoch of train_epochs adds to the steps."""
     payload = lambda: {**trainer.state_dict(), "config": config.to_dict()}  # noqa: E731
     writer = TensorBoard(folder / "tb-parts")
@@ -72,9 +72,7 @@ def parts(trainer: Trainer, config: Config, folder: Path, repeats: int = 5) -> d
         "metrics.csv": lambda: write_csv(folder / "part.csv", trainer.history),
         "TensorBoard row": lambda: writer.add(trainer.history[-1]),
     }
-    means = {
-        name: statistics.mean(timed(time.perf_counter, work) for _ in range(repeats)) for name, work in costs.items()
-    }
+    means = {name: statistics.mean(timed(clock, work) for _ in range(repeats)) for name, work in costs.items()}
     writer.close()
     return means
 
@@ -127,7 +125,7 @@ def main() -> None:
                 elapsed = timed(clock, work)
                 if round_ > 0:  # round 0 warms up
                     times[name].append(elapsed / args.epochs)
-        costs = parts(epoch_arm, config, folder)
+        costs = parts(epoch_arm, config, folder, clock)
     print(f"load average after: {os.getloadavg()}")
     best = {name: min(values) for name, values in times.items()}
     median = {name: statistics.median(values) for name, values in times.items()}
