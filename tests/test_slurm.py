@@ -433,6 +433,32 @@ def rows(table: Path) -> int:
 
 
 @pytest.mark.slurm
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (
+            ["--cpus", "1", "--partition", "nope"],
+            "--partition nope: no such partition on this cluster (sinfo lists debug)",
+        ),
+        (["--cpus", "1", "--gpus", "1"], "--gpus 1: the nodes of partition debug have at most 0 GPUs each"),
+        (
+            ["--cpus", str(os.cpu_count() + 1)],
+            f"--cpus {os.cpu_count() + 1}: the nodes of partition debug have at most",
+        ),
+    ],
+)
+def test_the_cluster_s_partition_and_nodes_are_checked(cluster, tmp_path, args, message):
+    """sinfo's own answers (the test cluster: one partition, debug, of one node with this machine's CPUs)."""
+    data = tmp_path / "lorenz.h5"
+    data.touch()
+    slurm = [AUTOLFADS, "slurm", "search", "--data", data, "--workdir", tmp_path / "run", *args, "-o", tmp_path / "s"]
+    result = subprocess.run([str(part) for part in slurm], capture_output=True, text=True, timeout=120)
+    err = result.stderr.strip()
+    assert result.returncode == 2 and err.startswith(f"autolfads: error: {message}") and "\n" not in err
+    assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.slurm
 @pytest.mark.slow
 def test_a_twice_requeued_search_ends_with_the_tables_of_an_uninterrupted_one(cluster, tmp_path):
     """Requeued by `scontrol requeue` (SLURM's TERM, as in a preemption) after the first generation, and by its
