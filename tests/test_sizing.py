@@ -137,3 +137,27 @@ def test_config_init_with_data_writes_the_sized_config(autolfads, lorenz_file, t
     saved = load_config(run / "config.yaml")
     assert saved.model.gen_dim == written.model.gen_dim and saved.train.batch_size == written.train.batch_size
     assert saved.train.max_epochs == 1  # the overrides win
+
+
+def test_search_sizes_its_generations_from_the_data_unless_told(lorenz_file, tmp_path, capsys):
+    import argparse
+
+    from autolfads.cli.search import EPOCHS_PER_GENERATION, search_config
+    from autolfads.sizing import DataShape, generation_epochs
+    from autolfads.train.run import load_run_data
+
+    _, sessions = load_run_data(Config(), lorenz_file)
+    trials = sessions[0].train.n_trials
+    args = argparse.Namespace(config_file=None, data=lorenz_file, epochs_per_generation=None)
+    config, epochs = search_config(args, ["train.seed", "3"])
+    shape = DataShape(trials, sessions[0].encod_dim, sessions[0].cs_dim)
+    assert config.train.batch_size == config_for_data(shape).train.batch_size and config.train.seed == 3
+    assert epochs == generation_epochs(trials, config.train.batch_size)
+    assert f", generations of {epochs} epochs (" in capsys.readouterr().err
+    assert search_config(argparse.Namespace(**{**vars(args), "epochs_per_generation": 3}), [])[1] == 3
+    capsys.readouterr()
+    path = tmp_path / "given.yaml"
+    path.write_text("train:\n  batch_size: 16\n")
+    given = argparse.Namespace(config_file=path, data=lorenz_file, epochs_per_generation=None)
+    assert search_config(given, [])[1] == EPOCHS_PER_GENERATION  # a config file: nothing sized
+    assert "sized from the data" not in capsys.readouterr().err

@@ -1,8 +1,9 @@
 """`autolfads doctor`: what this machine offers autolfads, in one screen.
 
-Versions, torch devices, CUDA and Ray availability, whether the compiled loops can be built, where a search
-puts its workers (every CPU core or every visible GPU), and the thread settings that decide CPU speed. Ray is
-looked up, not imported (importing it takes seconds); nothing here changes any setting.
+Versions, torch devices, CUDA and Ray availability, which recurrent core training uses (the compiled loops
+where they can be built), where a search puts its workers (every CPU core or every visible GPU), and the
+thread settings that decide CPU speed. Ray is looked up, not imported (importing it takes seconds); nothing
+here changes any setting.
 """
 
 import argparse

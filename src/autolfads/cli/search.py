@@ -1,19 +1,24 @@
 """`autolfads search`: AutoLFADS, population-based training on this machine or a Ray cluster."""
 
 import argparse
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import ConfigError
 from ..layout import SEARCH_LOG, SETTINGS_FILE
 from ..names import ALL_METRIC, DEFAULT_SELECT_METRIC, HELDIN_METRIC, PBT_METRICS, SAMPLED_METRIC, SELECT_METRICS
+from ..sizing import GENERATION_STEPS
 from .options import EXAMPLES, add_command
+from .train import run_config, sized_config
 
 if TYPE_CHECKING:
+    from ..config import Config
     from ..search.results import SearchSettings
 
 RAY_OPTIONS = ("address", "cpus_per_member", "gpus_per_member", "members_per_trial", "cpus_per_trial", "gpus_per_trial")
 EMBEDDED_OPTIONS = ("workers", "threads_per_worker", "gpus")
+EPOCHS_PER_GENERATION = 25  # with a config file; without one, sized from the data
 
 
 def add_search(commands: argparse._SubParsersAction) -> None:
@@ -63,7 +68,9 @@ def add_search_options(search: argparse.ArgumentParser) -> None:
         help="HDF5 data file, a folder or a glob (several files: one stitched model); default: data.dir of the config",
     )
     search.add_argument(
-        "--config-file", type=Path, help="YAML config (our schema or lfads-tf2's); default: built-in defaults"
+        "--config-file",
+        type=Path,
+        help="YAML config (our schema or lfads-tf2's); default: the built-in defaults sized from the data (printed)",
     )
     search.add_argument(
         "--search-space",
@@ -78,8 +85,8 @@ def add_search_options(search: argparse.ArgumentParser) -> None:
     search.add_argument(
         "--epochs-per-generation",
         type=int,
-        default=25,
-        help="epochs between exploits (default 25; the first generation adds the KL/L2 ramps)",
+        help=f"epochs between exploits (the first generation adds the KL/L2 ramps); default: about "
+        f"{GENERATION_STEPS} optimizer steps with no --config-file, else {EPOCHS_PER_GENERATION}",
     )
     search.add_argument(
         "--max-generations",
@@ -165,16 +172,14 @@ def add_backend_options(search: argparse.ArgumentParser) -> None:
 
 
 def run_search(args: argparse.Namespace, overrides: list[str]) -> int:
-    from ..config import Config, apply_overrides, load_config
     from ..search.run import search
     from ..search.space import load_search_space
 
     if args.resume and not (args.workdir / SETTINGS_FILE).exists():
         raise ConfigError(f"--resume: {args.workdir} holds no search to continue")
-    config = apply_overrides(
-        load_config(args.config_file) if args.config_file else Config(), selection_overrides(args, overrides)
-    )
-    settings = search_settings(args)
+    settings = search_settings(args)  # a bad option is named before the data is read
+    config, generation = search_config(args, selection_overrides(args, overrides))
+    settings = settings.model_copy(update={"epochs_per_generation": generation})
     space = load_search_space(args.search_space) if args.search_space else None
     names = RAY_OPTIONS if args.backend == "ray" else EMBEDDED_OPTIONS
     misplaced = [name for name in EMBEDDED_OPTIONS if args.backend == "ray" and getattr(args, name) is not None]
@@ -196,6 +201,25 @@ def gpu_indices(text: str) -> tuple[int, ...]:
         return tuple(int(part) for part in text.split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected GPU indices separated by commas, e.g. 0,2; got {text!r}") from None
+
+
+def search_config(args: argparse.Namespace, overrides: list[str]) -> tuple["Config", int]:
+    """run_config's config and the generations' length: --epochs-per-generation, else with no config file sized
+    from the data (both said on stderr), else EPOCHS_PER_GENERATION."""
+    from ..sizing import describe_sizing, generation_epochs, steps_per_epoch
+
+    given = args.epochs_per_generation
+    if args.config_file is not None:
+        config = run_config(args.config_file, args.data, overrides)
+        return config, EPOCHS_PER_GENERATION if given is None else given
+    shape, config = sized_config(args.data, overrides)
+    line = describe_sizing(shape, config)
+    if given is None:
+        given = generation_epochs(shape.train_trials, config.train.batch_size)
+        steps = given * steps_per_epoch(shape.train_trials, config.train.batch_size)
+        line += f", generations of {given} epochs ({steps} steps)"
+    print(line, file=sys.stderr)
+    return config, given
 
 
 def duration_s(text: str) -> float:
@@ -229,7 +253,10 @@ def search_settings(args: argparse.Namespace) -> "SearchSettings":
         bound = {"max_generations": args.max_generations} if given else {}
         return SearchSettings(
             population=args.population,
-            epochs_per_generation=args.epochs_per_generation,
+            # with none given, checked as the default here; search_config sizes it from the data
+            epochs_per_generation=EPOCHS_PER_GENERATION
+            if args.epochs_per_generation is None
+            else args.epochs_per_generation,
             seed=args.seed,
             backend=args.backend,
             metric=None if args.metric in SELECT_METRICS else args.metric,
