@@ -7,6 +7,7 @@ tiny Lorenz set and model of conftest.py. The data commands' cases are in tests/
 
 from __future__ import annotations
 
+import csv
 import errno
 import importlib.abc
 import sys
@@ -319,3 +320,40 @@ def test_search_refuses_bad_options_before_writing_anything(extra, space, subjec
         extra = [*extra, "--search-space", tmp_path / "space.yaml"]
     refused(search_argv(lorenz_file, workdir, *extra), capsys, subject)
     assert not workdir.exists()
+
+
+def state_tables(workdir: Path) -> tuple[str, str]:
+    return (workdir / "state.csv").read_text(), (workdir / "exploits.csv").read_text()
+
+
+@pytest.mark.slow
+def test_search_reruns_failed_starts_names_differences_and_goes_on_past_max_generations(lorenz_file, tmp_path, capsys):
+    workdir = tmp_path / "search"
+    # What a start that failed before training leaves (an older version wrote these first): not a search yet.
+    workdir.mkdir()
+    (workdir / "search.yaml").write_text("population: 5\nepochs_per_generation: 3\n")
+    (workdir / "config.yaml").write_text("model: {gen_dim: 99}\n")
+    succeeds(search_argv(lorenz_file, workdir), capsys)
+    assert "population: 2" in (workdir / "search.yaml").read_text()
+
+    files = {path: path.stat().st_mtime_ns for path in files_under(workdir)}
+    line = refused(
+        [*search_argv(lorenz_file, workdir, "--population", "3", "--seed", "4"), "model.gen_dim", "12"],
+        capsys,
+        f"{workdir} holds a search with different settings: --population: 2 -> 3; --seed: 0 -> 4; ",
+    )
+    assert "model.gen_dim: 16 -> 12" in line
+    space = tmp_path / "space.yaml"
+    space.write_text("dropout_rate: {low: 0.0, high: 0.5}\n")
+    line = refused(search_argv(lorenz_file, workdir, "--search-space", space), capsys, "search space dropout_rate.high")
+    assert "search space lr_init: {" in line  # searched before, not now
+    assert {path: path.stat().st_mtime_ns for path in files_under(workdir)} == files  # nothing touched
+
+    # Raising --max-generations continues the finished search as if it had never stopped; lowering is refused.
+    succeeds([*search_argv(lorenz_file, workdir), "--max-generations", "2"], capsys)
+    refused([*search_argv(lorenz_file, workdir), "--max-generations", "1"], capsys, "--max-generations: 2 -> 1")
+    straight = tmp_path / "straight"
+    succeeds([*search_argv(lorenz_file, straight), "--max-generations", "2"], capsys)
+    assert state_tables(workdir) == state_tables(straight)
+    with open(workdir / "state.csv", newline="") as f:
+        assert {row["generation"] for row in csv.DictReader(f)} == {"0", "1"}

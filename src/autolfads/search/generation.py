@@ -112,18 +112,26 @@ class SearchDriver:
         apply_exploits: Callable[[list[Exploit]], None],
         checkpoint: Callable[[], None],
     ) -> bool:
-        """A search its time budget stopped, rerun under a larger one: when the budget now holds another
-        generation, the last generation's exploits (planned now, from the same random stream, as if it had not
-        stopped) are applied and the search goes on (True). hparams, metrics: the last generation's."""
+        """A search its time budget or --max-generations stopped, rerun under larger ones: when they now hold
+        another generation (may_reopen), the last generation's exploits (planned now, from the same random
+        stream, as if it had not stopped) are applied and the search goes on (True). hparams, metrics: the last
+        generation's."""
         record = self.record
-        if record.stop_reason != "time_budget":
+        if record.stop_reason not in ("time_budget", "max_generations"):
             return False
         if not self.may_reopen():
-            self.log(
-                f"the time budget is spent ({record.wall_time_s / 60:.1f} of {self.settings.time_budget_s / 60:.1f} "
-                "min): the search stays finished; a larger --time-budget continues it"
-            )
+            if record.stop_reason == "time_budget":
+                self.log(
+                    f"the time budget is spent ({record.wall_time_s / 60:.1f} of "
+                    f"{self.settings.time_budget_s / 60:.1f} min): the search stays finished; a larger --time-budget "
+                    "continues it"
+                )
             return False
+        limit = (
+            f"--max-generations ({self.settings.max_generations})"
+            if record.stop_reason == "max_generations"
+            else f"the time budget ({self.settings.time_budget_s / 60:.1f} min, {record.wall_time_s / 60:.1f} spent)"
+        )
         exploits = self._exploits(record.generation - 1, hparams, metrics)
         apply_exploits(exploits)
         record.add_exploits(exploits)
@@ -131,14 +139,20 @@ class SearchDriver:
         record.rng_state = self.rng.bit_generator.state
         checkpoint()
         self.log(
-            f"the time budget ({self.settings.time_budget_s / 60:.1f} min, {record.wall_time_s / 60:.1f} spent) holds "
-            f"another generation: continuing after generation {record.generation - 1} with its {len(exploits)} exploits"
+            f"{limit} holds another generation: continuing after generation {record.generation - 1} with its "
+            f"{len(exploits)} exploits"
         )
         return True
 
     def may_reopen(self) -> bool:
-        """Its time budget stopped the search, and the budget (larger now) holds another generation."""
-        return self.record.stop_reason == "time_budget" and not self._over_budget()
+        """Its time budget or --max-generations stopped the search, and the larger ones it is rerun with hold
+        another generation (a search whose best stopped improving stays stopped)."""
+        record = self.record
+        return (
+            record.stop_reason in ("time_budget", "max_generations")
+            and not should_stop(record.best_by_generation, self.settings.max_generations)
+            and not self._over_budget()
+        )
 
     def _lap(self) -> float:
         now = self.clock()

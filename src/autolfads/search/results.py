@@ -11,6 +11,7 @@
 The tables are rewritten atomically from the search's checkpointed record after every generation.
 """
 
+import json
 import math
 import shutil
 from dataclasses import asdict, dataclass, field
@@ -30,6 +31,9 @@ from ..layout import (
     EXPLOITS_FILE,
     LAST_CKPT,
     METRICS_FILE,
+    PBT_STATE_FILE,
+    RAY_DIR,
+    SEARCH_CKPT,
     SEARCH_LOG,
     SETTINGS_FILE,
     SPACE_FILE,
@@ -228,33 +232,84 @@ def prepare_workdir(
             f"{needed_bytes / 2**20:.0f} MiB (checkpoints and outputs)"
         )
     settings_path = workdir / SETTINGS_FILE
-    if settings_path.exists():
+    if settings_path.exists() and search_started(workdir):
         saved = saved_settings(settings_path)
         saved_config, saved_space = load_saved_config(workdir / CONFIG_FILE), load_search_space(workdir / SPACE_FILE)
         config = kept_select_metric(saved_config, config, search_log(workdir))
-        budget = {"time_budget_s": None}
-        changed = [
-            name
-            for name, old, new in (
-                ("settings", saved.model_copy(update=budget), settings.model_copy(update=budget)),
-                ("space", saved_space, space),
-            )
-            if old != new
-        ]
-        if _comparable(saved_config) != _comparable(config):
-            changed.append("config")
-        if changed:
-            raise ConfigError(
-                f"{workdir} holds a search with different {', '.join(changed)}; rerun with the same ones to resume, "
-                "or use a new --workdir"
-            )
-        if saved.time_budget_s != settings.time_budget_s:
+        check_rerun(workdir, (saved, saved_space, saved_config), (settings, space, config))
+        if saved != settings:  # what a rerun may change (RERUN_MAY_CHANGE)
             _write_yaml(settings_path, settings.model_dump())
         return config
     save_config(config, workdir / CONFIG_FILE)
     _write_yaml(workdir / SPACE_FILE, space.to_dict())
     _write_yaml(settings_path, settings.model_dump())
     return config
+
+
+def search_started(workdir: Path) -> bool:
+    """Whether the search in `workdir` has started training (a first generation saved, or Ray's experiment
+    begun). A start that failed before that leaves its settings behind; a rerun replaces them."""
+    return (workdir / SEARCH_CKPT).exists() or (workdir / RAY_DIR).exists()
+
+
+# Settings a rerun may change: they change when the search stops, not what its generations compute.
+RERUN_MAY_CHANGE = ("time_budget_s", "max_generations")
+
+
+def check_rerun(workdir: Path, saved: tuple, given: tuple) -> None:
+    """Refuse a rerun that would search something else, naming each difference with both values. saved and
+    given: (SearchSettings, SearchSpace, Config). The time budget may change; --max-generations may be raised
+    (a search that stopped at the old bound then goes on: SearchDriver.reopen)."""
+    (old_settings, old_space, old_config), (settings, space, config) = saved, given
+    differences = (
+        differences_of(_options(old_settings), _options(settings))
+        + differences_of(old_space.to_dict(), space.to_dict(), "search space ")
+        + differences_of(_comparable(old_config), _comparable(config))
+        + _max_generations_problems(workdir, old_settings.max_generations, settings)
+    )
+    if differences:
+        raise ConfigError(
+            f"{workdir} holds a search with different settings: {'; '.join(differences)}. Rerun with the same ones "
+            "to resume, or use a new --workdir"
+        )
+
+
+_ABSENT = object()
+
+
+def differences_of(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """'PREFIX.KEY: OLD -> NEW' for every key whose value differs, nested mappings by their dotted keys."""
+    lines = []
+    for key in dict.fromkeys([*old, *new]):
+        before, after = old.get(key, _ABSENT), new.get(key, _ABSENT)
+        if isinstance(before, dict) and isinstance(after, dict):
+            lines += differences_of(before, after, f"{prefix}{key}.")
+        elif before != after:
+            lines.append(f"{prefix}{key}: {_shown(before)} -> {_shown(after)}")
+    return lines
+
+
+def _shown(value: object) -> str:
+    return "(not set)" if value is _ABSENT else str(value)
+
+
+def _options(settings: SearchSettings) -> dict:
+    """The settings that must stay the same on a rerun, by their command-line option."""
+    values = settings.model_dump(exclude=set(RERUN_MAY_CHANGE))
+    return {f"--{name.replace('_', '-')}": value for name, value in values.items()}
+
+
+def _max_generations_problems(workdir: Path, old: int | None, settings: SearchSettings) -> list[str]:
+    """--max-generations may only rise on a rerun (None: no bound), and a finished Ray search cannot go on."""
+    new = settings.max_generations
+    if new == old:
+        return []
+    if new is not None and (old is None or new < old):
+        return [f"--max-generations: {_shown(old)} -> {new} (it may only be raised on a rerun)"]
+    state = workdir / RAY_DIR / PBT_STATE_FILE
+    if settings.backend == "ray" and state.exists() and json.loads(state.read_text())["record"]["finished"]:
+        return [f"--max-generations: {old} -> {new} (the Ray backend does not continue a finished search)"]
+    return []
 
 
 def saved_settings(path: Path) -> SearchSettings:
