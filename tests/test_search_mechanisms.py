@@ -42,8 +42,10 @@ def test_next_generation_time_and_the_budget_rule_by_hand():
     assert over_budget(40.5, [30.0], 30, 10, budget_s=50.0)  # the next one would end past the budget
     assert over_budget(60.0, [30.0, 12.0], 30, 10, budget_s=50.0)  # already spent
     # 1 + floor((65 - 30) / 10): the first generation and three of 10 s
-    assert planned_generations(30.0, 30, 10, 65.0) == 4
-    assert planned_generations(80.0, 30, 10, 65.0) == 1  # the first one overran: it is all there is
+    assert planned_generations(30.0, [30.0], 30, 10, 65.0) == 4
+    assert planned_generations(80.0, [80.0], 30, 10, 65.0) == 1  # the first one overran: it is all there is
+    # re-estimated later from the generations past the first: 30 + 5 + 5 spent, 25 s left at 5 s each
+    assert planned_generations(40.0, [30.0, 5.0, 5.0], 30, 10, 65.0) == 3 + 5
 
 
 HPARAMS = default_search_space().sample_initial(4, np.random.default_rng(0))  # four members' values

@@ -88,8 +88,8 @@ class SearchDriver:
         record.add_generation(epoch, hparams, metrics, self.select_metric)
         record.generation_s.append(seconds)
         record.wall_time_s += seconds
-        if record.generation == 0 and self.settings.time_budget_s is not None:
-            self._log_plan()
+        if self.settings.time_budget_s is not None:
+            self._plan()
         record.stop_reason = self._stop_reason()
         record.finished = bool(record.stop_reason)
         exploits = [] if record.finished else self._exploits(record.generation, hparams, metrics)
@@ -184,19 +184,27 @@ class SearchDriver:
             settings.time_budget_s,
         )
 
-    def _log_plan(self) -> None:
-        """After the first generation: how many generations the time budget holds."""
+    def _plan(self) -> None:
+        """How many generations the time budget holds, re-estimated after every generation (later ones, past
+        the ramps, are shorter); said in the log after the first."""
         record, settings = self.record, self.settings
         first_s, first_epochs = record.generation_s[0], int(record.state_rows[0]["epoch"])
-        planned = planned_generations(first_s, first_epochs, settings.epochs_per_generation, settings.time_budget_s)
+        planned = planned_generations(
+            record.wall_time_s,
+            record.generation_s,
+            first_epochs,
+            settings.epochs_per_generation,
+            settings.time_budget_s,
+        )
         if settings.max_generations is not None:
             planned = min(planned, settings.max_generations)
         self.progress.plan(planned)
-        self.log(
-            f"time budget {settings.time_budget_s / 60:.1f} min: generation 0 ({first_epochs} epochs) took "
-            f"{first_s:.1f} s; about {planned} generations fit ({settings.epochs_per_generation} epochs each after "
-            "the first)"
-        )
+        if record.generation == 0:
+            self.log(
+                f"time budget {settings.time_budget_s / 60:.1f} min: generation 0 ({first_epochs} epochs) took "
+                f"{first_s:.1f} s; about {planned} generations fit ({settings.epochs_per_generation} epochs each "
+                "after the first; re-estimated as they run)"
+            )
 
     def _log_generation(self, seconds: float, metrics: dict[str, list[float]], exploits: list[Exploit]) -> None:
         record, metric = self.record, self.select_metric

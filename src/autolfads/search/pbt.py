@@ -111,10 +111,13 @@ def over_budget(
     return spent_s + next_generation_s(generation_s, first_epochs, epochs_per_generation) > budget_s
 
 
-def planned_generations(first_s: float, first_epochs: int, epochs_per_generation: int, budget_s: float) -> int:
-    """How many generations a budget holds, from the first generation's time (the first included)."""
-    next_s = next_generation_s([first_s], first_epochs, epochs_per_generation)
-    return 1 + max(0, math.floor((budget_s - first_s) / next_s))
+def planned_generations(
+    spent_s: float, generation_s: Sequence[float], first_epochs: int, epochs_per_generation: int, budget_s: float
+) -> int:
+    """How many generations a budget holds in all: those done, and as many more as the rest of the budget holds
+    at the time expected of the next one."""
+    next_s = next_generation_s(generation_s, first_epochs, epochs_per_generation)
+    return len(generation_s) + max(0, math.floor((budget_s - spent_s) / next_s))
 
 
 def generation_epochs(generation: int, epochs_per_generation: int, ramp_epochs: int) -> int:
