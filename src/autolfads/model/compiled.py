@@ -4,7 +4,8 @@
 per small op (a GRU step is some twenty of them) and, with a matrix-product kernel of its own that ends in the
 gate's activation, MKL's per-call cost at the loops' small sizes. It is built once per machine by torch's
 extension builder with the system's C++ compiler and cached (TORCH_EXTENSIONS_DIR, default
-~/.cache/torch_extensions); processes that start together wait on the builder's lock rather than build twice.
+~/.cache/torch_extensions); processes that start together wait on a lock rather than build twice, and a build
+killed half-way (Ctrl-C, kill -9) leaves no lock behind that would make the next run wait for ever.
 On Linux the build is tuned to the CPU it runs on (-march=native: wider vectors, and the kernel's tile sized
 to the vector registers), so the cache keeps one build per kind of CPU: machines that share a home directory
 never load another CPU's build.
@@ -15,6 +16,7 @@ import hashlib
 import os
 import platform
 import shutil
+import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -87,7 +89,27 @@ def compiled_loops() -> ModuleType:
             f"train.compiled_loops builds a C++ extension at first use, but {missing}; install it (a C++ compiler "
             "such as g++, set CXX to another) or set train.compiled_loops false"
         )
+    import fcntl
+
     from torch.utils import cpp_extension
 
     flags = CFLAGS + (["-march=native"] if NATIVE else [])
-    return cpp_extension.load(name=build_name(), sources=[str(SOURCE)], extra_cflags=flags, verbose=False)
+    folder = build_directory(build_name())
+    folder.mkdir(parents=True, exist_ok=True)
+    # torch's own lock is a file that a killed builder leaves behind, and every later build waits on it for
+    # ever; an flock is released by the kernel when its holder dies. Whoever holds ours is the only builder,
+    # so a torch lock found then is a dead one's.
+    with open(folder / "autolfads.flock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        (folder / "lock").unlink(missing_ok=True)
+        return cpp_extension.load(
+            name=build_name(), sources=[str(SOURCE)], extra_cflags=flags, build_directory=str(folder), verbose=False
+        )
+
+
+def build_directory(name: str) -> Path:
+    """Where torch's builder keeps the extension (its own default: TORCH_EXTENSIONS_DIR or the cache)."""
+    from torch.utils import cpp_extension
+
+    root = os.environ.get("TORCH_EXTENSIONS_DIR") or cpp_extension.get_default_build_root()
+    return Path(root) / f"py{sys.version_info.major}{sys.version_info.minor}_cpu" / name
