@@ -190,10 +190,16 @@ def test_the_command_line_says_in_one_line_why_it_trains_without_compiled_loops(
 
 
 @pytest.mark.skipif(not compiled.NATIVE, reason="the build is tuned to the CPU (-march=native) on Linux only")
-def test_a_build_tuned_to_the_cpu_is_kept_per_kind_of_cpu(monkeypatch):
-    """Machines that share a home directory (and so the extension cache) never load another CPU's build."""
+def test_a_build_tuned_to_the_cpu_is_kept_per_kind_of_cpu_and_checkout(monkeypatch, tmp_path):
+    """Machines that share a home directory (and so the extension cache) never load another CPU's build, and
+    two checkouts sharing the cache do not rebuild over each other's build."""
     name = compiled.build_name()
     assert name.startswith("autolfads_loops_") and name == compiled.build_name()
+    other_checkout = tmp_path / "loops.cpp"
+    other_checkout.write_bytes(compiled.SOURCE.read_bytes())
+    with monkeypatch.context() as patch:
+        patch.setattr(compiled, "SOURCE", other_checkout)
+        assert compiled.build_name() != name
     monkeypatch.setattr(compiled.platform, "machine", lambda: "another-cpu")
     assert compiled.build_name() != name
 

@@ -7,8 +7,8 @@ extension builder with the system's C++ compiler and cached (TORCH_EXTENSIONS_DI
 ~/.cache/torch_extensions); processes that start together wait on a lock rather than build twice, and a build
 killed half-way (Ctrl-C, kill -9) leaves no lock behind that would make the next run wait for ever.
 On Linux the build is tuned to the CPU it runs on (-march=native: wider vectors, and the kernel's tile sized
-to the vector registers), so the cache keeps one build per kind of CPU: machines that share a home directory
-never load another CPU's build.
+to the vector registers), so the cache keeps one build per kind of CPU (and per checkout): machines that
+share a home directory never load another CPU's build.
 """
 
 import functools
@@ -30,15 +30,18 @@ NATIVE = platform.system() == "Linux"  # GCC and Clang there know -march=native
 
 
 def build_name() -> str:
-    """The extension's name: one per kind of CPU where the build is tuned to it (the CPU's flags, hashed)."""
-    if not NATIVE:
-        return "autolfads_loops"
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-    except OSError:
-        lines = []
-    flags = next((line for line in lines if line.startswith(("flags", "Features"))), "")
-    return "autolfads_loops_" + hashlib.sha256((platform.machine() + flags).encode()).hexdigest()[:12]
+    """The extension's name, one per checkout of the source (its path and content: two checkouts sharing the
+    cache do not rebuild over each other's build) and, where the build is tuned to the CPU, per kind of CPU
+    (its flags)."""
+    cpu = ""
+    if NATIVE:
+        try:
+            lines = Path("/proc/cpuinfo").read_text().splitlines()
+        except OSError:
+            lines = []
+        cpu = platform.machine() + next((line for line in lines if line.startswith(("flags", "Features"))), "")
+    digest = hashlib.sha256(cpu.encode() + str(SOURCE).encode() + SOURCE.read_bytes()).hexdigest()[:12]
+    return f"autolfads_loops_{digest}"
 
 
 def _ninja_on_path() -> None:
