@@ -178,6 +178,7 @@ def run_search(args: argparse.Namespace, overrides: list[str]) -> int:
     if args.resume and not (args.workdir / SETTINGS_FILE).exists():
         raise ConfigError(f"--resume: {args.workdir} holds no search to continue")
     settings = search_settings(args)  # a bad option is named before the data is read
+    check_placement(args, settings.population, overrides)
     config, generation = search_config(args, selection_overrides(args, overrides))
     settings = settings.model_copy(update={"epochs_per_generation": generation})
     space = load_search_space(args.search_space) if args.search_space else None
@@ -193,6 +194,21 @@ def run_search(args: argparse.Namespace, overrides: list[str]) -> int:
     report = write_search_report(args.workdir) if args.report else None
     print(outcome.summary(report))
     return 0
+
+
+def check_placement(args: argparse.Namespace, population: int, overrides: list[str]) -> None:
+    """Where the members would run, checked before the data is read (and before sizing is said): the embedded
+    workers and GPUs, or the members of a Ray trial."""
+    from ..config import Config, apply_overrides
+    from ..search.embedded import embedded_plan
+
+    if args.backend == "embedded":
+        device = apply_overrides(Config(), overrides)  # train.device, from the overrides
+        embedded_plan(device, population, args.workers, args.threads_per_worker, args.gpus)
+    elif args.members_per_trial is not None and not 1 <= args.members_per_trial <= population:
+        raise ConfigError(
+            f"--members-per-trial must be between 1 and the population ({population}), got {args.members_per_trial}"
+        )
 
 
 def gpu_indices(text: str) -> tuple[int, ...]:

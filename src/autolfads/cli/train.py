@@ -98,9 +98,9 @@ def run_train(args: argparse.Namespace, overrides: list[str]) -> int:
     config_file = args.config_file
     if config_file is None and (args.checkpoint / CONFIG_FILE).exists():
         config_file = args.checkpoint / CONFIG_FILE
-    config = run_config(config_file, args.data, overrides)
     if args.epochs is not None and args.epochs < 1:
         raise ConfigError(f"--epochs must be >= 1, got {args.epochs}")
+    config = run_config(config_file, args.data, overrides)
     result = train(
         config,
         args.data,
