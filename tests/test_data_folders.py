@@ -15,6 +15,7 @@ from autolfads.data.hdf5 import KIND_ATTR, MISSING_BINS_ATTR, write_lfads_h5
 from autolfads.errors import DataError
 from conftest import tiny_overrides
 from data_files import write_missing_bins_file, write_spike_tables
+from test_sessions import run_error as error
 
 SPIKES_OPTIONS = ["--align", "go", "--window", "-200", "500", "--bin-ms", "20", "--valid-fraction", "0.25"]
 
@@ -24,13 +25,6 @@ def run(capsys, *argv) -> str:
     captured = capsys.readouterr()
     assert code == 0, captured.err
     return captured.err
-
-
-def error(capsys, *argv) -> str:
-    code = main([str(a) for a in argv])
-    err = capsys.readouterr().err.strip()
-    assert code == 2 and "\n" not in err and err.startswith("autolfads: error: "), err
-    return err
 
 
 def train_one_epoch(capsys, data: Path, folder: Path) -> str:
