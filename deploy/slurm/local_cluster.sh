@@ -8,7 +8,7 @@
 #
 # Everything lives in DIR: its own munge key and socket (the machine's /etc/munge and any munged already
 # running are left alone), slurm.conf with free ports, state, spool, logs and pid files. One node (this host,
-# at 127.0.0.1, with all its CPUs), one partition (`debug`), JobRequeue=1. No accounting (no slurmdbd).
+# at 127.0.0.1, with all its logical CPUs and at least 2), one partition (`debug`), JobRequeue=1. No accounting (no slurmdbd).
 set -euo pipefail
 export PATH=$PATH:/usr/sbin:/sbin # slurmctld, slurmd and munged live there
 
@@ -30,7 +30,10 @@ PY
 
 write_conf() {
     local dir=$1 host=$2 ctld_port=$3 slurmd_port=$4
-    local memory
+    local memory cpus
+    # at least 2 logical CPUs, so the tests' two-worker jobs fit a 1-CPU machine too (oversubscribed there)
+    cpus=$(nproc)
+    [ "$cpus" -ge 2 ] || cpus=2
     memory=$(($(free -m | awk '/^Mem:/ {print $2}') * 9 / 10)) # MiB, below the machine's total
     cat >"$dir/slurm.conf" <<CONF
 ClusterName=autolfads-test
@@ -50,14 +53,16 @@ SlurmdLogFile=$dir/slurmd.log
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 SelectType=select/cons_tres
-SelectTypeParameters=CR_Core
+SelectTypeParameters=CR_CPU
+# the node's CPUs as declared below, whatever slurmd detects (a CI box may count 1 core of 2 threads)
+SlurmdParameters=config_overrides
 JobAcctGatherType=jobacct_gather/none
 MpiDefault=none
 ReturnToService=2
 JobRequeue=1
 KillWait=10
 MinJobAge=600
-NodeName=$host NodeAddr=127.0.0.1 CPUs=$(nproc) RealMemory=$memory State=UNKNOWN
+NodeName=$host NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$memory State=UNKNOWN
 PartitionName=debug Nodes=$host Default=YES MaxTime=INFINITE State=UP
 CONF
 }
