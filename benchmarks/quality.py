@@ -12,15 +12,22 @@ Data sets (`--dataset`):
   nlb-synthetic   `autolfads data nlb-synthetic --seed s` (45 + 15 units, 8 conditions x 24 trials, known rates)
                   through `autolfads data nlb --dataset mc_maze --bin-ms 20`: forward bins too, and R^2 to the truth
 
-Methods (`--methods`), each scored by held-out co-bps on the valid trials (our evaluator, equal to nlb_tools'):
+Held-back test trials: the split's valid trials (20%) are the test set. No model sees them while it trains or
+is selected: the models train on the other 80% (`fit.h5`: a seeded fifth of them as their validation trials,
+which early stopping, best.ckpt, PBT and the ensemble's k read), and are then sampled on the test trials
+(`autolfads sample --data data.h5`). Every method is scored by held-out co-bps on the test trials (our evaluator,
+equal to nlb_tools'), and R^2 to the truth where there is one.
+
+Methods (`--methods`):
   smoothing       Gaussian-smoothed held-in spikes -> a Poisson GLM per held-out unit, kernel width and L2 chosen by
-                  3-fold CV on the train trials (NLB's baseline); forward bins: the train trials' mean
-  default         `autolfads train` with no config file (sized from the data)
+                  3-fold CV on the training trials (NLB's baseline); forward bins: the training trials' mean
+  default         `autolfads train` with no config file (sized from the data): selected by every neuron and bin
+  default_heldin  the same, selected by the held-in neurons only (train.select_metric smth_val_nll_heldin)
   small_session   `autolfads train --config-file examples/configs/small_session.yaml`
   mc_maze_small   `autolfads train --config-file examples/configs/mc_maze_small.yaml` (shapes from the data)
   search          `autolfads search` with its defaults (no config file, no search space)
   random          the same search with --no-exploit: every member keeps its sampled hyperparameters
-  ensemble        the search's population ensemble (`<search workdir>/ensemble/lfads_output.h5`)
+  ensemble        the search's population ensemble (`autolfads sample --checkpoint <search workdir>/ensemble`)
 Single models run `--jobs` at a time (one torch thread each); a search runs alone with its default workers.
 Prints a table per split and a summary (mean, standard deviation, min over splits, mean wall time); writes
 `results.json` in the workdir. Rerunning skips what a split's folder already holds (delete it to rerun).
@@ -49,7 +56,7 @@ NWB = (
     / "sub-Jenkins_ses-small_desc-test_ecephys.nwb"
 )
 CONFIGS = ROOT / "examples" / "configs"
-SINGLE = ("default", "small_session", "mc_maze_small")
+SINGLE = ("default", "default_heldin", "small_session", "mc_maze_small")
 METHODS = ("smoothing", *SINGLE, "search", "random", "ensemble")
 SMOKE = ["train.max_epochs", "3", "train.kl_increase_epoch", "1", "train.l2_increase_epoch", "1"]
 
@@ -61,20 +68,41 @@ def autolfads(*args: object) -> None:
         raise SystemExit(f"failed: {' '.join(command)}\n{result.stderr[-3000:]}")
 
 
-def prepare(dataset: str, nwb: Path, split: int, folder: Path) -> tuple[Path, Path, int]:
-    """The split's training file and targets (written once) -> (data, targets, bin ms)."""
-    data, targets = folder / "data.h5", folder / "data_targets.h5"
-    if data.is_file() and targets.is_file():
-        return data, targets, 5 if dataset == "mc_maze_small" else 20
-    if dataset == "mc_maze_small":
-        autolfads("data", "nwb", "--nwb", nwb, "--align", "move_onset_time", "--window", -250, 450, "--bin-ms", 5,
-                  "--heldout-fraction", 0.2, "--valid-fraction", 0.2, "--seed", split, "--out", data)  # fmt: skip
-        return data, targets, 5
-    session = folder / "session.nwb"
-    autolfads("data", "nlb-synthetic", "--seed", split, "--out", session)
-    autolfads("data", "nlb", "--dataset", "mc_maze", "--nwb", session, "--truth", folder / "session_truth.h5",
-              "--bin-ms", 20, "--out", data, "--targets", targets)  # fmt: skip
-    return data, targets, 20
+def prepare(dataset: str, nwb: Path, split: int, folder: Path) -> tuple[Path, Path, Path, int]:
+    """The split's files (written once) -> (data: train + test trials, fit: the models' train + valid trials,
+    targets of the test trials, bin ms)."""
+    data, fit, targets = folder / "data.h5", folder / "fit.h5", folder / "data_targets.h5"
+    bin_ms = 5 if dataset == "mc_maze_small" else 20
+    if not (data.is_file() and targets.is_file()):
+        if dataset == "mc_maze_small":
+            autolfads("data", "nwb", "--nwb", nwb, "--align", "move_onset_time", "--window", -250, 450,
+                      "--bin-ms", bin_ms, "--heldout-fraction", 0.2, "--valid-fraction", 0.2, "--seed", split,
+                      "--out", data)  # fmt: skip
+        else:
+            session = folder / "session.nwb"
+            autolfads("data", "nlb-synthetic", "--seed", split, "--out", session)
+            autolfads("data", "nlb", "--dataset", "mc_maze", "--nwb", session, "--truth", folder / "session_truth.h5",
+                      "--bin-ms", bin_ms, "--out", data, "--targets", targets)  # fmt: skip
+    if not fit.is_file():
+        write_fit_file(data, fit, np.random.default_rng(split))
+    return data, fit, targets, bin_ms
+
+
+def write_fit_file(data: Path, fit: Path, rng: np.random.Generator) -> None:
+    """data's train trials as a file of their own: a seeded fifth of them its valid trials, the rest its train
+    trials; data's valid trials (the test set) left out."""
+    from autolfads.data.hdf5 import write_lfads_h5
+
+    with h5py.File(data) as h5:
+        arrays = {key: h5[key][()] for key in h5}
+        attrs = {key: value for key, value in h5.attrs.items() if key != "targets"}  # targets: the test trials'
+    order = rng.permutation(len(arrays["train_inds"]))
+    valid, train = np.sort(order[: len(order) // 5]), np.sort(order[len(order) // 5 :])
+    out = {key: value for key, value in arrays.items() if not key.startswith(("train_", "valid_"))}
+    for key, value in arrays.items():
+        if key.startswith("train_"):
+            out[key], out["valid_" + key.removeprefix("train_")] = value[train], value[valid]
+    write_lfads_h5(fit, out, attrs=attrs)
 
 
 def scores(output: Path, targets: Path, data: Path) -> dict[str, float]:
@@ -159,27 +187,35 @@ def shape_overrides(data: Path) -> list[str]:
             "model.fp_len", str(bins - encod_bins)]  # fmt: skip
 
 
-def train_single(method: str, data: Path, folder: Path, extra: list[str]) -> Path:
+def on_test_trials(run: Path, data: Path) -> Path:
+    """A trained model (or an ensemble folder) sampled on data.h5: its valid rates are the test trials'."""
+    output = run / "test_output.h5"
+    autolfads("sample", "--checkpoint", run, "--data", data, "--output", output)
+    return output
+
+
+def train_single(method: str, fit: Path, data: Path, folder: Path, extra: list[str]) -> Path:
     run = folder / method
-    config = [] if method == "default" else ["--config-file", CONFIGS / f"{method}.yaml"]
-    shapes = shape_overrides(data) if method == "mc_maze_small" else []
-    autolfads("train", "--data", data, "--checkpoint", run, *config, "--output", "--quiet", "--no-report",
-              "train.threads", "1", *shapes, *extra)  # fmt: skip
-    return run / "lfads_output.h5"
+    config = [] if method.startswith("default") else ["--config-file", CONFIGS / f"{method}.yaml"]
+    shapes = shape_overrides(fit) if method == "mc_maze_small" else []
+    selection = ["train.select_metric", "smth_val_nll_heldin"] if method == "default_heldin" else []
+    autolfads("train", "--data", fit, "--checkpoint", run, *config, "--quiet", "--no-report", "train.threads", "1",
+              *shapes, *selection, *extra)  # fmt: skip
+    return on_test_trials(run, data)
 
 
-def run_search(method: str, data: Path, folder: Path, split: int, options: list[str], extra: list[str]) -> Path:
+def run_search(method: str, fit: Path, data: Path, folder: Path, split: int, options: list[str], extra: list[str]):
     workdir = folder / method
     control = ["--no-exploit"] if method == "random" else []
-    autolfads("search", "--data", data, "--workdir", workdir, "--seed", split, "--no-report", *control, *options,
+    autolfads("search", "--data", fit, "--workdir", workdir, "--seed", split, "--no-report", *control, *options,
               *extra)  # fmt: skip
-    return workdir / "best_model" / "lfads_output.h5"
+    return on_test_trials(workdir / "best_model", data)
 
 
 def run_split(args: argparse.Namespace, split: int) -> dict[str, dict[str, float]]:
     folder = args.workdir / f"split{split}"
     folder.mkdir(parents=True, exist_ok=True)
-    data, targets, bin_ms = prepare(args.dataset, args.nwb, split, folder)
+    data, fit, targets, bin_ms = prepare(args.dataset, args.nwb, split, folder)
     extra = SMOKE if args.smoke else []
     results: dict[str, dict[str, float]] = {}
     done_file, lock = folder / "results.json", threading.Lock()
@@ -199,14 +235,15 @@ def run_split(args: argparse.Namespace, split: int) -> dict[str, dict[str, float
     record("smoothing", lambda: (smoothing_glm(data, folder / "smoothing.h5", bin_ms), folder / "smoothing.h5")[1])
     singles = [m for m in SINGLE if m in args.methods and m not in results]
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        for method in singles:
-            pool.submit(record, method, lambda m=method: train_single(m, data, folder, extra))
+        runs = [pool.submit(record, m, lambda m=m: train_single(m, fit, data, folder, extra)) for m in singles]
+    for run in runs:
+        run.result()  # a failed run stops the benchmark with its error
     search_options = [*args.search_options.split()]
     if args.smoke:
         search_options += ["--population", "2", "--epochs-per-generation", "2", "--max-generations", "2"]
     for method in ("search", "random"):
-        record(method, lambda m=method: run_search(m, data, folder, split, search_options, extra))
-    record("ensemble", lambda: folder / "search" / "ensemble" / "lfads_output.h5")
+        record(method, lambda m=method: run_search(m, fit, data, folder, split, search_options, extra))
+    record("ensemble", lambda: on_test_trials(folder / "search" / "ensemble", data))
     return results
 
 

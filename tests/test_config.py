@@ -185,9 +185,9 @@ def test_mc_maze_small_example_values():
     m, t = cfg.model, cfg.train
     assert (m.data_dim, m.cs_dim, m.seq_len, m.fp_len) == (142, 35, 180, 40)
     assert (m.ic_enc_dim, m.ci_enc_dim, m.con_dim, m.co_dim, m.ic_dim, m.gen_dim, m.fac_dim) == (
-        100, 80, 80, 4, 100, 100, 40
+        64, 32, 32, 2, 64, 64, 16
     )  # fmt: skip
-    assert (m.dropout_rate, m.cd_rate, t.lr_init, t.batch_size) == (0.02, 0.3, 4e-3, 64)
+    assert (m.dropout_rate, m.cd_rate, t.lr_init, t.batch_size) == (0.02, 0.3, 4e-3, 8)
     assert (m.encod_dim, m.encod_seq_len) == (107, 140)
 
 

@@ -11,8 +11,10 @@ import pytest
 import torch
 import yaml
 
+from autolfads.cli import main
 from autolfads.cli.search import add_search_options, duration_s, search_settings, selection_overrides
 from autolfads.config import saved_config
+from autolfads.data.hdf5 import write_lfads_h5
 from autolfads.errors import ConfigError
 from autolfads.evaluate.files import read_output_rates
 from autolfads.names import ALL_METRIC, HELDIN_METRIC
@@ -250,6 +252,39 @@ def test_the_ensemble_averages_the_chosen_members_rates_and_passes_the_evaluator
     assert (
         "ensemble:" in outcome.summary() and f"best member alone {outcome.ensemble.best_score:.5f}" in outcome.summary()
     )
+
+
+@pytest.mark.slow
+def test_sampling_the_ensemble_folder_averages_its_members_on_the_data_given(finished, lorenz, tmp_path, capsys):
+    """`autolfads sample --checkpoint WORKDIR/ensemble`: on the search's own data, the ensemble's own file again
+    (each member's kept run folder samples as the search did); on a subset of the trials, those trials' rates."""
+    outcome, workdir = finished
+    folder = workdir / "ensemble"
+    members = yaml.safe_load((folder / "ensemble.yaml").read_text())["members"]
+    assert sorted(p.name for p in (folder / "members").iterdir()) == sorted(map(str, members))
+    again = tmp_path / "again.h5"
+    assert main(["sample", "--checkpoint", str(folder), "--data", str(lorenz), "--output", str(again)]) == 0
+    ours, theirs = read_output_rates(folder / "lfads_output.h5"), read_output_rates(again)
+    for split in ours:
+        np.testing.assert_array_equal(theirs[split][0], ours[split][0])
+        np.testing.assert_allclose(theirs[split][1], ours[split][1], rtol=1e-6)
+    with h5py.File(again) as h5:
+        assert list(h5.attrs["ensemble_members"]) == members
+    # other trials: the valid trials given as a file of their own are sampled, and averaged, all the same
+    with h5py.File(lorenz) as source:
+        arrays = {key: source[key][()] for key in source}
+    subset = tmp_path / "subset.h5"
+    write_lfads_h5(subset, {**{k: v for k, v in arrays.items() if not k.startswith("train_")},
+                            **{"train" + k[5:]: v for k, v in arrays.items() if k.startswith("valid_")}})  # fmt: skip
+    other = tmp_path / "other.h5"
+    assert main(["sample", "--checkpoint", str(folder), "--data", str(subset), "--output", str(other)]) == 0
+    assert read_output_rates(other)["valid"][1].shape == ours["valid"][1].shape
+    (folder / "members" / str(members[-1]) / "last.ckpt").rename(tmp_path / "moved.ckpt")
+    try:
+        assert main(["sample", "--checkpoint", str(folder), "--output", str(tmp_path / "x.h5")]) == 2
+        assert "the members' checkpoints are not there" in capsys.readouterr().err
+    finally:
+        (tmp_path / "moved.ckpt").rename(folder / "members" / str(members[-1]) / "last.ckpt")
 
 
 @pytest.mark.slow

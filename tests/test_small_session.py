@@ -16,6 +16,7 @@ import pytest
 
 from autolfads.config import load_config
 from autolfads.search.space import default_search_space, load_search_space
+from autolfads.sizing import DataShape, sized_values
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "benchmarks" / "quality.py"
@@ -23,17 +24,26 @@ SHARED_DATA = Path(os.environ.get("AUTOLFADS_SHARED_DATA", ROOT.parent / "shared
 SHARED_NWB = SHARED_DATA / "sub-Jenkins_ses-small_desc-test_ecephys.nwb"
 
 
-def test_small_session_config_is_smaller_with_small_batches_and_shapes_from_the_file():
+def test_the_shipped_small_configs_are_what_the_sizing_rule_picks_for_their_data():
+    """small_session.yaml: 80 training trials, shapes from the file; mc_maze_small.yaml: NLB's MC_Maze_Small
+    (75 training trials, 107 + 35 neurons, 140 + 40 bins). A change of the rule must be carried to them."""
     small, nlb = (
         load_config(ROOT / "examples" / "configs" / "small_session.yaml"),
         load_config(ROOT / "examples" / "configs" / "mc_maze_small.yaml"),
     )
     assert small.model.data_dim is None and small.model.seq_len is None  # shapes from the file: any session
-    assert small.model.gen_dim < nlb.model.gen_dim and small.model.fac_dim < nlb.model.fac_dim
-    assert small.train.batch_size < nlb.train.batch_size and small.train.patience < nlb.train.patience
-    # the measured setting (benchmarks/RESULTS.md): NLB's light regularisation, not dropout 0.3 and KL/L2 1e-3
-    assert (small.model.dropout_rate, small.model.cd_rate) == (nlb.model.dropout_rate, nlb.model.cd_rate)
+    for config, shape in (
+        (small, DataShape(train_trials=80, heldin=86, heldout=21, bins=140)),
+        (nlb, DataShape(train_trials=75, heldin=107, heldout=35, bins=140, forward_bins=40)),
+    ):
+        for key, value in sized_values(shape).items():
+            section, field = key.split(".")
+            assert getattr(getattr(config, section), field) == value, key
+    assert (small.train.batch_size, small.train.max_epochs, nlb.train.batch_size) == (16, 800, 8)
+    # NLB's light regularisation (benchmarks/RESULTS.md): not dropout 0.3 and KL/L2 1e-3
+    assert (small.model.dropout_rate, small.model.cd_rate) == (nlb.model.dropout_rate, nlb.model.cd_rate) == (0.02, 0.3)
     assert small.train.kl_co_weight == small.train.l2_gen_scale == 1e-4
+    assert small.train.select_metric == nlb.train.select_metric == "smth_val_nll_all"
 
 
 def test_small_search_space_loads_and_holds_the_small_session_penalties():

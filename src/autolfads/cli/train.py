@@ -86,7 +86,12 @@ def add_sample(commands: argparse._SubParsersAction) -> None:
         "runs/search/best_model --data data/other_session.h5 --output rates.h5 --num-samples 200",
         formatter_class=EXAMPLES,
     )
-    sample.add_argument("--checkpoint", type=Path, required=True, help="run folder written by `autolfads train`")
+    sample.add_argument(
+        "--checkpoint",
+        type=Path,
+        required=True,
+        help="run folder written by `autolfads train` (or a search's best_model/; its ensemble/ averages the members)",
+    )
     sample.add_argument("--data", type=Path, help="data to sample (default: the data the model was trained on)")
     sample.add_argument("--output", type=Path, help="output file (default: CHECKPOINT/lfads_output.h5)")
     sample.add_argument("--num-samples", type=int, help="posterior samples per trial (default: train.num_samples, 50)")
@@ -153,8 +158,11 @@ def write_run_report(folder: Path) -> Path | None:
 
 
 def run_sample(args: argparse.Namespace, _: list[str]) -> int:
+    from ..search.ensemble import ENSEMBLE_FILE, sample_ensemble
     from ..train.run import sample
 
-    for path in sample(args.checkpoint, args.data, args.output, args.num_samples):
+    # a search's ensemble/ folder: its members sampled and their rates averaged
+    sampler = sample_ensemble if (args.checkpoint / ENSEMBLE_FILE).is_file() else sample
+    for path in sampler(args.checkpoint, args.data, args.output, args.num_samples):
         print(path)
     return 0

@@ -13,6 +13,8 @@ Written to ENSEMBLE_DIR:
                         fields (factors, latents, inputs) stay the best member's: latents of different models do
                         not average. One file per session of a stitched model, as best_model/ has.
     ensemble.yaml       the members (best first), k, and the validation NLL of each k
+    members/<m>/        each chosen member as a run folder (config.yaml, last.ckpt, metrics.csv), so that
+                        `autolfads sample --checkpoint ENSEMBLE_DIR --data OTHER` averages them on other trials
     config.yaml, metrics.csv   best_model/'s, so `autolfads report` finds the data (and shows the best member's
                         training)
 Poisson reconstruction only (the score is the Poisson NLL of rates); otherwise no ensemble is written.
@@ -25,19 +27,23 @@ import h5py
 import numpy as np
 import yaml
 
-from ..config import Config
+from ..config import Config, load_saved_config
 from ..data.dataset import LFADSData
 from ..data.hdf5 import write_lfads_h5
 from ..errors import CheckpointError
 from ..evaluate.metrics import poisson_nll
 from ..files import write_atomic
-from ..layout import CONFIG_FILE, METRICS_FILE
+from ..layout import CONFIG_FILE, LAST_CKPT, METRICS_FILE, OUTPUT_FILE
+from ..train.checkpoint import load_checkpoint
 from ..train.output import posterior_sample
+from ..train.records import RunLog
+from ..train.run import load_run_data, sample
 from ..train.trainer import Trainer
-from .results import EnsembleSummary
+from .results import EnsembleSummary, save_member_folder
 
 ENSEMBLE_DIR = "ensemble"
 ENSEMBLE_FILE = "ensemble.yaml"
+MEMBERS_DIR = "members"
 VALID = "valid"
 
 
@@ -92,6 +98,9 @@ def write_ensemble(
     for s, ((arrays, attrs), path) in enumerate(zip(best, best_outputs, strict=True)):
         averaged = {f"{split}_rates": mean_rates([member[split][s] for member in rates[:k]]) for split in rates[0]}
         write_lfads_h5(folder / path.name, {**arrays, **averaged}, attrs={**attrs, "ensemble_members": chosen})
+    for m in chosen:
+        state = member_state(m)
+        save_member_folder(folder / MEMBERS_DIR / str(m), config, dict(state["trainer"]["members"][0]), state)
     _write_record(folder, chosen, scores, best_outputs[0].parent)
     log(
         f"wrote {folder}: rates averaged over the best {k} of {len(order)} members ({', '.join(map(str, chosen))}); "
@@ -111,15 +120,45 @@ def _file_rates(outputs: list[tuple[dict, dict]]) -> dict[str, list[np.ndarray]]
     return {split: [arrays[f"{split}_rates"] for arrays, _ in outputs] for split in splits}
 
 
-def _member_rates(config: Config, data: list[LFADSData], state: dict) -> dict[str, list[np.ndarray]]:
+def sample_ensemble(
+    folder: Path, data_path: Path | None = None, output: Path | None = None, num_samples: int | None = None
+) -> list[Path]:
+    """`autolfads sample` of an ensemble folder: each chosen member (members/<m>/) sampled on the data, their
+    rates averaged; the other fields are the first (best) member's, as in the search's own ensemble file."""
+    record = yaml.safe_load((folder / ENSEMBLE_FILE).read_text())
+    members = [folder / MEMBERS_DIR / str(m) for m in record["members"]]
+    missing = [str(m) for m in members if not (m / LAST_CKPT).is_file()]
+    if missing:
+        raise CheckpointError(
+            f"{folder}: the members' checkpoints are not there ({', '.join(missing)}); an ensemble written before "
+            "they were kept samples only on the search's data: its lfads_output.h5"
+        )
+    log = RunLog(folder / "sample.log")
+    paths = sample(members[0], data_path, output or folder / OUTPUT_FILE, num_samples, log=log)
+    rates = [_file_rates([_read_output(path) for path in paths])]
+    for member in members[1:]:
+        config, data = load_run_data(load_saved_config(member / CONFIG_FILE), data_path)
+        rates.append(_member_rates(config, data, load_checkpoint(member / LAST_CKPT), num_samples))
+    for s, path in enumerate(paths):
+        arrays, attrs = _read_output(path)
+        averaged = {f"{split}_rates": mean_rates([member[split][s] for member in rates]) for split in rates[0]}
+        write_lfads_h5(path, {**arrays, **averaged}, attrs={**attrs, "ensemble_members": record["members"]})
+    log(f"averaged the rates of {len(members)} members ({', '.join(map(str, record['members']))}) into {paths[0]}")
+    return paths
+
+
+def _member_rates(
+    config: Config, data: list[LFADSData], state: dict, num_samples: int | None = None
+) -> dict[str, list[np.ndarray]]:
     """One member's posterior-sampled rates, {split: [rates of each session]}: the rates `autolfads sample` of
     its state would write (the same random stream, session by session, split by split)."""
     trainer = Trainer(config, data)
     trainer.load_state_dict(state)
+    samples = config.train.num_samples if num_samples is None else num_samples
     rates: dict[str, list[np.ndarray]] = {}
     for s, session in enumerate(data):
         for split in session.splits:
-            sampled = posterior_sample(trainer.model, split, config.train.num_samples, session=s)["rates"]
+            sampled = posterior_sample(trainer.model, split, samples, session=s)["rates"]
             rates.setdefault(split.name, []).append(sampled[0])
     return rates
 

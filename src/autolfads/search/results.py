@@ -350,12 +350,19 @@ def write_best_model(
     """The best member as a run folder that `autolfads sample` and `autolfads train` accept; returns its output
     files."""
     folder = workdir / BEST_DIR
-    folder.mkdir(exist_ok=True)
+    member_config = save_member_folder(folder, config, hparams, member_state)
+    return sample(folder, data=data, config=member_config, log=log)
+
+
+def save_member_folder(folder: Path, config: Config, hparams: dict[str, float], member_state: dict) -> Config:
+    """One member (its one-member state) as a run folder: config.yaml with its hyperparameters, last.ckpt,
+    metrics.csv. Returns the member's config."""
+    folder.mkdir(parents=True, exist_ok=True)
     member_config = with_member_hparams(config, hparams)
     save_config(member_config, folder / CONFIG_FILE)
     save_checkpoint({**member_state, "config": member_config.to_dict()}, folder / LAST_CKPT)
     write_csv(folder / METRICS_FILE, member_state["history"])
-    return sample(folder, data=data, config=member_config, log=log)
+    return member_config
 
 
 def search_log(workdir: Path) -> RunLog:
