@@ -26,6 +26,7 @@ from autolfads import __version__
 from autolfads.config import load_config
 from autolfads.data.identity import differences, identity_of
 from autolfads.data.nwb import session_identity
+from autolfads.data.output_file import read_output
 from autolfads.errors import DataError, MissingDependency
 from autolfads.files import check_distinct, write_atomic
 from autolfads.layout import CONFIG_FILE
@@ -52,7 +53,8 @@ def export_nwb(
     except ImportError:
         raise MissingDependency("export-nwb needs pynwb: pip install pynwb") from None
     output, nwb, out = Path(output), Path(nwb), Path(out)
-    fields, attrs = _read_output(output)
+    read = read_output(output, ("rates", "factors", "gen_inputs"))
+    fields, attrs = read.splits, read.attrs
     data = Path(data or attrs.get("data_file") or "")  # "": none named, which _read_layout reports
     check_distinct({"--out": out}, {"--nwb": nwb, "--output": output, "--data": data, "--config": config})
     layout = _read_layout(data, output)
@@ -126,28 +128,6 @@ def _check_same_session(session, nwb: Path, layout: dict, data: Path, carried: d
             "(or a copy of it)"
         )
     return []
-
-
-def _read_output(path: Path) -> tuple[dict[str, dict[str, np.ndarray]], dict]:
-    """{split: {rates, factors, gen_inputs, inds}} and the file's attributes."""
-    try:
-        with h5py.File(path, "r") as h5:
-            splits = [key.removesuffix("_rates") for key in h5 if key.endswith("_rates")]
-            if not splits:
-                raise DataError(f"{path}: no *_rates: not an LFADS output (`autolfads sample` writes one)")
-            fields = {
-                split: {
-                    name: h5[f"{split}_{name}"][()]
-                    for name in ("rates", "factors", "gen_inputs", "inds")
-                    if f"{split}_{name}" in h5
-                }
-                for split in splits
-            }
-            return fields, dict(h5.attrs)
-    except FileNotFoundError:
-        raise DataError(f"output file {path} does not exist") from None
-    except OSError as err:
-        raise DataError(f"{path}: cannot read as HDF5: {err}") from None
 
 
 def _read_layout(path: Path, output: Path) -> dict:

@@ -12,33 +12,18 @@ import h5py
 import numpy as np
 
 from ..data.hdf5 import KIND_ATTR, write_lfads_h5
-from ..errors import DataError, EvaluationError
+from ..data.output_file import read_output
+from ..errors import DataError
 from ..files import write_atomic
 from .scoring import SUBMISSION_KEYS, check_rates
 
 
 def read_output_rates(path: str | Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """An LFADS output file -> {split: (trial ids, rates)} for every split it holds; rates are checked."""
-    path = Path(path)
-    try:
-        with h5py.File(path, "r") as h5:
-            splits = [key.removesuffix("_rates") for key in h5 if key.endswith("_rates")]
-            if not splits:
-                raise EvaluationError(
-                    f"{path}: no *_rates in the file: not an LFADS output (`autolfads sample` writes one)"
-                )
-            rates = {}
-            for split in splits:
-                if f"{split}_inds" not in h5:
-                    raise EvaluationError(f"{path}: '{split}_rates' has no '{split}_inds' to match its trials")
-                values = h5[f"{split}_rates"][()]
-                check_rates(values, f"{split}_rates", str(path))
-                rates[split] = (h5[f"{split}_inds"][()], values)
-            return rates
-    except FileNotFoundError:
-        raise EvaluationError(f"output file {path} does not exist") from None
-    except OSError as err:
-        raise EvaluationError(f"{path}: cannot read as HDF5: {err}") from None
+    output = read_output(path, ("rates",))
+    for split, fields in output.splits.items():
+        check_rates(fields["rates"], f"{split}_rates", str(output.path))
+    return {split: (fields["inds"], fields["rates"]) for split, fields in output.splits.items()}
 
 
 def write_submission(path: str | Path, name: str, submission: dict[str, np.ndarray]) -> Path:

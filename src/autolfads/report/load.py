@@ -21,7 +21,8 @@ import yaml
 
 from ..config import Config, SessionDims, load_saved_config
 from ..data.dataset import LFADSData
-from ..errors import AutoLFADSError, ReportError
+from ..data.output_file import read_output
+from ..errors import AutoLFADSError, DataError, ReportError
 from ..evaluate.metrics import bits_per_spike, r2_score
 from ..layout import (
     BEST_DIR,
@@ -306,11 +307,11 @@ def _load_inferred(results: Results) -> None:
         return  # the notes say why
     results.data = shown[0]
     try:
-        with h5py.File(output, "r") as h5:
-            stored = {key: np.asarray(h5[key]) for key in h5 if key.endswith(("_rates", "_factors", "_inds"))}
-            results.output_attrs = {
-                key: (value.item() if hasattr(value, "item") else value) for key, value in h5.attrs.items()
-            }
+        read = read_output(output, ("rates", "factors"))
+    except DataError as err:
+        raise ReportError(str(err)) from None
+    stored, results.output_attrs = read.arrays(), read.attrs
+    try:
         with h5py.File(results.data.path, "r") as h5:
             conditions = {
                 split.name: np.asarray(h5[f"{split.name}_cond_idx"])
@@ -318,7 +319,7 @@ def _load_inferred(results: Results) -> None:
                 if f"{split.name}_cond_idx" in h5
             }
     except OSError as err:
-        raise ReportError(f"cannot read {output} or {results.data.path}: {err}") from None
+        raise ReportError(f"cannot read {results.data.path}: {err}") from None
     for split in results.data.splits:
         if split.recon is None or f"{split.name}_rates" not in stored:
             continue
@@ -377,10 +378,9 @@ def session_rows(
             no_output.append(output.name)
             continue
         try:
-            with h5py.File(output, "r") as h5:
-                stored = {key: np.asarray(h5[key]) for key in h5 if key.endswith(("_rates", "_inds"))}
-        except OSError as err:
-            notes.append(f"cannot read {output}: {err}")
+            stored = read_output(output, ("rates",)).arrays()
+        except DataError as err:
+            notes.append(str(err))
             continue
         for split in session.splits:
             if f"{split.name}_rates" not in stored:

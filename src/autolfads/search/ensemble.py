@@ -23,13 +23,12 @@ Poisson reconstruction only (the score is the Poisson NLL of rates); otherwise n
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import h5py
 import numpy as np
 import yaml
 
 from ..config import Config, load_saved_config
 from ..data.dataset import LFADSData
-from ..data.hdf5 import write_lfads_h5
+from ..data.output_file import OutputFile, read_output, write_output_file
 from ..errors import CheckpointError
 from ..evaluate.metrics import poisson_nll
 from ..files import write_atomic
@@ -84,8 +83,8 @@ def write_ensemble(
             + config.model.reconstruction
         )
         return None
-    best = [_read_output(path) for path in best_outputs]
-    if any(f"{VALID}_rates" not in arrays for arrays, _ in best):
+    best = [read_output(path) for path in best_outputs]
+    if any(VALID not in output.splits for output in best):
         log("no ensemble: the data has no validation split to choose its size on")
         return None
     sessions = [config.model.session(s) for s in range(len(data))]
@@ -95,9 +94,8 @@ def write_ensemble(
     k, scores = choose_k([member[VALID] for member in rates], counts, starts)
     chosen = list(order[:k])
     folder = workdir / ENSEMBLE_DIR
-    for s, ((arrays, attrs), path) in enumerate(zip(best, best_outputs, strict=True)):
-        averaged = {f"{split}_rates": mean_rates([member[split][s] for member in rates[:k]]) for split in rates[0]}
-        write_lfads_h5(folder / path.name, {**arrays, **averaged}, attrs={**attrs, "ensemble_members": chosen})
+    for output, path, members in zip(best, best_outputs, _by_session(rates[:k]), strict=True):
+        _write_averaged(folder / path.name, output, members, chosen)
     for m in chosen:
         state = member_state(m)
         save_member_folder(folder / MEMBERS_DIR / str(m), config, dict(state["trainer"]["members"][0]), state)
@@ -114,10 +112,24 @@ def mean_rates(parts: Sequence[np.ndarray]) -> np.ndarray:
     return np.mean(np.stack([part.astype(np.float64) for part in parts]), axis=0).astype(np.float32)
 
 
-def _file_rates(outputs: list[tuple[dict, dict]]) -> dict[str, list[np.ndarray]]:
+def _file_rates(outputs: list[OutputFile]) -> dict[str, list[np.ndarray]]:
     """{split: [rates of each session]} of best_model's output files."""
-    splits = [key.removesuffix("_rates") for key in outputs[0][0] if key.endswith("_rates")]
-    return {split: [arrays[f"{split}_rates"] for arrays, _ in outputs] for split in splits}
+    return {split: [output.field(split, "rates") for output in outputs] for split in outputs[0].splits}
+
+
+def _by_session(rates: Sequence[dict[str, list[np.ndarray]]]) -> list[list[dict[str, np.ndarray]]]:
+    """[member][{split: [session]}] -> [session][member][{split: rates}]."""
+    sessions = len(next(iter(rates[0].values())))
+    return [[{split: member[split][s] for split in member} for member in rates] for s in range(sessions)]
+
+
+def _write_averaged(path: Path, output: OutputFile, members: Sequence[dict[str, np.ndarray]], chosen: list) -> None:
+    """`output` (one session's file) with each split's rates the members' mean, written to path."""
+    splits = {
+        split: {**fields, "rates": mean_rates([member[split] for member in members])}
+        for split, fields in output.splits.items()
+    }
+    write_output_file(path, splits, {**output.attrs, "ensemble_members": chosen})
 
 
 def sample_ensemble(
@@ -135,14 +147,12 @@ def sample_ensemble(
         )
     log = RunLog(folder / "sample.log")
     paths = sample(members[0], data_path, output or folder / OUTPUT_FILE, num_samples, log=log)
-    rates = [_file_rates([_read_output(path) for path in paths])]
+    rates = [_file_rates([read_output(path) for path in paths])]
     for member in members[1:]:
         config, data = load_run_data(load_saved_config(member / CONFIG_FILE), data_path)
         rates.append(_member_rates(config, data, load_checkpoint(member / LAST_CKPT), num_samples))
-    for s, path in enumerate(paths):
-        arrays, attrs = _read_output(path)
-        averaged = {f"{split}_rates": mean_rates([member[split][s] for member in rates]) for split in rates[0]}
-        write_lfads_h5(path, {**arrays, **averaged}, attrs={**attrs, "ensemble_members": record["members"]})
+    for path, members in zip(paths, _by_session(rates), strict=True):
+        _write_averaged(path, read_output(path), members, record["members"])
     log(f"averaged the rates of {len(members)} members ({', '.join(map(str, record['members']))}) into {paths[0]}")
     return paths
 
@@ -161,11 +171,6 @@ def _member_rates(
             sampled = posterior_sample(trainer.model, split, samples, session=s)["rates"]
             rates.setdefault(split.name, []).append(sampled[0])
     return rates
-
-
-def _read_output(path: Path) -> tuple[dict, dict]:
-    with h5py.File(path, "r") as h5:
-        return {key: h5[key][()] for key in h5}, dict(h5.attrs)
 
 
 def _write_record(folder: Path, members: list[int], scores: list[float], best_dir: Path) -> None:

@@ -13,8 +13,8 @@ import torch
 
 from .. import __version__
 from ..data.dataset import LFADSData, Split
-from ..data.hdf5 import KIND_ATTR, write_lfads_h5
 from ..data.identity import read_identity
+from ..data.output_file import INDS, write_output_file
 from ..model import LFADS
 
 SAMPLED_FIELDS = ("rates", "factors", "gen_states", "gen_inputs", "gen_init", "con_states", "co_means", "co_stds")
@@ -79,13 +79,11 @@ def write_output(
 ) -> Path:
     """Sample every split of `data` (the model's session `session`) and write `{split}_{field}` and
     `{split}_inds` atomically."""
-    arrays: dict[str, np.ndarray] = {}
+    splits = {}
     for split in data.splits:
-        for name, value in posterior_sample(model, split, num_samples, session=session).items():
-            arrays[f"{split.name}_{name}"] = value[member]
-        arrays[f"{split.name}_inds"] = np.asarray(split.inds)
+        sampled = posterior_sample(model, split, num_samples, session=session)
+        splits[split.name] = {**{name: value[member] for name, value in sampled.items()}, INDS: np.asarray(split.inds)}
     header = {
-        KIND_ATTR: "lfads_output",
         "autolfads_version": __version__,
         "num_samples": num_samples,
         "data_file": str(Path(data.path).resolve()),
@@ -93,5 +91,4 @@ def write_output(
     }
     if Path(data.path).is_file():  # data built in memory has no file, so no recorded session to carry
         header |= read_identity(data.path)  # the source session's identity, which export-nwb checks
-    write_lfads_h5(path, arrays, attrs={**header, **(attrs or {})})
-    return Path(path)
+    return write_output_file(path, splits, {**header, **(attrs or {})})
