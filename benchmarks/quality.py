@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -262,6 +263,28 @@ def summarise(by_split: dict[int, dict[str, dict[str, float]]]) -> None:
         print(f"| {method} | {spread} | {' / '.join(f'{b:.4f}' for b in bps)} | {r2_text} | {wall:.0f} |")
 
 
+def paired_differences(by_split: dict[int, dict[str, dict[str, float]]]) -> None:
+    """Item by item of the comparison the benchmark exists for: each search output against the best shipped
+    single-model config (the best by its mean over the splits), the sized default and the random control,
+    split by split (the same data and test trials), with the mean and standard deviation of the differences."""
+    splits = list(by_split.values())
+
+    def mean_of(method: str) -> float:
+        values = [r[method]["co-bps"] for r in splits if method in r]
+        return statistics.mean(values) if len(values) == len(splits) else -math.inf
+
+    shipped = max(("small_session", "mc_maze_small"), key=mean_of)
+    print("\n| difference in held-out co-bps, split by split | per split | mean ± sd |\n|---|---|---|")
+    for method in ("search", "ensemble", "random"):
+        for baseline in (shipped, "default", "random", "smoothing"):
+            if baseline == method or not all(method in r and baseline in r for r in splits):
+                continue
+            diffs = [r[method]["co-bps"] - r[baseline]["co-bps"] for r in splits]
+            spread = statistics.stdev(diffs) if len(diffs) > 1 else 0.0
+            print(f"| {method} - {baseline} | {' / '.join(f'{d:+.4f}' for d in diffs)} | "
+                  f"{statistics.mean(diffs):+.4f} ± {spread:.4f} |")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", type=Path, required=True)
@@ -284,6 +307,7 @@ def main() -> None:
     by_split = {split: run_split(args, split) for split in args.splits}
     (args.workdir / "results.json").write_text(json.dumps(by_split, indent=1) + "\n")
     summarise(by_split)
+    paired_differences(by_split)
 
 
 if __name__ == "__main__":

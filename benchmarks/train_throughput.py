@@ -2,9 +2,9 @@
 
 107 held-in / 142 total neurons, 140 -> 180 bins, ic_enc 100, ci_enc 80, con 80, co 4, ic 100, gen 100,
 fac 40, batch 64. A step is the full training step: coordinated dropout, forward, loss, backward,
-per-member gradient clipping and the Adam update. Random Poisson data. The fast recurrent core
-(`train.fused_rnn`, hand-written backward), its loops compiled (`train.compiled_loops`, C++) and plain autograd
-are timed alternately in one run.
+per-member gradient clipping and the Adam update. Random Poisson data. The recurrent cores of
+`train.recurrent_core`: manual (hand-written backward, python loops), cpp (the same loops in C++) and autograd
+(plain autograd, the reference) are timed alternately in one run.
 
     python benchmarks/train_throughput.py [--threads 1] [--batch 64] [--steps 10] [--population 1] [--clock wall]
         [--no-compiled]
@@ -63,7 +63,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="timed epochs per core (after one warm-up)")
     parser.add_argument("--clock", choices=["wall", "cpu"], default="wall", help="cpu: process CPU time")
     parser.add_argument(
-        "--no-compiled", dest="compiled", action="store_false", help="leave out train.compiled_loops (no compiler)"
+        "--no-compiled", dest="compiled", action="store_false", help="leave out train.recurrent_core cpp (no compiler)"
     )
     args = parser.parse_args()
     reuse_freed_memory()  # as the command line does
@@ -85,11 +85,10 @@ def main() -> None:
         f"{args.batch}, population {args.population}, steps {args.steps}"
     )
     # Fast core and plain autograd alternate epoch by epoch so machine noise hits both alike; best of rounds.
-    options = {"eager": dict(fused_rnn=False), "fused": {}, "compiled": dict(compiled_loops=True)}
-    cores = ["eager", "fused"] + (["compiled"] if args.compiled else [])
+    cores = ["autograd", "manual"] + (["cpp"] if args.compiled else [])
     trainers = {
         core: Trainer(
-            config.model_copy(update={"train": config.train.model_copy(update=options[core])}),
+            config.model_copy(update={"train": config.train.model_copy(update={"recurrent_core": core})}),
             data,
             population=[{}] * args.population,
             member_seeds=range(args.population),
@@ -109,14 +108,15 @@ def main() -> None:
     print(f"load average after: {os.getloadavg()}")
     for core, elapsed in best.items():
         print(
-            f"{core:>5}: step time {elapsed / args.steps * 1000:.1f} ms; throughput {n / elapsed:.1f} trials/s; "
+            f"{core:>8}: step time {elapsed / args.steps * 1000:.1f} ms; throughput {n / elapsed:.1f} trials/s; "
             f"{n * args.population / elapsed:.1f} member-trials/s"
         )
     median = {core: statistics.median(times) for core, times in rounds.items()}
     for core in cores[1:]:
         print(
-            f"{core} vs eager: {best['eager'] / best[core]:.2f}x (best), {median['eager'] / median[core]:.2f}x "
-            f"(medians: eager {median['eager'] / args.steps * 1000:.1f} ms, {core} "
+            f"{core} vs autograd: {best['autograd'] / best[core]:.2f}x (best), "
+            f"{median['autograd'] / median[core]:.2f}x (medians: autograd "
+            f"{median['autograd'] / args.steps * 1000:.1f} ms, {core} "
             f"{median[core] / args.steps * 1000:.1f} ms per step)"
         )
 

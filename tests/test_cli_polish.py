@@ -140,7 +140,7 @@ def test_doctor_says_the_python_loops_are_used_and_why_not_the_compiled_ones(cap
     assert main(["doctor"]) == 0
     line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("recurrent core "))
     assert line.endswith(
-        "python loops (train.fused_rnn): the compiled loops cannot be built here: the C++ compiler "
+        "manual (python loops; train.recurrent_core auto): cpp cannot be built here: the C++ compiler "
         "'no-such-c++-compiler' is not on PATH"
     )
 
@@ -149,7 +149,7 @@ def test_doctor_says_the_python_loops_are_used_and_why_not_the_compiled_ones(cap
 def test_doctor_says_the_compiled_loops_are_used_where_they_can_be_built(capsys):
     assert main(["doctor"]) == 0
     line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("recurrent core "))
-    assert "compiled loops (C++, train.compiled_loops auto)" in line
+    assert "cpp (C++ loops; train.recurrent_core auto)" in line
 
 
 @pytest.mark.slow

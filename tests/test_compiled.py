@@ -1,4 +1,4 @@
-"""The compiled loops (`train.compiled_loops`, C++) against the python loops of the fast core: same buffers,
+"""The compiled loops (`train.recurrent_core cpp`, C++) against the python loops of the fast core: same buffers,
 same steps, so the same values and gradients to float rounding; their projection kernel against baddbmm; and
 the option's errors."""
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from autolfads.config import ModelConfig
+from autolfads.config import ModelConfig, parse_config
 from autolfads.errors import ConfigError
 from autolfads.model import LFADS, compiled
 from autolfads.model.fused import FusedDecoder, FusedGRUSequence, project
@@ -64,8 +64,8 @@ def test_the_compiled_projection_matches_baddbmm(rows, n_in, n_out, dtype, toler
 
     inputs = [rand(2, 1, n_out), rand(2, rows, n_in), rand(2, n_in, n_out)]
     weights = [torch.randn(2, rows, n_out, generator=generator).to(dtype)]
-    expected_out, expected_grads = grads_of(lambda *x: project(*x, "fused"), inputs, weights)
-    out, grads = grads_of(lambda *x: project(*x, "compiled"), inputs, weights)
+    expected_out, expected_grads = grads_of(lambda *x: project(*x, "manual"), inputs, weights)
+    out, grads = grads_of(lambda *x: project(*x, "cpp"), inputs, weights)
     torch.testing.assert_close(out[0], expected_out[0], rtol=tolerance, atol=tolerance)
     assert_close_grads(expected_grads, grads, rtol=tolerance)
 
@@ -92,7 +92,7 @@ def test_lfads_loss_and_gradients_compiled_vs_python_loops():
     target = torch.poisson(torch.full((4, 10, 8), 1.5), generator=generator)
     ext_input = torch.randn(4, 10, 2, generator=generator)
     results = []
-    for core in ("fused", "compiled"):
+    for core in ("manual", "cpp"):
         model = LFADS(cfg, [3, 4], core=core).train()
         out = model(data, torch.tensor([0.1, 0.2]), ext_input)
         loss = model.reconstruction.nll(out.output_params, target).mean() + 1e-3 * (out.kl_ic + out.kl_co).sum()
@@ -107,10 +107,10 @@ def test_lfads_loss_and_gradients_compiled_vs_python_loops():
 def test_training_with_compiled_loops_follows_the_python_loops():
     cfg = config()
     runs = []
-    for compiled_loops in (False, True):
-        train = cfg.train.model_copy(update={"compiled_loops": compiled_loops})
+    for core in ("manual", "cpp"):
+        train = cfg.train.model_copy(update={"recurrent_core": core})
         trainer = Trainer(cfg.model_copy(update={"train": train}), make_data(cfg.model), member_seeds=[0])
-        assert trainer.model.decoder.core == ("compiled" if compiled_loops else "fused")
+        assert trainer.model.decoder.core == core
         for _ in range(3):
             trainer.run_epoch()
         runs.append(trainer)
@@ -119,11 +119,35 @@ def test_training_with_compiled_loops_follows_the_python_loops():
     assert runs[0].history[-1].keys() == runs[1].history[-1].keys()
 
 
-def test_compiled_loops_need_the_fast_core():
-    cfg = config()
-    train = cfg.train.model_copy(update={"compiled_loops": True, "fused_rnn": False})
-    with pytest.raises(ConfigError, match="train.compiled_loops .* needs train.fused_rnn true"):
-        Trainer(cfg.model_copy(update={"train": train}), make_data(cfg.model))
+@pytest.mark.parametrize(
+    "old, core",
+    [
+        ({"fused_rnn": False}, "autograd"),
+        ({"fused_rnn": "false", "compiled_loops": "auto"}, "autograd"),
+        ({"fused_rnn": True}, "auto"),
+        ({"compiled_loops": "auto"}, "auto"),
+        ({"compiled_loops": True}, "cpp"),
+        ({"fused_rnn": True, "compiled_loops": False}, "manual"),
+        ({"compiled_loops": False, "recurrent_core": "manual"}, "manual"),
+    ],
+)
+def test_the_older_core_keys_are_read_as_recurrent_core_with_a_line_saying_so(old, core):
+    with pytest.warns(FutureWarning, match=rf"read as train.recurrent_core {core} \(the older keys' replacement\)"):
+        config = parse_config({"train": old})[0]
+    assert config.train.recurrent_core == core and "fused_rnn" not in config.to_dict()["train"]
+
+
+@pytest.mark.parametrize(
+    "old, message",
+    [
+        ({"compiled_loops": True, "fused_rnn": False}, "train.compiled_loops true needs train.fused_rnn true"),
+        ({"compiled_loops": False, "recurrent_core": "cpp"}, "means train.recurrent_core manual, but .* is cpp"),
+        ({"fused_rnn": "sometimes"}, "expected true or false"),
+    ],
+)
+def test_older_core_keys_that_contradict_are_refused(old, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_config({"train": old})
 
 
 def test_compiled_loops_without_a_compiler_is_a_clear_error(monkeypatch):
@@ -131,7 +155,7 @@ def test_compiled_loops_without_a_compiler_is_a_clear_error(monkeypatch):
     compiled.compiled_loops.cache_clear()
     try:
         with pytest.raises(
-            ConfigError, match="'no-such-c\\+\\+-compiler' is not on PATH; .* or set train.compiled_loops false"
+            ConfigError, match="'no-such-c\\+\\+-compiler' is not on PATH; .* or set train.recurrent_core manual"
         ):
             compiled.compiled_loops()
     finally:
@@ -151,28 +175,31 @@ def no_compiler(monkeypatch):
 
 def test_auto_without_a_compiler_takes_the_python_loops_and_says_why(no_compiler):
     cfg = config()
-    assert cfg.train.compiled_loops == "auto"  # the default
+    assert cfg.train.recurrent_core == "auto"  # the default
     trainer = Trainer(cfg, make_data(cfg.model), member_seeds=[0])
-    assert trainer.core == trainer.model.decoder.core == "fused"
+    assert trainer.core == trainer.model.decoder.core == "manual"
     assert trainer.core_note == (
-        "recurrent core: python loops (train.fused_rnn), not the compiled ones (train.compiled_loops auto): the C++ "
-        "compiler 'no-such-c++-compiler' is not on PATH"
+        "recurrent core: manual (python loops), not cpp (train.recurrent_core auto): the C++ compiler "
+        "'no-such-c++-compiler' is not on PATH"
     )
 
 
 def test_auto_on_a_gpu_or_with_plain_autograd_takes_no_compiled_loops():
     train = config().train
     core, note = recurrent_core(train, torch.device("cuda"))  # decided without touching a GPU
-    assert core == "fused" and note.endswith("they run on a CPU and this run is on cuda")
-    assert recurrent_core(train.model_copy(update={"fused_rnn": False}), torch.device("cpu")) == ("eager", None)
-    assert recurrent_core(train.model_copy(update={"compiled_loops": False}), torch.device("cpu")) == ("fused", None)
+    assert core == "manual" and note.endswith("they run on a CPU and this run is on cuda")
+    for chosen in ("autograd", "manual"):
+        picked = recurrent_core(train.model_copy(update={"recurrent_core": chosen}), torch.device("cpu"))
+        assert picked == (chosen, None)
+    with pytest.raises(ConfigError, match="train.recurrent_core cpp runs on a CPU; on cuda use manual"):
+        recurrent_core(train.model_copy(update={"recurrent_core": "cpp"}), torch.device("cuda"))
 
 
 @needs_compiler
 def test_auto_takes_the_compiled_loops_where_they_build():
     cfg = config()
     trainer = Trainer(cfg, make_data(cfg.model), member_seeds=[0])
-    assert (trainer.core, trainer.model.decoder.core, trainer.core_note) == ("compiled", "compiled", None)
+    assert (trainer.core, trainer.model.decoder.core, trainer.core_note) == ("cpp", "cpp", None)
 
 
 @pytest.mark.slow
@@ -184,9 +211,9 @@ def test_the_command_line_says_in_one_line_why_it_trains_without_compiled_loops(
     args = ("train", "--data", lorenz_file, "--checkpoint", folder, "--quiet", "--no-output", "--no-report")
     result = autolfads(*args, *tiny_model(train__max_epochs=1))
     assert result.returncode == 0, result.stderr
-    lines = [line for line in result.stderr.splitlines() if "recurrent core: python loops" in line]
+    lines = [line for line in result.stderr.splitlines() if "recurrent core: manual (python loops)" in line]
     assert len(lines) == 1 and lines[0].endswith("the C++ compiler 'no-such-c++-compiler' is not on PATH")
-    assert "recurrent core fused" in (folder / "train.log").read_text()
+    assert "recurrent core manual" in (folder / "train.log").read_text()
 
 
 @pytest.mark.skipif(not compiled.NATIVE, reason="the build is tuned to the CPU (-march=native) on Linux only")
@@ -209,10 +236,10 @@ def test_a_build_tuned_to_the_cpu_is_kept_per_kind_of_cpu_and_checkout(monkeypat
 def test_the_command_line_trains_and_resumes_with_compiled_loops(autolfads, tiny_model, lorenz_file, tmp_path):
     folder = tmp_path / "run"
     args = ("train", "--data", lorenz_file, "--checkpoint", folder)
-    first = autolfads(*args, *tiny_model(train__max_epochs=2, train__compiled_loops="true"))
+    first = autolfads(*args, *tiny_model(train__max_epochs=2, train__recurrent_core="cpp"))
     assert first.returncode == 0, first.stderr
-    assert "recurrent core compiled" in (folder / "train.log").read_text()
-    resumed = autolfads(*args, *tiny_model(train__max_epochs=3, train__compiled_loops="true"))
+    assert "recurrent core cpp" in (folder / "train.log").read_text()
+    resumed = autolfads(*args, *tiny_model(train__max_epochs=3, train__recurrent_core="cpp"))
     assert resumed.returncode == 0, resumed.stderr
     metrics = (folder / "metrics.csv").read_text().splitlines()
     assert len(metrics) == 1 + 3  # a header, then epochs 1-3: the resumed run added one

@@ -130,7 +130,7 @@ def test_lfads_loss_and_gradients_fused_vs_eager(co_dim, ext):
     ext_input = torch.randn(4, 10, ext, generator=generator) if ext else None
     results = []
     for fused in (False, True):
-        model = LFADS(cfg, [3, 4], core="fused" if fused else "eager").train()
+        model = LFADS(cfg, [3, 4], core="manual" if fused else "autograd").train()
         out = model(data, torch.tensor([0.1, 0.2]), ext_input)
         loss = model.reconstruction.nll(out.output_params, target).mean() + 1e-3 * (out.kl_ic + out.kl_co).sum()
         loss.backward()
@@ -145,7 +145,8 @@ def test_training_with_the_fast_core_follows_the_eager_run():
     cfg = config()
     runs = []
     for fused in (False, True):
-        fast = cfg.model_copy(update={"train": cfg.train.model_copy(update={"fused_rnn": fused})})
+        core = "auto" if fused else "autograd"  # auto: cpp where it builds
+        fast = cfg.model_copy(update={"train": cfg.train.model_copy(update={"recurrent_core": core})})
         trainer = Trainer(fast, make_data(fast.model), member_seeds=[0])
         for _ in range(3):
             trainer.run_epoch()

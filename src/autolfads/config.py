@@ -251,6 +251,11 @@ class ModelConfig(_Section):
         return self.model_copy(update={"data_dim": dims.data_dim, "cs_dim": dims.cs_dim, "sessions": []})
 
 
+# train.recurrent_core's values, and the two keys it replaced
+RECURRENT_CORES = ("auto", "cpp", "manual", "autograd")
+OLD_CORE_KEYS = ("fused_rnn", "compiled_loops")
+
+
 class TrainConfig(_Section):
     _section: ClassVar[str] = "train"
 
@@ -346,18 +351,52 @@ class TrainConfig(_Section):
         description="Selective backprop through time: NaN bins in the data are missing (inputs 0, no loss there, loss "
         "re-weighted).",
     )
-    fused_rnn: bool = Field(
-        True,
-        description="Recurrent loops with the hand-written backward (fast); False: plain autograd, same numbers to "
-        "float rounding.",
-    )
-    compiled_loops: Literal["auto"] | bool = Field(
+    recurrent_core: Literal[RECURRENT_CORES] = Field(  # type: ignore[valid-type]
         "auto",
-        description="Run the fast core's time loops in C++, built at first use with the machine's C++ compiler and "
-        "ninja, and cached (a faster step on a CPU; same numbers to float rounding). auto: where they can be built "
-        "and the run is on a CPU, else the python loops, with one line saying why; true: always (an error where "
-        "they cannot be); false: never.",
+        description="How the recurrent loops run; every core gives the same numbers to float rounding. cpp: the "
+        "loops and their hand-written backward in C++, built at first use with the machine's C++ compiler and ninja "
+        "and cached (the fastest on a CPU); manual: the same hand-written backward in python loops; autograd: plain "
+        "autograd (the reference); auto: cpp where it builds and the run is on a CPU, else manual, with one line "
+        "saying why. Replaces train.fused_rnn and train.compiled_loops, which are still read (with a line saying so).",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read_old_core_keys(cls, values: Any) -> Any:
+        """train.fused_rnn / train.compiled_loops (before recurrent_core) -> recurrent_core, said in one line."""
+        if not isinstance(values, Mapping) or not values.keys() & OLD_CORE_KEYS:
+            return values
+        values = dict(values)
+        old = {key: values.pop(key) for key in OLD_CORE_KEYS if key in values}
+        core = old_core_setting(old.get("fused_rnn", True), old.get("compiled_loops", "auto"))
+        given = ", ".join(f"train.{key} {value}" for key, value in old.items())
+        if "recurrent_core" in values and values["recurrent_core"] != core:
+            raise ValueError(
+                f"{given} means train.recurrent_core {core}, but train.recurrent_core is {values['recurrent_core']}"
+            )
+        warnings.warn(
+            f"{given}: read as train.recurrent_core {core} (the older keys' replacement)", FutureWarning, stacklevel=2
+        )
+        return {**values, "recurrent_core": core}
+
+
+def old_core_setting(fused_rnn: Any, compiled_loops: Any) -> str:
+    """The recurrent_core that train.fused_rnn and train.compiled_loops (the settings before it) meant."""
+
+    def word(value: Any) -> str:
+        return str(value).lower()
+
+    fused, compiled = word(fused_rnn), word(compiled_loops)
+    if fused not in ("true", "false") or compiled not in ("true", "false", "auto"):
+        raise ValueError(
+            f"train.fused_rnn {fused_rnn!r}, train.compiled_loops {compiled_loops!r}: expected true or false, and "
+            "true, false or auto"
+        )
+    if fused == "false":
+        if compiled == "true":
+            raise ValueError("train.compiled_loops true needs train.fused_rnn true (use train.recurrent_core cpp)")
+        return "autograd"
+    return {"true": "cpp", "false": "manual", "auto": "auto"}[compiled]
 
 
 class DataConfig(_Section):

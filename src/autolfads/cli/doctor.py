@@ -74,15 +74,15 @@ def ray_status() -> str:
 
 
 def core_status(cuda: bool) -> str:
-    """The recurrent core train.compiled_loops auto (the default) picks here (looked up: building takes half a
+    """The recurrent core train.recurrent_core auto (the default) picks here (looked up: building takes half a
     minute)."""
     from ..model.compiled import build_tools_missing
 
     missing = build_tools_missing()
     if missing:
-        return f"python loops (train.fused_rnn): the compiled loops cannot be built here: {missing}"
-    text = "compiled loops (C++, train.compiled_loops auto): built at first use, about 40 s once, then cached"
-    return text + ("; python loops on a GPU" if cuda else "")
+        return f"manual (python loops; train.recurrent_core auto): cpp cannot be built here: {missing}"
+    text = "cpp (C++ loops; train.recurrent_core auto): built at first use, about 40 s once, then cached"
+    return text + ("; manual on a GPU" if cuda else "")
 
 
 def version(package: str) -> str:

@@ -1,4 +1,5 @@
-"""The fast core's time loops as a C++ extension (`train.compiled_loops`), built at first use.
+"""The fast core's time loops as a C++ extension (`train.recurrent_core cpp`; auto where it builds), built at
+first use.
 
 `csrc/loops.cpp` runs `fused.py`'s loops step for step on the same buffers; what it saves is python's cost
 per small op (a GRU step is some twenty of them) and, with a matrix-product kernel of its own that ends in the
@@ -89,8 +90,8 @@ def compiled_loops() -> ModuleType:
     missing = build_tools_missing()
     if missing:
         raise ConfigError(
-            f"train.compiled_loops builds a C++ extension at first use, but {missing}; install it (a C++ compiler "
-            "such as g++, set CXX to another) or set train.compiled_loops false"
+            f"train.recurrent_core cpp builds a C++ extension at first use, but {missing}; install it (a C++ compiler "
+            "such as g++, set CXX to another) or set train.recurrent_core manual (or auto)"
         )
     import fcntl
 

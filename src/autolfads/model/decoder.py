@@ -25,7 +25,7 @@ class DecoderStates:
 
 
 class Decoder(nn.Module):
-    def __init__(self, cfg: ModelConfig, rng: MemberRNG, core: Core = "fused"):
+    def __init__(self, cfg: ModelConfig, rng: MemberRNG, core: Core = "manual"):
         super().__init__()
         self.cfg, self.core = cfg, core
         self.ic_to_gen = PopulationLinear(rng, cfg.ic_dim, cfg.gen_dim)
@@ -81,10 +81,7 @@ class Decoder(nn.Module):
             co_noise,
             self.cfg.cell_clip,
         )
-        if self.core == "eager":
-            outputs = eager_decode(*inputs)
-        else:
-            outputs = FusedDecoder.apply(*inputs, self.core == "compiled")
+        outputs = eager_decode(*inputs) if self.core == "autograd" else FusedDecoder.apply(*inputs, self.core == "cpp")
         gen_states, factors, con_states, co_means, co_stds, gen_inputs = (out.transpose(1, 2) for out in outputs)
         return DecoderStates(gen_init, gen_states, factors, con_states, co_means, co_stds, gen_inputs)
 

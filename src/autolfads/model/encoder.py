@@ -11,7 +11,7 @@ from .recurrent import BidirectionalGRU
 
 
 class Encoder(nn.Module):
-    def __init__(self, cfg: ModelConfig, rng: MemberRNG, core: Core = "fused"):
+    def __init__(self, cfg: ModelConfig, rng: MemberRNG, core: Core = "manual"):
         super().__init__()
         self.cfg = cfg
         self.ic_enc = BidirectionalGRU(rng, cfg.input_dim, cfg.ic_enc_dim, cfg.cell_clip, core)

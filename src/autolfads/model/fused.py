@@ -22,7 +22,7 @@ import torch
 from .compiled import compiled_loops
 
 # how the recurrent loops run: plain autograd, the hand-written backward in python, or its loops in C++
-Core = Literal["eager", "fused", "compiled"]
+Core = Literal["autograd", "manual", "cpp"]  # train.recurrent_core, once auto is resolved
 
 _HALF, _ONE, _TWO = torch.tensor(0.5), torch.tensor(1.0), torch.tensor(2.0)
 
@@ -30,7 +30,7 @@ _HALF, _ONE, _TWO = torch.tensor(0.5), torch.tensor(1.0), torch.tensor(2.0)
 def project(bias: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, core: Core) -> torch.Tensor:
     """An input projection of whole sequences, bias (G, 1, N) + x (G, M, K) @ weight (G, K, N). The compiled core
     computes it with the loops' kernel (1.3-1.9x MKL's at these sizes on one core), the others with baddbmm."""
-    if core == "compiled":
+    if core == "cpp":
         return _CompiledProjection.apply(bias, x, weight)
     return torch.baddbmm(bias, x, weight)
 

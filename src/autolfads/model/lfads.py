@@ -38,12 +38,12 @@ class LFADSOutput:
 class LFADS(nn.Module):
     """P independent LFADS models; member p is initialised and driven by the generator seeded with seeds[p].
 
-    core: how the recurrent loops run (`fused.Core`): "fused", the hand-written backward of `fused.py` (fast);
-    "compiled", its loops in C++ (`compiled.py`, faster); "eager", plain autograd (the reference).
+    core: how the recurrent loops run (`fused.Core`, train.recurrent_core): "manual", the hand-written backward of
+    `fused.py` (fast); "cpp", its loops in C++ (`compiled.py`, faster); "autograd", plain autograd (the reference).
     """
 
     def __init__(
-        self, cfg: ModelConfig, member_seeds: Sequence[int], device: torch.device | str = "cpu", core: Core = "fused"
+        self, cfg: ModelConfig, member_seeds: Sequence[int], device: torch.device | str = "cpu", core: Core = "manual"
     ):
         super().__init__()
         self.cfg = cfg

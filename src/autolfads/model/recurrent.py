@@ -66,7 +66,7 @@ class BidirectionalGRU(nn.Module):
     forward direction, 2p + 1 its backward one, each a (T, B, .) block of the group-major sequences.
     """
 
-    def __init__(self, rng: MemberRNG, input_size: int, hidden_size: int, clip: float, core: Core = "fused"):
+    def __init__(self, rng: MemberRNG, input_size: int, hidden_size: int, clip: float, core: Core = "manual"):
         super().__init__()
         self.hidden_size, self.clip, self.core = hidden_size, clip, core
         self.forward_cell = ClippedGRUCell(rng, input_size, hidden_size, clip, encoder_init=True)
@@ -97,8 +97,8 @@ class BidirectionalGRU(nn.Module):
         x_proj = self.project_inputs(x)
         states = (
             gru_sequence(x_proj, h0, w_zr, w_n, self.clip)
-            if self.core == "eager"
-            else FusedGRUSequence.apply(x_proj, h0, w_zr, w_n, self.clip, self.core == "compiled")
+            if self.core == "autograd"
+            else FusedGRUSequence.apply(x_proj, h0, w_zr, w_n, self.clip, self.core == "cpp")
         ).reshape(members, 2, steps, batch, hidden)
         forward_states, backward_states = states[:, 0].transpose(1, 2), states[:, 1].flip(1).transpose(1, 2)
         final = torch.cat([states[:, 0, -1], states[:, 1, -1]], dim=-1)

@@ -323,26 +323,20 @@ class Trainer:
 
 
 def recurrent_core(train: TrainConfig, device: torch.device) -> tuple[Core, str | None]:
-    """How the recurrent loops run, from train.fused_rnn and train.compiled_loops; and, when compiled_loops auto
-    could not have the compiled loops, one line saying why (the caller shows it)."""
-    if train.compiled_loops is True:
-        if not train.fused_rnn:
-            raise ConfigError("train.compiled_loops compiles the fast core's loops: it needs train.fused_rnn true")
+    """The core train.recurrent_core picks on `device`; and, when auto could not have cpp, one line saying why
+    (the caller shows it)."""
+    core = train.recurrent_core
+    if core == "cpp":
         if device.type != "cpu":
-            raise ConfigError(f"train.compiled_loops runs on a CPU; on {device.type} leave it false (train.fused_rnn)")
+            raise ConfigError(f"train.recurrent_core cpp runs on a CPU; on {device.type} use manual (or auto)")
         compiled_loops()  # built (or loaded) now: a missing compiler is an error before training starts
-        return "compiled", None
-    if not train.fused_rnn:
-        return "eager", None
-    if train.compiled_loops is False:
-        return "fused", None
+        return "cpp", None
+    if core != "auto":
+        return core, None
     why = why_not_compiled(device.type)
     if why is None:
-        return "compiled", None
-    return (
-        "fused",
-        f"recurrent core: python loops (train.fused_rnn), not the compiled ones (train.compiled_loops auto): {why}",
-    )
+        return "cpp", None
+    return "manual", f"recurrent core: manual (python loops), not cpp (train.recurrent_core auto): {why}"
 
 
 def _check_config(config: Config, sessions: int) -> None:
