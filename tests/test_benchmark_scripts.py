@@ -60,3 +60,36 @@ def test_gpu_scaling_runs_on_a_cpu():
     # bf16 autocast is measured or its failure is named (today: PopulationLinear's baddbmm mixes a bf16 bias
     # with float32 inputs under autocast), never silently skipped
     assert " bf16 epoch" in precision or " bf16 failed: " in precision
+
+
+def test_bit_identity_names_every_file_that_differs_and_nothing_else(tmp_path):
+    """benchmarks/bit_identity.py's comparison, on hand-made run folders (its runs are a minute a checkout)."""
+    import importlib.util
+
+    import h5py
+    import numpy as np
+    import torch
+
+    spec = importlib.util.spec_from_file_location("bit_identity", REPO / "benchmarks" / "bit_identity.py")
+    bits = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bits)
+    for root in (tmp_path / "before", tmp_path / "after"):
+        for name in bits.CHECKPOINTS:
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            torch.save({"model": {"w": torch.arange(4.0)}}, root / name)
+        for name in bits.OUTPUTS:
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            with h5py.File(root / name, "w") as h5:
+                h5["valid_rates"] = np.linspace(0, 1, 6)
+        for name in bits.TABLES:
+            (root / name).write_text("epoch,loss\n0,1.5\n")
+    assert bits.compare(tmp_path / "before", tmp_path / "after") == []
+    torch.save({"model": {"w": torch.arange(4.0) + 1e-7}}, tmp_path / "after" / bits.CHECKPOINTS[2])
+    with h5py.File(tmp_path / "after" / bits.OUTPUTS[1], "a") as h5:
+        h5["valid_rates"][3] = np.nextafter(h5["valid_rates"][3], 2.0)  # one ulp
+    (tmp_path / "after" / bits.TABLES[0]).write_text("epoch,loss\n0,1.50000001\n")
+    assert bits.compare(tmp_path / "before", tmp_path / "after") == [
+        f"{bits.CHECKPOINTS[2]}: weights",
+        f"{bits.OUTPUTS[1]}: arrays",
+        f"{bits.TABLES[0]}: text",
+    ]
