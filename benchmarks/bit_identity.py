@@ -4,8 +4,9 @@
     OMP_NUM_THREADS=1 python benchmarks/bit_identity.py /tmp/before . --workdir /tmp/bits
 
 Each checkout's `src/` runs (in this interpreter's environment) a small Lorenz data set, `train` with the
-default recurrent core and with plain autograd (`--autograd-before` / `--autograd-after`: the override each
-checkout spells it with), `sample`, and a 2-member, 2-generation `search` (best model and ensemble). Compared:
+default recurrent core, with the python loops (`--manual-before` / `--manual-after`: the override each checkout
+spells it with) and with plain autograd (`--autograd-before` / `--autograd-after`), `sample`, and a 2-member,
+2-generation `search` (best model and ensemble). Compared:
 the weights of every checkpoint, every array of the output files, metrics.csv and the search's state.csv.
 Exit status 0 only when all are identical. About a minute a checkout on one core.
 """
@@ -24,12 +25,14 @@ import torch
 
 TINY = ["model.ic_enc_dim", "8", "model.ci_enc_dim", "8", "model.con_dim", "8", "model.co_dim", "2", "model.ic_dim",
         "8", "model.gen_dim", "8", "model.fac_dim", "4", "train.batch_size", "8"]  # fmt: skip
-CHECKPOINTS = ["default/last.ckpt", "autograd/last.ckpt", "search/search.ckpt", "search/best_model/last.ckpt"]
+RUNS = ["default", "manual", "autograd"]
+CHECKPOINTS = [f"{run}/last.ckpt" for run in RUNS] + ["search/search.ckpt", "search/best_model/last.ckpt"]
 OUTPUTS = ["default/lfads_output.h5", "search/best_model/lfads_output.h5", "search/ensemble/lfads_output.h5"]
-TABLES = ["default/metrics.csv", "autograd/metrics.csv", "search/state.csv", "search/metrics.csv"]
+TABLES = [f"{run}/metrics.csv" for run in RUNS] + ["search/state.csv", "search/metrics.csv"]
 
 
-def run_all(checkout: Path, out: Path, autograd: list[str]) -> None:
+def run_all(checkout: Path, out: Path, cores: dict[str, list[str]]) -> None:
+    """cores: {"manual": override, "autograd": override}, as this checkout spells them."""
     env = {**os.environ, "PYTHONPATH": str(checkout.resolve() / "src"), "OMP_NUM_THREADS": "1"}
 
     def autolfads(*args: object) -> None:
@@ -42,7 +45,7 @@ def run_all(checkout: Path, out: Path, autograd: list[str]) -> None:
     data = out / "lorenz.h5"
     autolfads("data", "lorenz", "--out", data, "--n-conditions", 4, "--trials-per-condition", 8, "--n-neurons", 12,
               "--seq-len", 20)  # fmt: skip
-    for name, extra in (("default", []), ("autograd", autograd)):
+    for name, extra in {"default": [], **cores}.items():
         autolfads("train", "--data", data, "--checkpoint", out / name, "--epochs", 4, "--quiet", "--no-report", *TINY,
                   *extra)  # fmt: skip
     autolfads("sample", "--checkpoint", out / "default", "--num-samples", 5)
@@ -70,14 +73,17 @@ def main() -> None:
     parser.add_argument("before", type=Path, help="checkout with the code before the change")
     parser.add_argument("after", type=Path, help="checkout with the code after it")
     parser.add_argument("--workdir", type=Path, required=True, help="a new folder for both checkouts' runs")
+    parser.add_argument("--manual-before", default="train.recurrent_core manual")
+    parser.add_argument("--manual-after", default="train.recurrent_core manual")
     parser.add_argument("--autograd-before", default="train.recurrent_core autograd")
     parser.add_argument("--autograd-after", default="train.recurrent_core autograd")
     args = parser.parse_args()
     if args.workdir.exists():
         raise SystemExit(f"{args.workdir} exists: give a new folder")
     print(f"torch {torch.__version__}, OMP_NUM_THREADS 1; before {args.before}, after {args.after}", flush=True)
-    run_all(args.before, args.workdir / "before", args.autograd_before.split())
-    run_all(args.after, args.workdir / "after", args.autograd_after.split())
+    for checkout, name in ((args.before, "before"), (args.after, "after")):
+        cores = {core: getattr(args, f"{core}_{name}").split() for core in ("manual", "autograd")}
+        run_all(checkout, args.workdir / name, cores)
     differ = compare(args.workdir / "before", args.workdir / "after")
     compared = len(CHECKPOINTS) + len(OUTPUTS) + len(TABLES)
     print("\n".join(differ) if differ else f"bit-identical: {compared} files (weights, output arrays, tables)")

@@ -6,6 +6,7 @@ import torch
 from autolfads.config import ModelConfig
 from autolfads.model import LFADS
 from autolfads.model.decoder import eager_decode
+from autolfads.model.decoder_inputs import FLAT_ORDER, DecoderInputs
 from autolfads.model.fused import FusedDecoder, FusedGRUSequence
 from autolfads.model.recurrent import gru_sequence
 from autolfads.train.trainer import Trainer
@@ -62,7 +63,7 @@ def test_fused_gru_sequence_matches_autograd(clip):
 
 
 def decoder_inputs(use_con: bool, training: bool):
-    """FusedDecoder's inputs (masks and noise when training) and random weights of its six outputs."""
+    """DecoderInputs.flat() (masks and noise when training) and random weights of the loop's six outputs."""
     generator = torch.Generator().manual_seed(1)
 
     def rand(*shape, scale=1.0):
@@ -97,11 +98,22 @@ def decoder_inputs(use_con: bool, training: bool):
 
 
 @pytest.mark.parametrize("use_con", [True, False])
+def test_decoder_inputs_flatten_in_the_functions_argument_order_and_back(use_con):
+    flat = tuple(decoder_inputs(use_con, training=True)[0])
+    inputs = DecoderInputs.from_flat(flat)
+    assert (inputs.con is not None) == use_con and inputs.clip == 0.9
+    assert all(a is b for a, b in zip(inputs.flat(), flat, strict=True))
+    assert inputs.gen.gen_in_proj is flat[FLAT_ORDER.index("gen_in_proj")]
+    if use_con:
+        assert inputs.con.co_noise is flat[FLAT_ORDER.index("co_noise")] is not None
+
+
+@pytest.mark.parametrize("use_con", [True, False])
 @pytest.mark.parametrize("training", [True, False])
 def test_fused_decoder_matches_autograd(use_con, training):
     inputs, weights = decoder_inputs(use_con, training)
-    eager_out, eager_grads = grads_of(eager_decode, inputs, weights)
-    fused_out, fused_grads = grads_of(FusedDecoder.apply, inputs, weights)
+    eager_out, eager_grads = grads_of(lambda *flat: eager_decode(DecoderInputs.from_flat(flat)), inputs, weights)
+    fused_out, fused_grads = grads_of(lambda *flat: FusedDecoder.apply(*flat, False), inputs, weights)
     for a, b in zip(eager_out, fused_out):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
     assert_close_grads(eager_grads, fused_grads)

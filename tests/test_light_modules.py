@@ -15,6 +15,7 @@ HEAVY = ("torch", "matplotlib", "ray", "pynwb")
 LIGHT = (
     "autolfads.data",
     "autolfads.data.hdf5",
+    "autolfads.data.output_file",
     "autolfads.data.nlb_targets",
     "autolfads.data.synthetic",
     "autolfads.data.calcium_synthetic",

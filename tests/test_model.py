@@ -781,9 +781,8 @@ def test_ramp(epoch, start, increase, want):
 
 def test_total_loss_formula():
     t = torch.tensor
-    loss = total_loss(
-        t([1.0, 2.0]), t([3.0, 4.0]), t([5.0, 6.0]), t([7.0, 8.0]), t([0.1, 0.2]), t([0.01, 0.02]), 0.5, 0.25, 10.0
-    )
+    hp = {"kl_ic_weight": t([0.1, 0.2]), "kl_co_weight": t([0.01, 0.02])}
+    loss = total_loss(t([1.0, 2.0]), t([3.0, 4.0]), t([5.0, 6.0]), t([7.0, 8.0]), hp, 0.5, 0.25, 10.0)
     # 10 * (1 + 0.25 * 7 + 0.5 * (0.1 * 3 + 0.01 * 5)) and 10 * (2 + 0.25 * 8 + 0.5 * (0.2 * 4 + 0.02 * 6))
     torch.testing.assert_close(loss, t([29.25, 44.6]))
 

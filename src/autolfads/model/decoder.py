@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from ..config import ModelConfig
+from .decoder_inputs import ControllerSide, DecoderInputs, GeneratorSide
 from .fused import Core, FusedDecoder, project
 from .population import MemberRNG, PopulationLinear, dropout_mask, member_dropout
 from .recurrent import ClippedGRUCell, gru_step
@@ -53,39 +54,17 @@ class Decoder(nn.Module):
 
         Everything that does not depend on the previous step is computed for all steps at once (generator side,
         then controller side: the order of the random draws), then the time loop runs."""
-        gen_side = self._generator_inputs(ic_sample, ext_input, dropout_rate, rng, training, ci is not None)
-        gen_init, factor0, gen_in_proj, gen_w_co, gen_zr, gen_n, factor_w, gen_mask = gen_side
-        con_side = (
-            (None,) * 9
+        gen = self._generator_inputs(ic_sample, ext_input, dropout_rate, rng, training, ci is not None)
+        con = (
+            None
             if ci is None
             else self._controller_inputs(ci, ic_sample.shape[:2], dropout_rate, rng, training, sample)
         )
-        con_h0, con_in_proj, con_w_fac, con_zr, con_n, co_w, co_b, con_mask, co_noise = con_side
-        inputs = (
-            gen_init,
-            factor0,
-            con_h0,
-            con_in_proj,
-            gen_in_proj,
-            con_w_fac,
-            con_zr,
-            con_n,
-            co_w,
-            co_b,
-            gen_w_co,
-            gen_zr,
-            gen_n,
-            factor_w,
-            con_mask,
-            gen_mask,
-            co_noise,
-            self.cfg.cell_clip,
-        )
-        outputs = eager_decode(*inputs) if self.core == "autograd" else FusedDecoder.apply(*inputs, self.core == "cpp")
+        outputs = decode_loop(DecoderInputs(gen, con, self.cfg.cell_clip), self.core)
         gen_states, factors, con_states, co_means, co_stds, gen_inputs = (out.transpose(1, 2) for out in outputs)
-        return DecoderStates(gen_init, gen_states, factors, con_states, co_means, co_stds, gen_inputs)
+        return DecoderStates(gen.gen_init, gen_states, factors, con_states, co_means, co_stds, gen_inputs)
 
-    def _generator_inputs(self, ic_sample, ext_input, dropout_rate, rng, training, use_con):
+    def _generator_inputs(self, ic_sample, ext_input, dropout_rate, rng, training, use_con) -> GeneratorSide:
         """The generator's side of the loop: gen_init, factor0 (the factor read from gen_init), gen_in_proj
         (P, T, B, 3H: bias + external-input part), gen_w_co, the recurrent weights, factor_w, the step masks."""
         cfg = self.cfg
@@ -104,9 +83,9 @@ class Decoder(nn.Module):
         gen_w_co = gen_w_ih[:, :co_dim].contiguous()
         gen_zr, gen_n = self.gen_cell.split_recurrent()
         gen_mask = self._step_masks(dropout_rate, rng, training, steps, batch, cfg.gen_dim)
-        return gen_init, factor0, gen_in_proj, gen_w_co, gen_zr, gen_n, factor_w, gen_mask
+        return GeneratorSide(gen_init, factor0, gen_in_proj, gen_w_co, gen_zr, gen_n, factor_w, gen_mask)
 
-    def _controller_inputs(self, ci, members_batch, dropout_rate, rng, training, sample):
+    def _controller_inputs(self, ci, members_batch, dropout_rate, rng, training, sample) -> ControllerSide:
         """The controller's side of the loop: con_h0, con_in_proj (P, T, B, 3H: bias + ci part), con_w_fac, the
         recurrent weights, co_w, co_b, the step masks and the controller-output noise (None unless sampling)."""
         cfg = self.cfg
@@ -129,7 +108,7 @@ class Decoder(nn.Module):
         con_mask = self._step_masks(dropout_rate, rng, training, steps, batch, cfg.fac_dim)
         co_noise = rng.normal(steps, batch, cfg.co_dim) if sample else None
         con_h0 = self.con_h0.unsqueeze(1).expand(members, batch, cfg.con_dim)
-        return con_h0, con_in_proj, con_w_fac, con_zr, con_n, co_w, co_b, con_mask, co_noise
+        return ControllerSide(con_h0, con_in_proj, con_w_fac, con_zr, con_n, co_w, co_b, con_mask, co_noise)
 
     @staticmethod
     def _step_masks(rate: torch.Tensor, rng: MemberRNG, training: bool, steps: int, batch: int, dim: int):
@@ -139,54 +118,42 @@ class Decoder(nn.Module):
         return dropout_mask(rate, rng, (steps, batch, dim))
 
 
-def eager_decode(
-    gen_init,
-    factor0,
-    con_h0,
-    con_in_proj,
-    gen_in_proj,
-    con_w_fac,
-    con_zr,
-    con_n,
-    co_w,
-    co_b,
-    gen_w_co,
-    gen_zr,
-    gen_n,
-    factor_w,
-    con_mask,
-    gen_mask,
-    co_noise,
-    clip,
-):
-    """The decoder's time loop with plain autograd: the reference `fused.FusedDecoder` must match.
+def decode_loop(inputs: DecoderInputs, core: Core) -> tuple[torch.Tensor, ...]:
+    """The decoder's time loop on the core train.recurrent_core picked: gen_states, factors, con_states, co_means,
+    co_stds, gen_inputs, member-major (P, T, B, .)."""
+    if core == "autograd":
+        return eager_decode(inputs)
+    return FusedDecoder.apply(*inputs.flat(), core == "cpp")
 
-    Member-major (P, T, B, .) sequences in and out; returns gen_states, factors, con_states, co_means, co_stds,
-    gen_inputs.
-    """
-    use_con = con_in_proj is not None
-    members, steps, batch = gen_in_proj.shape[:3]
-    gen_h, con_h, factor = gen_init, con_h0, factor0
+
+def eager_decode(inputs: DecoderInputs) -> tuple[torch.Tensor, ...]:
+    """The decoder's time loop with plain autograd: the reference `fused.FusedDecoder` must match."""
+    gen, con, clip = inputs
+    members, steps, batch = gen.gen_in_proj.shape[:3]
+    gen_h, factor = gen.gen_init, gen.factor0
+    con_h = con.con_h0 if con is not None else None
     gen_states, factors, con_states, co_means, co_stds, gen_inputs = [], [], [], [], [], []
     # unbind, not [t] indexing: the backward of per-step indexing allocates a full-size gradient each step.
-    gen_in_steps = gen_in_proj.unbind(1)
-    con_in_steps = con_in_proj.unbind(1) if use_con else None
+    gen_in_steps = gen.gen_in_proj.unbind(1)
+    con_in_steps = con.con_in_proj.unbind(1) if con is not None else None
     for t in range(steps):
         gen_x = gen_in_steps[t]
-        if use_con:
-            con_factor = factor if con_mask is None else factor * con_mask[:, t]
-            con_h = gru_step(torch.baddbmm(con_in_steps[t], con_factor, con_w_fac), con_h, con_zr, con_n, clip)
-            co_mean, co_logvar = torch.baddbmm(co_b.unsqueeze(1), con_h, co_w).split(gen_w_co.shape[1], dim=-1)
+        if con is not None:
+            con_factor = factor if con.con_mask is None else factor * con.con_mask[:, t]
+            con_x = torch.baddbmm(con_in_steps[t], con_factor, con.con_w_fac)
+            con_h = gru_step(con_x, con_h, con.con_zr, con.con_n, clip)
+            co_params = torch.baddbmm(con.co_b.unsqueeze(1), con_h, con.co_w)
+            co_mean, co_logvar = co_params.split(gen.gen_w_co.shape[1], dim=-1)
             co_std = torch.exp(0.5 * co_logvar)
-            co = co_mean + co_std * co_noise[:, t] if co_noise is not None else co_mean
-            gen_x = torch.baddbmm(gen_x, co, gen_w_co)
+            co = co_mean + co_std * con.co_noise[:, t] if con.co_noise is not None else co_mean
+            gen_x = torch.baddbmm(gen_x, co, gen.gen_w_co)
             con_states.append(con_h), co_means.append(co_mean), co_stds.append(co_std), gen_inputs.append(co)
-        gen_h = gru_step(gen_x, gen_h, gen_zr, gen_n, clip)
+        gen_h = gru_step(gen_x, gen_h, gen.gen_zr, gen.gen_n, clip)
         # The carried generator state is never dropped; only its copy going to the factors is.
-        factor = torch.bmm(gen_h if gen_mask is None else gen_h * gen_mask[:, t], factor_w)
+        factor = torch.bmm(gen_h if gen.gen_mask is None else gen_h * gen.gen_mask[:, t], gen.factor_w)
         gen_states.append(gen_h), factors.append(factor)
 
     def stack(seq: list[torch.Tensor]) -> torch.Tensor:
-        return torch.stack(seq, 1) if seq else gen_init.new_zeros(members, steps, batch, 0)
+        return torch.stack(seq, 1) if seq else gen.gen_init.new_zeros(members, steps, batch, 0)
 
     return stack(gen_states), stack(factors), stack(con_states), stack(co_means), stack(co_stds), stack(gen_inputs)

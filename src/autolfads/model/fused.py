@@ -20,6 +20,7 @@ from typing import Literal, NamedTuple
 import torch
 
 from .compiled import compiled_loops
+from .decoder_inputs import FLAT_ORDER, ControllerSide, DecoderInputs, GeneratorSide
 
 # how the recurrent loops run: plain autograd, the hand-written backward in python, or its loops in C++
 Core = Literal["autograd", "manual", "cpp"]  # train.recurrent_core, once auto is resolved
@@ -206,15 +207,15 @@ class _ControllerForward:
     controller-output parameters (means | log-variances), their stds and the generator inputs (P, T, B, .),
     and per-step views of all (made on first use)."""
 
-    def __init__(self, con_h0, con_in_proj, con_w_fac, con_zr, con_n, co_w, co_b, gen_w_co, con_mask, co_noise, like):
-        (members, steps), batch, co_dim = con_in_proj.shape[:2], like.shape[1], gen_w_co.shape[1]
-        self.rnn = _Recurrence(con_h0, steps)
-        self.in_proj, self.mask, self.noise_all = con_in_proj, con_mask, co_noise
+    def __init__(self, con: ControllerSide, gen_w_co: torch.Tensor, like: torch.Tensor):
+        (members, steps), batch, co_dim = con.con_in_proj.shape[:2], like.shape[1], gen_w_co.shape[1]
+        self.rnn = _Recurrence(con.con_h0, steps)
+        self.in_proj, self.mask, self.noise_all = con.con_in_proj, con.con_mask, con.co_noise
         self.params = like.new_empty(members, steps, batch, 2 * co_dim)
         self.stds, self.gen_inputs = (like.new_empty(members, steps, batch, co_dim) for _ in range(2))
-        self.hidden = con_h0.shape[-1]
-        self.w_fac, self.w_zr, self.w_n, self.co_w, self.gen_w_co = con_w_fac, con_zr, con_n, co_w, gen_w_co
-        self.co_b = co_b.unsqueeze(1)
+        self.hidden = con.con_h0.shape[-1]
+        self.w_fac, self.w_zr, self.w_n, self.co_w = con.con_w_fac, con.con_zr, con.con_n, con.co_w
+        self.gen_w_co, self.co_b = gen_w_co, con.co_b.unsqueeze(1)
 
     x = _steps("in_proj")
     param_steps = _steps("params")
@@ -243,9 +244,16 @@ def _controller_forward_step(t, con, factor, con_h, gen_x, gen_hidden, clip):
     return con_h, gen_zr_x, gen_n_x
 
 
-def _decoder_forward_loop(gen, con, factor_steps, gen_in_proj, gen_zr, gen_n, factor_w, gen_mask, clip):
+def _decoder_forward_loop(gen, con, factor_steps, side: GeneratorSide, clip):
     """The forward time loop: the controller step (with a controller), the generator step, then the factor
     read from the new generator state (its dropped-out copy) into factor_steps[t + 1]."""
+    gen_in_proj, gen_zr, gen_n, factor_w, gen_mask = (
+        side.gen_in_proj,
+        side.gen_zr,
+        side.gen_n,
+        side.factor_w,
+        side.gen_mask,
+    )
     gen_hidden = gen.h[0].shape[-1]
     gen_x_zr, gen_x_n = _input_steps(gen_in_proj, gen_hidden)
     gen_x = gen_in_proj.unbind(1)
@@ -364,16 +372,16 @@ def _decoder_backward_loop(s: _DecoderRecord, gen, d_gen_x, con, d_factor_all, d
     return d_gen_h, d_factor_carry
 
 
-def _compiled_decoder_forward(gen, con, factor_trajectory, gen_in_proj, gen_zr, gen_n, factor_w, gen_mask, clip):
+def _compiled_decoder_forward(gen, con, factor_trajectory, side: GeneratorSide, clip):
     """`_decoder_forward_loop` in C++ (`compiled.compiled_loops`), on the same buffers."""
-    gen_side = (gen.trajectory, gen.gates, gen.n_gates, gen_in_proj, gen_zr, gen_n, factor_w)
+    gen_side = (gen.trajectory, gen.gates, gen.n_gates, side.gen_in_proj, side.gen_zr, side.gen_n, side.factor_w)
     con_side = None
     if con is not None:
         weights = (con.w_fac, con.w_zr, con.w_n, con.co_w, con.co_b.squeeze(1), con.gen_w_co)
         record = (con.rnn.trajectory, con.rnn.gates, con.rnn.n_gates, con.params, con.stds, con.gen_inputs)
         con_side = (con.in_proj, *weights, *record)
     con_mask, co_noise = (None, None) if con is None else (con.mask, con.noise_all)
-    compiled_loops().decoder_forward(gen_side, factor_trajectory, gen_mask, con_side, con_mask, co_noise, clip)
+    compiled_loops().decoder_forward(gen_side, factor_trajectory, side.gen_mask, con_side, con_mask, co_noise, clip)
 
 
 def _compiled_decoder_backward(s: _DecoderRecord, gen, d_gen_x, con, d_factor_all, d_factors, d_gen_states):
@@ -423,82 +431,41 @@ def _controller_grads(s: _DecoderRecord, con, d_gen_x):
     )
 
 
-# FusedDecoder's differentiable inputs, in argument order (the masks, the noise and clip follow)
-_DECODER_INPUTS = (
-    "gen_init",
-    "factor0",
-    "con_h0",
-    "con_in_proj",
-    "gen_in_proj",
-    "con_w_fac",
-    "con_zr",
-    "con_n",
-    "co_w",
-    "co_b",
-    "gen_w_co",
-    "gen_zr",
-    "gen_n",
-    "factor_w",
-)
-
-
 class FusedDecoder(torch.autograd.Function):
     """The controller + generator loop of `decoder.eager_decode`, member-major (P, T, B, .) sequences.
 
-    Inputs: gen_init, factor0 (the factor read from gen_init), con_h0, con_in_proj (ci part + bias),
-    gen_in_proj (external-input part + bias), con_w_fac, con_zr, con_n, co_w, co_b, gen_w_co, gen_zr,
-    gen_n, factor_w, con_mask, gen_mask, co_noise, clip. Without a controller the con_* / co_* inputs are
-    None and gen_w_co has zero rows. Masks and noise are None when not training / not sampling.
-    Outputs: gen_states, factors, con_states, co_means, co_stds, gen_inputs.
+    Arguments: `DecoderInputs.flat()` (its tensors in FLAT_ORDER, then clip), then `compiled` (the loops in
+    C++). Outputs: gen_states, factors, con_states, co_means, co_stds, gen_inputs.
     """
 
     @staticmethod
-    def forward(
-        ctx,
-        gen_init,
-        factor0,
-        con_h0,
-        con_in_proj,
-        gen_in_proj,
-        con_w_fac,
-        con_zr,
-        con_n,
-        co_w,
-        co_b,
-        gen_w_co,
-        gen_zr,
-        gen_n,
-        factor_w,
-        con_mask,
-        gen_mask,
-        co_noise,
-        clip,
-        compiled=False,
-    ):
-        (members, steps, batch), co_dim = gen_in_proj.shape[:3], gen_w_co.shape[1]
-        gen = _Recurrence(gen_init, steps)
+    def forward(ctx, *args):
+        *flat, compiled = args
+        inputs = DecoderInputs.from_flat(tuple(flat))
+        side, clip = inputs.gen, inputs.clip
+        (members, steps, batch), co_dim = side.gen_in_proj.shape[:3], side.gen_w_co.shape[1]
+        gen = _Recurrence(side.gen_init, steps)
         # factor_{-1..T-1}: factor0 then each step's factor (the controller reads the previous one)
-        factor_trajectory = factor0.new_empty(members, steps + 1, batch, factor0.shape[-1])
-        factor_trajectory[:, 0].copy_(factor0)
-        con = None
-        if con_in_proj is not None:
-            weights = (con_w_fac, con_zr, con_n, co_w, co_b, gen_w_co)
-            con = _ControllerForward(con_h0, con_in_proj, *weights, con_mask, co_noise, gen_init)
+        factor_trajectory = side.factor0.new_empty(members, steps + 1, batch, side.factor0.shape[-1])
+        factor_trajectory[:, 0].copy_(side.factor0)
+        con = None if inputs.con is None else _ControllerForward(inputs.con, side.gen_w_co, side.gen_init)
         if compiled:
-            _compiled_decoder_forward(gen, con, factor_trajectory, gen_in_proj, gen_zr, gen_n, factor_w, gen_mask, clip)
+            _compiled_decoder_forward(gen, con, factor_trajectory, side, clip)
         else:
-            _decoder_forward_loop(
-                gen, con, factor_trajectory.unbind(1), gen_in_proj, gen_zr, gen_n, factor_w, gen_mask, clip
-            )
+            _decoder_forward_loop(gen, con, factor_trajectory.unbind(1), side, clip)
         if con is None:
-            empty = gen_init.new_empty(members, steps, batch, 0)
+            empty = side.gen_init.new_empty(members, steps, batch, 0)
             con_record, con_states, co_params = (empty,) * 5, empty, empty
+            con_weights, con_masks = (None,) * 4, (None, None)
         else:
             con_record = (con.rnn.trajectory, con.rnn.gates, con.rnn.n_gates, con.stds, con.gen_inputs)
             con_states, co_params = con.rnn.states, con.params
+            c = inputs.con
+            con_weights, con_masks = (c.con_w_fac, c.con_zr, c.con_n, c.co_w), (c.con_mask, c.co_noise)
         ctx.use_con, ctx.clip, ctx.compiled = con is not None, clip, compiled
-        inputs = (con_w_fac, con_zr, con_n, co_w, gen_w_co, gen_zr, gen_n, factor_w, con_mask, gen_mask, co_noise)
-        ctx.save_for_backward(gen.trajectory, gen.gates, gen.n_gates, factor_trajectory, *con_record, *inputs)
+        gen_weights = (side.gen_w_co, side.gen_zr, side.gen_n, side.factor_w)
+        saved = (*con_weights, *gen_weights, con_masks[0], side.gen_mask, con_masks[1])
+        ctx.save_for_backward(gen.trajectory, gen.gates, gen.n_gates, factor_trajectory, *con_record, *saved)
         co_stds, gen_inputs = con_record[3:]
         return gen.states, factor_trajectory[:, 1:], con_states, co_params[..., :co_dim], co_stds, gen_inputs
 
@@ -518,4 +485,4 @@ class FusedDecoder(torch.autograd.Function):
             grads["gen_w_co"] = torch.zeros_like(s.gen_w_co)
         else:
             grads.update(_controller_grads(s, con, d_gen_x))
-        return (*(grads.get(name) for name in _DECODER_INPUTS), None, None, None, None, None)
+        return (*(grads.get(name) for name in FLAT_ORDER), None, None)  # no gradient of clip and compiled

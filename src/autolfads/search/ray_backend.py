@@ -42,6 +42,7 @@ def run_ray(
     space: SearchSpace,
     settings: SearchSettings,
     workdir: Path,
+    *,
     address: str | None = None,
     cpus_per_member: float = 1.0,
     gpus_per_member: float = 0.0,
@@ -82,7 +83,7 @@ def run_ray(
         _start_ray(ray, address, log)
         _check_local_resources(ray, cpus, gpus)
     try:
-        _fit(tune, config, data, settings, workdir, scheduler, cpus, gpus, log)
+        _fit(tune, config, data, settings, workdir, scheduler, {"cpu": cpus, "gpu": gpus}, log)
     finally:
         if started_ray:
             ray.shutdown()
@@ -197,7 +198,8 @@ def _check_local_resources(ray, cpus: float, gpus: float) -> None:
         )
 
 
-def _fit(tune, config, data, settings, workdir, scheduler, cpus, gpus, log) -> None:
+def _fit(tune, config, data, settings, workdir, scheduler, resources: dict[str, float], log) -> None:
+    """resources: a trial's {"cpu": .., "gpu": ..}."""
     import ray
 
     trainable = tune.with_resources(
@@ -208,10 +210,10 @@ def _fit(tune, config, data, settings, workdir, scheduler, cpus, gpus, log) -> N
             workdir=str(workdir),
             epochs_per_generation=settings.epochs_per_generation,
             nlb=settings.ranks_by_nlb,
-            cpus=float(cpus),
-            gpus=float(gpus),
+            cpus=float(resources["cpu"]),
+            gpus=float(resources["gpu"]),
         ),
-        {"cpu": cpus, "gpu": gpus},
+        resources,
     )
     experiment = workdir / RAY_DIR / EXPERIMENT
     if tune.Tuner.can_restore(str(experiment)):

@@ -4,6 +4,8 @@ loss = loss_scale * (recon + l2_ramp * L2 + kl_ramp * (kl_ic_weight * KL_ic + kl
 recon = element-wise mean NLL over batch x time x neurons. Everything is per member: (P,).
 """
 
+from collections.abc import Mapping
+
 import torch
 
 from ..model.augmentations import block_gradients, pad_to
@@ -31,10 +33,11 @@ def total_loss(
     kl_ic: torch.Tensor,
     kl_co: torch.Tensor,
     l2: torch.Tensor,
-    kl_ic_weight: torch.Tensor,
-    kl_co_weight: torch.Tensor,
+    hp: Mapping[str, torch.Tensor],
     kl_ramp: float,
     l2_ramp: float,
     loss_scale: float,
 ) -> torch.Tensor:
-    return loss_scale * (recon + l2_ramp * l2 + kl_ramp * (kl_ic_weight * kl_ic + kl_co_weight * kl_co))
+    """The loss of each member (P,): hp holds its kl_ic_weight and kl_co_weight."""
+    kl = hp["kl_ic_weight"] * kl_ic + hp["kl_co_weight"] * kl_co
+    return loss_scale * (recon + l2_ramp * l2 + kl_ramp * kl)

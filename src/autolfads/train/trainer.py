@@ -27,7 +27,7 @@ from .nlb_scoring import check_nlb_targets, nlb_metrics
 from .objective import ramp, reconstruction_loss, total_loss
 from .optim import PopulationAdam, clip_member_grad_norms
 from .schedule import end_epoch
-from .validation import evaluate, l2_scales, null_nll_of_split
+from .validation import ValidationSessions, evaluate, l2_scales, null_nll_of_split
 
 
 def weighted_mean(means: Sequence[torch.Tensor], sizes: Sequence[int]) -> torch.Tensor:
@@ -238,9 +238,7 @@ class Trainer:
         heldin = weighted_mean([h.mean((1, 2, 3)) for h in heldins], [h[0].numel() for h in heldins])
         l2 = self.model.l2_penalty(l2_scales(self.hp))
         hp = self.hp
-        loss = total_loss(
-            recon, kl_ic, kl_co, l2, hp["kl_ic_weight"], hp["kl_co_weight"], kl_ramp, l2_ramp, train.loss_scale
-        )
+        loss = total_loss(recon, kl_ic, kl_co, l2, hp, kl_ramp, l2_ramp, train.loss_scale)
         self.optimizer.zero_grad()
         loss.sum().backward()  # members share no weights: each gets exactly its own gradient
         grad_norm = clip_member_grad_norms(self.params, train.max_grad_norm)
@@ -275,17 +273,8 @@ class Trainer:
 
     def evaluate(self, split_name: str) -> dict[str, torch.Tensor]:
         """Validation metrics of every member on one split (see `validation.evaluate`)."""
-        return evaluate(
-            self.model,
-            self.hp,
-            self.session_cfgs,
-            self.splits,
-            self.null_nll,
-            self.sample_validation.weight,
-            split_name,
-            self.config.train,
-            self.epoch,
-        )
+        sessions = ValidationSessions(self.session_cfgs, self.splits, self.null_nll, self.sample_validation.weight)
+        return evaluate(self.model, self.hp, sessions, split_name, self.config.train, self.epoch)
 
     def nlb_metrics(self) -> dict[str, torch.Tensor]:
         """NLB's metrics of each member's posterior-mean rates against the targets given to the Trainer."""

@@ -41,45 +41,41 @@ class _Totals:
         self.counts[name] = self.counts.get(name, 0.0) + value
 
 
+@dataclass(frozen=True)
+class ValidationSessions:
+    """What validation reads of each session: its config, its splits, the null model's NLL sums
+    (`null_nll_of_split`'s, [session][split][region]) and its sample-validation weights (session, split)."""
+
+    cfgs: Sequence[ModelConfig]
+    splits: Sequence[dict[str, Split]]
+    null_nll: Sequence[dict[str, dict[str, tuple[float, float]]]]
+    sv_weight: Callable[[int, Split], torch.Tensor | None]
+
+
 @torch.no_grad()
 def evaluate(
     model: LFADS,
     hp: dict[str, torch.Tensor],
-    session_cfgs: Sequence[ModelConfig],
-    splits: Sequence[dict[str, Split]],
-    null_nll: Sequence[dict[str, dict[str, tuple[float, float]]]],
-    sv_weight: Callable[[int, Split], torch.Tensor | None],
+    sessions: ValidationSessions,
     split_name: str,
     train: TrainConfig,
     epoch: int,
 ) -> dict[str, torch.Tensor]:
-    """Metrics (P,) prefixed `val_` for the valid split (`<split>_` otherwise). null_nll[session][split]:
-    `null_nll_of_split`'s sums; sv_weight(session, split): the split's sample-validation weights."""
+    """Metrics (P,) prefixed `val_` for the valid split (`<split>_` otherwise)."""
     model.eval()
     totals = _Totals()
-    for session, (cfg, session_splits) in enumerate(zip(session_cfgs, splits, strict=True)):
-        split = session_splits[split_name]
-        sampled = train.sampled_metric and split_name == "valid"
-        batch_size = max(train.batch_size, MIN_VALID_BATCH)
-        _add_session(totals, model, hp, cfg, split, session, sv_weight(session, split), sampled, batch_size)
-        for name, (null_sum, spikes) in null_nll[session][split_name].items():
+    for session in range(len(sessions.cfgs)):
+        _add_session(totals, model, hp, sessions, session, split_name, train)
+        for name, (null_sum, spikes) in sessions.null_nll[session][split_name].items():
             total = totals.null.setdefault(name, [0.0, 0.0])
             total[0], total[1] = total[0] + null_sum, total[1] + spikes
-    metrics = _metrics(totals, poisson=session_cfgs[0].reconstruction == "poisson", sessions=len(splits))
+    metrics = _metrics(totals, poisson=sessions.cfgs[0].reconstruction == "poisson", sessions=len(sessions.splits))
     l2 = model.l2_penalty(l2_scales(hp)).double().cpu()
     kl_ramp = ramp(epoch, train.kl_start_epoch, train.kl_increase_epoch)
     l2_ramp = ramp(epoch, train.l2_start_epoch, train.l2_increase_epoch)
     hp = {name: value.double().cpu() for name, value in hp.items()}
     metrics["loss"] = total_loss(
-        metrics["recon"],
-        metrics["kl_ic"],
-        metrics["kl_co"],
-        l2,
-        hp["kl_ic_weight"],
-        hp["kl_co_weight"],
-        kl_ramp,
-        l2_ramp,
-        train.loss_scale,
+        metrics["recon"], metrics["kl_ic"], metrics["kl_co"], l2, hp, kl_ramp, l2_ramp, train.loss_scale
     )
     prefix = "val_" if split_name == "valid" else f"{split_name}_"
     return {prefix + name: value.float() for name, value in metrics.items()}
@@ -94,14 +90,17 @@ def _add_session(
     totals: _Totals,
     model: LFADS,
     hp: dict[str, torch.Tensor],
-    cfg: ModelConfig,
-    split: Split,
+    sessions: ValidationSessions,
     session: int,
-    sv_weight: torch.Tensor | None,
-    sampled: bool,
-    batch_size: int,
+    split_name: str,
+    train: TrainConfig,
 ) -> None:
-    """One session's sums and counts (sampled: also the NLL of a posterior sample, for SAMPLED_METRIC)."""
+    """One session's sums and counts (with train.sampled_metric on the valid split: also the NLL of a posterior
+    sample, for SAMPLED_METRIC)."""
+    cfg, split = sessions.cfgs[session], sessions.splits[session][split_name]
+    sv_weight = sessions.sv_weight(session, split)
+    sampled = train.sampled_metric and split_name == "valid"
+    batch_size = max(train.batch_size, MIN_VALID_BATCH)
     start, t_enc = cfg.loss_start_bin, cfg.encod_seq_len
     regions = _regions(cfg)
     r2 = R2Accumulator(split.truth) if split.truth is not None else None
