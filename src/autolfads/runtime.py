@@ -44,3 +44,13 @@ def reuse_freed_memory(keep_bytes: int = 1 << 30) -> bool:
         return bool(libc.mallopt(M_MMAP_MAX, 0)) and bool(libc.mallopt(M_TRIM_THRESHOLD, min(keep_bytes, 2**31 - 1)))
     except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to tune
         return False
+
+
+def set_torch_threads(threads: int | None) -> None:
+    """This process's torch intra-op threads (None: torch's default). Every process that trains sets them here:
+    `train`, `sample`, the search, its worker processes and Ray trials."""
+    if threads is None:
+        return
+    import torch
+
+    torch.set_num_threads(threads)

@@ -23,6 +23,7 @@ from ..layout import SEARCH_CKPT, TENSORBOARD_DIR, member_folder
 from ..train.checkpoint import load_checkpoint, remove_stale_temporaries, save_checkpoint
 from ..train.population_state import copy_member, join_members, select_members, set_member_hparams
 from ..train.records import TensorBoard
+from ..train.trainer import seeds_of
 from .ensemble import write_ensemble
 from .generation import SearchDriver, best_ranked, ranked, state_metrics
 from .pbt import Exploit, generation_epochs, ranking
@@ -104,7 +105,7 @@ def _train(config, data, space, settings, workdir, driver: SearchDriver, state: 
         if state
         else [dict(values) for values in space.sample_initial(population, driver.rng)]
     )
-    seeds = [config.train.seed + member for member in range(population)]  # a member's streams, whatever its worker
+    seeds = seeds_of(config.train.seed, range(population))
     if state:
         log(
             f"resumed the search in {workdir} after generation {record.generation - 1} "

@@ -16,11 +16,11 @@ from ..config import Config
 from ..data.dataset import LFADSData
 from ..errors import CheckpointError
 from ..layout import MEMBER_CKPT
-from ..runtime import reuse_freed_memory
+from ..runtime import reuse_freed_memory, set_torch_threads
 from ..train.checkpoint import load_checkpoint, save_checkpoint
 from ..train.nlb_scoring import load_nlb_targets
 from ..train.population_state import join_members, select_members
-from ..train.trainer import Trainer
+from ..train.trainer import Trainer, seeds_of
 from .pbt import generation_epochs
 
 PAYLOAD_KEYS = ("model", "optimizer", "trainer", "rng", "history")  # a group's Trainer state in MEMBER_CKPT
@@ -70,18 +70,17 @@ def group_trainable(
     every member with one checkpoint; the next generation's configuration comes from the scheduler's
     DecisionBoard."""
     import ray
-    import torch
     from ray import tune
 
     started_at = time.time()
-    torch.set_num_threads(max(1, int(cpus)))  # Ray does not: two threads per small model is 5-10x slower
+    set_torch_threads(max(1, int(cpus)))  # Ray does not: two threads per small model is 5-10x slower
     freed_memory_kept = reuse_freed_memory()  # as the command line does: each step reuses the last one's memory
     config = Config.model_validate(config_dict)
     if gpus == 0 and config.train.device == "auto":  # a trial given no GPU must not take one
         config = Config.model_validate({**config_dict, "train": {**config_dict["train"], "device": "cpu"}})
     members = [int(m) for m in tune_config["members"]]
     hparams = [dict(h) for h in tune_config["hparams"]]
-    seeds = [config.train.seed + m for m in members]
+    seeds = seeds_of(config.train.seed, members)
     trainer = Trainer(config, data, population=hparams, member_seeds=seeds, nlb_targets=load_nlb_targets(config))
     context = {
         "group": int(tune_config["group"]),

@@ -2,12 +2,11 @@
 
 from pathlib import Path
 
-import torch
-
 from ..config import Config
 from ..data.dataset import missing_bins_note
 from ..errors import ConfigError
 from ..names import SAMPLED_METRIC
+from ..runtime import set_torch_threads
 from ..train.run import load_run_data
 from ..train.trainer import recurrent_core, resolve_device
 from .embedded import embedded_plan, run_embedded
@@ -43,8 +42,7 @@ def search(
     if settings.backend == "ray":
         from .ray_backend import run_ray
 
-        if config.train.threads is not None:  # the driver's own threads; every trial sets its own
-            torch.set_num_threads(config.train.threads)
+        set_torch_threads(config.train.threads)  # the driver's own threads; every trial sets its own
         outcome = run_ray(config, data, space, settings, workdir, **backend_options)
     else:
         # the core the workers will choose, chosen once here: a compiled build happens before they start

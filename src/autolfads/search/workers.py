@@ -39,6 +39,7 @@ import torch
 
 from ..config import Config
 from ..errors import AutoLFADSError
+from ..runtime import set_torch_threads
 from ..train.nlb_scoring import load_nlb_targets
 from ..train.population_state import join_members, select_members
 from ..train.run import read_sessions
@@ -120,7 +121,7 @@ class InProcessWorkers:
         if plan.workers != 1:
             raise ValueError("InProcessWorkers runs one slice")
         self.plan = plan
-        torch.set_num_threads(plan.threads[0])
+        set_torch_threads(plan.threads[0])
         self.slice = MemberSlice(on_device(config, plan.device(0)), data, hparams, seeds, plan.members_per_axis)
         self.ramp_end_epoch = self.slice.ramp_end_epoch
 
@@ -308,7 +309,7 @@ def run_worker(connection: Connection, parent_pid: int) -> None:
     reuse_freed_memory()  # each step reuses the last one's memory, as the command line does in the driver
     try:
         job = _receive(connection)
-        torch.set_num_threads(job["threads"])
+        set_torch_threads(job["threads"])
         config = Config.model_validate(job["config"])
         work = MemberSlice(
             config, read_sessions(config, config.data.dir), job["hparams"], job["seeds"], job["members_per_axis"]

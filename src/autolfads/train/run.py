@@ -27,6 +27,7 @@ from ..errors import CheckpointError, ConfigError, TrainingDiverged
 from ..files import check_distinct
 from ..layout import BEST_CKPT, CONFIG_FILE, LAST_CKPT, METRICS_FILE, OUTPUT_FILE, REPORT_FILE, RUN_LOG, TENSORBOARD_DIR
 from ..names import HEADLINE_METRICS, MEMBER_HPARAMS
+from ..runtime import set_torch_threads
 from .checkpoint import load_checkpoint, remove_stale_temporaries, save_checkpoint
 from .nlb_scoring import load_nlb_targets
 from .output import output_paths, write_output
@@ -132,8 +133,7 @@ def train(
     folder = Path(checkpoint_dir)
     config, sessions = load_run_data(config, data_path)
     check_run_files(folder, sessions, config)
-    if config.train.threads is not None:
-        torch.set_num_threads(config.train.threads)
+    set_torch_threads(config.train.threads)
     trainer = Trainer(config, sessions, nlb_targets=load_nlb_targets(config))
     try:  # only now: a run refused for its config or data leaves no empty folder behind
         folder.mkdir(parents=True, exist_ok=True)
@@ -329,8 +329,7 @@ def sample(
         config = load_saved_config(folder / CONFIG_FILE)
     if data is None:
         config, data = load_run_data(config, data_path)  # dimensions in config.yaml must match the data
-    if config.train.threads is not None:
-        torch.set_num_threads(config.train.threads)
+    set_torch_threads(config.train.threads)
     path = folder / BEST_CKPT if (folder / BEST_CKPT).exists() else folder / LAST_CKPT
     paths = output_paths(Path(output) if output else folder / OUTPUT_FILE, [session.name for session in data])
     check_distinct(

@@ -6,7 +6,7 @@ outputs around it. P = 1 is an ordinary single-model run. The training step is `
 in `validation`, NLB scoring in `nlb_scoring`, the end-of-epoch rules in `schedule`.
 """
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -73,7 +73,7 @@ class Trainer:
         self.members = [dict(member_hparams(config), **(values or {})) for values in (population or [{}])]
         for values in self.members:
             with_member_hparams(config, values)  # validates ranges member by member
-        seeds = list(member_seeds) if member_seeds is not None else [train.seed + p for p in range(len(self.members))]
+        seeds = list(member_seeds) if member_seeds is not None else seeds_of(train.seed, range(len(self.members)))
         if len(seeds) != len(self.members):
             raise ValueError(f"{len(self.members)} members but {len(seeds)} seeds")
         self.device = resolve_device(train.device)
@@ -309,6 +309,12 @@ class Trainer:
         self.model.rng.set_state(state["rng"]["members"])
         self.data_rng.set_state(state["rng"]["data"])
         self.history = list(state["history"])
+
+
+def seeds_of(seed: int, members: Iterable[int]) -> list[int]:
+    """Member m's random streams (initialisation, dropout, sampling) are seeded train.seed + m, wherever it
+    trains: alone, in a population, in any worker or Ray trial."""
+    return [seed + int(member) for member in members]
 
 
 def recurrent_core(train: TrainConfig, device: torch.device) -> tuple[Core, str | None]:
