@@ -35,14 +35,18 @@ class OutputFile:
         return self.splits[split][name]
 
     def arrays(self) -> dict[str, np.ndarray]:
-        """The file's data sets by name (`<split>_<field>`), as `write_output_file` takes them back."""
-        return {f"{split}_{name}": value for split, fields in self.splits.items() for name, value in fields.items()}
+        """The file's data sets by name (`<split>_<field>`)."""
+        return _data_sets(self.splits)
 
 
 def write_output_file(path: str | Path, splits: Mapping[str, Mapping[str, np.ndarray]], attrs: Mapping) -> Path:
     """splits: {split: {field: array, "inds": trial ids}}; written atomically, marked as an LFADS output."""
-    arrays = {f"{split}_{name}": value for split, fields in splits.items() for name, value in fields.items()}
-    return write_lfads_h5(path, arrays, attrs={**attrs, KIND_ATTR: OUTPUT_KIND})
+    return write_lfads_h5(path, _data_sets(splits), attrs={**attrs, KIND_ATTR: OUTPUT_KIND})
+
+
+def _data_sets(splits: Mapping[str, Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """{split: {field: array}} -> {"<split>_<field>": array}, the file's names."""
+    return {f"{split}_{name}": value for split, fields in splits.items() for name, value in fields.items()}
 
 
 def read_output(path: str | Path, fields: Sequence[str] | None = None) -> OutputFile:

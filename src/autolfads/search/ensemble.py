@@ -147,12 +147,13 @@ def sample_ensemble(
         )
     log = RunLog(folder / "sample.log")
     paths = sample(members[0], data_path, output or folder / OUTPUT_FILE, num_samples, log=log)
-    rates = [_file_rates([read_output(path) for path in paths])]
+    best = [read_output(path) for path in paths]
+    rates = [_file_rates(best)]
     for member in members[1:]:
         config, data = load_run_data(load_saved_config(member / CONFIG_FILE), data_path)
         rates.append(_member_rates(config, data, load_checkpoint(member / LAST_CKPT), num_samples))
-    for path, members in zip(paths, _by_session(rates), strict=True):
-        _write_averaged(path, read_output(path), members, record["members"])
+    for path, output, session_rates in zip(paths, best, _by_session(rates), strict=True):
+        _write_averaged(path, output, session_rates, record["members"])
     log(f"averaged the rates of {len(members)} members ({', '.join(map(str, record['members']))}) into {paths[0]}")
     return paths
 
