@@ -64,7 +64,7 @@ def timed(clock, work) -> float:
 
 def parts(trainer: Trainer, config: Config, folder: Path, clock, repeats: int = 5) -> dict[str, float]:
     """Mean seconds of each extra an epoch of train_epochs adds to the steps."""
-    payload = lambda: {**trainer.state_dict(), "config": config.to_dict()}  # noqa: E731
+    payload = lambda: {**trainer.population_state().to_dict(), "config": config.to_dict()}  # noqa: E731
     writer = TensorBoard(folder / "tb-parts")
     costs = {
         "validation (evaluate valid)": lambda: trainer.evaluate("valid"),

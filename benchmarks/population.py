@@ -71,7 +71,9 @@ def measure(population: int, device: str, threads: int, steps: int, batch: int, 
     result["rss_by_generation_mib"] = []
     for _ in range(generations):
         trainer.run_epoch()
-        trainer.copy_member(0, population - 1)  # an exploit, as a search does between generations
+        state = trainer.population_state()  # an exploit, as a search does between generations
+        state.copy_member(0, population - 1)
+        trainer.load_population_state(state)
         result["rss_by_generation_mib"].append(round(rss_mib(), 1))
     return result
 

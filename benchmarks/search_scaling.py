@@ -57,7 +57,7 @@ def measure(data_path: Path, population: int, workers: int, threads: int | None,
     from autolfads.runtime import reuse_freed_memory
     from autolfads.search.placement import plan_workers, usable_cpus
     from autolfads.search.workers import InProcessWorkers, ProcessWorkers
-    from autolfads.train.population_state import copy_member, join_members, select_members
+    from autolfads.train.population_state import PopulationState
     from autolfads.train.run import load_run_data
 
     reuse_freed_memory()  # as the command line does
@@ -75,9 +75,9 @@ def measure(data_path: Path, population: int, workers: int, threads: int | None,
 
     def generation() -> float:
         start = time.perf_counter()
-        state = join_members(pool.train(1, nlb=False, on_epoch=lambda done, total: None), plan.members)
-        copy_member(state, 0, population - 1)  # an exploit, as the driver makes them
-        pool.load([select_members({**state, "history": []}, members) for members in plan.members])
+        state = PopulationState.join(pool.train(1, nlb=False, on_epoch=lambda done, total: None), plan.members)
+        state.copy_member(0, population - 1)  # an exploit, as the driver makes them
+        pool.load([state.without_history().select(members) for members in plan.members])
         return time.perf_counter() - start
 
     try:

@@ -147,6 +147,13 @@ def tiny_search_data(path: Path) -> Path:
     return write_synthetic("lorenz", path, n_conditions=8, trials_per_condition=5, seq_len=20, n_neurons=10)
 
 
+def set_member_hparams(trainer, member: int, values: dict[str, float]) -> None:
+    """New hyperparameters for one member of a live Trainer, the way the search gives them: on its state."""
+    state = trainer.population_state()
+    state.set_hparams(member, values, trainer.config)
+    trainer.load_population_state(state)
+
+
 def read_csv(path: Path) -> list[dict]:
     with open(path) as f:
         return list(csv.DictReader(f))

@@ -279,7 +279,7 @@ def test_validation_metrics_add_up_over_sessions(sessions_dir):
     per_session = []
     for s in range(3):
         trainer_s = Trainer(config, sessions)
-        trainer_s.load_state_dict(trainer.state_dict())
+        trainer_s.load_population_state(trainer.population_state())
         trainer_s.splits = [trainer.splits[s]]
         trainer_s.session_cfgs = [trainer.session_cfgs[s]]
         trainer_s.null_nll = [trainer.null_nll[s]]

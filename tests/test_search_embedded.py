@@ -168,13 +168,15 @@ def test_diverged_member_loses_and_is_replaced(lorenz):
     exploits = plan_exploits(
         0,
         trainer.smth_metric.tolist(),
-        [trainer.member_hparams(m) for m in range(2)],
+        [dict(values) for values in trainer.members],
         default_search_space(),
         np.random.default_rng(0),
     )
     assert [(e.loser, e.winner) for e in exploits] == [(1, 0)]
-    trainer.copy_member(0, 1)
-    trainer.set_member_hparams(1, exploits[0].new)
+    state = trainer.population_state()
+    state.copy_member(0, 1)
+    state.set_hparams(1, exploits[0].new, config)
+    trainer.load_population_state(state)
     assert not trainer.diverged[1]
     trainer.run_epoch()
     assert torch.isfinite(trainer.smth_metric).all() and not trainer.diverged.any()

@@ -27,7 +27,7 @@ from autolfads.search.run import search
 from autolfads.search.space import default_search_space
 from autolfads.train.checkpoint import load_checkpoint
 from autolfads.train.output import posterior_sample
-from autolfads.train.population_state import select_members
+from autolfads.train.population_state import PopulationState
 from autolfads.train.run import load_run_data
 from autolfads.train.trainer import Trainer
 from helpers import read_csv, tiny_config, tiny_search_data
@@ -233,12 +233,12 @@ def test_the_ensemble_averages_the_chosen_members_rates_and_passes_the_evaluator
     assert record["valid_nll_by_k"][1] == pytest.approx(outcome.ensemble.best_score)
     # every member's rates as `autolfads sample` of its final state would write them, averaged by hand
     config, data = load_run_data(tiny_config(), lorenz)
-    population = load_checkpoint(workdir / "search.ckpt")
+    population = PopulationState.from_dict(load_checkpoint(workdir / "search.ckpt"))
     ours = read_output_rates(workdir / "ensemble" / "lfads_output.h5")  # the evaluator's reader checks the rates
     by_hand = {split.name: [] for split in data[0].splits}
     for member in members:
         trainer = Trainer(config, data)
-        trainer.load_state_dict(select_members(population, [member]))
+        trainer.load_population_state(population.select([member]))
         for split in data[0].splits:
             by_hand[split.name].append(posterior_sample(trainer.model, split, config.train.num_samples)["rates"][0])
     for split, rates in by_hand.items():

@@ -19,7 +19,7 @@ from autolfads.search.results import SearchSettings
 from autolfads.search.run import search
 from autolfads.search.workers import MemberSlice, ProcessWorkers, axis_groups
 from autolfads.train.checkpoint import load_checkpoint
-from autolfads.train.population_state import copy_member, join_members, member_tensors, select_members
+from autolfads.train.population_state import PopulationState
 from autolfads.train.run import load_run_data
 from autolfads.train.trainer import Trainer
 from helpers import TINY_OVERRIDES, read_csv, tiny_config, tiny_search_data
@@ -85,48 +85,50 @@ def identical(x: torch.Tensor, y: torch.Tensor) -> bool:
     return x.shape == y.shape and bool(((x == y) | (x.isnan() & y.isnan())).all())
 
 
-def assert_states_equal(a: dict, b: dict) -> None:
-    for x, y in zip(member_tensors(a), member_tensors(b), strict=True):
+def assert_states_equal(a: PopulationState, b: PopulationState) -> None:
+    for x, y in zip(a.tensors(), b.tensors(), strict=True):
         assert identical(x, y)
-    assert a["trainer"]["members"] == b["trainer"]["members"] and a["trainer"]["epoch"] == b["trainer"]["epoch"]
-    assert all(torch.equal(x, y) for x, y in zip(a["rng"]["members"], b["rng"]["members"], strict=True))
-    assert a["history"] == b["history"]
+    assert a.hparams == b.hparams and a.epoch == b.epoch
+    assert all(torch.equal(x, y) for x, y in zip(a.rng["members"], b.rng["members"], strict=True))
+    assert a.history == b.history
 
 
 def test_slices_join_back_into_the_same_state(trained):
-    state = trained.state_dict()
+    state = trained.population_state()
     parts = [(2, 0), (3, 1)]  # any split, any order
-    joined = join_members([select_members(state, part) for part in parts], parts)
-    assert_states_equal(joined, select_members(state, range(4)))
+    joined = PopulationState.join([state.select(part) for part in parts], parts)
+    assert_states_equal(joined, state.select(range(4)))
     with pytest.raises(ValueError, match="not each of"):
-        join_members([select_members(state, [0])], [[1]])
+        PopulationState.join([state.select([0])], [[1]])
 
 
-def test_copying_a_member_in_a_state_is_trainers_exploit(trained, lorenz):
-    state = select_members(trained.state_dict(), range(4))
-    copy_member(state, 1, 3)
-    config, data = load_run_data(tiny_config(), lorenz)
-    live = Trainer(config, data, population=[{}] * 4, member_seeds=[0, 1, 2, 3])
-    live.load_state_dict(trained.state_dict())
-    live.copy_member(1, 3)
-    assert_states_equal(state, select_members(live.state_dict(), range(4)))
-    assert not torch.equal(state["rng"]["members"][3], state["rng"]["members"][1])  # its own random stream stays
+def test_copying_a_member_copies_every_member_tensor_and_keeps_its_random_stream(trained):
+    before = trained.population_state().select(range(4))
+    state = before.select(range(4))
+    state.copy_member(1, 3)
+    assert state.checksum(3) == state.checksum(1) != before.checksum(3)
+    for copied, original in zip(state.tensors(), before.tensors(), strict=True):
+        assert identical(copied[3], original[1])  # weights, Adam, training state: the winner's
+        assert identical(copied[:3], original[:3])  # nobody else changes
+    assert state.hparams == [*before.hparams[:3], before.hparams[1]]
+    assert torch.equal(state.rng["members"][3], before.rng["members"][3])  # its own random stream stays
+    assert not torch.equal(state.rng["members"][3], state.rng["members"][1])
+    assert [row for row in state.history if row["member"] == 3] == [r for r in before.history if r["member"] == 3]
 
 
 def test_a_state_copied_across_workers_arrives_exactly(trained, lorenz):
     """Member 0 (worker 0) copied into member 3 (worker 1): worker 1 holds exactly the copied weights and Adam state."""
     config, data = load_run_data(tiny_config(), lorenz)
-    state = select_members(trained.state_dict(), range(4))
-    copy_member(state, 0, 3)
+    state = trained.population_state().select(range(4))
+    state.copy_member(0, 3)
     plan = plan_workers(4, cpus=2)
-    hparams = state["trainer"]["members"]
-    pool = ProcessWorkers(plan, config, data, hparams, [0, 1, 2, 3], log=lambda line: None)
+    pool = ProcessWorkers(plan, config, data, state.hparams, [0, 1, 2, 3], log=lambda line: None)
     try:
-        pool.load([select_members({**state, "history": []}, members) for members in plan.members])
-        back = join_members(pool.train(0, nlb=False, on_epoch=lambda done, total: None), plan.members)
+        pool.load([state.without_history().select(members) for members in plan.members])
+        back = PopulationState.join(pool.train(0, nlb=False, on_epoch=lambda done, total: None), plan.members)
     finally:
         pool.close()
-    assert_states_equal(back, {**state, "history": []})
+    assert_states_equal(back, state.without_history())
     assert all(process.poll() is not None for process in pool.processes)
 
 
@@ -141,13 +143,14 @@ def test_a_slice_as_axes_of_two_trains_as_one_axis(lorenz):
         assert [t.population_size for t in work.trainers] == ([4] if per_axis is None else [2, 2])
         states.append(work.train(2, nlb=False, on_epoch=lambda done: None))
     one, split = states
-    assert_states_equal({**one, "history": []}, {**split, "history": []})
-    assert [row["member"] for row in one["history"]] == [row["member"] for row in split["history"]]
-    for a, b in zip(one["history"], split["history"], strict=True):  # metrics up to the reduction's last bits
+    assert_states_equal(one.without_history(), split.without_history())
+    assert [row["member"] for row in one.history] == [row["member"] for row in split.history]
+    for a, b in zip(one.history, split.history, strict=True):  # metrics up to the reduction's last bits
         assert a.keys() == b.keys() and all(a[k] == pytest.approx(b[k], rel=METRIC_RTOL, nan_ok=True) for k in a)
     again = MemberSlice(config, data, [{}] * 4, [9, 9, 9, 9], 2)
     again.load(split)
-    assert_states_equal({**split, "history": []}, again.train(0, nlb=False, on_epoch=lambda done: None))
+    resumed = again.train(0, nlb=False, on_epoch=lambda done: None)
+    assert_states_equal(split.without_history(), resumed.without_history())
 
 
 # ------------------------------------------------------------------------------------------------ W = 1 vs W = 2

@@ -13,8 +13,9 @@ import torch
 from autolfads.errors import ConfigError
 from autolfads.names import ALL_METRIC, HELDIN_METRIC, SAMPLED_METRIC
 from autolfads.train.checkpoint import load_checkpoint, save_checkpoint
+from autolfads.train.population_state import PopulationState
 from autolfads.train.trainer import Trainer
-from helpers import ar_kl_by_hand, config, make_data
+from helpers import ar_kl_by_hand, config, make_data, set_member_hparams
 
 
 @pytest.fixture(scope="module")
@@ -233,11 +234,11 @@ def test_state_round_trip_then_one_epoch_is_bit_identical(cfg, data, tmp_path):
     for _ in range(2):
         uninterrupted.run_epoch()
     path = tmp_path / "last.ckpt"
-    save_checkpoint(uninterrupted.state_dict(), path)  # weights_only round trip, as a real resume does
-    state = load_checkpoint(path)
+    save_checkpoint(uninterrupted.population_state().to_dict(), path)  # weights_only round trip, as a resume does
+    state = PopulationState.from_dict(load_checkpoint(path))
 
     resumed = Trainer(cfg, data, population=population, member_seeds=[0, 1])
-    resumed.load_state_dict(state)
+    resumed.load_population_state(state)
     assert resumed.epoch == 2 and torch.equal(resumed.smth_metric, uninterrupted.smth_metric)
     want = uninterrupted.run_epoch()
     got = resumed.run_epoch()
@@ -253,20 +254,20 @@ def test_state_round_trip_then_one_epoch_is_bit_identical(cfg, data, tmp_path):
     assert resumed.history == uninterrupted.history and resumed.epoch == 3
 
 
-def test_set_member_hparams_applies_after_state_load(cfg, data):
+def test_set_hparams_applies_after_state_load(cfg, data):
     source = Trainer(cfg, data, population=[{"lr_init": 1e-3}, {"lr_init": 1e-3}], member_seeds=[0, 1])
     source.run_epoch()
-    state = copy.deepcopy(source.state_dict())
+    state = copy.deepcopy(source.population_state())
     # a trainer built with other learning rates: loading the state restores the saved ones ...
     target = Trainer(cfg, data, population=[{"lr_init": 5e-3}, {"lr_init": 5e-3}], member_seeds=[0, 1])
-    target.load_state_dict(state)
+    target.load_population_state(state)
     torch.testing.assert_close(target.lr, torch.tensor([1e-3, 1e-3]))
     # ... and hyperparameters set afterwards stick
-    target.set_member_hparams(1, {"lr_init": 1e-2, "cd_rate": 0.1})
+    set_member_hparams(target, 1, {"lr_init": 1e-2, "cd_rate": 0.1})
     torch.testing.assert_close(target.lr, torch.tensor([1e-3, 1e-2]))
-    assert target.member_hparams(1)["lr_init"] == pytest.approx(1e-2)
-    assert target.member_hparams(1)["cd_rate"] == pytest.approx(0.1)
-    assert target.member_hparams(0)["cd_rate"] == pytest.approx(cfg.model.cd_rate)
+    assert target.members[1]["lr_init"] == pytest.approx(1e-2)
+    assert target.members[1]["cd_rate"] == pytest.approx(0.1)
+    assert target.members[0]["cd_rate"] == pytest.approx(cfg.model.cd_rate)
     metrics = target.run_epoch()
     torch.testing.assert_close(metrics["lr"], torch.tensor([1e-3, 1e-2]))
     source.run_epoch()
@@ -275,19 +276,19 @@ def test_set_member_hparams_applies_after_state_load(cfg, data):
     # the perturbed member equals a single run given the same change at the same point
     single = Trainer(cfg, data, population=[{"lr_init": 1e-3}], member_seeds=[1])
     single.run_epoch()
-    single.set_member_hparams(0, {"lr_init": 1e-2, "cd_rate": 0.1})
+    set_member_hparams(single, 0, {"lr_init": 1e-2, "cd_rate": 0.1})
     single.run_epoch()
     assert_member_equal(target, 1, single, exact=False)
 
 
-def test_set_member_hparams_validates(cfg, data):
-    trainer = Trainer(cfg, data, population=[{}, {}], member_seeds=[0, 1])
-    before = trainer.member_hparams(1)
-    with pytest.raises(ConfigError):
-        trainer.set_member_hparams(1, {"cd_rate": 1.5})
+def test_set_hparams_validates(cfg, data):
+    state = Trainer(cfg, data, population=[{}, {}], member_seeds=[0, 1]).population_state()
+    before = state.hparams[1]
+    with pytest.raises(ConfigError, match="cd_rate"):
+        state.set_hparams(1, {"cd_rate": 1.5}, cfg)
     with pytest.raises(KeyError):
-        trainer.set_member_hparams(1, {"batch_size": 3})
-    assert trainer.member_hparams(1) == before
+        state.set_hparams(1, {"batch_size": 3}, cfg)
+    assert state.hparams[1] == before
 
 
 def test_invalid_member_hparams_raise_config_error(cfg, data):
@@ -295,25 +296,25 @@ def test_invalid_member_hparams_raise_config_error(cfg, data):
         Trainer(cfg, data, population=[{"cd_rate": 1.5}], member_seeds=[0])
     trainer = Trainer(cfg, data, population=[{}], member_seeds=[0])
     with pytest.raises(ConfigError, match="lr_init"):
-        trainer.set_member_hparams(0, {"lr_init": -1.0})
+        set_member_hparams(trainer, 0, {"lr_init": -1.0})
 
 
 def test_loaded_state_is_not_aliased(cfg, data):
     """PBT copies one state into several trainers and perturbs each: the copies must not share tensors."""
     source = Trainer(cfg, data, population=[{"lr_init": 1e-3}, {"lr_init": 1e-3}], member_seeds=[0, 1])
-    state = source.state_dict()
+    state = source.population_state()
     first = Trainer(cfg, data, population=[{}, {}], member_seeds=[0, 1])
     second = Trainer(cfg, data, population=[{}, {}], member_seeds=[0, 1])
-    first.load_state_dict(state)
-    second.load_state_dict(state)
-    first.set_member_hparams(0, {"lr_init": 5e-2, "cd_rate": 0.1})  # a PBT perturbation of one copy
+    first.load_population_state(state)
+    second.load_population_state(state)
+    set_member_hparams(first, 0, {"lr_init": 5e-2, "cd_rate": 0.1})  # a PBT perturbation of one copy
     assert second.lr[0].item() == pytest.approx(1e-3)
-    assert second.member_hparams(0)["cd_rate"] == pytest.approx(cfg.model.cd_rate)
+    assert second.members[0]["cd_rate"] == pytest.approx(cfg.model.cd_rate)
     assert source.lr[0].item() == pytest.approx(1e-3)
     # and a state is a snapshot of the training state: the source moving on does not change it
-    source.set_member_hparams(1, {"lr_init": 2e-2})
+    set_member_hparams(source, 1, {"lr_init": 2e-2})
     source.stopped[0] = True
-    assert state["trainer"]["lr"].tolist() == pytest.approx([1e-3, 1e-3]) and not state["trainer"]["stopped"].any()
+    assert state.trainer["lr"].tolist() == pytest.approx([1e-3, 1e-3]) and not state.trainer["stopped"].any()
 
 
 # ============================================================================ divergence and stopping

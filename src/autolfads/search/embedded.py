@@ -17,11 +17,11 @@ from pathlib import Path
 
 import torch
 
-from ..config import Config, with_member_hparams
+from ..config import Config
 from ..data.dataset import LFADSData
 from ..layout import SEARCH_CKPT, TENSORBOARD_DIR, member_folder
 from ..train.checkpoint import load_checkpoint, remove_stale_temporaries, save_checkpoint
-from ..train.population_state import copy_member, join_members, select_members, set_member_hparams
+from ..train.population_state import PopulationState
 from ..train.records import TensorBoard
 from ..train.trainer import seeds_of
 from .ensemble import write_ensemble
@@ -51,7 +51,7 @@ def run_embedded(
     select = config.train.select_metric
     progress = SearchProgress(settings.population, settings.max_generations, select, record.generation, log)
     driver = SearchDriver(workdir, settings, space, record, log, progress, select)
-    state = {key: payload[key] for key in ("model", "optimizer", "trainer", "rng", "history")} if payload else None
+    state = PopulationState.from_dict(payload) if payload else None
     try:
         if record.finished:
             _reopen(driver, config, workdir, state)
@@ -59,13 +59,13 @@ def run_embedded(
             state = _train(config, data, space, settings, workdir, driver, state, plan)
     finally:
         progress.close()
-    final = state["history"][-settings.population :]
+    final = state.history[-settings.population :]
     metrics = state_metrics(final)
     best = best_ranked(metrics, driver.rank_metric)
-    hparams = dict(state["trainer"]["members"][best])
-    outputs = write_best_model(workdir, config, hparams, select_members(state, [best]), data, log)
+    hparams = state.hparams[best]
+    outputs = write_best_model(workdir, config, hparams, state.select([best]), data, log)
     order = ranking(ranked(metrics[driver.rank_metric], driver.rank_metric))
-    ensemble = write_ensemble(workdir, config, data, order, lambda m: select_members(state, [m]), outputs, log)
+    ensemble = write_ensemble(workdir, config, data, order, lambda m: state.select([m]), outputs, log)
     return SearchOutcome(
         workdir,
         record.generation,
@@ -97,19 +97,17 @@ def embedded_plan(
     return plan_workers(population, usable_cpus(), workers, threads_per_worker, chosen)
 
 
-def _train(config, data, space, settings, workdir, driver: SearchDriver, state: dict | None, plan: WorkerPlan) -> dict:
+def _train(
+    config, data, space, settings, workdir, driver: SearchDriver, state: PopulationState | None, plan: WorkerPlan
+) -> PopulationState:
     """Generations until the stopping rule; returns the final population state."""
     record, log, population = driver.record, driver.log, settings.population
-    hparams = (
-        state["trainer"]["members"]
-        if state
-        else [dict(values) for values in space.sample_initial(population, driver.rng)]
-    )
+    hparams = state.hparams if state else [dict(values) for values in space.sample_initial(population, driver.rng)]
     seeds = seeds_of(config.train.seed, range(population))
     if state:
         log(
             f"resumed the search in {workdir} after generation {record.generation - 1} "
-            f"(epoch {state['trainer']['epoch']}): {plan.describe()}"
+            f"(epoch {state.epoch}): {plan.describe()}"
         )
     else:
         log(
@@ -118,19 +116,19 @@ def _train(config, data, space, settings, workdir, driver: SearchDriver, state: 
         )
     pool = (InProcessWorkers if plan.workers == 1 else ProcessWorkers)(plan, config, data, hparams, seeds, log)
     boards = [TensorBoard(workdir / TENSORBOARD_DIR / member_folder(m)) for m in range(population)]
-    history = state["history"] if state else []
+    history = state.history if state else []
     try:
         if state:
             pool.load(_slices(state, plan))
         while not record.finished:
             epochs = generation_epochs(record.generation, settings.epochs_per_generation, pool.ramp_end_epoch)
             slices = pool.train(epochs, nlb=settings.ranks_by_nlb, on_epoch=driver.progress.epoch)
-            state = join_members(slices, plan.members)
-            for row in state["history"]:
+            state = PopulationState.join(slices, plan.members)
+            for row in state.history:
                 row["generation"] = record.generation
                 boards[row["member"]].add(row)
-            history = history + state["history"]
-            state["history"] = history
+            history = history + state.history
+            state.history = history
             _end_generation(driver, config, workdir, state)
             if not record.finished:
                 pool.load(_slices(state, plan))
@@ -141,43 +139,44 @@ def _train(config, data, space, settings, workdir, driver: SearchDriver, state: 
     return state
 
 
-def _end_generation(driver: SearchDriver, config: Config, workdir: Path, state: dict) -> None:
+def _end_generation(driver: SearchDriver, config: Config, workdir: Path, state: PopulationState) -> None:
     """The PBT step on the joined population state (whose history is the whole search's), then its checkpoint."""
     driver.end_generation(
-        state["trainer"]["epoch"],
-        [dict(h) for h in state["trainer"]["members"]],
-        state_metrics(state["history"][-driver.settings.population :]),
+        state.epoch,
+        state.hparams,
+        state_metrics(state.history[-driver.settings.population :]),
         *_exploit_and_checkpoint(driver, config, workdir, state),
-        lambda: state["history"],
+        lambda: state.history,
     )
 
 
-def _reopen(driver: SearchDriver, config: Config, workdir: Path, state: dict) -> None:
+def _reopen(driver: SearchDriver, config: Config, workdir: Path, state: PopulationState) -> None:
     """A finished search: go on if its time budget or --max-generations stopped it and the larger ones it is
     rerun with hold another generation."""
     driver.reopen(
-        [dict(h) for h in state["trainer"]["members"]],
-        state_metrics(state["history"][-driver.settings.population :]),
+        state.hparams,
+        state_metrics(state.history[-driver.settings.population :]),
         *_exploit_and_checkpoint(driver, config, workdir, state),
     )
 
 
-def _exploit_and_checkpoint(driver: SearchDriver, config: Config, workdir: Path, state: dict):
+def _exploit_and_checkpoint(driver: SearchDriver, config: Config, workdir: Path, state: PopulationState):
     """The backend's two steps of the end of a generation, on the joined population state: apply the exploits
     (the winner's state first, then the new hyperparameters), and checkpoint the search."""
 
     def apply(exploits: list[Exploit]) -> None:
         for exploit in exploits:
-            copy_member(state, exploit.winner, exploit.loser)
-            with_member_hparams(config, {**state["trainer"]["members"][exploit.loser], **exploit.new})  # validates
-            set_member_hparams(state, exploit.loser, exploit.new)
+            state.copy_member(exploit.winner, exploit.loser)
+            state.set_hparams(exploit.loser, exploit.new, config)
 
     def checkpoint() -> None:
-        save_checkpoint({**state, "config": config.to_dict(), "search": driver.record.to_dict()}, workdir / SEARCH_CKPT)
+        save_checkpoint(
+            {**state.to_dict(), "config": config.to_dict(), "search": driver.record.to_dict()}, workdir / SEARCH_CKPT
+        )
 
     return apply, checkpoint
 
 
-def _slices(state: dict, plan) -> list[dict]:
+def _slices(state: PopulationState, plan) -> list[PopulationState]:
     """Each worker's members of a population state (the history stays with the driver)."""
-    return [select_members({**state, "history": []}, members) for members in plan.members]
+    return [state.without_history().select(members) for members in plan.members]

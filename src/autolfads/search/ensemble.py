@@ -35,6 +35,7 @@ from ..files import write_atomic
 from ..layout import CONFIG_FILE, LAST_CKPT, METRICS_FILE, OUTPUT_FILE
 from ..train.checkpoint import load_checkpoint
 from ..train.output import posterior_sample
+from ..train.population_state import PopulationState
 from ..train.records import RunLog
 from ..train.run import load_run_data, sample
 from ..train.trainer import Trainer
@@ -71,11 +72,11 @@ def write_ensemble(
     config: Config,
     data: list[LFADSData],
     order: Sequence[int],
-    member_state: Callable[[int], dict],
+    member_state: Callable[[int], PopulationState],
     best_outputs: Sequence[Path],
     log: Callable[[str], None],
 ) -> EnsembleSummary | None:
-    """order: the members, best first (`pbt.ranking`); member_state(m): member m's one-member state dict;
+    """order: the members, best first (`pbt.ranking`); member_state(m): member m's one-member state;
     best_outputs: best_model/'s output files (one per session), whose member is order[0]."""
     if config.model.reconstruction != "poisson":
         log(
@@ -98,7 +99,7 @@ def write_ensemble(
         _write_averaged(folder / path.name, output, members, chosen)
     for m in chosen:
         state = member_state(m)
-        save_member_folder(folder / MEMBERS_DIR / str(m), config, dict(state["trainer"]["members"][0]), state)
+        save_member_folder(folder / MEMBERS_DIR / str(m), config, state.hparams[0], state)
     _write_record(folder, chosen, scores, best_outputs[0].parent)
     log(
         f"wrote {folder}: rates averaged over the best {k} of {len(order)} members ({', '.join(map(str, chosen))}); "
@@ -151,7 +152,9 @@ def sample_ensemble(
     rates = [_file_rates(best)]
     for member in members[1:]:
         config, data = load_run_data(load_saved_config(member / CONFIG_FILE), data_path)
-        rates.append(_member_rates(config, data, load_checkpoint(member / LAST_CKPT), num_samples))
+        rates.append(
+            _member_rates(config, data, PopulationState.from_dict(load_checkpoint(member / LAST_CKPT)), num_samples)
+        )
     for path, output, session_rates in zip(paths, best, _by_session(rates), strict=True):
         _write_averaged(path, output, session_rates, record["members"])
     log(f"averaged the rates of {len(members)} members ({', '.join(map(str, record['members']))}) into {paths[0]}")
@@ -159,12 +162,12 @@ def sample_ensemble(
 
 
 def _member_rates(
-    config: Config, data: list[LFADSData], state: dict, num_samples: int | None = None
+    config: Config, data: list[LFADSData], state: PopulationState, num_samples: int | None = None
 ) -> dict[str, list[np.ndarray]]:
     """One member's posterior-sampled rates, {split: [rates of each session]}: the rates `autolfads sample` of
     its state would write (the same random stream, session by session, split by split)."""
     trainer = Trainer(config, data)
-    trainer.load_state_dict(state)
+    trainer.load_population_state(state)
     samples = config.train.num_samples if num_samples is None else num_samples
     rates: dict[str, list[np.ndarray]] = {}
     for s, session in enumerate(data):

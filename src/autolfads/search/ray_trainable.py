@@ -3,7 +3,6 @@ generation, in a Ray worker process."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import resource
@@ -19,11 +18,10 @@ from ..layout import MEMBER_CKPT
 from ..runtime import reuse_freed_memory, set_torch_threads
 from ..train.checkpoint import load_checkpoint, save_checkpoint
 from ..train.nlb_scoring import load_nlb_targets
-from ..train.population_state import join_members, select_members
+from ..train.population_state import PopulationState
 from ..train.trainer import Trainer, seeds_of
 from .pbt import generation_epochs
 
-PAYLOAD_KEYS = ("model", "optimizer", "trainer", "rng", "history")  # a group's Trainer state in MEMBER_CKPT
 DECISIONS = "autolfads-decisions"  # the DecisionBoard actor's name (in the search driver's Ray namespace)
 
 
@@ -48,9 +46,9 @@ def checkpoint_members(payload: dict) -> list[int]:
     return [int(m) for m in payload["members"]] if "members" in payload else [int(payload["member"])]
 
 
-def member_state(payload: dict, member: int) -> dict:
+def member_state(payload: dict, member: int) -> PopulationState:
     """One member's state (a one-member Trainer's) out of a trial checkpoint."""
-    return select_members({key: payload[key] for key in PAYLOAD_KEYS}, [checkpoint_members(payload).index(member)])
+    return PopulationState.from_dict(payload).select([checkpoint_members(payload).index(member)])
 
 
 def group_trainable(
@@ -106,24 +104,9 @@ def group_trainable(
 
 
 def _start_generation(trainer: Trainer, tune_config: dict, workdir: Path) -> list[tuple[int, str]]:
-    """Each member's start of the generation: its own state, or after an exploit the winner's weights,
-    optimizer and training state with its own random stream and history; THEN this trial's hyperparameters.
-    Returns (restored member, checksum) of each (-1 and "" before the first generation)."""
-    restored = _restore(trainer, tune_config, workdir)
-    for i, own in enumerate(tune_config["own"]):  # after the restore, so the copied state does not overwrite them
-        hparams = dict(tune_config["hparams"][i])
-        if own is not None:
-            trainer.set_member_hparams(i, hparams)
-        else:
-            changed = {name: value for name, value in hparams.items() if value != trainer.member_hparams(i)[name]}
-            if changed:
-                trainer.set_member_hparams(i, changed)
-    return restored
-
-
-def _restore(trainer: Trainer, tune_config: dict, workdir: Path) -> list[tuple[int, str]]:
-    """Each member's start of the generation (none before the first); returns (restored member, checksum) of each
-    (-1 and "" when nothing was restored)."""
+    """Each member's start of the generation (none before the first): its own state, or after an exploit the
+    winner's weights, optimizer and training state with its own random stream and history; THEN this trial's
+    hyperparameters. Returns (restored member, checksum) of each (-1 and "" when nothing was restored)."""
     members, expected = [int(m) for m in tune_config["members"]], int(tune_config["generation"])
     starts, sources, owns = tune_config["start"], tune_config["source"], tune_config["own"]
     if expected == 0:
@@ -149,11 +132,16 @@ def _restore(trainer: Trainer, tune_config: dict, workdir: Path) -> list[tuple[i
         piece = member_state(payload(start), int(source))
         if own is not None:  # exploited: the member's own random stream and history stay
             mine = member_state(payload(own), member)
-            piece["rng"]["members"], piece["history"] = mine["rng"]["members"], mine["history"]
+            piece.rng["members"], piece.history = mine.rng["members"], mine.history
         pieces.append(piece)
-    state = join_members(pieces, [[i] for i in range(len(members))])
-    trainer.load_state_dict(state)
-    return [(int(source), member_checksum(state, i)) for i, source in enumerate(sources)]
+    state = PopulationState.join(pieces, [[i] for i in range(len(members))])
+    restored = [(int(source), state.checksum(i)) for i, source in enumerate(sources)]
+    for i, own in enumerate(owns):  # after the copy, so the winner's state does not overwrite them
+        hparams = dict(tune_config["hparams"][i])
+        changed = {name: value for name, value in hparams.items() if value != state.hparams[i][name]}
+        state.set_hparams(i, hparams if own is not None else changed, trainer.config)
+    trainer.load_population_state(state)
+    return restored
 
 
 def _report(
@@ -162,7 +150,7 @@ def _report(
     """Report the generation's last epoch of every member with one checkpoint."""
     import torch
 
-    state = trainer.state_dict()
+    state = trainer.population_state()
     per_member = []
     for i, member in enumerate(members):
         last = [row for row in rows if row["member"] == member][-1]
@@ -172,7 +160,7 @@ def _report(
                 "member": member,
                 "restored_member": restored[i][0],
                 "restored_checksum": restored[i][1],
-                "saved_checksum": member_checksum(state, i),
+                "saved_checksum": state.checksum(i),
             }
         )
     metrics = {
@@ -193,25 +181,10 @@ def _report(
     }
     with tempfile.TemporaryDirectory(prefix="autolfads-trial-") as folder:
         save_checkpoint(
-            {**state, "config": config.to_dict(), "members": members, "generations_done": generation + 1},
+            {**state.to_dict(), "config": config.to_dict(), "members": members, "generations_done": generation + 1},
             Path(folder) / MEMBER_CKPT,
         )
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
-
-
-def member_checksum(state: dict, index: int) -> str:
-    """SHA-256 (16 hex digits) of one member's weights, Adam moments and step count: equal exactly when copied."""
-    one = select_members(state, [index])
-    optimizer = one["optimizer"]
-    digest = hashlib.sha256()
-    for tensor in [
-        *(one["model"][name] for name in sorted(one["model"])),
-        optimizer["steps"],
-        *optimizer["exp_avg"],
-        *optimizer["exp_avg_sq"],
-    ]:
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()[:16]
 
 
 def trial_groups(population: int, members_per_trial: int) -> list[tuple[int, ...]]:

@@ -41,6 +41,7 @@ from ..layout import (
 )
 from ..names import HEADLINE_METRICS, RANK_ONLY_METRICS, SELECT_METRICS
 from ..train.checkpoint import save_checkpoint
+from ..train.population_state import PopulationState
 from ..train.records import RunLog, write_csv
 from ..train.run import kept_select_metric, sample
 from .pbt import Exploit
@@ -345,7 +346,12 @@ def write_tables(workdir: Path, record: SearchRecord, metric_rows: list[dict]) -
 
 
 def write_best_model(
-    workdir: Path, config: Config, hparams: dict[str, float], member_state: dict, data: list[LFADSData], log: RunLog
+    workdir: Path,
+    config: Config,
+    hparams: dict[str, float],
+    member_state: PopulationState,
+    data: list[LFADSData],
+    log: RunLog,
 ) -> list[Path]:
     """The best member as a run folder that `autolfads sample` and `autolfads train` accept; returns its output
     files."""
@@ -354,14 +360,16 @@ def write_best_model(
     return sample(folder, data=data, config=member_config, log=log)
 
 
-def save_member_folder(folder: Path, config: Config, hparams: dict[str, float], member_state: dict) -> Config:
+def save_member_folder(
+    folder: Path, config: Config, hparams: dict[str, float], member_state: PopulationState
+) -> Config:
     """One member (its one-member state) as a run folder: config.yaml with its hyperparameters, last.ckpt,
     metrics.csv. Returns the member's config."""
     folder.mkdir(parents=True, exist_ok=True)
     member_config = with_member_hparams(config, hparams)
     save_config(member_config, folder / CONFIG_FILE)
-    save_checkpoint({**member_state, "config": member_config.to_dict()}, folder / LAST_CKPT)
-    write_csv(folder / METRICS_FILE, member_state["history"])
+    save_checkpoint({**member_state.to_dict(), "config": member_config.to_dict()}, folder / LAST_CKPT)
+    write_csv(folder / METRICS_FILE, member_state.history)
     return member_config
 
 

@@ -41,7 +41,7 @@ from ..config import Config
 from ..errors import AutoLFADSError
 from ..runtime import set_torch_threads
 from ..train.nlb_scoring import load_nlb_targets
-from ..train.population_state import join_members, select_members
+from ..train.population_state import PopulationState
 from ..train.run import read_sessions
 from ..train.trainer import Trainer
 from .placement import WorkerPlan
@@ -90,20 +90,20 @@ class MemberSlice:
         ]
         self.ramp_end_epoch = self.trainers[0].ramp_end_epoch
 
-    def train(self, epochs: int, nlb: bool, on_epoch: Callable[[int], None]) -> dict:
+    def train(self, epochs: int, nlb: bool, on_epoch: Callable[[int], None]) -> PopulationState:
         """Train `epochs` epochs (NLB metrics in the last one if nlb); the slice's state with this generation's rows."""
         for done in range(1, epochs + 1):
             for trainer in self.trainers:
                 trainer.run_epoch(nlb=nlb and done == epochs)
             on_epoch(done)
-        states = [select_members(t.state_dict(), range(t.population_size)) for t in self.trainers]
+        states = [t.population_state().select(range(t.population_size)) for t in self.trainers]
         for trainer in self.trainers:
             trainer.history.clear()
-        return states[0] if len(states) == 1 else join_members(states, self.groups)
+        return states[0] if len(states) == 1 else PopulationState.join(states, self.groups)
 
-    def load(self, state: dict) -> None:
+    def load(self, state: PopulationState) -> None:
         for trainer, group in zip(self.trainers, self.groups, strict=True):
-            trainer.load_state_dict({**select_members(state, group), "history": []})
+            trainer.load_population_state(state.select(group).without_history())
 
 
 class InProcessWorkers:
@@ -125,10 +125,10 @@ class InProcessWorkers:
         self.slice = MemberSlice(on_device(config, plan.device(0)), data, hparams, seeds, plan.members_per_axis)
         self.ramp_end_epoch = self.slice.ramp_end_epoch
 
-    def train(self, epochs: int, nlb: bool, on_epoch: Callable[[int, int], None]) -> list[dict]:
+    def train(self, epochs: int, nlb: bool, on_epoch: Callable[[int, int], None]) -> list[PopulationState]:
         return [self.slice.train(epochs, nlb, lambda done: on_epoch(done, epochs))]
 
-    def load(self, states: Sequence[dict]) -> None:
+    def load(self, states: Sequence[PopulationState]) -> None:
         self.slice.load(states[0])
 
     def close(self) -> None:
@@ -188,7 +188,7 @@ class ProcessWorkers:
                 f"on {plan.device(w)}"
             )
 
-    def train(self, epochs: int, nlb: bool, on_epoch: Callable[[int, int], None]) -> list[dict]:
+    def train(self, epochs: int, nlb: bool, on_epoch: Callable[[int, int], None]) -> list[PopulationState]:
         self._send_all([{"kind": "train", "epochs": epochs, "nlb": nlb}] * self.plan.workers)
         done = [0] * self.plan.workers
 
@@ -196,10 +196,10 @@ class ProcessWorkers:
             done[worker] = message["done"]
             on_epoch(min(done), epochs)
 
-        return [message["state"] for message in self._gather("trained", on_epoch=progress)]
+        return [PopulationState.from_dict(message["state"]) for message in self._gather("trained", on_epoch=progress)]
 
-    def load(self, states: Sequence[dict]) -> None:
-        self._send_all([{"kind": "load", "state": state} for state in states])
+    def load(self, states: Sequence[PopulationState]) -> None:
+        self._send_all([{"kind": "load", "state": state.to_dict()} for state in states])
         self._gather("loaded")
 
     def close(self) -> None:
@@ -277,7 +277,7 @@ def _send(connection: Connection, message: dict) -> None:
 
 def _receive(connection: Connection) -> dict:
     """States travel on the CPU: the driver joins slices of workers on different GPUs, and a worker's
-    load_state_dict puts what it receives on its own device."""
+    Trainer.load_population_state puts what it receives on its own device."""
     return torch.load(io.BytesIO(connection.recv_bytes()), map_location="cpu", weights_only=True)
 
 
@@ -324,9 +324,9 @@ def run_worker(connection: Connection, parent_pid: int) -> None:
                 state = work.train(
                     message["epochs"], message["nlb"], lambda done: _send(connection, {"kind": "epoch", "done": done})
                 )
-                _send(connection, {"kind": "trained", "state": state})
+                _send(connection, {"kind": "trained", "state": state.to_dict()})
             elif message["kind"] == "load":
-                work.load(message["state"])
+                work.load(PopulationState.from_dict(message["state"]))
                 _send(connection, {"kind": "loaded"})
             elif message["kind"] == "stop":
                 return

@@ -45,10 +45,6 @@ class MemberState:
     def tensors(self) -> list[torch.Tensor]:
         return [getattr(self, name) for name in MEMBER_STATE_FIELDS]
 
-    def copy_member(self, source: int, target: int) -> None:
-        for tensor in self.tensors():
-            tensor[target] = tensor[source]
-
     def to_dict(self) -> dict[str, torch.Tensor]:
         """Copies on the CPU, keyed as in a checkpoint's state["trainer"]."""
         return {name: getattr(self, name).cpu().clone() for name in MEMBER_STATE_FIELDS}

@@ -31,6 +31,7 @@ from ..runtime import set_torch_threads
 from .checkpoint import load_checkpoint, remove_stale_temporaries, save_checkpoint
 from .nlb_scoring import load_nlb_targets
 from .output import output_paths, write_output
+from .population_state import PopulationState
 from .records import Progress, RunLog, TensorBoard, write_csv
 from .trainer import Trainer
 
@@ -193,10 +194,11 @@ def resume_or_start(trainer: Trainer, config: Config, folder: Path, log: RunLog)
     check_compatible(saved, config, folder / LAST_CKPT)
     config = kept_select_metric(saved, config, log)
     trainer.config = config
-    trainer.load_state_dict(payload)
-    # Hyperparameters given now (e.g. by a Katib PBT trial) apply after the restore.
-    changed = {k: v for k, v in member_hparams(config).items() if v != trainer.member_hparams(0)[k]}
-    trainer.set_member_hparams(0, changed)
+    state = PopulationState.from_dict(payload)
+    # Hyperparameters given now (e.g. by a Katib PBT trial) apply to the restored state.
+    changed = {k: v for k, v in member_hparams(config).items() if v != state.hparams[0][k]}
+    state.set_hparams(0, changed, config)
+    trainer.load_population_state(state)
     log(f"resumed from {folder / LAST_CKPT} at epoch {trainer.epoch}" + (f" with new {changed}" if changed else ""))
     return config
 
@@ -233,7 +235,7 @@ def train_epochs(
             if bool(trainer.diverged.all()):
                 raise TrainingDiverged(
                     f"the loss became NaN or infinite in epoch {trainer.epoch - 1}; {folder / LAST_CKPT} keeps the "
-                    f"last good epoch. Lower train.lr_init (now {trainer.member_hparams(0)['lr_init']:g}) or "
+                    f"last good epoch. Lower train.lr_init (now {trainer.members[0]['lr_init']:g}) or "
                     "train.max_grad_norm and rerun."
                 )
             files.epoch_done(trainer, improved=bool(metrics["improved"][0]))
@@ -264,7 +266,7 @@ class RunFiles:
         self.written_at = time.monotonic()
 
     def epoch_done(self, trainer: Trainer, improved: bool) -> None:
-        state = trainer.state_dict()
+        state = trainer.population_state().to_dict()
         # history rows are never changed once appended: a new list of the same rows is a copy
         self.last = {**_cloned(state), "history": list(state["history"]), "config": self.config}
         if improved:
@@ -342,7 +344,7 @@ def sample(
     )
     payload = load_checkpoint(path)
     trainer = Trainer(config, data)
-    trainer.load_state_dict(payload)
+    trainer.load_population_state(PopulationState.from_dict(payload))
     samples = config.train.num_samples if num_samples is None else num_samples
     start = time.perf_counter()
     epoch = trainer.epoch - 1  # the checkpoint's last completed epoch, numbered from 0 as in metrics.csv

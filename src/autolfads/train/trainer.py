@@ -26,6 +26,7 @@ from .member_state import MemberState
 from .nlb_scoring import check_nlb_targets, nlb_metrics
 from .objective import ramp, reconstruction_loss, total_loss
 from .optim import PopulationAdam, clip_member_grad_norms
+from .population_state import PopulationState
 from .schedule import end_epoch
 from .validation import ValidationSessions, evaluate, l2_scales, null_nll_of_split
 
@@ -139,34 +140,6 @@ class Trainer:
     @property
     def smth_metric(self) -> torch.Tensor:
         return self.state.smth_metric
-
-    # ---------------------------------------------------------------- per-member hyperparameters
-    def set_member_hparams(self, member: int, values: Mapping[str, float]) -> None:
-        """Apply new hyperparameters to one member (after any state restore, so they are not overwritten)."""
-        updated = {**self.members[member], **{name: float(value) for name, value in values.items()}}
-        with_member_hparams(self.config, updated)
-        self.members[member] = updated
-        self.hp = self._hp_tensors()
-        if "lr_init" in values:
-            self.state.lr[member] = updated["lr_init"]
-
-    def member_hparams(self, member: int) -> dict[str, float]:
-        return dict(self.members[member])
-
-    @torch.no_grad()
-    def copy_member(self, source: int, target: int) -> None:
-        """PBT exploit: `target` takes `source`'s weights, optimizer state and training state (its own
-        random stream stays). Set new hyperparameters afterwards with set_member_hparams."""
-        for tensor in [
-            *self.model.state_dict().values(),
-            self.optimizer.steps,
-            *self.optimizer.exp_avg,
-            *self.optimizer.exp_avg_sq,
-        ]:
-            tensor[target] = tensor[source]
-        self.state.copy_member(source, target)
-        self.members[target] = dict(self.members[source])
-        self.hp = self._hp_tensors()
 
     def _hp_tensors(self) -> dict[str, torch.Tensor]:
         return {name: torch.tensor([m[name] for m in self.members], device=self.device) for name in MEMBER_HPARAMS}
@@ -282,33 +255,32 @@ class Trainer:
             raise ConfigError("NLB metrics need data.nlb_targets: the targets file of `autolfads data nlb`")
         return nlb_metrics(self.model, self.splits[0], self.nlb_targets, self.config.train.batch_size)
 
-    # ---------------------------------------------------------------- state for checkpoints
-    def state_dict(self) -> dict:
+    # ---------------------------------------------------------------- state for checkpoints and searches
+    def population_state(self) -> PopulationState:
         members = self.state.to_dict()
-        return {
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "trainer": {
+        return PopulationState(
+            model=self.model.state_dict(),
+            optimizer=self.optimizer.state_dict(),
+            trainer={
                 "epoch": self.epoch,
                 "lr": members.pop("lr"),
                 "members": [dict(values) for values in self.members],
                 **members,
             },
-            "rng": {"members": self.model.rng.get_state(), "data": self.data_rng.get_state()},
-            "history": list(self.history),
-        }
+            rng={"members": self.model.rng.get_state(), "data": self.data_rng.get_state()},
+            history=list(self.history),
+        )
 
-    def load_state_dict(self, state: dict) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        trainer = state["trainer"]
-        self.epoch = int(trainer["epoch"])
-        self.members = [dict(values) for values in trainer["members"]]
+    def load_population_state(self, state: PopulationState) -> None:
+        self.model.load_state_dict(state.model)
+        self.optimizer.load_state_dict(state.optimizer)
+        self.epoch = state.epoch
+        self.members = state.hparams
         self.hp = self._hp_tensors()
-        self.state = MemberState.from_dict(trainer, self.device)
-        self.model.rng.set_state(state["rng"]["members"])
-        self.data_rng.set_state(state["rng"]["data"])
-        self.history = list(state["history"])
+        self.state = MemberState.from_dict(state.trainer, self.device)
+        self.model.rng.set_state(state.rng["members"])
+        self.data_rng.set_state(state.rng["data"])
+        self.history = list(state.history)
 
 
 def seeds_of(seed: int, members: Iterable[int]) -> list[int]:
