@@ -1,25 +1,73 @@
-"""Gamma / zero-inflated Gamma observation models, SBTT, temporal shift and spike jitter (issue 8, parts 3-4)."""
+"""model/reconstruction.py: the observation models. Poisson and Gaussian NLLs and means, Gamma and
+zero-inflated Gamma against SciPy and by hand, the readout's init, training on Gamma data, and what each model
+accepts as data and config (issue 8, parts 3-4)."""
 
 from __future__ import annotations
 
-from pathlib import Path
+import math
 
 import h5py
 import numpy as np
 import pytest
 import torch
 from scipy import stats
+from scipy.special import gammaln
 
-from autolfads.data.dataset import LFADSData, Split, load_data
+from autolfads.data.dataset import load_data
 from autolfads.errors import ConfigError, DataError
 from autolfads.model import LFADS
-from autolfads.model.augmentations import sbtt_targets, spike_jitter, temporal_shift
-from autolfads.model.population import MemberRNG
-from autolfads.model.reconstruction import RECONSTRUCTIONS, Gamma, ZeroInflatedGamma, make_reconstruction
+from autolfads.model.reconstruction import (
+    RECONSTRUCTIONS,
+    Gamma,
+    Gaussian,
+    Poisson,
+    ZeroInflatedGamma,
+    make_reconstruction,
+)
 from autolfads.names import OBSERVATION_MODELS
-from autolfads.train.objective import reconstruction_loss
 from autolfads.train.trainer import Trainer
-from helpers import config, make_data, model_config
+from helpers import (
+    config,
+    gamma_data,
+    model_config,
+)
+
+# ==================================================================================== 6. reconstructions
+
+
+def test_poisson_nll_and_mean():
+    rng = np.random.default_rng(0)
+    log_rate = rng.normal(0.0, 1.0, size=(2, 3, 4, 5, 1))
+    counts = rng.poisson(2.0, size=(2, 3, 4, 5)).astype(float)
+    model = Poisson()
+    assert model.n_params == 1 and RECONSTRUCTIONS["poisson"] is Poisson
+    nll = model.nll(torch.tensor(log_rate), torch.tensor(counts)).numpy()
+    np.testing.assert_allclose(nll, np.exp(log_rate[..., 0]) - counts * log_rate[..., 0], rtol=1e-12)
+    # the same as scipy's log-pmf up to the data-only log k! term
+    np.testing.assert_allclose(
+        nll, -stats.poisson.logpmf(counts, np.exp(log_rate[..., 0])) - gammaln(counts + 1), rtol=1e-10, atol=1e-10
+    )
+    np.testing.assert_allclose(model.mean(torch.tensor(log_rate)).numpy(), np.exp(log_rate[..., 0]))
+    # the references' NLL (torch's poisson_nll_loss with full=True, as lfads-torch; TensorFlow's log_poisson_loss
+    # with compute_full_loss is the same formula) is ours plus Stirling's k log k - k + 0.5 log(2 pi k) for k > 1
+    k = torch.tensor(counts)
+    theirs = torch.nn.functional.poisson_nll_loss(
+        torch.tensor(log_rate[..., 0]), k, log_input=True, full=True, reduction="none"
+    )
+    stirling = torch.where(k > 1, k * k.log() - k + 0.5 * torch.log(2 * math.pi * k), 0.0)
+    np.testing.assert_allclose(theirs.numpy(), nll + stirling.numpy(), rtol=1e-10, atol=1e-10)
+
+
+def test_gaussian_nll_and_mean():
+    rng = np.random.default_rng(1)
+    params = rng.normal(0.0, 1.0, size=(2, 3, 4, 5, 2))
+    target = rng.normal(0.0, 2.0, size=(2, 3, 4, 5))
+    model = Gaussian()
+    assert model.n_params == 2
+    nll = model.nll(torch.tensor(params), torch.tensor(target)).numpy()
+    want = -stats.norm.logpdf(target, params[..., 0], np.exp(0.5 * params[..., 1]))
+    np.testing.assert_allclose(nll, want, rtol=1e-10)
+    np.testing.assert_allclose(model.mean(torch.tensor(params)).numpy(), params[..., 0])
 
 
 def test_one_list_of_observation_models():
@@ -80,24 +128,6 @@ def test_readout_init_gives_finite_rates_and_loss(name, s_min):
     assert torch.isfinite(out.rates).all() and (out.rates > 0).all()
     nll = model.reconstruction.nll(out.output_params, torch.rand(5, cfg.recon_seq_len, cfg.recon_dim) + 0.1)
     assert torch.isfinite(nll).all()
-
-
-def gamma_data(cfg, n_train=48, n_valid=16, seed=3, zeros=0.0) -> LFADSData:
-    """Gamma-distributed observations (shape 3) around smooth per-trial means; `zeros` of them set to 0."""
-    rng = np.random.default_rng(seed)
-    loadings = rng.normal(size=(2, cfg.recon_dim))
-    times = np.linspace(0, 2 * np.pi, cfg.recon_seq_len)
-    splits = {}
-    for name, n in (("train", n_train), ("valid", n_valid)):
-        phase = rng.uniform(0, 2 * np.pi, size=(n, 1))
-        latents = np.stack([np.sin(times + phase), np.cos(2 * times + phase)], -1)
-        means = np.exp(0.3 + 1.0 * np.tanh(latents @ loadings))
-        values = rng.gamma(3.0, means / 3.0)
-        values[rng.uniform(size=values.shape) < zeros] = 0.0
-        recon = torch.from_numpy(values.astype(np.float32))
-        encod = recon[:, : cfg.encod_seq_len, : cfg.encod_dim].clone()
-        splits[name] = Split(name, encod, recon, None, torch.from_numpy(means.astype(np.float32)), np.arange(n))
-    return LFADSData(Path("in-memory"), "encod_recon", splits["train"], splits["valid"], None, None)
 
 
 @pytest.mark.parametrize("name, zeros", [("gamma", 0.0), ("zig", 0.3)])
@@ -163,111 +193,3 @@ def test_config_accepts_the_new_keys():
     assert cfg.model.reconstruction == "zig" and cfg.train.sbtt
     with pytest.raises(ConfigError):
         cfg.model.reconstruction = "lognormal"
-
-
-# ============================================================================ SBTT
-
-
-def test_sbtt_mask_is_a_no_op_without_missing_bins_and_reweights_with_them():
-    rng = np.random.default_rng(2)
-    params = torch.from_numpy(rng.normal(size=(2, 3, 5, 4, 1)))
-    target = torch.from_numpy(rng.poisson(2.0, size=(3, 5, 4)).astype(np.float64))
-    recon = make_reconstruction(model_config())
-    full = reconstruction_loss(recon.nll(params, target))
-    filled, weight = sbtt_targets(target)
-    assert weight is None and filled is target
-    missing = target.clone()
-    missing[0, 1, 2] = missing[2, 4, 0] = missing[1, 0, 3] = float("nan")
-    filled, weight = sbtt_targets(missing)
-    assert not torch.isnan(filled).any()
-    masked = reconstruction_loss(recon.nll(params, filled) * weight)
-    observed = ~torch.isnan(missing)
-    nll = recon.nll(params, target)
-    by_hand = (nll * observed).sum((1, 2, 3)) / observed.sum()
-    torch.testing.assert_close(masked, by_hand)
-    fraction_missing = 3 / missing.numel()
-    torch.testing.assert_close(masked, (nll * observed).mean((1, 2, 3)) / (1 - fraction_missing))
-    assert not torch.allclose(masked, full)
-
-
-def test_sbtt_training_ignores_missing_bins():
-    cfg = config(model=dict(dropout_rate=0.05, cd_rate=0.2), train=dict(lr_init=1e-2, sbtt=True))
-    data = make_data(cfg.model, n_train=32, n_valid=8, seed=3, learnable=True)
-    holes = torch.rand(data.train.recon.shape, generator=torch.Generator().manual_seed(0)) < 0.2
-    data.train.recon[holes] = float("nan")
-    data.train.encod.copy_(torch.nan_to_num(data.train.recon[:, : cfg.model.encod_seq_len, : cfg.model.encod_dim]))
-    trainer = Trainer(cfg, data, member_seeds=[0])
-    params = [p.detach().clone() for p in trainer.params]
-    history = [trainer.run_epoch() for _ in range(8)]
-    assert all(torch.isfinite(row["loss"]).all() and torch.isfinite(row["val_loss"]).all() for row in history)
-    assert all(torch.isfinite(p).all() for p in trainer.params)
-    assert any(not torch.equal(a, b) for a, b in zip(params, trainer.params))
-    assert history[-1]["val_nll_heldin"].item() < history[0]["val_nll_heldin"].item()
-    assert torch.isfinite(history[-1]["val_bps"]).all()  # bits/spike over the observed bins only
-    metrics = trainer.evaluate("train")
-    assert torch.isfinite(metrics["train_bps"]).all() and torch.isfinite(metrics["train_recon"]).all()
-
-
-# ============================================================================ temporal shift and spike jitter
-
-
-def counts(seed=0, shape=(4, 10, 3)):
-    return torch.from_numpy(np.random.default_rng(seed).poisson(1.5, size=shape).astype(np.float32))
-
-
-def test_spike_jitter_preserves_counts_and_is_seeded_and_member_independent():
-    data = counts()
-    jittered = spike_jitter(data, 2, MemberRNG([5, 6]))
-    assert jittered.shape == (2, *data.shape)
-    torch.testing.assert_close(jittered.sum(2), data.sum(1).expand(2, -1, -1))  # per trial and neuron
-    assert not torch.equal(jittered[0], data) and not torch.equal(jittered[0], jittered[1])
-    torch.testing.assert_close(spike_jitter(data, 2, MemberRNG([5, 6])), jittered)  # deterministic under a seed
-    torch.testing.assert_close(spike_jitter(data, 2, MemberRNG([6]))[0], jittered[1])  # member-independent
-    torch.testing.assert_close(spike_jitter(data, 0, MemberRNG([5]))[0], data)
-    assert (jittered - data).abs().max() > 0 and (jittered >= 0).all()
-
-
-def test_spike_jitter_moves_spikes_at_most_width_bins():
-    data = torch.zeros(1, 20, 1)
-    data[0, 10, 0] = 50
-    out = spike_jitter(data, 2, MemberRNG([0]))[0, 0, :, 0]
-    assert out.sum() == 50 and out[:8].sum() == 0 and out[13:].sum() == 0 and (out[8:13] > 0).sum() >= 3
-
-
-def test_temporal_shift_keeps_shapes_and_shifts_each_trial_neuron():
-    data = torch.arange(2 * 8 * 3, dtype=torch.float32).reshape(2, 8, 3)
-    shifted = temporal_shift(data, 2.0, 2, MemberRNG([1, 2]))
-    assert shifted.shape == (2, *data.shape)
-    for p in range(2):
-        for b in range(2):
-            for n in range(3):
-                series, original = shifted[p, b, :, n], data[b, :, n]
-                candidates = [
-                    torch.cat([original[:1].repeat(s), original[: 8 - s]])
-                    if s >= 0
-                    else torch.cat([original[-s:], original[-1:].repeat(-s)])
-                    for s in range(-2, 3)
-                ]
-                assert any(torch.equal(series, c) for c in candidates)
-    torch.testing.assert_close(temporal_shift(data, 2.0, 2, MemberRNG([1, 2])), shifted)
-    torch.testing.assert_close(temporal_shift(data, 2.0, 2, MemberRNG([2]))[0], shifted[1])
-    assert not torch.equal(shifted[0], shifted[1])
-    torch.testing.assert_close(temporal_shift(data, 0.0, 2, MemberRNG([1]))[0], data)
-
-
-def test_trainer_with_augmentations_runs_and_members_stay_independent():
-    model = dict(temporal_shift_std=1.0, temporal_shift_max=2, spike_jitter_width=1, dropout_rate=0.05, cd_rate=0.2)
-    cfg = config(model=model, train=dict(lr_init=1e-2))
-    data = make_data(cfg.model, n_train=24, n_valid=8, seed=3, learnable=True)
-    pop = Trainer(cfg, data, population=[{}, {"lr_init": 3e-3}], member_seeds=[0, 1])
-    single = Trainer(cfg, data, population=[{"lr_init": 3e-3}], member_seeds=[1])
-    for _ in range(2):
-        pop.run_epoch()
-        single.run_epoch()
-    for (name, a), b in zip(pop.model.state_dict().items(), single.model.state_dict().values()):
-        torch.testing.assert_close(a[1:], b, rtol=1e-4, atol=1e-5, msg=name)
-    with pytest.raises(ConfigError, match="spike counts"):
-        Trainer(
-            config(model=dict(reconstruction="gamma", spike_jitter_width=1)),
-            gamma_data(model_config(reconstruction="gamma")),
-        )
