@@ -34,7 +34,7 @@ test-fast: setup
 slurm-test: setup
 	@if ! PATH="$$PATH:/usr/sbin:/sbin" sh -c 'command -v slurmctld' >/dev/null; then \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurm-wlm munge; fi
-	deploy/slurm/local_cluster.sh run $(BIN)/pytest -q -m slurm tests/test_slurm.py
+	deploy/slurm/local_cluster.sh run $(BIN)/pytest -q -m slurm tests/test_deploy_slurm.py
 
 # ruff, configured in pyproject.toml: lint and formatting checks (CI runs this before the tests)
 lint: setup

@@ -1,6 +1,6 @@
 """Shared fixtures.
 
-End-to-end tests (tests/test_cli.py, tests/test_checkpoint.py) run the real `autolfads` command in a
+End-to-end tests (tests/test_cli_train.py, tests/test_train_checkpoint.py) run the real `autolfads` command in a
 subprocess, on a tiny synthetic Lorenz set and a tiny model, so a whole training run takes about a second.
 """
 

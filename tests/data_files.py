@@ -1,5 +1,6 @@
-"""Synthetic inputs of the data commands for the data-folder and data-guide tests: spike-time tables as a lab
-exports them (a spikes CSV and a trials CSV), and LFADS files with missing bins."""
+"""Synthetic inputs of the data commands for the data-folder, data-guide and multi-session tests: spike-time
+tables as a lab exports them (a spikes CSV and a trials CSV), LFADS files with missing bins, and Lorenz sessions
+that share their latents."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from autolfads.data.hdf5 import MISSING_BINS_ATTR, write_lfads_h5
+from autolfads.data.synthetic import make_lorenz
 
 TRIALS, UNITS, TRIAL_S, GO_S = 40, 12, 1.0, 0.3  # 40 trials of 1 s, `go` 0.3 s into each; 12 units
 
@@ -43,3 +45,15 @@ def write_missing_bins_file(path: Path, marked: bool, seed: int = 0) -> tuple[Pa
     attrs = {MISSING_BINS_ATTR: True} if marked else {}
     write_lfads_h5(path, arrays, attrs)
     return path, sum(int(np.isnan(a).sum()) for a in arrays.values())
+
+
+NEURONS = (12, 9, 15)
+
+
+def write_sessions(folder: Path, neurons=NEURONS, seq_len: int = 20, drop: tuple[str, ...] = ()) -> Path:
+    """Lorenz sessions with the same conditions and latents (same seed), each with its own neurons."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for index, n in enumerate(neurons):
+        arrays = make_lorenz(n_conditions=6, trials_per_condition=5, n_neurons=n, seq_len=seq_len, seed=3)
+        write_lfads_h5(folder / f"session_{index}.h5", {k: v for k, v in arrays.items() if k not in drop})
+    return folder

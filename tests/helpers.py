@@ -75,6 +75,14 @@ def member(param: torch.Tensor, p: int) -> np.ndarray:
     return param[p].detach().double().numpy()
 
 
+def randomize_(module: torch.nn.Module, seed: int, scale: float = 0.5) -> None:
+    """Overwrite every parameter with random values (biases included), so no test relies on init values."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for param in module.parameters():
+            param.copy_(torch.randn(param.shape, generator=generator) * scale)
+
+
 def make_split(name: str, n: int, cfg: ModelConfig, rng: np.random.Generator, rates: np.ndarray | None = None) -> Split:
     t_recon, n_recon = cfg.recon_seq_len, cfg.recon_dim
     if rates is None:
@@ -157,3 +165,21 @@ def set_member_hparams(trainer, member: int, values: dict[str, float]) -> None:
 def read_csv(path: Path) -> list[dict]:
     with open(path) as f:
         return list(csv.DictReader(f))
+
+
+def gamma_data(cfg, n_train=48, n_valid=16, seed=3, zeros=0.0) -> LFADSData:
+    """Gamma-distributed observations (shape 3) around smooth per-trial means; `zeros` of them set to 0."""
+    rng = np.random.default_rng(seed)
+    loadings = rng.normal(size=(2, cfg.recon_dim))
+    times = np.linspace(0, 2 * np.pi, cfg.recon_seq_len)
+    splits = {}
+    for name, n in (("train", n_train), ("valid", n_valid)):
+        phase = rng.uniform(0, 2 * np.pi, size=(n, 1))
+        latents = np.stack([np.sin(times + phase), np.cos(2 * times + phase)], -1)
+        means = np.exp(0.3 + 1.0 * np.tanh(latents @ loadings))
+        values = rng.gamma(3.0, means / 3.0)
+        values[rng.uniform(size=values.shape) < zeros] = 0.0
+        recon = torch.from_numpy(values.astype(np.float32))
+        encod = recon[:, : cfg.encod_seq_len, : cfg.encod_dim].clone()
+        splits[name] = Split(name, encod, recon, None, torch.from_numpy(means.astype(np.float32)), np.arange(n))
+    return LFADSData(Path("in-memory"), "encod_recon", splits["train"], splits["valid"], None, None)

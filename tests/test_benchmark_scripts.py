@@ -1,15 +1,24 @@
 """The benchmark scripts stay runnable: every one parses its options (so its imports follow the package's
 layout), and the device benchmarks run where no GPU is at hand, at tiny sizes on the CPU, so the script that
-will measure a GPU is known to work (issue 16, item 6). No timing is asserted."""
+will measure a GPU is known to work (issue 16, item 6). No timing is asserted. The quality benchmark
+(benchmarks/quality.py): its --help and R^2 always; a few-epoch run on synthetic NLB data and on the shared
+MC_Maze_Small file, slow, the latter when the file is here."""
 
+from __future__ import annotations
+
+import importlib.util
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+
+
 SCRIPTS = sorted((REPO / "benchmarks").glob("*.py"))
 
 
@@ -93,3 +102,78 @@ def test_bit_identity_names_every_file_that_differs_and_nothing_else(tmp_path):
         f"{bits.OUTPUTS[1]}: arrays",
         f"{bits.TABLES[0]}: text",
     ]
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+BENCH = ROOT / "benchmarks" / "quality.py"
+
+
+SHARED_DATA = Path(os.environ.get("AUTOLFADS_SHARED_DATA", ROOT.parent / "shared" / "data"))
+
+
+SHARED_NWB = SHARED_DATA / "sub-Jenkins_ses-small_desc-test_ecephys.nwb"
+
+
+def test_benchmark_help_names_its_options():
+    result = subprocess.run([sys.executable, str(BENCH), "--help"], capture_output=True, text=True, check=True)
+    for option in ("--workdir", "--dataset", "--splits", "--methods", "--jobs", "--search-options", "--smoke"):
+        assert option in result.stdout
+
+
+def test_benchmark_r2_is_sklearns_variance_weighted_r2():
+    from sklearn.metrics import r2_score
+
+    spec = importlib.util.spec_from_file_location("quality", BENCH)
+    quality = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(quality)
+    rng = np.random.default_rng(0)
+    truth = rng.gamma(2.0, 1.0, size=(5, 7, 3)) * np.array([1.0, 4.0, 0.5])  # neurons of different variances
+    rates = truth + rng.normal(0, 0.5, size=truth.shape)
+    expected = r2_score(truth.reshape(-1, 3), rates.reshape(-1, 3), multioutput="variance_weighted")
+    assert quality.r2(rates, truth) == pytest.approx(expected, rel=1e-12)
+    assert quality.r2(truth, truth) == 1.0
+
+
+def run_benchmark(tmp_path: Path, *args: str) -> str:
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]),
+        "OMP_NUM_THREADS": "1",
+    }
+    command = [sys.executable, str(BENCH), "--workdir", str(tmp_path), "--splits", "0", "--smoke", *args]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout
+
+
+@pytest.mark.slow
+def test_benchmark_smoke_run_on_synthetic_nlb_scores_r2_to_the_truth(tmp_path):
+    pytest.importorskip("sklearn", reason="the smoothing baseline needs scikit-learn")
+    pytest.importorskip("nlb_tools", reason="data nlb needs nlb_tools")
+    out = run_benchmark(tmp_path, "--dataset", "nlb-synthetic", "--methods", "smoothing")
+    row = next(line for line in out.splitlines() if line.startswith("| smoothing |"))
+    r2 = float(row.split("|")[4])
+    assert 0.0 < r2 < 1.0  # smoothed counts against true rates: some, not all, of the variance
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert set(results["0"]["smoothing"]) == {"co-bps", "R2", "wall_s"}
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not SHARED_NWB.is_file(),
+    reason=f"the shared real MC_Maze_Small file is not here ({SHARED_NWB}; set AUTOLFADS_SHARED_DATA)",
+)
+def test_benchmark_smoke_run_on_the_real_session(tmp_path):
+    pytest.importorskip("sklearn", reason="the smoothing baseline needs scikit-learn")
+    pytest.importorskip("pynwb", reason="data nwb needs pynwb")
+    out = run_benchmark(tmp_path, "--nwb", str(SHARED_NWB), "--methods", "smoothing", "small_session")
+    assert "# mc_maze_small, splits [0]" in out
+    assert "| smoothing |" in out and "| small_session |" in out
+    assert (tmp_path / "split0" / "smoothing.h5").is_file()
+    assert (tmp_path / "split0" / "small_session" / "lfads_output.h5").is_file()
+    # a rerun keeps what the split's folder holds: nothing is trained again
+    assert "split 0 small_session:" not in run_benchmark(
+        tmp_path, "--nwb", str(SHARED_NWB), "--methods", "smoothing", "small_session"
+    )

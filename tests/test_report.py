@@ -1,6 +1,6 @@
-"""Reports: built from a real (tiny) training run and a real embedded search, checked for every section and
-figure, self-containedness, decodable images and the summary's facts; rendered in headless Chromium; the
-search progress display; TensorBoard logs of every member."""
+"""report/: reports built from a real (tiny) training run and a real embedded search, checked for every
+section and figure, self-containedness, decodable images and the summary's facts; rendered in headless
+Chromium; TensorBoard logs of every member."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import io
 import re
 import shutil
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -26,20 +25,27 @@ from autolfads.data.dataset import load_sessions
 from autolfads.data.multisession_synthetic import write_multisession
 from autolfads.errors import ReportError
 from autolfads.layout import REPORT_FILE, RUN_LOG, SEARCH_LOG
-from autolfads.names import ALL_METRIC, HELDIN_METRIC
+from autolfads.names import ALL_METRIC
 from autolfads.report.build import report_at_end, write_report
 from autolfads.report.load import lineage, load_results, logged_wall_time
 from autolfads.report.summary import fmt
-from autolfads.search.progress import SearchProgress
 from autolfads.search.results import SearchSettings
 from autolfads.search.run import search
 from autolfads.train.records import RunLog
 from autolfads.train.run import train
 
 RUN_SECTIONS = ("summary", "training", "rates", "psth", "latents", "raster")
+
+
 SEARCH_SECTIONS = RUN_SECTIONS + ("search", "lineage")
+
+
 RUN_FIGURES = ("fig-training", "fig-rates", "fig-psth", "fig-latents", "fig-raster")
+
+
 SEARCH_FIGURES = RUN_FIGURES + ("fig-hyperparameters", "fig-generations")
+
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
@@ -358,64 +364,6 @@ def test_wall_time_counts_sessions_not_the_pause_between_them(tmp_path):
         "2026-01-01 12:00:00 resumed from last.ckpt at epoch 3\n2026-01-01 12:01:00 complete after 9 epochs\n"  # 60 s
     )
     assert logged_wall_time(log) == 90
-
-
-# ----------------------------------------------------------------------------------------- progress and TensorBoard
-def test_search_progress_degrades_to_plain_lines(monkeypatch):
-    monkeypatch.setattr(sys.stderr, "isatty", lambda: False)
-    lines = []
-    progress = SearchProgress(population=4, max_generations=3, metric=HELDIN_METRIC, log=lines.append, interval_s=0.0)
-    progress.epoch(1, 5)
-    assert lines[-1].startswith("search: generation 1/3 | members 0/4 | epoch 1/5 | best smth_val_nll_heldin —")
-    progress.member_done(0, 0.9)
-    progress.member_done(1, float("nan"))
-    assert "members 2/4" in lines[-1] and "best smth_val_nll_heldin 0.90000" in lines[-1] and "eta <= " in lines[-1]
-    for member in (2, 3):
-        progress.member_done(member, 0.8)
-    progress.generation_done()
-    assert "generation 2/3 | members 0/4" in lines[-1] and "0.80000" in lines[-1]
-    progress.generation_done(finished=True)
-    assert "done after 2 generations" in lines[-1] and "eta" not in lines[-1]
-    progress.close()
-
-    quiet = []  # the default interval: at most a line every 30 s, and the last one
-    progress = SearchProgress(4, 3, HELDIN_METRIC, log=quiet.append)
-    progress.epoch(1, 5)
-    progress.member_done(0, 0.5)
-    progress.generation_done(finished=True)
-    assert len(quiet) == 1 and "done after 1 generations" in quiet[0]
-
-
-def test_search_progress_shows_the_populations_best_now(monkeypatch):
-    """The closing summary names the last generation's best member; the progress lines show the same value, not
-    the best ever seen (a member's smoothed NLL can rise after its best generation)."""
-    monkeypatch.setattr(sys.stderr, "isatty", lambda: False)
-    lines = []
-    progress = SearchProgress(population=2, max_generations=3, metric=HELDIN_METRIC, log=lines.append, interval_s=0.0)
-    progress.member_done(0, 0.5)
-    progress.member_done(1, 0.7)
-    progress.generation_done()
-    assert "best smth_val_nll_heldin 0.50000" in lines[-1]  # until a member reports, the last generation's
-    progress.member_done(1, 0.6)
-    progress.member_done(0, 0.55)
-    progress.generation_done(finished=True)
-    assert "done after 2 generations" in lines[-1] and "best smth_val_nll_heldin 0.55000" in lines[-1]
-
-
-def test_search_progress_shows_a_bar_on_a_terminal(monkeypatch):
-    stream = io.StringIO()
-    stream.isatty = lambda: True
-    monkeypatch.setattr(sys, "stderr", stream)
-    progress = SearchProgress(population=2, max_generations=2, metric=HELDIN_METRIC, log=pytest.fail)
-    progress.member_done(0, 0.7)
-    progress.member_done(1, 0.6)
-    progress.generation_done()
-    progress.close()
-    assert (
-        "member-gen" in stream.getvalue()
-        and "2/4" in stream.getvalue()
-        and "best smth_val_nll_heldin 0.60000" in stream.getvalue()
-    )
 
 
 def test_tensorboard_shows_every_member_of_a_search(search_dir):

@@ -1,4 +1,6 @@
-"""The embedded AutoLFADS search: real PBT on the population axis, results layout, resume, faults."""
+"""search/embedded.py: the embedded AutoLFADS search. Real PBT on the population axis, results layout,
+resume, faults; the random-search control (no exploits), the time budget and the selection metric on a tiny
+search."""
 
 import math
 import os
@@ -15,13 +17,14 @@ import pytest
 import torch
 
 from autolfads.errors import CheckpointError, ConfigError
-from autolfads.names import ALL_METRIC, SAMPLED_METRIC
+from autolfads.names import ALL_METRIC, HELDIN_METRIC, SAMPLED_METRIC
 from autolfads.search import embedded
 from autolfads.search.pbt import plan_exploits
 from autolfads.search.results import SearchSettings
 from autolfads.search.run import search
 from autolfads.search.space import default_search_space
 from autolfads.train.checkpoint import load_checkpoint
+from autolfads.train.run import load_run_data
 from autolfads.train.trainer import Trainer
 from helpers import TINY_OVERRIDES, read_csv, tiny_config, tiny_search_data
 
@@ -157,7 +160,6 @@ def test_search_ranks_by_the_sampled_metric(lorenz, tmp_path):
 
 
 def test_diverged_member_loses_and_is_replaced(lorenz):
-    from autolfads.train.run import load_run_data
 
     config, data = load_run_data(tiny_config(), lorenz)
     trainer = Trainer(config, data, population=[{}, {}], member_seeds=[0, 1])
@@ -253,3 +255,56 @@ def test_killed_search_resumes_from_the_last_completed_generation(lorenz, tmp_pa
     assert final[: len(completed)] == completed  # completed generations were not retrained
     assert "resumed the search" in (workdir / "search.log").read_text()
     assert "search complete" in result.stdout
+
+
+# ----------------------------------------------------------------------------------------- tiny searches
+
+
+@pytest.mark.slow
+def test_a_random_search_control_keeps_every_members_hyperparameters_and_weights(lorenz, tmp_path):
+    settings = SearchSettings(population=4, epochs_per_generation=2, max_generations=3, exploit=False)
+    outcome = search(tiny_config(), lorenz, tmp_path, settings)
+    assert not (tmp_path / "exploits.csv").exists()
+    state = read_csv(tmp_path / "state.csv")
+    for member in range(4):
+        rows = [row for row in state if int(row["member"]) == member]
+        assert len(rows) == 3 and all(row["lr_init"] == rows[0]["lr_init"] for row in rows)
+    best = min(
+        (row for row in state if row["generation"] == "2"), key=lambda row: float(row[ALL_METRIC])
+    )  # chosen as with PBT: the last generation's lowest selection metric
+    assert outcome.best_member == int(best["member"]) and outcome.select_metric == ALL_METRIC
+
+
+@pytest.mark.slow
+def test_a_time_budget_stops_the_search_and_a_larger_one_continues_it(lorenz, tmp_path):
+    """A budget far smaller than one generation: the search stops after generation 0 with best_model and the
+    ensemble written; a rerun with a huge budget continues (counting the time spent) up to --max-generations."""
+    tight = SearchSettings(population=2, epochs_per_generation=2, max_generations=3, time_budget_s=0.01)
+    outcome = search(tiny_config(), lorenz, tmp_path, tight)
+    assert outcome.generations == 1 and outcome.stop_reason == "time_budget"
+    assert (tmp_path / "best_model" / "lfads_output.h5").is_file() and outcome.ensemble is not None
+    spent = outcome.wall_time_s
+    again = search(tiny_config(), lorenz, tmp_path, tight)  # the same budget: nothing more to train
+    assert again.generations == 1 and again.wall_time_s == spent
+    larger = search(tiny_config(), lorenz, tmp_path, tight.model_copy(update={"time_budget_s": 3600.0}))
+    assert larger.generations == 3 and larger.stop_reason == "max_generations" and larger.wall_time_s > spent
+    assert len(read_csv(tmp_path / "exploits.csv")) == 2 * 1  # after generations 0 and 1, one pair each
+    with pytest.raises(ConfigError, match="different settings"):
+        search(tiny_config(), lorenz, tmp_path, tight.model_copy(update={"population": 3}))
+
+
+@pytest.mark.slow
+def test_the_selection_metric_ranks_the_search_and_a_resume_keeps_it(lorenz, tmp_path):
+    config = tiny_config()
+    config.train.select_metric = HELDIN_METRIC
+    settings = SearchSettings(population=4, epochs_per_generation=2, max_generations=2, seed=5)
+    outcome = search(config, lorenz, tmp_path, settings)
+    state = [row for row in read_csv(tmp_path / "state.csv") if row["generation"] == "0"]
+    for row in read_csv(tmp_path / "exploits.csv"):
+        loser, winner = (next(r for r in state if r["member"] == row[key]) for key in ("loser", "winner"))
+        assert float(row["loser_metric"]) == pytest.approx(float(loser[HELDIN_METRIC]))
+        assert float(loser[HELDIN_METRIC]) >= float(winner[HELDIN_METRIC])
+    assert outcome.select_metric == HELDIN_METRIC and torch.isfinite(torch.tensor(outcome.best_metric))
+    resumed = search(tiny_config(), lorenz, tmp_path, settings)  # the config now names the default: kept
+    assert resumed.select_metric == HELDIN_METRIC and resumed.best_member == outcome.best_member
+    assert "train.select_metric stays smth_val_nll_heldin" in (tmp_path / "search.log").read_text()

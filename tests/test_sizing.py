@@ -1,5 +1,10 @@
-"""Defaults that fit the data (autolfads.sizing): sizes, batch and schedules from a data set's shape, and the
-command line that uses them when no config file is given."""
+"""Defaults that fit the data (autolfads.sizing): sizes, batch and schedules from a data set's shape, the
+command line that uses them when no config file is given, and the shipped small-session configs are what the rule
+picks for their data."""
+
+from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 import yaml
@@ -161,3 +166,28 @@ def test_search_sizes_its_generations_from_the_data_unless_told(lorenz_file, tmp
     given = argparse.Namespace(config_file=path, data=lorenz_file, epochs_per_generation=None)
     assert search_config(given, [])[1] == EPOCHS_PER_GENERATION  # a config file: nothing sized
     assert "sized from the data" not in capsys.readouterr().err
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_the_shipped_small_configs_are_what_the_sizing_rule_picks_for_their_data():
+    """small_session.yaml: 80 training trials, shapes from the file; mc_maze_small.yaml: NLB's MC_Maze_Small
+    (75 training trials, 107 + 35 neurons, 140 + 40 bins). A change of the rule must be carried to them."""
+    small, nlb = (
+        load_config(ROOT / "examples" / "configs" / "small_session.yaml"),
+        load_config(ROOT / "examples" / "configs" / "mc_maze_small.yaml"),
+    )
+    assert small.model.data_dim is None and small.model.seq_len is None  # shapes from the file: any session
+    for config, shape in (
+        (small, DataShape(train_trials=80, heldin=86, heldout=21, bins=140)),
+        (nlb, DataShape(train_trials=75, heldin=107, heldout=35, bins=140, forward_bins=40)),
+    ):
+        for key, value in sized_values(shape).items():
+            section, field = key.split(".")
+            assert getattr(getattr(config, section), field) == value, key
+    assert (small.train.batch_size, small.train.max_epochs, nlb.train.batch_size) == (16, 800, 8)
+    # NLB's light regularisation (benchmarks/RESULTS.md): not dropout 0.3 and KL/L2 1e-3
+    assert (small.model.dropout_rate, small.model.cd_rate) == (nlb.model.dropout_rate, nlb.model.cd_rate) == (0.02, 0.3)
+    assert small.train.kl_co_weight == small.train.l2_gen_scale == 1e-4
+    assert small.train.select_metric == nlb.train.select_metric == "smth_val_nll_all"

@@ -1,5 +1,5 @@
 #!/bin/sh
-# The images' install sequence. The Dockerfiles' build stage runs it, and tests/test_deploy.py runs it in a
+# The images' install sequence. The Dockerfiles' build stage runs it, and tests/test_deploy_folder.py runs it in a
 # fresh virtual environment from a copy of the build context, so what the tests install is what the images do:
 # pinned torch, the pinned dependencies, then autolfads itself without resolving anything more, then a check.
 #   VENV         the virtual environment to create (/opt/autolfads in the images)

@@ -4,7 +4,7 @@ Source: the CustomResourceDefinition `rayjobs.ray.io` (KubeRay's ray-operator CR
 controller-gen v0.16.5), as kept in the project's shared reference folder
 (../shared/reference/schemas/kuberay-rayjob-crd.yaml; it is not in a user's clone, hence this copy).
 Trimmed: only the served+stored `v1` version's schema, as compact JSON with a provenance note; nothing
-inside the schema is changed. tests/test_kubeflow.py validates `autolfads kubeflow rayjob` against it.
+inside the schema is changed. tests/test_deploy_rayjob.py validates `autolfads kubeflow rayjob` against it.
 
     python tests/data/trim_rayjob_crd.py [CRD_YAML]
 """

@@ -1,4 +1,4 @@
-"""Every use of Ray's private API, in one place (checked against Ray 2.60; see tests/test_ray_backend.py).
+"""Every use of Ray's private API, in one place (checked against Ray 2.60; see tests/test_search_ray_backend.py).
 
 The synchronous binary-tournament scheduler needs five things Tune offers no public call for: point a paused
 trial at the checkpoint it must start from (as Ray's own PopulationBasedTraining does on exploit), reset a

@@ -1,7 +1,7 @@
 """The training loop's metric maths on tensors: smoothing, Poisson NLL, bits per spike, R^2.
 
 evaluate/metrics.py (NumPy) holds the definitions of bits per spike and R^2; these are their torch twins,
-for populations of members on the device, accumulated batch by batch (test_metrics_agree checks they agree).
+for populations of members on the device, accumulated batch by batch (tests/test_train_metrics.py checks they agree).
 """
 
 import math

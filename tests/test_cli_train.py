@@ -1,9 +1,9 @@
-"""End-to-end: the `autolfads` command line in a subprocess, on a tiny Lorenz set and a tiny model.
+"""End-to-end `autolfads train` and `sample`: the command line in a subprocess, on a tiny Lorenz set and a tiny
+model.
 
 Covers a full training run (Katib metric lines, every file of the run folder, the output file), `sample`,
-PBT-style generations (`--epochs N` twice, with a new hyperparameter the second time), an lfads-tf2 YAML,
---version / --help, and bad input: exit code 2, one `autolfads: error: ...` line, never a traceback.
-"""
+PBT-style generations (`--epochs N` twice, with a new hyperparameter the second time), an lfads-tf2 YAML, and
+bad input: exit code 2, one `autolfads: error: ...` line, never a traceback."""
 
 from __future__ import annotations
 
@@ -22,16 +22,26 @@ try:
 except ImportError:  # pytest --import-mode=importlib
     from tests.conftest import TINY_DATA_SHAPE, TINY_MODEL
 
+
 pytestmark = pytest.mark.slow
+
 
 # Katib's StdOut metrics collector: the default filter of a Katib Experiment's metricsCollectorSpec.
 KATIB_REGEX = re.compile(r"([\w|-]+)\s*=\s*([+-]?\d*(\.\d+)?([Ee][+-]?\d+)?)")
+
+
 KATIB_METRICS = ("smth_val_nll_heldin", "val_nll_heldin", "loss", "epoch")
+
+
 OUTPUT_FIELDS = (
     "rates", "factors", "gen_states", "gen_inputs", "gen_init",
     "con_states", "ic_mean", "ic_std", "co_means", "co_stds",
 )  # fmt: skip
+
+
 OUTPUT_KEYS = {f"{split}_{field}" for split in ("train", "valid") for field in (*OUTPUT_FIELDS, "inds")}
+
+
 N_EPOCHS = TINY_MODEL["train.max_epochs"]
 
 
@@ -300,36 +310,6 @@ TRAIN:
     assert Path(saved["data"]["dir"]) == lorenz_file.resolve()
     with h5py.File(folder / "lfads_output.h5", "r") as out:
         assert out["train_factors"].shape == (TINY_DATA_SHAPE["n_train"], TINY_DATA_SHAPE["seq_len"], 4)
-
-
-# --- version and help ---------------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("args", "expected"),
-    [
-        (["--version"], "autolfads 0.1.0"),
-        (["--help"], "train"),
-        (["train", "--help"], "--checkpoint"),
-        (["sample", "--help"], "--num-samples"),
-        (["data", "lorenz", "--help"], "--n-conditions"),
-    ],
-    ids=["version", "help", "train-help", "sample-help", "data-help"],
-)
-def test_version_and_help_exit_zero(autolfads, args, expected):
-    import autolfads as package
-
-    result = autolfads(*args)
-    assert result.returncode == 0, result.stderr
-    assert expected in result.stdout
-    if args == ["--version"]:
-        assert result.stdout.strip() == f"autolfads {package.__version__}"
-
-
-def test_no_command_prints_help_and_exits_2(autolfads):
-    result = autolfads()
-    assert result.returncode == 2
-    assert "COMMAND" in result.stdout and "Traceback" not in result.stderr
 
 
 # --- bad input: exit code 2, one line naming the file or key, no traceback --------------------------------------

@@ -1,8 +1,9 @@
 """Bad input to the commands (issue 27, items 4-6): every case exits non-zero with one line that names the option,
-file or value at fault, shows no traceback, leaves nothing behind, and the corrected command then works.
+file or value at fault, shows no traceback, leaves nothing behind, and the corrected command then works; bad
+search settings, YAML configs and overrides, and kubeflow options are named in our words.
 
 The commands that do not train run in-process (`autolfads.cli.main`); the few that must start training use the
-tiny Lorenz set and model of conftest.py. The data commands' cases are in tests/test_bad_input_data.py.
+tiny Lorenz set and model of conftest.py. The data commands' cases are in tests/test_cli_data_bad_input.py.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from autolfads.cli import main
 from conftest import tiny_overrides
 
 REPO = Path(__file__).resolve().parents[1]
+
+
 LORENZ_CONFIG = REPO / "examples" / "configs" / "lorenz.yaml"
 
 
@@ -48,6 +51,8 @@ def succeeds(argv: list, capsys) -> str:
 
 KATIB = ["kubeflow", "katib", "--name", "lorenz", "--image", "ghcr.io/lab/autolfads:0.1.0", "--data-pvc", "data",
          "--config-file", LORENZ_CONFIG, "--population", "8", "--epochs-per-generation", "5"]  # fmt: skip
+
+
 RAYJOB = ["kubeflow", "rayjob", "--name", "lorenz-ray", "--image", "ghcr.io/lab/autolfads:0.1.0-ray", "--pvc", "share",
           "--config-file", LORENZ_CONFIG, "--population", "8", "--epochs-per-generation", "5"]  # fmt: skip
 
@@ -357,3 +362,57 @@ def test_search_reruns_failed_starts_names_differences_and_goes_on_past_max_gene
     assert state_tables(workdir) == state_tables(straight)
     with open(workdir / "state.csv", newline="") as f:
         assert {row["generation"] for row in csv.DictReader(f)} == {"0", "1"}
+
+
+def test_bad_search_settings_name_the_option_in_our_words(tmp_path, capsys):
+    assert (
+        main(
+            [
+                "search",
+                "--data",
+                str(tmp_path / "missing.h5"),
+                "--workdir",
+                str(tmp_path / "search"),
+                "--population",
+                "1",
+            ]
+        )
+        == 2
+    )
+    err = capsys.readouterr().err
+    assert "invalid search settings: --population: Input should be greater than or equal to 2 (got 1)" in err
+    assert "pydantic" not in err
+
+
+@pytest.mark.parametrize(
+    "text, where",
+    [
+        ("model: [1, 2\n", "at line 2, column 1: expected ',' or ']'"),
+        ("model:\n  gen_dim: 1\n   ic_dim: 2\n", "at line 3, column 10: mapping values are not allowed here"),
+        ('model: {gen_dim: "16}\n', "at line 2, column 1: found unexpected end of stream"),
+    ],
+)
+def test_bad_yaml_config_is_one_line_with_where(text, where, tmp_path, capsys):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    argv = ["train", "--data", str(tmp_path / "missing.h5"), "--checkpoint", str(tmp_path / "run")]
+    assert main([*argv, "--config-file", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"autolfads: error: {path}: invalid YAML {where}") and err.count("\n") == 1, err
+
+
+def test_bad_yaml_override_is_one_line_naming_the_key(tmp_path, capsys):
+    argv = ["train", "--data", str(tmp_path / "missing.h5"), "--checkpoint", str(tmp_path / "run")]
+    assert main([*argv, "model.gen_dim", "[16,"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("autolfads: error: command-line overrides: model.gen_dim: cannot parse '[16,' as YAML at ")
+    assert err.count("\n") == 1, err
+
+
+def test_bad_kubeflow_options_are_one_line_naming_them(tmp_path, capsys):
+    lorenz = Path(__file__).parents[1] / "examples" / "configs" / "lorenz.yaml"
+    argv = ["kubeflow", "katib", "--name", "Lorenz", "--image", "i", "--data-pvc", "d", "--config-file", str(lorenz)]
+    assert main([*argv, "--population", "8", "--epochs-per-generation", "0", "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("autolfads: error: --name 'Lorenz': use lower-case letters") and err.count("\n") == 1, err
+    assert "--epochs-per-generation must be >= 1, got 0" in err

@@ -24,8 +24,8 @@ pytest.importorskip("pynwb", reason="NWB tests need pynwb: pip install pynwb")
 from autolfads.cli import main  # noqa: E402
 from autolfads.data import hdf5  # noqa: E402
 from conftest import TINY_DATA_ARGS, cli_command, cli_env, tiny_overrides  # noqa: E402
-from test_export_nwb import fake_output  # noqa: E402
-from test_sessions import OPTIONS, SPIKES, write_session_nwb, write_spike_csvs  # noqa: E402
+from test_data_nwb import OPTIONS, SPIKES, write_session_nwb, write_spike_csvs  # noqa: E402
+from test_data_nwb_export import fake_output  # noqa: E402
 
 SESSION = [*OPTIONS, "--heldout-column", "heldout"]  # `data nwb` / `data spikes` options that work on the files
 

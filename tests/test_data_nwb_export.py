@@ -12,7 +12,7 @@ pytest.importorskip("pynwb", reason="NWB tests need pynwb: pip install pynwb")
 from pynwb import NWBHDF5IO  # noqa: E402
 
 from autolfads.cli import main  # noqa: E402
-from test_sessions import GO, SHARED_NWB, write_session_nwb  # noqa: E402
+from test_data_nwb import GO, SHARED_NWB, write_session_nwb  # noqa: E402
 
 
 def fake_output(folder: Path, data: Path) -> dict[str, np.ndarray]:

@@ -16,7 +16,7 @@ from autolfads.model import LFADS, compiled
 from autolfads.model.fused import FusedDecoder, FusedGRUSequence, project
 from autolfads.train.trainer import Trainer, recurrent_core
 from helpers import config, make_data
-from test_fused import assert_close_grads, decoder_inputs, grads_of
+from test_model_fused import assert_close_grads, decoder_inputs, grads_of
 
 needs_compiler = pytest.mark.skipif(
     compiled.build_tools_missing() is not None, reason=str(compiled.build_tools_missing())

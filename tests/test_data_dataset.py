@@ -1,6 +1,9 @@
-"""A folder written by our data commands trains as `--data FOLDER` (issue 25, item 4): the targets, true rates
-and outputs our commands write beside a data file are never taken as sessions; and a file that marks its
-NaN entries as missing bins trains without train.sbtt, saying so in one line."""
+"""data/dataset.py: sessions and data folders. Sessions loaded from a folder, glob or file (bin counts and
+file names checked); a folder written by our data commands trains as `--data FOLDER` (issue 25, item 4): the
+targets, true rates and outputs our commands write beside a data file are never taken as sessions; and a file
+that marks its NaN entries as missing bins trains without train.sbtt, saying so in one line."""
+
+from __future__ import annotations
 
 from pathlib import Path
 
@@ -10,12 +13,13 @@ import pytest
 
 from autolfads.cli import main
 from autolfads.config import load_config
-from autolfads.data.dataset import find_data_files, load_data
+from autolfads.data.dataset import find_data_files, load_data, load_sessions
 from autolfads.data.hdf5 import KIND_ATTR, MISSING_BINS_ATTR, write_lfads_h5
+from autolfads.data.synthetic import make_lorenz
 from autolfads.errors import DataError
 from conftest import tiny_overrides
-from data_files import write_missing_bins_file, write_spike_tables
-from test_sessions import run_error as error
+from data_files import NEURONS, write_missing_bins_file, write_sessions, write_spike_tables
+from test_data_nwb import run_error as error
 
 SPIKES_OPTIONS = ["--align", "go", "--window", "-200", "500", "--bin-ms", "20", "--valid-fraction", "0.25"]
 
@@ -167,3 +171,38 @@ def test_marked_missing_bins_train_without_a_flag_and_say_so(tmp_path, capsys):
     unmarked, _ = write_missing_bins_file(tmp_path / "unmarked.h5", marked=False)
     err = error(capsys, "train", "--data", unmarked, "--checkpoint", tmp_path / "refused", *tiny_overrides())
     assert "unmarked.h5: 'train_data' holds" in err and "train.sbtt" in err
+
+
+@pytest.fixture(scope="module")
+def sessions_dir(tmp_path_factory) -> Path:
+    return write_sessions(tmp_path_factory.mktemp("sessions") / "data")
+
+
+# ---------------------------------------------------------------- data and config
+
+
+def test_load_sessions_from_folder_glob_and_file(sessions_dir):
+    folder = load_sessions(sessions_dir)
+    assert [s.name for s in folder] == ["session_0", "session_1", "session_2"]
+    assert [s.recon_dim for s in folder] == list(NEURONS)
+    assert [s.name for s in load_sessions(sessions_dir / "session_[02].h5")] == ["session_0", "session_2"]
+    assert [s.name for s in load_sessions(sessions_dir, prefix="session_1")] == ["session_1"]
+    assert folder[0].train.conditions is not None and set(folder[0].train.conditions) == set(range(6))
+    with pytest.raises(DataError, match="no data file matches"):
+        load_sessions(sessions_dir / "nothing_*.h5")
+
+
+def test_sessions_with_different_bin_counts_are_refused(tmp_path):
+    folder = write_sessions(tmp_path / "data", neurons=(5, 6))
+    arrays = make_lorenz(n_conditions=6, trials_per_condition=5, n_neurons=7, seq_len=25, seed=3)
+    write_lfads_h5(folder / "session_9.h5", arrays)
+    with pytest.raises(DataError, match="same time bins") as info:
+        load_sessions(folder)
+    assert "session_0.h5 has 20" in str(info.value) and "session_9.h5 has 25" in str(info.value)
+
+
+def test_sessions_need_distinct_file_names(tmp_path):
+    for day in ("day1", "day2"):
+        write_sessions(tmp_path / day, neurons=(5,))
+    with pytest.raises(DataError, match="distinct names"):
+        load_sessions(tmp_path / "day*" / "session_0.h5")

@@ -1,15 +1,13 @@
-"""Unit tests of the pure PBT logic: the search space (sampling, explore/perturb, YAML loading) and the
-population decisions (binary tournament, exploit planning, best member, stopping rule, generation length).
+"""search/space.py: the search space. Hyperparameter fields, sampling, explore/perturb, the default and
+small-session spaces, and YAML loading.
 
-Expectations follow /work/shared/reference/autolfads-pbt-spec.md; every random test uses a fixed seed.
-"""
+Expectations follow /work/shared/reference/autolfads-pbt-spec.md; every random test uses a fixed seed."""
 
 from __future__ import annotations
 
-import itertools
-import json
 import math
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,18 +15,9 @@ import yaml
 from pydantic import ValidationError
 from scipy import stats
 
+from autolfads.config import load_config
 from autolfads.errors import ConfigError
 from autolfads.names import MEMBER_HPARAMS
-from autolfads.search.pbt import (
-    STOP_RATIO,
-    STOP_WINDOW,
-    Exploit,
-    best_member,
-    binary_tournament,
-    generation_epochs,
-    plan_exploits,
-    should_stop,
-)
 from autolfads.search.space import (
     PERTURB_TRIES,
     HyperParameter,
@@ -36,9 +25,6 @@ from autolfads.search.space import (
     default_search_space,
     load_search_space,
 )
-
-NAN = float("nan")
-INF = float("inf")
 
 
 def rng(seed: int = 0) -> np.random.Generator:
@@ -420,304 +406,16 @@ def test_load_search_space_bad_field_names_file_and_key(tmp_path, text, key):
     assert "\n" not in message.strip()  # one line, no traceback-like dump
 
 
-# --------------------------------------------------------------------------------------------------
-# binary_tournament
-# --------------------------------------------------------------------------------------------------
+ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("n", [2, 3, 7, 8, 16, 40])
-def test_tournament_pairs_are_disjoint_and_cover_everyone(n):
-    g = rng(31)
-    metrics = list(g.normal(size=n))
-    for _ in range(20):
-        pairs = binary_tournament(metrics, g)
-        assert len(pairs) == n // 2
-        members = [i for pair in pairs for i in pair]
-        assert len(members) == len(set(members))  # disjoint
-        assert all(isinstance(i, int) for i in members)
-        assert set(members) <= set(range(n))
-        assert len(set(range(n)) - set(members)) == n % 2  # odd population: exactly one sits out
-        for loser, winner in pairs:
-            assert metrics[loser] > metrics[winner]
-
-
-def test_tournament_small_populations():
-    assert binary_tournament([], rng(0)) == []
-    assert binary_tournament([1.0], rng(0)) == []
-    assert binary_tournament([2.0, 1.0], rng(0)) == [(0, 1)]
-    assert binary_tournament([1.0, 2.0], rng(0)) == [(1, 0)]
-
-
-def test_tournament_odd_population_everyone_sits_out_sometimes():
-    g = rng(32)
-    metrics = [5.0, 4.0, 3.0, 2.0, 1.0]
-    sat_out = Counter()
-    for _ in range(500):
-        pairs = binary_tournament(metrics, g)
-        (rest,) = set(range(5)) - {i for pair in pairs for i in pair}
-        sat_out[rest] += 1
-    assert set(sat_out) == set(range(5))
-    assert all(60 < c < 140 for c in sat_out.values()), sat_out  # about 100 each
-
-
-def test_tournament_nan_always_loses():
-    g = rng(33)
-    metrics = [NAN, 1e9, NAN, -5.0, 3.0, NAN]
-    for _ in range(200):
-        for loser, winner in binary_tournament(metrics, g):
-            if math.isnan(metrics[loser]) or math.isnan(metrics[winner]):
-                assert math.isnan(metrics[loser])  # a NaN loses; only a NaN can beat a NaN
-            else:
-                assert metrics[loser] > metrics[winner]
-    # NaN against a finite value, whatever the order of indices
-    assert binary_tournament([NAN, 1e300], rng(0)) == [(0, 1)]
-    assert binary_tournament([1e300, NAN], rng(0)) == [(1, 0)]
-    # two NaNs: deterministic (lower index wins)
-    assert binary_tournament([NAN, NAN], rng(0)) == [(1, 0)]
-
-
-def test_tournament_inf_loses_to_finite():
-    assert binary_tournament([INF, 1.0], rng(0)) == [(0, 1)]
-    assert binary_tournament([1.0, INF], rng(0)) == [(1, 0)]
-
-
-def test_tournament_nan_loses_to_inf():
-    assert binary_tournament([NAN, INF], rng(0)) == [(0, 1)]
-    assert binary_tournament([INF, NAN], rng(0)) == [(1, 0)]
-
-
-def test_tournament_ties_have_a_deterministic_winner():
-    metrics = [1.0] * 8
-    for seed in range(20):
-        pairs = binary_tournament(metrics, rng(seed))
-        assert pairs == binary_tournament(metrics, rng(seed))
-        for loser, winner in pairs:
-            assert winner < loser  # documented: ties go to the lower index
-
-
-def test_tournament_reproducible_with_seed_and_varies_across_seeds():
-    metrics = [float(m) for m in range(8)]
-    a = binary_tournament(metrics, rng(41))
-    assert a == binary_tournament(metrics, rng(41))
-    pairings = {frozenset(frozenset(p) for p in binary_tournament(metrics, rng(seed))) for seed in range(10)}
-    assert len(pairings) >= 8  # 105 possible pairings of 8 members
-    assert binary_tournament(metrics, rng(41)) != binary_tournament(metrics, rng(42))
-
-
-def test_tournament_every_pair_occurs_uniformly():
-    n = 6
-    g = rng(43)
-    metrics = [float(i) for i in range(n)]
-    counts = Counter()
-    draws = 1500
-    for _ in range(draws):
-        for pair in binary_tournament(metrics, g):
-            counts[frozenset(pair)] += 1
-    assert set(counts) == {frozenset(p) for p in itertools.combinations(range(n), 2)}
-    # each of the 15 pairs occurs with probability 1/5 per draw: 300 expected
-    assert all(240 < c < 360 for c in counts.values()), counts
-
-
-def test_tournament_accepts_numpy_arrays():
-    metrics = np.array([3.0, np.nan, 1.0, 2.0])
-    pairs = binary_tournament(metrics, rng(44))
-    assert len(pairs) == 2
-    for loser, winner in pairs:
-        assert not np.isnan(metrics[winner])
-        assert np.isnan(metrics[loser]) or metrics[loser] > metrics[winner]
-
-
-# --------------------------------------------------------------------------------------------------
-# plan_exploits
-# --------------------------------------------------------------------------------------------------
-
-
-def test_plan_exploits_records():
-    space = small_space()
-    metrics = [4.0, 1.0, NAN, 2.0, 3.0, 0.5]
-    hparams = [{"lr_init": 1e-3 * (i + 1) / 2, "dropout_rate": 0.05 * (i + 1), "cd_rate": 0.5} for i in range(6)]
-    snapshot = [dict(h) for h in hparams]
-    exploits = plan_exploits(7, metrics, hparams, space, rng(51))
-    assert len(exploits) == 3
-    assert all(isinstance(e, Exploit) for e in exploits)
-    assert sorted(i for e in exploits for i in (e.loser, e.winner)) == list(range(6))
-    for e in exploits:
-        assert e.generation == 7
-        assert e.loser_metric == metrics[e.loser] or (math.isnan(e.loser_metric) and math.isnan(metrics[e.loser]))
-        assert e.winner_metric == metrics[e.winner]
-        assert not math.isnan(e.winner_metric)
-        assert math.isnan(e.loser_metric) or e.loser_metric > e.winner_metric
-        assert e.old == hparams[e.loser]
-        winner = hparams[e.winner]
-        assert set(e.new) == set(winner)
-        assert e.new["cd_rate"] == winner["cd_rate"]  # not searched: copied unchanged
-        for name in ("lr_init", "dropout_rate"):
-            assert e.new[name] != winner[name]
-            ratio = abs(math.log(e.new[name] / winner[name]))
-            assert math.log1p(0.0006) * (1 - 1e-9) <= ratio <= math.log1p(0.3) * (1 + 1e-9)
-    assert hparams == snapshot  # inputs untouched
-    # the pairing matches binary_tournament's on the same seed; whole plan is reproducible
-    assert [(e.loser, e.winner) for e in exploits] == binary_tournament(metrics, rng(51))
-    assert plan_exploits(7, metrics, hparams, space, rng(51)) == exploits
-
-
-def test_plan_exploits_copies_are_independent():
-    space = small_space()
-    hparams = [{"lr_init": 1e-3, "dropout_rate": 0.2}, {"lr_init": 2e-3, "dropout_rate": 0.3}]
-    (e,) = plan_exploits(0, [2.0, 1.0], hparams, space, rng(52))
-    e.old["lr_init"] = 99.0
-    e.new["lr_init"] = 99.0
-    assert hparams[0]["lr_init"] == 1e-3 and hparams[1]["lr_init"] == 2e-3
-
-
-# --------------------------------------------------------------------------------------------------
-# best_member
-# --------------------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    "metrics, best",
-    [
-        ([3.0, 1.0, 2.0], 1),
-        ([NAN, 5.0, 4.0], 2),
-        ([NAN, NAN, 7.0], 2),
-        ([2.0, 2.0, 3.0], 0),  # tie: lowest index
-        ([5.0, 1.0, 1.0], 1),
-        ([NAN, NAN, NAN], 0),  # all NaN: index 0
-        ([INF, 3.0], 1),
-        ([-1.0, NAN, -2.0], 2),
-        ([4.0], 0),
-    ],
-)
-def test_best_member(metrics, best):
-    assert best_member(metrics) == best
-
-
-def test_best_member_nan_never_beats_inf():
-    assert best_member([NAN, INF]) == 1
-
-
-# --------------------------------------------------------------------------------------------------
-# should_stop
-# --------------------------------------------------------------------------------------------------
-
-
-def test_stop_constants():
-    assert STOP_WINDOW == 4 and STOP_RATIO == 5e-4
-
-
-def test_steady_improvement_does_not_stop():
-    best = [10.0 - 1e-2 * g for g in range(30)]  # 3e-2 over 4 generations: ratio ~3e-3 > 5e-4
-    for n in range(1, 31):
-        assert not should_stop(best[:n], max_generations=50)
-    relative = [1.0 * 0.99**g for g in range(30)]  # 1 % per generation
-    for n in range(1, 31):
-        assert not should_stop(relative[:n], max_generations=50)
-
-
-def test_plateau_stops():
-    # improves, then stalls: the running best at the window's first generation is 2.0, now 2.0 - 1e-4 (ratio 5e-5)
-    best = [3.0, 2.5, 2.0, 1.99995, 1.9999, 1.9999]
-    assert not should_stop(best[:4], 50)  # 2.5 -> 1.99995 over the last 4: big improvement
-    assert not should_stop(best[:5], 50)  # 2.5 -> 1.9999
-    assert should_stop(best[:6], 50)  # 2.0 -> 1.9999: ratio 5e-5
-    # plain bools either way: the Ray scheduler writes the decision into pbt_state.json (numpy's bool is no JSON)
-    assert json.dumps([should_stop(best[:5], 50), should_stop(best[:6], 50)]) == "[false, true]"
-
-
-def test_plateau_of_equal_values_stops_after_window():
-    """Four equal generation bests stop, as lfads-torch's ImprovementRatioStopper(patience=4) and tune-tf2's
-    scheduler (a window of 4 bests, the first against the best of them) stop."""
-    assert not should_stop([1.0] * 3, 50)
-    assert should_stop([1.0] * 4, 50)
-
-
-def test_exact_threshold_stops_and_just_above_does_not():
-    # (2000 - 1999) / 2000 == 5e-4 exactly in floating point
-    assert (2000.0 - 1999.0) / 2000.0 == 5e-4
-    assert should_stop([2000.0, 2000.0, 2000.0, 1999.0], 50)
-    assert not should_stop([2000.0, 2000.0, 2000.0, 1998.99], 50)  # ratio 5.05e-4
-    assert not should_stop([2000.0, 1999.5, 1999.2, 1998.0], 50)  # ratio 1e-3
-
-
-def test_ratio_is_relative_to_the_first_generation_of_the_window():
-    # 1 -> 0.999 (ratio 1e-3) counted from 3 generations back; the first value (much larger) is out of the window
-    best = [100.0, 1.0, 1.0, 1.0, 0.999]
-    assert not should_stop(best, 50)
-    # an old big drop does not hold the run alive once it leaves the window
-    best = [100.0, 1.0, 1.0, 1.0, 1.0]
-    assert should_stop(best, 50)
-    # uses the running best: a worse latest generation does not count as a regression or an improvement
-    assert should_stop([1.0, 1.0, 1.0, 1.0, 1.5], 50)
-    assert not should_stop([2.0, 1.0, 1.5, 1.5], 50)
-    # negative metrics: relative to |value|
-    assert should_stop([-100.0, -100.0, -100.0, -100.01], 50)
-    assert not should_stop([-100.0, -100.0, -100.0, -100.1], 50)
-
-
-def test_fewer_than_four_generations_never_stop():
-    for n in range(0, 4):
-        assert not should_stop([1.0] * n, 50)
-
-
-def test_max_generations_stops():
-    improving = [10.0 - g for g in range(10)]
-    assert not should_stop(improving[:9], max_generations=10)
-    assert should_stop(improving, max_generations=10)
-    assert should_stop(improving[:3], max_generations=3)
-    assert should_stop(improving[:3], max_generations=2)
-    assert should_stop([100.0 - g for g in range(50)], max_generations=50)
-
-
-@pytest.mark.parametrize(
-    "best",
-    [
-        [NAN, NAN, NAN, NAN],
-        [INF, INF, INF, INF],
-        [NAN, 2.0, 2.0, 2.0],  # reference (running best 3 back) is NaN
-        [INF, 2.0, 2.0, 2.0],  # reference is inf
-        [NAN, INF, NAN, INF, 2.0, 2.0, 2.0],  # reference still not finite
-    ],
-)
-def test_non_finite_reference_never_stops(best):
-    with np.errstate(all="raise"):
-        assert not should_stop(best, 50)
-
-
-def test_nan_after_finite_values_is_ignored_by_running_best():
-    # running best ignores later NaN generations: 2.0 throughout -> plateau
-    assert should_stop([2.0, NAN, NAN, NAN], 50)
-    # a NaN first, then a finite plateau: stops once the reference is finite
-    best = [NAN, 2.0, 2.0, 2.0, 2.0]
-    assert should_stop(best, 50)
-
-
-# --------------------------------------------------------------------------------------------------
-# generation_epochs
-# --------------------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    "generation, per_gen, ramp, expected",
-    [(0, 25, 80, 105), (1, 25, 80, 25), (7, 25, 80, 25), (0, 50, 0, 50), (3, 50, 0, 50), (0, 1, 1, 2)],
-)
-def test_generation_epochs(generation, per_gen, ramp, expected):
-    assert generation_epochs(generation, per_gen, ramp) == expected
-
-
-def test_trials_fit_counts_the_places_on_each_live_node():
-    """The Ray scheduler lets trials wait at the barrier in their process only when every trial has a place at
-    once: a trial runs on one node, dead nodes do not count, fractions count as Ray's fixed point does."""
-    from autolfads.search.ray_scheduler import trials_fit
-
-    head = {"Alive": True, "Resources": {"CPU": 0.0}}
-    worker = {"Alive": True, "Resources": {"CPU": 2.0, "GPU": 1.0}}
-    dead = {"Alive": False, "Resources": {"CPU": 8.0}}
-    assert trials_fit([head, worker, dead], {"CPU": 1.0, "GPU": 0.0}, 2)
-    assert not trials_fit([head, worker, dead], {"CPU": 1.0, "GPU": 0.0}, 3)
-    assert trials_fit([worker], {"CPU": 0.5, "GPU": 0.5}, 2)  # the GPU bounds it: 2 places, not 4
-    assert not trials_fit([worker], {"CPU": 0.5, "GPU": 0.5}, 3)
-    assert trials_fit([{"Alive": True, "Resources": {"CPU": 0.6}}], {"CPU": 0.2}, 3)
-    half = {"Alive": True, "Resources": {"CPU": 1.5}}
-    assert not trials_fit([half, half], {"CPU": 1.0}, 3)  # 3 CPUs in all, but one trial per node
-    assert trials_fit([head], {"CPU": 0.0}, 5)  # a trial that needs nothing always has a place
+def test_small_search_space_loads_and_holds_the_small_session_penalties():
+    space, published = load_search_space(ROOT / "examples" / "search_space_small.yaml"), default_search_space()
+    assert set(space.params) == set(published.params)
+    small = load_config(ROOT / "examples" / "configs" / "small_session.yaml")
+    for name in ("kl_co_weight", "kl_ic_weight", "l2_gen_scale", "l2_con_scale"):
+        value = getattr(small.train, name)
+        assert space.params[name].low <= value <= space.params[name].high, name
+    assert (
+        space.params["kl_co_weight"].low >= published.params["kl_co_weight"].high
+    )  # stronger KL than the published space

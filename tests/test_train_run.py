@@ -1,19 +1,18 @@
-"""What an epoch of `autolfads train` writes and when (train.run.RunFiles): last.ckpt, best.ckpt and metrics.csv
-at most every train.checkpoint_every_s seconds and at the end, always of a whole epoch; and validation in
-batches of at least MIN_VALID_BATCH trials."""
+"""train/run.py: what an epoch of `autolfads train` writes and when (train.run.RunFiles): last.ckpt,
+best.ckpt and metrics.csv at most every train.checkpoint_every_s seconds and at the end, always of a whole
+epoch."""
 
 import csv
 
 import pytest
 import torch
 
-from autolfads.train import run, validation
+from autolfads.train import run
 from autolfads.train.checkpoint import load_checkpoint
 from autolfads.train.run import RunFiles, train
 from autolfads.train.trainer import Trainer
-from autolfads.train.validation import MIN_VALID_BATCH
 from helpers import config, make_data
-from test_checkpoint import assert_same, tiny_config
+from test_train_checkpoint import assert_same, tiny_config
 
 
 def epochs_in(path):
@@ -87,26 +86,3 @@ def test_what_is_written_is_the_epoch_as_it_ended_not_later_training(tmp_path):
     for name, value in at_epoch_1.items():
         assert torch.equal(saved["model"][name], value), name
     assert any(not torch.equal(trainer.model.state_dict()[name], value) for name, value in at_epoch_1.items())
-
-
-def test_validation_runs_in_large_batches_and_scores_as_small_ones_do(monkeypatch):
-    cfg = config(train={"batch_size": 4})
-    data = make_data(cfg.model, n_valid=2 * MIN_VALID_BATCH + 3, learnable=True)
-    trainer = Trainer(cfg, data, member_seeds=[0])
-    trainer.run_epoch()
-    forward, calls = type(trainer.model).forward, []
-
-    def counted(self, *args, **kwargs):
-        calls.append(args[0].shape[0])  # trials in this pass (encoder inputs are (B, T, N))
-        return forward(self, *args, **kwargs)
-
-    monkeypatch.setattr(type(trainer.model), "forward", counted)
-    large = trainer.evaluate("valid")
-    assert calls == [MIN_VALID_BATCH, MIN_VALID_BATCH, 3]
-    calls.clear()
-    monkeypatch.setattr(validation, "MIN_VALID_BATCH", 1)  # the training batch, 4, as before
-    small = trainer.evaluate("valid")
-    assert len(calls) == 65 and set(calls) == {4, 3}
-    assert large.keys() == small.keys()
-    for name, value in large.items():
-        torch.testing.assert_close(value, small[name], rtol=1e-5, atol=1e-6, msg=name)
