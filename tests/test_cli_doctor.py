@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from autolfads.cli import main
-from autolfads.model.compiled import build_tools_missing
+from autolfads.model.cpp_loops import build_tools_missing
 
 
 def test_doctor_reports_versions_devices_ray_and_threads(capsys):

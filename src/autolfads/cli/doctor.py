@@ -1,6 +1,6 @@
 """`autolfads doctor`: what this machine offers autolfads, in one screen.
 
-Versions, torch devices, CUDA and Ray availability, which recurrent core training uses (the compiled loops
+Versions, torch devices, CUDA and Ray availability, which recurrent core training uses (the C++ loops
 where they can be built), where a search puts its workers (every CPU core or every visible GPU), and the
 thread settings that decide CPU speed. Ray is looked up, not imported (importing it takes seconds); nothing
 here changes any setting.
@@ -76,7 +76,7 @@ def ray_status() -> str:
 def core_status(cuda: bool) -> str:
     """The recurrent core train.recurrent_core auto (the default) picks here (looked up: building takes half a
     minute)."""
-    from ..model.compiled import build_tools_missing
+    from ..model.cpp_loops import build_tools_missing
 
     missing = build_tools_missing()
     if missing:

@@ -6,10 +6,10 @@ import torch
 from torch import nn
 
 from ..config import ModelConfig
+from .cores import Core, decode, project
 from .decoder_inputs import ControllerSide, DecoderInputs, GeneratorSide
-from .fused import Core, FusedDecoder, project
 from .population import MemberRNG, PopulationLinear, dropout_mask, member_dropout
-from .recurrent import ClippedGRUCell, gru_step
+from .recurrent import ClippedGRUCell
 
 
 @dataclass
@@ -60,7 +60,7 @@ class Decoder(nn.Module):
             if ci is None
             else self._controller_inputs(ci, ic_sample.shape[:2], dropout_rate, rng, training, sample)
         )
-        outputs = decode_loop(DecoderInputs(gen, con, self.cfg.cell_clip), self.core)
+        outputs = decode(DecoderInputs(gen, con, self.cfg.cell_clip), self.core)
         gen_states, factors, con_states, co_means, co_stds, gen_inputs = (out.transpose(1, 2) for out in outputs)
         return DecoderStates(gen.gen_init, gen_states, factors, con_states, co_means, co_stds, gen_inputs)
 
@@ -116,44 +116,3 @@ class Decoder(nn.Module):
         if not training:
             return None
         return dropout_mask(rate, rng, (steps, batch, dim))
-
-
-def decode_loop(inputs: DecoderInputs, core: Core) -> tuple[torch.Tensor, ...]:
-    """The decoder's time loop on the core train.recurrent_core picked: gen_states, factors, con_states, co_means,
-    co_stds, gen_inputs, member-major (P, T, B, .)."""
-    if core == "autograd":
-        return eager_decode(inputs)
-    return FusedDecoder.apply(*inputs.flat(), core == "cpp")
-
-
-def eager_decode(inputs: DecoderInputs) -> tuple[torch.Tensor, ...]:
-    """The decoder's time loop with plain autograd: the reference `fused.FusedDecoder` must match."""
-    gen, con, clip = inputs
-    members, steps, batch = gen.gen_in_proj.shape[:3]
-    gen_h, factor = gen.gen_init, gen.factor0
-    con_h = con.con_h0 if con is not None else None
-    gen_states, factors, con_states, co_means, co_stds, gen_inputs = [], [], [], [], [], []
-    # unbind, not [t] indexing: the backward of per-step indexing allocates a full-size gradient each step.
-    gen_in_steps = gen.gen_in_proj.unbind(1)
-    con_in_steps = con.con_in_proj.unbind(1) if con is not None else None
-    for t in range(steps):
-        gen_x = gen_in_steps[t]
-        if con is not None:
-            con_factor = factor if con.con_mask is None else factor * con.con_mask[:, t]
-            con_x = torch.baddbmm(con_in_steps[t], con_factor, con.con_w_fac)
-            con_h = gru_step(con_x, con_h, con.con_zr, con.con_n, clip)
-            co_params = torch.baddbmm(con.co_b.unsqueeze(1), con_h, con.co_w)
-            co_mean, co_logvar = co_params.split(gen.gen_w_co.shape[1], dim=-1)
-            co_std = torch.exp(0.5 * co_logvar)
-            co = co_mean + co_std * con.co_noise[:, t] if con.co_noise is not None else co_mean
-            gen_x = torch.baddbmm(gen_x, co, gen.gen_w_co)
-            con_states.append(con_h), co_means.append(co_mean), co_stds.append(co_std), gen_inputs.append(co)
-        gen_h = gru_step(gen_x, gen_h, gen.gen_zr, gen.gen_n, clip)
-        # The carried generator state is never dropped; only its copy going to the factors is.
-        factor = torch.bmm(gen_h if gen.gen_mask is None else gen_h * gen.gen_mask[:, t], gen.factor_w)
-        gen_states.append(gen_h), factors.append(factor)
-
-    def stack(seq: list[torch.Tensor]) -> torch.Tensor:
-        return torch.stack(seq, 1) if seq else gen.gen_init.new_zeros(members, steps, batch, 0)
-
-    return stack(gen_states), stack(factors), stack(con_states), stack(co_means), stack(co_stds), stack(gen_inputs)

@@ -5,7 +5,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import ModelConfig
-from .fused import Core
+from .cores import Core
 from .population import MemberRNG, PopulationLinear, member_dropout
 from .recurrent import BidirectionalGRU
 

@@ -15,9 +15,9 @@ import torch
 from torch import nn
 
 from ..config import ModelConfig
+from .cores import Core
 from .decoder import Decoder, DecoderStates
 from .encoder import Encoder
-from .fused import Core
 from .population import MemberRNG, PopulationLinear, member_dropout
 from .priors import AutoregressivePrior, GaussianPrior
 from .readin_readout import SessionInit
@@ -38,8 +38,8 @@ class LFADSOutput:
 class LFADS(nn.Module):
     """P independent LFADS models; member p is initialised and driven by the generator seeded with seeds[p].
 
-    core: how the recurrent loops run (`fused.Core`, train.recurrent_core): "manual", the hand-written backward of
-    `fused.py` (fast); "cpp", its loops in C++ (`compiled.py`, faster); "autograd", plain autograd (the reference).
+    core: how the recurrent loops run (train.recurrent_core once auto is resolved: "autograd", "manual" or "cpp";
+    `cores.py` says what each is).
     """
 
     def __init__(

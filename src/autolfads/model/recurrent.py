@@ -1,16 +1,11 @@
-"""The LFADS recurrent cell: a GRU with reset-before-matmul, no hidden-hidden bias, clipped state.
-
-    z, r = sigmoid(x W_iz + b_z + h W_hz), sigmoid(x W_ir + b_r + h W_hr)
-    n    = tanh(x W_in + b_n + (r * h) W_hn)        # TF's reset_after=False, unlike cuDNN's nn.GRU
-    h'   = clamp(z * h + (1 - z) * n, -clip, clip)
-
-Input projections of whole sequences are computed up front in one matmul; only h W_hh stays in the loop.
-"""
+"""The LFADS recurrent cell's parameters (a clipped GRU: the equations are in `reference.py`) and the encoders'
+bidirectional GRU. Input projections of whole sequences are computed up front in one matmul; only h W_hh stays
+in the loop, which runs on the recurrent core (`cores.py`)."""
 
 import torch
 from torch import nn
 
-from .fused import Core, FusedGRUSequence, project
+from .cores import Core, gru_sequence, project
 from .population import MemberRNG, member_normal
 
 
@@ -35,28 +30,6 @@ class ClippedGRUCell(nn.Module):
         """(W_hz|W_hr: (P, H, 2H), W_hn: (P, H, H)), contiguous so the loop's bmm does not copy."""
         hidden = self.hidden_size
         return self.weight_hh[..., : 2 * hidden].contiguous(), self.weight_hh[..., 2 * hidden :].contiguous()
-
-
-def gru_step(x_proj: torch.Tensor, h: torch.Tensor, w_zr: torch.Tensor, w_n: torch.Tensor, clip: float) -> torch.Tensor:
-    """One step for G groups: x_proj (G, B, 3H), h (G, B, H), w_zr (G, H, 2H), w_n (G, H, H)."""
-    hidden = h.shape[-1]
-    x_zr, x_n = x_proj.split([2 * hidden, hidden], dim=-1)  # split, not slicing: a cheaper backward
-    z, r = torch.sigmoid(torch.baddbmm(x_zr, h, w_zr)).chunk(2, dim=-1)
-    n = torch.tanh(torch.baddbmm(x_n, r * h, w_n))
-    return torch.clamp(n + z * (h - n), -clip, clip)
-
-
-def gru_sequence(
-    x_proj: torch.Tensor, h0: torch.Tensor, w_zr: torch.Tensor, w_n: torch.Tensor, clip: float
-) -> torch.Tensor:
-    """Run over time: x_proj (G, T, B, 3H), h0 (G, B, H) -> states (G, T, B, H)."""
-    states = []
-    h = h0
-    # unbind: one backward node; indexing x_proj[:, t] would add a full-size zero gradient per step
-    for x_t in x_proj.unbind(1):
-        h = gru_step(x_t, h, w_zr, w_n, clip)
-        states.append(h)
-    return torch.stack(states, 1)
 
 
 class BidirectionalGRU(nn.Module):
@@ -95,11 +68,7 @@ class BidirectionalGRU(nn.Module):
         w_n = torch.stack([fn, bn], 1).reshape(2 * members, hidden, hidden)
         h0 = self.h0.reshape(2 * members, 1, hidden).expand(2 * members, batch, hidden)
         x_proj = self.project_inputs(x)
-        states = (
-            gru_sequence(x_proj, h0, w_zr, w_n, self.clip)
-            if self.core == "autograd"
-            else FusedGRUSequence.apply(x_proj, h0, w_zr, w_n, self.clip, self.core == "cpp")
-        ).reshape(members, 2, steps, batch, hidden)
+        states = gru_sequence(x_proj, h0, w_zr, w_n, self.clip, self.core).reshape(members, 2, steps, batch, hidden)
         forward_states, backward_states = states[:, 0].transpose(1, 2), states[:, 1].flip(1).transpose(1, 2)
         final = torch.cat([states[:, 0, -1], states[:, 1, -1]], dim=-1)
         return forward_states, backward_states, final

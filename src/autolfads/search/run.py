@@ -5,10 +5,11 @@ from pathlib import Path
 from ..config import Config
 from ..data.dataset import missing_bins_note
 from ..errors import ConfigError
+from ..model.cores import pick_core
 from ..names import SAMPLED_METRIC
 from ..runtime import set_torch_threads
 from ..train.run import load_run_data
-from ..train.trainer import recurrent_core, resolve_device
+from ..train.trainer import resolve_device
 from .embedded import embedded_plan, run_embedded
 from .results import SearchOutcome, SearchSettings, prepare_workdir, search_log
 from .space import SearchSpace, default_search_space
@@ -45,8 +46,8 @@ def search(
         set_torch_threads(config.train.threads)  # the driver's own threads; every trial sets its own
         outcome = run_ray(config, data, space, settings, workdir, **backend_options)
     else:
-        # the core the workers will choose, chosen once here: a compiled build happens before they start
-        core_note = recurrent_core(config.train, resolve_device(config.train.device))[1]
+        # the core the workers will choose, chosen once here: a C++ build happens before they start
+        core_note = pick_core(config.train.recurrent_core, resolve_device(config.train.device))[1]
         if core_note:
             search_log(workdir)(core_note)
         outcome = run_embedded(config, data, space, settings, workdir, plan)

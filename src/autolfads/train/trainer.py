@@ -11,14 +11,13 @@ from dataclasses import dataclass
 
 import torch
 
-from ..config import Config, ModelConfig, TrainConfig, member_hparams, with_member_hparams
+from ..config import Config, ModelConfig, member_hparams, with_member_hparams
 from ..data.dataset import LFADSData
 from ..errors import ConfigError
 from ..evaluate import Targets
 from ..model import LFADS
 from ..model.augmentations import coordinated_dropout, sbtt_targets
-from ..model.compiled import compiled_loops, why_not_compiled
-from ..model.fused import Core
+from ..model.cores import pick_core
 from ..model.readin_readout import pcr_session_inits
 from ..names import MEMBER_HPARAMS
 from .batches import Batch, SampleValidation, augment, check_augmentations, take_batch, to_device
@@ -78,7 +77,7 @@ class Trainer:
         if len(seeds) != len(self.members):
             raise ValueError(f"{len(self.members)} members but {len(seeds)} seeds")
         self.device = resolve_device(train.device)
-        self.core, self.core_note = recurrent_core(train, self.device)
+        self.core, self.core_note = pick_core(train.recurrent_core, self.device)
         self.model = LFADS(config.model, seeds, self.device, core=self.core)
         if config.model.multisession and config.model.readin_init == "pcr":
             self.model.init_sessions(pcr_session_inits(self.sessions, config.model, self.model.reconstruction))
@@ -287,23 +286,6 @@ def seeds_of(seed: int, members: Iterable[int]) -> list[int]:
     """Member m's random streams (initialisation, dropout, sampling) are seeded train.seed + m, wherever it
     trains: alone, in a population, in any worker or Ray trial."""
     return [seed + int(member) for member in members]
-
-
-def recurrent_core(train: TrainConfig, device: torch.device) -> tuple[Core, str | None]:
-    """The core train.recurrent_core picks on `device`; and, when auto could not have cpp, one line saying why
-    (the caller shows it)."""
-    core = train.recurrent_core
-    if core == "cpp":
-        if device.type != "cpu":
-            raise ConfigError(f"train.recurrent_core cpp runs on a CPU; on {device.type} use manual (or auto)")
-        compiled_loops()  # built (or loaded) now: a missing compiler is an error before training starts
-        return "cpp", None
-    if core != "auto":
-        return core, None
-    why = why_not_compiled(device.type)
-    if why is None:
-        return "cpp", None
-    return "manual", f"recurrent core: manual (python loops), not cpp (train.recurrent_core auto): {why}"
 
 
 def _check_config(config: Config, sessions: int) -> None:

@@ -1,7 +1,8 @@
-// The time loops of the fast recurrent core (model/fused.py) in C++: the same steps on the same buffers, with
-// the element-wise work of a step done in a few passes over its rows instead of one python-dispatched op each,
-// and the small matrix products by a kernel of their own that ends in the gate's activation. Values agree
-// with the python loops to float rounding (sums in another order, fused multiply-adds, an exp within 2 ulp).
+// The time loops of the manual recurrent core (model/manual_backward.py) in C++: the same steps on the same
+// buffers, with the element-wise work of a step done in a few passes over its rows instead of one
+// python-dispatched op each, and the small matrix products by a kernel of their own that ends in the gate's
+// activation. Values agree with the python loops to float rounding (sums in another order, fused multiply-adds,
+// an exp within 2 ulp).
 // Every sequence is (G, T, B, X) and every step view (G, B, X) with contiguous rows.
 
 #include <torch/extension.h>
@@ -141,7 +142,7 @@ inline Lanes<double>::V sigmoid(Lanes<double>::V x) {
 }
 
 // The activations a product can end in: none, the z|r gates' sigmoid, and the n gate's tanh, as
-// 2 sigmoid(2x) - 1 (fused._tanh_).
+// 2 sigmoid(2x) - 1 (manual_backward._tanh_).
 struct Linear {
   template <typename V>
   V operator()(V y) const { return y; }
@@ -248,7 +249,7 @@ T clamp(T v, T clip) {
   return v < -clip ? -clip : (v > clip ? clip : v);  // NaN passes through, as torch.clamp
 }
 
-// Step t of a clipped GRU (fused._gru_forward_step): writes z|r, n and h_{t+1} into the record.
+// Step t of a clipped GRU (manual_backward._gru_forward_step): writes z|r, n and h_{t+1} into the record.
 template <typename T>
 void gru_forward_step(int64_t t, Record& rnn, const Tensor& x_zr, const Tensor& x_n, const Packed<T>& w_zr,
                       const Packed<T>& w_n, Tensor& reset_h, T clip) {
@@ -276,7 +277,7 @@ struct BackwardScratch {
                                                  base(scratch_like(like)) {}
 };
 
-// Step t of a clipped GRU in reverse (fused._gru_backward_step): given g = dL/dh_t, writes dL/dx_proj_t
+// Step t of a clipped GRU in reverse (manual_backward._gru_backward_step): given g = dL/dh_t, writes dL/dx_proj_t
 // (z | r | n) into d_x[t] and dL/dh_{t-1} into d_previous. The clamp passes the gradient where |h_t| < clip.
 template <typename T>
 void gru_backward_step(int64_t t, const Tensor& g, const Record& s, const Packed<T>& w_zr_t, const Packed<T>& w_n_t,
@@ -372,7 +373,7 @@ Tensor gru_backward_impl(const Tensor& d_states, const Tensor& trajectory, const
   return d_h;
 }
 
-// FusedGRUSequence's forward loop: x_proj (G, T, B, 3H); trajectory (G, T + 1, B, H) with h_0 in place, gates
+// ManualGRUSequence's forward loop: x_proj (G, T, B, 3H); trajectory (G, T + 1, B, H) with h_0 in place, gates
 // (G, T, B, 2H), n_gates (G, T, B, H) are filled in.
 void gru_forward(const Tensor& x_proj, const Tensor& trajectory, const Tensor& gates, const Tensor& n_gates,
                  const Tensor& w_zr, const Tensor& w_n, double clip) {
@@ -380,7 +381,7 @@ void gru_forward(const Tensor& x_proj, const Tensor& trajectory, const Tensor& g
                              [&] { gru_forward_impl<scalar_t>(x_proj, trajectory, gates, n_gates, w_zr, w_n, clip); });
 }
 
-// FusedGRUSequence's backward loop: fills d_x_all (G, T, B, 3H) and returns dL/dh_0.
+// ManualGRUSequence's backward loop: fills d_x_all (G, T, B, 3H) and returns dL/dh_0.
 Tensor gru_backward(const Tensor& d_states, const Tensor& trajectory, const Tensor& gates, const Tensor& n_gates,
                     const Tensor& w_zr, const Tensor& w_n, const Tensor& d_x_all, double clip) {
   Tensor d_h;
@@ -409,7 +410,7 @@ struct Controller {
   }
 };
 
-// The controller step of the decoder's forward loop (fused._controller_forward_step): returns the generator's
+// The controller step of the decoder's forward loop (manual_backward._controller_forward_step): returns the generator's
 // input projection for step t with the controller output added, in gen_x.
 template <typename T>
 void controller_forward_step(int64_t t, Controller<T>& con, const Tensor& factor, const Tensor& gen_in_x,
@@ -477,7 +478,7 @@ void decoder_forward_impl(const std::vector<Tensor>& gen_t, const Tensor& factor
   }
 }
 
-// FusedDecoder's forward loop. gen: (gen_trajectory, gen_zr_gates, gen_n_gates, gen_in_proj, gen_zr, gen_n,
+// ManualDecoder's forward loop. gen: (gen_trajectory, gen_zr_gates, gen_n_gates, gen_in_proj, gen_zr, gen_n,
 // factor_w); con (with a controller): (con_in_proj, con_w_fac, con_zr, con_n, co_w, co_b, gen_w_co,
 // con_trajectory, con_zr_gates, con_n_gates, co_params, co_stds, gen_inputs). Fills the records in place.
 void decoder_forward(const std::vector<Tensor>& gen, const Tensor& factor_trajectory, const Maybe& gen_mask,
@@ -513,7 +514,7 @@ struct ControllerBackward {
   }
 };
 
-// The controller step in reverse (fused._controller_backward_step): from dL/dx_gen_t, writes dL/dfactor_{t-1}
+// The controller step in reverse (manual_backward._controller_backward_step): from dL/dx_gen_t, writes dL/dfactor_{t-1}
 // through the controller into d_factor.
 template <typename T>
 void controller_backward_step(int64_t t, ControllerBackward<T>& con, const Tensor& d_gen_x, Tensor& d_factor,
@@ -582,7 +583,7 @@ std::vector<Tensor> decoder_backward_impl(const std::vector<Tensor>& gen_t, cons
   return {d_gen_h, carry, con->d_h};
 }
 
-// FusedDecoder's backward loop. gen: (gen_trajectory, gen_zr_gates, gen_n_gates, d_gen_x_all, gen_zr, gen_n,
+// ManualDecoder's backward loop. gen: (gen_trajectory, gen_zr_gates, gen_n_gates, d_gen_x_all, gen_zr, gen_n,
 // factor_w); con: see ControllerBackward. Fills d_factor_all, d_gen_x_all and the controller's
 // d_x_all and d_params; returns dL/dgen_init, and with a controller dL/dfactor0 and dL/dcon_h0.
 std::vector<Tensor> decoder_backward(const std::vector<Tensor>& gen, const Tensor& d_factor_all,

@@ -1,14 +1,14 @@
-"""The fast recurrent core (hand-written backward) against plain autograd: same values, same gradients."""
+"""model/manual_backward.py: the manual recurrent core (hand-written backward) against the reference equations
+(model/reference.py) under autograd: same values, same gradients."""
 
 import pytest
 import torch
 
 from autolfads.config import ModelConfig
 from autolfads.model import LFADS
-from autolfads.model.decoder import eager_decode
 from autolfads.model.decoder_inputs import FLAT_ORDER, DecoderInputs
-from autolfads.model.fused import FusedDecoder, FusedGRUSequence
-from autolfads.model.recurrent import gru_sequence
+from autolfads.model.manual_backward import ManualDecoder, ManualGRUSequence
+from autolfads.model.reference import decode, gru_sequence
 from autolfads.train.trainer import Trainer
 from helpers import config, make_data
 
@@ -53,7 +53,7 @@ def test_fused_gru_sequence_matches_autograd(clip):
         lambda x, h, a, b: gru_sequence(x, h.expand(groups, batch, hidden), a, b, clip), inputs, weights
     )
     fused_out, fused_grads = grads_of(
-        lambda x, h, a, b: FusedGRUSequence.apply(x, h.expand(groups, batch, hidden), a, b, clip), inputs, weights
+        lambda x, h, a, b: ManualGRUSequence.apply(x, h.expand(groups, batch, hidden), a, b, clip), inputs, weights
     )
     # the same arithmetic but for the fast core's CPU tanh (2 sigmoid(2x) - 1)
     torch.testing.assert_close(eager_out[0], fused_out[0], rtol=0, atol=1e-6)
@@ -112,8 +112,8 @@ def test_decoder_inputs_flatten_in_the_functions_argument_order_and_back(use_con
 @pytest.mark.parametrize("training", [True, False])
 def test_fused_decoder_matches_autograd(use_con, training):
     inputs, weights = decoder_inputs(use_con, training)
-    eager_out, eager_grads = grads_of(lambda *flat: eager_decode(DecoderInputs.from_flat(flat)), inputs, weights)
-    fused_out, fused_grads = grads_of(lambda *flat: FusedDecoder.apply(*flat, False), inputs, weights)
+    eager_out, eager_grads = grads_of(lambda *flat: decode(DecoderInputs.from_flat(flat)), inputs, weights)
+    fused_out, fused_grads = grads_of(lambda *flat: ManualDecoder.apply(*flat, False), inputs, weights)
     for a, b in zip(eager_out, fused_out):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
     assert_close_grads(eager_grads, fused_grads)

@@ -1,6 +1,6 @@
-"""The compiled loops (`train.recurrent_core cpp`, C++) against the python loops of the fast core: same buffers,
-same steps, so the same values and gradients to float rounding; their projection kernel against baddbmm; and
-the option's errors."""
+"""model/cpp_loops.py: the C++ loops (`train.recurrent_core cpp`) against the python loops of the manual core:
+same buffers, same steps, so the same values and gradients to float rounding; their projection kernel against
+baddbmm; the build; and the option's errors."""
 
 import os
 import subprocess
@@ -12,14 +12,15 @@ import torch
 
 from autolfads.config import ModelConfig, parse_config
 from autolfads.errors import ConfigError
-from autolfads.model import LFADS, compiled
-from autolfads.model.fused import FusedDecoder, FusedGRUSequence, project
-from autolfads.train.trainer import Trainer, recurrent_core
+from autolfads.model import LFADS, cpp_loops
+from autolfads.model.cores import project
+from autolfads.model.manual_backward import ManualDecoder, ManualGRUSequence
+from autolfads.train.trainer import Trainer
 from helpers import config, make_data
-from test_model_fused import assert_close_grads, decoder_inputs, grads_of
+from test_model_manual_backward import assert_close_grads, decoder_inputs, grads_of
 
 needs_compiler = pytest.mark.skipif(
-    compiled.build_tools_missing() is not None, reason=str(compiled.build_tools_missing())
+    cpp_loops.build_tools_missing() is not None, reason=str(cpp_loops.build_tools_missing())
 )
 
 
@@ -38,7 +39,7 @@ def test_compiled_gru_sequence_matches_the_python_loop(clip, dtype, tolerance):
     weights = [torch.randn(groups, steps, batch, hidden, generator=generator).to(dtype)]
     runs = [
         grads_of(
-            lambda x, h, a, b, c=c: FusedGRUSequence.apply(x, h.expand(groups, batch, hidden), a, b, clip, c),
+            lambda x, h, a, b, c=c: ManualGRUSequence.apply(x, h.expand(groups, batch, hidden), a, b, clip, c),
             inputs,
             weights,
         )
@@ -73,10 +74,10 @@ def test_the_compiled_projection_matches_baddbmm(rows, n_in, n_out, dtype, toler
 @needs_compiler
 @pytest.mark.parametrize("use_con", [True, False])
 @pytest.mark.parametrize("training", [True, False])
-def test_compiled_decoder_matches_the_python_loop(use_con, training):
+def test_cpp_decoder_matches_the_python_loop(use_con, training):
     inputs, weights = decoder_inputs(use_con, training)
-    python_out, python_grads = grads_of(lambda *x: FusedDecoder.apply(*x, False), inputs, weights)
-    compiled_out, compiled_grads = grads_of(lambda *x: FusedDecoder.apply(*x, True), inputs, weights)
+    python_out, python_grads = grads_of(lambda *x: ManualDecoder.apply(*x, False), inputs, weights)
+    compiled_out, compiled_grads = grads_of(lambda *x: ManualDecoder.apply(*x, True), inputs, weights)
     for a, b in zip(python_out, compiled_out):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
     assert_close_grads(python_grads, compiled_grads)
@@ -152,24 +153,24 @@ def test_older_core_keys_that_contradict_are_refused(old, message):
 
 def test_compiled_loops_without_a_compiler_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("CXX", "no-such-c++-compiler")
-    compiled.compiled_loops.cache_clear()
+    cpp_loops.cpp_extension.cache_clear()
     try:
         with pytest.raises(
             ConfigError, match="'no-such-c\\+\\+-compiler' is not on PATH; .* or set train.recurrent_core manual"
         ):
-            compiled.compiled_loops()
+            cpp_loops.cpp_extension()
     finally:
-        compiled.compiled_loops.cache_clear()
+        cpp_loops.cpp_extension.cache_clear()
 
 
 @pytest.fixture
 def no_compiler(monkeypatch):
     """This process sees no C++ compiler: the compiled loops cannot be built (nor loaded) here."""
     monkeypatch.setenv("CXX", "no-such-c++-compiler")
-    for cached in (compiled.compiled_loops, compiled.why_not_compiled):
+    for cached in (cpp_loops.cpp_extension, cpp_loops.why_not_cpp):
         cached.cache_clear()
     yield
-    for cached in (compiled.compiled_loops, compiled.why_not_compiled):
+    for cached in (cpp_loops.cpp_extension, cpp_loops.why_not_cpp):
         cached.cache_clear()
 
 
@@ -182,17 +183,6 @@ def test_auto_without_a_compiler_takes_the_python_loops_and_says_why(no_compiler
         "recurrent core: manual (python loops), not cpp (train.recurrent_core auto): the C++ compiler "
         "'no-such-c++-compiler' is not on PATH"
     )
-
-
-def test_auto_on_a_gpu_or_with_plain_autograd_takes_no_compiled_loops():
-    train = config().train
-    core, note = recurrent_core(train, torch.device("cuda"))  # decided without touching a GPU
-    assert core == "manual" and note.endswith("they run on a CPU and this run is on cuda")
-    for chosen in ("autograd", "manual"):
-        picked = recurrent_core(train.model_copy(update={"recurrent_core": chosen}), torch.device("cpu"))
-        assert picked == (chosen, None)
-    with pytest.raises(ConfigError, match="train.recurrent_core cpp runs on a CPU; on cuda use manual"):
-        recurrent_core(train.model_copy(update={"recurrent_core": "cpp"}), torch.device("cuda"))
 
 
 @needs_compiler
@@ -216,19 +206,19 @@ def test_the_command_line_says_in_one_line_why_it_trains_without_compiled_loops(
     assert "recurrent core manual" in (folder / "train.log").read_text()
 
 
-@pytest.mark.skipif(not compiled.NATIVE, reason="the build is tuned to the CPU (-march=native) on Linux only")
+@pytest.mark.skipif(not cpp_loops.NATIVE, reason="the build is tuned to the CPU (-march=native) on Linux only")
 def test_a_build_tuned_to_the_cpu_is_kept_per_kind_of_cpu_and_checkout(monkeypatch, tmp_path):
     """Machines that share a home directory (and so the extension cache) never load another CPU's build, and
     two checkouts sharing the cache do not rebuild over each other's build."""
-    name = compiled.build_name()
-    assert name.startswith("autolfads_loops_") and name == compiled.build_name()
+    name = cpp_loops.build_name()
+    assert name.startswith("autolfads_loops_") and name == cpp_loops.build_name()
     other_checkout = tmp_path / "loops.cpp"
-    other_checkout.write_bytes(compiled.SOURCE.read_bytes())
+    other_checkout.write_bytes(cpp_loops.SOURCE.read_bytes())
     with monkeypatch.context() as patch:
-        patch.setattr(compiled, "SOURCE", other_checkout)
-        assert compiled.build_name() != name
-    monkeypatch.setattr(compiled.platform, "machine", lambda: "another-cpu")
-    assert compiled.build_name() != name
+        patch.setattr(cpp_loops, "SOURCE", other_checkout)
+        assert cpp_loops.build_name() != name
+    monkeypatch.setattr(cpp_loops.platform, "machine", lambda: "another-cpu")
+    assert cpp_loops.build_name() != name
 
 
 @needs_compiler
@@ -250,10 +240,10 @@ def test_the_command_line_trains_and_resumes_with_compiled_loops(autolfads, tiny
 def test_processes_that_build_at_once_share_one_build_past_a_killed_builders_lock(tmp_path, monkeypatch):
     """Search workers start together: the first builds, the others wait and load the same. A builder killed
     half-way left torch's lock file behind: nobody waits on it for ever."""
-    code = "from autolfads.model.compiled import compiled_loops; print(compiled_loops().__file__)"
+    code = "from autolfads.model.cpp_loops import cpp_extension; print(cpp_extension().__file__)"
     env = {**os.environ, "TORCH_EXTENSIONS_DIR": str(tmp_path / "extensions")}
     monkeypatch.setenv("TORCH_EXTENSIONS_DIR", env["TORCH_EXTENSIONS_DIR"])
-    folder = compiled.build_directory(compiled.build_name())
+    folder = cpp_loops.build_directory(cpp_loops.build_name())
     folder.mkdir(parents=True)
     (folder / "lock").touch()  # what `kill -9` of a build leaves
     builds = [

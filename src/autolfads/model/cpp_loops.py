@@ -1,7 +1,7 @@
-"""The fast core's time loops as a C++ extension (`train.recurrent_core cpp`; auto where it builds), built at
+"""The manual core's time loops as a C++ extension (`train.recurrent_core cpp`; auto where it builds), built at
 first use.
 
-`csrc/loops.cpp` runs `fused.py`'s loops step for step on the same buffers; what it saves is python's cost
+`csrc/loops.cpp` runs `manual_backward.py`'s loops step for step on the same buffers; what it saves is python's cost
 per small op (a GRU step is some twenty of them) and, with a matrix-product kernel of its own that ends in the
 gate's activation, MKL's per-call cost at the loops' small sizes. It is built once per machine by torch's
 extension builder with the system's C++ compiler and cached (TORCH_EXTENSIONS_DIR, default
@@ -69,15 +69,15 @@ def build_tools_missing() -> str | None:
 
 
 @functools.cache
-def why_not_compiled(device_type: str) -> str | None:
-    """Why a run on `device_type` cannot have the compiled loops (built or loaded now when it can), or None."""
+def why_not_cpp(device_type: str) -> str | None:
+    """Why a run on `device_type` cannot have the C++ loops (built or loaded now when it can), or None."""
     if device_type != "cpu":
         return f"they run on a CPU and this run is on {device_type}"
     missing = build_tools_missing()
     if missing:
         return missing
     try:
-        compiled_loops()
+        cpp_extension()
     # a compiler that fails on this machine (torch raises RuntimeError, or others): the python loops still run
     except Exception as err:
         return f"their build failed ({str(err).splitlines()[0] if str(err) else type(err).__name__})"
@@ -85,8 +85,8 @@ def why_not_compiled(device_type: str) -> str | None:
 
 
 @functools.cache
-def compiled_loops() -> ModuleType:
-    """The compiled loops' module (built or loaded from the cache the first time a process asks)."""
+def cpp_extension() -> ModuleType:
+    """The C++ loops' module (built or loaded from the cache the first time a process asks)."""
     missing = build_tools_missing()
     if missing:
         raise ConfigError(

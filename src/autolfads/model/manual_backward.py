@@ -1,10 +1,11 @@
-"""The fast recurrent core: hand-written backward passes for the LFADS time loops.
+"""The `manual` recurrent core: hand-written backward passes for the LFADS time loops (`cpp` runs the same loops
+in C++; `cores.py` chooses).
 
 Autograd records a dozen small nodes per time step for each of the four recurrent networks and computes
 the weight gradients step by step. Here the forward loops run without recording and keep what the
 backward needs (gates, clip masks); the backward loops walk time in reverse with plain tensor ops, and all
-weight gradients are then one batched matmul over every step. The equations are those of
-`recurrent.gru_step` and of the eager decoder loop; tests check values and gradients against them.
+weight gradients are then one batched matmul over every step. The equations are those of `reference.py`;
+tests check values and gradients against them.
 
 Every step writes into preallocated sequence buffers: a network's trajectory h_0..h_T is one buffer (its
 states and previous states are views of it, no concatenation), the input gradient dL/dx_proj is one buffer
@@ -15,37 +16,29 @@ On a CPU the python-scalar forms of `1 - z` or `x * 2` cost twice a tensor-tenso
 """
 
 import functools
-from typing import Literal, NamedTuple
+from typing import NamedTuple
 
 import torch
 
-from .compiled import compiled_loops
+from .cpp_loops import cpp_extension
 from .decoder_inputs import FLAT_ORDER, ControllerSide, DecoderInputs, GeneratorSide
-
-# how the recurrent loops run: plain autograd, the hand-written backward in python, or its loops in C++
-Core = Literal["autograd", "manual", "cpp"]  # train.recurrent_core, once auto is resolved
 
 _HALF, _ONE, _TWO = torch.tensor(0.5), torch.tensor(1.0), torch.tensor(2.0)
 
 
-def project(bias: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, core: Core) -> torch.Tensor:
-    """An input projection of whole sequences, bias (G, 1, N) + x (G, M, K) @ weight (G, K, N). The compiled core
-    computes it with the loops' kernel (1.3-1.9x MKL's at these sizes on one core), the others with baddbmm."""
-    if core == "cpp":
-        return _CompiledProjection.apply(bias, x, weight)
-    return torch.baddbmm(bias, x, weight)
+class CppProjection(torch.autograd.Function):
+    """bias (G, 1, N) + x (G, M, K) @ weight (G, K, N) with the C++ loops' kernel (1.3-1.9x MKL's at these sizes
+    on one core)."""
 
-
-class _CompiledProjection(torch.autograd.Function):
     @staticmethod
     def forward(ctx, bias, x, weight):
         ctx.save_for_backward(x, weight)
-        return compiled_loops().project(x, weight, bias)
+        return cpp_extension().project(x, weight, bias)
 
     @staticmethod
     def backward(ctx, d_out):
         x, weight = ctx.saved_tensors
-        d_x = compiled_loops().project(d_out, weight.transpose(1, 2), None) if ctx.needs_input_grad[1] else None
+        d_x = cpp_extension().project(d_out, weight.transpose(1, 2), None) if ctx.needs_input_grad[1] else None
         return d_out.sum(1, keepdim=True), d_x, torch.bmm(x.transpose(1, 2), d_out)
 
 
@@ -60,7 +53,7 @@ def _tanh_(x: torch.Tensor) -> torch.Tensor:
 def _gru_forward_step(t, rnn, x_zr, x_n, h, w_zr, w_n, clip):
     """Step t of a clipped GRU, writing its gates z|r, n and the new state into rnn's buffers (no copies).
 
-    h' = clamp(n + z * (h - n)) is computed in place in the state buffer, in the order of `recurrent.gru_step`
+    h' = clamp(n + z * (h - n)) is computed in place in the state buffer, in the order of `reference.gru_step`
     (which differs only in its tanh: the values agree to about 1e-7)."""
     torch.baddbmm(x_zr, h, w_zr, out=rnn.zr[t]).sigmoid_()
     n = _tanh_(torch.baddbmm(x_n, rnn.r[t] * h, w_n, out=rnn.n[t]))
@@ -85,7 +78,7 @@ class _steps(functools.cached_property):
 class _Saved:
     """A recurrent network's forward record in the backward, and the clamp's pass mask; per-step views of
     h_{t-1}, z, r, n and the mask (unbind: one call, where indexing [t] would be one call per step). The mask
-    and the views are made on first use: the compiled loops use none (they test |h| < clip as they go)."""
+    and the views are made on first use: the C++ loops use none (they test |h| < clip as they go)."""
 
     def __init__(self, trajectory, zr, n, clip):
         self.trajectory, self.zr_all, self.n_all, self.clip = trajectory, zr, n, clip
@@ -168,20 +161,20 @@ def _recurrent_grads(saved, d_x):
     )
 
 
-class FusedGRUSequence(torch.autograd.Function):
+class ManualGRUSequence(torch.autograd.Function):
     """x_proj (G, T, B, 3H) = x W_ih + b, h0 (G, B, H), w_zr (G, H, 2H), w_n (G, H, H) -> states (G, T, B, H)."""
 
     @staticmethod
-    def forward(ctx, x_proj, h0, w_zr, w_n, clip, compiled=False):
+    def forward(ctx, x_proj, h0, w_zr, w_n, clip, cpp=False):
         rnn = _Recurrence(h0, x_proj.shape[1])
-        if compiled:
-            compiled_loops().gru_forward(x_proj, rnn.trajectory, rnn.gates, rnn.n_gates, w_zr, w_n, clip)
+        if cpp:
+            cpp_extension().gru_forward(x_proj, rnn.trajectory, rnn.gates, rnn.n_gates, w_zr, w_n, clip)
         else:
             x_zr, x_n = _input_steps(x_proj, h0.shape[-1])
             h = rnn.h[0]
             for t in range(x_proj.shape[1]):
                 h = _gru_forward_step(t, rnn, x_zr[t], x_n[t], h, w_zr, w_n, clip)
-        ctx.clip, ctx.compiled = clip, compiled
+        ctx.clip, ctx.cpp = clip, cpp
         ctx.save_for_backward(w_zr, w_n, rnn.trajectory, rnn.gates, rnn.n_gates)
         return rnn.states
 
@@ -190,8 +183,8 @@ class FusedGRUSequence(torch.autograd.Function):
         w_zr, w_n, trajectory, zr, n = ctx.saved_tensors
         saved = _Saved(trajectory, zr, n, ctx.clip)
         d_x = _InputGrads(n, n.shape[-1])
-        if ctx.compiled:
-            dh = compiled_loops().gru_backward(d_states, trajectory, zr, n, w_zr, w_n, d_x.all, ctx.clip)
+        if ctx.cpp:
+            dh = cpp_extension().gru_backward(d_states, trajectory, zr, n, w_zr, w_n, d_x.all, ctx.clip)
         else:
             w_zr_t, w_n_t = w_zr.transpose(1, 2), w_n.transpose(1, 2)
             d_steps = d_states.unbind(1)
@@ -272,7 +265,7 @@ def _decoder_forward_loop(gen, con, factor_steps, side: GeneratorSide, clip):
 
 
 class _DecoderRecord(NamedTuple):
-    """What FusedDecoder's forward saves for its backward, in `ctx.save_for_backward` order: the forward
+    """What ManualDecoder's forward saves for its backward, in `ctx.save_for_backward` order: the forward
     record (zero-width tensors for the con_* / co_* / gen_inputs entries without a controller), then inputs."""
 
     gen_trajectory: torch.Tensor
@@ -372,8 +365,8 @@ def _decoder_backward_loop(s: _DecoderRecord, gen, d_gen_x, con, d_factor_all, d
     return d_gen_h, d_factor_carry
 
 
-def _compiled_decoder_forward(gen, con, factor_trajectory, side: GeneratorSide, clip):
-    """`_decoder_forward_loop` in C++ (`compiled.compiled_loops`), on the same buffers."""
+def _cpp_decoder_forward(gen, con, factor_trajectory, side: GeneratorSide, clip):
+    """`_decoder_forward_loop` in C++ (`cpp_loops.cpp_extension`), on the same buffers."""
     gen_side = (gen.trajectory, gen.gates, gen.n_gates, side.gen_in_proj, side.gen_zr, side.gen_n, side.factor_w)
     con_side = None
     if con is not None:
@@ -381,17 +374,17 @@ def _compiled_decoder_forward(gen, con, factor_trajectory, side: GeneratorSide, 
         record = (con.rnn.trajectory, con.rnn.gates, con.rnn.n_gates, con.params, con.stds, con.gen_inputs)
         con_side = (con.in_proj, *weights, *record)
     con_mask, co_noise = (None, None) if con is None else (con.mask, con.noise_all)
-    compiled_loops().decoder_forward(gen_side, factor_trajectory, side.gen_mask, con_side, con_mask, co_noise, clip)
+    cpp_extension().decoder_forward(gen_side, factor_trajectory, side.gen_mask, con_side, con_mask, co_noise, clip)
 
 
-def _compiled_decoder_backward(s: _DecoderRecord, gen, d_gen_x, con, d_factor_all, d_factors, d_gen_states):
-    """`_decoder_backward_loop` in C++ (`compiled.compiled_loops`), on the same buffers."""
+def _cpp_decoder_backward(s: _DecoderRecord, gen, d_gen_x, con, d_factor_all, d_factors, d_gen_states):
+    """`_decoder_backward_loop` in C++ (`cpp_loops.cpp_extension`), on the same buffers."""
     gen_side = (*s[:3], d_gen_x.all, s.gen_zr, s.gen_n, s.factor_w)
     con_side = None
     if con is not None:
         record = (s.con_trajectory, s.con_zr_gates, s.con_n_gates, con.d_x.all, con.d_params)
         con_side = (*record, *con.d_outputs, s.co_stds, s.con_zr, s.con_n, s.co_w, s.gen_w_co, s.con_w_fac)
-    grads = compiled_loops().decoder_backward(
+    grads = cpp_extension().decoder_backward(
         gen_side, d_factor_all, d_factors, d_gen_states, s.gen_mask, con_side, s.co_noise, s.con_mask, gen.clip
     )
     if con is None:
@@ -431,16 +424,16 @@ def _controller_grads(s: _DecoderRecord, con, d_gen_x):
     )
 
 
-class FusedDecoder(torch.autograd.Function):
-    """The controller + generator loop of `decoder.eager_decode`, member-major (P, T, B, .) sequences.
+class ManualDecoder(torch.autograd.Function):
+    """The controller + generator loop of `reference.decode`, member-major (P, T, B, .) sequences.
 
-    Arguments: `DecoderInputs.flat()` (its tensors in FLAT_ORDER, then clip), then `compiled` (the loops in
-    C++). Outputs: gen_states, factors, con_states, co_means, co_stds, gen_inputs.
+    Arguments: `DecoderInputs.flat()` (its tensors in FLAT_ORDER, then clip), then `cpp` (the loops in C++).
+    Outputs: gen_states, factors, con_states, co_means, co_stds, gen_inputs.
     """
 
     @staticmethod
     def forward(ctx, *args):
-        *flat, compiled = args
+        *flat, cpp = args
         inputs = DecoderInputs.from_flat(tuple(flat))
         side, clip = inputs.gen, inputs.clip
         (members, steps, batch), co_dim = side.gen_in_proj.shape[:3], side.gen_w_co.shape[1]
@@ -449,8 +442,8 @@ class FusedDecoder(torch.autograd.Function):
         factor_trajectory = side.factor0.new_empty(members, steps + 1, batch, side.factor0.shape[-1])
         factor_trajectory[:, 0].copy_(side.factor0)
         con = None if inputs.con is None else _ControllerForward(inputs.con, side.gen_w_co, side.gen_init)
-        if compiled:
-            _compiled_decoder_forward(gen, con, factor_trajectory, side, clip)
+        if cpp:
+            _cpp_decoder_forward(gen, con, factor_trajectory, side, clip)
         else:
             _decoder_forward_loop(gen, con, factor_trajectory.unbind(1), side, clip)
         if con is None:
@@ -462,7 +455,7 @@ class FusedDecoder(torch.autograd.Function):
             con_states, co_params = con.rnn.states, con.params
             c = inputs.con
             con_weights, con_masks = (c.con_w_fac, c.con_zr, c.con_n, c.co_w), (c.con_mask, c.co_noise)
-        ctx.use_con, ctx.clip, ctx.compiled = con is not None, clip, compiled
+        ctx.use_con, ctx.clip, ctx.cpp = con is not None, clip, cpp
         gen_weights = (side.gen_w_co, side.gen_zr, side.gen_n, side.factor_w)
         saved = (*con_weights, *gen_weights, con_masks[0], side.gen_mask, con_masks[1])
         ctx.save_for_backward(gen.trajectory, gen.gates, gen.n_gates, factor_trajectory, *con_record, *saved)
@@ -478,11 +471,11 @@ class FusedDecoder(torch.autograd.Function):
         con = None
         if ctx.use_con:
             con = _ControllerBackward(s, ctx.clip, d_gen_inputs, d_co_means, d_co_stds, d_con_states)
-        backward_loop = _compiled_decoder_backward if ctx.compiled else _decoder_backward_loop
+        backward_loop = _cpp_decoder_backward if ctx.cpp else _decoder_backward_loop
         d_gen_h, d_factor0 = backward_loop(s, gen, d_gen_x, con, d_factor_all, d_factors, d_gen_states)
         grads = _generator_grads(s, gen, d_gen_x, d_factor_all, d_gen_h, d_factor0)
         if con is None:
             grads["gen_w_co"] = torch.zeros_like(s.gen_w_co)
         else:
             grads.update(_controller_grads(s, con, d_gen_x))
-        return (*(grads.get(name) for name in FLAT_ORDER), None, None)  # no gradient of clip and compiled
+        return (*(grads.get(name) for name in FLAT_ORDER), None, None)  # no gradient of clip and cpp
