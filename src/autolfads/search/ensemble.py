@@ -38,7 +38,7 @@ from ..train.output import posterior_sample
 from ..train.population_state import PopulationState
 from ..train.records import RunLog
 from ..train.run import load_run_data, sample
-from ..train.trainer import Trainer
+from ..train.trainer import sampling_model
 from .results import EnsembleSummary, save_member_folder
 
 ENSEMBLE_DIR = "ensemble"
@@ -166,13 +166,12 @@ def _member_rates(
 ) -> dict[str, list[np.ndarray]]:
     """One member's posterior-sampled rates, {split: [rates of each session]}: the rates `autolfads sample` of
     its state would write (the same random stream, session by session, split by split)."""
-    trainer = Trainer(config, data)
-    trainer.load_population_state(state)
+    model = sampling_model(config, data, state)
     samples = config.train.num_samples if num_samples is None else num_samples
     rates: dict[str, list[np.ndarray]] = {}
     for s, session in enumerate(data):
         for split in session.splits:
-            sampled = posterior_sample(trainer.model, split, samples, session=s)["rates"]
+            sampled = posterior_sample(model, split, samples, session=s)["rates"]
             rates.setdefault(split.name, []).append(sampled[0])
     return rates
 
