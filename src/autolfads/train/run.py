@@ -53,6 +53,11 @@ def load_run_data(config: Config, data_path: str | Path | None) -> tuple[Config,
     if path is None:
         raise ConfigError("no data given: pass --data PATH or set data.dir (TRAIN.DATA.DIR) in the config")
     sessions = read_sessions(config, path)
+    return resolve_run_config(config, sessions, path), sessions
+
+
+def resolve_run_config(config: Config, sessions: list[LFADSData], path: str | Path) -> Config:
+    """The config with the model's dimensions from `sessions` (read from `path`), and that path recorded."""
     # The resolved config records the data it was fitted to, so `autolfads sample` finds it again.
     given = Path(path)
     paths = {
@@ -67,9 +72,7 @@ def load_run_data(config: Config, data_path: str | Path | None) -> tuple[Config,
     if config.data.nlb_targets is not None:
         paths["nlb_targets"] = str(Path(config.data.nlb_targets).resolve())
     data_config = config.data.model_copy(update=paths)
-    return config.model_copy(
-        update={"model": resolve_model_config(config.model, sessions), "data": data_config}
-    ), sessions
+    return config.model_copy(update={"model": resolve_model_config(config.model, sessions), "data": data_config})
 
 
 def read_sessions(config: Config, path: str | Path) -> list[LFADSData]:
