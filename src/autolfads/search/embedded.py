@@ -61,16 +61,16 @@ def run_embedded(
         progress.close()
     final = state.history[-settings.population :]
     finished = FinishedSearch(
-        workdir,
-        config,
-        data,
-        record,
-        state.hparams,
-        final,
-        lambda m: state.select([m]),
-        select,
-        driver.rank_metric,
-        log,
+        workdir=workdir,
+        config=config,
+        data=data,
+        record=record,
+        hparams=state.hparams,
+        last_rows=final,
+        member_state=lambda m: state.select([m]),
+        select_metric=select,
+        rank_metric=driver.rank_metric,
+        log=log,
     )
     return finish_search(finished)
 

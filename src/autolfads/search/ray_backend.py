@@ -146,18 +146,17 @@ def _outcome(scheduler, config: Config, data, settings: SearchSettings, workdir:
     def state_of(member: int) -> PopulationState:
         return member_state(load_checkpoint(workdir / final[member]["checkpoint"] / MEMBER_CKPT), member)
 
-    last_rows = [final[m]["metrics"] for m in range(settings.population)]
     finished = FinishedSearch(
-        workdir,
-        config,
-        data,
-        scheduler.record,
-        scheduler.final_hparams,
-        last_rows,
-        state_of,
-        scheduler.select_metric,
-        scheduler.driver.rank_metric,
-        log,
+        workdir=workdir,
+        config=config,
+        data=data,
+        record=scheduler.record,
+        hparams=scheduler.final_hparams,
+        last_rows=[final[m]["metrics"] for m in range(settings.population)],
+        member_state=state_of,
+        select_metric=scheduler.select_metric,
+        rank_metric=scheduler.driver.rank_metric,
+        log=log,
     )
     return finish_search(finished)
 
