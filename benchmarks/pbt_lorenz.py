@@ -22,7 +22,7 @@ import torch
 from autolfads.config import apply_overrides, load_config
 from autolfads.data.dataset import load_data
 from autolfads.data.synthetic import write_synthetic
-from autolfads.search import embedded
+from autolfads.search import finish
 from autolfads.search.results import SearchSettings
 from autolfads.search.run import search
 from autolfads.train.metrics import r2_score
@@ -96,7 +96,7 @@ def main() -> None:
     )
     timers = {"epochs": 0.0, "final output": 0.0}
     start = time.perf_counter()
-    with timed(Trainer, "run_epoch", timers, "epochs"), timed(embedded, "write_best_model", timers, "final output"):
+    with timed(Trainer, "run_epoch", timers, "epochs"), timed(finish, "write_best_model", timers, "final output"):
         outcome = search(config, data_file, args.workdir / "search", settings)
     search_time = time.perf_counter() - start
     single_config = apply_overrides(config, ["train.max_epochs", str(total_epochs)])

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 
+from autolfads.cli import main
 from autolfads.errors import CheckpointError, ConfigError
 from autolfads.names import ALL_METRIC, HELDIN_METRIC, SAMPLED_METRIC
 from autolfads.search import embedded
@@ -90,6 +91,20 @@ def test_search_tables_and_best_model(finished_search):
     assert best["trainer"]["members"][0] == outcome.best_hparams
     assert all(tensor.shape[0] == 1 for tensor in best["model"].values())
     assert "generation 2" in (workdir / "search.log").read_text()
+
+
+def test_the_best_models_output_is_what_autolfads_sample_of_best_model_writes(finished_search, tmp_path):
+    """The search samples best_model/ from its state in memory; `autolfads sample` reads best_model/last.ckpt back
+    and writes the same file: every array and attribute."""
+    outcome, workdir, _ = finished_search
+    again = tmp_path / "again.h5"
+    assert main(["sample", "--checkpoint", str(workdir / "best_model"), "--output", str(again)]) == 0
+    with h5py.File(outcome.outputs[0]) as written, h5py.File(again) as sampled:
+        assert set(written) == set(sampled) and set(written.attrs) == set(sampled.attrs)
+        for key in written:
+            assert np.array_equal(written[key][()], sampled[key][()]), key
+        for key in written.attrs:
+            assert np.array_equal(written.attrs[key], sampled.attrs[key]), key
 
 
 def test_exploits_copy_weights_and_optimizer_state_then_perturb(finished_search):

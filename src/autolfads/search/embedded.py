@@ -24,12 +24,12 @@ from ..train.checkpoint import load_checkpoint, remove_stale_temporaries, save_c
 from ..train.population_state import PopulationState
 from ..train.records import TensorBoard
 from ..train.trainer import seeds_of
-from .ensemble import write_ensemble
-from .generation import SearchDriver, best_ranked, ranked, state_metrics
-from .pbt import Exploit, generation_epochs, ranking
+from .finish import FinishedSearch, finish_search
+from .generation import SearchDriver, state_metrics
+from .pbt import Exploit, generation_epochs
 from .placement import WorkerPlan, plan_workers, search_gpus, usable_cpus
 from .progress import SearchProgress
-from .results import SearchOutcome, SearchRecord, SearchSettings, search_log, write_best_model
+from .results import SearchOutcome, SearchRecord, SearchSettings, search_log
 from .space import SearchSpace
 from .workers import InProcessWorkers, ProcessWorkers
 
@@ -60,27 +60,19 @@ def run_embedded(
     finally:
         progress.close()
     final = state.history[-settings.population :]
-    metrics = state_metrics(final)
-    best = best_ranked(metrics, driver.rank_metric)
-    hparams = state.hparams[best]
-    outputs = write_best_model(workdir, config, hparams, state.select([best]), data, log)
-    order = ranking(ranked(metrics[driver.rank_metric], driver.rank_metric))
-    ensemble = write_ensemble(workdir, config, data, order, lambda m: state.select([m]), outputs, log)
-    return SearchOutcome(
-        workdir,
-        record.generation,
-        best,
-        final[best][select],
-        hparams,
-        outputs[0].parent,
-        outputs,
-        record.wall_time_s,
-        final[best],
-        select,
-        driver.rank_metric,
-        record.stop_reason,
-        ensemble,
+    finished = FinishedSearch(
+        workdir=workdir,
+        config=config,
+        data=data,
+        record=record,
+        hparams=state.hparams,
+        last_rows=final,
+        member_state=lambda m: state.select([m]),
+        select_metric=select,
+        rank_metric=driver.rank_metric,
+        log=log,
     )
+    return finish_search(finished)
 
 
 def embedded_plan(

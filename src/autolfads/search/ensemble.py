@@ -37,8 +37,8 @@ from ..train.checkpoint import load_checkpoint
 from ..train.output import posterior_sample
 from ..train.population_state import PopulationState
 from ..train.records import RunLog
-from ..train.run import load_run_data, sample
-from ..train.trainer import Trainer
+from ..train.run import load_run_data, resolve_run_config, sample
+from ..train.trainer import sampling_model
 from .results import EnsembleSummary, save_member_folder
 
 ENSEMBLE_DIR = "ensemble"
@@ -147,14 +147,17 @@ def sample_ensemble(
             "they were kept samples only on the search's data: its lfads_output.h5"
         )
     log = RunLog(folder / "sample.log")
-    paths = sample(members[0], data_path, output or folder / OUTPUT_FILE, num_samples, log=log)
+    config, data = load_run_data(load_saved_config(members[0] / CONFIG_FILE), data_path)
+    paths = sample(
+        members[0], output=output or folder / OUTPUT_FILE, num_samples=num_samples, data=data, config=config, log=log
+    )
     best = [read_output(path) for path in paths]
     rates = [_file_rates(best)]
-    for member in members[1:]:
-        config, data = load_run_data(load_saved_config(member / CONFIG_FILE), data_path)
-        rates.append(
-            _member_rates(config, data, PopulationState.from_dict(load_checkpoint(member / LAST_CKPT)), num_samples)
-        )
+    for member in members[1:]:  # the data read once: the members of one search read it alike
+        saved = load_saved_config(member / CONFIG_FILE)
+        member_config = resolve_run_config(saved, data, data_path or saved.data.dir)
+        state = PopulationState.from_dict(load_checkpoint(member / LAST_CKPT))
+        rates.append(_member_rates(member_config, data, state, num_samples))
     for path, output, session_rates in zip(paths, best, _by_session(rates), strict=True):
         _write_averaged(path, output, session_rates, record["members"])
     log(f"averaged the rates of {len(members)} members ({', '.join(map(str, record['members']))}) into {paths[0]}")
@@ -166,13 +169,12 @@ def _member_rates(
 ) -> dict[str, list[np.ndarray]]:
     """One member's posterior-sampled rates, {split: [rates of each session]}: the rates `autolfads sample` of
     its state would write (the same random stream, session by session, split by split)."""
-    trainer = Trainer(config, data)
-    trainer.load_population_state(state)
+    model = sampling_model(config, data, state)
     samples = config.train.num_samples if num_samples is None else num_samples
     rates: dict[str, list[np.ndarray]] = {}
     for s, session in enumerate(data):
         for split in session.splits:
-            sampled = posterior_sample(trainer.model, split, samples, session=s)["rates"]
+            sampled = posterior_sample(model, split, samples, session=s)["rates"]
             rates.setdefault(split.name, []).append(sampled[0])
     return rates
 

@@ -19,13 +19,12 @@ from ..data.dataset import LFADSData
 from ..errors import AutoLFADSError, ConfigError
 from ..layout import MEMBER_CKPT, RAY_DIR
 from ..train.checkpoint import load_checkpoint
-from .ensemble import write_ensemble
-from .generation import best_ranked, ranked, state_metrics
-from .pbt import ranking
+from ..train.population_state import PopulationState
+from .finish import FinishedSearch, finish_search
 from .ray_scheduler import MAX_FAILURES, BinaryTournamentPBT, restoring_in
 from .ray_trainable import DECISIONS, DecisionBoard, group_trainable, member_state, trial_group
 from .ray_tune_private import resume_everything, use_token_if_available
-from .results import SearchOutcome, SearchSettings, search_log, write_best_model
+from .results import SearchOutcome, SearchSettings, search_log
 from .space import SearchSpace
 
 EXPERIMENT = "search"
@@ -141,36 +140,25 @@ def _start_ray(ray, address: str | None, log) -> None:
 
 
 def _outcome(scheduler, config: Config, data, settings: SearchSettings, workdir: Path, log) -> SearchOutcome:
-    """The best member of the last generation written as best_model/, and the search's outcome."""
+    """The search's finish (best_model/, the ensemble) from the scheduler's record of the last generation."""
     final = scheduler.final
-    metrics = state_metrics([final[m]["metrics"] for m in range(settings.population)])
-    rank_metric = scheduler.driver.rank_metric
-    best = best_ranked(metrics, rank_metric)
 
-    def state_of(member: int) -> dict:
+    def state_of(member: int) -> PopulationState:
         return member_state(load_checkpoint(workdir / final[member]["checkpoint"] / MEMBER_CKPT), member)
 
-    hparams = dict(scheduler.final_hparams[best])
-    outputs = write_best_model(workdir, config, hparams, state_of(best), data, log)
-    order = ranking(ranked(metrics[rank_metric], rank_metric))
-    ensemble = write_ensemble(workdir, config, data, order, state_of, outputs, log)
-    record = scheduler.record
-    last = {name: value for name, value in final[best]["metrics"].items() if isinstance(value, float)}
-    return SearchOutcome(
-        workdir,
-        record.generation,
-        best,
-        metrics[scheduler.select_metric][best],
-        hparams,
-        outputs[0].parent,
-        outputs,
-        record.wall_time_s,
-        last,
-        scheduler.select_metric,
-        rank_metric,
-        record.stop_reason,
-        ensemble,
+    finished = FinishedSearch(
+        workdir=workdir,
+        config=config,
+        data=data,
+        record=scheduler.record,
+        hparams=scheduler.final_hparams,
+        last_rows=[final[m]["metrics"] for m in range(settings.population)],
+        member_state=state_of,
+        select_metric=scheduler.select_metric,
+        rank_metric=scheduler.driver.rank_metric,
+        log=log,
     )
+    return finish_search(finished)
 
 
 def _check_reachable(address: str, timeout_s: float = 10.0) -> None:

@@ -8,7 +8,8 @@
     best_model/         the best member as an ordinary run folder (config.yaml, last.ckpt, metrics.csv)
                         with its posterior-sampled lfads_output.h5
     ensemble/           the best members' rates averaged (search.ensemble)
-The tables are rewritten atomically from the search's checkpointed record after every generation.
+The tables are rewritten atomically from the search's checkpointed record after every generation; best_model/
+and ensemble/ are written once it is finished (search.finish, for both backends).
 """
 
 import json
@@ -26,7 +27,6 @@ from ..data.dataset import LFADSData
 from ..errors import CheckpointError, ConfigError
 from ..files import write_atomic
 from ..layout import (
-    BEST_DIR,
     CONFIG_FILE,
     EXPLOITS_FILE,
     LAST_CKPT,
@@ -43,7 +43,7 @@ from ..names import HEADLINE_METRICS, RANK_ONLY_METRICS, SELECT_METRICS
 from ..train.checkpoint import save_checkpoint
 from ..train.population_state import PopulationState
 from ..train.records import RunLog, write_csv
-from ..train.run import kept_select_metric, sample
+from ..train.run import kept_select_metric
 from .pbt import Exploit
 from .space import SearchSpace, load_search_space
 
@@ -343,21 +343,6 @@ def write_tables(workdir: Path, record: SearchRecord, metric_rows: list[dict]) -
     if record.exploit_rows:
         write_csv(workdir / EXPLOITS_FILE, record.exploit_rows)
     write_csv(workdir / METRICS_FILE, metric_rows)
-
-
-def write_best_model(
-    workdir: Path,
-    config: Config,
-    hparams: dict[str, float],
-    member_state: PopulationState,
-    data: list[LFADSData],
-    log: RunLog,
-) -> list[Path]:
-    """The best member as a run folder that `autolfads sample` and `autolfads train` accept; returns its output
-    files."""
-    folder = workdir / BEST_DIR
-    member_config = save_member_folder(folder, config, hparams, member_state)
-    return sample(folder, data=data, config=member_config, log=log)
 
 
 def save_member_folder(

@@ -33,7 +33,7 @@ from .nlb_scoring import load_nlb_targets
 from .output import output_paths, write_output
 from .population_state import PopulationState
 from .records import Progress, RunLog, TensorBoard, write_csv
-from .trainer import Trainer
+from .trainer import Trainer, sampling_model
 
 
 @dataclass
@@ -53,6 +53,11 @@ def load_run_data(config: Config, data_path: str | Path | None) -> tuple[Config,
     if path is None:
         raise ConfigError("no data given: pass --data PATH or set data.dir (TRAIN.DATA.DIR) in the config")
     sessions = read_sessions(config, path)
+    return resolve_run_config(config, sessions, path), sessions
+
+
+def resolve_run_config(config: Config, sessions: list[LFADSData], path: str | Path) -> Config:
+    """The config with the model's dimensions from `sessions` (read from `path`), and that path recorded."""
     # The resolved config records the data it was fitted to, so `autolfads sample` finds it again.
     given = Path(path)
     paths = {
@@ -67,9 +72,7 @@ def load_run_data(config: Config, data_path: str | Path | None) -> tuple[Config,
     if config.data.nlb_targets is not None:
         paths["nlb_targets"] = str(Path(config.data.nlb_targets).resolve())
     data_config = config.data.model_copy(update=paths)
-    return config.model_copy(
-        update={"model": resolve_model_config(config.model, sessions), "data": data_config}
-    ), sessions
+    return config.model_copy(update={"model": resolve_model_config(config.model, sessions), "data": data_config})
 
 
 def read_sessions(config: Config, path: str | Path) -> list[LFADSData]:
@@ -331,8 +334,21 @@ def sample(
         config = load_saved_config(folder / CONFIG_FILE)
     if data is None:
         config, data = load_run_data(config, data_path)  # dimensions in config.yaml must match the data
-    set_torch_threads(config.train.threads)
     path = folder / BEST_CKPT if (folder / BEST_CKPT).exists() else folder / LAST_CKPT
+    paths = checked_output_paths(folder, output, data)
+    state = PopulationState.from_dict(load_checkpoint(path))
+    return write_samples(state, config, data, paths, path, num_samples=num_samples, log=log or RunLog(folder / RUN_LOG))
+
+
+def sample_member(folder: Path, state: PopulationState, config: Config, data: list[LFADSData], log) -> list[Path]:
+    """What `sample(folder)` writes when the folder's last.ckpt holds `state` (and no best.ckpt is there), from
+    the state in memory: a search's best model is sampled as it is written, not read back."""
+    return write_samples(state, config, data, checked_output_paths(folder, None, data), folder / LAST_CKPT, log=log)
+
+
+def checked_output_paths(folder: Path, output: str | Path | None, data: list[LFADSData]) -> list[Path]:
+    """The output files of sampling the run folder (`output`: the first's name), none of them the data's or
+    the run's own files."""
     paths = output_paths(Path(output) if output else folder / OUTPUT_FILE, [session.name for session in data])
     check_distinct(
         {f"--output ({p.name})" if len(paths) > 1 else "--output": p for p in paths},
@@ -342,24 +358,37 @@ def sample(
             "its config": folder / CONFIG_FILE,
         },
     )
-    payload = load_checkpoint(path)
-    trainer = Trainer(config, data)
-    trainer.load_population_state(PopulationState.from_dict(payload))
+    return paths
+
+
+def write_samples(
+    state: PopulationState,
+    config: Config,
+    data: list[LFADSData],
+    paths: list[Path],
+    checkpoint: Path,
+    *,
+    num_samples: int | None = None,
+    log: Callable[[str], None],
+) -> list[Path]:
+    """Posterior-sample a one-member state into paths (one per session); `checkpoint`: the file that holds it."""
+    set_torch_threads(config.train.threads)
+    model = sampling_model(config, data, state)
     samples = config.train.num_samples if num_samples is None else num_samples
     start = time.perf_counter()
-    epoch = trainer.epoch - 1  # the checkpoint's last completed epoch, numbered from 0 as in metrics.csv
+    epoch = state.epoch - 1  # the checkpoint's last completed epoch, numbered from 0 as in metrics.csv
     for session, (session_data, out) in enumerate(zip(data, paths, strict=True)):
         write_output(
             out,
-            trainer.model,
+            model,
             session_data,
             samples,
             session=session,
-            attrs={"checkpoint": str(path.resolve()), "epoch": epoch},
+            attrs={"checkpoint": str(checkpoint.resolve()), "epoch": epoch},
         )
     shown = str(paths[0]) if len(paths) == 1 else f"{len(paths)} files {', '.join(p.name for p in paths)}"
-    (log or RunLog(folder / RUN_LOG))(
-        f"wrote {shown} ({samples} posterior samples of {path.name}, epoch {epoch}) "
+    log(
+        f"wrote {shown} ({samples} posterior samples of {checkpoint.name}, epoch {epoch}) "
         f"in {time.perf_counter() - start:.1f} s"
     )
     return paths

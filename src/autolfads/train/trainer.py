@@ -17,7 +17,7 @@ from ..errors import ConfigError
 from ..evaluate import Targets
 from ..model import LFADS
 from ..model.augmentations import coordinated_dropout, sbtt_targets
-from ..model.cores import pick_core
+from ..model.cores import Core, pick_core
 from ..model.readin_readout import pcr_session_inits
 from ..names import MEMBER_HPARAMS
 from .batches import Batch, SampleValidation, augment, check_augmentations, take_batch, to_device
@@ -78,9 +78,7 @@ class Trainer:
             raise ValueError(f"{len(self.members)} members but {len(seeds)} seeds")
         self.device = resolve_device(train.device)
         self.core, self.core_note = pick_core(train.recurrent_core, self.device)
-        self.model = LFADS(config.model, seeds, self.device, core=self.core)
-        if config.model.multisession and config.model.readin_init == "pcr":
-            self.model.init_sessions(pcr_session_inits(self.sessions, config.model, self.model.reconstruction))
+        self.model = new_model(config, self.sessions, seeds, self.device, self.core)
         self.params = [param for param in self.model.parameters() if param.requires_grad]  # fixed read-ins are not
         self.optimizer = PopulationAdam(
             self.params, eps=train.adam_epsilon, weight_decay=train.weight_decay, epsilon_hat=train.adam_epsilon_hat
@@ -280,6 +278,28 @@ class Trainer:
         self.model.rng.set_state(state.rng["members"])
         self.data_rng.set_state(state.rng["data"])
         self.history = list(state.history)
+
+
+def new_model(
+    config: Config, sessions: Sequence[LFADSData], seeds: Sequence[int], device: torch.device, core: Core
+) -> LFADS:
+    """A fresh model of len(seeds) members (a stitched model's read-ins initialised by PCR where asked)."""
+    model = LFADS(config.model, seeds, device, core=core)
+    if config.model.multisession and config.model.readin_init == "pcr":
+        model.init_sessions(pcr_session_inits(sessions, config.model, model.reconstruction))
+    return model
+
+
+def sampling_model(config: Config, sessions: Sequence[LFADSData], state: PopulationState) -> LFADS:
+    """The model of a population state, to sample from: the weights and random streams a Trainer loaded with the
+    state holds, without the optimizer, training state and data a Trainer would build besides."""
+    _check_config(config, len(sessions))
+    device = resolve_device(config.train.device)
+    seeds = seeds_of(config.train.seed, range(state.size))
+    model = new_model(config, sessions, seeds, device, pick_core(config.train.recurrent_core, device)[0])
+    model.load_state_dict(state.model)
+    model.rng.set_state(state.rng["members"])
+    return model
 
 
 def seeds_of(seed: int, members: Iterable[int]) -> list[int]:
