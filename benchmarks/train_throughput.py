@@ -7,7 +7,7 @@ per-member gradient clipping and the Adam update. Random Poisson data. The recur
 (plain autograd, the reference) are timed alternately in one run.
 
     python benchmarks/train_throughput.py [--threads 1] [--batch 64] [--steps 10] [--population 1] [--clock wall]
-        [--no-compiled]
+        [--no-cpp]
 
 Memory is set up as the command line does it (huge pages, large blocks back to the OS: autolfads.runtime).
 `--clock cpu` times the process's CPU time instead of wall time (one thread: the time it computed, less
@@ -63,7 +63,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="timed epochs per core (after one warm-up)")
     parser.add_argument("--clock", choices=["wall", "cpu"], default="wall", help="cpu: process CPU time")
     parser.add_argument(
-        "--no-compiled", dest="compiled", action="store_false", help="leave out train.recurrent_core cpp (no compiler)"
+        "--no-cpp", dest="cpp", action="store_false", help="leave out train.recurrent_core cpp (no compiler)"
     )
     args = parser.parse_args()
     reuse_freed_memory()  # as the command line does
@@ -85,7 +85,7 @@ def main() -> None:
         f"{args.batch}, population {args.population}, steps {args.steps}"
     )
     # Fast core and plain autograd alternate epoch by epoch so machine noise hits both alike; best of rounds.
-    cores = ["autograd", "manual"] + (["cpp"] if args.compiled else [])
+    cores = ["autograd", "manual"] + (["cpp"] if args.cpp else [])
     trainers = {
         core: Trainer(
             config.model_copy(update={"train": config.train.model_copy(update={"recurrent_core": core})}),
