@@ -85,6 +85,17 @@ def test_cpp_decoder_matches_the_python_loop(use_con, training):
 
 
 @needs_compiler
+def test_the_decoder_loop_reads_its_tensors_by_name_and_names_a_missing_one():
+    """The C++ loop takes each side as a dict of named tensors: a side without one is a clear error naming it,
+    not a read of another tensor's place."""
+    shapes = {"trajectory": (1, 3, 1, 1), "zr_gates": (1, 2, 1, 2), "n_gates": (1, 2, 1, 1), "in_proj": (1, 2, 1, 3),
+              "zr": (1, 1, 2), "n": (1, 1, 1)}  # fmt: skip
+    side = {name: torch.zeros(shape) for name, shape in shapes.items()}
+    with pytest.raises(ValueError, match="the decoder loop's C\\+\\+ side has no tensor 'factor_w'"):
+        cpp_loops.cpp_extension().decoder_forward(side, torch.zeros(1, 2, 1, 1), None, None, None, None, 1.0)
+
+
+@needs_compiler
 def test_lfads_loss_and_gradients_compiled_vs_python_loops():
     cfg = ModelConfig(data_dim=8, cs_dim=2, seq_len=10, fp_len=2, ext_input_dim=2, co_dim=2, ic_enc_dim=5)
     cfg = cfg.model_copy(update=dict(ci_enc_dim=4, con_dim=4, ic_dim=3, gen_dim=6, fac_dim=3, cell_clip=1.0))

@@ -365,25 +365,43 @@ def _decoder_backward_loop(s: _DecoderRecord, gen, d_gen_x, con, d_factor_all, d
     return d_gen_h, d_factor_carry
 
 
+def _cpp_side(record: tuple[torch.Tensor, ...], **tensors: torch.Tensor) -> dict[str, torch.Tensor]:
+    """One side of the decoder loop (generator or controller) as the C++ loops read it (`Named` in
+    csrc/loops.cpp): the network's record (trajectory h_0..h_T, z|r gates, n gates) and the rest, by name."""
+    trajectory, zr_gates, n_gates = record
+    return dict(trajectory=trajectory, zr_gates=zr_gates, n_gates=n_gates, **tensors)
+
+
 def _cpp_decoder_forward(gen, con, factor_trajectory, side: GeneratorSide, clip):
     """`_decoder_forward_loop` in C++ (`cpp_loops.cpp_extension`), on the same buffers."""
-    gen_side = (gen.trajectory, gen.gates, gen.n_gates, side.gen_in_proj, side.gen_zr, side.gen_n, side.factor_w)
+    gen_side = _cpp_side(
+        (gen.trajectory, gen.gates, gen.n_gates), in_proj=side.gen_in_proj, zr=side.gen_zr, n=side.gen_n,
+        factor_w=side.factor_w,
+    )  # fmt: skip
     con_side = None
     if con is not None:
-        weights = (con.w_fac, con.w_zr, con.w_n, con.co_w, con.co_b.squeeze(1), con.gen_w_co)
-        record = (con.rnn.trajectory, con.rnn.gates, con.rnn.n_gates, con.params, con.stds, con.gen_inputs)
-        con_side = (con.in_proj, *weights, *record)
+        con_side = _cpp_side(
+            (con.rnn.trajectory, con.rnn.gates, con.rnn.n_gates), in_proj=con.in_proj, w_fac=con.w_fac, zr=con.w_zr,
+            n=con.w_n, co_w=con.co_w, co_b=con.co_b.squeeze(1), gen_w_co=con.gen_w_co, params=con.params,
+            stds=con.stds, gen_inputs=con.gen_inputs,
+        )  # fmt: skip
     con_mask, co_noise = (None, None) if con is None else (con.mask, con.noise_all)
     cpp_extension().decoder_forward(gen_side, factor_trajectory, side.gen_mask, con_side, con_mask, co_noise, clip)
 
 
 def _cpp_decoder_backward(s: _DecoderRecord, gen, d_gen_x, con, d_factor_all, d_factors, d_gen_states):
     """`_decoder_backward_loop` in C++ (`cpp_loops.cpp_extension`), on the same buffers."""
-    gen_side = (*s[:3], d_gen_x.all, s.gen_zr, s.gen_n, s.factor_w)
+    gen_side = _cpp_side(
+        (s.gen_trajectory, s.gen_zr_gates, s.gen_n_gates), d_x=d_gen_x.all, zr=s.gen_zr, n=s.gen_n, factor_w=s.factor_w
+    )
     con_side = None
     if con is not None:
-        record = (s.con_trajectory, s.con_zr_gates, s.con_n_gates, con.d_x.all, con.d_params)
-        con_side = (*record, *con.d_outputs, s.co_stds, s.con_zr, s.con_n, s.co_w, s.gen_w_co, s.con_w_fac)
+        d_gen_inputs, d_co_means, d_co_stds, d_states = con.d_outputs
+        con_side = _cpp_side(
+            (s.con_trajectory, s.con_zr_gates, s.con_n_gates), d_x=con.d_x.all, d_params=con.d_params,
+            d_gen_inputs=d_gen_inputs, d_co_means=d_co_means, d_co_stds=d_co_stds, d_states=d_states,
+            stds=s.co_stds, zr=s.con_zr, n=s.con_n, co_w=s.co_w, gen_w_co=s.gen_w_co, w_fac=s.con_w_fac,
+        )  # fmt: skip
     grads = cpp_extension().decoder_backward(
         gen_side, d_factor_all, d_factors, d_gen_states, s.gen_mask, con_side, s.co_noise, s.con_mask, gen.clip
     )

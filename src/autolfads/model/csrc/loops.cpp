@@ -11,7 +11,10 @@
 #include <cstdint>
 #include <cmath>
 #include <optional>
+#include <stdexcept>
+#include <string>
 #include <type_traits>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -20,6 +23,14 @@ namespace {
 using at::Tensor;
 using Steps = std::vector<Tensor>;
 using Maybe = std::optional<Tensor>;
+// One side of the decoder loop (generator or controller) as python names its tensors (manual_backward._cpp_side)
+using Named = std::unordered_map<std::string, Tensor>;
+
+const Tensor& field(const Named& side, const std::string& name) {
+  const auto found = side.find(name);
+  if (found == side.end()) throw std::invalid_argument("the decoder loop's C++ side has no tensor '" + name + "'");
+  return found->second;
+}
 
 // The rows a loop reads and writes never overlap: vectorize without alias checks.
 #define IVDEP _Pragma("GCC ivdep")
@@ -400,11 +411,14 @@ struct Controller {
   Steps x, params, stds, gen_inputs, masks, noise;
   Record rnn;
   int64_t hidden, co_dim;
-  Controller(const std::vector<Tensor>& t, const Maybe& mask, const Maybe& noise)
-      : w_fac(t[1]), w_zr(t[2]), w_n(t[3]), co_w(t[4]), gen_w_co(t[6]),
-        co_b(t[5].unsqueeze(1).expand({-1, t[7].size(2), -1})), x(steps_of(t[0])), params(steps_of(t[10])),
-        stds(steps_of(t[11])), gen_inputs(steps_of(t[12])), rnn(t[7], t[8], t[9]), hidden(t[9].size(-1)),
-        co_dim(t[11].size(-1)) {
+  Controller(const Named& t, const Maybe& mask, const Maybe& noise)
+      : w_fac(field(t, "w_fac")), w_zr(field(t, "zr")), w_n(field(t, "n")), co_w(field(t, "co_w")),
+        gen_w_co(field(t, "gen_w_co")),
+        co_b(field(t, "co_b").unsqueeze(1).expand({-1, field(t, "trajectory").size(2), -1})),
+        x(steps_of(field(t, "in_proj"))), params(steps_of(field(t, "params"))), stds(steps_of(field(t, "stds"))),
+        gen_inputs(steps_of(field(t, "gen_inputs"))),
+        rnn(field(t, "trajectory"), field(t, "zr_gates"), field(t, "n_gates")), hidden(rnn.hidden),
+        co_dim(field(t, "stds").size(-1)) {
     if (mask) masks = steps_of(mask->contiguous());
     if (noise) this->noise = steps_of(noise->contiguous());
   }
@@ -441,13 +455,13 @@ void controller_forward_step(int64_t t, Controller<T>& con, const Tensor& factor
 }
 
 template <typename T>
-void decoder_forward_impl(const std::vector<Tensor>& gen_t, const Tensor& factor_trajectory, const Maybe& gen_mask,
-                          const std::optional<std::vector<Tensor>>& con_t, const Maybe& con_mask,
-                          const Maybe& co_noise, double clip_) {
+void decoder_forward_impl(const Named& gen_t, const Tensor& factor_trajectory, const Maybe& gen_mask,
+                          const std::optional<Named>& con_t, const Maybe& con_mask, const Maybe& co_noise,
+                          double clip_) {
   const T clip(clip_);
-  const Tensor& gen_in_proj = gen_t[3];
-  const Packed<T> gen_zr(gen_t[4]), gen_n(gen_t[5]), factor_w(gen_t[6]);
-  Record gen(gen_t[0], gen_t[1], gen_t[2]);
+  const Tensor& gen_in_proj = field(gen_t, "in_proj");
+  const Packed<T> gen_zr(field(gen_t, "zr")), gen_n(field(gen_t, "n")), factor_w(field(gen_t, "factor_w"));
+  Record gen(field(gen_t, "trajectory"), field(gen_t, "zr_gates"), field(gen_t, "n_gates"));
   const int64_t H = gen.hidden;
   const Steps gen_x_steps = steps_of(gen_in_proj), factors = steps_of(factor_trajectory);
   const Steps gen_masks = gen_mask ? steps_of(gen_mask->contiguous()) : Steps{};
@@ -478,12 +492,10 @@ void decoder_forward_impl(const std::vector<Tensor>& gen_t, const Tensor& factor
   }
 }
 
-// ManualDecoder's forward loop. gen: (gen_trajectory, gen_zr_gates, gen_n_gates, gen_in_proj, gen_zr, gen_n,
-// factor_w); con (with a controller): (con_in_proj, con_w_fac, con_zr, con_n, co_w, co_b, gen_w_co,
-// con_trajectory, con_zr_gates, con_n_gates, co_params, co_stds, gen_inputs). Fills the records in place.
-void decoder_forward(const std::vector<Tensor>& gen, const Tensor& factor_trajectory, const Maybe& gen_mask,
-                     const std::optional<std::vector<Tensor>>& con, const Maybe& con_mask, const Maybe& co_noise,
-                     double clip) {
+// ManualDecoder's forward loop, each side's tensors by name (manual_backward._cpp_decoder_forward). Fills the
+// records in place.
+void decoder_forward(const Named& gen, const Tensor& factor_trajectory, const Maybe& gen_mask,
+                     const std::optional<Named>& con, const Maybe& con_mask, const Maybe& co_noise, double clip) {
   AT_DISPATCH_FLOATING_TYPES(factor_trajectory.scalar_type(), "decoder_forward", [&] {
     decoder_forward_impl<scalar_t>(gen, factor_trajectory, gen_mask, con, con_mask, co_noise, clip);
   });
@@ -499,16 +511,17 @@ struct ControllerBackward {
   Tensor d_co, d_con, g, d_h;
   int64_t co_dim;
   bool started = false;
-  // t: con_trajectory, con_zr_gates, con_n_gates, d_x_all, d_params, d_gen_inputs, d_co_means, d_co_stds,
-  // d_con_states, co_stds, con_zr, con_n, co_w, gen_w_co, con_w_fac
-  ControllerBackward(const std::vector<Tensor>& t, const Maybe& noise, const Maybe& mask)
-      : saved(t[0], t[1], t[2]), d_x(steps_of(t[3])), d_params(steps_of(t[4])),
-        d_gen_inputs(steps_of(t[5].contiguous())), d_co_means(steps_of(t[6].contiguous())),
-        d_co_stds(steps_of(t[7].contiguous())), d_states(steps_of(t[8].contiguous())), stds(steps_of(t[9])),
-        zr_t(t[10].transpose(1, 2)), n_t(t[11].transpose(1, 2)), co_w_t(t[12].transpose(1, 2)),
-        gen_w_co_t(t[13].transpose(1, 2)), w_fac_t(t[14].transpose(1, 2)), scratch(saved.h[0]),
-        d_co(scratch_like(d_gen_inputs[0])), d_con(scratch_like(saved.h[0])),
-        g(scratch_like(d_con)), d_h(scratch_like(d_con)), co_dim(t[9].size(-1)) {
+  ControllerBackward(const Named& t, const Maybe& noise, const Maybe& mask)
+      : saved(field(t, "trajectory"), field(t, "zr_gates"), field(t, "n_gates")), d_x(steps_of(field(t, "d_x"))),
+        d_params(steps_of(field(t, "d_params"))), d_gen_inputs(steps_of(field(t, "d_gen_inputs").contiguous())),
+        d_co_means(steps_of(field(t, "d_co_means").contiguous())),
+        d_co_stds(steps_of(field(t, "d_co_stds").contiguous())),
+        d_states(steps_of(field(t, "d_states").contiguous())), stds(steps_of(field(t, "stds"))),
+        zr_t(field(t, "zr").transpose(1, 2)), n_t(field(t, "n").transpose(1, 2)),
+        co_w_t(field(t, "co_w").transpose(1, 2)), gen_w_co_t(field(t, "gen_w_co").transpose(1, 2)),
+        w_fac_t(field(t, "w_fac").transpose(1, 2)), scratch(saved.h[0]), d_co(scratch_like(d_gen_inputs[0])),
+        d_con(scratch_like(saved.h[0])), g(scratch_like(d_con)), d_h(scratch_like(d_con)),
+        co_dim(field(t, "stds").size(-1)) {
     if (noise) this->noise = steps_of(noise->contiguous());
     if (mask) masks = steps_of(mask->contiguous());
   }
@@ -548,14 +561,14 @@ void controller_backward_step(int64_t t, ControllerBackward<T>& con, const Tenso
 }
 
 template <typename T>
-std::vector<Tensor> decoder_backward_impl(const std::vector<Tensor>& gen_t, const Tensor& d_factor_all,
+std::vector<Tensor> decoder_backward_impl(const Named& gen_t, const Tensor& d_factor_all,
                                           const Tensor& d_factors_, const Tensor& d_gen_states_,
-                                          const Maybe& gen_mask, const std::optional<std::vector<Tensor>>& con_t,
+                                          const Maybe& gen_mask, const std::optional<Named>& con_t,
                                           const Maybe& co_noise, const Maybe& con_mask, T clip) {
-  const Record gen(gen_t[0], gen_t[1], gen_t[2]);
-  const Steps d_gen_x = steps_of(gen_t[3]);
-  const Packed<T> gen_zr_t(gen_t[4].transpose(1, 2)), gen_n_t(gen_t[5].transpose(1, 2));
-  const Packed<T> factor_w_t(gen_t[6].transpose(1, 2));
+  const Record gen(field(gen_t, "trajectory"), field(gen_t, "zr_gates"), field(gen_t, "n_gates"));
+  const Steps d_gen_x = steps_of(field(gen_t, "d_x"));
+  const Packed<T> gen_zr_t(field(gen_t, "zr").transpose(1, 2)), gen_n_t(field(gen_t, "n").transpose(1, 2));
+  const Packed<T> factor_w_t(field(gen_t, "factor_w").transpose(1, 2));
   const Steps d_factor_steps = steps_of(d_factor_all), d_factors = steps_of(d_factors_.contiguous());
   const Steps d_gen_states = steps_of(d_gen_states_.contiguous());
   const Steps gen_masks = gen_mask ? steps_of(gen_mask->contiguous()) : Steps{};
@@ -583,13 +596,13 @@ std::vector<Tensor> decoder_backward_impl(const std::vector<Tensor>& gen_t, cons
   return {d_gen_h, carry, con->d_h};
 }
 
-// ManualDecoder's backward loop. gen: (gen_trajectory, gen_zr_gates, gen_n_gates, d_gen_x_all, gen_zr, gen_n,
-// factor_w); con: see ControllerBackward. Fills d_factor_all, d_gen_x_all and the controller's
-// d_x_all and d_params; returns dL/dgen_init, and with a controller dL/dfactor0 and dL/dcon_h0.
-std::vector<Tensor> decoder_backward(const std::vector<Tensor>& gen, const Tensor& d_factor_all,
-                                     const Tensor& d_factors, const Tensor& d_gen_states, const Maybe& gen_mask,
-                                     const std::optional<std::vector<Tensor>>& con, const Maybe& co_noise,
-                                     const Maybe& con_mask, double clip) {
+// ManualDecoder's backward loop, each side's tensors by name (manual_backward._cpp_decoder_backward). Fills
+// d_factor_all, the generator's d_x and the controller's d_x and d_params; returns dL/dgen_init, and with a
+// controller dL/dfactor0 and dL/dcon_h0.
+std::vector<Tensor> decoder_backward(const Named& gen, const Tensor& d_factor_all, const Tensor& d_factors,
+                                     const Tensor& d_gen_states, const Maybe& gen_mask,
+                                     const std::optional<Named>& con, const Maybe& co_noise, const Maybe& con_mask,
+                                     double clip) {
   std::vector<Tensor> out;
   AT_DISPATCH_FLOATING_TYPES(d_factor_all.scalar_type(), "decoder_backward", [&] {
     out = decoder_backward_impl<scalar_t>(gen, d_factor_all, d_factors, d_gen_states, gen_mask, con, co_noise,
