@@ -36,7 +36,7 @@ from unittest import mock
 
 from autolfads.config import Config, ModelConfig, TrainConfig
 from autolfads.data.synthetic import write_synthetic
-from autolfads.search.ray_scheduler import BinaryTournamentPBT
+from autolfads.search.ray_scheduler import SynchronousPBT
 from autolfads.search.results import SearchSettings
 from autolfads.search.run import search
 
@@ -120,7 +120,7 @@ def run(
             else dict(members_per_trial=members_per_trial, cpus_per_trial=args.cpus_per_node)
         )
         with (
-            mock.patch.object(BinaryTournamentPBT, "_may_wait", lambda self, trial, group: False)
+            mock.patch.object(SynchronousPBT, "_may_wait", lambda self, trial, group: False)
             if fresh
             else (contextlib.nullcontext())
         ):

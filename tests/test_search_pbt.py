@@ -1,5 +1,5 @@
-"""search/pbt.py: the pure population decisions. Binary tournament, exploit planning, best member and
-ranking, the stopping rule, generation lengths and the time-budget rule.
+"""search/pbt.py: the pure population decisions. Truncation selection, binary tournament, exploit planning,
+best member and ranking, the stopping rule, generation lengths and the time-budget rule.
 
 Expectations follow /work/shared/reference/autolfads-pbt-spec.md; every random test uses a fixed seed."""
 
@@ -16,6 +16,7 @@ import pytest
 from autolfads.search.pbt import (
     STOP_RATIO,
     STOP_WINDOW,
+    TRUNCATION_FRACTION,
     Exploit,
     best_member,
     binary_tournament,
@@ -26,6 +27,7 @@ from autolfads.search.pbt import (
     planned_generations,
     ranking,
     should_stop,
+    truncation_selection,
 )
 from autolfads.search.space import (
     HyperParameter,
@@ -54,6 +56,62 @@ def small_space() -> SearchSpace:
             "dropout_rate": HyperParameter(low=0.0, high=0.6),
         }
     )
+
+
+# --------------------------------------------------------------------------------------------------
+# truncation_selection
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n, quarter", [(2, 1), (3, 1), (4, 1), (7, 1), (8, 2), (16, 4), (40, 10)])
+def test_truncation_bottom_quarter_copies_top_quarter(n, quarter):
+    assert max(1, int(n * TRUNCATION_FRACTION)) == quarter
+    g = rng(21)
+    metrics = list(g.permutation(n).astype(float))  # member m ranks metrics[m]-th: 0 is the best
+    top = {m for m in range(n) if metrics[m] < quarter}
+    bottom = {m for m in range(n) if metrics[m] >= n - quarter}
+    winners = Counter()
+    for _ in range(200):
+        pairs = truncation_selection(metrics, g)
+        assert sorted(loser for loser, _ in pairs) == sorted(bottom)  # each of the bottom quarter, once
+        assert all(winner in top for _, winner in pairs)
+        assert all(isinstance(i, int) for pair in pairs for i in pair)
+        winners.update(winner for _, winner in pairs)
+    assert set(winners) == top  # every top member is drawn as a winner
+    assert all(140 < c < 260 for c in winners.values()), winners  # uniform over the top: 200 each expected
+
+
+def test_truncation_keeps_the_middle_and_the_second_best():
+    """8 members: only the two worst lose, and the best two (who a tournament may pair) never do."""
+    metrics = [0.0945, 0.0941, 0.0950, 0.0948, 0.0952, 0.0946, 0.0944, 0.0943]
+    for seed in range(50):
+        pairs = truncation_selection(metrics, rng(seed))
+        assert sorted(loser for loser, _ in pairs) == [2, 4]
+        assert {winner for _, winner in pairs} <= {1, 7}
+
+
+def test_truncation_nan_members_always_lose_to_finite_ones():
+    metrics = [NAN, 3.0, NAN, 1.0, NAN, 2.0, 4.0, NAN]  # 4 NaNs: more than a quarter
+    for seed in range(50):
+        pairs = truncation_selection(metrics, rng(seed))
+        assert sorted(loser for loser, _ in pairs) == [0, 2, 4, 7]
+        assert {winner for _, winner in pairs} <= {3, 5}
+    assert truncation_selection([NAN, 1.0], rng(0)) == [(0, 1)]
+    assert truncation_selection([INF, 1.0], rng(0)) == [(0, 1)]  # inf ranks after every finite value
+
+
+def test_truncation_without_a_finite_winner_plans_nothing():
+    assert truncation_selection([], rng(0)) == []
+    assert truncation_selection([1.0], rng(0)) == []
+    assert truncation_selection([NAN, NAN, NAN], rng(0)) == []
+    assert truncation_selection([INF, NAN], rng(0)) == []
+
+
+def test_truncation_ties_rank_the_lower_index_first():
+    pairs = truncation_selection([1.0] * 8, rng(3))
+    assert sorted(loser for loser, _ in pairs) == [6, 7]
+    assert {winner for _, winner in pairs} <= {0, 1}
+    assert pairs == truncation_selection([1.0] * 8, rng(3))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -173,7 +231,7 @@ def test_plan_exploits_records():
     metrics = [4.0, 1.0, NAN, 2.0, 3.0, 0.5]
     hparams = [{"lr_init": 1e-3 * (i + 1) / 2, "dropout_rate": 0.05 * (i + 1), "cd_rate": 0.5} for i in range(6)]
     snapshot = [dict(h) for h in hparams]
-    exploits = plan_exploits(7, metrics, hparams, space, rng(51))
+    exploits = plan_exploits(7, metrics, hparams, space, rng(51), "tournament")
     assert len(exploits) == 3
     assert all(isinstance(e, Exploit) for e in exploits)
     assert sorted(i for e in exploits for i in (e.loser, e.winner)) == list(range(6))
@@ -194,7 +252,21 @@ def test_plan_exploits_records():
     assert hparams == snapshot  # inputs untouched
     # the pairing matches binary_tournament's on the same seed; whole plan is reproducible
     assert [(e.loser, e.winner) for e in exploits] == binary_tournament(metrics, rng(51))
-    assert plan_exploits(7, metrics, hparams, space, rng(51)) == exploits
+    assert plan_exploits(7, metrics, hparams, space, rng(51), "tournament") == exploits
+
+
+def test_plan_exploits_truncation_is_the_default():
+    space = small_space()
+    metrics = [4.0, 1.0, NAN, 2.0, 3.0, 0.5, 5.0, 6.0]
+    hparams = [{"lr_init": 1e-3 * (i + 1) / 2, "dropout_rate": 0.05 * (i + 1)} for i in range(8)]
+    exploits = plan_exploits(3, metrics, hparams, space, rng(53))
+    assert [(e.loser, e.winner) for e in exploits] == truncation_selection(metrics, rng(53))
+    assert sorted(e.loser for e in exploits) == [2, 7]  # the NaN member and the worst; 6 is third from the bottom
+    for e in exploits:
+        assert e.winner in (5, 1) and e.winner_metric == metrics[e.winner] and e.old == hparams[e.loser]
+        assert set(e.new) == set(hparams[e.winner]) and e.new != hparams[e.winner]  # perturbed
+    with pytest.raises(KeyError):
+        plan_exploits(3, metrics, hparams, space, rng(53), "roulette")
 
 
 def test_plan_exploits_copies_are_independent():

@@ -33,3 +33,16 @@ def test_files_saved_before_the_selection_metric_existed_keep_the_held_in_score(
     path = tmp_path / "search.yaml"
     path.write_text(yaml.safe_dump({**SearchSettings().model_dump(), "metric": HELDIN_METRIC}))
     assert saved_settings(path).metric is None  # PBT ranked by the selection metric: the config's held-in one
+
+
+def test_searches_saved_before_the_selection_setting_existed_keep_the_tournament(tmp_path):
+    assert SearchSettings().selection == "truncation"  # a new search: the default
+    old = SearchSettings().model_dump()
+    del old["selection"]
+    path = tmp_path / "search.yaml"
+    path.write_text(yaml.safe_dump(old))
+    assert saved_settings(path).selection == "tournament"  # what it was started with: a rerun continues it
+    path.write_text(yaml.safe_dump({**old, "selection": "truncation"}))
+    assert saved_settings(path).selection == "truncation"
+    with pytest.raises(ValueError, match="selection"):
+        SearchSettings(selection="roulette")

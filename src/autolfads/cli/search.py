@@ -101,6 +101,13 @@ def add_search_options(search: argparse.ArgumentParser) -> None:
         "a rerun counts the time already spent, a rerun with a larger budget continues",
     )
     search.add_argument(
+        "--selection",
+        choices=["truncation", "tournament"],
+        default="truncation",
+        help="who copies whom after a generation: truncation (default; the bottom quarter copies the top quarter, "
+        "the rest train undisturbed) or tournament (random pairs, the worse copies the better, as lfads-torch)",
+    )
+    search.add_argument(
         "--no-exploit",
         dest="exploit",
         action="store_false",
@@ -108,7 +115,7 @@ def add_search_options(search: argparse.ArgumentParser) -> None:
         "exploit, no perturbation); the same generations, stopping and best member",
     )
     search.add_argument(
-        "--seed", type=int, default=0, help="seed of the sampling, tournaments and perturbations (default 0)"
+        "--seed", type=int, default=0, help="seed of the sampling, selections and perturbations (default 0)"
     )
 
 
@@ -276,6 +283,7 @@ def search_settings(args: argparse.Namespace) -> "SearchSettings":
             seed=args.seed,
             backend=args.backend,
             metric=None if args.metric in SELECT_METRICS else args.metric,
+            selection=args.selection,
             exploit=args.exploit,
             time_budget_s=args.time_budget,
             **bound,

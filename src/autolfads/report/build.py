@@ -125,7 +125,7 @@ def training(results: Results) -> Section:
         caption = (
             "Per-epoch metrics of every member (metrics.csv; one colour per member, train solid, validation dashed, "
             "grey lines: "
-            "generation ends). A member's curve jumps where it lost a tournament and continued from the winner's state."
+            "generation ends). A member's curve jumps where it lost (an exploit) and continued from the winner's state."
         )
     else:
         ends = []
@@ -187,9 +187,8 @@ def lineage(results: Results) -> Section:
     return Section(
         "lineage",
         "Best member's lineage",
-        f"Member {s.best_member} of the last generation, traced back through exploits.csv: after a lost tournament a "
-        "member "
-        "continues from the winner's weights and optimizer state, so its past is the winner's.",
+        f"Member {s.best_member} of the last generation, traced back through exploits.csv: after an exploit a "
+        "losing member continues from the winner's weights and optimizer state, so its past is the winner's.",
         [
             image(
                 figures.png(figure),

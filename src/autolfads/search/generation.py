@@ -164,7 +164,7 @@ class SearchDriver:
         if not self.settings.exploit:
             return []
         values = ranked(metrics[self.rank_metric], self.rank_metric)
-        return plan_exploits(generation, values, hparams, self.space, self.rng)
+        return plan_exploits(generation, values, hparams, self.space, self.rng, self.settings.selection)
 
     def _stop_reason(self) -> str:
         """Why the search stops after the generation just recorded ("" : it goes on)."""

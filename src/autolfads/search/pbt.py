@@ -1,10 +1,14 @@
 """Population-based training decisions, as pure functions of metrics and hyperparameters.
 
 A generation: every member trains the same number of epochs (the first one longer: the KL/L2 ramps plus
-one interval), then members are paired at random (disjoint pairs, as lfads-torch's binary tournament);
-in each pair the member with the higher smoothed validation NLL - or a NaN - loses, copies the winner's
-weights and optimizer state, and perturbs the winner's hyperparameters. The backends apply the new
-hyperparameters AFTER restoring the copied state.
+one interval), then the losers copy a winner's weights and optimizer state and perturb the winner's
+hyperparameters. Who loses (SearchSettings.selection):
+- truncation (the default): the bottom quarter of the ranking (and every NaN member) each copies a random
+  member of the top quarter, as Jaderberg et al.'s truncation selection and Ray Tune's PBT. The members in
+  between keep training undisturbed.
+- tournament: disjoint random pairs, the worse of each pair loses (lfads-torch's binary tournament); half the
+  population is overwritten every generation, the second best whenever it meets the best.
+A NaN member always loses. The backends apply the new hyperparameters AFTER restoring the copied state.
 """
 
 import math
@@ -17,6 +21,8 @@ from .space import SearchSpace
 
 STOP_WINDOW = 4  # generations whose bests the improvement ratio spans (lfads-torch's and tune-tf2's patience)
 STOP_RATIO = 5e-4  # stop when the best metric improved by at most this fraction over the window
+TRUNCATION_FRACTION = 0.25  # truncation selection: the bottom quarter copies the top quarter
+SELECTIONS = ("truncation", "tournament")
 
 
 @dataclass(frozen=True)
@@ -47,14 +53,31 @@ def binary_tournament(metrics: Sequence[float], rng: np.random.Generator) -> lis
     return pairs
 
 
+def truncation_selection(metrics: Sequence[float], rng: np.random.Generator) -> list[tuple[int, int]]:
+    """(loser, winner): each member of the bottom quarter (at least one) and every NaN member copies a random
+    member of the top quarter (at least one; finite metrics only). Ties rank the lower index first."""
+    quarter = max(1, int(len(metrics) * TRUNCATION_FRACTION))
+    if len(metrics) < 2:
+        return []
+    order = sorted(range(len(metrics)), key=lambda m: (_rank_key(metrics[m]), m))
+    top = [m for m in order[:quarter] if math.isfinite(metrics[m])]
+    if not top:
+        return []
+    bottom = set(order[len(order) - quarter :]) | {m for m in order if math.isnan(metrics[m])}
+    losers = [m for m in order if m in bottom and m not in top]
+    return [(loser, top[int(rng.integers(len(top)))]) for loser in losers]
+
+
 def plan_exploits(
     generation: int,
     metrics: Sequence[float],
     hparams: Sequence[Mapping[str, float]],
     space: SearchSpace,
     rng: np.random.Generator,
+    selection: str = "truncation",
 ) -> list[Exploit]:
-    """The exploit/explore decisions at the end of a generation."""
+    """The exploit/explore decisions at the end of a generation; selection: one of SELECTIONS."""
+    pairs = {"truncation": truncation_selection, "tournament": binary_tournament}[selection](metrics, rng)
     return [
         Exploit(
             generation,
@@ -65,7 +88,7 @@ def plan_exploits(
             dict(hparams[loser]),
             space.perturb(hparams[winner], rng),
         )
-        for loser, winner in binary_tournament(metrics, rng)
+        for loser, winner in pairs
     ]
 
 

@@ -21,7 +21,7 @@ from ..layout import MEMBER_CKPT, RAY_DIR
 from ..train.checkpoint import load_checkpoint
 from ..train.population_state import PopulationState
 from .finish import FinishedSearch, finish_search
-from .ray_scheduler import MAX_FAILURES, BinaryTournamentPBT, restoring_in
+from .ray_scheduler import MAX_FAILURES, SynchronousPBT, restoring_in
 from .ray_trainable import DECISIONS, DecisionBoard, group_trainable, member_state, trial_group
 from .ray_tune_private import resume_everything, use_token_if_available
 from .results import SearchOutcome, SearchSettings, search_log
@@ -68,7 +68,7 @@ def run_ray(
     log = search_log(workdir)
     base = member_hparams(config)
     select = config.train.select_metric
-    scheduler = BinaryTournamentPBT(workdir, space, settings, base, select, members_per_trial)
+    scheduler = SynchronousPBT(workdir, space, settings, base, select, members_per_trial)
     if scheduler.finished:
         if scheduler.driver.may_reopen():
             raise ConfigError(
@@ -86,7 +86,7 @@ def run_ray(
     finally:
         if started_ray:
             ray.shutdown()
-    scheduler = BinaryTournamentPBT(workdir, space, settings, base, select, members_per_trial)  # the state on disk
+    scheduler = SynchronousPBT(workdir, space, settings, base, select, members_per_trial)  # the state on disk
     if not scheduler.finished:
         raise RayBackendError(
             f"the search stopped after {scheduler.record.generation} generations: a member failed more than "
@@ -258,4 +258,4 @@ def _trial_name(groups: list[tuple[int, ...]], trial) -> str:
     return f"members_{members[0]:03d}-{members[-1]:03d}_{trial.trial_id}"
 
 
-__all__ = ["BinaryTournamentPBT", "RayBackendError", "group_trainable", "run_ray"]
+__all__ = ["SynchronousPBT", "RayBackendError", "group_trainable", "run_ray"]

@@ -1,4 +1,4 @@
-"""The Ray backend's scheduler: synchronous binary-tournament PBT as a Ray Tune TrialScheduler.
+"""The Ray backend's scheduler: synchronous PBT (pbt.plan_exploits) as a Ray Tune TrialScheduler.
 
 Its state (ray/pbt_state.json, `ray_records`) is the single source of truth of a Ray search, so a killed
 search resumes where it stopped; the design is in docs/architecture.md ("The Ray backend").
@@ -53,8 +53,8 @@ def restoring_in(workdir: Path):
         _restoring_workdir = None
 
 
-class BinaryTournamentPBT(_SchedulerBase):
-    """Synchronous binary-tournament PBT as a Ray Tune TrialScheduler (docs/architecture.md ("The Ray backend")).
+class SynchronousPBT(_SchedulerBase):
+    """Synchronous PBT as a Ray Tune TrialScheduler (docs/architecture.md ("The Ray backend")).
 
     A trial trains a group of members (members_per_trial, default 1); the state, the reports and the decisions
     are per member. Overrides of FIFOScheduler: on_trial_add (a new, restored or restarted trial gets its
@@ -157,7 +157,7 @@ class BinaryTournamentPBT(_SchedulerBase):
         self.driver = SearchDriver(
             self.workdir, self.settings, self.space, self.record, self.log, progress, self.select_metric
         )
-        self.rng = self.driver.rng  # the initial sample, then the tournaments and perturbations
+        self.rng = self.driver.rng  # the initial sample, then the selections and perturbations
 
     def _save(self) -> None:
         state = {
@@ -408,7 +408,7 @@ class BinaryTournamentPBT(_SchedulerBase):
 
     def debug_string(self) -> str:
         done = f"{len(self._done())}/{self.population}"
-        return f"BinaryTournamentPBT: generation {self.record.generation}, {done} members reported"
+        return f"SynchronousPBT: generation {self.record.generation}, {done} members reported"
 
     # ---- the decision
     def _done(self) -> list[int]:

@@ -1,6 +1,6 @@
 """Every use of Ray's private API, in one place (checked against Ray 2.60; see tests/test_search_ray_backend.py).
 
-The synchronous binary-tournament scheduler needs five things Tune offers no public call for: point a paused
+The synchronous PBT scheduler needs five things Tune offers no public call for: point a paused
 trial at the checkpoint it must start from (as Ray's own PopulationBasedTraining does on exploit), reset a
 trial's failure count, keep a restored trial from reusing checkpoint names, file a requeued trial as paused,
 and let a trial that waits at the barrier in its process (a report answered NOOP) go on. The driver resumes

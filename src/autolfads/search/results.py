@@ -44,7 +44,7 @@ from ..train.checkpoint import save_checkpoint
 from ..train.population_state import PopulationState
 from ..train.records import RunLog, write_csv
 from ..train.run import kept_select_metric
-from .pbt import Exploit
+from .pbt import SELECTIONS, Exploit
 from .space import SearchSpace, load_search_space
 
 
@@ -61,12 +61,18 @@ class SearchSettings(BaseModel):
         description="Upper bound on generations; the search usually stops earlier on a plateau. None: no bound but "
         "the time budget's.",
     )
-    seed: int = Field(0, ge=0, description="Seed of the initial sampling, the tournaments and the perturbations.")
+    seed: int = Field(0, ge=0, description="Seed of the initial sampling, the selections and the perturbations.")
     backend: Literal["embedded", "ray"] = "embedded"
     # What PBT ranks members by instead of train.select_metric (None: by it): SAMPLED_METRIC (lower is better) or
     # an NLB metric (higher is better; needs data.nlb_targets). Early stopping, the best checkpoint and the
     # stopping rule keep train.select_metric.
     metric: Literal[RANK_ONLY_METRICS] | None = None  # type: ignore[valid-type]
+    selection: Literal[SELECTIONS] = Field(  # type: ignore[valid-type]
+        "truncation",
+        description="Who copies whom after a generation: truncation (the bottom quarter copies the top quarter; "
+        "the rest train undisturbed) or tournament (random pairs, the worse of each copies the better: "
+        "lfads-torch's binary tournament).",
+    )
     exploit: bool = Field(
         True,
         description="False: a random-search control. Every member keeps its sampled hyperparameters and its own "
@@ -315,10 +321,12 @@ def _max_generations_problems(workdir: Path, old: int | None, settings: SearchSe
 
 def saved_settings(path: Path) -> SearchSettings:
     """A workdir's search.yaml. Before train.select_metric existed its `metric` named the held-in score too,
-    which the search's config now carries (config.saved_config): PBT ranks by the selection metric."""
+    which the search's config now carries (config.saved_config): PBT ranks by the selection metric. Before
+    `selection` existed every search ran the binary tournament: a rerun continues with it."""
     raw = yaml.safe_load(path.read_text())
     if raw.get("metric") in SELECT_METRICS:
         raw = {**raw, "metric": None}
+    raw.setdefault("selection", "tournament")
     return SearchSettings.model_validate(raw)
 
 
