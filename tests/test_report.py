@@ -195,7 +195,7 @@ def test_search_summary_and_lineage_match_the_search(search_dir):
     for before, step in zip(steps, steps[1:]):
         if step.inherited_from is None:
             assert before.member == step.member
-        else:  # the member lost the tournament after the previous generation to the lineage's member there
+        else:  # the member lost (an exploit) after the previous generation to the lineage's member there
             assert step.inherited_from == before.member
             assert {
                 "generation": str(step.generation - 1),

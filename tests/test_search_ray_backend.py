@@ -365,15 +365,15 @@ def test_search_on_a_two_node_cluster_is_synchronous_binary_tournament_pbt(clust
     assert processes_by_member(reports) == dict.fromkeys(range(4), 1), processes_by_member(reports)
     assert "4 trials of 1 CPU each; every trial has a place" in (workdir / "search.log").read_text()
 
-    # Binary tournament: disjoint pairs, the loser is the worse member, its new values are the winner's perturbed.
+    # Truncation: the worst member copies the best, its new values are the winner's perturbed.
     space = default_search_space()
     by_key = {(int(r["generation"]), int(r["member"])): r for r in state}
     exploits = read_csv(workdir / "exploits.csv")
     assert {int(e["generation"]) for e in exploits} == {0, 1}  # none after the last generation
     for generation in (0, 1):
         pairs = [e for e in exploits if int(e["generation"]) == generation]
-        involved = [int(e["loser"]) for e in pairs] + [int(e["winner"]) for e in pairs]
-        assert len(pairs) == 2 and len(set(involved)) == 4, pairs  # population 4: two disjoint pairs
+        ranked = sorted(range(4), key=lambda m: (float(by_key[(generation, m)][ALL_METRIC]), m))
+        assert [(int(e["loser"]), int(e["winner"])) for e in pairs] == [(ranked[-1], ranked[0])], pairs  # 4: one
         for e in pairs:
             loser, winner = by_key[(generation, int(e["loser"]))], by_key[(generation, int(e["winner"]))]
             assert float(e["loser_metric"]) == float(loser[ALL_METRIC]) and float(e["winner_metric"]) == float(
