@@ -56,9 +56,9 @@ def binary_tournament(metrics: Sequence[float], rng: np.random.Generator) -> lis
 def truncation_selection(metrics: Sequence[float], rng: np.random.Generator) -> list[tuple[int, int]]:
     """(loser, winner): each member of the bottom quarter (at least one) and every NaN member copies a random
     member of the top quarter (at least one; finite metrics only). Ties rank the lower index first."""
-    quarter = max(1, int(len(metrics) * TRUNCATION_FRACTION))
     if len(metrics) < 2:
         return []
+    quarter = max(1, int(len(metrics) * TRUNCATION_FRACTION))
     order = sorted(range(len(metrics)), key=lambda m: (_rank_key(metrics[m]), m))
     top = [m for m in order[:quarter] if math.isfinite(metrics[m])]
     if not top:
