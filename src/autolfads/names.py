@@ -44,6 +44,8 @@ PBT_METRICS = {
 RANK_ONLY_METRICS = tuple(name for name in PBT_METRICS if name not in SELECT_METRICS)
 # The validation metrics a summary, a report and the search's state table show (when a run has them).
 HEADLINE_METRICS = ("val_nll_heldin", "val_bps", "val_co_bps", "val_fp_bps", "val_r2")
+# PBT's selection rules (SearchSettings.selection, search --selection): who copies whom after a generation.
+SELECTIONS = ("truncation", "tournament")
 # The observation models (model.reconstruction): the config's choices, the model's distributions and the
 # data checks are each keyed by these.
 OBSERVATION_MODELS = ("poisson", "gaussian", "gamma", "zig")

@@ -7,7 +7,15 @@ from typing import TYPE_CHECKING
 
 from ..errors import ConfigError
 from ..layout import SEARCH_LOG, SETTINGS_FILE
-from ..names import ALL_METRIC, DEFAULT_SELECT_METRIC, HELDIN_METRIC, PBT_METRICS, SAMPLED_METRIC, SELECT_METRICS
+from ..names import (
+    ALL_METRIC,
+    DEFAULT_SELECT_METRIC,
+    HELDIN_METRIC,
+    PBT_METRICS,
+    SAMPLED_METRIC,
+    SELECT_METRICS,
+    SELECTIONS,
+)
 from ..sizing import GENERATION_STEPS
 from .options import EXAMPLES, add_command
 from .train import run_config, sized_config
@@ -102,7 +110,7 @@ def add_search_options(search: argparse.ArgumentParser) -> None:
     )
     search.add_argument(
         "--selection",
-        choices=["truncation", "tournament"],
+        choices=SELECTIONS,
         default="truncation",
         help="who copies whom after a generation: truncation (default; the bottom quarter copies the top quarter, "
         "the rest train undisturbed) or tournament (random pairs, the worse copies the better, as lfads-torch)",

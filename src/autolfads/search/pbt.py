@@ -22,7 +22,6 @@ from .space import SearchSpace
 STOP_WINDOW = 4  # generations whose bests the improvement ratio spans (lfads-torch's and tune-tf2's patience)
 STOP_RATIO = 5e-4  # stop when the best metric improved by at most this fraction over the window
 TRUNCATION_FRACTION = 0.25  # truncation selection: the bottom quarter copies the top quarter
-SELECTIONS = ("truncation", "tournament")
 
 
 @dataclass(frozen=True)
@@ -76,7 +75,7 @@ def plan_exploits(
     rng: np.random.Generator,
     selection: str = "truncation",
 ) -> list[Exploit]:
-    """The exploit/explore decisions at the end of a generation; selection: one of SELECTIONS."""
+    """The exploit/explore decisions at the end of a generation; selection: one of names.SELECTIONS."""
     pairs = {"truncation": truncation_selection, "tournament": binary_tournament}[selection](metrics, rng)
     return [
         Exploit(

@@ -39,12 +39,12 @@ from ..layout import (
     SPACE_FILE,
     STATE_FILE,
 )
-from ..names import HEADLINE_METRICS, RANK_ONLY_METRICS, SELECT_METRICS
+from ..names import HEADLINE_METRICS, RANK_ONLY_METRICS, SELECT_METRICS, SELECTIONS
 from ..train.checkpoint import save_checkpoint
 from ..train.population_state import PopulationState
 from ..train.records import RunLog, write_csv
 from ..train.run import kept_select_metric
-from .pbt import SELECTIONS, Exploit
+from .pbt import Exploit
 from .space import SearchSpace, load_search_space
 
 
